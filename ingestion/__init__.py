@@ -1,0 +1,1 @@
+"""Contract-driven ingestion of partner extracts: read, check, quarantine, reconcile, load."""

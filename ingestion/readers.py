@@ -1,0 +1,252 @@
+"""Read a landing file (CSV, Parquet or XLSX) into an all-text frame with row numbers.
+
+Every value arrives as text exactly as the partner wrote it (types are the
+contract's business, not the reader's), and every record keeps its number in
+the file: 1 is the first record under the header, and a CSV record counts once
+even when a quoted field spans lines. Problems that belong to one record (bytes
+that are not UTF-8, a record with the wrong number of fields) are returned as
+row problems so the record is quarantined, not lost; problems with the whole
+file raise FileRefused.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+ROW = "_row"
+SUPPORTED_SUFFIXES = (".csv", ".parquet", ".xlsx")
+REPLACEMENT_CHAR = "\ufffd"
+#: Cells longer than this are refused by the reader's CSV fallback before they reach memory twice.
+CSV_FIELD_LIMIT = 1_000_000
+
+
+class FileRefused(Exception):
+    """The whole file cannot be read. The message names the problem, never a value."""
+
+
+@dataclass
+class RowProblem:
+    row: int
+    column: str | None  # the partner's column name, or None for the whole record
+    reason: str
+
+
+@dataclass
+class ExtractFile:
+    header: list[str]  # column names as the file gives them
+    frame: pl.DataFrame  # one String column per header name, plus _row
+    row_problems: list[RowProblem] = field(default_factory=list)
+    raw_records: dict[int, list[str]] = field(default_factory=dict)  # malformed records, kept whole
+
+
+def normalise_header(name: str) -> str:
+    """Column names match case-insensitively after trimming spaces (the spec)."""
+    return name.replace("\ufeff", "").strip().lower()
+
+
+def _check_header(header: list[str]) -> None:
+    if not header or all(not h.strip() for h in header):
+        raise FileRefused("the header row is empty")
+    seen: set[str] = set()
+    for name in header:
+        key = normalise_header(name)
+        if key in seen:
+            raise FileRefused(f"column {name.strip()!r} appears more than once in the header")
+        seen.add(key)
+
+
+def read_extract(path: Path, date_formats: dict[str, str] | None = None) -> ExtractFile:
+    """Read one landing file. date_formats maps a normalised header to the strptime
+    format in which typed date cells (XLSX, Parquet) are written back as text."""
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise FileRefused(f"not a CSV, Parquet or XLSX file (suffix {suffix or 'none'!r})")
+    if path.stat().st_size == 0:
+        raise FileRefused("the file is empty (0 bytes)")
+    if suffix == ".csv":
+        return _read_csv(path.read_bytes())
+    if suffix == ".parquet":
+        return _read_parquet(path, date_formats or {})
+    return _read_xlsx(path, date_formats or {})
+
+
+def _read_csv(data: bytes) -> ExtractFile:
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if not data.strip():
+        raise FileRefused("the file is empty")
+    try:
+        text = data.decode("utf-8")
+        lossy = False
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", errors="replace")
+        lossy = True
+    if "\x00" in text:
+        raise FileRefused("the file contains NUL bytes; it is not a text CSV file")
+    try:
+        header = next(csv.reader(io.StringIO(text, newline="")))
+    except (csv.Error, StopIteration) as exc:
+        raise FileRefused(f"the header row could not be read as CSV ({type(exc).__name__})") from None
+    _check_header(header)
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    try:
+        # Polars pads short records with nulls and reads a blank line as a record, so
+        # the field count of every record is checked first (the csv module is C-fast).
+        lengths = [len(record) for record in csv.reader(io.StringIO(text, newline=""))]
+        well_formed = all(n == len(header) for n in lengths[1:])
+    except csv.Error:
+        well_formed = False
+    result = None
+    if well_formed:
+        try:
+            frame = pl.read_csv(
+                io.BytesIO(text.encode("utf-8")) if lossy else io.BytesIO(data),
+                infer_schema=False,
+                has_header=True,
+                new_columns=header,
+                missing_utf8_is_empty_string=False,
+                raise_if_empty=False,
+            )
+            if frame.height == len(lengths) - 1:
+                frame = frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+                result = ExtractFile(header=header, frame=frame)
+        except Exception:
+            result = None
+    if result is None:
+        result = _read_csv_records(text, header)
+    if lossy:
+        result.row_problems.extend(_replacement_problems(result.frame, header))
+    return result
+
+
+def _read_csv_records(text: str, header: list[str]) -> ExtractFile:
+    """The slow, forgiving path: Python's csv module, one record at a time, so a
+    malformed record is quarantined with its number instead of failing the file."""
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        next(reader)
+    except csv.Error:
+        raise FileRefused("the header row could not be read as CSV") from None
+    rows: list[list[str | None]] = []
+    numbers: list[int] = []
+    problems: list[RowProblem] = []
+    raw: dict[int, list[str]] = {}
+    number = 0
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            number += 1
+            reason = "could not be read as a CSV record"
+            if "field larger" in str(exc):
+                reason = f"has a field longer than {CSV_FIELD_LIMIT:,} characters"
+            problems.append(RowProblem(number, None, reason))
+            raw[number] = []
+            continue
+        number += 1
+        if len(record) != len(header):
+            if not record or (len(record) == 1 and not record[0]):
+                number -= 1  # a blank line is not a record
+                continue
+            problems.append(RowProblem(number, None, f"has {len(record)} fields where the header has {len(header)}"))
+            raw[number] = record
+            record = (record + [""] * len(header))[: len(header)]
+        rows.append([v if v != "" else None for v in record])
+        numbers.append(number)
+    columns = {name: [r[i] for r in rows] for i, name in enumerate(header)}
+    frame = pl.DataFrame(columns, schema={name: pl.String for name in header})
+    frame = frame.with_columns(pl.Series(ROW, numbers, dtype=pl.Int64)).select([ROW, *header])
+    return ExtractFile(header=header, frame=frame, row_problems=problems, raw_records=raw)
+
+
+def _replacement_problems(frame: pl.DataFrame, header: list[str]) -> list[RowProblem]:
+    problems = []
+    for name in header:
+        bad = frame.filter(pl.col(name).str.contains(REPLACEMENT_CHAR, literal=True))[ROW].to_list()
+        problems.extend(RowProblem(r, name, "contains bytes that are not valid UTF-8") for r in bad)
+    return problems
+
+
+def _cell_text(value: object, fmt: str | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.strftime(fmt) if fmt else value.isoformat()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, bool):
+        return "Y" if value else "N"
+    text = str(value)
+    return text if text != "" else None
+
+
+def _read_parquet(path: Path, date_formats: dict[str, str]) -> ExtractFile:
+    try:
+        frame = pl.read_parquet(path)
+    except Exception:
+        raise FileRefused("the file could not be read as Parquet") from None
+    header = list(frame.columns)
+    _check_header(header)
+    exprs = []
+    for name in header:
+        dtype = frame.schema[name]
+        fmt = date_formats.get(normalise_header(name))
+        if dtype.is_temporal() and fmt:
+            exprs.append(pl.col(name).dt.strftime(fmt))
+        elif dtype == pl.Float64 or dtype == pl.Float32:
+            exprs.append(
+                pl.when(pl.col(name) == pl.col(name).round(0))
+                .then(pl.col(name).cast(pl.Int64, strict=False).cast(pl.String))
+                .otherwise(pl.col(name).cast(pl.String))
+                .alias(name)
+            )
+        else:
+            exprs.append(pl.col(name).cast(pl.String))
+    frame = frame.select(exprs).with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+    return ExtractFile(header=header, frame=frame)
+
+
+def _read_xlsx(path: Path, date_formats: dict[str, str]) -> ExtractFile:
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception:
+        raise FileRefused("the file could not be read as an XLSX workbook") from None
+    try:
+        sheet = book.worksheets[0]
+        rows = sheet.iter_rows(values_only=True)
+        try:
+            header_cells = next(rows)
+        except StopIteration:
+            raise FileRefused("the first sheet is empty") from None
+        header = [str(c) if c is not None else "" for c in header_cells]
+        while header and header[-1] == "":
+            header.pop()
+        _check_header(header)
+        formats = [date_formats.get(normalise_header(h)) for h in header]
+        records, numbers, number = [], [], 0
+        for cells in rows:
+            number += 1  # the sheet's row under its header, empty or not
+            values = list(cells[: len(header)]) + [None] * max(0, len(header) - len(cells))
+            if all(v is None for v in cells):
+                continue  # an empty sheet row is formatting, not a record
+            records.append([_cell_text(v, f) for v, f in zip(values, formats)])
+            numbers.append(number)
+    finally:
+        book.close()
+    frame = pl.DataFrame(
+        {name: [r[i] for r in records] for i, name in enumerate(header)},
+        schema={name: pl.String for name in header},
+    )
+    frame = frame.with_columns(pl.Series(ROW, numbers, dtype=pl.Int64)).select([ROW, *header])
+    return ExtractFile(header=header, frame=frame)

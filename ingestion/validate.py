@@ -1,0 +1,164 @@
+"""Check every value of an extract against its contract, a whole column at a time.
+
+`validate_rows` takes a frame of text (canonical column names, as the reader
+returns them after mapping) and returns the rows that pass, typed, and a long
+table of problems (row, partner column, reason) for those that do not. The
+reasons name the column and the rule, never the value: values are personal
+data and reasons travel to logs and reports.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+import duckdb
+import polars as pl
+
+from data_contracts import Column, Contract
+from ingestion.identifiers import COLUMN_CHECKS
+from ingestion.readers import REPLACEMENT_CHAR, ROW
+
+#: Longest text value accepted in any column; longer cells are quarantined.
+MAX_TEXT_LENGTH = 500
+# OWASP CSV injection: a cell that starts with one of these can run as a formula
+# when someone opens the file in a spreadsheet. No name, address or code does.
+FORMULA_PATTERN = r"^[=+@\t\r]|^-[^0-9 ]"
+
+PROBLEM_SCHEMA = {ROW: pl.Int64, "column": pl.String, "reason": pl.String}
+
+
+@dataclass
+class Validated:
+    good: pl.DataFrame  # typed canonical columns plus _row, rows that passed every check
+    problems: pl.DataFrame  # _row, column (partner's name), reason; one row per problem
+    bad_rows: pl.DataFrame  # the text of every quarantined row (canonical names) plus _row
+
+
+def _blank_to_null(name: str) -> pl.Expr:
+    text = pl.col(name).str.strip_chars()
+    return pl.when(text == "").then(None).otherwise(text).alias(name)
+
+
+def _date_bound(value: object, logical_type: str) -> dt.datetime | dt.date:
+    text = str(value)
+    if logical_type == "timestamp":
+        return dt.datetime.fromisoformat(text)
+    return dt.date.fromisoformat(text[:10])
+
+
+def _column_rules(column: Column, today: dt.date) -> list[tuple[pl.Expr, str]]:
+    """(failure condition, reason) for one column's values; conditions are True where a row fails."""
+    v = pl.col(column.name)
+    present = v.is_not_null()
+    rules: list[tuple[pl.Expr, str]] = []
+    if column.required:
+        rules.append((~present, "is required but blank"))
+    rules.append((present & v.str.contains(REPLACEMENT_CHAR, literal=True), "contains bytes that are not valid UTF-8"))
+    rules.append((present & (v.str.len_chars() > MAX_TEXT_LENGTH), f"is longer than {MAX_TEXT_LENGTH} characters"))
+    rules.append((present & v.str.contains(FORMULA_PATTERN), "starts like a spreadsheet formula (=, +, -, @)"))
+    kind = column.logical_type
+    if kind in ("date", "timestamp"):
+        parsed = _parse_temporal(column)
+        fmt = column.date_format
+        rules.append(
+            (present & (~v.str.contains(column.date_regex) | parsed.is_null()), f"is not a valid {kind} in the format {fmt}")
+        )
+        if column.minimum is not None:
+            bound = _date_bound(column.minimum, kind)
+            rules.append((parsed < pl.lit(bound), f"is before {column.minimum}"))
+        if column.maximum is not None:
+            bound = _date_bound(column.maximum, kind)
+            rules.append((parsed > pl.lit(bound), f"is after {column.maximum}"))
+        if column.not_in_future:
+            limit = dt.datetime.combine(today, dt.time.max) if kind == "timestamp" else today
+            rules.append((parsed > pl.lit(limit), "is in the future"))
+    elif kind == "integer":
+        number = v.str.replace(r"^\+", "").cast(pl.Int64, strict=False)
+        rules.append((present & (~v.str.contains(r"^[+-]?[0-9]{1,15}$")), "is not a whole number"))
+        if column.minimum is not None:
+            rules.append((number < column.minimum, f"is less than {column.minimum}"))
+        if column.maximum is not None:
+            rules.append((number > column.maximum, f"is more than {column.maximum}"))
+    elif kind == "boolean":
+        allowed = [*column.true_values, *column.false_values]
+        rules.append((present & ~v.is_in(allowed), f"must be one of {', '.join(allowed)}"))
+    if column.allowed_values is not None:
+        rules.append((present & ~v.is_in(list(column.allowed_values)), f"must be one of {', '.join(column.allowed_values)}"))
+    if column.pattern is not None:
+        rules.append((present & ~v.str.contains(column.pattern), "does not have the expected shape"))
+    if column.check is not None:
+        check, reason = COLUMN_CHECKS[column.check]
+        rules.append((present & ~check(v), reason))
+    return rules
+
+
+def _parse_temporal(column: Column) -> pl.Expr:
+    v = pl.col(column.name)
+    if column.logical_type == "timestamp":
+        return v.str.to_datetime(column.strptime_format, strict=False, time_unit="us")
+    return v.str.to_date(column.strptime_format, strict=False)
+
+
+def typed_expr(column: Column) -> pl.Expr:
+    """The canonical typed value of a column whose text passed its checks."""
+    v = pl.col(column.name)
+    kind = column.logical_type
+    if kind in ("date", "timestamp"):
+        return _parse_temporal(column).alias(column.name)
+    if kind == "integer":
+        return v.str.replace(r"^\+", "").cast(pl.Int64, strict=False).alias(column.name)
+    if kind == "boolean":
+        return pl.when(v.is_in(list(column.true_values))).then(True).when(v.is_in(list(column.false_values))).then(False).otherwise(None).alias(column.name)
+    if column.check in ("nhs_number", "nino"):
+        return v.str.replace_all(" ", "", literal=True).alias(column.name)
+    return v
+
+
+def _row_rule_columns(predicate: str, contract: Contract) -> str:
+    names = [c.partner_name for c in contract.columns if re.search(rf"\b{re.escape(c.name)}\b", predicate)]
+    return ", ".join(names)
+
+
+def validate_rows(frame: pl.DataFrame, contract: Contract, today: dt.date) -> Validated:
+    """frame: text columns named canonically (every contract column present), plus _row."""
+    columns = [c for c in contract.columns]
+    text = frame.select(ROW, *[_blank_to_null(c.name) for c in columns])
+    flags, reasons = [], []
+    for column in columns:
+        for i, (condition, reason) in enumerate(_column_rules(column, today)):
+            flags.append(condition.fill_null(False).alias(f"__{column.name}__{i}"))
+            reasons.append((f"__{column.name}__{i}", column.partner_name, f"{column.partner_name} {reason}"))
+    flagged = text.select(ROW, *flags)
+    problem_frames = [
+        flagged.filter(pl.col(flag)).select(ROW, pl.lit(partner).alias("column"), pl.lit(reason).alias("reason"))
+        for flag, partner, reason in reasons
+    ]
+    problems = pl.concat(problem_frames) if problem_frames else pl.DataFrame(schema=PROBLEM_SCHEMA)
+    typed = text.filter(~pl.col(ROW).is_in(problems[ROW].implode())).select(ROW, *[typed_expr(c) for c in columns])
+    if contract.row_rules and typed.height:
+        rule_problems = []
+        con = duckdb.connect()
+        try:
+            con.register("extract_rows", typed)
+            for rule in contract.row_rules:
+                failing = con.sql(
+                    f"SELECT {ROW} FROM extract_rows WHERE NOT coalesce(({rule.predicate}), TRUE)"
+                ).pl()
+                if failing.height:
+                    rule_problems.append(
+                        failing.select(
+                            pl.col(ROW).cast(pl.Int64),
+                            pl.lit(_row_rule_columns(rule.predicate, contract)).alias("column"),
+                            pl.lit(f"breaks the rule '{rule.name}': {rule.description}").alias("reason"),
+                        )
+                    )
+        finally:
+            con.close()
+        if rule_problems:
+            extra = pl.concat(rule_problems)
+            problems = pl.concat([problems, extra])
+            typed = typed.filter(~pl.col(ROW).is_in(extra[ROW].implode()))
+    bad_rows = text.filter(pl.col(ROW).is_in(problems[ROW].implode()))
+    return Validated(good=typed, problems=problems.cast(PROBLEM_SCHEMA), bad_rows=bad_rows)
