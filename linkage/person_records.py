@@ -1,0 +1,122 @@
+"""person_records: one row per person mention across all sources, standardised for linkage.
+
+Which columns of a source are the person's, what the event date is and what
+role the person played all come from the source's contract (canonical column
+names are shared across contracts; `eventDate`, `eventRef` and `personRole`
+are SQL expressions in each contract). So a new source with a contract joins
+linkage without code here.
+
+The columns:
+- provenance: `source`, `file`, `row` (as in the spec), `record_key` ("source|file|row");
+- name: `forename`, `preferred_forename`, `surname` (standardised), `forename_raw_upper`;
+- `dob` (date; null where unknown), `age_stated` (ASB gives an age instead), `sex` (M, F, U or null);
+- address: `postcode`, `postcode_sector`, `postcode_district`, `address` (normalised line),
+  `house_number`, `flat`;
+- identifiers: `nhs_number`, `upn`, `nino`, where the source holds them;
+- event: `event_date`, `event_ref` (an incident, notification, claim, case or school term),
+  `role` (SUSPECT, VICTIM, CLAIMANT, PUPIL, ...);
+- contacts (school records): `contact_forename`, `contact_surname`, `contact_relationship`.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+
+from data_contracts import Contract
+from linkage.standardise import address_key, flat_number, house_number, name_key, postcode_parts
+
+PERSON_RECORDS = "person_records"
+
+_OPTIONAL_TEXT = (
+    "preferred_forename", "nhs_number", "upn", "nino", "contact_forename", "contact_surname", "contact_relationship",
+)
+
+
+def _address_sql(contract: Contract) -> str:
+    if contract.has_column("address"):
+        return "address"
+    parts = [p for p in ("address_line_1", "address_line_2", "town") if contract.has_column(p)]
+    if not parts:
+        return "NULL"
+    return "concat_ws(', ', " + ", ".join(parts) + ")"
+
+
+def _sex_sql(contract: Contract) -> str:
+    if not contract.has_column("sex"):
+        return "NULL"
+    mapping = contract.column("sex").standard_values
+    cases = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in mapping.items())
+    return f"CASE sex {cases} ELSE NULL END"
+
+
+def source_mentions_sql(contract: Contract) -> str:
+    """SELECT the mentions of one source from its raw table, in person_records' shape (unstandardised)."""
+    c = contract.custom
+    optional = ", ".join(
+        f"{name} AS {name}" if contract.has_column(name) else f"CAST(NULL AS VARCHAR) AS {name}" for name in _OPTIONAL_TEXT
+    )
+    age = "age" if contract.has_column("age") else "CAST(NULL AS BIGINT)"
+    return f"""
+        SELECT '{contract.source}' AS source, _file AS file, _row AS row,
+               forename, surname, dob, {age} AS age_stated, {_sex_sql(contract)} AS sex,
+               postcode, {_address_sql(contract)} AS address,
+               CAST({c['eventDate']} AS DATE) AS event_date,
+               CAST({c['eventRef']} AS VARCHAR) AS event_ref,
+               CAST({c['personRole']} AS VARCHAR) AS role,
+               {optional}
+        FROM "{contract.raw_table}"
+    """
+
+
+def standardise_mentions(mentions: pl.DataFrame) -> pl.DataFrame:
+    address = address_key(pl.col("address"))
+    return mentions.with_columns(
+        (pl.col("source") + "|" + pl.col("file") + "|" + pl.col("row").cast(pl.String)).alias("record_key"),
+        name_key(pl.col("forename")).alias("forename"),
+        name_key(pl.col("preferred_forename")).alias("preferred_forename"),
+        name_key(pl.col("surname")).alias("surname"),
+        *postcode_parts(pl.col("postcode")),
+        address.alias("address"),
+        house_number(address).alias("house_number"),
+        flat_number(address).alias("flat"),
+        name_key(pl.col("contact_forename")).alias("contact_forename"),
+        name_key(pl.col("contact_surname")).alias("contact_surname"),
+    ).select(
+        "record_key", "source", "file", "row", "forename", "preferred_forename", "surname", "dob", "age_stated", "sex",
+        "postcode", "postcode_sector", "postcode_district", "address", "house_number", "flat",
+        "nhs_number", "upn", "nino", "event_date", "event_ref", "role",
+        "contact_forename", "contact_surname", "contact_relationship",
+    )
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    rows = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchall()
+    return rows[0][0] > 0
+
+
+def build_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contract]) -> pl.DataFrame:
+    """Every mention of a person in every loaded source that holds people."""
+    frames = []
+    for contract in contracts:
+        if not contract.holds_people:
+            continue
+        if table_exists(con, contract.raw_table):
+            frames.append(con.sql(source_mentions_sql(contract)).pl())
+    if not frames:
+        raise ValueError("no source holding people has been loaded")
+    mentions = pl.concat(frames, how="vertical_relaxed")
+    return standardise_mentions(mentions).sort("source", "file", "row")
+
+
+def write_person_records(con: duckdb.DuckDBPyConnection, records: pl.DataFrame) -> None:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.register("_person_records", records)
+        con.execute(f"CREATE OR REPLACE TABLE {PERSON_RECORDS} AS SELECT * FROM _person_records")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        con.unregister("_person_records")

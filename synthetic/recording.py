@@ -1,0 +1,136 @@
+"""How partners record people: each source's formats and its own habits of error.
+
+Applied to a fraction of rows, chosen by the seeded generator: nicknames (police),
+typos, names in capitals, forename and surname swapped (A&E), transposed day and
+month, a birth surname used after marriage (benefits), postcodes without a space
+or in lower case, abbreviated street types, blank identifiers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from synthetic.population import nickname_for
+from synthetic.vocab import STREET_TYPES
+
+_KEYBOARD_NEIGHBOURS = {
+    "a": "sq", "b": "vn", "c": "xv", "d": "sf", "e": "wr", "f": "dg", "g": "fh", "h": "gj", "i": "uo",
+    "j": "hk", "k": "jl", "l": "k", "m": "n", "n": "bm", "o": "ip", "p": "o", "q": "w", "r": "et",
+    "s": "ad", "t": "ry", "u": "yi", "v": "cb", "w": "qe", "x": "zc", "y": "tu", "z": "x",
+}
+
+
+def _typo(word: str, rng: np.random.Generator) -> str:
+    if len(word) < 4:
+        return word
+    i = int(rng.integers(1, len(word) - 1))
+    kind = int(rng.integers(0, 4))
+    if kind == 0:  # neighbouring key
+        c = word[i].lower()
+        sub = _KEYBOARD_NEIGHBOURS.get(c, c)
+        new = sub[int(rng.integers(0, len(sub)))]
+        return word[:i] + (new.upper() if word[i].isupper() else new) + word[i + 1 :]
+    if kind == 1:  # dropped letter
+        return word[:i] + word[i + 1 :]
+    if kind == 2:  # transposed letters
+        return word[: i - 1] + word[i] + word[i - 1] + word[i + 1 :]
+    return word[:i] + word[i] + word[i:]  # doubled letter
+
+
+def _pick(rng: np.random.Generator, n: int, rate: float) -> np.ndarray:
+    return np.flatnonzero(rng.random(n) < rate)
+
+
+def typos(values: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    out = values.copy()
+    for i in _pick(rng, len(values), rate):
+        if out[i] is not None:
+            out[i] = _typo(out[i], rng)
+    return out
+
+
+def nicknames(values: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    out = values.copy()
+    for i in _pick(rng, len(values), rate):
+        out[i] = nickname_for(out[i], rng)
+    return out
+
+
+def upper_case(values: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    out = values.copy()
+    idx = _pick(rng, len(values), rate)
+    if len(idx):
+        out[idx] = np.char.upper(out[idx].astype(str)).astype(object)
+    return out
+
+
+def blank(values: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    out = values.astype(object).copy()
+    out[_pick(rng, len(values), rate)] = None
+    return out
+
+
+def swap(a: np.ndarray, b: np.ndarray, rate: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    a, b = a.copy(), b.copy()
+    idx = _pick(rng, len(a), rate)
+    a[idx], b[idx] = b[idx], a[idx]
+    return a, b
+
+
+def transpose_day_month(dob: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Day and month swapped where both are 12 or less (otherwise it would not be a date)."""
+    out = dob.copy()
+    idx = _pick(rng, len(dob), rate)
+    for i in idx:
+        d = out[i]
+        if d is None or np.isnat(d):
+            continue
+        y, m, day = str(d)[:10].split("-")
+        if int(day) <= 12 and day != m:
+            out[i] = np.datetime64(f"{y}-{day}-{m}")
+    return out
+
+
+def one_digit_off(dob: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """A keying slip in the day of birth: one day either side, where the date still exists."""
+    out = dob.copy()
+    idx = _pick(rng, len(dob), rate)
+    shift = np.where(rng.random(len(idx)) < 0.5, -1, 1).astype("timedelta64[D]")
+    out[idx] = out[idx] + shift
+    return out
+
+
+def postcode_style(postcodes: np.ndarray, rng: np.random.Generator, lower: float = 0.08, nospace: float = 0.08) -> np.ndarray:
+    out = postcodes.astype(object).copy()
+    for i in _pick(rng, len(out), lower):
+        if out[i]:
+            out[i] = out[i].lower()
+    for i in _pick(rng, len(out), nospace):
+        if out[i]:
+            out[i] = out[i].replace(" ", "")
+    return out
+
+
+def abbreviate_streets(streets: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    out = streets.astype(object).copy()
+    full_to_short = dict(STREET_TYPES)
+    for i in _pick(rng, len(out), rate):
+        head, _, last = out[i].rpartition(" ")
+        if last in full_to_short:
+            out[i] = f"{head} {full_to_short[last]}"
+    return out
+
+
+def format_dates(values: np.ndarray, fmt: str) -> list[str | None]:
+    series = pl.Series(values.astype("datetime64[D]")) if values.dtype != object else pl.Series(list(values), dtype=pl.Date)
+    return series.dt.strftime(fmt).to_list()
+
+
+def space_nhs_number(values: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    out = values.astype(object).copy()
+    for i in _pick(rng, len(out), rate):
+        v = out[i]
+        if v:
+            out[i] = f"{v[:3]} {v[3:6]} {v[6:]}"
+    return out

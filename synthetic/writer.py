@@ -1,0 +1,116 @@
+"""Write the synthetic county as partner extracts, in yearly files that overlap, with truth."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from synthetic import extracts
+from synthetic.population import build_county
+
+SOURCES = ("school_attendance", "asb_incidents", "domestic_abuse", "ae_attendances", "worklessness", "open_cases")
+
+
+@dataclass
+class GenerationSummary:
+    people: int
+    households: int
+    rows: dict[str, int] = field(default_factory=dict)
+    files: int = 0
+    seconds: float = 0.0
+
+
+def _shift_months(day: dt.date, months: int) -> dt.date:
+    index = day.year * 12 + day.month - 1 + months
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def _file_windows(start: dt.date, reference: dt.date) -> list[tuple[str, dt.date, dt.date]]:
+    """Yearly files ending at the reference month, each covering 13 months, so each
+    overlaps the one before by a month (an event sent twice must count once)."""
+    windows = []
+    end_month = dt.date(reference.year, reference.month, 1)
+    while True:
+        first = _shift_months(end_month, -12)
+        last = _shift_months(end_month, 1) - dt.timedelta(days=1)
+        windows.append((end_month.strftime("%Y-%m"), max(first, start), last))
+        if first <= start:
+            break
+        end_month = _shift_months(end_month, -12)
+    return windows[::-1]
+
+
+def _write_files(frame: pl.DataFrame, source: str, out: Path, windows, single_file: bool) -> tuple[list[pl.DataFrame], int]:
+    folder = out / source
+    folder.mkdir(parents=True, exist_ok=True)
+    truth, files = [], 0
+    frame = frame.sort(["event_date", "person_id"])
+    if single_file:
+        windows = [(windows[-1][0], dt.date(1900, 1, 1), windows[-1][2])]
+    for label, first, last in windows:
+        part = frame.filter(pl.col("event_date").is_between(first, last))
+        if part.is_empty():
+            continue
+        name = f"{source}_{label}.csv"
+        extract = part.drop("person_id", "event_date", "family_id")
+        extract.write_csv(folder / name, null_value="")
+        files += 1
+        truth.append(
+            part.select(
+                pl.lit(source).alias("source"),
+                pl.lit(name).alias("file"),
+                pl.int_range(1, pl.len() + 1).alias("row"),
+                "person_id",
+                "family_id",
+            )
+        )
+    return truth, files
+
+
+def generate_county(
+    people: int, seed: int, month: str, out: Path, progress: Callable[[str], None] | None = None
+) -> GenerationSummary:
+    """Generate a county of `people` residents with history up to the end of `month`."""
+    say = progress or (lambda message: None)
+    began = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    say(f"composing {people:,} residents in households")
+    county = build_county(people, seed, month)
+    rng = np.random.default_rng(seed + 1)
+    timeline = extracts.Timeline(county)
+    family = county.people["household_id"].to_numpy()
+    summary = GenerationSummary(people=county.people.height, households=county.households.height)
+    windows = _file_windows(county.start, county.reference)
+    truth_parts: list[pl.DataFrame] = []
+    frames = {}
+    for source in SOURCES:
+        step = time.perf_counter()
+        if source == "open_cases":
+            frame = extracts.open_cases(county, timeline, rng, frames["asb_incidents"])
+        else:
+            frame = getattr(extracts, source)(county, timeline, rng)
+        frames[source] = frame
+        frame = frame.with_columns(pl.Series("family_id", family[frame["person_id"].to_numpy()]))
+        parts, files = _write_files(frame, source, out, windows, single_file=source == "open_cases")
+        truth_parts += parts
+        summary.files += files
+        summary.rows[source] = sum(p.height for p in parts)
+        say(f"{source}: {summary.rows[source]:,} rows in {files} files ({time.perf_counter() - step:.1f}s)")
+    localities = county.postcodes.select(
+        pl.col("postcode").alias("POSTCODE"), pl.col("ward").alias("WARD"), pl.col("locality").alias("LOCALITY")
+    )
+    (out / "postcode_localities").mkdir(exist_ok=True)
+    localities.write_csv(out / "postcode_localities" / "postcode_localities.csv")
+    summary.files += 1
+    summary.rows["postcode_localities"] = localities.height
+    pl.concat(truth_parts).write_csv(out / "truth.csv")
+    summary.seconds = time.perf_counter() - began
+    say(f"wrote {summary.files} files and truth.csv in {summary.seconds:.1f}s")
+    return summary
