@@ -1,0 +1,72 @@
+"""Dagster assets: one per source's raw table, and person_records. Logic lives in
+ingestion/ and linkage/; these functions only wire it to the warehouse and Dagster."""
+
+
+import datetime as dt
+
+import dagster as dg
+
+from data_contracts import Contract, load_contracts
+from ingestion.load import read_source, write_source
+from linkage.person_records import PERSON_RECORDS, build_person_records, write_person_records
+from pipelines.resources import EarlyhelpSettings
+
+INGESTION = "ingestion"
+LINKAGE = "linkage"
+
+
+def _raw_asset(contract: Contract) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=contract.raw_table,
+        group_name=INGESTION,
+        kinds={"duckdb", "polars"},
+        description=(
+            f"{contract.title}: every row of `<landing>/{contract.source}/` loaded through its data "
+            f"contract ({contract.path.name} v{contract.version}), bad rows quarantined with reasons, "
+            "later rows replacing earlier ones with the same natural key."
+        ),
+        metadata={"contract": dg.MetadataValue.path(str(contract.path)), "natural_key": ", ".join(contract.natural_key)},
+    )
+    def raw_table(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
+        result = read_source(contract, settings.landing, today=dt.date.today())
+        with settings.warehouse() as con:
+            write_source(con, contract, result)
+        summary = result.summary()
+        context.log.info(
+            f"{contract.source}: {summary['files']} files, {summary['rows_received']:,} rows received, "
+            f"{summary['rows_loaded']:,} loaded, {summary['rows_quarantined']:,} quarantined, "
+            f"{summary['rows_superseded']:,} replaced by later files"
+        )
+        refused = {f.file: f.message for f in result.files if f.status == "refused"}
+        ignored = sorted({c for f in result.files for c in f.ignored_columns})
+        return dg.MaterializeResult(
+            metadata={
+                **summary,
+                "refused_files": dg.MetadataValue.json(refused),
+                "columns_not_in_contract": dg.MetadataValue.json(ignored),
+                "dagster/row_count": result.raw.height,
+            }
+        )
+
+    return raw_table
+
+
+RAW_ASSETS = [_raw_asset(c) for c in load_contracts().values()]
+
+
+@dg.asset(
+    name=PERSON_RECORDS,
+    group_name=LINKAGE,
+    kinds={"duckdb", "polars"},
+    deps=[dg.AssetKey(c.raw_table) for c in load_contracts().values() if c.holds_people],
+)
+def person_records(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
+    """One row per person mention across all sources, standardised (names, dates, sex,
+    postcode, address) with provenance (source, file, row) and the event attributes
+    linkage and families need."""
+    with settings.warehouse() as con:
+        records = build_person_records(con, list(load_contracts().values()))
+        write_person_records(con, records)
+    by_source = dict(records.group_by("source").len().sort("source").iter_rows())
+    context.log.info(f"person_records: {records.height:,} mentions")
+    return dg.MaterializeResult(metadata={"dagster/row_count": records.height, "mentions_by_source": dg.MetadataValue.json(by_source)})

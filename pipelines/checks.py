@@ -1,0 +1,102 @@
+"""Asset checks on the raw tables. Blocking checks stop downstream assets when a
+source is unusable (missing, empty, failing its contract, rows unaccounted for),
+with the reason in the check's description and metadata (counts and names of
+columns and files only, never values)."""
+
+
+from functools import cache
+from pathlib import Path
+
+import dagster as dg
+
+from data_contracts import Contract, load_contracts
+from expectations import ContractValidator
+from pipelines.resources import EarlyhelpSettings
+
+MEETS_CONTRACT = "meets_contract"
+ROWS_ACCOUNTED = "rows_accounted_for"
+RECEIVED = "source_received"
+QUARANTINE_SHARE = "quarantine_share"
+#: Above this share of quarantined rows a source is flagged for the partner's attention.
+QUARANTINE_WARNING_SHARE = 0.05
+
+
+@cache
+def _validator(project_root: Path) -> ContractValidator:
+    """One Great Expectations project per output folder, opened once per process."""
+    return ContractValidator(project_root)
+
+
+def _file_rows(settings: EarlyhelpSettings, source: str) -> list[dict]:
+    with settings.warehouse(read_only=True) as con:
+        cursor = con.execute(
+            "SELECT file, status, received, loaded, quarantined, superseded, message FROM landed_files WHERE source = ? ORDER BY file",
+            [source],
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def _checks_for(contract: Contract) -> list[dg.AssetChecksDefinition]:
+    asset = dg.AssetKey(contract.raw_table)
+    must_arrive = contract.source != "meeting_outcomes"
+
+    @dg.asset_check(asset=asset, name=MEETS_CONTRACT, blocking=True, description=f"The loaded table passes the Great Expectations suite generated from {contract.path.name}.")
+    def meets_contract(settings: EarlyhelpSettings) -> dg.AssetCheckResult:
+        with settings.warehouse(read_only=True) as con:
+            frame = con.sql(f'SELECT * FROM "{contract.raw_table}"').df()
+        result = _validator(settings.output / "great_expectations").validate(contract, frame)
+        return dg.AssetCheckResult(
+            passed=result.success,
+            description=None if result.success else "Failed: " + "; ".join(result.failed),
+            metadata={"expectations": result.evaluated, "failed": dg.MetadataValue.json(result.failed), "data_docs": result.data_docs or ""},
+        )
+
+    @dg.asset_check(asset=asset, name=ROWS_ACCOUNTED, blocking=True, description="For every file, rows received = rows loaded + rows quarantined (a duplicate file is recorded, not loaded).")
+    def rows_accounted(settings: EarlyhelpSettings) -> dg.AssetCheckResult:
+        files = _file_rows(settings, contract.source)
+        broken = [f["file"] for f in files if f["status"] != "duplicate" and f["received"] != f["loaded"] + f["quarantined"]]
+        with settings.warehouse(read_only=True) as con:
+            current = con.execute(f'SELECT count(*) FROM "{contract.raw_table}"').fetchall()[0][0]
+        expected = sum(f["loaded"] - f["superseded"] for f in files if f["status"] != "duplicate")
+        passed = not broken and current == expected
+        return dg.AssetCheckResult(
+            passed=passed,
+            description=None if passed else f"Rows not accounted for in {broken or 'the current table'}",
+            metadata={"files_checked": len(files), "current_rows": current, "expected_current_rows": expected},
+        )
+
+    @dg.asset_check(asset=asset, name=RECEIVED, blocking=must_arrive, description="The source sent at least one file that could be read, and not every file was refused.")
+    def received(settings: EarlyhelpSettings) -> dg.AssetCheckResult:
+        files = _file_rows(settings, contract.source)
+        usable = [f for f in files if f["status"] == "loaded" and f["loaded"] > 0]
+        refused = {f["file"]: f["message"] for f in files if f["status"] == "refused"}
+        if not files:
+            reason = f"No file in the landing folder's {contract.source}/ folder"
+        elif not usable:
+            reason = f"None of the {len(files)} files loaded a row"
+        else:
+            reason = None
+        return dg.AssetCheckResult(
+            passed=reason is None or not must_arrive,
+            severity=dg.AssetCheckSeverity.ERROR if must_arrive else dg.AssetCheckSeverity.WARN,
+            description=reason,
+            metadata={"files": len(files), "files_loaded": len(usable), "refused": dg.MetadataValue.json(refused)},
+        )
+
+    @dg.asset_check(asset=asset, name=QUARANTINE_SHARE, description=f"Warns when more than {QUARANTINE_WARNING_SHARE:.0%} of received rows were quarantined.")
+    def quarantine_share(settings: EarlyhelpSettings) -> dg.AssetCheckResult:
+        files = [f for f in _file_rows(settings, contract.source) if f["status"] != "duplicate"]
+        received = sum(f["received"] for f in files)
+        quarantined = sum(f["quarantined"] for f in files)
+        share = quarantined / received if received else 0.0
+        return dg.AssetCheckResult(
+            passed=share <= QUARANTINE_WARNING_SHARE,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"rows_received": received, "rows_quarantined": quarantined, "share": round(share, 4)},
+        )
+
+    return [meets_contract, rows_accounted, received, quarantine_share]
+
+
+RAW_CHECKS = [check for contract in load_contracts().values() for check in _checks_for(contract)]

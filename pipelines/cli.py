@@ -1,0 +1,172 @@
+"""The `earlyhelp` command.
+
+    earlyhelp generate --people 20000 --seed 7 --month 2026-10 --out data/landing
+    earlyhelp run --landing data/landing --month 2026-10 --out data/out
+
+`run` materialises the pipeline headless through Dagster (the same assets and
+checks `dagster dev` shows), recording the run in the Dagster instance at
+$DAGSTER_HOME, or in `<out>/.dagster` when that is unset, and ends with a
+summary of rows loaded and quarantined per source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+PROJECT_DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
+
+
+def _month(value: str) -> str:
+    if not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", value):
+        raise argparse.ArgumentTypeError(f"month must be YYYY-MM, not {value!r}")
+    return value
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from synthetic import generate_county
+
+    summary = generate_county(args.people, args.seed, args.month, Path(args.out), progress=_say)
+    print(f"Synthetic county: {summary.people:,} residents in {summary.households:,} households, "
+          f"{summary.files} files in {args.out} ({summary.seconds:.1f}s)")
+    for source, rows in summary.rows.items():
+        print(f"  {source:<22} {rows:>10,} rows")
+    return 0
+
+
+def instance_for(out: Path):
+    """The Dagster instance a CLI run records into: $DAGSTER_HOME, else <out>/.dagster (kept)."""
+    import dagster as dg
+
+    home = os.environ.get("DAGSTER_HOME")
+    if home:
+        return dg.DagsterInstance.get()
+    path = prepare_dagster_home(out / ".dagster")
+    return dg.DagsterInstance.from_config(str(path))
+
+
+def prepare_dagster_home(path: Path) -> Path:
+    """An instance folder holding the project's dagster.yaml, so history is kept there."""
+    path = path.resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    config = path / "dagster.yaml"
+    if not config.exists():
+        shutil.copyfile(PROJECT_DAGSTER_YAML, config)
+    return path
+
+
+def run_pipeline(landing: Path, month: str, out: Path, log_level: str = "INFO"):
+    """Materialise every asset and check for `month`; returns the Dagster execution result."""
+    import dagster as dg
+
+    from pipelines.definitions import ALL_ASSETS, ALL_CHECKS
+    from pipelines.resources import EarlyhelpSettings
+
+    out.mkdir(parents=True, exist_ok=True)
+    settings = EarlyhelpSettings(landing_dir=str(landing.resolve()), output_dir=str(out.resolve()), month=month)
+    with instance_for(out) as instance:
+        return dg.materialize(
+            [*ALL_ASSETS, *ALL_CHECKS],
+            resources={"settings": settings},
+            instance=instance,
+            tags={"earlyhelp/month": month, "earlyhelp/run_by": os.environ.get("USER", "unknown")},
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            raise_on_error=False,
+        )
+
+
+def ingestion_summary(warehouse: Path) -> list[tuple]:
+    import duckdb
+
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return con.execute(
+            """
+            SELECT source, count(*) AS files,
+                   sum(CASE WHEN status = 'refused' THEN 1 ELSE 0 END) AS refused,
+                   sum(CASE WHEN status = 'duplicate' THEN 1 ELSE 0 END) AS duplicates,
+                   sum(CASE WHEN status <> 'duplicate' THEN received ELSE 0 END) AS received,
+                   sum(loaded) AS loaded, sum(quarantined) AS quarantined, sum(superseded) AS superseded
+            FROM landed_files GROUP BY source ORDER BY source
+            """
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    landing, out = Path(args.landing), Path(args.out)
+    if not landing.is_dir():
+        _say(f"earlyhelp run: landing folder {landing} does not exist")
+        return 2
+    began = time.perf_counter()
+    _say(f"earlyhelp run: {landing} for {args.month} -> {out}")
+    result = run_pipeline(landing, args.month, out, log_level=args.log_level)
+    warehouse = out / "warehouse.duckdb"
+    print(f"\nRun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - began:.1f}s")
+    if warehouse.exists():
+        print(f"Warehouse: {warehouse}")
+        print(f"  {'source':<22}{'files':>6}{'refused':>8}{'dup':>5}{'received':>11}{'loaded':>11}{'quarantined':>12}{'replaced':>10}")
+        for source, files, refused, dups, received, loaded, quarantined, superseded in ingestion_summary(warehouse):
+            print(f"  {source:<22}{files:>6}{refused:>8}{dups:>5}{received:>11,}{loaded:>11,}{quarantined:>12,}{superseded:>10,}")
+    failed_checks = [
+        f"{e.asset_check_evaluation_data.asset_key.to_user_string()}:{e.asset_check_evaluation_data.check_name}"
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
+    ]
+    if failed_checks:
+        print("Checks not passed: " + ", ".join(failed_checks))
+    return 0 if result.success else 1
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """`dagster dev` with an instance folder that keeps history between restarts."""
+    env = dict(os.environ)
+    env.setdefault("DAGSTER_HOME", str(prepare_dagster_home(Path(args.home))))
+    env.setdefault("EARLYHELP_LANDING", args.landing)
+    env.setdefault("EARLYHELP_OUT", args.out)
+    _say(f"DAGSTER_HOME={env['DAGSTER_HOME']}")
+    return subprocess.call([sys.executable, "-m", "dagster", "dev", "-m", "pipelines.definitions"], env=env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="earlyhelp", description="Find the families who could use early help.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write a synthetic county as a landing folder, with truth.csv")
+    gen.add_argument("--people", type=int, default=20_000, help="residents (default 20,000)")
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--month", type=_month, required=True, help="reference month, YYYY-MM")
+    gen.add_argument("--out", required=True, help="landing folder to write")
+    gen.set_defaults(func=cmd_generate)
+
+    run = sub.add_parser("run", help="run the pipeline headless for a month on a landing folder")
+    run.add_argument("--landing", required=True)
+    run.add_argument("--month", type=_month, required=True)
+    run.add_argument("--out", required=True)
+    run.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Dagster's console log level")
+    run.set_defaults(func=cmd_run)
+
+    dev = sub.add_parser("dev", help="start the Dagster UI with history kept in --home")
+    dev.add_argument("--home", default=".dagster_home")
+    dev.add_argument("--landing", default="data/landing")
+    dev.add_argument("--out", default="data/out")
+    dev.set_defaults(func=cmd_dev)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Every Dagster definition of earlyhelp. `dagster dev` loads this module (pyproject's [tool.dagster])."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pipelines.assets import RAW_ASSETS, person_records
+from pipelines.checks import RAW_CHECKS
+from pipelines.resources import default_settings
+
+ALL_ASSETS = [*RAW_ASSETS, person_records]
+ALL_CHECKS = RAW_CHECKS
+
+monthly_run = dg.define_asset_job(
+    "monthly_run",
+    selection=dg.AssetSelection.assets(*ALL_ASSETS),
+    description="Ingest every partner extract and build person_records for the reference month.",
+)
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    asset_checks=ALL_CHECKS,
+    jobs=[monthly_run],
+    resources={"settings": default_settings()},
+)
