@@ -217,7 +217,11 @@ def read_source(contract: Contract, landing: Path, today: dt.date) -> SourceInge
             quarantine_frames.append(_quarantine_rows(contract.source, report, known, problems, known.columns[1:]))
             continue
         validated = validate_rows(mapped, contract, today)
-        problems = validated.problems
+        # A malformed record's fields cannot be placed in columns, so only the reader's
+        # reason is kept for it, and its text is not: the file, its SHA-256 and the row
+        # number point to it at the partner.
+        malformed = list(extract.raw_records)
+        problems = validated.problems.filter(~pl.col(ROW).is_in(malformed))
         if extract.row_problems:
             reader_problems = pl.DataFrame(
                 {
@@ -230,9 +234,6 @@ def read_source(contract: Contract, landing: Path, today: dt.date) -> SourceInge
             problems = pl.concat([problems, reader_problems])
         bad = problems[ROW].unique()
         good = validated.good.filter(~pl.col(ROW).is_in(bad.implode()))
-        # A malformed record's fields cannot be placed in columns, so its text is not
-        # kept: the file, its SHA-256 and the row number point to it at the partner.
-        malformed = list(extract.raw_records)
         bad_rows = mapped.filter(pl.col(ROW).is_in(bad.implode()) & ~pl.col(ROW).is_in(malformed))
         report.loaded = good.height
         report.quarantined = bad.len()

@@ -450,36 +450,33 @@ def school_attendance(county: County, t: Timeline, rng: np.random.Generator) -> 
     addr = _addresses_at(county, persons, days - 120)
     # first priority contact: usually the mother
     household = t.household
-    parents = np.flatnonzero(np.isin(t.role, ["parent", "grandparent"]))
-    parent_hh = household[parents]
-    mother = {}
-    father = {}
-    grand = {}
-    for i in parents:
-        h = household[i]
-        if t.role[i] == "grandparent":
-            grand.setdefault(h, i)
-        elif t.sex[i] == "F":
-            mother.setdefault(h, i)
-        else:
-            father.setdefault(h, i)
+    n_households = county.households.height
+    mother = np.full(n_households, -1)
+    father = np.full(n_households, -1)
+    grand = np.full(n_households, -1)
+    # the first of each kind in a household (reversed assignment keeps the first)
+    for target, mask in (
+        (grand, t.role == "grandparent"),
+        (mother, (t.role == "parent") & (t.sex == "F")),
+        (father, (t.role == "parent") & (t.sex == "M")),
+    ):
+        idx = np.flatnonzero(mask)[::-1]
+        target[household[idx]] = idx
     kinds = county.households["kind"].to_numpy()
-    contact = np.full(m, -1)
-    relation = np.full(m, None, dtype=object)
+    h = household[persons]
     draw = rng.random(m)
-    for j in range(m):
-        h = household[persons[j]]
-        if h in grand and draw[j] < 0.08:
-            contact[j], relation[j] = grand[h], "Grandparent"
-        elif h in mother and (draw[j] < 0.75 or h not in father):
-            contact[j], relation[j] = mother[h], "Mother"
-        elif h in father:
-            contact[j] = father[h]
-            relation[j] = "Step-parent" if kinds[h] == "blended" and p["surname"][j] != surnames[father[h]] else "Father"
+    use_grand = (grand[h] >= 0) & (draw < 0.08)
+    use_mother = ~use_grand & (mother[h] >= 0) & ((draw < 0.75) | (father[h] < 0))
+    use_father = ~use_grand & ~use_mother & (father[h] >= 0)
+    contact = np.select([use_grand, use_mother, use_father], [grand[h], mother[h], father[h]], -1)
+    step = (kinds[h] == "blended") & (p["surname"] != surnames[np.maximum(father[h], 0)])
+    relation = np.select(
+        [use_grand, use_mother, use_father & step, use_father], ["Grandparent", "Mother", "Step-parent", "Father"], ""
+    ).astype(object)
     has_contact = (contact >= 0) & (rng.random(m) > 0.05)
     contact_fore = np.where(has_contact, people["forename"].to_numpy()[np.maximum(contact, 0)], None)
     contact_sur = np.where(has_contact, surnames[np.maximum(contact, 0)], None)
-    relation[~has_contact] = None
+    relation[~has_contact | (relation == "")] = None
     preferred = np.full(m, None, dtype=object)
     nick = rng.random(len(people)) < 0.06
     with_nick = np.flatnonzero(nick[persons])

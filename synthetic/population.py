@@ -300,9 +300,13 @@ def build_county(people: int, seed: int, month: str) -> County:
             sel = np.flatnonzero((person_group == g) & (sex == s))
             forename[sel] = rng.choice(pool_names, len(sel))
     # some children share a parent's forename (John Smith and John Smith, junior)
+    # Members of a household are contiguous, so a household's rows are a slice.
+    first_row = np.searchsorted(hh_idx, np.arange(n_households), "left")
+    last_row = np.searchsorted(hh_idx, np.arange(n_households), "right")
     same_name = np.flatnonzero((role == "child") & (rng.random(n) < 0.03))
     for i in same_name:
-        parents = np.flatnonzero((hh_idx == hh_idx[i]) & (role == "parent") & (sex == sex[i]))
+        lo, hi = first_row[hh_idx[i]], last_row[hh_idx[i]]
+        parents = lo + np.flatnonzero((role[lo:hi] == "parent") & (sex[lo:hi] == sex[i]))
         if len(parents):
             forename[i] = forename[parents[0]]
 
@@ -334,7 +338,8 @@ def build_county(people: int, seed: int, month: str) -> County:
         ex_partner[ex] = parent
         prev_address[ex] = address_id[parent]
         move_day[ex] = int(rng.integers(60, history_days - 30))
-        children = np.flatnonzero((hh_idx == hh_idx[parent]) & (role == "child") & (slot == 2))
+        lo, hi = first_row[hh_idx[parent]], last_row[hh_idx[parent]]
+        children = lo + np.flatnonzero((role[lo:hi] == "child") & (slot[lo:hi] == 2))
         if len(children):
             surname[ex] = surname[children[0]]
             birth_surname[ex] = surname[children[0]]

@@ -1,0 +1,213 @@
+"""Contract-driven ingestion, without Dagster: real files on disk, a real DuckDB file."""
+
+from __future__ import annotations
+
+import shutil
+
+import duckdb
+import polars as pl
+import pytest
+
+from data_contracts import load_contract, load_contracts
+from ingestion.load import read_source, write_source
+from tests.conftest import TODAY
+
+AE_HEADER = "ATTENDANCE_ID,ARRIVAL_DATE,NHS_NUMBER,PERSON_GIVEN_NAME,PERSON_FAMILY_NAME,PERSON_BIRTH_DATE,PERSON_STATED_GENDER,POSTCODE,COMPLAINT_GROUP,SAFEGUARDING_CONCERN"
+GOOD_AE = "ED1,20250705,253 999 2501,Rohan,Ahmed,20050112,1,CM22 8HR,OTHER,N"
+
+
+def ingest(landing, source):
+    return read_source(load_contract(source), landing, TODAY)
+
+
+def write_ae(landing, name, lines, encoding="utf-8"):
+    folder = landing / "ae_attendances"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(("\n".join(lines) + "\n").encode(encoding) if isinstance(lines, list) else lines)
+    return path
+
+
+def assert_accounted(result):
+    for report in result.files:
+        if report.status != "duplicate":
+            assert report.received == report.loaded + report.quarantined, report
+
+
+def test_spec_examples_load_without_quarantine(examples):
+    for source, contract in load_contracts().items():
+        result = read_source(contract, examples, TODAY)
+        assert result.quarantine.height == 0, (source, result.quarantine["reason"].to_list())
+        assert_accounted(result)
+        if (examples / source).is_dir():
+            assert result.raw.height > 0
+
+
+def test_warehouse_holds_loaded_rows_with_provenance(examples, tmp_path):
+    contract = load_contract("school_attendance")
+    result = read_source(contract, examples, TODAY)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    write_source(con, contract, result)
+    rows = con.execute("SELECT _file, _sha256, _row, dob, permanent_exclusion FROM raw_school_attendance ORDER BY _row").fetchall()
+    assert len(rows) == 12
+    assert rows[0][0] == "school_attendance_2026-10.csv" and len(rows[0][1]) == 64 and rows[0][2] == 1
+    assert str(rows[0][3]) == "2018-01-23" and rows[0][4] is False
+    files = con.execute("SELECT status, received, loaded, quarantined FROM landed_files").fetchall()
+    assert files == [("loaded", 12, 12, 0)]
+
+
+def test_bad_rows_are_quarantined_with_file_row_column_and_reason(tmp_path):
+    lines = [
+        AE_HEADER,
+        GOOD_AE,
+        "ED2,2025-07-05,2539992501,Ann,Lee,20050112,2,CM22 8HR,OTHER,N",  # date in the wrong format
+        "ED3,20250705,2539992502,Ann,Lee,20050112,2,CM22 8HR,OTHER,N",  # NHS check digit wrong
+        "ED4,20250705,,Ann,Lee,20050231,2,CM22 8HR,OTHER,N",  # 31 February
+        "ED5,20250705,,=HYPERLINK(\"http://x\"),Lee,20050112,2,CM22 8HR,OTHER,N",  # formula-like cell
+        "ED6,20250705,,Ann,Lee,20050112,3,12345,HEADACHE,N",  # bad code, postcode, complaint
+        "ED7,20990101,,Ann,Lee,20050112,2,CM22 8HR,OTHER,N",  # in the future
+    ]
+    write_ae(tmp_path, "ae.csv", lines)
+    result = ingest(tmp_path, "ae_attendances")
+    assert_accounted(result)
+    assert result.raw.height == 1 and result.files[0].quarantined == 6
+    q = result.quarantine
+    by_row = {r: set(g["column"]) for (r,), g in q.group_by("_row")}
+    assert by_row[2] == {"ARRIVAL_DATE"}
+    assert by_row[3] == {"NHS_NUMBER"}
+    assert by_row[4] == {"PERSON_BIRTH_DATE"}
+    assert by_row[5] == {"PERSON_GIVEN_NAME"}
+    assert by_row[6] == {"PERSON_STATED_GENDER", "POSTCODE", "COMPLAINT_GROUP"}
+    assert by_row[7] == {"ARRIVAL_DATE"}
+    assert set(q["_file"]) == {"ae.csv"}
+    reasons = " ".join(q["reason"])
+    assert "is not a valid date in the format yyyyMMdd" in reasons
+    assert "is not a valid NHS number" in reasons and "spreadsheet formula" in reasons and "is in the future" in reasons
+    # reasons never repeat the values they are about (values are personal data)
+    for value in ("2025-07-05", "2539992502", "20050231", "HYPERLINK", "HEADACHE", "12345", "Lee"):
+        assert value not in reasons
+    # the quarantined row is kept whole, so nothing is lost
+    kept = q.filter(pl.col("_row") == 6)["record"][0]
+    assert "HEADACHE" in kept
+
+
+def test_missing_required_column_refuses_the_file_naming_it(tmp_path):
+    header = AE_HEADER.replace(",PERSON_BIRTH_DATE", "")
+    write_ae(tmp_path, "no_dob.csv", [header, "ED1,20250705,,Rohan,Ahmed,1,CM22 8HR,OTHER,N"])
+    result = ingest(tmp_path, "ae_attendances")
+    report = result.files[0]
+    assert report.status == "refused"
+    assert "'PERSON_BIRTH_DATE'" in report.message and "missing" in report.message
+    assert report.received == report.quarantined == 1 and result.raw.height == 0
+    assert result.quarantine["reason"][0].startswith("file refused: required column 'PERSON_BIRTH_DATE'")
+    assert "PERSON_BIRTH_DATE" not in (result.quarantine["record"][0] or "")
+
+
+def test_wrong_header_is_refused_and_unknown_columns_never_loaded(tmp_path):
+    # a misspelt required column, plus a column the contract does not know
+    header = AE_HEADER.replace("POSTCODE", "POST_CODE") + ",ETHNICITY"
+    write_ae(tmp_path, "wrong.csv", [header, GOOD_AE + ",White British"])
+    report = ingest(tmp_path, "ae_attendances").files[0]
+    assert report.status == "refused" and "'POSTCODE'" in report.message
+    assert report.ignored_columns == ["ETHNICITY", "POST_CODE"]
+    # header names match case-insensitively after trimming; extra columns are dropped by name
+    write_ae(tmp_path, "wrong.csv", [" attendance_id ," + AE_HEADER.split(",", 1)[1] + ",ETHNICITY", GOOD_AE + ",White British"])
+    result = ingest(tmp_path, "ae_attendances")
+    assert result.files[0].status == "loaded" and result.raw.height == 1
+    assert result.files[0].ignored_columns == ["ETHNICITY"]
+    assert "ETHNICITY" not in result.raw.columns and "White British" not in str(result.raw.rows())
+
+
+def test_empty_file_and_header_only_file(tmp_path):
+    write_ae(tmp_path, "a_empty.csv", b"")
+    write_ae(tmp_path, "b_header_only.csv", [AE_HEADER])
+    result = ingest(tmp_path, "ae_attendances")
+    empty, header_only = result.files
+    assert empty.status == "refused" and "empty" in empty.message
+    assert header_only.status == "loaded" and header_only.received == 0
+
+
+def test_same_file_twice_loads_once(tmp_path):
+    write_ae(tmp_path, "jan.csv", [AE_HEADER, GOOD_AE])
+    shutil.copy(tmp_path / "ae_attendances" / "jan.csv", tmp_path / "ae_attendances" / "jan_resent.csv")
+    result = ingest(tmp_path, "ae_attendances")
+    assert [f.status for f in result.files] == ["loaded", "duplicate"]
+    assert result.files[1].duplicate_of == "jan.csv"
+    assert result.raw.height == 1
+
+
+def test_overlapping_files_never_double_count_and_later_rows_win(tmp_path):
+    write_ae(tmp_path, "2026-09.csv", [AE_HEADER, GOOD_AE, GOOD_AE.replace("ED1", "ED2")])
+    write_ae(tmp_path, "2026-10.csv", [AE_HEADER, GOOD_AE.replace("OTHER", "INJURY"), GOOD_AE.replace("ED1", "ED3")])
+    result = ingest(tmp_path, "ae_attendances")
+    raw = result.raw.sort("attendance_id")
+    assert raw["attendance_id"].to_list() == ["ED1", "ED2", "ED3"]
+    assert raw.filter(pl.col("attendance_id") == "ED1")["complaint_group"][0] == "INJURY"
+    assert raw.filter(pl.col("attendance_id") == "ED1")["_file"][0] == "2026-10.csv"
+    assert result.superseded.rows() == [("2026-09.csv", 1, "2026-10.csv", 1)]
+    assert result.files[0].superseded == 1
+
+
+def test_non_utf8_bytes_quarantine_only_their_row(tmp_path):
+    data = (AE_HEADER + "\n" + GOOD_AE + "\n").encode() + "ED2,20250705,,Zo\xeb,Lee,20050112,2,CM22 8HR,OTHER,N\n".encode("latin-1")
+    write_ae(tmp_path, "latin.csv", data)
+    result = ingest(tmp_path, "ae_attendances")
+    assert result.raw.height == 1 and result.files[0].quarantined == 1
+    row = result.quarantine.row(0, named=True)
+    assert row["_row"] == 2 and row["column"] == "PERSON_GIVEN_NAME" and "UTF-8" in row["reason"]
+
+
+def test_ragged_records_and_multiline_fields(tmp_path):
+    lines = [AE_HEADER, GOOD_AE, "ED2,20250705,,Ann", '"ED3",20250705,,"Ann\nMarie",Lee,20050112,2,CM22 8HR,OTHER,N', GOOD_AE.replace("ED1", "ED4")]
+    write_ae(tmp_path, "ragged.csv", lines)
+    result = ingest(tmp_path, "ae_attendances")
+    assert_accounted(result)
+    # record numbers count CSV records, not lines: the quoted line break does not shift ED4
+    assert sorted(result.raw["_row"].to_list()) == [1, 3, 4]
+    assert result.quarantine["_row"].to_list() == [2] and "fields" in result.quarantine["reason"][0]
+
+
+def test_attendance_arithmetic_and_key_fallback(tmp_path, examples):
+    source = examples / "school_attendance" / "school_attendance_2026-10.csv"
+    text = source.read_text().splitlines()
+    # absence above the sessions possible breaks the contract's row rule
+    bad = text[1].replace(",72,0,0,0,N,", ",72,50,30,0,N,")
+    blank_upn = text[2].replace("T919288923761", "", 1)
+    (tmp_path / "school_attendance").mkdir()
+    (tmp_path / "school_attendance" / "a.csv").write_text("\n".join([text[0], bad, blank_upn]) + "\n")
+    result = ingest(tmp_path, "school_attendance")
+    q = result.quarantine
+    assert q["_row"].to_list() == [1]
+    assert "absence_within_possible_sessions" in q["reason"][0]
+    assert q["column"][0] == "Sessions Possible, Authorised Absence, Unauthorised Absence"
+    assert result.raw["upn"].to_list() == [None]
+
+
+def test_xlsx_and_parquet_load_like_csv(tmp_path, examples):
+    csv_path = examples / "worklessness" / "worklessness_2026-10.csv"
+    frame = pl.read_csv(csv_path, infer_schema=False)
+    folder = tmp_path / "worklessness"
+    folder.mkdir()
+    frame.write_excel(folder / "a.xlsx")
+    typed = frame.with_columns(pl.col("DOB").str.to_date("%d-%b-%Y"))  # a partner's typed dates
+    typed.write_parquet(folder / "b.parquet")
+    result = ingest(tmp_path, "worklessness")
+    assert [f.status for f in result.files] == ["loaded", "loaded"]
+    assert result.quarantine.height == 0
+    assert result.raw.height == frame.height  # the parquet restates the xlsx rows: counted once
+    assert result.files[0].superseded == frame.height
+
+
+def test_reingesting_gives_identical_tables(village):
+    contract = load_contract("domestic_abuse")
+    first = read_source(contract, village, TODAY)
+    second = read_source(contract, village, TODAY)
+    assert first.raw.equals(second.raw)
+    assert first.summary() == second.summary()
+
+
+@pytest.mark.parametrize("source", load_contracts())
+def test_generated_county_loads_without_quarantine(village, source):
+    result = read_source(load_contract(source), village, TODAY)
+    assert result.quarantine.height == 0, result.quarantine.group_by("reason").len().rows()
+    assert_accounted(result)

@@ -1,0 +1,113 @@
+"""The synthetic county: deterministic, realistic, and in the spec's layouts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import polars as pl
+import pytest
+
+from data_contracts import load_contracts
+from ingestion.identifiers import is_valid_nhs_number, is_valid_upn
+from synthetic import generate_county
+from synthetic.population import build_county
+from tests.conftest import MONTH
+
+
+def _digest(folder):
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.csv"))}
+
+
+def test_same_seed_same_bytes_other_seed_other_county(tmp_path, village):
+    again = tmp_path / "again"
+    generate_county(people=2_000, seed=11, month=MONTH, out=again)
+    assert _digest(again) == _digest(village)
+    other = tmp_path / "other"
+    generate_county(people=2_000, seed=12, month=MONTH, out=other)
+    assert _digest(other)["truth.csv"] != _digest(village)["truth.csv"]
+
+
+def test_headers_are_the_partners_own(village):
+    for source, contract in load_contracts().items():
+        files = sorted((village / source).glob("*.csv"))
+        if source == "meeting_outcomes":
+            assert not files
+            continue
+        assert files, source
+        header = pl.read_csv(files[0], n_rows=0).columns
+        assert header == [c.partner_name for c in contract.columns]
+
+
+def test_truth_names_every_extract_row(village):
+    truth = pl.read_csv(village / "truth.csv")
+    for source in ("school_attendance", "asb_incidents", "domestic_abuse", "ae_attendances", "worklessness", "open_cases"):
+        for path in (village / source).glob("*.csv"):
+            rows = pl.read_csv(path, infer_schema=False).height
+            mine = truth.filter((pl.col("source") == source) & (pl.col("file") == path.name))
+            assert sorted(mine["row"].to_list()) == list(range(1, rows + 1)), path.name
+    assert truth["person_id"].null_count() == 0 and truth["family_id"].null_count() == 0
+
+
+def test_history_spans_three_years_and_files_overlap(village):
+    dates = pl.concat([pl.read_csv(p, infer_schema=False) for p in (village / "asb_incidents").glob("*.csv")])["INCIDENT_DATE"]
+    dates = dates.str.to_date()
+    assert dates.max() <= dt.date(2026, 9, 30) and (dates.max() - dates.min()).days >= 3 * 365
+    assert len(list((village / "asb_incidents").glob("*.csv"))) >= 4
+
+
+def test_identifiers_are_valid_where_present(village):
+    ae = pl.concat([pl.read_csv(p, infer_schema=False) for p in (village / "ae_attendances").glob("*.csv")])
+    numbers = ae["NHS_NUMBER"].drop_nulls().to_list()
+    assert numbers and all(is_valid_nhs_number(n) for n in numbers)
+    assert 0.02 < ae["NHS_NUMBER"].null_count() / ae.height < 0.1
+    upns = pl.concat([pl.read_csv(p, infer_schema=False) for p in (village / "school_attendance").glob("*.csv")])["UPN"].drop_nulls()
+    assert all(is_valid_upn(u) for u in upns.to_list())
+
+
+@pytest.fixture(scope="module")
+def county():
+    return build_county(20_000, 5, "2026-10")
+
+
+def test_households_are_realistic(county):
+    people = county.people
+    kinds = county.households["kind"].value_counts()
+    assert set(kinds["kind"]) >= {"single", "couple", "couple_children", "lone_parent", "blended", "multi_generation"}
+    children = people.filter(pl.col("role") == "child")
+    # blended families: children whose surname differs from an adult they live with
+    blended = county.households.filter(pl.col("kind") == "blended")["household_id"]
+    in_blended = people.filter(pl.col("household_id").is_in(blended.implode()))
+    surnames_per_household = in_blended.group_by("household_id").agg(pl.col("surname").n_unique())
+    assert (surnames_per_household["surname"] > 1).mean() > 0.5
+    # twins: two children of one household with the same date of birth and surname
+    twins = children.group_by("household_id", "dob", "surname").len().filter(pl.col("len") >= 2)
+    assert twins.height > 0
+    # a parent and child who share a forename
+    joined = children.join(people.filter(pl.col("role") == "parent"), on=["household_id", "forename"])
+    assert joined.height > 0
+    assert (people["prev_address_id"] >= 0).mean() > 0.1  # house moves and separations
+    assert (people["ex_partner_id"] >= 0).sum() > 0
+    smith = (people["surname"] == "Smith").mean()
+    assert 0.003 < smith < 0.03  # common surnames are common, not universal
+
+
+def test_rates_follow_published_figures(tmp_path):
+    landing = tmp_path / "landing"
+    summary = generate_county(people=20_000, seed=3, month="2026-10", out=landing)
+    years = 40 / 12
+    attendance = pl.concat([pl.read_csv(p, infer_schema=False) for p in (landing / "school_attendance").glob("*.csv")]).unique()
+    year = attendance.filter(pl.col("Academic Year") == "2025/26").with_columns(
+        pl.col("Sessions Possible", "Authorised Absence", "Unauthorised Absence").cast(pl.Int64)
+    )
+    pupils = year.group_by("UPN", "Legal Forename", "DOB").agg(
+        ((pl.col("Authorised Absence") + pl.col("Unauthorised Absence")).sum() / pl.col("Sessions Possible").sum()).alias("absence")
+    )
+    persistent = (pupils["absence"] >= 0.1).mean()
+    assert 0.14 < persistent < 0.27  # ~20% (DfE 2023/24)
+    da = pl.concat([pl.read_csv(p, infer_schema=False) for p in (landing / "domestic_abuse").glob("*.csv")]).unique()
+    incidents_per_1000 = da["NOTIFICATION_ID"].n_unique() / 20 / years
+    assert 9 < incidents_per_1000 < 19  # ~14 per 1,000 a year
+    asb = pl.concat([pl.read_csv(p, infer_schema=False) for p in (landing / "asb_incidents").glob("*.csv")]).unique()
+    assert 10 < asb["INCIDENT_REF"].n_unique() / 20 / years < 24  # ~17 per 1,000 a year
+    assert summary.rows["open_cases"] > 0
