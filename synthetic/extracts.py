@@ -538,26 +538,36 @@ def open_cases(county: County, t: Timeline, rng: np.random.Generator, asb: pl.Da
     for flag, day, svc, dur in ((escalate, esc_day, service, length), (early, early_day, np.full(n_hh, "EARLY_HELP"), early_len)):
         households = np.flatnonzero(flag)
         cases.append((households, day[households], svc[households], dur[households]))
-    child_rows = []
     children = np.flatnonzero((t.role == "child") & (t.age < 18))
-    by_household = {}
-    for c in children:
-        by_household.setdefault(t.household[c], []).append(c)
-    for households, days, services, durations in cases:
-        for h, d, s, dur in zip(households, days, services, durations):
-            for c in by_household.get(h, []):
-                if t.age_at(np.array([c]), np.array([d]))[0] >= 0:
-                    child_rows.append((c, d, s, dur))
+    child_household = t.household[children]  # sorted: a household's members are contiguous
+    persons, days, services, closes = [], [], [], []
+    for households, day, svc, dur in cases:
+        first = np.searchsorted(child_household, households, "left")
+        counts = np.searchsorted(child_household, households, "right") - first
+        case = np.repeat(np.arange(len(households)), counts)
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        kids = children[first[case] + offsets]
+        born = t.age_at(kids, day[case]) >= 0
+        persons.append(kids[born])
+        days.append(day[case][born])
+        services.append(svc[case][born].astype(object))
+        closes.append((day + dur)[case][born])
     # youth offending: some young people named as suspects with formal action
-    asb_suspects = asb.filter((pl.col("ROLE") == "SUSPECT") & pl.col("ACTION").is_in(["CPN", "INJUNCTION", "CBO"]))
-    for person, day in zip(asb_suspects["person_id"].to_list(), ((asb_suspects["event_date"] - county.start).dt.total_days()).to_list()):
-        if 10 <= t.age_at(np.array([person]), np.array([day]))[0] <= 17 and rng.random() < 0.4:
-            child_rows.append((person, day + int(rng.integers(14, 90)), "YOS", int(rng.integers(180, 365))))
-    child_rows = [r for r in child_rows if r[1] < t.days]
-    person = np.array([r[0] for r in child_rows], dtype=np.int64)
-    day = np.array([r[1] for r in child_rows], dtype=np.int64)
-    service_col = np.array([r[2] for r in child_rows], dtype=object)
-    close_day = day + np.array([r[3] for r in child_rows], dtype=np.int64)
+    suspects = asb.filter((pl.col("ROLE") == "SUSPECT") & pl.col("ACTION").is_in(["CPN", "INJUNCTION", "CBO"]))
+    yos_person = suspects["person_id"].to_numpy()
+    yos_day = (suspects["event_date"] - county.start).dt.total_days().to_numpy() + rng.integers(14, 90, len(yos_person))
+    age = t.age_at(yos_person, yos_day)
+    chosen = (age >= 10) & (age <= 17) & (rng.random(len(yos_person)) < 0.4)
+    persons.append(yos_person[chosen])
+    days.append(yos_day[chosen])
+    services.append(np.full(chosen.sum(), "YOS", dtype=object))
+    closes.append(yos_day[chosen] + rng.integers(180, 365, chosen.sum()))
+    person = np.concatenate(persons).astype(np.int64)
+    day = np.concatenate(days).astype(np.int64)
+    service_col = np.concatenate(services)
+    close_day = np.concatenate(closes).astype(np.int64)
+    observed = day < t.days
+    person, day, service_col, close_day = person[observed], day[observed], service_col[observed], close_day[observed]
     m = len(person)
     p = _person_columns(county, person)
     addr = _addresses_at(county, person, day)

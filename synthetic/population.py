@@ -152,26 +152,35 @@ def _compose_households(rng: np.random.Generator, people: int) -> tuple[list, in
     heritage_p = heritage_p / heritage_p.sum()
     households = []
     total = 0
+    # drawn in bulk: a weighted choice per household inside the loop costs more than the rest of it
+    batch = people // 2 + 10
+    kinds = rng.choice(len(types), batch, p=shares)
+    groups = rng.choice(len(heritage), batch, p=heritage_p)
+    sizes = rng.choice([1, 2, 3, 4, 5], batch, p=[0.38, 0.38, 0.16, 0.06, 0.02])
+    sexes = np.array(["M", "F"])[rng.integers(0, 2, (batch, 8))]
+    h = -1
     while total < people:
-        kind = types[rng.choice(len(types), p=shares)]
-        group = heritage[rng.choice(len(heritage), p=heritage_p)]
+        h += 1
+        kind = types[kinds[h]]
+        group = heritage[groups[h]]
+        sex_of = sexes[h]
         members: list[tuple[str, int, str, int]] = []
         if kind == "single":
-            members.append(("adult", int(rng.integers(19, 90)), rng.choice(["M", "F"]), 0))
+            members.append(("adult", int(rng.integers(19, 90)), sex_of[0], 0))
         elif kind == "couple":
             a = int(rng.integers(22, 85))
             members += [("adult", a, "M", 0), ("partner", max(19, a + int(rng.integers(-6, 4))), "F", 0 if rng.random() < 0.75 else 1)]
         elif kind == "sharers":
             for i in range(int(rng.integers(2, 5))):
-                members.append(("adult", int(rng.integers(20, 40)), rng.choice(["M", "F"]), 10 + i))
+                members.append(("adult", int(rng.integers(20, 40)), sex_of[i], 10 + i))
         elif kind == "adult_children":
             a = int(rng.integers(44, 66))
             members += [("adult", a, "M", 0), ("partner", a - int(rng.integers(0, 5)), "F", 0)]
-            for _ in range(int(rng.integers(1, 3))):
-                members.append(("adult_child", int(rng.integers(19, 27)), rng.choice(["M", "F"]), 0))
+            for i in range(int(rng.integers(1, 3))):
+                members.append(("adult_child", int(rng.integers(19, 27)), sex_of[i], 0))
         else:
             mother_age = int(rng.integers(20, 50))
-            n_children = int(rng.choice([1, 2, 3, 4, 5], p=[0.38, 0.38, 0.16, 0.06, 0.02]))
+            n_children = int(sizes[h])
             oldest = min(17, mother_age - 18)
             ages = sorted((int(rng.integers(0, oldest + 1)) for _ in range(n_children)), reverse=True)
             if n_children >= 2 and rng.random() < 0.04:
@@ -180,19 +189,19 @@ def _compose_households(rng: np.random.Generator, people: int) -> tuple[list, in
                 sex = "F" if rng.random() < 0.9 else "M"
                 child_slot = 0 if rng.random() < 0.55 else 2  # children may carry the absent parent's surname
                 members.append(("parent", mother_age, sex, 0))
-                members += [("child", age, rng.choice(["M", "F"]), child_slot) for age in ages]
+                members += [("child", age, sex_of[i], child_slot) for i, age in enumerate(ages)]
             else:
                 father_age = mother_age + int(rng.integers(-3, 7))
                 if kind == "blended":
                     # stepfather's surname (slot 0); children keep their father's (slot 2);
                     # the mother took her new partner's name or kept another
                     members += [("parent", father_age, "M", 0), ("parent", mother_age, "F", 0 if rng.random() < 0.5 else 2)]
-                    members += [("child", age, rng.choice(["M", "F"]), 2) for age in ages]
+                    members += [("child", age, sex_of[i], 2) for i, age in enumerate(ages)]
                     if rng.random() < 0.5:
-                        members.append(("child", int(rng.integers(0, max(1, min(6, ages[-1] + 1)))), rng.choice(["M", "F"]), 0))
+                        members.append(("child", int(rng.integers(0, max(1, min(6, ages[-1] + 1)))), sex_of[7], 0))
                 else:
                     members += [("parent", father_age, "M", 0), ("parent", mother_age, "F", 0 if rng.random() < 0.8 else 1)]
-                    members += [("child", age, rng.choice(["M", "F"]), 0) for age in ages]
+                    members += [("child", age, sex_of[i], 0) for i, age in enumerate(ages)]
                 if kind == "multi_generation":
                     members.append(("grandparent", mother_age + int(rng.integers(20, 32)), "F", 1))
         households.append((kind, group, members))

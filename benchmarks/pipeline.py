@@ -1,0 +1,93 @@
+"""Benchmark the pipeline end to end on synthetic counties, by hand (not a test).
+
+    .venv/bin/python benchmarks/pipeline.py --people 20000 200000
+
+For each size it generates a county (cached under benchmarks/cache/ by size,
+seed and month), runs `earlyhelp run` on it in a fresh process (the same entry
+point a user runs), and prints each Dagster step's wall time, the run's wall
+time and the peak resident memory of the run process, then a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / "cache"
+
+STEP_TIMES = """
+import json, sys
+from pathlib import Path
+import dagster as dg
+from pipelines.cli import instance_for
+out = Path(sys.argv[1])
+with instance_for(out) as instance:
+    run = instance.get_runs(limit=1)[0]
+    starts, times = {}, {}
+    for record in instance.all_logs(run.run_id):
+        event = record.dagster_event
+        if event is None:
+            continue
+        if event.event_type_value == "STEP_START":
+            starts[event.step_key] = record.timestamp
+        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
+            times[event.step_key] = record.timestamp - starts[event.step_key]
+print(json.dumps(times))
+"""
+
+
+def county(people: int, seed: int, month: str) -> tuple[Path, float | None, int | None]:
+    landing = CACHE / f"county_{people}_{seed}_{month}"
+    if (landing / "truth.csv").exists():
+        return landing, None, None
+    shutil.rmtree(landing, ignore_errors=True)
+    began = time.perf_counter()
+    peak = _child(["generate", "--people", str(people), "--seed", str(seed), "--month", month, "--out", str(landing)])
+    return landing, time.perf_counter() - began, peak
+
+
+def _child(args: list[str]) -> int:
+    """Run an earlyhelp command in a child process; return that process's peak RSS in MiB."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    subprocess.run([sys.executable, "-m", "pipelines.cli", *args], check=False, stdout=subprocess.DEVNULL)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(after, before) // 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--people", type=int, nargs="+", default=[20_000, 200_000])
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--month", default="2026-10")
+    args = parser.parse_args()
+    rows = []
+    for people in args.people:
+        landing, gen_seconds, gen_peak = county(people, args.seed, args.month)
+        out = CACHE / f"out_{people}"
+        shutil.rmtree(out, ignore_errors=True)
+        began = time.perf_counter()
+        peak = _child(["run", "--landing", str(landing), "--month", args.month, "--out", str(out)])
+        seconds = time.perf_counter() - began
+        steps = json.loads(subprocess.run([sys.executable, "-c", STEP_TIMES, str(out)], capture_output=True, text=True, check=True).stdout)
+        ingest = sum(v for k, v in steps.items() if k.startswith("raw_") and not k.endswith(("meets_contract", "rows_accounted_for", "source_received", "quarantine_share")))
+        suites = sum(v for k, v in steps.items() if k.endswith("meets_contract"))
+        print(f"\n{people:,} residents: run {seconds:.1f}s, peak {peak} MiB")
+        for key, value in sorted(steps.items(), key=lambda kv: -kv[1])[:12]:
+            print(f"  {key:<45} {value:6.1f}s")
+        rows.append((people, gen_seconds, gen_peak, seconds, peak, ingest, suites, steps.get("person_records", 0.0)))
+    print("\n| residents | generate (s) | generate peak (MiB) | run (s) | run peak (MiB) | ingest steps (s) | GX suites (s) | person_records (s) |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for people, gs, gp, rs, rp, ing, gx, pr in rows:
+        gen = f"{gs:.1f}" if gs is not None else "cached"
+        print(f"| {people:,} | {gen} | {gp or '-'} | {rs:.1f} | {rp} | {ing:.1f} | {gx:.1f} | {pr:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
