@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import shutil
 import subprocess
 import sys
@@ -55,10 +55,10 @@ def county(people: int, seed: int, month: str) -> tuple[Path, float | None, int 
 
 def _child(args: list[str]) -> int:
     """Run an earlyhelp command in a child process; return that process's peak RSS in MiB."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-m", "pipelines.cli", *args], check=False, stdout=subprocess.DEVNULL)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(after, before) // 1024
+    child = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], stdout=subprocess.DEVNULL)
+    _, _, usage = os.wait4(child.pid, 0)  # this child's own peak, not the maximum over all children
+    child.returncode = 0
+    return usage.ru_maxrss // 1024
 
 
 def main() -> None:

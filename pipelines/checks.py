@@ -42,7 +42,8 @@ def _checks_for(contract: Contract) -> list[dg.AssetChecksDefinition]:
     must_arrive = contract.source != "meeting_outcomes"
 
     @dg.asset_check(asset=asset, name=MEETS_CONTRACT, blocking=True, description=f"The loaded table passes the Great Expectations suite generated from {contract.path.name}.")
-    def meets_contract(settings: EarlyhelpSettings) -> dg.AssetCheckResult:
+    def meets_contract(context: dg.AssetCheckExecutionContext, settings: EarlyhelpSettings) -> dg.AssetCheckResult:
+        context.log.info(f"{contract.source}: validating the loaded table against its contract suite")
         with settings.warehouse(read_only=True) as con:
             frame = con.sql(f'SELECT * FROM "{contract.raw_table}"').df()
         result = _validator(settings.output / "great_expectations").validate(contract, frame)

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--landing", required=True)
     run.add_argument("--month", type=_month, required=True)
     run.add_argument("--out", required=True)
-    run.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Dagster's console log level")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Dagster's console log level")
     run.set_defaults(func=cmd_run)
 
     dev = sub.add_parser("dev", help="start the Dagster UI with history kept in --home")
