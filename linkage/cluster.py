@@ -1,0 +1,160 @@
+"""Cluster linked profiles into persons, resisting over-merging.
+
+Links are taken strongest first (union-find). Two clusters are never joined
+when their members contradict each other, however strong the link:
+
+- different NHS numbers, UPNs or National Insurance numbers;
+- dates of birth that no recording slip explains (not equal, not day and month
+  transposed, not a day or one digit apart), or stated ages more than a year
+  from each other's birth year: so a parent and a child of the same name stay
+  two people;
+- the same date of birth with forenames that are neither alike nor nicknames
+  of each other: so twins (same surname, birth date and address) stay two;
+- a reviewer's NON_MATCH decision between any two of their mentions.
+
+Because a link is refused when it would join contradictory clusters, one bad
+link cannot chain two large clusters together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import jellyfish
+import polars as pl
+
+from linkage.names import nickname_pairs
+
+
+@dataclass
+class _Cluster:
+    members: list[int]
+    dobs: set[dt.date] = field(default_factory=set)
+    birth_years: set[int] = field(default_factory=set)
+    ids: dict[str, set[str]] = field(default_factory=lambda: {"nhs_number": set(), "upn": set(), "nino": set()})
+    names_by_dob: set[tuple[dt.date, str]] = field(default_factory=set)
+    forbidden: set[int] = field(default_factory=set)
+
+
+def _dob_compatible(a: dt.date, b: dt.date) -> bool:
+    if a == b:
+        return True
+    if a.year == b.year and a.month == b.day and a.day == b.month:
+        return True
+    if abs((a - b).days) == 1:
+        return True
+    sa, sb = a.strftime("%Y%m%d"), b.strftime("%Y%m%d")
+    return sum(x != y for x, y in zip(sa, sb)) == 1
+
+
+class ConstrainedClusterer:
+    """Union-find over profiles with the contradiction rules above."""
+
+    def __init__(self, profiles: pl.DataFrame, cannot_link: list[tuple[int, int]] = ()):
+        self._nicknames = set(zip(nickname_pairs()["name_a"].to_list(), nickname_pairs()["name_b"].to_list()))
+        self.parent: dict[int, int] = {}
+        self.clusters: dict[int, _Cluster] = {}
+        for row in profiles.select("pid", "dob", "birth_year", "forename", "preferred_forename", "nhs_number", "upn", "nino").iter_rows(named=True):
+            pid = row["pid"]
+            cluster = _Cluster(members=[pid])
+            if row["dob"] is not None:
+                cluster.dobs.add(row["dob"])
+                for name in (row["forename"], row["preferred_forename"]):
+                    if name:
+                        cluster.names_by_dob.add((row["dob"], name))
+            elif row["birth_year"] is not None:
+                cluster.birth_years.add(row["birth_year"])
+            for key in ("nhs_number", "upn", "nino"):
+                if row[key]:
+                    cluster.ids[key].add(row[key])
+            self.parent[pid] = pid
+            self.clusters[pid] = cluster
+        for a, b in cannot_link:
+            if a in self.clusters and b in self.clusters:
+                self.clusters[a].forbidden.add(b)
+                self.clusters[b].forbidden.add(a)
+        self.refused = 0
+
+    def find(self, pid: int) -> int:
+        root = pid
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[pid] != root:
+            self.parent[pid], pid = root, self.parent[pid]
+        return root
+
+    def _names_alike(self, a: str, b: str) -> bool:
+        # one keying slip, a nickname, or a shortened form; not merely a similar name (Oliver, Olivia)
+        if a == b or (a, b) in self._nicknames:
+            return True
+        if jellyfish.damerau_levenshtein_distance(a, b) <= 1:
+            return True
+        short, long = sorted((a, b), key=len)
+        return len(short) >= 3 and long.startswith(short)
+
+    def contradicts(self, a: _Cluster, b: _Cluster) -> bool:
+        for key in ("nhs_number", "upn", "nino"):
+            if a.ids[key] and b.ids[key] and not (a.ids[key] & b.ids[key]):
+                return True
+        if a.dobs and b.dobs and not all(_dob_compatible(x, y) for x in a.dobs for y in b.dobs):
+            return True
+        years_a = a.birth_years | {d.year for d in a.dobs}
+        years_b = b.birth_years | {d.year for d in b.dobs}
+        if years_a and years_b and not all(abs(x - y) <= 1 for x in years_a for y in years_b):
+            return True
+        for dob_a, name_a in a.names_by_dob:
+            for dob_b, name_b in b.names_by_dob:
+                if dob_a == dob_b and not self._names_alike(name_a, name_b):
+                    # the other names of both must not be alike either: a preferred name is not a twin
+                    names_a = {n for d, n in a.names_by_dob if d == dob_a}
+                    names_b = {n for d, n in b.names_by_dob if d == dob_b}
+                    if not any(self._names_alike(x, y) for x in names_a for y in names_b):
+                        return True
+        if a.forbidden & set(b.members) or b.forbidden & set(a.members):
+            return True
+        return False
+
+    def link(self, l: int, r: int, force: bool = False) -> bool:
+        ra, rb = self.find(l), self.find(r)
+        if ra == rb:
+            return True
+        a, b = self.clusters[ra], self.clusters[rb]
+        if not force and self.contradicts(a, b):
+            self.refused += 1
+            return False
+        if len(a.members) < len(b.members):
+            ra, rb, a, b = rb, ra, b, a
+        self.parent[rb] = ra
+        a.members += b.members
+        a.dobs |= b.dobs
+        a.birth_years |= b.birth_years
+        a.names_by_dob |= b.names_by_dob
+        a.forbidden |= b.forbidden
+        for key in a.ids:
+            a.ids[key] |= b.ids[key]
+        del self.clusters[rb]
+        return True
+
+    def assignments(self) -> pl.DataFrame:
+        """pid -> cluster, numbered by each cluster's smallest pid (deterministic)."""
+        rows = [(pid, min(c.members)) for c in self.clusters.values() for pid in c.members]
+        return pl.DataFrame(rows, schema={"pid": pl.Int64, "cluster": pl.Int64}, orient="row")
+
+
+def cluster_persons(
+    profiles: pl.DataFrame,
+    pairs: pl.DataFrame,
+    threshold: float,
+    must_link: list[tuple[int, int]] = (),
+    cannot_link: list[tuple[int, int]] = (),
+) -> tuple[pl.DataFrame, int]:
+    """Cluster profiles: reviewers' matches first, then links at or above `threshold`, strongest first.
+    Returns (pid -> cluster, number of links refused as contradictory)."""
+    clusterer = ConstrainedClusterer(profiles, cannot_link)
+    for l, r in must_link:
+        clusterer.link(l, r, force=True)
+    links = pairs.filter(pl.col("match_probability") >= threshold).sort(["match_weight", "l", "r"], descending=[True, False, False])
+    for l, r in links.select("l", "r").iter_rows():
+        clusterer.link(l, r)
+    return clusterer.assignments(), clusterer.refused

@@ -1,0 +1,355 @@
+"""Fellegi-Sunter person linkage: blocking and comparison in DuckDB, EM in numpy.
+
+The steps, Splink's split:
+
+1. **Profiles.** Identical standardised mentions (a pupil's ten termly rows,
+   say) collapse into one profile, so pairs are formed between distinct
+   descriptions of people, not rows.
+2. **Blocking.** Candidate pairs are the union of several rules, so one error
+   in one field does not lose a true pair: date of birth with phonetic surname,
+   with canonical forename, with postcode district; phonetic surname with
+   canonical forename and district; forename with surname; each identifier;
+   forename and surname swapped.
+3. **Comparison.** Each pair gets a level per comparison (names by
+   Jaro-Winkler with nicknames, dates of birth allowing a transposed day and
+   month or a slip of one digit, postcode full/sector/district, address,
+   sex, identifiers).
+4. **Estimation without labels.** u-probabilities from random pairs; m and
+   the match prior by expectation-maximisation over the candidate pairs'
+   comparison patterns; term frequencies adjust exact name matches, so two
+   SMITHs weigh less than two OYELARANs.
+5. **Scoring.** Match weight (bits) and probability for every candidate pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from linkage.names import canonical_forename, nickname_pairs, phonetic
+
+#: The comparisons and their levels, best first; -1 (not comparable) adds no evidence.
+COMPARISONS: dict[str, tuple[str, ...]] = {
+    "forename": ("different", "initial", "similar", "close", "nickname", "exact"),
+    "surname": ("different", "similar", "close", "exact"),
+    "dob": ("different", "birth year within one", "year and month", "one slip", "day and month transposed", "exact"),
+    "postcode": ("different", "district", "sector", "exact"),
+    "address": ("different", "same street", "same house", "exact"),
+    "sex": ("different", "same"),
+    "identifier": ("different", "same"),
+}
+
+PROFILE_FIELDS = (
+    "forename", "preferred_forename", "surname", "dob", "birth_year", "sex", "postcode", "postcode_sector",
+    "postcode_district", "address", "house_number", "street", "nhs_number", "upn", "nino",
+)
+
+
+@dataclass
+class LinkageSettings:
+    """What an analyst may tune. Probabilities are posterior match probabilities."""
+
+    link_threshold: float = 0.99
+    review_lower: float = 0.80
+    em_iterations: int = 40
+    u_sample_pairs: int = 300_000
+    seed: int = 2026
+
+
+@dataclass
+class FittedModel:
+    prior: float  # proportion of matches among candidate pairs
+    m: dict[str, np.ndarray]
+    u: dict[str, np.ndarray]
+    pairs: int
+    iterations: int
+    tf_fields: tuple[str, ...] = ("forename", "surname")
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return {k: np.log2(self.m[k] / self.u[k]) for k in self.m}
+
+    def summary(self) -> dict:
+        """Parameters only (no data): for metadata and the linkage report."""
+        return {
+            "prior": round(self.prior, 6),
+            "candidate_pairs": self.pairs,
+            "em_iterations": self.iterations,
+            "weights": {
+                name: {level: round(float(w), 2) for level, w in zip(COMPARISONS[name], self.weights()[name])}
+                for name in COMPARISONS
+            },
+        }
+
+
+# ----------------------------------------------------------------- profiles
+
+def build_profiles(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(profiles with pid and blocking keys, record_key -> pid)."""
+    street = pl.col("address").str.replace(r"^(FLAT [0-9A-Z]+ )?[0-9]+[A-Z]? ", "")
+    enriched = records.with_columns(
+        pl.coalesce(
+            pl.col("dob").dt.year(),
+            (pl.col("event_date").dt.year() - pl.col("age_stated")).cast(pl.Int32),
+        ).alias("birth_year"),
+        street.alias("street"),
+    )
+    key = pl.concat_str([pl.col(f).cast(pl.String).fill_null("~") for f in PROFILE_FIELDS], separator="|")
+    enriched = enriched.with_columns(key.alias("profile_key"))
+    profiles = (
+        enriched.group_by("profile_key")
+        .agg(*[pl.col(f).first() for f in PROFILE_FIELDS], pl.len().alias("mentions"))
+        .sort("profile_key")
+        .with_row_index("pid")
+        .with_columns(pl.col("pid").cast(pl.Int64))
+    )
+    profiles = profiles.with_columns(
+        canonical_forename(pl.col("forename")).alias("forename_canonical"),
+        phonetic(profiles["surname"]).alias("surname_phonetic"),
+    )
+    mapping = enriched.select("record_key", "profile_key").join(profiles.select("profile_key", "pid"), on="profile_key").drop("profile_key")
+    return profiles.drop("profile_key"), mapping
+
+
+# ----------------------------------------------------------------- blocking
+
+BLOCKING_RULES = (
+    ("dob and phonetic surname", "l.dob = r.dob AND l.surname_phonetic = r.surname_phonetic"),
+    ("dob and forename", "l.dob = r.dob AND l.forename_canonical = r.forename_canonical"),
+    ("dob and postcode district", "l.dob = r.dob AND l.postcode_district = r.postcode_district"),
+    ("phonetic surname, forename and district", "l.surname_phonetic = r.surname_phonetic AND l.forename_canonical = r.forename_canonical AND l.postcode_district = r.postcode_district"),
+    ("forename and surname", "l.forename_canonical = r.forename_canonical AND l.surname = r.surname"),
+    ("surname and postcode", "l.surname = r.surname AND l.postcode = r.postcode"),
+    ("NHS number", "l.nhs_number = r.nhs_number"),
+    ("UPN", "l.upn = r.upn"),
+    ("NINO", "l.nino = r.nino"),
+    ("names swapped", "l.forename = r.surname AND l.surname = r.forename"),
+)
+
+
+def candidate_pairs(con: duckdb.DuckDBPyConnection) -> int:
+    """Create temp table `candidates(l, r)` from the union of the blocking rules; returns its size."""
+    selects = [f"SELECT l.pid AS l, r.pid AS r FROM profiles l JOIN profiles r ON {rule} AND l.pid < r.pid" for _, rule in BLOCKING_RULES]
+    con.execute("CREATE OR REPLACE TEMP TABLE candidates AS " + " UNION ".join(selects))
+    return con.execute("SELECT count(*) FROM candidates").fetchall()[0][0]
+
+
+# ----------------------------------------------------------------- comparison
+
+def _jw(a: str, b: str) -> str:
+    return f"jaro_winkler_similarity({a}, {b})"
+
+
+COMPARISON_SQL = f"""
+    CASE WHEN l.forename IS NULL OR r.forename IS NULL THEN -1
+         WHEN l.forename = r.forename OR (l.forename = r.surname AND l.surname = r.forename) THEN 5
+         WHEN l.preferred_forename = r.forename OR r.preferred_forename = l.forename
+              OR l.preferred_forename = r.preferred_forename
+              OR (l.forename, r.forename) IN (SELECT (name_a, name_b) FROM nicknames) THEN 4
+         WHEN {_jw('l.forename', 'r.forename')} >= 0.92 THEN 3
+         WHEN {_jw('l.forename', 'r.forename')} >= 0.85 THEN 2
+         WHEN left(l.forename, 1) = left(r.forename, 1) THEN 1
+         ELSE 0 END AS forename,
+    CASE WHEN l.surname IS NULL OR r.surname IS NULL THEN -1
+         WHEN l.surname = r.surname OR (l.forename = r.surname AND l.surname = r.forename) THEN 3
+         WHEN {_jw('l.surname', 'r.surname')} >= 0.92 THEN 2
+         WHEN {_jw('l.surname', 'r.surname')} >= 0.85 THEN 1
+         ELSE 0 END AS surname,
+    CASE WHEN l.dob IS NOT NULL AND r.dob IS NOT NULL THEN
+              CASE WHEN l.dob = r.dob THEN 5
+                   WHEN year(l.dob) = year(r.dob) AND month(l.dob) = day(r.dob) AND day(l.dob) = month(r.dob) THEN 4
+                   WHEN abs(date_diff('day', l.dob, r.dob)) = 1
+                        OR damerau_levenshtein(strftime(l.dob, '%Y%m%d'), strftime(r.dob, '%Y%m%d')) = 1 THEN 3
+                   WHEN year(l.dob) = year(r.dob) AND month(l.dob) = month(r.dob) THEN 2
+                   WHEN abs(year(l.dob) - year(r.dob)) <= 1 THEN 1
+                   ELSE 0 END
+         WHEN l.birth_year IS NOT NULL AND r.birth_year IS NOT NULL THEN
+              CASE WHEN abs(l.birth_year - r.birth_year) <= 1 THEN 1 ELSE 0 END
+         ELSE -1 END AS dob,
+    CASE WHEN l.postcode IS NULL OR r.postcode IS NULL THEN -1
+         WHEN l.postcode = r.postcode THEN 3
+         WHEN l.postcode_sector = r.postcode_sector THEN 2
+         WHEN l.postcode_district = r.postcode_district THEN 1
+         ELSE 0 END AS postcode,
+    CASE WHEN l.address IS NULL OR r.address IS NULL THEN -1
+         WHEN l.address = r.address THEN 3
+         WHEN l.house_number = r.house_number AND {_jw('l.street', 'r.street')} >= 0.9 THEN 2
+         WHEN {_jw('l.street', 'r.street')} >= 0.9 THEN 1
+         ELSE 0 END AS address,
+    CASE WHEN l.sex IN ('M', 'F') AND r.sex IN ('M', 'F') THEN CASE WHEN l.sex = r.sex THEN 1 ELSE 0 END
+         ELSE -1 END AS sex,
+    CASE WHEN l.nhs_number = r.nhs_number OR l.upn = r.upn OR l.nino = r.nino THEN 1
+         WHEN l.nhs_number <> r.nhs_number OR l.upn <> r.upn OR l.nino <> r.nino THEN 0
+         ELSE -1 END AS identifier
+"""
+
+
+def compare(con: duckdb.DuckDBPyConnection, pairs_table: str) -> pl.DataFrame:
+    """Comparison levels for every pair in `pairs_table(l, r)`."""
+    con.register("nicknames", nickname_pairs())
+    return con.sql(
+        f"""
+        SELECT p.l, p.r, {COMPARISON_SQL},
+               CASE WHEN l.forename = r.forename THEN l.forename END AS tf_forename_value,
+               CASE WHEN l.surname = r.surname THEN l.surname END AS tf_surname_value
+        FROM {pairs_table} p JOIN profiles l ON l.pid = p.l JOIN profiles r ON r.pid = p.r
+        """
+    ).pl()
+
+
+def random_pairs(con: duckdb.DuckDBPyConnection, n: int, seed: int) -> None:
+    """Temp table `random_pairs(l, r)`: profiles paired at random (nearly all non-matches)."""
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE random_pairs AS
+        WITH a AS (SELECT pid, row_number() OVER (ORDER BY hash(pid + {seed})) AS i FROM profiles),
+             b AS (SELECT pid, row_number() OVER (ORDER BY hash(pid * 7 + {seed + 1})) AS i FROM profiles),
+             c AS (SELECT pid, row_number() OVER (ORDER BY hash(pid * 13 + {seed + 2})) AS i FROM profiles)
+        SELECT a.pid AS l, b.pid AS r FROM a JOIN b USING (i) WHERE a.pid <> b.pid
+        UNION ALL
+        SELECT a.pid, c.pid FROM a JOIN c USING (i) WHERE a.pid <> c.pid
+        LIMIT {n}
+        """
+    )
+
+
+# ----------------------------------------------------------------- estimation
+
+def _level_frequencies(levels: pl.DataFrame, counts: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    out = {}
+    for name, labels in COMPARISONS.items():
+        values = levels[name].to_numpy()
+        weights = np.ones(len(values)) if counts is None else counts
+        freq = np.array([weights[values == k].sum() for k in range(len(labels))], dtype=float)
+        out[name] = (freq + 1.0) / (freq.sum() + len(labels))  # add-one smoothing: no zero probabilities
+    return out
+
+
+#: EM sessions, as Splink trains: each blocks on some fields and estimates m for the others,
+#: whose agreement among non-matches the random-pair u then describes fairly.
+TRAINING_SESSIONS = (
+    ("l.dob = r.dob AND l.surname_phonetic = r.surname_phonetic", ("forename", "postcode", "address", "sex", "identifier")),
+    ("l.forename_canonical = r.forename_canonical AND l.surname = r.surname", ("dob", "postcode", "address", "sex", "identifier")),
+    ("l.dob = r.dob AND l.forename_canonical = r.forename_canonical", ("surname", "postcode", "address", "sex", "identifier")),
+)
+#: Rules whose agreement is all but certain, for the chance two random profiles match.
+DETERMINISTIC_RULE = "(l.forename = r.forename AND l.surname = r.surname AND l.dob = r.dob) OR l.nhs_number = r.nhs_number OR l.upn = r.upn OR l.nino = r.nino"
+DETERMINISTIC_RECALL = 0.8
+
+
+def _em_session(levels: pl.DataFrame, free: tuple[str, ...], u: dict[str, np.ndarray], iterations: int) -> tuple[dict[str, np.ndarray], int]:
+    patterns = levels.group_by(list(free)).len()
+    lv = {n: patterns[n].to_numpy() for n in free}
+    counts = patterns["len"].to_numpy().astype(float)
+    m = {}
+    for name in free:
+        prior_shape = np.linspace(0.02, 1.0, len(COMPARISONS[name])) ** 3
+        m[name] = prior_shape / prior_shape.sum()
+    prior = 0.5
+    iteration = 0
+    for iteration in range(1, iterations + 1):
+        log_odds = np.full(len(counts), np.log(prior) - np.log1p(-prior))
+        for name in free:
+            ok = lv[name] >= 0
+            log_odds[ok] += np.log(m[name][lv[name][ok]]) - np.log(u[name][lv[name][ok]])
+        g = 1 / (1 + np.exp(-np.clip(log_odds, -700, 700)))
+        weighted = counts * g
+        new_prior = float(np.clip(weighted.sum() / counts.sum(), 1e-6, 1 - 1e-6))
+        for name in free:
+            mass = np.array([weighted[lv[name] == j].sum() for j in range(len(COMPARISONS[name]))]) + 1e-3
+            m[name] = mass / mass.sum()
+        converged = abs(new_prior - prior) < 1e-6
+        prior = new_prior
+        if converged:
+            break
+    return m, iteration
+
+
+def fit(con: duckdb.DuckDBPyConnection, random_levels: pl.DataFrame, n_profiles: int, iterations: int = 40) -> FittedModel:
+    """u from random pairs; m by EM in sessions; the prior from a deterministic rule."""
+    u = _level_frequencies(random_levels)
+    estimates: dict[str, list[np.ndarray]] = {name: [] for name in COMPARISONS}
+    total_iterations = 0
+    for rule, free in TRAINING_SESSIONS:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE session_pairs AS SELECT l.pid AS l, r.pid AS r FROM profiles l JOIN profiles r ON {rule} AND l.pid < r.pid")
+        levels = compare(con, "session_pairs")
+        if levels.height == 0:
+            continue
+        m, used = _em_session(levels, free, u, iterations)
+        total_iterations += used
+        for name in free:
+            estimates[name].append(m[name])
+    m = {}
+    for name, labels in COMPARISONS.items():
+        if estimates[name]:
+            m[name] = np.mean(estimates[name], axis=0)
+        else:
+            shape = np.linspace(0.02, 1.0, len(labels)) ** 3
+            m[name] = shape / shape.sum()
+    sure = con.execute(f"SELECT count(*) FROM candidates c JOIN profiles l ON l.pid = c.l JOIN profiles r ON r.pid = c.r WHERE {DETERMINISTIC_RULE}").fetchall()[0][0]
+    all_pairs = n_profiles * (n_profiles - 1) / 2
+    prior = min(0.5, max(sure / DETERMINISTIC_RECALL, 1.0) / max(all_pairs, 1.0))
+    pairs = con.execute("SELECT count(*) FROM candidates").fetchall()[0][0]
+    return FittedModel(prior=float(prior), m=m, u=u, pairs=int(pairs), iterations=total_iterations)
+
+
+def term_frequencies(profiles: pl.DataFrame, column: str) -> pl.DataFrame:
+    """The chance two random profiles share each value of a name."""
+    counts = profiles.group_by(column).len().drop_nulls()
+    total = counts["len"].sum()
+    return counts.select(pl.col(column).alias("value"), (pl.col("len") / total).alias("tf"))
+
+
+def score(levels: pl.DataFrame, model: FittedModel, profiles: pl.DataFrame) -> pl.DataFrame:
+    """Match weight (bits) and probability per pair, with term-frequency adjustment of exact names."""
+    weights = model.weights()
+    total = np.full(levels.height, np.log2(model.prior / (1 - model.prior)))
+    for name in COMPARISONS:
+        lv = levels[name].to_numpy()
+        ok = lv >= 0
+        total[ok] += weights[name][lv[ok]]
+    scored = levels.with_columns(pl.Series("base_weight", total))
+    for name in model.tf_fields:
+        exact = len(COMPARISONS[name]) - 1
+        u_exact = model.u[name][exact]
+        tf = term_frequencies(profiles, name)
+        scored = scored.join(tf.rename({"value": f"tf_{name}_value", "tf": f"tf_{name}"}), on=f"tf_{name}_value", how="left")
+        # Splink's adjustment: log2(u_exact / u_value), bounded so one rare name cannot decide alone
+        adjustment = (pl.lit(u_exact) / pl.col(f"tf_{name}").clip(1e-6, 1.0)).log(2).clip(-3.0, 6.0)
+        scored = scored.with_columns(
+            pl.when(pl.col(name) == exact).then(adjustment).otherwise(0.0).fill_null(0.0).alias(f"tf_adjustment_{name}")
+        )
+    adjustments = [pl.col(f"tf_adjustment_{n}") for n in model.tf_fields]
+    scored = scored.with_columns((pl.col("base_weight") + pl.sum_horizontal(adjustments)).alias("match_weight"))
+    return scored.with_columns((1 / (1 + (2.0 ** (-pl.col("match_weight"))))).alias("match_probability")).drop(
+        [f"tf_{n}_value" for n in model.tf_fields] + [f"tf_{n}" for n in model.tf_fields]
+    )
+
+
+@dataclass
+class ScoredPairs:
+    profiles: pl.DataFrame
+    mapping: pl.DataFrame  # record_key -> pid
+    pairs: pl.DataFrame  # l, r, levels, match_weight, match_probability
+    model: FittedModel
+    blocking: dict[str, int] = field(default_factory=dict)
+
+
+def score_profiles(records: pl.DataFrame, settings: LinkageSettings) -> ScoredPairs:
+    """Profiles, candidate pairs, the fitted model and every candidate pair's score."""
+    profiles, mapping = build_profiles(records)
+    con = duckdb.connect()
+    try:
+        con.register("profiles_frame", profiles)
+        con.execute("CREATE TEMP TABLE profiles AS SELECT * FROM profiles_frame")
+        n_candidates = candidate_pairs(con)
+        candidate_levels = compare(con, "candidates")
+        random_pairs(con, settings.u_sample_pairs, settings.seed)
+        random_levels = compare(con, "random_pairs")
+        model = fit(con, random_levels, profiles.height, settings.em_iterations)
+    finally:
+        con.close()
+    pairs = score(candidate_levels, model, profiles)
+    return ScoredPairs(profiles=profiles, mapping=mapping, pairs=pairs, model=model, blocking={"candidate_pairs": n_candidates})
