@@ -1,1 +1,128 @@
+"""Linkage: records to persons, persons to households and families.
 
+`link_persons` and `form_families` are the two steps the pipeline runs; each is
+plain Python over Polars frames, with DuckDB doing the pair work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from linkage.cluster import cluster_persons
+from linkage.families import form_households
+from linkage.model import COMPARISONS, FittedModel, LinkageSettings, score_profiles
+from linkage.stable_ids import assign_stable_ids
+
+REVIEW_FIELDS = ("forename", "surname", "dob", "postcode")
+
+
+@dataclass
+class PersonLinkage:
+    person_links: pl.DataFrame  # record_key, person_id, match_probability
+    review_queue: pl.DataFrame  # uncertain pairs, with only the fields needed to decide
+    model: FittedModel
+    stats: dict = field(default_factory=dict)  # counts only
+
+
+def link_persons(
+    records: pl.DataFrame,
+    settings: LinkageSettings | None = None,
+    previous_ids: pl.DataFrame | None = None,
+    decisions: pl.DataFrame | None = None,
+) -> PersonLinkage:
+    """records: person_records. previous_ids: (record_key, id) of the last run.
+    decisions: clerical review (record_key_l, record_key_r, decision MATCH/NON_MATCH)."""
+    settings = settings or LinkageSettings()
+    scored = score_profiles(records, settings)
+    pid_of = dict(scored.mapping.iter_rows())
+    must, cannot = [], []
+    if decisions is not None:
+        for left, right, decision in decisions.select("record_key_l", "record_key_r", "decision").iter_rows():
+            if left in pid_of and right in pid_of and pid_of[left] != pid_of[right]:
+                (must if decision == "MATCH" else cannot).append((pid_of[left], pid_of[right]))
+    clusters, refused = cluster_persons(scored.profiles, scored.pairs, settings.link_threshold, must, cannot)
+    records_clusters = scored.mapping.join(clusters, on="pid")
+    assignment = assign_stable_ids(records_clusters, "record_key", "cluster", previous_ids, prefix="P", width=8)
+    # a record's match probability: the strongest link holding its profile in its person
+    pairs = scored.pairs.join(clusters.rename({"pid": "l", "cluster": "cl"}), on="l").join(clusters.rename({"pid": "r", "cluster": "cr"}), on="r")
+    within = pairs.filter(pl.col("cl") == pl.col("cr"))
+    strongest = pl.concat([within.select(pl.col("l").alias("pid"), "match_probability"), within.select(pl.col("r").alias("pid"), "match_probability")]).group_by("pid").agg(pl.col("match_probability").max())
+    mentions = scored.profiles.select("pid", "mentions")
+    links = (
+        records_clusters.join(assignment.ids.rename({"id": "person_id"}), on="record_key")
+        .join(strongest, on="pid", how="left")
+        .join(mentions, on="pid")
+        .with_columns(
+            pl.when(pl.col("match_probability").is_null() & (pl.col("mentions") > 1)).then(1.0).otherwise(pl.col("match_probability")).alias("match_probability")
+        )
+        .select("record_key", "person_id", "match_probability")
+        .sort("record_key")
+    )
+    # pairs in the uncertain band that clustering left apart go to a reviewer
+    band = pairs.filter(
+        pl.col("match_probability").is_between(settings.review_lower, settings.link_threshold, closed="left")
+        & (pl.col("cl") != pl.col("cr"))
+    )
+    review = _review_queue(band, scored)
+    stats = {
+        "records": records.height,
+        "profiles": scored.profiles.height,
+        "candidate_pairs": scored.pairs.height,
+        "links_refused_as_contradictory": refused,
+        "persons": clusters["cluster"].n_unique(),
+        "review_queue": review.height,
+        "ids_kept": assignment.kept,
+        "ids_new": assignment.new,
+        "ids_split": assignment.splits,
+        "ids_merged": assignment.merges,
+    }
+    return PersonLinkage(person_links=links, review_queue=review, model=scored.model, stats=stats)
+
+
+def _review_queue(band: pl.DataFrame, scored) -> pl.DataFrame:
+    """One row per uncertain pair of profiles, shown through one record of each."""
+    example = scored.mapping.group_by("pid").agg(pl.col("record_key").min())
+    fields = scored.profiles.select("pid", *REVIEW_FIELDS)
+    left = fields.join(example, on="pid").rename({c: f"{c}_l" for c in (*REVIEW_FIELDS, "record_key")})
+    right = fields.join(example, on="pid").rename({c: f"{c}_r" for c in (*REVIEW_FIELDS, "record_key")})
+    queue = band.select("l", "r", "match_weight", "match_probability").join(left, left_on="l", right_on="pid").join(right, left_on="r", right_on="pid")
+    ordered = ["record_key_l", "record_key_r", "match_probability", "match_weight"]
+    ordered += [f"{c}_{side}" for c in REVIEW_FIELDS for side in ("l", "r")]
+    return queue.select(ordered).sort(["match_probability", "record_key_l", "record_key_r"], descending=[True, False, False])
+
+
+@dataclass
+class Families:
+    members: pl.DataFrame  # person_id, family_ref, placed_by, names, dob, age, dependent_child, ...
+    families: pl.DataFrame  # family_ref, household_key, members, dependent_children, is_family
+    stats: dict = field(default_factory=dict)
+
+
+def form_families(
+    records: pl.DataFrame, person_links: pl.DataFrame, reference: dt.date, previous_refs: pl.DataFrame | None = None
+) -> Families:
+    """Households and families as of `reference`, with family references stable across runs."""
+    linked = records.join(person_links.select("record_key", "person_id"), on="record_key").with_columns(
+        (pl.col("event_date").dt.year() - pl.col("age_stated")).cast(pl.Int32).alias("birth_year_stated")
+    )
+    members, households = form_households(linked, reference)
+    assignment = assign_stable_ids(members, "person_id", "household_key", previous_refs, prefix="F", width=7)
+    members = members.join(assignment.ids.rename({"id": "family_ref"}), on="person_id")
+    families = households.join(members.select("household_key", "family_ref").unique(), on="household_key").sort("family_ref")
+    stats = {
+        "persons": members.height,
+        "households": households.height,
+        "families": int(households["is_family"].sum()),
+        "refs_kept": assignment.kept,
+        "refs_new": assignment.new,
+        "refs_split": assignment.splits,
+        "refs_merged": assignment.merges,
+        **{f"placed_by_{k.replace(' ', '_').replace(',', '')}": v for k, v in members.group_by("placed_by").len().iter_rows()},
+    }
+    return Families(members=members.sort("person_id"), families=families, stats=stats)
+
+
+__all__ = ["COMPARISONS", "LinkageSettings", "PersonLinkage", "link_persons", "Families", "form_families"]

@@ -33,7 +33,7 @@ class _Cluster:
     dobs: set[dt.date] = field(default_factory=set)
     birth_years: set[int] = field(default_factory=set)
     ids: dict[str, set[str]] = field(default_factory=lambda: {"nhs_number": set(), "upn": set(), "nino": set()})
-    names_by_dob: set[tuple[dt.date, str]] = field(default_factory=set)
+    names_by_dob: set[tuple[dt.date, str, str]] = field(default_factory=set)  # (dob, forename, surname)
     forbidden: set[int] = field(default_factory=set)
 
 
@@ -55,14 +55,14 @@ class ConstrainedClusterer:
         self._nicknames = set(zip(nickname_pairs()["name_a"].to_list(), nickname_pairs()["name_b"].to_list()))
         self.parent: dict[int, int] = {}
         self.clusters: dict[int, _Cluster] = {}
-        for row in profiles.select("pid", "dob", "birth_year", "forename", "preferred_forename", "nhs_number", "upn", "nino").iter_rows(named=True):
+        for row in profiles.select("pid", "dob", "birth_year", "forename", "preferred_forename", "surname", "nhs_number", "upn", "nino").iter_rows(named=True):
             pid = row["pid"]
             cluster = _Cluster(members=[pid])
             if row["dob"] is not None:
                 cluster.dobs.add(row["dob"])
                 for name in (row["forename"], row["preferred_forename"]):
                     if name:
-                        cluster.names_by_dob.add((row["dob"], name))
+                        cluster.names_by_dob.add((row["dob"], name, row["surname"] or ""))
             elif row["birth_year"] is not None:
                 cluster.birth_years.add(row["birth_year"])
             for key in ("nhs_number", "upn", "nino"):
@@ -103,13 +103,14 @@ class ConstrainedClusterer:
         years_b = b.birth_years | {d.year for d in b.dobs}
         if years_a and years_b and not all(abs(x - y) <= 1 for x in years_a for y in years_b):
             return True
-        for dob_a, name_a in a.names_by_dob:
-            for dob_b, name_b in b.names_by_dob:
+        for dob_a, name_a, _ in a.names_by_dob:
+            for dob_b, name_b, _ in b.names_by_dob:
                 if dob_a == dob_b and not self._names_alike(name_a, name_b):
-                    # the other names of both must not be alike either: a preferred name is not a twin
-                    names_a = {n for d, n in a.names_by_dob if d == dob_a}
-                    names_b = {n for d, n in b.names_by_dob if d == dob_b}
-                    if not any(self._names_alike(x, y) for x in names_a for y in names_b):
+                    # none of either's names on that date may be alike (a preferred name, or
+                    # forename and surname swapped, is not a twin)
+                    names_a = {(n, s) for d, n, s in a.names_by_dob if d == dob_a}
+                    names_b = {(n, s) for d, n, s in b.names_by_dob if d == dob_b}
+                    if not any(self._names_alike(x, y) or (x == t and s == y) for x, s in names_a for y, t in names_b):
                         return True
         if a.forbidden & set(b.members) or b.forbidden & set(a.members):
             return True

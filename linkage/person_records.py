@@ -107,16 +107,3 @@ def build_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contrac
         raise ValueError("no source holding people has been loaded")
     mentions = pl.concat(frames, how="vertical_relaxed")
     return standardise_mentions(mentions).sort("source", "file", "row")
-
-
-def write_person_records(con: duckdb.DuckDBPyConnection, records: pl.DataFrame) -> None:
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.register("_person_records", records)
-        con.execute(f"CREATE OR REPLACE TABLE {PERSON_RECORDS} AS SELECT * FROM _person_records")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        con.unregister("_person_records")

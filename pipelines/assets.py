@@ -8,8 +8,9 @@ import dagster as dg
 
 from data_contracts import Contract, load_contracts
 from ingestion.load import read_source, write_source
-from linkage.person_records import PERSON_RECORDS, build_person_records, write_person_records
+from linkage.person_records import PERSON_RECORDS, build_person_records
 from pipelines.resources import EarlyhelpSettings
+from pipelines.warehouse import replace_tables
 
 INGESTION = "ingestion"
 LINKAGE = "linkage"
@@ -66,7 +67,7 @@ def person_records(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
     linkage and families need."""
     with settings.warehouse() as con:
         records = build_person_records(con, list(load_contracts().values()))
-        write_person_records(con, records)
+        replace_tables(con, {PERSON_RECORDS: records})
     by_source = dict(records.group_by("source").len().sort("source").iter_rows())
     context.log.info(f"person_records: {records.height:,} mentions")
     return dg.MaterializeResult(metadata={"dagster/row_count": records.height, "mentions_by_source": dg.MetadataValue.json(by_source)})

@@ -6,15 +6,16 @@ import dagster as dg
 
 from pipelines.assets import RAW_ASSETS, person_records
 from pipelines.checks import RAW_CHECKS
+from pipelines.linkage_assets import LINKAGE_ASSETS
 from pipelines.resources import default_settings
 
-ALL_ASSETS = [*RAW_ASSETS, person_records]
+ALL_ASSETS = [*RAW_ASSETS, person_records, *LINKAGE_ASSETS]
 ALL_CHECKS = RAW_CHECKS
 
 monthly_run = dg.define_asset_job(
     "monthly_run",
     selection=dg.AssetSelection.assets(*ALL_ASSETS),
-    description="Ingest every partner extract and build person_records for the reference month.",
+    description="Ingest every partner extract, link records to persons and persons to families for the reference month.",
 )
 
 defs = dg.Definitions(

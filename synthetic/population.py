@@ -183,8 +183,12 @@ def _compose_households(rng: np.random.Generator, people: int) -> tuple[list, in
             n_children = int(sizes[h])
             oldest = min(17, mother_age - 18)
             ages = sorted((int(rng.integers(0, oldest + 1)) for _ in range(n_children)), reverse=True)
-            if n_children >= 2 and rng.random() < 0.04:
-                ages[1] = ages[0]  # twins
+            twins = n_children >= 2 and rng.random() < 0.03  # about 1 in 65 births is a twin birth (ONS)
+            if twins:
+                ages[1] = ages[0]
+            for i in range(2 if twins else 1, n_children):
+                if ages[i] >= ages[i - 1]:
+                    ages[i] = max(0, ages[i - 1] - 1)  # siblings, not twins: at least a year apart
             if kind == "lone_parent":
                 sex = "F" if rng.random() < 0.9 else "M"
                 child_slot = 0 if rng.random() < 0.55 else 2  # children may carry the absent parent's surname

@@ -1,0 +1,156 @@
+"""Group persons into households, and households with dependent children into families.
+
+As of the reference date:
+
+1. A person's current address is the latest full address (postcode, house
+   number and flat) any source recorded for them up to the reference date;
+   recency wins, so a house move or a separation shows.
+2. A person no source gives a current full address for (an infant seen only
+   at A&E, a child known only to children's services, someone whose latest
+   record is at a new postcode) joins the household at their latest postcode
+   that holds someone of their surname; failing that, the household of the
+   victim of a domestic abuse notification that names them as a child; failing
+   that, others of their surname at that postcode with no address either.
+3. People at one address form one household. A household with at least one
+   dependent child (0-15, or 16-18 and still at school) is a family for early
+   help; other households are kept but never listed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+
+def _age(dob: pl.Expr, on: dt.date) -> pl.Expr:
+    years = pl.lit(on.year) - dob.dt.year()
+    before_birthday = (pl.lit(on.month) < dob.dt.month()) | ((pl.lit(on.month) == dob.dt.month()) & (pl.lit(on.day) < dob.dt.day()))
+    return (years - before_birthday.cast(pl.Int32)).cast(pl.Int32)
+
+
+def person_profiles(records: pl.DataFrame, reference: dt.date) -> pl.DataFrame:
+    """One row per person: the most recent name, the most common date of birth, sex, age."""
+    current = records.filter(pl.col("event_date") <= reference)
+    dob = (
+        current.filter(pl.col("dob").is_not_null())
+        .group_by("person_id", "dob")
+        .agg(pl.len().alias("n"), pl.col("event_date").max().alias("last"))
+        .sort(["person_id", "n", "last", "dob"], descending=[False, True, True, False])
+        .group_by("person_id", maintain_order=True)
+        .first()
+        .select("person_id", "dob")
+    )
+    latest = current.sort(["person_id", "event_date", "record_key"], descending=[False, True, False]).group_by("person_id", maintain_order=True).agg(
+        pl.col("forename").first(),
+        pl.col("surname").first(),
+        pl.col("sex").drop_nulls().first(),
+        pl.col("birth_year_stated").drop_nulls().first(),
+        (pl.col("source") == "school_attendance").any().alias("at_school_recently"),
+        pl.col("event_date").first().alias("last_seen"),
+    )
+    school_cutoff = reference - dt.timedelta(days=366)
+    recent_school = current.filter((pl.col("source") == "school_attendance") & (pl.col("event_date") >= school_cutoff)).select("person_id").unique().with_columns(pl.lit(True).alias("in_education"))
+    people = latest.join(dob, on="person_id", how="left").join(recent_school, on="person_id", how="left")
+    age = pl.coalesce(_age(pl.col("dob"), reference), pl.lit(reference.year) - pl.col("birth_year_stated"))
+    return people.with_columns(age.alias("age"), pl.col("in_education").fill_null(False)).with_columns(
+        ((pl.col("age") <= 15) | ((pl.col("age") <= 18) & pl.col("in_education"))).fill_null(False).alias("dependent_child")
+    ).drop("at_school_recently", "birth_year_stated")
+
+
+def current_addresses(records: pl.DataFrame, reference: dt.date) -> pl.DataFrame:
+    """person_id -> the latest full address key and its postcode."""
+    full = records.filter(
+        (pl.col("event_date") <= reference) & pl.col("postcode").is_not_null() & pl.col("house_number").is_not_null()
+    ).with_columns(
+        (pl.col("postcode") + "|" + pl.col("flat").fill_null("") + "|" + pl.col("house_number")).alias("address_key")
+    )
+    return (
+        full.group_by("person_id", "address_key")
+        .agg(pl.col("event_date").max().alias("last"), pl.len().alias("n"), pl.col("postcode").first())
+        .sort(["person_id", "last", "n", "address_key"], descending=[False, True, True, False])
+        .group_by("person_id", maintain_order=True)
+        .first()
+        .select("person_id", "address_key", "postcode", pl.col("last").alias("address_seen"))
+    )
+
+
+def latest_postcodes(records: pl.DataFrame, reference: dt.date) -> pl.DataFrame:
+    return (
+        records.filter((pl.col("event_date") <= reference) & pl.col("postcode").is_not_null())
+        .sort(["person_id", "event_date", "record_key"], descending=[False, True, False])
+        .group_by("person_id", maintain_order=True)
+        .first()
+        .select("person_id", pl.col("postcode").alias("latest_postcode"))
+    )
+
+
+def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """records: person_records with `person_id` and `birth_year_stated`.
+    Returns (person_id -> household_key with how it was placed, households)."""
+    people = person_profiles(records, reference)
+    addresses = current_addresses(records, reference)
+    placed = people.join(addresses, on="person_id", how="left").join(latest_postcodes(records, reference), on="person_id", how="left")
+    # a later record at another postcode means the full address is out of date: they moved
+    placed = placed.with_columns(
+        pl.when(pl.col("latest_postcode") != pl.col("postcode")).then(None).otherwise(pl.col("address_key")).alias("address_key")
+    )
+    # 2. no full address: named as a pupil's contact at that postcode (a parent seen only at A&E) ...
+    contacts = _school_contacts(records, addresses)
+    placed = placed.join(contacts, left_on=["forename", "surname", "latest_postcode"], right_on=["contact_forename", "contact_surname", "contact_postcode"], how="left")
+    placed = placed.with_columns(
+        pl.when(pl.col("address_key").is_null() & pl.col("contact_address").is_not_null()).then(pl.lit("school contact")).alias("placed_by"),
+        pl.coalesce("address_key", "contact_address").alias("address_key"),
+        pl.coalesce("postcode", pl.when(pl.col("contact_address").is_not_null()).then(pl.col("latest_postcode"))).alias("postcode"),
+    )
+    # ... or the household at their latest postcode with someone of their surname
+    housed = placed.filter(pl.col("address_key").is_not_null()).select("address_key", "postcode", "surname")
+    by_surname = housed.group_by("postcode", "surname", "address_key").len().sort(["postcode", "surname", "len", "address_key"], descending=[False, False, True, False])
+    best = by_surname.group_by("postcode", "surname", maintain_order=True).first().select(
+        pl.col("postcode").alias("latest_postcode"), "surname", pl.col("address_key").alias("surname_address")
+    )
+    placed = placed.join(best, on=["latest_postcode", "surname"], how="left")
+    # ... or the address of the victim at a domestic abuse notification naming them as a child
+    child_links = _child_of_victim(records).join(addresses.select(pl.col("person_id").alias("adult_id"), pl.col("address_key").alias("victim_address")), on="adult_id")
+    child_links = child_links.group_by("person_id").agg(pl.col("victim_address").sort().first())
+    placed = placed.join(child_links, on="person_id", how="left")
+    placed = placed.with_columns(
+        pl.when(pl.col("address_key").is_not_null()).then(pl.col("address_key"))
+        .when(pl.col("surname_address").is_not_null()).then(pl.col("surname_address"))
+        .when(pl.col("victim_address").is_not_null()).then(pl.col("victim_address"))
+        .when(pl.col("latest_postcode").is_not_null() & pl.col("surname").is_not_null())
+        .then(pl.lit("postcode:") + pl.col("latest_postcode") + "|" + pl.col("surname"))
+        .otherwise(pl.lit("person:") + pl.col("person_id").cast(pl.String))
+        .alias("household_key"),
+        pl.when(pl.col("placed_by").is_not_null()).then(pl.col("placed_by"))
+        .when(pl.col("address_key").is_not_null()).then(pl.lit("address"))
+        .when(pl.col("surname_address").is_not_null()).then(pl.lit("postcode and surname"))
+        .when(pl.col("victim_address").is_not_null()).then(pl.lit("domestic abuse notification"))
+        .when(pl.col("latest_postcode").is_not_null() & pl.col("surname").is_not_null()).then(pl.lit("postcode and surname, no address"))
+        .otherwise(pl.lit("alone"))
+        .alias("placed_by"),
+    )
+    members = placed.select("person_id", "household_key", "placed_by", "forename", "surname", "dob", "sex", "age", "dependent_child", "last_seen")
+    households = members.group_by("household_key").agg(
+        pl.len().alias("members"),
+        pl.col("dependent_child").sum().alias("dependent_children"),
+    ).with_columns((pl.col("dependent_children") > 0).alias("is_family"))
+    return members, households
+
+
+def _school_contacts(records: pl.DataFrame, addresses: pl.DataFrame) -> pl.DataFrame:
+    """(contact forename, surname, postcode) -> the address of the pupil who names them, latest first."""
+    school = records.filter((pl.col("source") == "school_attendance") & pl.col("contact_surname").is_not_null())
+    named = school.select("person_id", "contact_forename", "contact_surname", "event_date").join(addresses, on="person_id")
+    return (
+        named.sort("event_date", descending=True)
+        .group_by("contact_forename", "contact_surname", pl.col("postcode").alias("contact_postcode"), maintain_order=True)
+        .agg(pl.col("address_key").first().alias("contact_address"))
+    )
+
+
+def _child_of_victim(records: pl.DataFrame) -> pl.DataFrame:
+    da = records.filter(pl.col("source") == "domestic_abuse")
+    victims = da.filter(pl.col("role") == "VICTIM").select("event_ref", pl.col("person_id").alias("adult_id"))
+    children = da.filter(pl.col("role").is_in(["CHILD_RESIDENT", "CHILD_PRESENT"])).select("event_ref", "person_id")
+    return children.join(victims, on="event_ref").select("person_id", "adult_id").unique()

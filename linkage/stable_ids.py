@@ -1,0 +1,60 @@
+"""Stable references: a person or family keeps its id from one monthly run to the next.
+
+Each new cluster inherits the previous id most of its members carried; an old
+id goes to the one cluster holding most of its members (a split leaves the
+rest with new ids), and a cluster holding several old ids keeps the one most
+of its members carried (a merge retires the others). Ties break on the id.
+New ids continue after the highest id ever issued. Every split and merge is
+returned for the log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+
+@dataclass
+class Assignment:
+    ids: pl.DataFrame  # member -> id
+    splits: int
+    merges: int
+    new: int
+    kept: int
+
+
+def assign_stable_ids(
+    members: pl.DataFrame, member: str, cluster: str, previous: pl.DataFrame | None, prefix: str, width: int
+) -> Assignment:
+    """members: (member, cluster); previous: (member, id) from the last run, or None.
+    Returns member -> id, where id looks like P00000042 (prefix, zero-padded number)."""
+    frame = members.select(member, cluster)
+    if previous is not None and previous.height:
+        frame = frame.join(previous.select(member, pl.col("id").alias("old_id")), on=member, how="left")
+    else:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("old_id"))
+    votes = frame.filter(pl.col("old_id").is_not_null()).group_by(cluster, "old_id").len().sort(
+        ["len", "old_id", cluster], descending=[True, False, False]
+    )
+    taken_ids: set[str] = set()
+    cluster_id: dict = {}
+    for c, old, _ in votes.iter_rows():
+        if c in cluster_id or old in taken_ids:
+            continue
+        cluster_id[c] = old
+        taken_ids.add(old)
+    splits = votes.group_by("old_id").len().filter(pl.col("len") > 1).height
+    merges = votes.group_by(cluster).len().filter(pl.col("len") > 1).height
+    issued = [int(i[len(prefix):]) for i in (previous["id"].to_list() if previous is not None and previous.height else [])]
+    next_number = max(issued, default=0) + 1
+    first_member = frame.group_by(cluster).agg(pl.col(member).min().alias("first")).sort("first")
+    new = 0
+    for c, _ in first_member.iter_rows():
+        if c not in cluster_id:
+            cluster_id[c] = f"{prefix}{next_number:0{width}d}"
+            next_number += 1
+            new += 1
+    mapping = pl.DataFrame({cluster: list(cluster_id), "id": list(cluster_id.values())}, schema={cluster: frame.schema[cluster], "id": pl.String})
+    ids = frame.join(mapping, on=cluster).select(member, "id")
+    return Assignment(ids=ids, splits=splits, merges=merges, new=new, kept=len(cluster_id) - new)

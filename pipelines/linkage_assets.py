@@ -1,0 +1,86 @@
+"""Dagster assets for linkage: persons, the review queue, families, the linked-records export
+and (when the landing folder holds a synthetic county's truth) the linkage's quality."""
+
+import dagster as dg
+import polars as pl
+
+from linkage import LinkageSettings, form_families, link_persons
+from linkage.evaluate import pairwise_score, read_truth
+from linkage.person_records import PERSON_RECORDS
+from pipelines.resources import EarlyhelpSettings
+from pipelines.warehouse import read_table, replace_tables, write_parquet_atomically
+
+LINKAGE = "linkage"
+LINKED_RECORDS_FILE = "linked_records.parquet"
+
+
+class LinkageConfig(dg.Config):
+    """Thresholds an analyst may tune (posterior match probabilities)."""
+
+    link_threshold: float = LinkageSettings.link_threshold
+    review_lower: float = LinkageSettings.review_lower
+
+
+@dg.asset(group_name=LINKAGE, kinds={"duckdb", "polars"}, deps=[dg.AssetKey(PERSON_RECORDS)])
+def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, settings: EarlyhelpSettings) -> dg.MaterializeResult:
+    """Every mention linked to a person (Fellegi-Sunter, EM-estimated, constrained clustering).
+    Person ids carry over from the previous run; reviewers' decisions in `review_decisions`
+    are honoured; uncertain pairs left apart go to `review_queue`."""
+    with settings.warehouse() as con:
+        records = con.sql(f"SELECT * FROM {PERSON_RECORDS}").pl()
+        previous = read_table(con, "person_links", "record_key, person_id AS id")
+        decisions = read_table(con, "review_decisions")
+        result = link_persons(
+            records, LinkageSettings(link_threshold=config.link_threshold, review_lower=config.review_lower), previous, decisions
+        )
+        model = pl.DataFrame({"parameters": [str(result.model.summary())]})
+        replace_tables(con, {"person_links": result.person_links, "review_queue": result.review_queue, "linkage_model": model})
+    context.log.info(f"person_links: {result.stats['records']:,} mentions -> {result.stats['persons']:,} persons; {result.stats['review_queue']:,} pairs for review")
+    return dg.MaterializeResult(metadata={**result.stats, "model": dg.MetadataValue.json(result.model.summary())})
+
+
+@dg.asset(group_name=LINKAGE, kinds={"duckdb", "polars"}, deps=[person_links])
+def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
+    """Households as of the reference month, from current address, stated relationships and
+    recency; a household with a dependent child is a family. Also writes `families` and the
+    `linked_records.parquet` export (source, file, row, person_id, family_id, match_probability)."""
+    with settings.warehouse() as con:
+        records = con.sql(f"SELECT * FROM {PERSON_RECORDS}").pl()
+        links = con.sql("SELECT * FROM person_links").pl()
+        previous = read_table(con, "family_members", "person_id, family_ref AS id")
+        result = form_families(records, links, settings.reference_date, previous)
+        replace_tables(con, {"family_members": result.members, "families": result.families})
+    linked = (
+        records.select("record_key", "source", "file", "row")
+        .join(links, on="record_key")
+        .join(result.members.select("person_id", pl.col("family_ref").alias("family_id")), on="person_id")
+        .select("source", "file", "row", "person_id", "family_id", "match_probability")
+        .sort("source", "file", "row")
+    )
+    write_parquet_atomically(linked, settings.output / LINKED_RECORDS_FILE)
+    context.log.info(f"family_members: {result.stats['households']:,} households, {result.stats['families']:,} families")
+    return dg.MaterializeResult(metadata={**result.stats, "linked_records": dg.MetadataValue.path(str(settings.output / LINKED_RECORDS_FILE))})
+
+
+@dg.asset(group_name="evaluation", kinds={"polars"}, deps=[family_members])
+def linkage_quality(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
+    """Pairwise precision, recall and F1 of persons and families against `truth.csv`, when the
+    landing folder is a synthetic county that has one (figures only, never personal data)."""
+    truth_path = settings.landing / "truth.csv"
+    if not truth_path.exists():
+        return dg.MaterializeResult(metadata={"truth": "absent: nothing to score against"})
+    scores = evaluate_linked_records(pl.read_parquet(settings.output / LINKED_RECORDS_FILE), read_truth(truth_path))
+    for s in scores.values():
+        context.log.info(f"{s['level']}: precision {s['precision']:.4f}, recall {s['recall']:.4f}, F1 {s['f1']:.4f}")
+    return dg.MaterializeResult(metadata={f"{level}_{k}": v for level, s in scores.items() for k, v in s.items() if k != "level"})
+
+
+def evaluate_linked_records(linked: pl.DataFrame, truth: pl.DataFrame) -> dict[str, dict]:
+    joined = linked.join(truth.rename({"person_id": "true_person", "family_id": "true_family"}), on=["source", "file", "row"], how="inner")
+    return {
+        "person": pairwise_score(joined, "person_id", "true_person", "person").as_dict(),
+        "family": pairwise_score(joined, "family_id", "true_family", "family").as_dict(),
+    }
+
+
+LINKAGE_ASSETS = [person_links, family_members, linkage_quality]
