@@ -67,7 +67,7 @@ def current_addresses(records: pl.DataFrame, reference: dt.date) -> pl.DataFrame
     )
     return (
         full.group_by("person_id", "address_key")
-        .agg(pl.col("event_date").max().alias("last"), pl.len().alias("n"), pl.col("postcode").first())
+        .agg(pl.col("address_date").max().alias("last"), pl.len().alias("n"), pl.col("postcode").first())
         .sort(["person_id", "last", "n", "address_key"], descending=[False, True, True, False])
         .group_by("person_id", maintain_order=True)
         .first()
@@ -78,7 +78,7 @@ def current_addresses(records: pl.DataFrame, reference: dt.date) -> pl.DataFrame
 def latest_postcodes(records: pl.DataFrame, reference: dt.date) -> pl.DataFrame:
     return (
         records.filter((pl.col("event_date") <= reference) & pl.col("postcode").is_not_null())
-        .sort(["person_id", "event_date", "record_key"], descending=[False, True, False])
+        .sort(["person_id", "address_date", "record_key"], descending=[False, True, False])
         .group_by("person_id", maintain_order=True)
         .first()
         .select("person_id", pl.col("postcode").alias("latest_postcode"))
@@ -95,11 +95,14 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
     placed = placed.with_columns(
         pl.when(pl.col("latest_postcode") != pl.col("postcode")).then(None).otherwise(pl.col("address_key")).alias("address_key")
     )
+    placed = placed.with_columns(pl.lit(None, dtype=pl.String).alias("placed_by"))
+    placed = _evict_former_occupants(placed)
+    placed = _follow_household(placed, records, reference)
     # 2. no full address: named as a pupil's contact at that postcode (a parent seen only at A&E) ...
     contacts = _school_contacts(records, addresses)
     placed = placed.join(contacts, left_on=["forename", "surname", "latest_postcode"], right_on=["contact_forename", "contact_surname", "contact_postcode"], how="left")
     placed = placed.with_columns(
-        pl.when(pl.col("address_key").is_null() & pl.col("contact_address").is_not_null()).then(pl.lit("school contact")).alias("placed_by"),
+        pl.when(pl.col("address_key").is_null() & pl.col("contact_address").is_not_null()).then(pl.lit("school contact")).otherwise(pl.col("placed_by")).alias("placed_by"),
         pl.coalesce("address_key", "contact_address").alias("address_key"),
         pl.coalesce("postcode", pl.when(pl.col("contact_address").is_not_null()).then(pl.col("latest_postcode"))).alias("postcode"),
     )
@@ -118,6 +121,7 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
         pl.when(pl.col("address_key").is_not_null()).then(pl.col("address_key"))
         .when(pl.col("surname_address").is_not_null()).then(pl.col("surname_address"))
         .when(pl.col("victim_address").is_not_null()).then(pl.col("victim_address"))
+        .when(pl.col("former_address").is_not_null()).then(pl.lit("moved from:") + pl.col("former_address"))
         .when(pl.col("latest_postcode").is_not_null() & pl.col("surname").is_not_null())
         .then(pl.lit("postcode:") + pl.col("latest_postcode") + "|" + pl.col("surname"))
         .otherwise(pl.lit("person:") + pl.col("person_id").cast(pl.String))
@@ -126,6 +130,7 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
         .when(pl.col("address_key").is_not_null()).then(pl.lit("address"))
         .when(pl.col("surname_address").is_not_null()).then(pl.lit("postcode and surname"))
         .when(pl.col("victim_address").is_not_null()).then(pl.lit("domestic abuse notification"))
+        .when(pl.col("former_address").is_not_null()).then(pl.lit("moved away together"))
         .when(pl.col("latest_postcode").is_not_null() & pl.col("surname").is_not_null()).then(pl.lit("postcode and surname, no address"))
         .otherwise(pl.lit("alone"))
         .alias("placed_by"),
@@ -136,6 +141,59 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
         pl.col("dependent_child").sum().alias("dependent_children"),
     ).with_columns((pl.col("dependent_children") > 0).alias("is_family"))
     return members, households
+
+
+#: Evidence this much newer from other people at an address means the earlier occupants left.
+MOVED_AWAY_AFTER = dt.timedelta(days=180)
+
+
+def _evict_former_occupants(placed: pl.DataFrame) -> pl.DataFrame:
+    """People last seen at an address well before others (of other surnames) were seen
+    there have moved away: someone else lives there now. They keep the old address only
+    as `former_address`, so those who left together stay together."""
+    at = placed.filter(pl.col("address_key").is_not_null()).select("person_id", "address_key", "surname", "address_seen")
+    later = at.join(at, on="address_key", suffix="_other").filter(
+        pl.col("address_seen_other") > pl.col("address_seen") + MOVED_AWAY_AFTER
+    )
+    shares_surname = later.group_by("person_id").agg((pl.col("surname") == pl.col("surname_other")).any().alias("kin"))
+    moved = shares_surname.filter(~pl.col("kin")).select("person_id", pl.lit(True).alias("moved_away"))
+    placed = placed.join(moved, on="person_id", how="left")
+    return placed.with_columns(
+        pl.when(pl.col("moved_away")).then(pl.col("address_key")).alias("former_address"),
+        pl.when(pl.col("moved_away")).then(None).otherwise(pl.col("address_key")).alias("address_key"),
+        pl.when(pl.col("moved_away")).then(None).otherwise(pl.col("postcode")).alias("postcode"),
+    ).drop("moved_away")
+
+
+def _follow_household(placed: pl.DataFrame, records: pl.DataFrame, reference: dt.date) -> pl.DataFrame:
+    """Someone who moved away joins the people they used to live with, where those were
+    seen since at a new address: households usually move together."""
+    history = (
+        records.filter((pl.col("event_date") <= reference) & pl.col("postcode").is_not_null() & pl.col("house_number").is_not_null())
+        .select("person_id", (pl.col("postcode") + "|" + pl.col("flat").fill_null("") + "|" + pl.col("house_number")).alias("former_address"))
+        .unique()
+    )
+    now = placed.filter(pl.col("address_key").is_not_null()).select(pl.col("person_id").alias("other"), pl.col("address_key").alias("new_address"), pl.col("surname").alias("other_surname"))
+    movers = placed.filter(pl.col("former_address").is_not_null()).select("person_id", "former_address", "surname")
+    went_with = (
+        movers.join(history.rename({"person_id": "other"}), on="former_address")
+        .filter(pl.col("other") != pl.col("person_id"))
+        .join(now, on="other")
+        .filter(pl.col("new_address") != pl.col("former_address"))
+        .with_columns((pl.col("surname") == pl.col("other_surname")).alias("kin"))
+        .group_by("person_id", "new_address")
+        .agg(pl.len().alias("n"), pl.col("kin").any())
+        .sort(["person_id", "kin", "n", "new_address"], descending=[False, True, True, False])
+        .group_by("person_id", maintain_order=True)
+        .first()
+        .select("person_id", "new_address")
+    )
+    placed = placed.join(went_with, on="person_id", how="left")
+    return placed.with_columns(
+        pl.when(pl.col("new_address").is_not_null()).then(pl.lit("moved with their household")).otherwise(pl.col("placed_by")).alias("placed_by"),
+        pl.coalesce("new_address", "address_key").alias("address_key"),
+        pl.when(pl.col("new_address").is_not_null()).then(None).otherwise(pl.col("former_address")).alias("former_address"),
+    ).drop("new_address")
 
 
 def _school_contacts(records: pl.DataFrame, addresses: pl.DataFrame) -> pl.DataFrame:

@@ -13,7 +13,8 @@ The columns:
 - address: `postcode`, `postcode_sector`, `postcode_district`, `address` (normalised line),
   `house_number`, `flat`;
 - identifiers: `nhs_number`, `upn`, `nino`, where the source holds them;
-- event: `event_date`, `event_ref` (an incident, notification, claim, case or school term),
+- event: `event_date`, `address_date` (when the address was recorded: a school census day,
+  else the event date), `event_ref` (an incident, notification, claim, case or school term),
   `role` (SUSPECT, VICTIM, CLAIMANT, PUPIL, ...);
 - contacts (school records): `contact_forename`, `contact_surname`, `contact_relationship`.
 """
@@ -62,6 +63,7 @@ def source_mentions_sql(contract: Contract) -> str:
                forename, surname, dob, {age} AS age_stated, {_sex_sql(contract)} AS sex,
                postcode, {_address_sql(contract)} AS address,
                CAST({c['eventDate']} AS DATE) AS event_date,
+               CAST({c.get('addressDate', c['eventDate'])} AS DATE) AS address_date,
                CAST({c['eventRef']} AS VARCHAR) AS event_ref,
                CAST({c['personRole']} AS VARCHAR) AS role,
                {optional}
@@ -85,7 +87,7 @@ def standardise_mentions(mentions: pl.DataFrame) -> pl.DataFrame:
     ).select(
         "record_key", "source", "file", "row", "forename", "preferred_forename", "surname", "dob", "age_stated", "sex",
         "postcode", "postcode_sector", "postcode_district", "address", "house_number", "flat",
-        "nhs_number", "upn", "nino", "event_date", "event_ref", "role",
+        "nhs_number", "upn", "nino", "event_date", "address_date", "event_ref", "role",
         "contact_forename", "contact_surname", "contact_relationship",
     )
 

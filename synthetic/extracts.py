@@ -387,7 +387,8 @@ def worklessness(county: County, t: Timeline, rng: np.random.Generator) -> pl.Da
     return _frame(columns, person, record_day, t)
 
 
-TERMS = (("Autumn", 12, 20, 74), ("Spring", 3, 31, 62), ("Summer", 7, 20, 68))
+# (term, end month, end day, sessions, days from the census day to the term's end)
+TERMS = (("Autumn", 12, 20, 74, 79), ("Spring", 3, 31, 62, 74), ("Summer", 7, 20, 68, 66))
 
 
 def _nc_year(age_on_1_sept: np.ndarray) -> np.ndarray:
@@ -409,12 +410,12 @@ def school_attendance(county: County, t: Timeline, rng: np.random.Generator) -> 
         age = ((sept - dob[pupils]).astype(np.int64) // 365.25).astype(np.int64)
         enrolled = pupils[(age >= 4) & (age <= 17)]
         nc = _nc_year(((sept - dob[enrolled]).astype(np.int64) // 365.25).astype(np.int64))
-        for term, month, day_of_month, possible in TERMS:
+        for term, month, day_of_month, possible, census_lag in TERMS:
             end = dt.date(year + (term != "Autumn"), month, day_of_month)
             if end > county.reference or end < county.start:
                 continue
             day = np.full(len(enrolled), (end - county.start).days)
-            rows.append((year, term, enrolled, nc, day, possible))
+            rows.append((year, term, enrolled, nc, day, possible, census_lag))
     persons = np.concatenate([r[2] for r in rows])
     days = np.concatenate([r[4] for r in rows])
     m = len(persons)
@@ -446,8 +447,9 @@ def school_attendance(county: County, t: Timeline, rng: np.random.Generator) -> 
     surnames = people["surname"].to_numpy()
     school_name = np.where(secondary, np.char.add(surnames[(urn * 31) % len(surnames)].astype(str), " Academy"), np.char.add(surnames[(urn * 17) % len(surnames)].astype(str), " Primary School"))
     p = _person_columns(county, persons)
-    # schools update addresses late: the address a term or so before
-    addr = _addresses_at(county, persons, days - 120)
+    # a termly return carries the address held on the term's census day
+    census_lag = np.concatenate([np.full(len(r[2]), r[6]) for r in rows])
+    addr = _addresses_at(county, persons, days - census_lag)
     # first priority contact: usually the mother
     household = t.household
     n_households = county.households.height
