@@ -93,6 +93,12 @@ class ConstrainedClusterer:
         short, long = sorted((a, b), key=len)
         return len(short) >= 3 and long.startswith(short)
 
+    def _alike(self, x: tuple[str, str], y: tuple[str, str]) -> bool:
+        (forename_x, surname_x), (forename_y, surname_y) = x, y
+        if self._names_alike(forename_x, forename_y):
+            return True
+        return bool(surname_x and surname_y) and self._names_alike(forename_x, surname_y) and self._names_alike(surname_x, forename_y)
+
     def contradicts(self, a: _Cluster, b: _Cluster) -> bool:
         for key in ("nhs_number", "upn", "nino"):
             if a.ids[key] and b.ids[key] and not (a.ids[key] & b.ids[key]):
@@ -103,15 +109,15 @@ class ConstrainedClusterer:
         years_b = b.birth_years | {d.year for d in b.dobs}
         if years_a and years_b and not all(abs(x - y) <= 1 for x in years_a for y in years_b):
             return True
-        for dob_a, name_a, _ in a.names_by_dob:
-            for dob_b, name_b, _ in b.names_by_dob:
-                if dob_a == dob_b and not self._names_alike(name_a, name_b):
-                    # none of either's names on that date may be alike (a preferred name, or
-                    # forename and surname swapped, is not a twin)
-                    names_a = {(n, s) for d, n, s in a.names_by_dob if d == dob_a}
-                    names_b = {(n, s) for d, n, s in b.names_by_dob if d == dob_b}
-                    if not any(self._names_alike(x, y) or (x == t and s == y) for x, s in names_a for y, t in names_b):
-                        return True
+        for dob in {d for d, _, _ in a.names_by_dob} & {d for d, _, _ in b.names_by_dob}:
+            names_a = {(n, s) for d, n, s in a.names_by_dob if d == dob}
+            names_b = {(n, s) for d, n, s in b.names_by_dob if d == dob}
+            # every name either side uses on that date must be one the other side also
+            # uses (a typo, a nickname, a preferred name, forename and surname swapped)
+            if not all(any(self._alike(x, y) for y in names_b) for x in names_a) or not all(
+                any(self._alike(y, x) for x in names_a) for y in names_b
+            ):
+                return True
         if a.forbidden & set(b.members) or b.forbidden & set(a.members):
             return True
         return False

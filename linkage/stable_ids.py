@@ -3,7 +3,8 @@
 Each new cluster inherits the previous id most of its members carried; an old
 id goes to the one cluster holding most of its members (a split leaves the
 rest with new ids), and a cluster holding several old ids keeps the one most
-of its members carried (a merge retires the others). Ties break on the id.
+of its members carried (a merge retires the others). Ties break on the id, then
+on the cluster's first member.
 New ids continue after the highest id ever issued. Every split and merge is
 returned for the log.
 """
@@ -34,8 +35,14 @@ def assign_stable_ids(
         frame = frame.join(previous.select(member, pl.col("id").alias("old_id")), on=member, how="left")
     else:
         frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("old_id"))
-    votes = frame.filter(pl.col("old_id").is_not_null()).group_by(cluster, "old_id").len().sort(
-        ["len", "old_id", cluster], descending=[True, False, False]
+    first_member = frame.group_by(cluster).agg(pl.col(member).min().alias("first")).sort("first")
+    votes = (
+        frame.filter(pl.col("old_id").is_not_null())
+        .group_by(cluster, "old_id")
+        .len()
+        .join(first_member, on=cluster)
+        .sort(["len", "old_id", "first"], descending=[True, False, False])
+        .select(cluster, "old_id", "len")
     )
     taken_ids: set[str] = set()
     cluster_id: dict = {}
@@ -48,7 +55,6 @@ def assign_stable_ids(
     merges = votes.group_by(cluster).len().filter(pl.col("len") > 1).height
     issued = [int(i[len(prefix):]) for i in (previous["id"].to_list() if previous is not None and previous.height else [])]
     next_number = max(issued, default=0) + 1
-    first_member = frame.group_by(cluster).agg(pl.col(member).min().alias("first")).sort("first")
     new = 0
     for c, _ in first_member.iter_rows():
         if c not in cluster_id:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import subprocess
 import sys
@@ -52,12 +53,14 @@ def test_village_runs_end_to_end(village_run, village):
 
 def test_rerun_gives_identical_tables(village_run, village):
     _, out = village_run
+    tables = ("person_records", "person_links", "family_members", "families")
     con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
-    before = con.sql("SELECT * FROM person_records ORDER BY record_key").pl()
+    before = {t: con.sql(f"SELECT * FROM {t} ORDER BY ALL").pl() for t in tables}
     con.close()
     assert run_pipeline(village, MONTH, out).success
     con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
-    assert con.sql("SELECT * FROM person_records ORDER BY record_key").pl().equals(before)
+    for table in tables:
+        assert con.sql(f"SELECT * FROM {table} ORDER BY ALL").pl().equals(before[table]), table
 
 
 def test_no_personal_data_in_dagster_metadata_or_logs(village_run, village):
@@ -99,3 +102,88 @@ def test_cli_generate_and_run(tmp_path):
     assert "succeeded" in run.stdout and "ae_attendances" in run.stdout and "quarantined" in run.stdout
     bad = subprocess.run([*cli, "run", "--landing", str(landing), "--month", "2026-13", "--out", str(out)], capture_output=True, text=True)
     assert bad.returncode == 2 and "YYYY-MM" in bad.stderr
+
+
+def _quality(result) -> dict:
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_MATERIALIZATION" and event.asset_key.to_user_string() == "linkage_quality":
+            return {k: v.value for k, v in event.materialization.metadata.items()}
+    raise AssertionError("linkage_quality was not materialised")
+
+
+def test_linkage_quality_is_measured_against_truth(village_run):
+    result, out = village_run
+    quality = _quality(result)
+    assert quality["person_f1"] >= 0.99
+    assert quality["family_f1"] >= 0.93
+    linked = pl.read_parquet(out / "linked_records.parquet")
+    assert linked.columns == ["source", "file", "row", "person_id", "family_id", "match_probability"]
+    assert linked["person_id"].null_count() == 0 and linked["family_id"].null_count() == 0
+
+
+def test_twins_and_same_name_parent_and_child_are_never_merged(village_run, village):
+    _, out = village_run
+    con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
+    records = con.sql("SELECT source, file, row, forename, surname, dob FROM person_records").pl()
+    linked = pl.read_parquet(out / "linked_records.parquet")
+    truth = pl.read_csv(village / "truth.csv").rename({"person_id": "true_person", "family_id": "true_family"})
+    frame = records.join(linked, on=["source", "file", "row"]).join(truth, on=["source", "file", "row"])
+    people = frame.group_by("true_person").agg(
+        pl.col("true_family").first(), pl.col("dob").drop_nulls().mode().first(), pl.col("forename").mode().first(), pl.col("surname").mode().first()
+    )
+    pairs = people.join(people, on="true_family", suffix="_b").filter(pl.col("true_person") < pl.col("true_person_b"))
+    twins = pairs.filter((pl.col("dob") == pl.col("dob_b")) & (pl.col("forename") != pl.col("forename_b")))
+    namesakes = pairs.filter((pl.col("forename") == pl.col("forename_b")) & (pl.col("surname") == pl.col("surname_b")) & (pl.col("dob") != pl.col("dob_b")))
+    assert twins.height > 0 and namesakes.height > 0, "the village should hold both cases"
+    persons_of = frame.group_by("true_person").agg(pl.col("person_id").unique())
+    lookup = {p: set(ids) for p, ids in persons_of.iter_rows()}
+    for case in (twins, namesakes):
+        for a, b in case.select("true_person", "true_person_b").iter_rows():
+            assert not lookup[a] & lookup[b], f"true persons {a} and {b} were merged"
+
+
+def test_a_new_month_keeps_references(village, tmp_path):
+    """Run the month before on the data known then, then this month on everything: records keep
+    their person ids, and families whose members are unchanged keep their reference."""
+    earlier = tmp_path / "earlier"
+    cutoff = "2026-08-31"
+    date_columns = {
+        "school_attendance": None, "asb_incidents": "INCIDENT_DATE", "domestic_abuse": "INCIDENT_DATETIME",
+        "ae_attendances": "ARRIVAL_DATE", "worklessness": "CLAIM_START", "open_cases": "OPEN_DATE",
+    }
+    shutil.copytree(village, earlier)
+    for source, column in date_columns.items():
+        for path in (earlier / source).glob("*.csv"):
+            frame = pl.read_csv(path, infer_schema=False)
+            if column == "ARRIVAL_DATE":
+                frame = frame.filter(pl.col(column) <= cutoff.replace("-", ""))
+            elif column == "CLAIM_START":
+                frame = frame.filter(pl.col(column).str.to_date("%d-%b-%Y") <= dt.date.fromisoformat(cutoff))
+            elif column:
+                frame = frame.filter(pl.col(column).str.slice(0, 10) <= cutoff)
+            frame.write_csv(path)
+    out = tmp_path / "out"
+    assert run_pipeline(earlier, "2026-08", out).success
+    con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
+    before_people = con.sql("SELECT record_key, person_id FROM person_links").pl()
+    before_families = con.sql("SELECT family_ref, list_sort(list(person_id)) AS members FROM family_members GROUP BY family_ref").pl()
+    con.close()
+    assert run_pipeline(village, MONTH, out).success
+    con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
+    after_people = con.sql("SELECT record_key, person_id FROM person_links").pl()
+    after_families = con.sql("SELECT family_ref, list_sort(list(person_id)) AS members FROM family_members GROUP BY family_ref").pl()
+    kept = before_people.join(after_people, on="record_key", suffix="_after")
+    assert kept.height > 0.9 * before_people.height
+    # a person whose earlier records are still exactly one person keeps the id; the rest are
+    # merges and splits that the new month's evidence decided
+    same_records = (
+        kept.group_by("person_id").agg(pl.col("person_id_after").n_unique().alias("now_in"), pl.col("person_id_after").first())
+        .filter(pl.col("now_in") == 1)
+        .join(kept.group_by("person_id_after").agg(pl.col("person_id").n_unique().alias("was_in")), on="person_id_after")
+        .filter(pl.col("was_in") == 1)
+    )
+    assert same_records.height > 0.95 * before_people["person_id"].n_unique()
+    assert (same_records["person_id"] == same_records["person_id_after"]).all()
+    unchanged = before_families.join(after_families, on="members", suffix="_after")
+    assert unchanged.height > 0.8 * before_families.height
+    assert (unchanged["family_ref"] == unchanged["family_ref_after"]).all()

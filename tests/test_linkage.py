@@ -1,0 +1,101 @@
+"""Linkage: the constraints that stop over-merging, stable references, and scoring."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from linkage.cluster import ConstrainedClusterer
+from linkage.evaluate import pairwise_score
+from linkage.stable_ids import assign_stable_ids
+
+
+def profiles(rows):
+    schema = {
+        "pid": pl.Int64, "dob": pl.Date, "birth_year": pl.Int32, "forename": pl.String, "preferred_forename": pl.String,
+        "surname": pl.String, "nhs_number": pl.String, "upn": pl.String, "nino": pl.String,
+    }
+    return pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema)
+
+
+D = dt.date
+
+
+def test_twins_stay_two_people_however_strong_the_link():
+    c = ConstrainedClusterer(profiles([
+        {"pid": 1, "dob": D(2015, 3, 4), "forename": "OLIVER", "surname": "SMITH"},
+        {"pid": 2, "dob": D(2015, 3, 4), "forename": "OLIVIA", "surname": "SMITH"},
+        {"pid": 3, "dob": D(2015, 3, 4), "forename": "OLLIE", "surname": "SMITH"},  # a nickname of Oliver
+    ]))
+    assert not c.link(1, 2)
+    assert c.link(1, 3)
+    assert not c.link(3, 2), "a nickname brought in by one record cannot chain twins together"
+    assert c.find(1) == c.find(3) != c.find(2)
+
+
+def test_typos_and_swapped_names_are_not_twins():
+    c = ConstrainedClusterer(profiles([
+        {"pid": 1, "dob": D(2015, 3, 4), "forename": "KATHERINE", "surname": "OBRIEN"},
+        {"pid": 2, "dob": D(2015, 3, 4), "forename": "KATHERNE", "surname": "OBRIEN"},
+        {"pid": 3, "dob": D(2015, 3, 4), "forename": "OBRIEN", "surname": "KATHERINE"},
+        {"pid": 4, "dob": D(2015, 4, 3), "forename": "KATHERINE", "surname": "OBRIEN"},  # day and month transposed
+    ]))
+    assert c.link(1, 2) and c.link(1, 3) and c.link(1, 4)
+
+
+def test_parent_and_child_of_one_name_stay_two_and_cannot_be_chained():
+    c = ConstrainedClusterer(profiles([
+        {"pid": 1, "dob": D(1980, 6, 1), "forename": "JOHN", "surname": "SMITH"},
+        {"pid": 2, "dob": D(2008, 9, 9), "forename": "JOHN", "surname": "SMITH"},
+        {"pid": 3, "birth_year": None, "forename": "JOHN", "surname": "SMITH"},  # a police record with no date of birth
+        {"pid": 4, "birth_year": 2008, "forename": "JOHN", "surname": "SMITH"},  # an age was stated instead
+    ]))
+    assert not c.link(1, 2)
+    assert c.link(3, 1)
+    assert not c.link(3, 2), "one record without a date of birth cannot join father and son"
+    assert not c.link(4, 1) and c.link(4, 2)
+
+
+def test_different_identifiers_and_reviewer_decisions_are_respected():
+    c = ConstrainedClusterer(
+        profiles([
+            {"pid": 1, "forename": "A", "surname": "B", "nhs_number": "9434765919"},
+            {"pid": 2, "forename": "A", "surname": "B", "nhs_number": "4010232137"},
+            {"pid": 3, "forename": "A", "surname": "B"},
+            {"pid": 4, "forename": "A", "surname": "B"},
+        ]),
+        cannot_link=[(3, 4)],
+    )
+    assert not c.link(1, 2)
+    assert not c.link(3, 4)
+    assert c.link(1, 3)
+
+
+def test_stable_ids_survive_new_records_splits_and_merges():
+    first = assign_stable_ids(
+        pl.DataFrame({"record": ["a", "b", "c", "d", "e"], "cluster": [1, 1, 2, 2, 3]}), "record", "cluster", None, "P", 3
+    )
+    ids = dict(first.ids.iter_rows())
+    assert ids == {"a": "P001", "b": "P001", "c": "P002", "d": "P002", "e": "P003"}
+    previous = first.ids
+    # a new record joins person 1; person 2 splits (d alone now); 3 and a new record f merge into 1
+    again = assign_stable_ids(
+        pl.DataFrame({"record": ["a", "b", "c", "d", "e", "f", "g"], "cluster": [9, 9, 8, 7, 9, 9, 6]}), "record", "cluster", previous, "P", 3
+    )
+    ids = dict(again.ids.iter_rows())
+    assert ids["a"] == ids["b"] == ids["e"] == ids["f"] == "P001"
+    assert ids["c"] == "P002" and ids["d"] == "P004" and ids["g"] == "P005"
+    assert again.merges == 1 and again.splits == 1 and again.new == 2
+    # re-running on the same clusters gives the same ids
+    rerun = assign_stable_ids(pl.DataFrame({"record": list(ids), "cluster": [9, 9, 8, 7, 9, 9, 6]}), "record", "cluster", again.ids, "P", 3)
+    assert dict(rerun.ids.iter_rows()) == ids
+
+
+def test_pairwise_scores():
+    frame = pl.DataFrame({"pred": [1, 1, 1, 2, 2, 3], "true": [1, 1, 2, 2, 2, 3]})
+    s = pairwise_score(frame, "pred", "true", "person")
+    # predicted pairs: 3 + 1 = 4; true pairs: 1 + 3 = 4; both: (0,1) and (3,4) = 2
+    assert (s.predicted_pairs, s.true_pairs, s.true_positive_pairs) == (4, 4, 2)
+    assert s.precision == pytest.approx(0.5) and s.recall == pytest.approx(0.5) and s.f1 == pytest.approx(0.5)
