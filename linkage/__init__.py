@@ -43,7 +43,10 @@ def link_persons(
         for left, right, decision in decisions.select("record_key_l", "record_key_r", "decision").iter_rows():
             if left in pid_of and right in pid_of and pid_of[left] != pid_of[right]:
                 (must if decision == "MATCH" else cannot).append((pid_of[left], pid_of[right]))
-    clusters, refused = cluster_persons(scored.profiles, scored.pairs, settings.link_threshold, must, cannot)
+    clusters, refused = cluster_persons(
+        scored.profiles, scored.pairs, settings.link_threshold, must, cannot,
+        birth_dates=settings.refuse_conflicting_birth_dates, twins=settings.refuse_twins,
+    )
     records_clusters = scored.mapping.join(clusters, on="pid")
     assignment = assign_stable_ids(records_clusters, "record_key", "cluster", previous_ids, prefix="P", width=8)
     # a record's match probability: the strongest link holding its profile in its person

@@ -51,7 +51,11 @@ def _dob_compatible(a: dt.date, b: dt.date) -> bool:
 class ConstrainedClusterer:
     """Union-find over profiles with the contradiction rules above."""
 
-    def __init__(self, profiles: pl.DataFrame, cannot_link: list[tuple[int, int]] = ()):
+    def __init__(
+        self, profiles: pl.DataFrame, cannot_link: list[tuple[int, int]] = (), birth_dates: bool = True, twins: bool = True
+    ):
+        self.check_birth_dates = birth_dates
+        self.check_twins = twins
         self._nicknames = set(zip(nickname_pairs()["name_a"].to_list(), nickname_pairs()["name_b"].to_list()))
         self.parent: dict[int, int] = {}
         self.clusters: dict[int, _Cluster] = {}
@@ -103,13 +107,15 @@ class ConstrainedClusterer:
         for key in ("nhs_number", "upn", "nino"):
             if a.ids[key] and b.ids[key] and not (a.ids[key] & b.ids[key]):
                 return True
-        if a.dobs and b.dobs and not all(_dob_compatible(x, y) for x in a.dobs for y in b.dobs):
-            return True
-        years_a = a.birth_years | {d.year for d in a.dobs}
-        years_b = b.birth_years | {d.year for d in b.dobs}
-        if years_a and years_b and not all(abs(x - y) <= 1 for x in years_a for y in years_b):
-            return True
-        for dob in {d for d, _, _ in a.names_by_dob} & {d for d, _, _ in b.names_by_dob}:
+        if self.check_birth_dates:
+            if a.dobs and b.dobs and not all(_dob_compatible(x, y) for x in a.dobs for y in b.dobs):
+                return True
+            years_a = a.birth_years | {d.year for d in a.dobs}
+            years_b = b.birth_years | {d.year for d in b.dobs}
+            if years_a and years_b and not all(abs(x - y) <= 1 for x in years_a for y in years_b):
+                return True
+        twin_dates = {d for d, _, _ in a.names_by_dob} & {d for d, _, _ in b.names_by_dob} if self.check_twins else set()
+        for dob in twin_dates:
             names_a = {(n, s) for d, n, s in a.names_by_dob if d == dob}
             names_b = {(n, s) for d, n, s in b.names_by_dob if d == dob}
             # every name either side uses on that date must be one the other side also
@@ -155,10 +161,12 @@ def cluster_persons(
     threshold: float,
     must_link: list[tuple[int, int]] = (),
     cannot_link: list[tuple[int, int]] = (),
+    birth_dates: bool = True,
+    twins: bool = True,
 ) -> tuple[pl.DataFrame, int]:
     """Cluster profiles: reviewers' matches first, then links at or above `threshold`, strongest first.
     Returns (pid -> cluster, number of links refused as contradictory)."""
-    clusterer = ConstrainedClusterer(profiles, cannot_link)
+    clusterer = ConstrainedClusterer(profiles, cannot_link, birth_dates, twins)
     for l, r in must_link:
         clusterer.link(l, r, force=True)
     links = pairs.filter(pl.col("match_probability") >= threshold).sort(["match_weight", "l", "r"], descending=[True, False, False])

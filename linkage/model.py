@@ -57,6 +57,11 @@ class LinkageSettings:
     em_iterations: int = 40
     u_sample_pairs: int = 300_000
     seed: int = 2026
+    # Refuse links between clusters whose birth dates no slip explains (a parent and a child
+    # of one name), and between different forenames on one birth date (twins). Data sets
+    # whose errors replace whole dates or names (FEBRL) turn these off.
+    refuse_conflicting_birth_dates: bool = True
+    refuse_twins: bool = True
 
 
 @dataclass
@@ -122,10 +127,14 @@ BLOCKING_RULES = (
     ("phonetic surname, forename and district", "l.surname_phonetic = r.surname_phonetic AND l.forename_canonical = r.forename_canonical AND l.postcode_district = r.postcode_district"),
     ("forename and surname", "l.forename_canonical = r.forename_canonical AND l.surname = r.surname"),
     ("surname and postcode", "l.surname = r.surname AND l.postcode = r.postcode"),
+    ("forename and postcode", "l.forename_canonical = r.forename_canonical AND l.postcode = r.postcode"),
+    ("postcode and house number", "l.postcode = r.postcode AND l.house_number = r.house_number"),
+    ("dob and postcode sector", "l.dob = r.dob AND l.postcode_sector = r.postcode_sector"),
     ("NHS number", "l.nhs_number = r.nhs_number"),
     ("UPN", "l.upn = r.upn"),
     ("NINO", "l.nino = r.nino"),
     ("names swapped", "l.forename = r.surname AND l.surname = r.forename"),
+    ("names swapped, same birth date", "l.dob = r.dob AND (l.forename = r.surname OR l.surname = r.forename)"),
 )
 
 
@@ -142,19 +151,21 @@ def _jw(a: str, b: str) -> str:
     return f"jaro_winkler_similarity({a}, {b})"
 
 
+SWAPPED = f"({_jw('l.forename', 'r.surname')} >= 0.92 AND {_jw('l.surname', 'r.forename')} >= 0.92)"
+
 COMPARISON_SQL = f"""
     CASE WHEN l.forename IS NULL OR r.forename IS NULL THEN -1
          WHEN l.forename = r.forename OR (l.forename = r.surname AND l.surname = r.forename) THEN 5
          WHEN l.preferred_forename = r.forename OR r.preferred_forename = l.forename
               OR l.preferred_forename = r.preferred_forename
               OR (l.forename, r.forename) IN (SELECT (name_a, name_b) FROM nicknames) THEN 4
-         WHEN {_jw('l.forename', 'r.forename')} >= 0.92 THEN 3
+         WHEN {_jw('l.forename', 'r.forename')} >= 0.92 OR {SWAPPED} THEN 3
          WHEN {_jw('l.forename', 'r.forename')} >= 0.85 THEN 2
          WHEN left(l.forename, 1) = left(r.forename, 1) THEN 1
          ELSE 0 END AS forename,
     CASE WHEN l.surname IS NULL OR r.surname IS NULL THEN -1
          WHEN l.surname = r.surname OR (l.forename = r.surname AND l.surname = r.forename) THEN 3
-         WHEN {_jw('l.surname', 'r.surname')} >= 0.92 THEN 2
+         WHEN {_jw('l.surname', 'r.surname')} >= 0.92 OR {SWAPPED} THEN 2
          WHEN {_jw('l.surname', 'r.surname')} >= 0.85 THEN 1
          ELSE 0 END AS surname,
     CASE WHEN l.dob IS NOT NULL AND r.dob IS NOT NULL THEN
