@@ -24,6 +24,7 @@ class PersonLinkage:
     person_links: pl.DataFrame  # record_key, person_id, match_probability
     review_queue: pl.DataFrame  # uncertain pairs, with only the fields needed to decide
     model: FittedModel
+    pairs: pl.DataFrame  # every candidate pair's match_weight and match_probability
     stats: dict = field(default_factory=dict)  # counts only
 
 
@@ -82,7 +83,9 @@ def link_persons(
         "ids_split": assignment.splits,
         "ids_merged": assignment.merges,
     }
-    return PersonLinkage(person_links=links, review_queue=review, model=scored.model, stats=stats)
+    return PersonLinkage(
+        person_links=links, review_queue=review, model=scored.model, pairs=scored.pairs.select("match_weight", "match_probability"), stats=stats
+    )
 
 
 def _review_queue(band: pl.DataFrame, scored) -> pl.DataFrame:

@@ -130,6 +130,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.success else 1
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Score a run's linked_records.parquet against a synthetic county's truth.csv."""
+    import polars as pl
+
+    from linkage.evaluate import read_truth
+    from pipelines.linkage_assets import LINKED_RECORDS_FILE, evaluate_linked_records
+
+    linked_path, truth_path = Path(args.out) / LINKED_RECORDS_FILE, Path(args.truth or Path(args.landing) / "truth.csv")
+    for path in (linked_path, truth_path):
+        if not path.exists():
+            _say(f"earlyhelp evaluate: {path} does not exist")
+            return 2
+    scores = evaluate_linked_records(pl.read_parquet(linked_path), read_truth(truth_path))
+    print(f"{'level':<8}{'records':>10}{'clusters':>10}{'true':>8}{'precision':>11}{'recall':>9}{'F1':>9}")
+    for s in scores.values():
+        print(f"{s['level']:<8}{s['records']:>10,}{s['predicted_clusters']:>10,}{s['true_clusters']:>8,}{s['precision']:>11.4f}{s['recall']:>9.4f}{s['f1']:>9.4f}")
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     """`dagster dev` with an instance folder that keeps history between restarts."""
     env = dict(os.environ)
@@ -157,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", required=True)
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Dagster's console log level")
     run.set_defaults(func=cmd_run)
+
+    evaluate = sub.add_parser("evaluate", help="score a run's linkage against a synthetic county's truth.csv")
+    evaluate.add_argument("--landing", default=".", help="the landing folder holding truth.csv")
+    evaluate.add_argument("--truth", help="truth.csv, if not in --landing")
+    evaluate.add_argument("--out", required=True, help="the run's output folder")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     dev = sub.add_parser("dev", help="start the Dagster UI with history kept in --home")
     dev.add_argument("--home", default=".dagster_home")

@@ -7,11 +7,13 @@ import polars as pl
 from linkage import LinkageSettings, form_families, link_persons
 from linkage.evaluate import pairwise_score, read_truth
 from linkage.person_records import PERSON_RECORDS
+from linkage.report import linkage_report
 from pipelines.resources import EarlyhelpSettings
-from pipelines.warehouse import read_table, replace_tables, write_parquet_atomically
+from pipelines.warehouse import read_table, replace_tables, write_parquet_atomically, write_text_atomically
 
 LINKAGE = "linkage"
 LINKED_RECORDS_FILE = "linked_records.parquet"
+LINKAGE_REPORT_FILE = "linkage_report.html"
 
 
 class LinkageConfig(dg.Config):
@@ -35,8 +37,17 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
         )
         model = pl.DataFrame({"parameters": [str(result.model.summary())]})
         replace_tables(con, {"person_links": result.person_links, "review_queue": result.review_queue, "linkage_model": model})
+    linked = records.select("record_key", "source").join(result.person_links, on="record_key")
+    report = linkage_report(linked, result.pairs, result.stats, result.model.summary(), config.link_threshold)
+    write_text_atomically(report, settings.output / LINKAGE_REPORT_FILE)
     context.log.info(f"person_links: {result.stats['records']:,} mentions -> {result.stats['persons']:,} persons; {result.stats['review_queue']:,} pairs for review")
-    return dg.MaterializeResult(metadata={**result.stats, "model": dg.MetadataValue.json(result.model.summary())})
+    return dg.MaterializeResult(
+        metadata={
+            **result.stats,
+            "model": dg.MetadataValue.json(result.model.summary()),
+            "linkage_report": dg.MetadataValue.path(str(settings.output / LINKAGE_REPORT_FILE)),
+        }
+    )
 
 
 @dg.asset(group_name=LINKAGE, kinds={"duckdb", "polars"}, deps=[person_links])

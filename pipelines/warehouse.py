@@ -30,16 +30,24 @@ def read_table(con: duckdb.DuckDBPyConnection, name: str, columns: str = "*") ->
     return con.sql(f'SELECT {columns} FROM "{name}"').pl() if exists else None
 
 
-def write_parquet_atomically(frame: pl.DataFrame, path: Path) -> None:
-    """Write beside the target and rename over it, so readers never see half a file.
-    The file is readable by its owner only: it names people."""
+def write_atomically(path: Path, write) -> None:
+    """Call write(tmp_path) beside the target, then rename over it, so readers never see
+    half a file. Outputs are readable by their owner only: many name people."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        frame.write_parquet(tmp)
+        write(tmp)
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_parquet_atomically(frame: pl.DataFrame, path: Path) -> None:
+    write_atomically(path, frame.write_parquet)
+
+
+def write_text_atomically(text: str, path: Path) -> None:
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

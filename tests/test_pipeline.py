@@ -100,6 +100,13 @@ def test_cli_generate_and_run(tmp_path):
     run = subprocess.run([*cli, "run", "--landing", str(landing), "--month", MONTH, "--out", str(out)], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "succeeded" in run.stdout and "ae_attendances" in run.stdout and "quarantined" in run.stdout
+    evaluate = subprocess.run([*cli, "evaluate", "--landing", str(landing), "--out", str(out)], capture_output=True, text=True)
+    assert evaluate.returncode == 0 and "person" in evaluate.stdout and "family" in evaluate.stdout
+    report = (out / "linkage_report.html").read_text()
+    assert "<svg" in report and "Link rates between sources" in report
+    names = pl.read_csv(next((landing / "ae_attendances").glob("*.csv")), infer_schema=False)["PERSON_FAMILY_NAME"]
+    assert not [n for n in names.unique().to_list() if len(n) > 4 and n.upper() in report], "the report holds no names"
+    assert (out / "linked_records.parquet").stat().st_mode & 0o077 == 0, "outputs naming people are owner-only"
     bad = subprocess.run([*cli, "run", "--landing", str(landing), "--month", "2026-13", "--out", str(out)], capture_output=True, text=True)
     assert bad.returncode == 2 and "YYYY-MM" in bad.stderr
 
