@@ -14,10 +14,11 @@ sampling, m by EM, the prior from a deterministic rule, clustering at 0.99.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from pathlib import Path
+
+from common import CACHE, county_arguments
 
 import duckdb
 import polars as pl
@@ -25,8 +26,6 @@ import polars as pl
 from linkage import link_persons
 from linkage.evaluate import pairwise_score, read_truth
 
-HERE = Path(__file__).resolve().parent
-CACHE = HERE / "cache"
 THRESHOLD = 0.99
 
 
@@ -98,11 +97,7 @@ def run_splink(records: pl.DataFrame) -> tuple[pl.DataFrame, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--people", type=int, nargs="+", default=[20_000, 200_000])
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--month", default="2026-10")
-    args = parser.parse_args()
+    args = county_arguments(__doc__, [20_000, 200_000])
     rows = []
     for people in args.people:
         records, truth = prepare(people, args.seed, args.month)

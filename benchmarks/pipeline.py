@@ -10,7 +10,6 @@ time and the peak resident memory of the run process, then a Markdown table.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -19,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-CACHE = HERE / "cache"
+from common import CACHE, county_arguments
+
 
 STEP_TIMES = """
 import json, sys
@@ -62,11 +61,7 @@ def _child(args: list[str]) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--people", type=int, nargs="+", default=[20_000, 200_000])
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--month", default="2026-10")
-    args = parser.parse_args()
+    args = county_arguments(__doc__, [20_000, 200_000])
     rows = []
     for people in args.people:
         landing, gen_seconds, gen_peak = county(people, args.seed, args.month)

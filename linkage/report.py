@@ -36,13 +36,13 @@ def _bars(labels: list[str], values: list[float], title: str, note: str, percent
     top = max(values, default=1) or 1
     rows = []
     for i, (label, value) in enumerate(zip(labels, values)):
-        w = (WIDTH - 260) * value / top
+        w = (WIDTH - 340) * value / top
         text = f"{value:.0%}" if percent else f"{value:,.0f}"
         y = 5 + i * BAR_HEIGHT
         rows.append(
             f'<text x="0" y="{y + 15}" font-size="12">{html.escape(label)}</text>'
-            f'<rect x="200" y="{y}" width="{w:.1f}" height="{BAR_HEIGHT - 4}" fill="#3b6ea5"/>'
-            f'<text x="{205 + w:.1f}" y="{y + 15}" font-size="11">{text}</text>'
+            f'<rect x="280" y="{y}" width="{w:.1f}" height="{BAR_HEIGHT - 4}" fill="#3b6ea5"/>'
+            f'<text x="{285 + w:.1f}" y="{y + 15}" font-size="11">{text}</text>'
         )
     return _figure(title, f'<svg width="{WIDTH}" height="{height}" role="img">{"".join(rows)}</svg>', note)
 

@@ -1,0 +1,16 @@
+"""What the benchmarks share: the cache of generated counties, and their command line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+CACHE = Path(__file__).resolve().parent / "cache"
+
+
+def county_arguments(description: str, sizes: list[int]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--people", type=int, nargs="+", default=sizes, help="county sizes, in residents")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--month", default="2026-10", help="reference month, YYYY-MM")
+    return parser.parse_args()
