@@ -1,1 +1,1 @@
-
+"""Scores and models: the transparent points score (score.py)."""

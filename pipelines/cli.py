@@ -66,7 +66,7 @@ def prepare_dagster_home(path: Path) -> Path:
     return path
 
 
-def run_pipeline(landing: Path, month: str, out: Path, log_level: str = "INFO"):
+def run_pipeline(landing: Path, month: str, out: Path, log_level: str = "INFO", registry: Path | None = None, programme: str = "supporting_families"):
     """Materialise every asset and check for `month`; returns the Dagster execution result."""
     import dagster as dg
 
@@ -74,7 +74,10 @@ def run_pipeline(landing: Path, month: str, out: Path, log_level: str = "INFO"):
     from pipelines.resources import EarlyhelpSettings
 
     out.mkdir(parents=True, exist_ok=True)
-    settings = EarlyhelpSettings(landing_dir=str(landing.resolve()), output_dir=str(out.resolve()), month=month)
+    settings = EarlyhelpSettings(
+        landing_dir=str(landing.resolve()), output_dir=str(out.resolve()), month=month,
+        registry_path=str(registry.resolve()) if registry else "", programme=programme,
+    )
     with instance_for(out) as instance:
         return dg.materialize(
             [*ALL_ASSETS, *ALL_CHECKS],
@@ -112,7 +115,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     began = time.perf_counter()
     _say(f"earlyhelp run: {landing} for {args.month} -> {out}")
-    result = run_pipeline(landing, args.month, out, log_level=args.log_level)
+    result = run_pipeline(
+        landing, args.month, out, log_level=args.log_level,
+        registry=Path(args.registry) if args.registry else None, programme=args.programme,
+    )
     warehouse = out / "warehouse.duckdb"
     print(f"\nRun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - began:.1f}s")
     if warehouse.exists():
@@ -174,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--landing", required=True)
     run.add_argument("--month", type=_month, required=True)
     run.add_argument("--out", required=True)
+    run.add_argument("--registry", help="a council's own indicator registry (default: the packaged features/indicators.yaml)")
+    run.add_argument("--programme", default="supporting_families", choices=["supporting_families", "troubled_families"])
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Dagster's console log level")
     run.set_defaults(func=cmd_run)
 

@@ -20,6 +20,8 @@ class EarlyhelpSettings(dg.ConfigurableResource):
     landing_dir: str
     output_dir: str
     month: str  # YYYY-MM, the reference month the lists are for
+    registry_path: str = ""  # a council's own indicator registry; blank for the packaged one
+    programme: str = "supporting_families"  # or troubled_families
 
     @property
     def landing(self) -> Path:
@@ -58,4 +60,6 @@ def default_settings() -> EarlyhelpSettings:
         landing_dir=os.environ.get("EARLYHELP_LANDING", "data/landing"),
         output_dir=os.environ.get("EARLYHELP_OUT", "data/out"),
         month=os.environ.get("EARLYHELP_MONTH", last_month),
+        registry_path=os.environ.get("EARLYHELP_REGISTRY", ""),
+        programme=os.environ.get("EARLYHELP_PROGRAMME", "supporting_families"),
     )

@@ -431,7 +431,8 @@ def school_attendance(county: County, t: Timeline, rng: np.random.Generator) -> 
     unauthorised = rng.binomial(absence, unauth_share)
     authorised = absence - unauthorised
     secondary = ~np.isin(nc, ["R", "1", "2", "3", "4"])
-    suspensions = rng.poisson(0.015 * np.exp(1.2 * np.clip(need, -2, 3) + 1.0 * crisis) * secondary)
+    # suspensions: about 9 per 100 pupils a year, concentrated (DfE Suspensions and permanent exclusions 2023/24)
+    suspensions = rng.poisson(0.03 * np.exp(1.5 * np.clip(need, -2, 3) + 1.2 * crisis) * secondary)
     excluded = secondary & (rng.random(m) < 0.0004 * np.exp(1.2 * np.clip(need, -2, 3)))
     # schools: primaries and secondaries within each locality
     locality = dict(zip(county.postcodes["postcode"].to_list(), county.postcodes["locality"].to_list()))

@@ -1,0 +1,129 @@
+"""Read and check the indicator registry (features/indicators.yaml, or a council's own copy)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data_contracts import load_contracts
+
+DEFAULT_REGISTRY = Path(__file__).resolve().parent / "indicators.yaml"
+
+#: Supporting Families headline outcomes (Supporting Families programme guidance 2022-25).
+OUTCOMES = (
+    "getting a good education",
+    "good early years development",
+    "improved mental and physical health",
+    "promoting recovery and reducing harm from substance use",
+    "improved family relationships",
+    "children safe from abuse and exploitation",
+    "crime prevention and tackling crime",
+    "safe from domestic abuse",
+    "secure housing",
+    "financial stability",
+)
+#: Troubled Families phase 2 headline problems (Financial Framework, March 2015).
+PROBLEMS = (
+    "crime and anti-social behaviour",
+    "school attendance",
+    "children who need help",
+    "worklessness and financial exclusion",
+    "domestic abuse",
+    "health",
+)
+KINDS = ("count", "sum", "attendance", "open_within", "household")
+APPLIES_TO = ("child", "adult", "young_adult", "any")
+
+
+class RegistryError(ValueError):
+    """An indicator the registry declares in a way that cannot be computed."""
+
+
+@dataclass(frozen=True)
+class Indicator:
+    id: str
+    title: str
+    description: str
+    kind: str
+    points: int
+    outcome: str
+    problem: str
+    sentence: str
+    source: str | None = None
+    applies_to: str = "any"
+    where: str = "true"
+    window_months: int = 12
+    threshold: float = 1
+    measure: str | None = None
+    terms: int = 3
+    start: str | None = None
+    end: str | None = None
+    of: str | None = None
+    unless_source: str | None = None
+    unless_where: str | None = None
+
+
+@dataclass(frozen=True)
+class Registry:
+    indicators: tuple[Indicator, ...]
+    source_caps: dict[str, int] = field(default_factory=dict)
+    path: Path | None = None
+
+    def get(self, indicator_id: str) -> Indicator:
+        for indicator in self.indicators:
+            if indicator.id == indicator_id:
+                return indicator
+        raise KeyError(indicator_id)
+
+
+def _check(ind: Indicator, ids: set[str]) -> None:
+    where = f"indicator {ind.id!r}"
+    if ind.kind not in KINDS:
+        raise RegistryError(f"{where}: kind {ind.kind!r} is not one of {KINDS}")
+    if ind.outcome not in OUTCOMES:
+        raise RegistryError(f"{where}: outcome {ind.outcome!r} is not a Supporting Families headline outcome")
+    if ind.problem not in PROBLEMS:
+        raise RegistryError(f"{where}: problem {ind.problem!r} is not a Troubled Families headline problem")
+    if ind.applies_to not in APPLIES_TO:
+        raise RegistryError(f"{where}: applies_to {ind.applies_to!r} is not one of {APPLIES_TO}")
+    if ind.points < 0:
+        raise RegistryError(f"{where}: points cannot be negative")
+    contracts = load_contracts()
+    if ind.kind == "household":
+        if ind.of not in ids:
+            raise RegistryError(f"{where}: 'of' must name another indicator")
+        return
+    if ind.source not in contracts:
+        raise RegistryError(f"{where}: source {ind.source!r} has no data contract")
+    columns = {c.name for c in contracts[ind.source].columns}
+    for name in (ind.measure, ind.start, ind.end):
+        if name is not None and name not in columns:
+            raise RegistryError(f"{where}: {ind.source} has no column {name!r}")
+    if ind.kind == "open_within" and not (ind.start and ind.end):
+        raise RegistryError(f"{where}: open_within needs start and end columns")
+    if ind.kind == "sum" and not ind.measure:
+        raise RegistryError(f"{where}: sum needs a measure column")
+
+
+def load_registry(path: Path | None = None) -> Registry:
+    path = Path(path or DEFAULT_REGISTRY)
+    with path.open(encoding="utf-8") as fh:
+        document: dict[str, Any] = yaml.safe_load(fh)
+    raw = document.get("indicators") or []
+    fields = set(Indicator.__dataclass_fields__)
+    indicators = []
+    for item in raw:
+        unknown = set(item) - fields
+        if unknown:
+            raise RegistryError(f"indicator {item.get('id')!r}: unknown keys {sorted(unknown)}")
+        indicators.append(Indicator(**item))
+    ids = [i.id for i in indicators]
+    if len(set(ids)) != len(ids):
+        raise RegistryError("indicator ids must be unique")
+    for indicator in indicators:
+        _check(indicator, set(ids))
+    caps = {str(k): int(v) for k, v in (document.get("source_caps") or {}).items()}
+    return Registry(indicators=tuple(indicators), source_caps=caps, path=path)

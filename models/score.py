@@ -1,0 +1,130 @@
+"""The transparent family score: points per indicator, capped per source, with every point explained.
+
+For each family: each member's indicator hits earn the indicator's points (from the
+registry); hits are taken strongest and most recent first, and once a source has
+given the family its cap (`source_caps`), further hits from it earn nothing, so no
+single partner's data decides a family's place alone. The breakdown lists every
+hit with the points it earned, and sums exactly to the score. The headline needs
+met are the distinct Supporting Families outcomes (and Troubled Families problems)
+the hits evidence; eligibility follows the configured programme rule.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import polars as pl
+
+from features.registry import Registry
+
+PROGRAMME_RULES = {
+    # Supporting Families (2022-): dependent children and at least three headline outcomes.
+    "supporting_families": ("outcomes_met", 3),
+    # Troubled Families phase 2 (2015-2020): dependent children and two of the six problems.
+    "troubled_families": ("problems_met", 2),
+}
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    programme: str = "supporting_families"
+    high_band: int = 12  # score at or above which a family is banded high
+    medium_band: int = 6
+    reasons: int = 3  # plain-English reasons kept per family
+
+
+@dataclass
+class FamilyScores:
+    scores: pl.DataFrame  # one row per family
+    breakdown: pl.DataFrame  # one row per (family, member, indicator) hit, points summing to the score
+
+
+def _member_label(age: pl.Expr) -> pl.Expr:
+    return (
+        pl.when(age.is_null()).then(pl.lit("A family member"))
+        .when(age <= 17).then(pl.lit("A child (") + age.cast(pl.String) + pl.lit(")"))
+        .otherwise(pl.lit("An adult (") + age.cast(pl.String) + pl.lit(")"))
+    )
+
+
+def _sentence(registry: Registry) -> pl.Expr:
+    """The registry's sentence with {value} and {latest} filled in, per indicator."""
+    expr = pl.lit(None, dtype=pl.String)
+    for ind in registry.indicators:
+        value = (
+            (pl.col("value") * 100).round(0).cast(pl.Int64).cast(pl.String) + "%"
+            if ind.kind == "attendance"
+            else pl.col("value").cast(pl.Int64).cast(pl.String)
+        )
+        parts = ind.sentence.replace("{value}", "\x00value\x00").replace("{latest}", "\x00latest\x00").split("\x00")
+        pieces = [value if p == "value" else pl.col("latest").dt.strftime("%b %Y") if p == "latest" else pl.lit(p) for p in parts if p != ""]
+        expr = pl.when(pl.col("indicator_id") == ind.id).then(pl.concat_str(pieces, ignore_nulls=True)).otherwise(expr)
+    return expr
+
+
+def score_families(
+    registry: Registry,
+    person_indicators: pl.DataFrame,
+    family_indicators: pl.DataFrame,
+    families: pl.DataFrame,
+    members: pl.DataFrame,
+    settings: ScoreSettings = ScoreSettings(),
+) -> FamilyScores:
+    """families: family_ref, is_family, dependent_children; members: person_id, age."""
+    if settings.programme not in PROGRAMME_RULES:
+        raise ValueError(f"programme must be one of {sorted(PROGRAMME_RULES)}")
+    meta = pl.DataFrame(
+        {
+            "indicator_id": [i.id for i in registry.indicators],
+            "title": [i.title for i in registry.indicators],
+            "points": [i.points for i in registry.indicators],
+            "cap_source": [i.source or registry.get(i.of).source for i in registry.indicators],
+            "outcome": [i.outcome for i in registry.indicators],
+            "problem": [i.problem for i in registry.indicators],
+        }
+    )
+    personal = person_indicators.select("family_ref", "person_id", "indicator_id", "value", "latest")
+    household_ids = [i.id for i in registry.indicators if i.kind == "household"]
+    household = family_indicators.filter(pl.col("indicator_id").is_in(household_ids)).select(
+        "family_ref", pl.lit(None, dtype=pl.String).alias("person_id"), "indicator_id", pl.lit(1.0).alias("value"), "latest"
+    )
+    hits = pl.concat([personal, household]).join(meta, on="indicator_id")
+    hits = hits.join(families.filter(pl.col("is_family")).select("family_ref"), on="family_ref", how="semi")
+    caps = pl.DataFrame({"cap_source": list(registry.source_caps), "cap": list(registry.source_caps.values())}, schema={"cap_source": pl.String, "cap": pl.Int64})
+    hits = hits.join(caps, on="cap_source", how="left").with_columns(pl.col("cap").fill_null(10**6))
+    hits = hits.sort(["family_ref", "cap_source", "points", "latest", "indicator_id", "person_id"], descending=[False, False, True, True, False, False], nulls_last=True)
+    before = pl.col("points").cum_sum().over("family_ref", "cap_source") - pl.col("points")
+    hits = hits.with_columns(
+        pl.min_horizontal(pl.col("points"), (pl.col("cap") - before).clip(0)).cast(pl.Int64).alias("points_awarded")
+    ).with_columns((pl.col("points_awarded") < pl.col("points")).alias("capped"))
+    ages = members.select("person_id", "age")
+    breakdown = hits.join(ages, on="person_id", how="left").with_columns(
+        _member_label(pl.col("age")).alias("member"),
+        _sentence(registry).alias("reason"),
+    ).select(
+        "family_ref", "person_id", "member", "indicator_id", "title", "outcome", "problem", "cap_source",
+        "value", "latest", "points", "points_awarded", "capped", "reason",
+    ).sort(["family_ref", "points_awarded", "latest", "indicator_id", "person_id"], descending=[False, True, True, False, False], nulls_last=True)
+    top = breakdown.filter(pl.col("points_awarded") > 0).group_by("family_ref", maintain_order=True).agg(
+        (pl.col("member") + ": " + pl.col("reason")).head(settings.reasons).alias("top_reasons")
+    )
+    totals = breakdown.group_by("family_ref").agg(
+        pl.col("points_awarded").sum().alias("score"),
+        pl.col("outcome").unique().sort().alias("outcomes"),
+        pl.col("outcome").n_unique().alias("outcomes_met"),
+        pl.col("problem").n_unique().alias("problems_met"),
+        pl.col("latest").max().alias("latest_event"),
+    )
+    scores = families.filter(pl.col("is_family")).select("family_ref", "members", "dependent_children").join(totals, on="family_ref", how="left")
+    metric, minimum = PROGRAMME_RULES[settings.programme]
+    scores = scores.with_columns(
+        pl.col("score").fill_null(0), pl.col("outcomes_met").fill_null(0), pl.col("problems_met").fill_null(0)
+    ).join(top, on="family_ref", how="left").with_columns(
+        ((pl.col("dependent_children") > 0) & (pl.col(metric) >= minimum)).alias("eligible"),
+        pl.when(pl.col("score") >= settings.high_band).then(pl.lit("high"))
+        .when(pl.col("score") >= settings.medium_band).then(pl.lit("medium"))
+        .otherwise(pl.lit("low")).alias("band"),
+        pl.lit(settings.programme).alias("programme"),
+    )
+    return FamilyScores(scores=scores.sort(["score", "family_ref"], descending=[True, False]), breakdown=breakdown)

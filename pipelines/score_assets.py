@@ -1,0 +1,130 @@
+"""Dagster assets for indicators and the transparent family score, with their checks."""
+
+import dagster as dg
+import polars as pl
+
+from features import compute_indicators, load_registry
+from models.score import ScoreSettings, score_families
+from pipelines.linkage_assets import family_members
+from pipelines.resources import EarlyhelpSettings
+from pipelines.warehouse import read_table, replace_tables, write_parquet_atomically
+
+SCORING = "scoring"
+FAMILY_SCORES_FILE = "family_scores.parquet"
+BREAKDOWN_SUMS = "breakdown_sums_to_score"
+PREVALENCE = "indicator_prevalence_plausible"
+SCORE_SHIFT = "score_distribution_shift"
+#: An indicator hitting more than this share of people is more likely a broken rule than a county.
+MAX_PREVALENCE = 0.25
+
+
+def _registry(settings: EarlyhelpSettings):
+    return load_registry(settings.registry_path or None)
+
+
+@dg.asset(group_name=SCORING, kinds={"duckdb", "polars"}, deps=[family_members])
+def indicators(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
+    """Every indicator of the registry for every person and family as of the reference month,
+    with its evidence: the source rows (source, file, row), dates and values behind each hit."""
+    registry = _registry(settings)
+    with settings.warehouse() as con:
+        result = compute_indicators(con, registry, settings.reference_date)
+        replace_tables(
+            con,
+            {
+                "person_indicators": result.person_indicators,
+                "indicator_evidence": result.evidence,
+                "family_indicators": result.family_indicators,
+            },
+        )
+    counts = dict(result.family_indicators.group_by("indicator_id").len().sort("indicator_id").iter_rows())
+    context.log.info(f"indicators: {result.person_indicators.height:,} person hits, {result.evidence.height:,} evidence rows")
+    return dg.MaterializeResult(
+        metadata={
+            "registry": str(registry.path),
+            "person_hits": result.person_indicators.height,
+            "evidence_rows": result.evidence.height,
+            "families_by_indicator": dg.MetadataValue.json(counts),
+        }
+    )
+
+
+@dg.asset(group_name=SCORING, kinds={"duckdb", "polars"}, deps=[indicators])
+def family_scores(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
+    """The transparent score of every family: points per indicator capped per source, the
+    headline needs met, eligibility under the programme rule, a band, the top reasons in plain
+    English, and a breakdown (`family_score_breakdown`) that sums exactly to each score.
+    Exported as family_scores.parquet."""
+    registry = _registry(settings)
+    with settings.warehouse() as con:
+        previous = read_table(con, "family_scores", "score")
+        result = score_families(
+            registry,
+            con.sql("SELECT * FROM person_indicators").pl(),
+            con.sql("SELECT * FROM family_indicators").pl(),
+            con.sql("SELECT * FROM families").pl(),
+            con.sql("SELECT * FROM family_members").pl(),
+            ScoreSettings(programme=settings.programme),
+        )
+        scores = result.scores.with_columns(pl.lit(settings.month).alias("month"))
+        replace_tables(con, {"family_scores": scores, "family_score_breakdown": result.breakdown})
+        if previous is not None:
+            replace_tables(con, {"family_scores_previous": previous})
+    write_parquet_atomically(scores, settings.output / FAMILY_SCORES_FILE)
+    eligible = int(scores["eligible"].sum())
+    context.log.info(f"family_scores: {scores.height:,} families, {eligible:,} eligible under {settings.programme}")
+    bands = dict(scores.filter(pl.col("eligible")).group_by("band").len().iter_rows())
+    return dg.MaterializeResult(
+        metadata={
+            "families": scores.height,
+            "eligible": eligible,
+            "programme": settings.programme,
+            "eligible_by_band": dg.MetadataValue.json(bands),
+            "mean_score": round(float(scores["score"].mean() or 0), 3),
+            "family_scores": dg.MetadataValue.path(str(settings.output / FAMILY_SCORES_FILE)),
+        }
+    )
+
+
+@dg.asset_check(asset=family_scores, name=BREAKDOWN_SUMS, blocking=True, description="Every family's breakdown sums exactly to its score.")
+def breakdown_sums_to_score(settings: EarlyhelpSettings) -> dg.AssetCheckResult:
+    with settings.warehouse(read_only=True) as con:
+        wrong = con.execute(
+            """SELECT count(*) FROM family_scores s LEFT JOIN (
+                   SELECT family_ref, sum(points_awarded) AS total FROM family_score_breakdown GROUP BY family_ref
+               ) b USING (family_ref) WHERE s.score <> coalesce(b.total, 0)"""
+        ).fetchall()[0][0]
+    return dg.AssetCheckResult(passed=wrong == 0, metadata={"families_not_summing": wrong})
+
+
+@dg.asset_check(asset=indicators, name=PREVALENCE, description=f"Warns when an indicator hits more than {MAX_PREVALENCE:.0%} of the people it applies to, or none at all.")
+def indicator_prevalence(settings: EarlyhelpSettings) -> dg.AssetCheckResult:
+    registry = _registry(settings)
+    with settings.warehouse(read_only=True) as con:
+        people = con.execute("SELECT count(*) FROM family_members").fetchall()[0][0]
+        hits = dict(con.execute("SELECT indicator_id, count(DISTINCT person_id) FROM person_indicators GROUP BY 1").fetchall())
+    shares = {i.id: round(hits.get(i.id, 0) / max(people, 1), 4) for i in registry.indicators if i.kind != "household"}
+    odd = sorted(k for k, v in shares.items() if v > MAX_PREVALENCE or v == 0)
+    return dg.AssetCheckResult(
+        passed=not odd, severity=dg.AssetCheckSeverity.WARN, description=f"Implausible prevalence: {odd}" if odd else None,
+        metadata={"share_of_people": dg.MetadataValue.json(shares)},
+    )
+
+
+@dg.asset_check(asset=family_scores, name=SCORE_SHIFT, description="Warns when the mean family score moves by more than a quarter since the previous run.")
+def score_distribution_shift(settings: EarlyhelpSettings) -> dg.AssetCheckResult:
+    with settings.warehouse(read_only=True) as con:
+        now = con.execute("SELECT avg(score) FROM family_scores").fetchall()[0][0] or 0.0
+        previous = read_table(con, "family_scores_previous", "score")
+    if previous is None or previous.is_empty():
+        return dg.AssetCheckResult(passed=True, metadata={"mean_score": now, "previous": "none"})
+    before = float(previous["score"].mean() or 0.0)
+    shift = abs(now - before) / before if before else 0.0
+    return dg.AssetCheckResult(
+        passed=shift <= 0.25, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"mean_score": round(now, 3), "previous_mean_score": round(before, 3), "relative_shift": round(shift, 3)},
+    )
+
+
+SCORE_ASSETS = [indicators, family_scores]
+SCORE_CHECKS = [breakdown_sums_to_score, indicator_prevalence, score_distribution_shift]
