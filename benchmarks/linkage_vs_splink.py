@@ -91,7 +91,7 @@ def run_splink(records: pl.DataFrame) -> tuple[pl.DataFrame, float]:
     linker.training.estimate_parameters_using_expectation_maximisation(block_on("forename", "surname"))
     predictions = linker.inference.predict(threshold_match_probability=0.5)
     clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(predictions, THRESHOLD)
-    result = pl.from_arrow(clusters.as_duckdbpyrelation().select("unique_id, cluster_id").arrow())
+    result = clusters.as_duckdbpyrelation().select("unique_id, cluster_id").pl()
     seconds = time.perf_counter() - began
     return result.select(pl.col("unique_id").alias("record_key"), pl.col("cluster_id").cast(pl.String).alias("cluster")), seconds
 

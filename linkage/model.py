@@ -218,9 +218,11 @@ def random_pairs(con: duckdb.DuckDBPyConnection, n: int, seed: int) -> None:
         WITH a AS (SELECT pid, row_number() OVER (ORDER BY hash(pid + {seed})) AS i FROM profiles),
              b AS (SELECT pid, row_number() OVER (ORDER BY hash(pid * 7 + {seed + 1})) AS i FROM profiles),
              c AS (SELECT pid, row_number() OVER (ORDER BY hash(pid * 13 + {seed + 2})) AS i FROM profiles)
-        SELECT a.pid AS l, b.pid AS r FROM a JOIN b USING (i) WHERE a.pid <> b.pid
-        UNION ALL
-        SELECT a.pid, c.pid FROM a JOIN c USING (i) WHERE a.pid <> c.pid
+        SELECT l, r FROM (
+            SELECT a.pid AS l, b.pid AS r FROM a JOIN b USING (i) WHERE a.pid <> b.pid
+            UNION ALL
+            SELECT a.pid, c.pid FROM a JOIN c USING (i) WHERE a.pid <> c.pid
+        ) ORDER BY hash(l * 1000003 + r + {seed}), l, r  -- a fixed sample, whatever the threads did
         LIMIT {n}
         """
     )
@@ -251,7 +253,7 @@ DETERMINISTIC_RECALL = 0.8
 
 
 def _em_session(levels: pl.DataFrame, free: tuple[str, ...], u: dict[str, np.ndarray], iterations: int) -> tuple[dict[str, np.ndarray], int]:
-    patterns = levels.group_by(list(free)).len()
+    patterns = levels.group_by(list(free)).len().sort(list(free))  # a fixed order: float sums repeat exactly
     lv = {n: patterns[n].to_numpy() for n in free}
     counts = patterns["len"].to_numpy().astype(float)
     m = {}

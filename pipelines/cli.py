@@ -155,6 +155,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model(args: argparse.Namespace) -> int:
+    """Evaluate the scorecard model out of time against the transparent score; write the model card."""
+    import duckdb
+
+    from features import load_registry
+    from models.scorecard import evaluate, markdown_to_html, model_card
+    from pipelines.resources import EarlyhelpSettings
+    from pipelines.warehouse import write_text_atomically
+
+    out = Path(args.out)
+    warehouse = out / "warehouse.duckdb"
+    if not warehouse.exists():
+        _say(f"earlyhelp model: {warehouse} does not exist; run the pipeline first")
+        return 2
+    reference = EarlyhelpSettings(landing_dir=".", output_dir=str(out), month=args.month).reference_date
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        evaluation = evaluate(con, load_registry(args.registry or None), reference)
+    finally:
+        con.close()
+    card = model_card(evaluation)
+    write_text_atomically(card, out / "model_card.md")
+    write_text_atomically(markdown_to_html(card, "earlyhelp model card"), out / "model_card.html")
+    print(f"Trained on {', '.join(map(str, evaluation.train_months))}; tested on {evaluation.test_month}: "
+          f"{evaluation.families_test:,} families, {evaluation.escalations_test:,} escalations, list size {evaluation.list_size}")
+    print(evaluation.comparison)
+    for note in evaluation.notes:
+        print(note)
+    print(f"Model card: {out / 'model_card.md'} and .html")
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     """`dagster dev` with an instance folder that keeps history between restarts."""
     env = dict(os.environ)
@@ -190,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--truth", help="truth.csv, if not in --landing")
     evaluate.add_argument("--out", required=True, help="the run's output folder")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    model = sub.add_parser("model", help="evaluate the scorecard model out of time and write its model card")
+    model.add_argument("--out", required=True, help="a run's output folder")
+    model.add_argument("--month", type=_month, required=True, help="the run's reference month")
+    model.add_argument("--registry", help="the indicator registry the run used")
+    model.set_defaults(func=cmd_model)
 
     dev = sub.add_parser("dev", help="start the Dagster UI with history kept in --home")
     dev.add_argument("--home", default=".dagster_home")

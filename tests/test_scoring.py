@@ -138,3 +138,16 @@ def test_registry_mistakes_are_named(tmp_path):
     path.write_text(yaml.safe_dump(document))
     with pytest.raises(RegistryError, match="no column 'no_such_column'"):
         load_registry(Path(path))
+
+
+def test_model_card_compares_the_model_with_the_transparent_score(scored):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "pipelines.cli", "model", "--out", str(scored), "--month", MONTH], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    card = (scored / "model_card.md").read_text()
+    for method in ("scorecard model", "transparent score", "headline needs met"):
+        assert f"| {method} |" in card
+    assert "## Fairness" in card and "## Scorecard" in card and "Intended use" in card
+    assert "<table>" in (scored / "model_card.html").read_text()
