@@ -92,6 +92,10 @@ def _localities(con, members: pl.DataFrame, records: pl.DataFrame, links: pl.Dat
     return household_postcode.join(postcodes, on="postcode", how="left").group_by("family_ref").agg(pl.col("locality").drop_nulls().first())
 
 
+class NotEnoughOutcomes(ValueError):
+    """The history holds too few escalations to train or test a model honestly."""
+
+
 @dataclass
 class Evaluation:
     train_months: list[dt.date]
@@ -125,6 +129,8 @@ def evaluate(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.d
     x_train, y_train = train.select(features).to_numpy(), train["escalated"].to_numpy()
     x_test, y_test = test.select(features).to_numpy(), test["escalated"].to_numpy()
     notes = []
+    if len(set(y_train.tolist())) < 2 or y_train.sum() < 10:
+        raise NotEnoughOutcomes(f"{int(y_train.sum())} escalations in the training months: too few to train on")
     base = LogisticRegression(C=1.0, max_iter=1000, class_weight=None)
     base.fit(x_train, y_train)
     calibrated = CalibratedClassifierCV(LogisticRegression(C=1.0, max_iter=1000), method="sigmoid", cv=3)

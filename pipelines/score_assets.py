@@ -5,9 +5,10 @@ import polars as pl
 
 from features import compute_indicators, load_registry
 from models.score import ScoreSettings, score_families
+from models.scorecard import NotEnoughOutcomes, evaluate, markdown_to_html, model_card
 from pipelines.linkage_assets import family_members
 from pipelines.resources import EarlyhelpSettings
-from pipelines.warehouse import read_table, replace_tables, write_parquet_atomically
+from pipelines.warehouse import read_table, replace_tables, write_parquet_atomically, write_text_atomically
 
 SCORING = "scoring"
 FAMILY_SCORES_FILE = "family_scores.parquet"
@@ -126,5 +127,34 @@ def score_distribution_shift(settings: EarlyhelpSettings) -> dg.AssetCheckResult
     )
 
 
-SCORE_ASSETS = [indicators, family_scores]
+@dg.asset(group_name=SCORING, kinds={"scikitlearn"}, deps=[family_scores])
+def scorecard_model(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
+    """The scorecard model trained on earlier months and tested out of time against the
+    transparent score and the headline count, with calibration and fairness: model_card.md
+    and model_card.html in the output folder. It orders nothing unless a later
+    configuration switch turns it on, and never adds or removes a family."""
+    with settings.warehouse(read_only=True) as con:
+        try:
+            evaluation = evaluate(con, _registry(settings), settings.reference_date)
+        except NotEnoughOutcomes as exc:
+            context.log.warning(f"scorecard_model: {exc}")
+            return dg.MaterializeResult(metadata={"trained": False, "reason": str(exc)})
+    card = model_card(evaluation)
+    write_text_atomically(card, settings.output / "model_card.md")
+    write_text_atomically(markdown_to_html(card, "earlyhelp model card"), settings.output / "model_card.html")
+    comparison = {row["method"]: {k: v for k, v in row.items() if k != "method"} for row in evaluation.comparison.iter_rows(named=True)}
+    return dg.MaterializeResult(
+        metadata={
+            "trained": True,
+            "test_month": str(evaluation.test_month),
+            "families_test": evaluation.families_test,
+            "escalations_test": evaluation.escalations_test,
+            "comparison": dg.MetadataValue.json(comparison),
+            "notes": " ".join(evaluation.notes),
+            "model_card": dg.MetadataValue.path(str(settings.output / "model_card.html")),
+        }
+    )
+
+
+SCORE_ASSETS = [indicators, family_scores, scorecard_model]
 SCORE_CHECKS = [breakdown_sums_to_score, indicator_prevalence, score_distribution_shift]
