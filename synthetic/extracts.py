@@ -158,7 +158,7 @@ def asb_incidents(county: County, t: Timeline, rng: np.random.Generator) -> pl.D
     # police habits: nicknames, names in capitals, dates of birth often not taken (an age instead)
     forename = rec.typos(rec.upper_case(rec.nicknames(p["forename"], 0.12, rng), 0.2, rng), 0.02, rng)
     surname = rec.typos(p["surname"], 0.02, rng)
-    dob = rec.transpose_day_month(p["dob"], 0.01, rng)
+    dob = rec.transpose_day_month(p["dob"], 0.01, rng, t.date(day))
     no_dob = rng.random(m) < 0.45
     ages = t.age_at(person, day).astype(object)
     ages[~no_dob & (rng.random(m) < 0.5)] = None
@@ -241,7 +241,7 @@ def domestic_abuse(county: County, t: Timeline, rng: np.random.Generator) -> pl.
     minutes = rng.integers(0, 24 * 60, n)
     stamp = (t.date(day[:n]).astype("datetime64[m]") + minutes.astype("timedelta64[m]"))[note]
     adult = t.age_at(person, day) >= 18
-    dob = rec.transpose_day_month(p["dob"], 0.01, rng)
+    dob = rec.transpose_day_month(p["dob"], 0.01, rng, t.date(day))
     dob_text = np.array(rec.format_dates(dob, "%Y-%m-%d"), dtype=object)
     dob_text[adult & (rng.random(m) < 0.25)] = None
     gender = np.where(p["sex"] == "M", "MALE", "FEMALE").astype(object)
@@ -297,7 +297,7 @@ def ae_attendances(county: County, t: Timeline, rng: np.random.Generator) -> pl.
     p = _person_columns(county, person)
     addr = _addresses_at(county, person, day)
     forename, surname = rec.swap(p["forename"], p["surname"], 0.01, rng)
-    dob = rec.one_digit_off(rec.transpose_day_month(p["dob"], 0.01, rng), 0.004, rng)
+    dob = rec.one_digit_off(rec.transpose_day_month(p["dob"], 0.01, rng, t.date(day)), 0.004, rng, t.date(day))
     gender = np.where(p["sex"] == "M", "1", "2").astype(object)
     gender[rng.random(m) < 0.01] = "9"
     columns = {

@@ -78,8 +78,9 @@ def swap(a: np.ndarray, b: np.ndarray, rate: float, rng: np.random.Generator) ->
     return a, b
 
 
-def transpose_day_month(dob: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
-    """Day and month swapped where both are 12 or less (otherwise it would not be a date)."""
+def transpose_day_month(dob: np.ndarray, rate: float, rng: np.random.Generator, latest=None) -> np.ndarray:
+    """Day and month swapped where both are 12 or less (otherwise it would not be a date),
+    and where the slip would not put a birth after `latest` (a partner's system refuses those)."""
     out = dob.copy()
     idx = _pick(rng, len(dob), rate)
     for i in idx:
@@ -87,17 +88,22 @@ def transpose_day_month(dob: np.ndarray, rate: float, rng: np.random.Generator) 
         if d is None or np.isnat(d):
             continue
         y, m, day = str(d)[:10].split("-")
-        if int(day) <= 12 and day != m:
-            out[i] = np.datetime64(f"{y}-{day}-{m}")
+        swapped = np.datetime64(f"{y}-{day}-{m}") if int(day) <= 12 and day != m else None
+        limit = latest[i] if isinstance(latest, np.ndarray) else latest
+        if swapped is not None and (limit is None or swapped <= limit):
+            out[i] = swapped
     return out
 
 
-def one_digit_off(dob: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
-    """A keying slip in the day of birth: one day either side, where the date still exists."""
+def one_digit_off(dob: np.ndarray, rate: float, rng: np.random.Generator, latest=None) -> np.ndarray:
+    """A keying slip in the day of birth: one day either side, never after `latest`."""
     out = dob.copy()
     idx = _pick(rng, len(dob), rate)
     shift = np.where(rng.random(len(idx)) < 0.5, -1, 1).astype("timedelta64[D]")
     out[idx] = out[idx] + shift
+    if latest is not None and len(idx):
+        limit = latest[idx] if isinstance(latest, np.ndarray) else np.full(len(idx), latest)
+        out[idx] = np.minimum(out[idx], limit.astype(out.dtype))
     return out
 
 
