@@ -160,7 +160,7 @@ def cmd_model(args: argparse.Namespace) -> int:
     import duckdb
 
     from features import load_registry
-    from models.scorecard import evaluate, markdown_to_html, model_card
+    from models.scorecard import NotEnoughOutcomes, evaluate, markdown_to_html, model_card
     from pipelines.resources import EarlyhelpSettings
     from pipelines.warehouse import write_text_atomically
 
@@ -173,6 +173,9 @@ def cmd_model(args: argparse.Namespace) -> int:
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
         evaluation = evaluate(con, load_registry(args.registry or None), reference)
+    except NotEnoughOutcomes as exc:
+        _say(f"earlyhelp model: {exc}; no model card written")
+        return 3
     finally:
         con.close()
     card = model_card(evaluation)
