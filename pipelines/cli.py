@@ -126,13 +126,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  {'source':<22}{'files':>6}{'refused':>8}{'dup':>5}{'received':>11}{'loaded':>11}{'quarantined':>12}{'replaced':>10}")
         for source, files, refused, dups, received, loaded, quarantined, superseded in ingestion_summary(warehouse):
             print(f"  {source:<22}{files:>6}{refused:>8}{dups:>5}{received:>11,}{loaded:>11,}{quarantined:>12,}{superseded:>10,}")
-    failed_checks = [
-        f"{e.asset_check_evaluation_data.asset_key.to_user_string()}:{e.asset_check_evaluation_data.check_name}"
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
-    ]
-    if failed_checks:
-        print("Checks not passed: " + ", ".join(failed_checks))
+    import dagster as dg
+
+    for severity, label in ((dg.AssetCheckSeverity.ERROR, "Checks failed"), (dg.AssetCheckSeverity.WARN, "Warnings")):
+        names = [
+            f"{e.asset_check_evaluation_data.asset_key.to_user_string()}:{e.asset_check_evaluation_data.check_name}"
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+            and not e.asset_check_evaluation_data.passed
+            and e.asset_check_evaluation_data.severity == severity
+        ]
+        if names:
+            print(f"{label}: " + ", ".join(names))
     return 0 if result.success else 1
 
 
