@@ -8,8 +8,9 @@ when their members contradict each other, however strong the link:
   transposed, not a day or one digit apart), or stated ages more than a year
   from each other's birth year: so a parent and a child of the same name stay
   two people;
-- the same date of birth with forenames that are neither alike nor nicknames
-  of each other: so twins (same surname, birth date and address) stay two;
+- the same date of birth where the forenames each side mostly uses are neither
+  alike nor nicknames of each other: so twins (same surname, birth date and
+  address) stay two, while a typo or a nickname in one record does not split;
 - a reviewer's NON_MATCH decision between any two of their mentions.
 
 Because a link is refused when it would join contradictory clusters, one bad
@@ -33,7 +34,8 @@ class _Cluster:
     dobs: set[dt.date] = field(default_factory=set)
     birth_years: set[int] = field(default_factory=set)
     ids: dict[str, set[str]] = field(default_factory=lambda: {"nhs_number": set(), "upn": set(), "nino": set()})
-    names_by_dob: set[tuple[dt.date, str, str]] = field(default_factory=set)  # (dob, forename, surname)
+    # (dob, forename, surname) -> mentions: the name a person mostly goes by on a birth date
+    names_by_dob: dict[tuple[dt.date, str, str], int] = field(default_factory=dict)
     forbidden: set[int] = field(default_factory=set)
 
 
@@ -59,14 +61,17 @@ class ConstrainedClusterer:
         self._nicknames = set(zip(nickname_pairs()["name_a"].to_list(), nickname_pairs()["name_b"].to_list()))
         self.parent: dict[int, int] = {}
         self.clusters: dict[int, _Cluster] = {}
-        for row in profiles.select("pid", "dob", "birth_year", "forename", "preferred_forename", "surname", "nhs_number", "upn", "nino").iter_rows(named=True):
+        columns = ["pid", "dob", "birth_year", "forename", "preferred_forename", "surname", "nhs_number", "upn", "nino"]
+        if "mentions" in profiles.columns:
+            columns.append("mentions")
+        for row in profiles.select(columns).iter_rows(named=True):
             pid = row["pid"]
             cluster = _Cluster(members=[pid])
             if row["dob"] is not None:
                 cluster.dobs.add(row["dob"])
-                for name in (row["forename"], row["preferred_forename"]):
-                    if name:
-                        cluster.names_by_dob.add((row["dob"], name, row["surname"] or ""))
+                if row["forename"]:
+                    key = (row["dob"], row["forename"], row["surname"] or "")
+                    cluster.names_by_dob[key] = cluster.names_by_dob.get(key, 0) + (row.get("mentions") or 1)
             elif row["birth_year"] is not None:
                 cluster.birth_years.add(row["birth_year"])
             for key in ("nhs_number", "upn", "nino"):
@@ -97,6 +102,13 @@ class ConstrainedClusterer:
         short, long = sorted((a, b), key=len)
         return len(short) >= 3 and long.startswith(short)
 
+    @staticmethod
+    def _primary(cluster: _Cluster, dob: dt.date) -> tuple[str, str]:
+        names = [(count, forename, surname) for (d, forename, surname), count in cluster.names_by_dob.items() if d == dob]
+        # ties go to the longer name: the formal one, not the nickname (Oliver, not Ollie)
+        count, forename, surname = max(names, key=lambda n: (n[0], len(n[1]), n[1], n[2]))
+        return forename, surname
+
     def _alike(self, x: tuple[str, str], y: tuple[str, str]) -> bool:
         (forename_x, surname_x), (forename_y, surname_y) = x, y
         if self._names_alike(forename_x, forename_y):
@@ -116,13 +128,9 @@ class ConstrainedClusterer:
                 return True
         twin_dates = {d for d, _, _ in a.names_by_dob} & {d for d, _, _ in b.names_by_dob} if self.check_twins else set()
         for dob in twin_dates:
-            names_a = {(n, s) for d, n, s in a.names_by_dob if d == dob}
-            names_b = {(n, s) for d, n, s in b.names_by_dob if d == dob}
-            # every name either side uses on that date must be one the other side also
-            # uses (a typo, a nickname, a preferred name, forename and surname swapped)
-            if not all(any(self._alike(x, y) for y in names_b) for x in names_a) or not all(
-                any(self._alike(y, x) for x in names_a) for y in names_b
-            ):
+            # the name each side mostly uses on that date must be alike (a typo, a nickname,
+            # forename and surname swapped); twins go by different names
+            if not self._alike(self._primary(a, dob), self._primary(b, dob)):
                 return True
         if a.forbidden & set(b.members) or b.forbidden & set(a.members):
             return True
@@ -142,7 +150,8 @@ class ConstrainedClusterer:
         a.members += b.members
         a.dobs |= b.dobs
         a.birth_years |= b.birth_years
-        a.names_by_dob |= b.names_by_dob
+        for key, count in b.names_by_dob.items():
+            a.names_by_dob[key] = a.names_by_dob.get(key, 0) + count
         a.forbidden |= b.forbidden
         for key in a.ids:
             a.ids[key] |= b.ids[key]

@@ -30,7 +30,7 @@ def _age(dob: pl.Expr, on: dt.date) -> pl.Expr:
 
 
 def person_profiles(records: pl.DataFrame, reference: dt.date) -> pl.DataFrame:
-    """One row per person: the most recent name, the most common date of birth, sex, age."""
+    """One row per person: the most used name, the most common date of birth, sex, age."""
     current = records.filter(pl.col("event_date") <= reference)
     dob = (
         current.filter(pl.col("dob").is_not_null())
@@ -41,9 +41,18 @@ def person_profiles(records: pl.DataFrame, reference: dt.date) -> pl.DataFrame:
         .first()
         .select("person_id", "dob")
     )
+    # the name shown is the one most sources use (a nickname or a typo in one record is not),
+    # the latest breaking ties: a new surname after marriage wins once it is the commoner
+    names = (
+        current.filter(pl.col("forename").is_not_null())
+        .group_by("person_id", "forename", "surname")
+        .agg(pl.len().alias("n"), pl.col("event_date").max().alias("last"))
+        .sort(["person_id", "n", "last", "forename"], descending=[False, True, True, False])
+        .group_by("person_id", maintain_order=True)
+        .first()
+        .select("person_id", "forename", "surname")
+    )
     latest = current.sort(["person_id", "event_date", "record_key"], descending=[False, True, False]).group_by("person_id", maintain_order=True).agg(
-        pl.col("forename").first(),
-        pl.col("surname").first(),
         pl.col("sex").drop_nulls().first(),
         pl.col("birth_year_stated").drop_nulls().first(),
         (pl.col("source") == "school_attendance").any().alias("at_school_recently"),
@@ -51,7 +60,7 @@ def person_profiles(records: pl.DataFrame, reference: dt.date) -> pl.DataFrame:
     )
     school_cutoff = reference - dt.timedelta(days=366)
     recent_school = current.filter((pl.col("source") == "school_attendance") & (pl.col("event_date") >= school_cutoff)).select("person_id").unique().with_columns(pl.lit(True).alias("in_education"))
-    people = latest.join(dob, on="person_id", how="left").join(recent_school, on="person_id", how="left")
+    people = latest.join(names, on="person_id", how="left").join(dob, on="person_id", how="left").join(recent_school, on="person_id", how="left")
     age = pl.coalesce(_age(pl.col("dob"), reference), pl.lit(reference.year) - pl.col("birth_year_stated"))
     return people.with_columns(age.alias("age"), pl.col("in_education").fill_null(False)).with_columns(
         ((pl.col("age") <= 15) | ((pl.col("age") <= 18) & pl.col("in_education"))).fill_null(False).alias("dependent_child")

@@ -58,7 +58,7 @@ def family_scores(context: dg.AssetExecutionContext, settings: EarlyhelpSettings
     Exported as family_scores.parquet."""
     registry = _registry(settings)
     with settings.warehouse() as con:
-        previous = read_table(con, "family_scores", "score")
+        history = read_table(con, "family_scores_history")
         result = score_families(
             registry,
             con.sql("SELECT * FROM person_indicators").pl(),
@@ -68,9 +68,18 @@ def family_scores(context: dg.AssetExecutionContext, settings: EarlyhelpSettings
             ScoreSettings(programme=settings.programme),
         )
         scores = result.scores.with_columns(pl.lit(settings.month).alias("month"))
-        replace_tables(con, {"family_scores": scores, "family_score_breakdown": result.breakdown})
-        if previous is not None:
-            replace_tables(con, {"family_scores_previous": previous})
+        # each month's scores are kept (this month's replaced on a rerun), so a later month
+        # can see whose needs are rising and whether the distribution moved
+        this_month = scores.select("month", "family_ref", "score", "eligible")
+        kept = history.filter(pl.col("month") != settings.month) if history is not None else None
+        replace_tables(
+            con,
+            {
+                "family_scores": scores,
+                "family_score_breakdown": result.breakdown,
+                "family_scores_history": pl.concat([kept, this_month], how="vertical_relaxed") if kept is not None else this_month,
+            },
+        )
     write_parquet_atomically(scores, settings.output / FAMILY_SCORES_FILE)
     eligible = int(scores["eligible"].sum())
     context.log.info(f"family_scores: {scores.height:,} families, {eligible:,} eligible under {settings.programme}")
@@ -112,11 +121,18 @@ def indicator_prevalence(settings: EarlyhelpSettings) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=family_scores, name=SCORE_SHIFT, description="Warns when the mean family score moves by more than a quarter since the previous run.")
+def previous_month(month: str) -> str:
+    year, mon = (int(p) for p in month.split("-"))
+    index = year * 12 + mon - 2
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+@dg.asset_check(asset=family_scores, name=SCORE_SHIFT, description="Warns when the mean family score moves by more than a quarter since the previous month.")
 def score_distribution_shift(settings: EarlyhelpSettings) -> dg.AssetCheckResult:
     with settings.warehouse(read_only=True) as con:
         now = con.execute("SELECT avg(score) FROM family_scores").fetchall()[0][0] or 0.0
-        previous = read_table(con, "family_scores_previous", "score")
+        history = read_table(con, "family_scores_history")
+    previous = history.filter(pl.col("month") == previous_month(settings.month)) if history is not None else None
     if previous is None or previous.is_empty():
         return dg.AssetCheckResult(passed=True, metadata={"mean_score": now, "previous": "none"})
     before = float(previous["score"].mean() or 0.0)

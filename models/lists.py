@@ -1,0 +1,141 @@
+"""The list of families each locality allocation meeting should discuss this month.
+
+Families eligible under the programme rule, each in exactly one locality (from its
+current postcode), ranked by score; each with its reference, address, members (name,
+date of birth, role: only what partners need to look the family up), the headline
+needs met, the score and its top reasons, the most recent event, and flags: already
+known to children's services (shown or left off, by configuration), discussed
+before (when, and the decision), new this month or carried over, and the
+circumstances that bring it: identified in data, a stuck early help case, a
+step-down from statutory services. The list supports the meeting's decision; it
+makes none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import polars as pl
+
+STATUTORY = ("CIN", "CP", "CLA")
+STEP_DOWN_MONTHS = 3
+
+
+@dataclass(frozen=True)
+class ListSettings:
+    include_already_known: bool = True  # show families open to children's services, flagged
+    step_down_months: int = STEP_DOWN_MONTHS
+
+
+@dataclass
+class LocalityLists:
+    lists: pl.DataFrame  # one row per listed family
+    members: pl.DataFrame  # family_ref, person_id, display name, dob, role
+    unplaced: int  # eligible families with no locality (postcode not in the lookup)
+
+
+def _title(expr: pl.Expr) -> pl.Expr:
+    return expr.str.to_titlecase()
+
+
+def family_addresses(records: pl.DataFrame, links: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
+    """family_ref -> the household's postcode and a readable address line."""
+    key = members.select("person_id", "family_ref", "household_key")
+    keyed = key.with_columns(
+        pl.col("household_key").str.split("|").list.get(0, null_on_oob=True).str.replace(r"^(moved from:|postcode:)", "").alias("postcode"),
+        pl.col("household_key").str.split("|").list.get(2, null_on_oob=True).alias("house_number"),
+    )
+    texts = (
+        records.filter(pl.col("address").is_not_null())
+        .join(links.select("record_key", "person_id"), on="record_key")
+        .join(keyed.select("person_id", "postcode", "house_number"), on=["person_id", "postcode", "house_number"])
+        .sort("address_date", descending=True)
+        .group_by("person_id", maintain_order=True)
+        .agg(pl.col("address").first())
+    )
+    return (
+        keyed.join(texts, on="person_id", how="left")
+        .group_by("family_ref")
+        .agg(pl.col("postcode").drop_nulls().first(), pl.col("address").drop_nulls().first())
+        .with_columns(_title(pl.col("address")).alias("address"))
+    )
+
+
+def case_flags(cases: pl.DataFrame, members: pl.DataFrame, reference: dt.date, step_down_months: int) -> pl.DataFrame:
+    """cases: person_id, service, open_date, close_date (linked open_cases rows)."""
+    index = reference.year * 12 + reference.month - 1 - step_down_months + 1
+    recent = dt.date(index // 12, index % 12 + 1, 1)
+    linked = cases.join(members.select("person_id", "family_ref"), on="person_id")
+    open_now = (pl.col("open_date") <= reference) & (pl.col("close_date").is_null() | (pl.col("close_date") > reference))
+    return linked.group_by("family_ref").agg(
+        (open_now & pl.col("service").is_in(STATUTORY)).any().alias("open_statutory"),
+        (open_now & (pl.col("service") == "EARLY_HELP")).any().alias("open_early_help"),
+        (pl.col("service").is_in(STATUTORY) & pl.col("close_date").is_between(recent, reference)).any().alias("step_down"),
+    )
+
+
+def build_lists(
+    scores: pl.DataFrame,
+    members: pl.DataFrame,
+    addresses: pl.DataFrame,
+    localities: pl.DataFrame,
+    flags: pl.DataFrame,
+    previous_scores: pl.DataFrame | None,
+    previous_lists: pl.DataFrame | None,
+    decisions: pl.DataFrame | None,
+    settings: ListSettings = ListSettings(),
+) -> LocalityLists:
+    """scores: family_scores; localities: postcode, ward, locality; decisions: raw_meeting_outcomes."""
+    eligible = scores.filter(pl.col("eligible")).join(addresses, on="family_ref", how="left")
+    placed = eligible.join(localities.select("postcode", "ward", "locality"), on="postcode", how="left")
+    unplaced = placed.filter(pl.col("locality").is_null()).height
+    listed = placed.filter(pl.col("locality").is_not_null()).join(flags, on="family_ref", how="left").with_columns(
+        pl.col("open_statutory").fill_null(False), pl.col("open_early_help").fill_null(False), pl.col("step_down").fill_null(False)
+    )
+    if not settings.include_already_known:
+        listed = listed.filter(~pl.col("open_statutory"))
+    rising = pl.lit(False)
+    if previous_scores is not None and previous_scores.height:
+        listed = listed.join(previous_scores.select("family_ref", pl.col("score").alias("previous_score")), on="family_ref", how="left")
+        rising = pl.col("previous_score").is_not_null() & (pl.col("score") > pl.col("previous_score"))
+    else:
+        listed = listed.with_columns(pl.lit(None, dtype=pl.Int64).alias("previous_score"))
+    before = set(previous_lists["family_ref"].to_list()) if previous_lists is not None and previous_lists.height else set()
+    listed = listed.with_columns(
+        pl.when(pl.col("family_ref").is_in(list(before))).then(pl.lit("carried over")).otherwise(pl.lit("new this month")).alias("status"),
+        pl.concat_str(
+            [
+                pl.lit("identified in data"),
+                pl.when(pl.col("open_early_help") & rising).then(pl.lit("early help case with rising needs (stuck)")),
+                pl.when(pl.col("step_down")).then(pl.lit("recently closed by children's social care (step-down)")),
+            ],
+            separator="; ",
+            ignore_nulls=True,
+        ).alias("circumstances"),
+        pl.when(pl.col("open_statutory")).then(pl.lit("already known: open to children's social care")).alias("already_known"),
+    )
+    if decisions is not None and decisions.height:
+        last = decisions.sort("meeting_date").group_by("family_ref").agg(
+            pl.col("meeting_date").last().alias("last_discussed"), pl.col("decision").last().alias("last_decision")
+        )
+        listed = listed.join(last, on="family_ref", how="left")
+    else:
+        listed = listed.with_columns(pl.lit(None, dtype=pl.Date).alias("last_discussed"), pl.lit(None, dtype=pl.String).alias("last_decision"))
+    listed = listed.sort(["locality", "score", "latest_event", "family_ref"], descending=[False, True, True, False], nulls_last=True).with_columns(
+        pl.int_range(1, pl.len() + 1).over("locality").alias("rank")
+    )
+    shown = members.join(listed.select("family_ref"), on="family_ref", how="semi").select(
+        "family_ref",
+        "person_id",
+        (_title(pl.col("forename")) + " " + _title(pl.col("surname"))).alias("name"),
+        "dob",
+        pl.when(pl.col("age") <= 17).then(pl.lit("child")).otherwise(pl.lit("adult")).alias("role"),
+        "age",
+    ).sort(["family_ref", "age", "person_id"], descending=[False, True, False], nulls_last=True)
+    columns = [
+        "locality", "rank", "family_ref", "address", "postcode", "ward", "members", "dependent_children", "score", "band",
+        "outcomes", "outcomes_met", "top_reasons", "latest_event", "status", "circumstances", "already_known",
+        "last_discussed", "last_decision",
+    ]
+    return LocalityLists(lists=listed.select(columns), members=shown, unplaced=unplaced)

@@ -1,0 +1,87 @@
+"""Dagster asset for the monthly locality lists and their packs, with an audit of every list produced."""
+
+import datetime as dt
+import hashlib
+import os
+
+import dagster as dg
+import polars as pl
+
+from models.lists import ListSettings, build_lists, case_flags, family_addresses
+from pipelines.resources import EarlyhelpSettings
+from pipelines.score_assets import _registry, family_scores, previous_month
+from pipelines.packs import write_packs
+from pipelines.warehouse import read_table, replace_tables
+
+LISTS = "lists"
+
+
+class ListConfig(dg.Config):
+    include_already_known: bool = True  # families open to children's social care: shown, flagged
+
+
+@dg.asset(group_name=LISTS, kinds={"duckdb", "html"}, deps=[family_scores])
+def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settings: EarlyhelpSettings) -> dg.MaterializeResult:
+    """One list per locality for the reference month: eligible families ranked, with members,
+    needs, score and reasons, and flags; packs (HTML, XLSX, CSV) and a summary under
+    `<out>/packs/<month>/`; every list recorded in `list_audit`."""
+    with settings.warehouse() as con:
+        members = con.sql("SELECT * FROM family_members").pl()
+        records = con.sql("SELECT record_key, address, address_date, postcode, house_number FROM person_records").pl()
+        links = con.sql("SELECT record_key, person_id FROM person_links").pl()
+        cases = con.sql(
+            """SELECT pl.person_id, c.service, c.open_date, c.close_date FROM raw_open_cases c
+               JOIN person_records pr ON pr.source = 'open_cases' AND pr.file = c._file AND pr.row = c._row
+               JOIN person_links pl ON pl.record_key = pr.record_key"""
+        ).pl()
+        audit = read_table(con, "list_audit")
+        previous = audit.filter(pl.col("month") == previous_month(settings.month)) if audit is not None else None
+        result = build_lists(
+            con.sql("SELECT * FROM family_scores").pl(),
+            members,
+            family_addresses(records, links, members),
+            con.sql("SELECT postcode, ward, locality FROM raw_postcode_localities").pl(),
+            case_flags(cases, members, settings.reference_date, ListSettings().step_down_months),
+            _scores_of(read_table(con, "family_scores_history"), previous_month(settings.month)),
+            previous,
+            read_table(con, "raw_meeting_outcomes"),
+            ListSettings(include_already_known=config.include_already_known),
+        )
+        registry = _registry(settings)
+        configuration = f"programme={settings.programme}; registry_sha256={hashlib.sha256(registry.path.read_bytes()).hexdigest()[:16]}; include_already_known={config.include_already_known}"
+        entry = result.lists.select(
+            pl.lit(settings.month).alias("month"), "locality", "family_ref", "rank",
+            pl.lit(context.run_id).alias("run_id"),
+            pl.lit(dt.datetime.now().replace(microsecond=0)).alias("produced_at"),
+            pl.lit(configuration).alias("configuration"),
+            pl.lit(os.environ.get("USER", "unknown")).alias("run_by"),
+        )
+        kept = audit.filter(pl.col("month") != settings.month) if audit is not None else None
+        replace_tables(
+            con,
+            {
+                "locality_lists": result.lists,
+                "locality_list_members": result.members,
+                "list_audit": pl.concat([kept, entry], how="vertical_relaxed") if kept is not None else entry,
+            },
+        )
+    folder = settings.output / "packs" / settings.month
+    written = write_packs(result.lists, result.members, settings.month, folder, result.unplaced)
+    per_locality = dict(result.lists.group_by("locality").len().sort("locality").iter_rows())
+    context.log.info(f"locality_lists: {result.lists.height:,} families across {len(per_locality)} localities; packs in {folder}")
+    return dg.MaterializeResult(
+        metadata={
+            "families_listed": result.lists.height,
+            "families_by_locality": dg.MetadataValue.json(per_locality),
+            "eligible_without_locality": result.unplaced,
+            "packs": dg.MetadataValue.path(str(folder)),
+            "files": len(written),
+        }
+    )
+
+
+def _scores_of(history: pl.DataFrame | None, month: str) -> pl.DataFrame | None:
+    return history.filter(pl.col("month") == month) if history is not None else None
+
+
+LIST_ASSETS = [locality_lists]
