@@ -26,6 +26,7 @@ STEP_DOWN_MONTHS = 3
 class ListSettings:
     include_already_known: bool = True  # show families open to children's services, flagged
     step_down_months: int = STEP_DOWN_MONTHS
+    no_further_action_months: int = 6  # not relisted for this long after NFA, unless a new event
 
 
 @dataclass
@@ -33,6 +34,62 @@ class LocalityLists:
     lists: pl.DataFrame  # one row per listed family
     members: pl.DataFrame  # family_ref, person_id, display name, dob, role
     unplaced: int  # eligible families with no locality (postcode not in the lookup)
+    allocated: pl.DataFrame  # family_ref, meeting_date, lead_agency: worked with, so not relisted
+    discrepancies: pl.DataFrame  # family_ref, meeting_date, decision, issue: decisions that do not fit the data
+
+
+DISCREPANCY_SCHEMA = {"family_ref": pl.String, "meeting_date": pl.Date, "decision": pl.String, "issue": pl.String}
+
+
+def _months_before(reference: dt.date, months: int) -> dt.date:
+    index = reference.year * 12 + reference.month - 1 - months
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def apply_decisions(
+    candidates: pl.DataFrame, scores: pl.DataFrame, decisions: pl.DataFrame | None, reference: dt.date, settings: ListSettings,
+    known_refs: set[str] | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Honour the meetings' latest decisions: returns (families to list, allocated, discrepancies).
+
+    ALLOCATED: worked with by the lead agency, so not relisted; NO_FURTHER_ACTION: not relisted
+    for `no_further_action_months` unless a new event arrives after the meeting;
+    CONSENT_DECLINED: never relisted while it stands; DEFERRED: back this month, whatever the
+    rule says; ALREADY_KNOWN: checked against open cases. A decision about a family reference
+    the pipeline does not know is reported, not dropped."""
+    empty_allocated = pl.DataFrame(schema={"family_ref": pl.String, "meeting_date": pl.Date, "lead_agency": pl.String})
+    if decisions is None or decisions.is_empty():
+        return candidates, empty_allocated, pl.DataFrame(schema=DISCREPANCY_SCHEMA)
+    latest = (
+        decisions.filter(pl.col("meeting_date") <= reference)
+        .sort(["family_ref", "meeting_date"])
+        .group_by("family_ref", maintain_order=True)
+        .last()
+        .select("family_ref", "meeting_date", "decision", "lead_agency")
+    )
+    known = known_refs if known_refs is not None else set(scores["family_ref"].to_list())
+    unknown = latest.filter(~pl.col("family_ref").is_in(list(known))).select(
+        "family_ref", "meeting_date", "decision", pl.lit("the pipeline knows no family with this reference").alias("issue")
+    )
+    facts = candidates.select("family_ref", "latest_event", "open_statutory", "open_early_help")
+    judged = latest.join(scores.select("family_ref", pl.col("latest_event").alias("event")), on="family_ref")
+    nfa_until = _months_before(reference, settings.no_further_action_months)
+    hold = judged.filter(
+        (pl.col("decision") == "ALLOCATED")
+        | (pl.col("decision") == "CONSENT_DECLINED")
+        | ((pl.col("decision") == "NO_FURTHER_ACTION") & (pl.col("meeting_date") >= nfa_until) & ~(pl.col("event") > pl.col("meeting_date")).fill_null(False))
+    )
+    deferred = judged.filter(pl.col("decision") == "DEFERRED").select("family_ref")
+    listed = candidates.join(hold.select("family_ref"), on="family_ref", how="anti")
+    returning = scores.join(deferred, on="family_ref", how="semi").join(listed.select("family_ref"), on="family_ref", how="anti")
+    if returning.height:
+        listed = pl.concat([listed, returning.select([c for c in listed.columns if c in returning.columns])], how="diagonal_relaxed")
+    already = latest.filter(pl.col("decision") == "ALREADY_KNOWN").join(facts, on="family_ref", how="left")
+    not_known = already.filter(~(pl.col("open_statutory").fill_null(False) | pl.col("open_early_help").fill_null(False))).select(
+        "family_ref", "meeting_date", "decision", pl.lit("recorded as already known, but no open case is linked to the family").alias("issue")
+    )
+    allocated = judged.filter(pl.col("decision") == "ALLOCATED").select("family_ref", "meeting_date", "lead_agency")
+    return listed, allocated, pl.concat([unknown, not_known]).cast(DISCREPANCY_SCHEMA)
 
 
 def _title(expr: pl.Expr) -> pl.Expr:
@@ -84,14 +141,22 @@ def build_lists(
     previous_scores: pl.DataFrame | None,
     previous_lists: pl.DataFrame | None,
     decisions: pl.DataFrame | None,
+    reference: dt.date,
     settings: ListSettings = ListSettings(),
 ) -> LocalityLists:
     """scores: family_scores; localities: postcode, ward, locality; decisions: raw_meeting_outcomes."""
     eligible = scores.filter(pl.col("eligible")).join(addresses, on="family_ref", how="left")
     placed = eligible.join(localities.select("postcode", "ward", "locality"), on="postcode", how="left")
     unplaced = placed.filter(pl.col("locality").is_null()).height
-    listed = placed.filter(pl.col("locality").is_not_null()).join(flags, on="family_ref", how="left").with_columns(
-        pl.col("open_statutory").fill_null(False), pl.col("open_early_help").fill_null(False), pl.col("step_down").fill_null(False)
+    def with_flags(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.join(flags, on="family_ref", how="left").with_columns(
+            pl.col("open_statutory").fill_null(False), pl.col("open_early_help").fill_null(False), pl.col("step_down").fill_null(False)
+        )
+
+    listed = with_flags(placed.filter(pl.col("locality").is_not_null()))
+    everyone = with_flags(scores.join(addresses, on="family_ref", how="left").join(localities.select("postcode", "ward", "locality"), on="postcode", how="left")).filter(pl.col("locality").is_not_null())
+    listed, allocated, discrepancies = apply_decisions(
+        listed, everyone, decisions, reference, settings, known_refs=set(members["family_ref"].to_list())
     )
     if not settings.include_already_known:
         listed = listed.filter(~pl.col("open_statutory"))
@@ -116,7 +181,7 @@ def build_lists(
         pl.when(pl.col("open_statutory")).then(pl.lit("already known: open to children's social care")).alias("already_known"),
     )
     if decisions is not None and decisions.height:
-        last = decisions.sort("meeting_date").group_by("family_ref").agg(
+        last = decisions.filter(pl.col("meeting_date") <= reference).sort("meeting_date").group_by("family_ref").agg(
             pl.col("meeting_date").last().alias("last_discussed"), pl.col("decision").last().alias("last_decision")
         )
         listed = listed.join(last, on="family_ref", how="left")
@@ -138,4 +203,4 @@ def build_lists(
         "outcomes", "outcomes_met", "top_reasons", "latest_event", "status", "circumstances", "already_known",
         "last_discussed", "last_decision",
     ]
-    return LocalityLists(lists=listed.select(columns), members=shown, unplaced=unplaced)
+    return LocalityLists(lists=listed.select(columns), members=shown, unplaced=unplaced, allocated=allocated, discrepancies=discrepancies)

@@ -18,6 +18,7 @@ LISTS = "lists"
 
 class ListConfig(dg.Config):
     include_already_known: bool = True  # families open to children's social care: shown, flagged
+    no_further_action_months: int = 6  # after NO_FURTHER_ACTION, not relisted this long unless a new event
 
 
 @dg.asset(group_name=LISTS, kinds={"duckdb", "html"}, deps=[family_scores])
@@ -45,7 +46,8 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
             _scores_of(read_table(con, "family_scores_history"), previous_month(settings.month)),
             previous,
             read_table(con, "raw_meeting_outcomes"),
-            ListSettings(include_already_known=config.include_already_known),
+            settings.reference_date,
+            ListSettings(include_already_known=config.include_already_known, no_further_action_months=config.no_further_action_months),
         )
         registry = _registry(settings)
         configuration = f"programme={settings.programme}; registry_sha256={hashlib.sha256(registry.path.read_bytes()).hexdigest()[:16]}; include_already_known={config.include_already_known}"
@@ -62,6 +64,8 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
             {
                 "locality_lists": result.lists,
                 "locality_list_members": result.members,
+                "allocated_families": result.allocated,
+                "decision_discrepancies": result.discrepancies,
                 "list_audit": pl.concat([kept, entry], how="vertical_relaxed") if kept is not None else entry,
             },
         )
@@ -74,6 +78,8 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
             "families_listed": result.lists.height,
             "families_by_locality": dg.MetadataValue.json(per_locality),
             "eligible_without_locality": result.unplaced,
+            "allocated_not_relisted": result.allocated.height,
+            "decision_discrepancies": result.discrepancies.height,
             "packs": dg.MetadataValue.path(str(folder)),
             "files": len(written),
         }

@@ -102,3 +102,55 @@ def test_pack_renders_in_headless_chromium(listed, tmp_path):
     families = pl.read_csv(pack.with_suffix(".csv"), infer_schema=False)["family_ref"].n_unique()
     assert dom.count('class="family"') == families > 0, "every family renders as its own block"
     assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_second_month_honours_every_meeting_decision(village, tmp_path):
+    """Month one's list goes to the meetings; their decisions come back as a meeting_outcomes
+    file; month two's lists honour each one."""
+    landing = tmp_path / "landing"
+    shutil.copytree(village, landing)
+    out = tmp_path / "out"
+    assert run_pipeline(landing, "2026-08", out).success
+    con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
+    first = con.sql("SELECT family_ref, locality, latest_event FROM locality_lists ORDER BY locality, rank").pl()
+    con.close()
+    assert first.height >= 5
+    refs = first["family_ref"].to_list()
+    decisions = pl.DataFrame(
+        {
+            "FAMILY_REF": [refs[0], refs[1], refs[2], refs[3], refs[4], "F9999999"],
+            "MEETING_DATE": ["2026-09-10"] * 6,
+            "DECISION": ["ALLOCATED", "NO_FURTHER_ACTION", "CONSENT_DECLINED", "DEFERRED", "ALREADY_KNOWN", "ALLOCATED"],
+            "LEAD_AGENCY": ["School", None, None, None, None, "Health visiting"],
+            "NOTES": [None, "no concerns the family wants help with", None, "more information first", None, None],
+        }
+    )
+    (landing / "meeting_outcomes").mkdir()
+    decisions.write_csv(landing / "meeting_outcomes" / "meeting_outcomes_2026-09.csv")
+    assert run_pipeline(landing, MONTH, out).success
+    con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
+    second = con.sql("SELECT * FROM locality_lists").pl()
+    listed = set(second["family_ref"])
+    assert refs[0] not in listed, "ALLOCATED families are worked with, not relisted"
+    allocated = con.sql("SELECT family_ref, lead_agency FROM allocated_families").pl()
+    assert allocated.rows() == [(refs[0], "School")]
+    nfa_event = con.sql(f"SELECT latest_event FROM family_scores WHERE family_ref = '{refs[1]}'").fetchall()
+    if nfa_event and nfa_event[0][0] is not None and str(nfa_event[0][0]) > "2026-09-10":
+        assert refs[1] in listed, "a new event since NO_FURTHER_ACTION relists the family"
+    else:
+        assert refs[1] not in listed, "NO_FURTHER_ACTION is not relisted within its period"
+    assert refs[2] not in listed, "CONSENT_DECLINED is never relisted while it stands"
+    assert refs[3] in listed, "DEFERRED families return next month"
+    row = second.filter(pl.col("family_ref") == refs[3]).row(0, named=True)
+    assert row["last_decision"] == "DEFERRED" and str(row["last_discussed"]) == "2026-09-10"
+    issues = dict(con.sql("SELECT family_ref, issue FROM decision_discrepancies").pl().iter_rows())
+    assert "F9999999" in issues and "knows no family" in issues["F9999999"]
+    open_cases = con.execute(
+        f"""SELECT count(*) FROM raw_open_cases c
+            JOIN person_records pr ON pr.source = 'open_cases' AND pr.file = c._file AND pr.row = c._row
+            JOIN person_links pl ON pl.record_key = pr.record_key
+            JOIN family_members m ON m.person_id = pl.person_id
+            WHERE m.family_ref = '{refs[4]}' AND c.open_date <= DATE '2026-09-30'
+              AND (c.close_date IS NULL OR c.close_date > DATE '2026-09-30')"""
+    ).fetchall()[0][0]
+    assert (refs[4] in issues) == (open_cases == 0), "ALREADY_KNOWN is checked against open cases"
