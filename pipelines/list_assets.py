@@ -9,7 +9,7 @@ import polars as pl
 
 from models.lists import ListSettings, build_lists, case_flags, family_addresses
 from pipelines.resources import EarlyhelpSettings
-from pipelines.score_assets import _registry, family_scores, previous_month
+from pipelines.score_assets import registry_for, family_scores, previous_month
 from pipelines.packs import write_packs
 from pipelines.warehouse import read_table, replace_tables
 
@@ -49,7 +49,7 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
             settings.reference_date,
             ListSettings(include_already_known=config.include_already_known, no_further_action_months=config.no_further_action_months),
         )
-        registry = _registry(settings)
+        registry = registry_for(settings)
         configuration = f"programme={settings.programme}; registry_sha256={hashlib.sha256(registry.path.read_bytes()).hexdigest()[:16]}; include_already_known={config.include_already_known}"
         entry = result.lists.select(
             pl.lit(settings.month).alias("month"), "locality", "family_ref", "rank",

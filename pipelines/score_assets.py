@@ -19,7 +19,7 @@ SCORE_SHIFT = "score_distribution_shift"
 MAX_PREVALENCE = 0.25
 
 
-def _registry(settings: EarlyhelpSettings):
+def registry_for(settings: EarlyhelpSettings):
     return load_registry(settings.registry_path or None)
 
 
@@ -27,7 +27,7 @@ def _registry(settings: EarlyhelpSettings):
 def indicators(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Every indicator of the registry for every person and family as of the reference month,
     with its evidence: the source rows (source, file, row), dates and values behind each hit."""
-    registry = _registry(settings)
+    registry = registry_for(settings)
     with settings.warehouse() as con:
         result = compute_indicators(con, registry, settings.reference_date)
         replace_tables(
@@ -56,7 +56,7 @@ def family_scores(context: dg.AssetExecutionContext, settings: EarlyhelpSettings
     headline needs met, eligibility under the programme rule, a band, the top reasons in plain
     English, and a breakdown (`family_score_breakdown`) that sums exactly to each score.
     Exported as family_scores.parquet."""
-    registry = _registry(settings)
+    registry = registry_for(settings)
     with settings.warehouse() as con:
         history = read_table(con, "family_scores_history")
         result = score_families(
@@ -109,7 +109,7 @@ def breakdown_sums_to_score(settings: EarlyhelpSettings) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=indicators, name=PREVALENCE, description=f"Warns when an indicator hits more than {MAX_PREVALENCE:.0%} of the people it applies to, or none at all.")
 def indicator_prevalence(settings: EarlyhelpSettings) -> dg.AssetCheckResult:
-    registry = _registry(settings)
+    registry = registry_for(settings)
     with settings.warehouse(read_only=True) as con:
         people = con.execute("SELECT count(*) FROM family_members").fetchall()[0][0]
         hits = dict(con.execute("SELECT indicator_id, count(DISTINCT person_id) FROM person_indicators GROUP BY 1").fetchall())
@@ -151,7 +151,7 @@ def scorecard_model(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
     configuration switch turns it on, and never adds or removes a family."""
     with settings.warehouse(read_only=True) as con:
         try:
-            evaluation = evaluate(con, _registry(settings), settings.reference_date)
+            evaluation = evaluate(con, registry_for(settings), settings.reference_date)
         except NotEnoughOutcomes as exc:
             context.log.warning(f"scorecard_model: {exc}")
             return dg.MaterializeResult(metadata={"trained": False, "reason": str(exc)})
