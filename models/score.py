@@ -11,7 +11,6 @@ the hits evidence; eligibility follows the configured programme rule.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 import polars as pl

@@ -521,7 +521,6 @@ def open_cases(county: County, t: Timeline, rng: np.random.Generator, asb: pl.Da
     n_hh = hh.height
     need = hh["need"].to_numpy()
     crisis = hh["crisis_start"].to_numpy() >= 0
-    month_days = t.days / HISTORY_MONTHS
     has_children = np.zeros(n_hh, dtype=bool)
     has_children[t.household[(t.role == "child") & (t.age < 18)]] = True
     p_escalate = 1 / (1 + np.exp(-(-3.9 + 0.9 * need + 2.6 * crisis)))
