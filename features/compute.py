@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
+from features.calendar import window_start
 from features.registry import Indicator, Registry
 
 AGE_FILTERS = {
@@ -33,11 +34,6 @@ class IndicatorResult:
     family_indicators: pl.DataFrame  # family_ref, indicator_id, persons, latest
 
 
-def _window_start(reference: dt.date, months: int) -> dt.date:
-    index = reference.year * 12 + reference.month - 1 - months + 1
-    return dt.date(index // 12, index % 12 + 1, 1)
-
-
 def _mentions(indicator: Indicator) -> str:
     """The source's rows joined to the person and family each belongs to, filtered by age."""
     return f"""
@@ -52,7 +48,7 @@ def _mentions(indicator: Indicator) -> str:
 
 def _evidence_sql(indicator: Indicator, reference: dt.date, con: duckdb.DuckDBPyConnection) -> str:
     """SQL giving one row per piece of evidence, with `value` the row's contribution."""
-    start = _window_start(reference, indicator.window_months)
+    start = window_start(reference, indicator.window_months)
     base = _mentions(indicator)
     if indicator.kind in ("count", "sum"):
         value = indicator.measure if indicator.kind == "sum" else "1"

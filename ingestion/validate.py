@@ -33,7 +33,6 @@ PROBLEM_SCHEMA = {ROW: pl.Int64, "column": pl.String, "reason": pl.String}
 class Validated:
     good: pl.DataFrame  # typed canonical columns plus _row, rows that passed every check
     problems: pl.DataFrame  # _row, column (partner's name), reason; one row per problem
-    bad_rows: pl.DataFrame  # the text of every quarantined row (canonical names) plus _row
 
 
 def _blank_to_null(name: str) -> pl.Expr:
@@ -160,5 +159,4 @@ def validate_rows(frame: pl.DataFrame, contract: Contract, today: dt.date) -> Va
             extra = pl.concat(rule_problems)
             problems = pl.concat([problems, extra])
             typed = typed.filter(~pl.col(ROW).is_in(extra[ROW].implode()))
-    bad_rows = text.filter(pl.col(ROW).is_in(problems[ROW].implode()))
-    return Validated(good=typed, problems=problems.cast(PROBLEM_SCHEMA), bad_rows=bad_rows)
+    return Validated(good=typed, problems=problems.cast(PROBLEM_SCHEMA))

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from features.calendar import window_start
+
 STATUTORY = ("CIN", "CP", "CLA")
 STEP_DOWN_MONTHS = 3
 
@@ -39,11 +41,6 @@ class LocalityLists:
 
 
 DISCREPANCY_SCHEMA = {"family_ref": pl.String, "meeting_date": pl.Date, "decision": pl.String, "issue": pl.String}
-
-
-def _months_before(reference: dt.date, months: int) -> dt.date:
-    index = reference.year * 12 + reference.month - 1 - months
-    return dt.date(index // 12, index % 12 + 1, 1)
 
 
 def apply_decisions(
@@ -73,7 +70,7 @@ def apply_decisions(
     )
     facts = candidates.select("family_ref", "latest_event", "open_statutory", "open_early_help")
     judged = latest.join(scores.select("family_ref", pl.col("latest_event").alias("event")), on="family_ref")
-    nfa_until = _months_before(reference, settings.no_further_action_months)
+    nfa_until = window_start(reference, settings.no_further_action_months + 1)
     hold = judged.filter(
         (pl.col("decision") == "ALLOCATED")
         | (pl.col("decision") == "CONSENT_DECLINED")
@@ -121,8 +118,7 @@ def family_addresses(records: pl.DataFrame, links: pl.DataFrame, members: pl.Dat
 
 def case_flags(cases: pl.DataFrame, members: pl.DataFrame, reference: dt.date, step_down_months: int) -> pl.DataFrame:
     """cases: person_id, service, open_date, close_date (linked open_cases rows)."""
-    index = reference.year * 12 + reference.month - 1 - step_down_months + 1
-    recent = dt.date(index // 12, index % 12 + 1, 1)
+    recent = window_start(reference, step_down_months)
     linked = cases.join(members.select("person_id", "family_ref"), on="person_id")
     open_now = (pl.col("open_date") <= reference) & (pl.col("close_date").is_null() | (pl.col("close_date") > reference))
     return linked.group_by("family_ref").agg(

@@ -25,20 +25,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from features import compute_indicators
+from features.calendar import shift_months
 from features.registry import Registry
 from linkage import form_families
 from models.score import score_families
 
 STATUTORY = ("CIN", "CP", "CLA")
-
-
-def month_end(year: int, month: int) -> dt.date:
-    return dt.date(year + (month == 12), month % 12 + 1, 1) - dt.timedelta(days=1)
-
-
-def shift_months(day: dt.date, months: int) -> dt.date:
-    index = day.year * 12 + day.month - 1 + months
-    return month_end(index // 12, index % 12 + 1)
 
 
 def snapshot(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date) -> pl.DataFrame:

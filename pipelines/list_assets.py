@@ -9,7 +9,8 @@ import polars as pl
 
 from models.lists import ListSettings, build_lists, case_flags, family_addresses
 from pipelines.resources import EarlyhelpSettings
-from pipelines.score_assets import registry_for, family_scores, previous_month
+from features.calendar import previous_month
+from pipelines.score_assets import family_scores, registry_for
 from pipelines.packs import write_packs
 from pipelines.warehouse import read_table, replace_tables
 

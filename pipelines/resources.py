@@ -11,6 +11,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from features import calendar
+
 WAREHOUSE_FILE = "warehouse.duckdb"
 
 
@@ -40,8 +42,7 @@ class EarlyhelpSettings(dg.ConfigurableResource):
     @property
     def reference_date(self) -> dt.date:
         """The last day of the reference month."""
-        year, month = (int(p) for p in self.month.split("-"))
-        return dt.date(year + (month == 12), month % 12 + 1, 1) - dt.timedelta(days=1)
+        return calendar.reference_date(self.month)
 
     @contextmanager
     def warehouse(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -4,6 +4,7 @@ import dagster as dg
 import polars as pl
 
 from features import compute_indicators, load_registry
+from features.calendar import previous_month
 from models.score import ScoreSettings, score_families
 from models.scorecard import NotEnoughOutcomes, evaluate, markdown_to_html, model_card
 from pipelines.linkage_assets import family_members
@@ -119,12 +120,6 @@ def indicator_prevalence(settings: EarlyhelpSettings) -> dg.AssetCheckResult:
         passed=not odd, severity=dg.AssetCheckSeverity.WARN, description=f"Implausible prevalence: {odd}" if odd else None,
         metadata={"share_of_people": dg.MetadataValue.json(shares)},
     )
-
-
-def previous_month(month: str) -> str:
-    year, mon = (int(p) for p in month.split("-"))
-    index = year * 12 + mon - 2
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
 @dg.asset_check(asset=family_scores, name=SCORE_SHIFT, description="Warns when the mean family score moves by more than a quarter since the previous month.")
