@@ -34,22 +34,22 @@ class IndicatorResult:
     family_indicators: pl.DataFrame  # family_ref, indicator_id, persons, latest
 
 
-def _mentions(indicator: Indicator) -> str:
+def _mentions(indicator: Indicator, members: str) -> str:
     """The source's rows joined to the person and family each belongs to, filtered by age."""
     return f"""
         SELECT r.*, pr.record_key, pr.source, pr.file, pr.row, pr.event_date, pl.person_id, m.family_ref, m.age
         FROM "raw_{indicator.source}" r
         JOIN person_records pr ON pr.source = '{indicator.source}' AND pr.file = r._file AND pr.row = r._row
         JOIN person_links pl ON pl.record_key = pr.record_key
-        JOIN family_members m ON m.person_id = pl.person_id
+        JOIN "{members}" m ON m.person_id = pl.person_id
         WHERE {AGE_FILTERS[indicator.applies_to]}
     """
 
 
-def _evidence_sql(indicator: Indicator, reference: dt.date, con: duckdb.DuckDBPyConnection) -> str:
+def _evidence_sql(indicator: Indicator, reference: dt.date, con: duckdb.DuckDBPyConnection, members: str) -> str:
     """SQL giving one row per piece of evidence, with `value` the row's contribution."""
     start = window_start(reference, indicator.window_months)
-    base = _mentions(indicator)
+    base = _mentions(indicator, members)
     if indicator.kind in ("count", "sum"):
         value = indicator.measure if indicator.kind == "sum" else "1"
         return f"""
@@ -80,8 +80,8 @@ def _evidence_sql(indicator: Indicator, reference: dt.date, con: duckdb.DuckDBPy
     raise ValueError(indicator.kind)
 
 
-def _person_hits(con: duckdb.DuckDBPyConnection, indicator: Indicator, reference: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
-    evidence = con.sql(_evidence_sql(indicator, reference, con)).pl()
+def _person_hits(con: duckdb.DuckDBPyConnection, indicator: Indicator, reference: dt.date, members: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    evidence = con.sql(_evidence_sql(indicator, reference, con, members)).pl()
     if indicator.kind == "attendance":
         per_person = evidence.group_by("person_id", "family_ref").agg(
             (1 - pl.col("absent").sum() / pl.col("possible").sum()).alias("value"),
@@ -108,7 +108,7 @@ def _person_hits(con: duckdb.DuckDBPyConnection, indicator: Indicator, reference
 
 
 def _household_hits(
-    con: duckdb.DuckDBPyConnection, indicator: Indicator, registry: Registry, reference: dt.date, persons: pl.DataFrame
+    con: duckdb.DuckDBPyConnection, indicator: Indicator, registry: Registry, reference: dt.date, persons: pl.DataFrame, members: str
 ) -> pl.DataFrame:
     """Families where some member has `of` and no member has a row matching `unless_where`."""
     of = registry.get(indicator.of)
@@ -116,7 +116,7 @@ def _household_hits(
     blocked = pl.DataFrame(schema={"family_ref": pl.String})
     if indicator.unless_source and indicator.unless_where:
         unless = Indicator(**{**of.__dict__, "id": "_unless", "where": indicator.unless_where, "source": indicator.unless_source, "applies_to": "any"})
-        blocked = con.sql(_evidence_sql(unless, reference, con)).pl().select("family_ref").unique()
+        blocked = con.sql(_evidence_sql(unless, reference, con, members)).pl().select("family_ref").unique()
     return (
         with_of.join(blocked, on="family_ref", how="anti")
         .group_by("family_ref")
@@ -125,12 +125,16 @@ def _household_hits(
     )
 
 
-def compute_indicators(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date) -> IndicatorResult:
+def compute_indicators(
+    con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date, members: str = "family_members"
+) -> IndicatorResult:
+    """Every indicator at `reference`, for the people in the table `members` (by default all of
+    `family_members`; outcome tracking passes just the allocated families' members)."""
     persons, evidence = [], []
     for indicator in registry.indicators:
         if indicator.kind == "household":
             continue
-        hits, rows = _person_hits(con, indicator, reference)
+        hits, rows = _person_hits(con, indicator, reference, members)
         persons.append(hits)
         evidence.append(rows)
     person_indicators = pl.concat(persons) if persons else pl.DataFrame()
@@ -138,7 +142,7 @@ def compute_indicators(con: duckdb.DuckDBPyConnection, registry: Registry, refer
     family = person_indicators.group_by("family_ref", "indicator_id").agg(
         pl.col("person_id").n_unique().alias("persons"), pl.col("latest").max()
     )
-    households = [_household_hits(con, i, registry, reference, person_indicators) for i in registry.indicators if i.kind == "household"]
+    households = [_household_hits(con, i, registry, reference, person_indicators, members) for i in registry.indicators if i.kind == "household"]
     if households:
         family = pl.concat([family, *[h.select(family.columns) for h in households]])
     return IndicatorResult(

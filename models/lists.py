@@ -85,7 +85,10 @@ def apply_decisions(
     not_known = already.filter(~(pl.col("open_statutory").fill_null(False) | pl.col("open_early_help").fill_null(False))).select(
         "family_ref", "meeting_date", "decision", pl.lit("recorded as already known, but no open case is linked to the family").alias("issue")
     )
-    allocated = judged.filter(pl.col("decision") == "ALLOCATED").select("family_ref", "meeting_date", "lead_agency")
+    # every known family a meeting allocated, wherever it lives now (its outcomes are still tracked)
+    allocated = latest.filter((pl.col("decision") == "ALLOCATED") & pl.col("family_ref").is_in(list(known))).select(
+        "family_ref", "meeting_date", "lead_agency"
+    )
     return listed, allocated, pl.concat([unknown, not_known]).cast(DISCREPANCY_SCHEMA)
 
 

@@ -165,7 +165,8 @@ def cmd_model(args: argparse.Namespace) -> int:
     import duckdb
 
     from features import load_registry
-    from models.scorecard import NotEnoughOutcomes, evaluate, markdown_to_html, model_card
+    from models.markdown import markdown_to_html
+    from models.scorecard import NotEnoughOutcomes, evaluate, model_card
     from pipelines.resources import EarlyhelpSettings
     from pipelines.warehouse import write_text_atomically
 

@@ -8,16 +8,17 @@ from pipelines.assets import RAW_ASSETS, person_records
 from pipelines.checks import RAW_CHECKS
 from pipelines.linkage_assets import LINKAGE_ASSETS
 from pipelines.list_assets import LIST_ASSETS
+from pipelines.outcome_assets import OUTCOME_ASSETS
 from pipelines.score_assets import SCORE_ASSETS, SCORE_CHECKS
 from pipelines.resources import default_settings
 
-ALL_ASSETS = [*RAW_ASSETS, person_records, *LINKAGE_ASSETS, *SCORE_ASSETS, *LIST_ASSETS]
+ALL_ASSETS = [*RAW_ASSETS, person_records, *LINKAGE_ASSETS, *SCORE_ASSETS, *LIST_ASSETS, *OUTCOME_ASSETS]
 ALL_CHECKS = [*RAW_CHECKS, *SCORE_CHECKS]
 
 monthly_run = dg.define_asset_job(
     "monthly_run",
     selection=dg.AssetSelection.assets(*ALL_ASSETS),
-    description="Ingest every partner extract, link records to persons and families, compute indicators and family scores, and write the locality lists for the reference month.",
+    description="Ingest every partner extract, link records to persons and families, compute indicators and family scores, write the locality lists for the reference month, and track allocated families' outcomes.",
 )
 
 defs = dg.Definitions(

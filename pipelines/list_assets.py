@@ -31,11 +31,7 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
         members = con.sql("SELECT * FROM family_members").pl()
         records = con.sql("SELECT record_key, address, address_date, postcode, house_number FROM person_records").pl()
         links = con.sql("SELECT record_key, person_id FROM person_links").pl()
-        cases = con.sql(
-            """SELECT pl.person_id, c.service, c.open_date, c.close_date FROM raw_open_cases c
-               JOIN person_records pr ON pr.source = 'open_cases' AND pr.file = c._file AND pr.row = c._row
-               JOIN person_links pl ON pl.record_key = pr.record_key"""
-        ).pl()
+        cases = linked_cases(con)
         audit = read_table(con, "list_audit")
         previous = audit.filter(pl.col("month") == previous_month(settings.month)) if audit is not None else None
         result = build_lists(
@@ -53,13 +49,17 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
         registry = registry_for(settings)
         configuration = f"programme={settings.programme}; registry_sha256={hashlib.sha256(registry.path.read_bytes()).hexdigest()[:16]}; include_already_known={config.include_already_known}"
         entry = result.lists.select(
-            pl.lit(settings.month).alias("month"), "locality", "family_ref", "rank",
+            pl.lit(settings.month).alias("month"), "locality", "family_ref", "rank", pl.col("outcomes").alias("needs"),
             pl.lit(context.run_id).alias("run_id"),
             pl.lit(dt.datetime.now().replace(microsecond=0)).alias("produced_at"),
             pl.lit(configuration).alias("configuration"),
             pl.lit(os.environ.get("USER", "unknown")).alias("run_by"),
         )
         kept = audit.filter(pl.col("month") != settings.month) if audit is not None else None
+        # who was on each list, so outcomes are tracked for the people the meeting saw
+        shown = read_table(con, "list_audit_members")
+        shown_now = result.members.select(pl.lit(settings.month).alias("month"), "family_ref", "person_id")
+        shown_kept = shown.filter(pl.col("month") != settings.month) if shown is not None else None
         replace_tables(
             con,
             {
@@ -67,7 +67,8 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
                 "locality_list_members": result.members,
                 "allocated_families": result.allocated,
                 "decision_discrepancies": result.discrepancies,
-                "list_audit": pl.concat([kept, entry], how="vertical_relaxed") if kept is not None else entry,
+                "list_audit": pl.concat([kept, entry], how="diagonal_relaxed") if kept is not None else entry,
+                "list_audit_members": pl.concat([shown_kept, shown_now]) if shown_kept is not None else shown_now,
             },
         )
     folder = settings.output / "packs" / settings.month
@@ -85,6 +86,15 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
             "files": len(written),
         }
     )
+
+
+def linked_cases(con) -> pl.DataFrame:
+    """open_cases rows with the person each is linked to: person_id, service, open_date, close_date."""
+    return con.sql(
+        """SELECT pl.person_id, c.service, c.open_date, c.close_date FROM raw_open_cases c
+           JOIN person_records pr ON pr.source = 'open_cases' AND pr.file = c._file AND pr.row = c._row
+           JOIN person_links pl ON pl.record_key = pr.record_key"""
+    ).pl()
 
 
 def _scores_of(history: pl.DataFrame | None, month: str) -> pl.DataFrame | None:

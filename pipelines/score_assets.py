@@ -6,7 +6,8 @@ import polars as pl
 from features import compute_indicators, load_registry
 from features.calendar import previous_month
 from models.score import ScoreSettings, score_families
-from models.scorecard import NotEnoughOutcomes, evaluate, markdown_to_html, model_card
+from models.markdown import markdown_to_html
+from models.scorecard import NotEnoughOutcomes, evaluate, model_card
 from pipelines.linkage_assets import family_members
 from pipelines.resources import EarlyhelpSettings
 from pipelines.warehouse import read_table, replace_tables, write_parquet_atomically, write_text_atomically
