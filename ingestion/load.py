@@ -50,6 +50,7 @@ class FileReport:
     loaded: int = 0
     quarantined: int = 0
     superseded: int = 0  # loaded rows later replaced by a row with the same natural key
+    expired: int = 0  # loaded rows past the contract's retention, removed (counted, never kept)
     duplicate_of: str | None = None
     message: str | None = None
     ignored_columns: list[str] = field(default_factory=list)
@@ -86,6 +87,7 @@ class SourceIngest:
             "rows_loaded": sum(f.loaded for f in self.files),
             "rows_quarantined": self.quarantined,
             "rows_superseded": sum(f.superseded for f in self.files),
+            "rows_expired": sum(f.expired for f in self.files),
             "rows_duplicate_file": sum(f.received for f in self.files if f.status == "duplicate"),
             "rows_current": self.raw.height,
         }
@@ -115,6 +117,17 @@ def landing_files(landing: Path, source: str) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def landing_fingerprint(landing: Path, sources: list[str]) -> str:
+    """A digest of every landing file's name, size and modification time, per source folder:
+    it changes when a partner adds, replaces or removes a file (reading no contents)."""
+    digest = hashlib.sha256()
+    for source in sorted(sources):
+        for path in landing_files(landing, source):
+            stat = path.stat()
+            digest.update(f"{source}/{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def _map_columns(extract: ExtractFile, contract: Contract, report: FileReport) -> pl.DataFrame | str:
@@ -248,8 +261,39 @@ def read_source(contract: Contract, landing: Path, today: dt.date) -> SourceInge
         counts = dict(superseded.group_by(FILE).len().iter_rows())
         for report in reports:
             report.superseded = counts.get(report.file, 0)
+    raw, expired = apply_retention(contract, raw, today)
+    for report in reports:
+        report.expired = expired.get(report.file, 0)
     quarantine = pl.concat(quarantine_frames) if quarantine_frames else pl.DataFrame(schema=QUARANTINE_SCHEMA)
     return SourceIngest(contract.source, raw, quarantine, superseded, reports)
+
+
+def retention_cutoff(contract: Contract, today: dt.date) -> dt.date | None:
+    """Rows dated before this day are past the contract's retention; None: nothing expires
+    (no retention stated, or reference data with a retention of 0, replaced whole by each file)."""
+    if not contract.retention_years or not (contract.custom.get("retentionDate") or contract.custom.get("eventDate")):
+        return None
+    whole, part = divmod(contract.retention_years, 1)
+    year = today.year - int(whole)
+    day = today.replace(year=year, day=min(today.day, 28)) if today.month == 2 else today.replace(year=year)
+    return day - dt.timedelta(days=round(part * 365.25))
+
+
+def apply_retention(contract: Contract, raw: pl.DataFrame, today: dt.date) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Drop rows whose retention date (the contract's `retentionDate`, else its `eventDate`) is
+    before the cutoff; returns the rows kept and how many were removed per file (counts only)."""
+    cutoff = retention_cutoff(contract, today)
+    if cutoff is None or raw.is_empty():
+        return raw, {}
+    expression = contract.custom.get("retentionDate") or contract.custom["eventDate"]
+    con = duckdb.connect()
+    try:
+        con.register("raw", raw)
+        expired = con.sql(f"SELECT coalesce(({expression}) < DATE '{cutoff}', false) AS expired FROM raw").pl()["expired"]
+    finally:
+        con.close()
+    counts = dict(raw.filter(expired).group_by(FILE).len().iter_rows())
+    return raw.filter(~expired), counts
 
 
 def _empty_raw(contract: Contract) -> pl.DataFrame:
@@ -288,7 +332,11 @@ def ensure_ingestion_tables(con: duckdb.DuckDBPyConnection) -> None:
             source VARCHAR, file VARCHAR, sha256 VARCHAR, status VARCHAR,
             received BIGINT, loaded BIGINT, quarantined BIGINT, superseded BIGINT,
             duplicate_of VARCHAR, message VARCHAR, ignored_columns VARCHAR[],
-            missing_optional_columns VARCHAR[], ingested_at TIMESTAMP
+            missing_optional_columns VARCHAR[], ingested_at TIMESTAMP, expired BIGINT
+        );
+        ALTER TABLE landed_files ADD COLUMN IF NOT EXISTS expired BIGINT;
+        CREATE TABLE IF NOT EXISTS retention_log (
+            removed_at TIMESTAMP, source VARCHAR, retention_years DOUBLE, cutoff DATE, rows_removed BIGINT
         );
         CREATE TABLE IF NOT EXISTS quarantine (
             source VARCHAR, _file VARCHAR, _sha256 VARCHAR, _row BIGINT,
@@ -301,8 +349,10 @@ def ensure_ingestion_tables(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: SourceIngest) -> None:
-    """Replace this source's tables and records in one transaction: all or nothing."""
+def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: SourceIngest, today: dt.date | None = None) -> None:
+    """Replace this source's tables and records in one transaction: all or nothing. Records
+    the rows removed under the contract's retention in `retention_log` (counts only)."""
+    today = today or dt.date.today()
     ensure_ingestion_tables(con)
     files = pl.DataFrame(
         [
@@ -313,7 +363,7 @@ def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: Sou
             "source": pl.String, "file": pl.String, "sha256": pl.String, "status": pl.String,
             "received": pl.Int64, "loaded": pl.Int64, "quarantined": pl.Int64, "superseded": pl.Int64,
             "duplicate_of": pl.String, "message": pl.String, "ignored_columns": pl.List(pl.String),
-            "missing_optional_columns": pl.List(pl.String), "ingested_at": pl.Datetime("us"),
+            "missing_optional_columns": pl.List(pl.String), "ingested_at": pl.Datetime("us"), "expired": pl.Int64,
         },
     )
     superseded = result.superseded.select(pl.lit(contract.source).alias("source"), FILE, ROW, "replaced_by_file", "replaced_by_row")
@@ -327,7 +377,14 @@ def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: Sou
         con.execute("DELETE FROM quarantine WHERE source = ?", [contract.source])
         con.execute("INSERT INTO quarantine SELECT source, _file, _sha256, _row, \"column\", reason, record FROM _quarantine")
         con.execute("DELETE FROM landed_files WHERE source = ?", [contract.source])
-        con.execute("INSERT INTO landed_files SELECT * FROM _files")
+        con.execute("INSERT INTO landed_files BY NAME SELECT * FROM _files")
+        removed = sum(r.expired for r in result.files)
+        cutoff = retention_cutoff(contract, today)
+        if cutoff is not None:
+            con.execute(
+                "INSERT INTO retention_log VALUES (?, ?, ?, ?, ?)",
+                [dt.datetime.now().replace(microsecond=0), contract.source, contract.retention_years, cutoff, removed],
+            )
         con.execute("DELETE FROM superseded_rows WHERE source = ?", [contract.source])
         con.execute("INSERT INTO superseded_rows SELECT * FROM _superseded")
         con.execute("COMMIT")

@@ -2,13 +2,13 @@
 ingestion/ and linkage/; these functions only wire it to the warehouse and Dagster."""
 
 
-import datetime as dt
 
 import dagster as dg
 
 from data_contracts import Contract, load_contracts
 from ingestion.load import read_source, write_source
 from linkage.person_records import PERSON_RECORDS, build_person_records
+from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
 from pipelines.warehouse import replace_tables
 
@@ -18,6 +18,7 @@ LINKAGE = "linkage"
 
 def _raw_asset(contract: Contract) -> dg.AssetsDefinition:
     @dg.asset(
+        partitions_def=MONTHS,
         name=contract.raw_table,
         group_name=INGESTION,
         kinds={"duckdb", "polars"},
@@ -29,14 +30,15 @@ def _raw_asset(contract: Contract) -> dg.AssetsDefinition:
         metadata={"contract": dg.MetadataValue.path(str(contract.path)), "natural_key": ", ".join(contract.natural_key)},
     )
     def raw_table(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
-        result = read_source(contract, settings.landing, today=dt.date.today())
+        today = settings.run_date
+        result = read_source(contract, settings.landing, today=today)
         with settings.warehouse() as con:
-            write_source(con, contract, result)
+            write_source(con, contract, result, today)
         summary = result.summary()
         context.log.info(
             f"{contract.source}: {summary['files']} files, {summary['rows_received']:,} rows received, "
             f"{summary['rows_loaded']:,} loaded, {summary['rows_quarantined']:,} quarantined, "
-            f"{summary['rows_superseded']:,} replaced by later files"
+            f"{summary['rows_superseded']:,} replaced by later files, {summary['rows_expired']:,} past retention"
         )
         refused = {f.file: f.message for f in result.files if f.status == "refused"}
         ignored = sorted({c for f in result.files for c in f.ignored_columns})
@@ -56,6 +58,7 @@ RAW_ASSETS = [_raw_asset(c) for c in load_contracts().values()]
 
 
 @dg.asset(
+        partitions_def=MONTHS,
     name=PERSON_RECORDS,
     group_name=LINKAGE,
     kinds={"duckdb", "polars"},

@@ -30,7 +30,7 @@ def _validator(project_root: Path) -> ContractValidator:
 def _file_rows(settings: EarlyhelpSettings, source: str) -> list[dict]:
     with settings.warehouse(read_only=True) as con:
         cursor = con.execute(
-            "SELECT file, status, received, loaded, quarantined, superseded, message FROM landed_files WHERE source = ? ORDER BY file",
+            "SELECT file, status, received, loaded, quarantined, superseded, coalesce(expired, 0) AS expired, message FROM landed_files WHERE source = ? ORDER BY file",
             [source],
         )
         names = [d[0] for d in cursor.description]
@@ -53,13 +53,13 @@ def _checks_for(contract: Contract) -> list[dg.AssetChecksDefinition]:
             metadata={"expectations": result.evaluated, "failed": dg.MetadataValue.json(result.failed), "data_docs": result.data_docs or ""},
         )
 
-    @dg.asset_check(asset=asset, name=ROWS_ACCOUNTED, blocking=True, description="For every file, rows received = rows loaded + rows quarantined (a duplicate file is recorded, not loaded).")
+    @dg.asset_check(asset=asset, name=ROWS_ACCOUNTED, blocking=True, description="For every file, rows received = rows loaded + rows quarantined (a duplicate file is recorded, not loaded); the table holds every loaded row not replaced by a later one or removed under retention.")
     def rows_accounted(settings: EarlyhelpSettings) -> dg.AssetCheckResult:
         files = _file_rows(settings, contract.source)
         broken = [f["file"] for f in files if f["status"] != "duplicate" and f["received"] != f["loaded"] + f["quarantined"]]
         with settings.warehouse(read_only=True) as con:
             current = con.execute(f'SELECT count(*) FROM "{contract.raw_table}"').fetchall()[0][0]
-        expected = sum(f["loaded"] - f["superseded"] for f in files if f["status"] != "duplicate")
+        expected = sum(f["loaded"] - f["superseded"] - f["expired"] for f in files if f["status"] != "duplicate")
         passed = not broken and current == expected
         return dg.AssetCheckResult(
             passed=passed,

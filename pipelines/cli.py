@@ -71,18 +71,24 @@ def run_pipeline(landing: Path, month: str, out: Path, log_level: str = "INFO", 
     import dagster as dg
 
     from pipelines.definitions import ALL_ASSETS, ALL_CHECKS
+    from pipelines.partitions import MONTHS
     from pipelines.resources import EarlyhelpSettings
 
+    months = MONTHS.get_partition_keys()
+    if month not in months:
+        raise ValueError(f"month {month!r} is not a reference month: give YYYY-MM from {months[0]} to {months[-1]} (a month that has ended)")
     out.mkdir(parents=True, exist_ok=True)
     settings = EarlyhelpSettings(
         landing_dir=str(landing.resolve()), output_dir=str(out.resolve()), month=month,
         registry_path=str(registry.resolve()) if registry else "", programme=programme,
+        today=os.environ.get("EARLYHELP_TODAY", ""),
     )
     with instance_for(out) as instance:
         return dg.materialize(
             [*ALL_ASSETS, *ALL_CHECKS],
             resources={"settings": settings},
             instance=instance,
+            partition_key=month,
             tags={"earlyhelp/month": month, "earlyhelp/run_by": os.environ.get("USER", "unknown")},
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
             raise_on_error=False,
@@ -100,7 +106,8 @@ def ingestion_summary(warehouse: Path) -> list[tuple]:
                    sum(CASE WHEN status = 'refused' THEN 1 ELSE 0 END) AS refused,
                    sum(CASE WHEN status = 'duplicate' THEN 1 ELSE 0 END) AS duplicates,
                    sum(CASE WHEN status <> 'duplicate' THEN received ELSE 0 END) AS received,
-                   sum(loaded) AS loaded, sum(quarantined) AS quarantined, sum(superseded) AS superseded
+                   sum(loaded) AS loaded, sum(quarantined) AS quarantined, sum(superseded) AS superseded,
+                   sum(coalesce(expired, 0)) AS expired
             FROM landed_files GROUP BY source ORDER BY source
             """
         ).fetchall()
@@ -115,17 +122,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     began = time.perf_counter()
     _say(f"earlyhelp run: {landing} for {args.month} -> {out}")
-    result = run_pipeline(
-        landing, args.month, out, log_level=args.log_level,
-        registry=Path(args.registry) if args.registry else None, programme=args.programme,
-    )
+    try:
+        result = run_pipeline(
+            landing, args.month, out, log_level=args.log_level,
+            registry=Path(args.registry) if args.registry else None, programme=args.programme,
+        )
+    except ValueError as exc:
+        _say(f"earlyhelp run: {exc}")
+        return 2
     warehouse = out / "warehouse.duckdb"
     print(f"\nRun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - began:.1f}s")
     if warehouse.exists():
         print(f"Warehouse: {warehouse}")
-        print(f"  {'source':<22}{'files':>6}{'refused':>8}{'dup':>5}{'received':>11}{'loaded':>11}{'quarantined':>12}{'replaced':>10}")
-        for source, files, refused, dups, received, loaded, quarantined, superseded in ingestion_summary(warehouse):
-            print(f"  {source:<22}{files:>6}{refused:>8}{dups:>5}{received:>11,}{loaded:>11,}{quarantined:>12,}{superseded:>10,}")
+        print(f"  {'source':<22}{'files':>6}{'refused':>8}{'dup':>5}{'received':>11}{'loaded':>11}{'quarantined':>12}{'replaced':>10}{'expired':>9}")
+        for source, files, refused, dups, received, loaded, quarantined, superseded, expired in ingestion_summary(warehouse):
+            print(f"  {source:<22}{files:>6}{refused:>8}{dups:>5}{received:>11,}{loaded:>11,}{quarantined:>12,}{superseded:>10,}{expired:>9,}")
     import dagster as dg
 
     for severity, label in ((dg.AssetCheckSeverity.ERROR, "Checks failed"), (dg.AssetCheckSeverity.WARN, "Warnings")):

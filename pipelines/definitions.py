@@ -10,6 +10,8 @@ from pipelines.linkage_assets import LINKAGE_ASSETS
 from pipelines.list_assets import LIST_ASSETS
 from pipelines.outcome_assets import OUTCOME_ASSETS
 from pipelines.score_assets import SCORE_ASSETS, SCORE_CHECKS
+from pipelines.automation import landing_sensor, monthly_schedule
+from pipelines.partitions import MONTHS
 from pipelines.resources import default_settings
 
 ALL_ASSETS = [*RAW_ASSETS, person_records, *LINKAGE_ASSETS, *SCORE_ASSETS, *LIST_ASSETS, *OUTCOME_ASSETS]
@@ -18,6 +20,7 @@ ALL_CHECKS = [*RAW_CHECKS, *SCORE_CHECKS]
 monthly_run = dg.define_asset_job(
     "monthly_run",
     selection=dg.AssetSelection.assets(*ALL_ASSETS),
+    partitions_def=MONTHS,
     description="Ingest every partner extract, link records to persons and families, compute indicators and family scores, write the locality lists for the reference month, and track allocated families' outcomes.",
 )
 
@@ -25,5 +28,9 @@ defs = dg.Definitions(
     assets=ALL_ASSETS,
     asset_checks=ALL_CHECKS,
     jobs=[monthly_run],
+    schedules=[monthly_schedule(monthly_run)],
+    sensors=[landing_sensor(monthly_run)],
     resources={"settings": default_settings()},
+    # one DuckDB warehouse takes one writer: steps run one after another in the run's process
+    executor=dg.in_process_executor,
 )

@@ -8,6 +8,7 @@ from linkage import LinkageSettings, form_families, link_persons
 from linkage.evaluate import pairwise_score, read_truth
 from linkage.person_records import PERSON_RECORDS
 from linkage.report import linkage_report
+from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
 from pipelines.warehouse import read_table, replace_tables, write_parquet_atomically, write_text_atomically
 
@@ -23,7 +24,7 @@ class LinkageConfig(dg.Config):
     review_lower: float = LinkageSettings.review_lower
 
 
-@dg.asset(group_name=LINKAGE, kinds={"duckdb", "polars"}, deps=[dg.AssetKey(PERSON_RECORDS)])
+@dg.asset(partitions_def=MONTHS, group_name=LINKAGE, kinds={"duckdb", "polars"}, deps=[dg.AssetKey(PERSON_RECORDS)])
 def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Every mention linked to a person (Fellegi-Sunter, EM-estimated, constrained clustering).
     Person ids carry over from the previous run; reviewers' decisions in `review_decisions`
@@ -50,7 +51,7 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
     )
 
 
-@dg.asset(group_name=LINKAGE, kinds={"duckdb", "polars"}, deps=[person_links])
+@dg.asset(partitions_def=MONTHS, group_name=LINKAGE, kinds={"duckdb", "polars"}, deps=[person_links])
 def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Households as of the reference month, from current address, stated relationships and
     recency; a household with a dependent child is a family. Also writes `families` and the
@@ -73,7 +74,7 @@ def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
     return dg.MaterializeResult(metadata={**result.stats, "linked_records": dg.MetadataValue.path(str(settings.output / LINKED_RECORDS_FILE))})
 
 
-@dg.asset(group_name="evaluation", kinds={"polars"}, deps=[family_members])
+@dg.asset(partitions_def=MONTHS, group_name="evaluation", kinds={"polars"}, deps=[family_members])
 def linkage_quality(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Pairwise precision, recall and F1 of persons and families against `truth.csv`, when the
     landing folder is a synthetic county that has one (figures only, never personal data)."""

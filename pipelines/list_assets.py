@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 
 from models.lists import ListSettings, build_lists, case_flags, family_addresses
+from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
 from features.calendar import previous_month
 from pipelines.score_assets import family_scores, registry_for
@@ -22,7 +23,7 @@ class ListConfig(dg.Config):
     no_further_action_months: int = 6  # after NO_FURTHER_ACTION, not relisted this long unless a new event
 
 
-@dg.asset(group_name=LISTS, kinds={"duckdb", "html"}, deps=[family_scores])
+@dg.asset(partitions_def=MONTHS, group_name=LISTS, kinds={"duckdb", "html"}, deps=[family_scores])
 def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """One list per locality for the reference month: eligible families ranked, with members,
     needs, score and reasons, and flags; packs (HTML, XLSX, CSV) and a summary under
@@ -33,14 +34,14 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
         links = con.sql("SELECT record_key, person_id FROM person_links").pl()
         cases = linked_cases(con)
         audit = read_table(con, "list_audit")
-        previous = audit.filter(pl.col("month") == previous_month(settings.month)) if audit is not None else None
+        previous = audit.filter(pl.col("month") == previous_month(settings.reference_month)) if audit is not None else None
         result = build_lists(
             con.sql("SELECT * FROM family_scores").pl(),
             members,
             family_addresses(records, links, members),
             con.sql("SELECT postcode, ward, locality FROM raw_postcode_localities").pl(),
             case_flags(cases, members, settings.reference_date, ListSettings().step_down_months),
-            _scores_of(read_table(con, "family_scores_history"), previous_month(settings.month)),
+            _scores_of(read_table(con, "family_scores_history"), previous_month(settings.reference_month)),
             previous,
             read_table(con, "raw_meeting_outcomes"),
             settings.reference_date,
@@ -49,17 +50,17 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
         registry = registry_for(settings)
         configuration = f"programme={settings.programme}; registry_sha256={hashlib.sha256(registry.path.read_bytes()).hexdigest()[:16]}; include_already_known={config.include_already_known}"
         entry = result.lists.select(
-            pl.lit(settings.month).alias("month"), "locality", "family_ref", "rank", pl.col("outcomes").alias("needs"),
+            pl.lit(settings.reference_month).alias("month"), "locality", "family_ref", "rank", pl.col("outcomes").alias("needs"),
             pl.lit(context.run_id).alias("run_id"),
             pl.lit(dt.datetime.now().replace(microsecond=0)).alias("produced_at"),
             pl.lit(configuration).alias("configuration"),
             pl.lit(os.environ.get("USER", "unknown")).alias("run_by"),
         )
-        kept = audit.filter(pl.col("month") != settings.month) if audit is not None else None
+        kept = audit.filter(pl.col("month") != settings.reference_month) if audit is not None else None
         # who was on each list, so outcomes are tracked for the people the meeting saw
         shown = read_table(con, "list_audit_members")
-        shown_now = result.members.select(pl.lit(settings.month).alias("month"), "family_ref", "person_id")
-        shown_kept = shown.filter(pl.col("month") != settings.month) if shown is not None else None
+        shown_now = result.members.select(pl.lit(settings.reference_month).alias("month"), "family_ref", "person_id")
+        shown_kept = shown.filter(pl.col("month") != settings.reference_month) if shown is not None else None
         replace_tables(
             con,
             {
@@ -71,8 +72,8 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
                 "list_audit_members": pl.concat([shown_kept, shown_now]) if shown_kept is not None else shown_now,
             },
         )
-    folder = settings.output / "packs" / settings.month
-    written = write_packs(result.lists, result.members, settings.month, folder, result.unplaced)
+    folder = settings.output / "packs" / settings.reference_month
+    written = write_packs(result.lists, result.members, settings.reference_month, folder, result.unplaced)
     per_locality = dict(result.lists.group_by("locality").len().sort("locality").iter_rows())
     context.log.info(f"locality_lists: {result.lists.height:,} families across {len(per_locality)} localities; packs in {folder}")
     return dg.MaterializeResult(

@@ -6,6 +6,7 @@ import polars as pl
 from models.markdown import markdown_to_html
 from models.outcomes import SUSTAIN_MONTHS, early_help_closures, identification_months, needs_by_month, programme_report, track_outcomes
 from pipelines.list_assets import linked_cases, locality_lists
+from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
 from pipelines.score_assets import registry_for
 from pipelines.warehouse import read_table, replace_tables, write_atomically, write_text_atomically
@@ -13,7 +14,7 @@ from pipelines.warehouse import read_table, replace_tables, write_atomically, wr
 OUTCOMES = "outcomes"
 
 
-@dg.asset(group_name=OUTCOMES, kinds={"duckdb", "html"}, deps=[locality_lists])
+@dg.asset(partitions_def=MONTHS, group_name=OUTCOMES, kinds={"duckdb", "html"}, deps=[locality_lists])
 def family_outcomes(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """For every family a meeting allocated: each need identified on its list, checked at every
     month end since (improved or not, sustained for 6 months), the early help case's closure,
@@ -25,9 +26,9 @@ def family_outcomes(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
         allocations = identification_months(allocated, read_table(con, "list_audit")) if allocated is not None else None
         if allocations is None or allocations.is_empty():
             allocations = pl.DataFrame(schema={"family_ref": pl.String, "meeting_date": pl.Date, "lead_agency": pl.String, "identified_month": pl.String, "locality": pl.String, "listed_needs": pl.List(pl.String)})
-        history = needs_by_month(con, registry, settings.programme, allocations, settings.month, read_table(con, "list_audit_members"))
+        history = needs_by_month(con, registry, settings.programme, allocations, settings.reference_month, read_table(con, "list_audit_members"))
         closures = early_help_closures(linked_cases(con), history.members, allocations)
-        tracking = track_outcomes(allocations, history.needs, closures, settings.month)
+        tracking = track_outcomes(allocations, history.needs, closures, settings.reference_month)
         evidence = history.evidence.join(tracking.needs.select("family_ref", "need", "status", "months_sustained"), on=["family_ref", "need"])
         replace_tables(
             con,
@@ -39,10 +40,10 @@ def family_outcomes(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
                 "claim_evidence": evidence,
             },
         )
-    folder = settings.output / "outcomes" / settings.month
-    report = programme_report(tracking, settings.month, settings.programme)
+    folder = settings.output / "outcomes" / settings.reference_month
+    report = programme_report(tracking, settings.reference_month, settings.programme)
     write_text_atomically(report, folder / "programme_report.md")
-    write_text_atomically(markdown_to_html(report, f"earlyhelp outcomes to {settings.month}"), folder / "programme_report.html")
+    write_text_atomically(markdown_to_html(report, f"earlyhelp outcomes to {settings.reference_month}"), folder / "programme_report.html")
     write_atomically(folder / "claim_evidence.csv", evidence.drop("person_id").write_csv)
     statuses = dict(tracking.families.group_by("claim_status").len().sort("claim_status").iter_rows())
     context.log.info(f"family_outcomes: {tracking.families.height:,} allocated families tracked over {len(history.needs)} months")

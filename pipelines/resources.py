@@ -10,6 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+from pydantic import PrivateAttr
 
 from features import calendar
 
@@ -21,9 +22,30 @@ class EarlyhelpSettings(dg.ConfigurableResource):
 
     landing_dir: str
     output_dir: str
-    month: str  # YYYY-MM, the reference month the lists are for
+    month: str = ""  # YYYY-MM, the reference month; a partitioned run's partition wins
     registry_path: str = ""  # a council's own indicator registry; blank for the packaged one
     programme: str = "supporting_families"  # or troubled_families
+    today: str = ""  # YYYY-MM-DD the run counts as today (retention, dates in the future); blank: the real date
+
+    @property
+    def run_date(self) -> dt.date:
+        """Today, or the configured day: reproducing a past run, or tests on a fixed county."""
+        return dt.date.fromisoformat(self.today) if self.today else dt.date.today()
+
+    _partition_month: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # a run of one monthly partition (schedule, sensor, backfill, `earlyhelp run`) is for that month
+        run = context.dagster_run
+        self._partition_month = run.tags.get("dagster/partition") if run is not None else None
+
+    @property
+    def reference_month(self) -> str:
+        """YYYY-MM: the run's partition, else the configured month."""
+        month = self._partition_month or self.month
+        if not month:
+            raise ValueError("no reference month: run a monthly partition, or configure the settings' month")
+        return month
 
     @property
     def landing(self) -> Path:
@@ -42,7 +64,7 @@ class EarlyhelpSettings(dg.ConfigurableResource):
     @property
     def reference_date(self) -> dt.date:
         """The last day of the reference month."""
-        return calendar.reference_date(self.month)
+        return calendar.reference_date(self.reference_month)
 
     @contextmanager
     def warehouse(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -54,13 +76,13 @@ class EarlyhelpSettings(dg.ConfigurableResource):
 
 
 def default_settings() -> EarlyhelpSettings:
-    """Settings for `dagster dev`, from the environment, defaulting to the demo county's folders."""
-    today = dt.date.today()
-    last_month = (today.replace(day=1) - dt.timedelta(days=1)).strftime("%Y-%m")
+    """Settings for `dagster dev`, from the environment, defaulting to the demo county's folders.
+    The month comes from the partition each run is for (EARLYHELP_MONTH only for unpartitioned use)."""
     return EarlyhelpSettings(
         landing_dir=os.environ.get("EARLYHELP_LANDING", "data/landing"),
         output_dir=os.environ.get("EARLYHELP_OUT", "data/out"),
-        month=os.environ.get("EARLYHELP_MONTH", last_month),
+        month=os.environ.get("EARLYHELP_MONTH", ""),
         registry_path=os.environ.get("EARLYHELP_REGISTRY", ""),
         programme=os.environ.get("EARLYHELP_PROGRAMME", "supporting_families"),
+        today=os.environ.get("EARLYHELP_TODAY", ""),
     )

@@ -9,6 +9,7 @@ from models.score import ScoreSettings, score_families
 from models.markdown import markdown_to_html
 from models.scorecard import NotEnoughOutcomes, evaluate, model_card
 from pipelines.linkage_assets import family_members
+from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
 from pipelines.warehouse import read_table, replace_tables, write_parquet_atomically, write_text_atomically
 
@@ -25,7 +26,7 @@ def registry_for(settings: EarlyhelpSettings):
     return load_registry(settings.registry_path or None)
 
 
-@dg.asset(group_name=SCORING, kinds={"duckdb", "polars"}, deps=[family_members])
+@dg.asset(partitions_def=MONTHS, group_name=SCORING, kinds={"duckdb", "polars"}, deps=[family_members])
 def indicators(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Every indicator of the registry for every person and family as of the reference month,
     with its evidence: the source rows (source, file, row), dates and values behind each hit."""
@@ -52,7 +53,7 @@ def indicators(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -
     )
 
 
-@dg.asset(group_name=SCORING, kinds={"duckdb", "polars"}, deps=[indicators])
+@dg.asset(partitions_def=MONTHS, group_name=SCORING, kinds={"duckdb", "polars"}, deps=[indicators])
 def family_scores(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """The transparent score of every family: points per indicator capped per source, the
     headline needs met, eligibility under the programme rule, a band, the top reasons in plain
@@ -69,11 +70,11 @@ def family_scores(context: dg.AssetExecutionContext, settings: EarlyhelpSettings
             con.sql("SELECT * FROM family_members").pl(),
             ScoreSettings(programme=settings.programme),
         )
-        scores = result.scores.with_columns(pl.lit(settings.month).alias("month"))
+        scores = result.scores.with_columns(pl.lit(settings.reference_month).alias("month"))
         # each month's scores are kept (this month's replaced on a rerun), so a later month
         # can see whose needs are rising and whether the distribution moved
         this_month = scores.select("month", "family_ref", "score", "eligible")
-        kept = history.filter(pl.col("month") != settings.month) if history is not None else None
+        kept = history.filter(pl.col("month") != settings.reference_month) if history is not None else None
         replace_tables(
             con,
             {
@@ -128,7 +129,7 @@ def score_distribution_shift(settings: EarlyhelpSettings) -> dg.AssetCheckResult
     with settings.warehouse(read_only=True) as con:
         now = con.execute("SELECT avg(score) FROM family_scores").fetchall()[0][0] or 0.0
         history = read_table(con, "family_scores_history")
-    previous = history.filter(pl.col("month") == previous_month(settings.month)) if history is not None else None
+    previous = history.filter(pl.col("month") == previous_month(settings.reference_month)) if history is not None else None
     if previous is None or previous.is_empty():
         return dg.AssetCheckResult(passed=True, metadata={"mean_score": now, "previous": "none"})
     before = float(previous["score"].mean() or 0.0)
@@ -139,7 +140,7 @@ def score_distribution_shift(settings: EarlyhelpSettings) -> dg.AssetCheckResult
     )
 
 
-@dg.asset(group_name=SCORING, kinds={"scikitlearn"}, deps=[family_scores])
+@dg.asset(partitions_def=MONTHS, group_name=SCORING, kinds={"scikitlearn"}, deps=[family_scores])
 def scorecard_model(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """The scorecard model trained on earlier months and tested out of time against the
     transparent score and the headline count, with calibration and fairness: model_card.md

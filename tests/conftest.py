@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 SPEC_EXAMPLES = REPO.parent / "shared" / "spec" / "examples"
 MONTH = "2026-09"
 TODAY = dt.date(2026, 11, 23)
+# Every run in the tests counts this day as today, so retention and the future-date rules
+# give the same answers on the fixed synthetic county whenever the suite runs.
+os.environ["EARLYHELP_TODAY"] = TODAY.isoformat()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 
 import duckdb
@@ -211,3 +212,23 @@ def test_generated_county_loads_without_quarantine(village, source):
     result = read_source(load_contract(source), village, TODAY)
     assert result.quarantine.height == 0, result.quarantine.group_by("reason").len().rows()
     assert_accounted(result)
+
+
+def test_rows_past_retention_are_removed_and_counted(tmp_path):
+    """A&E rows are kept three years after the attendance (the contract's retention): older
+    rows are removed on load, counted per file and in retention_log, and never kept."""
+    write_ae(tmp_path, "ae_2023.csv", [AE_HEADER, GOOD_AE.replace("ED1,20250705", "ED0,20231101"), GOOD_AE])
+    contract = load_contract("ae_attendances")
+    result = read_source(contract, tmp_path, TODAY)
+    assert result.raw["attendance_id"].to_list() == ["ED1"]
+    assert [(r.received, r.loaded, r.quarantined, r.expired) for r in result.files] == [(2, 2, 0, 1)]
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    write_source(con, contract, result, TODAY)
+    assert con.execute("SELECT count(*) FROM raw_ae_attendances").fetchall() == [(1,)]
+    assert con.execute("SELECT expired FROM landed_files").fetchall() == [(1,)]
+    assert con.execute("SELECT source, cutoff, rows_removed FROM retention_log").fetchall() == [("ae_attendances", dt.date(2023, 11, 23), 1)]
+    # a rerun a year on removes the other row too, and logs that run's count
+    later = read_source(contract, tmp_path, dt.date(2028, 7, 6))
+    write_source(con, contract, later, dt.date(2028, 7, 6))
+    assert con.execute("SELECT count(*) FROM raw_ae_attendances").fetchall() == [(0,)]
+    assert con.execute("SELECT rows_removed FROM retention_log ORDER BY removed_at, rows_removed").fetchall()[-1] == (2,)
