@@ -135,10 +135,12 @@ def _map_columns(extract: ExtractFile, contract: Contract, report: FileReport) -
     by_header = {normalise_header(h): h for h in extract.header}
     wanted = {normalise_header(c.partner_name): c for c in contract.columns}
     missing_required = [c.partner_name for key, c in wanted.items() if key not in by_header and c.required]
-    report.ignored_columns = sorted(h.strip() for key, h in by_header.items() if key not in wanted)
     if missing_required:
+        # the header's other names are not reported: a file sent without its header has data there
         names = ", ".join(repr(n) for n in missing_required)
-        return f"required column {names} is missing from the header"
+        unknown = sum(key not in wanted for key in by_header)
+        return f"required column {names} is missing from the header ({unknown} header names are not in the contract)"
+    report.ignored_columns = sorted(h.strip() for key, h in by_header.items() if key not in wanted)
     report.missing_optional_columns = [c.partner_name for key, c in wanted.items() if key not in by_header]
     columns = [pl.col(ROW)]
     for key, column in wanted.items():
@@ -204,6 +206,9 @@ def read_source(contract: Contract, landing: Path, today: dt.date) -> SourceInge
     quarantine_frames: list[pl.DataFrame] = []
     seen: dict[str, str] = {}
     for order, path in enumerate(landing_files(landing, contract.source)):
+        if path.is_symlink():
+            reports.append(FileReport(contract.source, path.name, "", "refused", message="a link, not a plain file: not followed, not read"))
+            continue
         sha = sha256_of(path)
         report = FileReport(source=contract.source, file=path.name, sha256=sha, status="loaded")
         reports.append(report)

@@ -54,10 +54,11 @@ def _check_header(header: list[str]) -> None:
     if not header or all(not h.strip() for h in header):
         raise FileRefused("the header row is empty")
     seen: set[str] = set()
-    for name in header:
+    for number, name in enumerate(header, start=1):
         key = normalise_header(name)
         if key in seen:
-            raise FileRefused(f"column {name.strip()!r} appears more than once in the header")
+            # by position, not by name: a file sent without its header has data in that row
+            raise FileRefused(f"header column {number} repeats the name of an earlier column")
         seen.add(key)
 
 
@@ -88,7 +89,10 @@ def _read_csv(data: bytes) -> ExtractFile:
         text = data.decode("utf-8", errors="replace")
         lossy = True
     if "\x00" in text:
-        raise FileRefused("the file contains NUL bytes; it is not a text CSV file")
+        if "\x00" in text.split("\n", 1)[0]:
+            raise FileRefused("the header row contains NUL bytes; it is not a text CSV file")
+        # a NUL inside a record spoils that record only: marked like any unreadable byte
+        text, lossy = text.replace("\x00", REPLACEMENT_CHAR), True
     try:
         header = next(csv.reader(io.StringIO(text, newline="")))
     except (csv.Error, StopIteration) as exc:
@@ -172,7 +176,7 @@ def _replacement_problems(frame: pl.DataFrame, header: list[str]) -> list[RowPro
     problems = []
     for name in header:
         bad = frame.filter(pl.col(name).str.contains(REPLACEMENT_CHAR, literal=True))[ROW].to_list()
-        problems.extend(RowProblem(r, name, "contains bytes that are not valid UTF-8") for r in bad)
+        problems.extend(RowProblem(r, name, "contains bytes that are not valid UTF-8 text (or a NUL byte)") for r in bad)
     return problems
 
 
