@@ -96,10 +96,9 @@ def run_pipeline(landing: Path, month: str, out: Path, log_level: str = "INFO", 
 
 
 def ingestion_summary(warehouse: Path) -> list[tuple]:
-    import duckdb
+    from pipelines.warehouse import open_warehouse
 
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
+    with open_warehouse(warehouse, read_only=True) as con:
         return con.execute(
             """
             SELECT source, count(*) AS files,
@@ -111,8 +110,6 @@ def ingestion_summary(warehouse: Path) -> list[tuple]:
             FROM landed_files GROUP BY source ORDER BY source
             """
         ).fetchall()
-    finally:
-        con.close()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -173,13 +170,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_model(args: argparse.Namespace) -> int:
     """Evaluate the scorecard model out of time against the transparent score; write the model card."""
-    import duckdb
-
     from features import load_registry
     from models.markdown import markdown_to_html
     from models.scorecard import NotEnoughOutcomes, evaluate, model_card
     from pipelines.resources import EarlyhelpSettings
-    from pipelines.warehouse import write_text_atomically
+    from pipelines.warehouse import open_warehouse, write_text_atomically
 
     out = Path(args.out)
     warehouse = out / "warehouse.duckdb"
@@ -187,14 +182,12 @@ def cmd_model(args: argparse.Namespace) -> int:
         _say(f"earlyhelp model: {warehouse} does not exist; run the pipeline first")
         return 2
     reference = EarlyhelpSettings(landing_dir=".", output_dir=str(out), month=args.month).reference_date
-    con = duckdb.connect(str(warehouse), read_only=True)
     try:
-        evaluation = evaluate(con, load_registry(args.registry or None), reference)
+        with open_warehouse(warehouse, read_only=True) as con:
+            evaluation = evaluate(con, load_registry(args.registry or None), reference)
     except NotEnoughOutcomes as exc:
         _say(f"earlyhelp model: {exc}; no model card written")
         return 3
-    finally:
-        con.close()
     card = model_card(evaluation)
     write_text_atomically(card, out / "model_card.md")
     write_text_atomically(markdown_to_html(card, "earlyhelp model card"), out / "model_card.html")

@@ -13,6 +13,7 @@ import duckdb
 from pydantic import PrivateAttr
 
 from features import calendar
+from pipelines.warehouse import open_warehouse
 
 WAREHOUSE_FILE = "warehouse.duckdb"
 
@@ -68,11 +69,8 @@ class EarlyhelpSettings(dg.ConfigurableResource):
 
     @contextmanager
     def warehouse(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        con = duckdb.connect(str(self.warehouse_path), read_only=read_only)
-        try:
+        with open_warehouse(self.warehouse_path, read_only=read_only) as con:
             yield con
-        finally:
-            con.close()
 
 
 def default_settings() -> EarlyhelpSettings:

@@ -1,13 +1,60 @@
-"""Writing to the warehouse: tables replaced together in one transaction, files replaced atomically."""
+"""The warehouse: opened (encrypted at rest when a key is configured), tables replaced together
+in one transaction, files replaced atomically."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
 import polars as pl
+
+#: The environment variable holding the warehouse's encryption key (never logged, never stored).
+KEY_ENV = "EARLYHELP_WAREHOUSE_KEY"
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse cannot be opened as configured. The message never holds the key."""
+
+
+@contextmanager
+def open_warehouse(path: Path, read_only: bool = False, key: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to the warehouse file. With a key (argument, else $EARLYHELP_WAREHOUSE_KEY)
+    the file is DuckDB's encrypted format (AES-GCM). Writing it needs DuckDB's httpfs
+    extension, whose OpenSSL does the encryption; without it DuckDB only offers an insecure
+    fallback, which earlyhelp refuses to use."""
+    key = key if key is not None else os.environ.get(KEY_ENV) or None
+    if not key:
+        con = duckdb.connect(str(path), read_only=read_only)
+    else:
+        con = duckdb.connect()
+        try:
+            if not read_only:
+                try:
+                    con.execute("LOAD httpfs")
+                except duckdb.Error:
+                    raise WarehouseError(
+                        "an encrypted warehouse is written with DuckDB's httpfs extension (OpenSSL), which is not "
+                        "installed: run `INSTALL httpfs` once on this server (with access to extensions.duckdb.org, "
+                        "or from a downloaded copy), or unset " + KEY_ENV
+                    ) from None
+            options = "ENCRYPTION_KEY '" + key.replace("'", "''") + "'" + (", READ_ONLY" if read_only else "")
+            literal = str(path).replace("'", "''")
+            try:
+                con.execute(f"ATTACH '{literal}' AS warehouse ({options})")
+            except duckdb.Error as exc:
+                raise WarehouseError(f"the warehouse {path.name} could not be opened with the configured key ({type(exc).__name__})") from None
+            con.execute("USE warehouse")
+        except BaseException:
+            con.close()
+            raise
+    try:
+        yield con
+    finally:
+        con.close()
 
 
 def replace_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pl.DataFrame]) -> None:

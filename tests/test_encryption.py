@@ -1,0 +1,63 @@
+"""The warehouse encrypted at rest when a key is configured (DuckDB's database encryption)."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from pipelines.warehouse import KEY_ENV, WarehouseError, open_warehouse
+
+KEY = "correct horse battery staple"
+
+
+def _httpfs_available() -> bool:
+    con = duckdb.connect()
+    try:
+        con.execute("LOAD httpfs")
+        return True
+    except duckdb.Error:
+        return False
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def encrypted(tmp_path):
+    """An encrypted warehouse holding a name. Written here with DuckDB's fallback cipher,
+    which earlyhelp itself refuses for writing: this machine may lack httpfs."""
+    path = tmp_path / "warehouse.duckdb"
+    con = duckdb.connect()
+    if not _httpfs_available():
+        con.execute("SET force_mbedtls_unsafe = 'true'")
+    con.execute(f"ATTACH '{path}' AS w (ENCRYPTION_KEY '{KEY}')")
+    con.execute("CREATE TABLE w.people AS SELECT 'Oyelaran' AS surname, DATE '2014-03-09' AS dob FROM range(2000)")
+    con.close()
+    return path
+
+
+def test_encrypted_warehouse_is_unreadable_without_the_key(encrypted, monkeypatch):
+    assert b"Oyelaran" not in encrypted.read_bytes()
+    with pytest.raises(duckdb.Error):
+        duckdb.connect(str(encrypted), read_only=True).execute("SELECT * FROM people").fetchall()
+    monkeypatch.setenv(KEY_ENV, KEY)
+    with open_warehouse(encrypted, read_only=True) as con:
+        assert con.execute("SELECT count(*), any_value(surname) FROM people").fetchall() == [(2000, "Oyelaran")]
+
+
+def test_a_wrong_key_is_a_clear_error_that_never_repeats_the_key(encrypted):
+    with pytest.raises(WarehouseError) as caught:
+        with open_warehouse(encrypted, read_only=True, key="wrong key"):
+            pass
+    assert "wrong key" not in str(caught.value) and "warehouse.duckdb" in str(caught.value)
+
+
+def test_writing_encrypted_needs_openssl_and_never_falls_back(tmp_path):
+    if _httpfs_available():
+        with open_warehouse(tmp_path / "w.duckdb", key=KEY) as con:
+            con.execute("CREATE TABLE t AS SELECT 'Oyelaran' AS surname")
+        assert b"Oyelaran" not in (tmp_path / "w.duckdb").read_bytes()
+    else:
+        with pytest.raises(WarehouseError, match="httpfs"):
+            with open_warehouse(tmp_path / "w.duckdb", key=KEY):
+                pass
+        assert not (tmp_path / "w.duckdb").exists()
