@@ -19,6 +19,9 @@ import polars as pl
 from features.calendar import window_start
 from features.registry import Indicator, Registry
 
+#: The attendance return's columns an `attendance` indicator reads (named for the IG pack's field uses).
+ATTENDANCE_COLUMNS = ("sessions_possible", "authorised_absence", "unauthorised_absence")
+
 AGE_FILTERS = {
     "child": "m.age <= 17",
     "adult": "m.age >= 18",

@@ -30,7 +30,13 @@ import duckdb
 import polars as pl
 
 from data_contracts import Contract
-from ingestion.readers import ROW, ExtractFile, FileRefused, normalise_header, read_extract
+from ingestion.readers import (
+    ROW,
+    ExtractFile,
+    FileRefused,
+    normalise_header,
+    read_extract,
+)
 from ingestion.validate import validate_rows
 
 FILE = "_file"

@@ -25,7 +25,13 @@ import duckdb
 import polars as pl
 
 from data_contracts import Contract
-from linkage.standardise import address_key, flat_number, house_number, name_key, postcode_parts
+from linkage.standardise import (
+    address_key,
+    flat_number,
+    house_number,
+    name_key,
+    postcode_parts,
+)
 
 PERSON_RECORDS = "person_records"
 

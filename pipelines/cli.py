@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-
 PROJECT_DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
 
@@ -28,6 +27,15 @@ def _month(value: str) -> str:
     if not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", value):
         raise argparse.ArgumentTypeError(f"month must be YYYY-MM, not {value!r}")
     return value
+
+
+def _date(value: str):
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("date must be YYYY-MM-DD") from None
 
 
 def _say(message: str) -> None:
@@ -73,6 +81,7 @@ def run_pipeline(landing: Path, month: str, out: Path, log_level: str = "INFO", 
     from pipelines.definitions import ALL_ASSETS, ALL_CHECKS
     from pipelines.partitions import MONTHS
     from pipelines.resources import EarlyhelpSettings
+    from pipelines.warehouse import open_warehouse, record_audit, who_ran
 
     months = MONTHS.get_partition_keys()
     if month not in months:
@@ -84,15 +93,23 @@ def run_pipeline(landing: Path, month: str, out: Path, log_level: str = "INFO", 
         today=os.environ.get("EARLYHELP_TODAY", ""),
     )
     with instance_for(out) as instance:
-        return dg.materialize(
+        result = dg.materialize(
             [*ALL_ASSETS, *ALL_CHECKS],
             resources={"settings": settings},
             instance=instance,
             partition_key=month,
-            tags={"earlyhelp/month": month, "earlyhelp/run_by": os.environ.get("USER", "unknown")},
+            tags={"earlyhelp/month": month, "earlyhelp/run_by": who_ran()},
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
             raise_on_error=False,
         )
+    failed = [e.step_key for e in result.all_events if e.is_step_failure]
+    with open_warehouse(settings.warehouse_path) as con:
+        record_audit(
+            con, "run succeeded" if result.success else "run failed",
+            f"month {month}; landing {settings.landing}; programme {programme}; registry {registry or 'packaged'}" + (f"; failed steps: {', '.join(failed)}" if failed else ""),
+            result.run_id,
+        )
+    return result
 
 
 def ingestion_summary(warehouse: Path) -> list[tuple]:
@@ -200,6 +217,47 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_subject_access(args: argparse.Namespace) -> int:
+    """Export every row held about one person, through linkage, with its provenance."""
+    import datetime as dt
+
+    import polars as pl
+
+    from data_contracts import load_contracts
+    from governance.subject_access import export_files, find_subject
+    from pipelines.warehouse import (
+        open_warehouse,
+        record_audit,
+        write_atomically,
+        write_text_atomically,
+    )
+
+    out = Path(args.out)
+    warehouse = out / "warehouse.duckdb"
+    if not warehouse.exists():
+        _say(f"earlyhelp subject-access: {warehouse} does not exist; run the pipeline first")
+        return 2
+    now = dt.datetime.now().replace(microsecond=0)
+    request = args.reference or f"SAR-{now:%Y%m%d-%H%M%S}"
+    if not request.replace("-", "").replace("_", "").isalnum():
+        _say("earlyhelp subject-access: --reference may hold letters, digits, - and _ only")
+        return 2
+    folder = out / "subject_access" / request
+    with open_warehouse(warehouse) as con:
+        result = find_subject(con, load_contracts(), args.forename, args.surname, args.dob)
+        for name, content in export_files(result, now.isoformat(sep=" "), request).items():
+            if isinstance(content, pl.DataFrame):
+                write_atomically(folder / name, content.write_csv)
+            else:
+                write_text_atomically(content, folder / name)
+        counts = result.counts()
+        record_audit(con, "subject access export", f"{request}: {folder}; " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    print(f"Subject access {request}: {counts['persons']} person(s) matched; "
+          f"{sum(v for k, v in counts.items() if k.startswith('rows_')):,} source rows, "
+          f"{counts['quarantined_possibly']} quarantined rows to check; written to {folder}")
+    return 0 if counts["persons"] else 1
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     """`dagster dev` with an instance folder that keeps history between restarts."""
     env = dict(os.environ)
@@ -241,6 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     model.add_argument("--month", type=_month, required=True, help="the run's reference month")
     model.add_argument("--registry", help="the indicator registry the run used")
     model.set_defaults(func=cmd_model)
+
+    sar = sub.add_parser("subject-access", help="export every row held about one person (through linkage), with provenance")
+    sar.add_argument("--out", required=True, help="a run's output folder (holding warehouse.duckdb)")
+    sar.add_argument("--forename", required=True)
+    sar.add_argument("--surname", required=True)
+    sar.add_argument("--dob", type=_date, required=True, help="date of birth, YYYY-MM-DD")
+    sar.add_argument("--reference", help="the request's reference (letters, digits, - and _); default SAR-<timestamp>")
+    sar.set_defaults(func=cmd_subject_access)
 
     dev = sub.add_parser("dev", help="start the Dagster UI with history kept in --home")
     dev.add_argument("--home", default=".dagster_home")

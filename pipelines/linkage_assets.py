@@ -10,7 +10,12 @@ from linkage.person_records import PERSON_RECORDS
 from linkage.report import linkage_report
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
-from pipelines.warehouse import read_table, replace_tables, write_parquet_atomically, write_text_atomically
+from pipelines.warehouse import (
+    read_table,
+    replace_tables,
+    write_parquet_atomically,
+    write_text_atomically,
+)
 
 LINKAGE = "linkage"
 LINKED_RECORDS_FILE = "linked_records.parquet"

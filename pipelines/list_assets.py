@@ -2,18 +2,17 @@
 
 import datetime as dt
 import hashlib
-import os
 
 import dagster as dg
 import polars as pl
 
+from features.calendar import previous_month
 from models.lists import ListSettings, build_lists, case_flags, family_addresses
+from pipelines.packs import write_packs
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
-from features.calendar import previous_month
 from pipelines.score_assets import family_scores, registry_for
-from pipelines.packs import write_packs
-from pipelines.warehouse import read_table, replace_tables
+from pipelines.warehouse import read_table, record_audit, replace_tables, who_ran
 
 LISTS = "lists"
 
@@ -54,7 +53,7 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
             pl.lit(context.run_id).alias("run_id"),
             pl.lit(dt.datetime.now().replace(microsecond=0)).alias("produced_at"),
             pl.lit(configuration).alias("configuration"),
-            pl.lit(os.environ.get("USER", "unknown")).alias("run_by"),
+            pl.lit(who_ran()).alias("run_by"),
         )
         kept = audit.filter(pl.col("month") != settings.reference_month) if audit is not None else None
         # who was on each list, so outcomes are tracked for the people the meeting saw
@@ -74,6 +73,8 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
         )
     folder = settings.output / "packs" / settings.reference_month
     written = write_packs(result.lists, result.members, settings.reference_month, folder, result.unplaced)
+    with settings.warehouse() as con:
+        record_audit(con, "locality packs written", f"{folder}: {len(written)} files, {result.lists.height} families for {settings.reference_month}", context.run_id)
     per_locality = dict(result.lists.group_by("locality").len().sort("locality").iter_rows())
     context.log.info(f"locality_lists: {result.lists.height:,} families across {len(per_locality)} localities; packs in {folder}")
     return dg.MaterializeResult(

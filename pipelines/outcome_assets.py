@@ -4,12 +4,25 @@ import dagster as dg
 import polars as pl
 
 from models.markdown import markdown_to_html
-from models.outcomes import SUSTAIN_MONTHS, early_help_closures, identification_months, needs_by_month, programme_report, track_outcomes
+from models.outcomes import (
+    SUSTAIN_MONTHS,
+    early_help_closures,
+    identification_months,
+    needs_by_month,
+    programme_report,
+    track_outcomes,
+)
 from pipelines.list_assets import linked_cases, locality_lists
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
 from pipelines.score_assets import registry_for
-from pipelines.warehouse import read_table, replace_tables, write_atomically, write_text_atomically
+from pipelines.warehouse import (
+    read_table,
+    record_audit,
+    replace_tables,
+    write_atomically,
+    write_text_atomically,
+)
 
 OUTCOMES = "outcomes"
 
@@ -45,6 +58,8 @@ def family_outcomes(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
     write_text_atomically(report, folder / "programme_report.md")
     write_text_atomically(markdown_to_html(report, f"earlyhelp outcomes to {settings.reference_month}"), folder / "programme_report.html")
     write_atomically(folder / "claim_evidence.csv", evidence.drop("person_id").write_csv)
+    with settings.warehouse() as con:
+        record_audit(con, "outcomes report written", f"{folder}: {tracking.families.height} families, {evidence.height} evidence rows", context.run_id)
     statuses = dict(tracking.families.group_by("claim_status").len().sort("claim_status").iter_rows())
     context.log.info(f"family_outcomes: {tracking.families.height:,} allocated families tracked over {len(history.needs)} months")
     return dg.MaterializeResult(

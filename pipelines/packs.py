@@ -76,7 +76,7 @@ def _needs_chart(outcomes: list[str]) -> str:
 
 
 def _block(row: dict, members: list[dict]) -> str:
-    esc = lambda v: html.escape("" if v is None else str(v))  # noqa: E731
+    esc = lambda v: html.escape("" if v is None else str(v))
     people = "".join(f"<tr><td>{esc(m['name'])}</td><td>{esc(m['dob'])}</td><td>{esc(m['role'])}</td></tr>" for m in members)
     reasons = "".join(f"<li>{esc(r)}</li>" for r in row["top_reasons"] or [])
     flags = [row["status"], row["circumstances"], row["already_known"]]

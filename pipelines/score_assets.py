@@ -5,13 +5,18 @@ import polars as pl
 
 from features import compute_indicators, load_registry
 from features.calendar import previous_month
-from models.score import ScoreSettings, score_families
 from models.markdown import markdown_to_html
+from models.score import ScoreSettings, score_families
 from models.scorecard import NotEnoughOutcomes, evaluate, model_card
 from pipelines.linkage_assets import family_members
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
-from pipelines.warehouse import read_table, replace_tables, write_parquet_atomically, write_text_atomically
+from pipelines.warehouse import (
+    read_table,
+    replace_tables,
+    write_parquet_atomically,
+    write_text_atomically,
+)
 
 SCORING = "scoring"
 FAMILY_SCORES_FILE = "family_scores.parquet"

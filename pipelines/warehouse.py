@@ -98,3 +98,28 @@ def write_parquet_atomically(frame: pl.DataFrame, path: Path) -> None:
 
 def write_text_atomically(text: str, path: Path) -> None:
     write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def who_ran() -> str:
+    """The account running earlyhelp, for audit records."""
+    import getpass
+
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (some containers)
+        return f"uid {os.getuid()}"
+
+
+def record_audit(con: duckdb.DuckDBPyConnection, action: str, detail: str, run_id: str = "", by: str | None = None) -> None:
+    """Append to `audit_log`: every run and every export (lists, reports, subject access), with
+    when, who, which run, and a detail of counts and paths (never a value from a row)."""
+    import datetime as dt
+
+    con.execute(
+        """CREATE TABLE IF NOT EXISTS audit_log (
+               recorded_at TIMESTAMP, action VARCHAR, run_id VARCHAR, run_by VARCHAR, detail VARCHAR)"""
+    )
+    con.execute(
+        "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?)",
+        [dt.datetime.now().replace(microsecond=0), action, run_id, by or who_ran(), detail],
+    )

@@ -5,7 +5,13 @@ import jsonschema
 import pytest
 import yaml
 
-from data_contracts import CLASSIFICATIONS, PARTNER_SOURCES, REFERENCE_SOURCES, contract_paths, load_contracts
+from data_contracts import (
+    CLASSIFICATIONS,
+    PARTNER_SOURCES,
+    REFERENCE_SOURCES,
+    contract_paths,
+    load_contracts,
+)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,14 @@ import datetime as dt
 
 import polars as pl
 
-from models.outcomes import CLAIMABLE, IN_PROGRESS, NO_NEEDS, SUSTAINED_OPEN, months_between, track_outcomes
+from models.outcomes import (
+    CLAIMABLE,
+    IN_PROGRESS,
+    NO_NEEDS,
+    SUSTAINED_OPEN,
+    months_between,
+    track_outcomes,
+)
 
 
 def _needs(*pairs: tuple[str, str]) -> pl.DataFrame:

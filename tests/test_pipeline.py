@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 from pipelines.cli import run_pipeline
 from pipelines.definitions import defs
-from tests.conftest import MONTH
+from tests.conftest import MONTH, REPO
 
 
 def test_definitions_load():
@@ -52,28 +53,165 @@ def test_village_runs_end_to_end(village_run, village):
     assert docs, "Data Docs are published"
 
 
+#: Tables that record when and by which run, so differ between reruns by design; with the
+#: columns that do (the rest of each must still match).
+RUN_STAMPED = {"audit_log": None, "retention_log": None, "landed_files": ["ingested_at"], "list_audit": ["run_id", "produced_at"]}
+
+
+def warehouse_snapshot(path) -> dict[str, pl.DataFrame]:
+    """Every table of a warehouse, ordered, without the columns that stamp a run."""
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables ORDER BY 1").fetchall()]
+        snapshot = {}
+        for table in tables:
+            if table in RUN_STAMPED and RUN_STAMPED[table] is None:
+                continue
+            frame = con.sql(f'SELECT * FROM "{table}"').pl().drop(RUN_STAMPED.get(table) or [])
+            snapshot[table] = frame.sort(frame.columns) if frame.width and all(not isinstance(t, (pl.List, pl.Struct)) for t in frame.dtypes) else frame
+        return snapshot
+    finally:
+        con.close()
+
+
 def test_rerun_gives_identical_tables(village_run, village):
     _, out = village_run
-    tables = ("person_records", "person_links", "family_members", "families")
-    con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
-    before = {t: con.sql(f"SELECT * FROM {t} ORDER BY ALL").pl() for t in tables}
-    con.close()
+    before = warehouse_snapshot(out / "warehouse.duckdb")
+    assert len(before) > 30
     assert run_pipeline(village, MONTH, out).success
+    after = warehouse_snapshot(out / "warehouse.duckdb")
+    assert set(after) == set(before)
+    for table, frame in before.items():
+        assert after[table].equals(frame), table
+
+
+def test_subject_access_finds_every_row_linked_to_the_person(village_run, village, tmp_path):
+    _, out = village_run
+    truth = pl.read_csv(village / "truth.csv", infer_schema=False)
+    # a person seen by three or more sources
+    spread = truth.group_by("person_id").agg(pl.col("source").n_unique().alias("sources"), pl.len().alias("rows")).filter(pl.col("sources") >= 3).sort("rows", "person_id")
+    person = spread["person_id"][0]
+    mine = truth.filter(pl.col("person_id") == person)
+    first = mine.filter(pl.col("source") == "school_attendance").vstack(mine.filter(pl.col("source") != "school_attendance")).row(0, named=True)
     con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
-    for table in tables:
-        assert con.sql(f"SELECT * FROM {table} ORDER BY ALL").pl().equals(before[table]), table
+    raw = con.execute(f'SELECT forename, surname, dob FROM "raw_{first["source"]}" WHERE _file = ? AND _row = ?', [first["file"], int(first["row"])]).fetchall()[0]
+    con.close()
+    reference = "TEST-SAR-1"
+    code = __import__("pipelines.cli", fromlist=["main"]).main(
+        ["subject-access", "--out", str(out), "--forename", raw[0], "--surname", raw[1], "--dob", raw[2].isoformat(), "--reference", reference]
+    )
+    assert code == 0
+    folder = out / "subject_access" / reference
+    exported = pl.concat(
+        [pl.read_csv(p, infer_schema=False).select("source", "_file", "_row") for p in folder.glob("source_*.csv")]
+    )
+    truth_rows = set(mine.select("source", "file", "row").iter_rows())
+    found = set(exported.iter_rows())
+    assert len(truth_rows & found) >= 0.9 * len(truth_rows), "the export holds the person's rows across sources"
+    assert exported.select("source").n_unique() >= 3
+    assert all(p.stat().st_mode & 0o077 == 0 for p in folder.iterdir())
+    con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
+    audit = con.execute("SELECT detail FROM audit_log WHERE action = 'subject access export'").fetchall()
+    con.close()
+    assert any(reference in d for (d,) in audit) and not any(raw[1] in d for (d,) in audit)
 
 
-def test_no_personal_data_in_dagster_metadata_or_logs(village_run, village):
+def test_a_run_killed_half_way_leaves_the_previous_outputs_and_the_next_run_completes(village, tmp_path):
+    """kill -9 during a run for a new month: every table is still readable and is either the
+    previous run's or the new run's whole; files are never half written; the rerun completes
+    and matches a clean run of that month."""
+    import signal
+
+    landing = tmp_path / "landing"
+    shutil.copytree(village, landing)
+    out = tmp_path / "out"
+    assert run_pipeline(landing, "2026-08", out).success
+    previous = warehouse_snapshot(out / "warehouse.duckdb")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(landing), "--month", MONTH, "--out", str(out), "--log-level", "DEBUG"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    # killed as the indicators step starts: linkage's tables are this month's, the rest last month's
+    for line in run.stderr:
+        if " - indicators - STEP_START" in line:
+            break
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    assert run.returncode == -signal.SIGKILL
+    killed = warehouse_snapshot(out / "warehouse.duckdb")
+    for path in out.rglob("*.parquet"):
+        pl.read_parquet(path)  # never half written
+    clean = tmp_path / "clean"
+    assert run_pipeline(landing, "2026-08", clean).success and run_pipeline(landing, MONTH, clean).success
+    new = warehouse_snapshot(clean / "warehouse.duckdb")
+    assert set(killed) == set(previous)
+    for table, frame in killed.items():
+        assert frame.equals(previous[table]) or frame.equals(new[table]), f"{table} is neither last month's nor this month's whole"
+    assert killed["family_members"].equals(new["family_members"]) and not new["family_members"].equals(previous["family_members"])
+    assert killed["family_scores"].equals(previous["family_scores"]) and not new["family_scores"].equals(previous["family_scores"])
+    assert run_pipeline(landing, MONTH, out).success
+    recovered = warehouse_snapshot(out / "warehouse.duckdb")
+    for table, frame in new.items():
+        assert recovered[table].equals(frame), table
+
+
+def _county_people(village) -> tuple[set[str], set[str]]:
+    """Every surname (5+ letters, so it cannot match an ordinary word) and date of birth the
+    county's partners sent, as they appear in outputs (upper or title case; ISO dates)."""
+    surnames, dobs = set(), set()
+    for path in village.glob("*/*.csv"):
+        frame = pl.read_csv(path, infer_schema=False)
+        for column in frame.columns:
+            upper = column.upper()
+            if "SURNAME" in upper or "FAMILY_NAME" in upper or upper in ("LAST_NAME", "LASTNAME"):
+                surnames |= {s.strip() for s in frame[column].drop_nulls().to_list() if len(s.strip()) > 4 and s.strip().isalpha()}
+            if "BIRTH" in upper or upper in ("DOB", "D_O_B"):
+                for value in frame[column].drop_nulls().to_list():
+                    digits = "".join(ch for ch in value if ch.isdigit())
+                    if len(digits) == 8:  # yyyymmdd or ddmmyyyy, written back as ISO
+                        iso = f"{digits[:4]}-{digits[4:6]}-{digits[6:]}" if digits[:2] in ("19", "20") else f"{digits[4:]}-{digits[2:4]}-{digits[:2]}"
+                        dobs.add(iso)
+    # surnames that are also words of the project's own text (Young, Green...) cannot be told apart
+    vocabulary = " ".join(
+        p.read_text(errors="replace") for folder in ("pipelines", "governance", "models", "features", "linkage", "ingestion", "data_contracts")
+        for p in (REPO / folder).rglob("*") if p.suffix in (".py", ".yaml")
+    )
+    return {v for s in surnames for v in (s.upper(), s.title()) if s.title() not in vocabulary and s.lower() not in vocabulary}, dobs
+
+
+def test_no_personal_data_in_logs_metadata_errors_data_docs_or_documents(village_run, village):
+    """The PII search: the county's surnames and dates of birth must not appear in the Dagster
+    event log (messages and every event's metadata), error and reason texts, the audit and
+    retention logs, Great Expectations Data Docs, or any document meant to carry no personal
+    data (IG pack, ATRS record, model card, linkage report, summary pages, outcomes report)."""
     result, out = village_run
-    truth_people = pl.read_csv(next((village / "domestic_abuse").glob("*.csv")), infer_schema=False)
-    surnames = {s for s in truth_people["SURNAME"].drop_nulls().to_list() if len(s) > 4}
+    surnames, dobs = _county_people(village)
+    assert len(surnames) > 200 and len(dobs) > 500
     with dg.DagsterInstance.from_config(str(out / ".dagster")) as instance:
-        text = " ".join(str(r.dagster_event.event_specific_data) + " " + (r.user_message or "") for r in instance.all_logs(result.run_id) if r.dagster_event) + " ".join(
-            r.user_message or "" for r in instance.all_logs(result.run_id)
-        )
-    leaked = [s for s in surnames if s in text]
-    assert not leaked
+        events = " ".join(str(r.dagster_event.event_specific_data) + " " + (r.user_message or "") if r.dagster_event else (r.user_message or "") for r in instance.all_logs(result.run_id))
+    con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
+    logs = " ".join(
+        str(row) for query in (
+            "SELECT message, ignored_columns FROM landed_files", "SELECT reason, \"column\" FROM quarantine",
+            "SELECT * FROM audit_log", "SELECT * FROM retention_log", "SELECT issue FROM decision_discrepancies",
+        ) for row in con.execute(query).fetchall()
+    )
+    con.close()
+    docs_folder = out / "great_expectations"
+    data_docs = " ".join(p.read_text(errors="replace") for p in docs_folder.rglob("*") if p.is_file() and p.suffix in (".html", ".json"))
+    assert "<html" in data_docs.lower()
+    documents = {
+        p.relative_to(out).as_posix(): p.read_text(errors="replace")
+        for pattern in ("governance/*", "model_card.*", "linkage_report.html", "packs/*/summary.html", "outcomes/*/*")
+        for p in out.glob(pattern) if p.is_file()
+    }
+    assert {"governance/ig_pack.html", "governance/atrs_record.md", "linkage_report.html"} <= set(documents)
+    for where, text in {"dagster events": events, "log tables": logs, "data docs": data_docs, **documents}.items():
+        leaked = sorted(s for s in surnames if s in text)
+        assert not leaked, f"{where} holds {len(leaked)} surnames"
+    for where, text in {"dagster events": events, "log tables": logs, "data docs": data_docs}.items():
+        leaked = sorted(d for d in dobs if d in text)
+        assert not leaked, f"{where} holds {len(leaked)} dates of birth"
 
 
 def test_missing_source_blocks_person_records(village, tmp_path):

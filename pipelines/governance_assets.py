@@ -1,0 +1,77 @@
+"""Dagster asset writing the IG pack and the ATRS record for the run's month."""
+
+import dagster as dg
+import polars as pl
+
+from data_contracts import load_contracts
+from governance.atrs import atrs_record
+from governance.ig_pack import ig_pack
+from governance.usage import field_uses
+from models.markdown import markdown_to_html
+from pipelines.outcome_assets import family_outcomes
+from pipelines.partitions import MONTHS
+from pipelines.resources import EarlyhelpSettings
+from pipelines.score_assets import registry_for, scorecard_model
+from pipelines.warehouse import read_table, record_audit, write_text_atomically
+
+GOVERNANCE = "governance"
+
+
+def _source_counts(con, contracts) -> dict[str, dict[str, int]]:
+    files = read_table(con, "landed_files")
+    counts: dict[str, dict[str, int]] = {}
+    for contract in contracts.values():
+        mine = files.filter((pl.col("source") == contract.source) & (pl.col("status") != "duplicate")) if files is not None else None
+        held = read_table(con, contract.raw_table, "count(*) AS n")
+        counts[contract.source] = {
+            "received": int(mine["received"].sum()) if mine is not None else 0,
+            "loaded": int(mine["loaded"].sum()) if mine is not None else 0,
+            "quarantined": int(mine["quarantined"].sum()) if mine is not None else 0,
+            "expired": int(mine["expired"].fill_null(0).sum()) if mine is not None and "expired" in mine.columns else 0,
+            "current": int(held["n"][0]) if held is not None else 0,
+        }
+    return counts
+
+
+@dg.asset(partitions_def=MONTHS, group_name=GOVERNANCE, kinds={"html"}, deps=[family_outcomes, scorecard_model])
+def governance_pack(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
+    """The IG pack (every source's owner, purpose, lawful basis, agreement, retention, and each
+    field's classification and uses, with unused fields flagged) and the Algorithmic
+    Transparency Recording Standard record, under `<out>/governance/`."""
+    contracts, registry = load_contracts(), registry_for(settings)
+    with settings.warehouse() as con:
+        counts = _source_counts(con, contracts)
+        scores = read_table(con, "family_scores", "count(*) AS families, count(*) FILTER (WHERE eligible) AS eligible")
+        listed = read_table(con, "locality_lists", "locality")
+        lists = listed.group_by("locality").len("n").sort("locality") if listed is not None else None
+        received = sum(c["received"] for c in counts.values())
+        run = {
+            "month": settings.reference_month,
+            "families": int(scores["families"][0]) if scores is not None else "-",
+            "eligible": int(scores["eligible"][0]) if scores is not None else "-",
+            "listed": int(lists["n"].sum()) if lists is not None else "-",
+            "by_locality": ", ".join(f"{loc} {n}" for loc, n in lists.iter_rows()) if lists is not None else "-",
+            "rows": {source: c["current"] for source, c in counts.items()},
+            "quarantined_share": f"{sum(c['quarantined'] for c in counts.values()) / received:.2%}" if received else "-",
+        }
+        card_path = settings.output / "model_card.md"
+        folder = settings.output / "governance"
+        pack = ig_pack(contracts, registry, counts, settings.run_date)
+        record = atrs_record(contracts, registry, settings.programme, run, card_path.read_text() if card_path.exists() else None, settings.run_date)
+        write_text_atomically(pack, folder / "ig_pack.md")
+        write_text_atomically(markdown_to_html(pack, "earlyhelp IG pack"), folder / "ig_pack.html")
+        write_text_atomically(record, folder / "atrs_record.md")
+        write_text_atomically(markdown_to_html(record, "earlyhelp ATRS record"), folder / "atrs_record.html")
+        record_audit(con, "governance pack written", f"{folder}: ig_pack, atrs_record for {settings.reference_month}", context.run_id)
+    unused = [f"{u.source}.{u.field}" for u in field_uses(contracts, registry) if u.unused]
+    context.log.info(f"governance_pack: IG pack and ATRS record in {folder}; {len(unused)} fields flagged for removal")
+    return dg.MaterializeResult(
+        metadata={
+            "ig_pack": dg.MetadataValue.path(str(folder / "ig_pack.html")),
+            "atrs_record": dg.MetadataValue.path(str(folder / "atrs_record.html")),
+            "fields_flagged_for_removal": dg.MetadataValue.json(unused),
+        }
+    )
+
+
+GOVERNANCE_ASSETS = [governance_pack]
