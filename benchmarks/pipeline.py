@@ -1,11 +1,15 @@
 """Benchmark the pipeline end to end on synthetic counties, by hand (not a test).
 
+    .venv/bin/python benchmarks/pipeline.py                      # 20k, 200k and 1.2M residents
     .venv/bin/python benchmarks/pipeline.py --people 20000 200000
 
 For each size it generates a county (cached under benchmarks/cache/ by size,
 seed and month), runs `earlyhelp run` on it in a fresh process (the same entry
 point a user runs), and prints each Dagster step's wall time, the run's wall
-time and the peak resident memory of the run process, then a Markdown table.
+time and the peak resident memory of the run process, then Markdown tables: the
+sizes side by side, and each stage's growth from the second-largest size to the
+largest. The tables are also written to benchmarks/results/pipeline.md with the
+machine they ran on.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import time
 from pathlib import Path
 
 from common import CACHE, county_arguments
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 STEP_TIMES = """
@@ -61,8 +67,8 @@ def _child(args: list[str]) -> int:
 
 
 def main() -> None:
-    args = county_arguments(__doc__, [20_000, 200_000])
-    rows = []
+    args = county_arguments(__doc__, [20_000, 200_000, 1_200_000])
+    rows, stages = [], {}
     for people in args.people:
         landing, gen_seconds, gen_peak = county(people, args.seed, args.month)
         out = CACHE / f"out_{people}"
@@ -77,11 +83,52 @@ def main() -> None:
         for key, value in sorted(steps.items(), key=lambda kv: -kv[1])[:12]:
             print(f"  {key:<45} {value:6.1f}s")
         rows.append((people, gen_seconds, gen_peak, seconds, peak, ingest, suites, steps.get("person_records", 0.0)))
-    print("\n| residents | generate (s) | generate peak (MiB) | run (s) | run peak (MiB) | ingest steps (s) | GX suites (s) | person_records (s) |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        stages[people] = _stages(steps)
+    lines = [
+        f"Machine: {machine()}; month {args.month}, seed {args.seed}.",
+        "",
+        "| residents | generate (s) | generate peak (MiB) | run (s) | run peak (MiB) | ingest steps (s) | GX suites (s) | person_records (s) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for people, gs, gp, rs, rp, ing, gx, pr in rows:
         gen = f"{gs:.1f}" if gs is not None else "cached"
-        print(f"| {people:,} | {gen} | {gp or '-'} | {rs:.1f} | {rp} | {ing:.1f} | {gx:.1f} | {pr:.1f} |")
+        lines.append(f"| {people:,} | {gen} | {gp or '-'} | {rs:.1f} | {rp:,} | {ing:.1f} | {gx:.1f} | {pr:.1f} |")
+    if len(stages) >= 2:
+        small, large = sorted(stages)[-2:]
+        lines += ["", f"| stage | {small:,} (s) | {large:,} (s) | growth (data grew {large / small:.1f}x) |", "| --- | ---: | ---: | ---: |"]
+        for stage in stages[large]:
+            before, after = stages[small].get(stage, 0.0), stages[large][stage]
+            lines.append(f"| {stage} | {before:.1f} | {after:.1f} | {after / before:.1f}x |" if before else f"| {stage} | - | {after:.1f} | - |")
+    text = "\n".join(lines)
+    print("\n" + text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "pipeline.md").write_text(f"# `benchmarks/pipeline.py --people {' '.join(map(str, args.people))}`\n\n{text}\n")
+
+
+def _stages(steps: dict[str, float]) -> dict[str, float]:
+    """Steps grouped as the README names the stages: each source's load, the GX suites and the
+    other checks summed; every other step on its own."""
+    grouped: dict[str, float] = {"ingest (8 sources)": 0.0, "contract suites (GX)": 0.0, "other checks": 0.0}
+    for key, value in steps.items():
+        if key.endswith("meets_contract"):
+            grouped["contract suites (GX)"] += value
+        elif key.startswith("raw_") and key.count("_") > 1 and key.endswith(("rows_accounted_for", "source_received", "quarantine_share")):
+            grouped["other checks"] += value
+        elif key.startswith("raw_"):
+            grouped["ingest (8 sources)"] += value
+        elif any(key.endswith(c) for c in ("breakdown_sums_to_score", "indicator_prevalence_plausible", "score_distribution_shift")):
+            grouped["other checks"] += value
+        else:
+            grouped[key] = value
+    return grouped
+
+
+def machine() -> str:
+    import platform
+
+    memory = next((int(line.split()[1]) // 1024 // 1024 for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), 0)
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()} cores ({model}), {memory} GiB, Python {platform.python_version()}"
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ class ListSettings:
     include_already_known: bool = True  # show families open to children's services, flagged
     step_down_months: int = STEP_DOWN_MONTHS
     no_further_action_months: int = 6  # not relisted for this long after NFA, unless a new event
+    order_by: str = "score"  # or "model": the scorecard model's probability, when the council switches it on
 
 
 @dataclass
@@ -142,6 +143,7 @@ def build_lists(
     decisions: pl.DataFrame | None,
     reference: dt.date,
     settings: ListSettings = ListSettings(),
+    model_scores: pl.DataFrame | None = None,
 ) -> LocalityLists:
     """scores: family_scores; localities: postcode, ward, locality; decisions: raw_meeting_outcomes."""
     eligible = scores.filter(pl.col("eligible")).join(addresses, on="family_ref", how="left")
@@ -186,7 +188,14 @@ def build_lists(
         listed = listed.join(last, on="family_ref", how="left")
     else:
         listed = listed.with_columns(pl.lit(None, dtype=pl.Date).alias("last_discussed"), pl.lit(None, dtype=pl.String).alias("last_decision"))
-    listed = listed.sort(["locality", "score", "latest_event", "family_ref"], descending=[False, True, True, False], nulls_last=True).with_columns(
+    # the model only reorders families already eligible; it never adds or removes one
+    if settings.order_by == "model" and model_scores is not None:
+        listed = listed.join(model_scores.select("family_ref", "model_probability"), on="family_ref", how="left")
+        order = ["locality", "model_probability", "score", "latest_event", "family_ref"]
+    else:
+        listed = listed.with_columns(pl.lit(None, dtype=pl.Float64).alias("model_probability"))
+        order = ["locality", "score", "latest_event", "family_ref"]
+    listed = listed.sort(order, descending=[False, *[True] * (len(order) - 2), False], nulls_last=True).with_columns(
         pl.int_range(1, pl.len() + 1).over("locality").alias("rank")
     )
     shown = members.join(listed.select("family_ref"), on="family_ref", how="semi").select(
@@ -200,6 +209,6 @@ def build_lists(
     columns = [
         "locality", "rank", "family_ref", "address", "postcode", "ward", "members", "dependent_children", "score", "band",
         "outcomes", "outcomes_met", "top_reasons", "latest_event", "status", "circumstances", "already_known",
-        "last_discussed", "last_decision",
+        "last_discussed", "last_decision", "model_probability",
     ]
     return LocalityLists(lists=listed.select(columns), members=shown, unplaced=unplaced, allocated=allocated, discrepancies=discrepancies)

@@ -101,6 +101,22 @@ class Evaluation:
     scorecard: pl.DataFrame  # indicator, coefficient, points
     calibration: pl.DataFrame  # bin, predicted, observed, families
     notes: list[str] = field(default_factory=list)
+    model: CalibratedClassifierCV | None = None  # the calibrated model, to order this month's families when switched on
+    features: list[str] = field(default_factory=list)
+    earned_its_place: bool = False  # beat the transparent score and the headline count on PR AUC out of time
+
+    def predict(self, family_indicators: pl.DataFrame, families: pl.Series) -> pl.DataFrame:
+        """family_ref, model_probability for `families`, from this month's family_indicators."""
+        hits = family_indicators.select("family_ref", "indicator_id").unique().with_columns(pl.lit(1, dtype=pl.Int8).alias("hit"))
+        wide = pl.DataFrame({"family_ref": families}).join(
+            hits.pivot(on="indicator_id", index="family_ref", values="hit") if hits.height else pl.DataFrame(schema={"family_ref": pl.String}),
+            on="family_ref", how="left",
+        )
+        for feature in self.features:
+            if feature not in wide.columns:
+                wide = wide.with_columns(pl.lit(0, dtype=pl.Int8).alias(feature))
+        x = wide.select([pl.col(f).fill_null(0) for f in self.features]).to_numpy()
+        return pl.DataFrame({"family_ref": wide["family_ref"], "model_probability": self.model.predict_proba(x)[:, 1].round(6)})
 
 
 def _at_k(y: np.ndarray, ranking: np.ndarray, k: int) -> tuple[float, float, np.ndarray]:
@@ -177,6 +193,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.d
         train_months=train_months, test_month=test_month, families_train=train.height, families_test=test.height,
         escalations_test=int(y_test.sum()), list_size=k, comparison=comparison, fairness=fairness,
         scorecard=scorecard, calibration=calibration, notes=notes,
+        model=calibrated, features=features, earned_its_place=best == "scorecard model",
     )
 
 
@@ -193,8 +210,9 @@ def model_card(evaluation: Evaluation) -> str:
 
 **Intended use.** To order the discussion of families a locality meeting already has on its
 list because they meet the programme rule. It never decides: it cannot add or remove a
-family. Until the locality lists exist (a later issue, where its use will be a
-configuration switch, off unless it earns its place) it orders nothing.
+family. It orders nothing unless the council switches it on (`order_by: model` in the
+locality lists' run configuration); it is off by default, and should stay off unless the
+comparison below shows it earns its place.
 
 **What it predicts.** A child of the family opened to child in need, child protection or
 looked-after services within 12 months after the reference month, among families with no

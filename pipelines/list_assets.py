@@ -11,7 +11,7 @@ from models.lists import ListSettings, build_lists, case_flags, family_addresses
 from pipelines.packs import write_packs
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
-from pipelines.score_assets import family_scores, registry_for
+from pipelines.score_assets import MODEL_SCORES, family_scores, registry_for, scorecard_model
 from pipelines.warehouse import read_table, record_audit, replace_tables, who_ran
 
 LISTS = "lists"
@@ -20,9 +20,10 @@ LISTS = "lists"
 class ListConfig(dg.Config):
     include_already_known: bool = True  # families open to children's social care: shown, flagged
     no_further_action_months: int = 6  # after NO_FURTHER_ACTION, not relisted this long unless a new event
+    order_by: str = "score"  # "model": order within each list by the scorecard model (off unless it earns its place)
 
 
-@dg.asset(partitions_def=MONTHS, group_name=LISTS, kinds={"duckdb", "html"}, deps=[family_scores])
+@dg.asset(partitions_def=MONTHS, group_name=LISTS, kinds={"duckdb", "html"}, deps=[family_scores, scorecard_model])
 def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """One list per locality for the reference month: eligible families ranked, with members,
     needs, score and reasons, and flags; packs (HTML, XLSX, CSV) and a summary under
@@ -32,6 +33,9 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
         records = con.sql("SELECT record_key, address, address_date, postcode, house_number FROM person_records").pl()
         links = con.sql("SELECT record_key, person_id FROM person_links").pl()
         cases = linked_cases(con)
+        if config.order_by not in ("score", "model"):
+            raise ValueError(f"order_by must be 'score' or 'model', not {config.order_by!r}")
+        model_scores = read_table(con, MODEL_SCORES) if config.order_by == "model" else None
         audit = read_table(con, "list_audit")
         previous = audit.filter(pl.col("month") == previous_month(settings.reference_month)) if audit is not None else None
         result = build_lists(
@@ -44,10 +48,14 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
             previous,
             read_table(con, "raw_meeting_outcomes"),
             settings.reference_date,
-            ListSettings(include_already_known=config.include_already_known, no_further_action_months=config.no_further_action_months),
+            ListSettings(include_already_known=config.include_already_known, no_further_action_months=config.no_further_action_months, order_by=config.order_by),
+            model_scores,
         )
+        ordered_by = config.order_by if config.order_by != "model" or model_scores is not None else "score (no model trained this month)"
+        if ordered_by != config.order_by:
+            context.log.warning("locality_lists: order_by=model, but the scorecard model could not be trained this month; ordered by score")
         registry = registry_for(settings)
-        configuration = f"programme={settings.programme}; registry_sha256={hashlib.sha256(registry.path.read_bytes()).hexdigest()[:16]}; include_already_known={config.include_already_known}"
+        configuration = f"programme={settings.programme}; registry_sha256={hashlib.sha256(registry.path.read_bytes()).hexdigest()[:16]}; include_already_known={config.include_already_known}; ordered_by={ordered_by}"
         entry = result.lists.select(
             pl.lit(settings.reference_month).alias("month"), "locality", "family_ref", "rank", pl.col("outcomes").alias("needs"),
             pl.lit(context.run_id).alias("run_id"),
@@ -80,6 +88,7 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
     return dg.MaterializeResult(
         metadata={
             "families_listed": result.lists.height,
+            "ordered_by": ordered_by,
             "families_by_locality": dg.MetadataValue.json(per_locality),
             "eligible_without_locality": result.unplaced,
             "allocated_not_relisted": result.allocated.height,

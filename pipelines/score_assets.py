@@ -23,6 +23,8 @@ FAMILY_SCORES_FILE = "family_scores.parquet"
 BREAKDOWN_SUMS = "breakdown_sums_to_score"
 PREVALENCE = "indicator_prevalence_plausible"
 SCORE_SHIFT = "score_distribution_shift"
+#: This month's families scored by the scorecard model (used only when a list is switched to it).
+MODEL_SCORES = "family_model_scores"
 #: An indicator hitting more than this share of people is more likely a broken rule than a county.
 MAX_PREVALENCE = 0.25
 
@@ -151,12 +153,18 @@ def scorecard_model(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
     transparent score and the headline count, with calibration and fairness: model_card.md
     and model_card.html in the output folder. It orders nothing unless a later
     configuration switch turns it on, and never adds or removes a family."""
-    with settings.warehouse(read_only=True) as con:
-        try:
+    try:
+        with settings.warehouse(read_only=True) as con:
             evaluation = evaluate(con, registry_for(settings), settings.reference_date)
-        except NotEnoughOutcomes as exc:
-            context.log.warning(f"scorecard_model: {exc}")
-            return dg.MaterializeResult(metadata={"trained": False, "reason": str(exc)})
+    except NotEnoughOutcomes as exc:
+        context.log.warning(f"scorecard_model: {exc}")
+        with settings.warehouse() as con:
+            con.execute(f"DROP TABLE IF EXISTS {MODEL_SCORES}")  # no stale month's model to order a list by
+        return dg.MaterializeResult(metadata={"trained": False, "reason": str(exc)})
+    with settings.warehouse() as con:
+        current = con.sql("SELECT * FROM family_indicators").pl()
+        families = con.sql("SELECT family_ref FROM family_scores").pl()["family_ref"]
+        replace_tables(con, {MODEL_SCORES: evaluation.predict(current, families).with_columns(pl.lit(evaluation.earned_its_place).alias("earned_its_place"))})
     card = model_card(evaluation)
     write_text_atomically(card, settings.output / "model_card.md")
     write_text_atomically(markdown_to_html(card, "earlyhelp model card"), settings.output / "model_card.html")
@@ -164,6 +172,7 @@ def scorecard_model(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
     return dg.MaterializeResult(
         metadata={
             "trained": True,
+            "earned_its_place": evaluation.earned_its_place,
             "test_month": str(evaluation.test_month),
             "families_test": evaluation.families_test,
             "escalations_test": evaluation.escalations_test,

@@ -154,3 +154,30 @@ def test_second_month_honours_every_meeting_decision(village, tmp_path):
               AND (c.close_date IS NULL OR c.close_date > DATE '2026-09-30')"""
     ).fetchall()[0][0]
     assert (refs[4] in issues) == (open_cases == 0), "ALREADY_KNOWN is checked against open cases"
+
+
+def test_model_ordering_is_a_switch_that_only_reorders_eligible_families():
+    import datetime as dt
+
+    from models.lists import ListSettings, build_lists
+
+    refs = ["F1", "F2", "F3", "F4"]
+    scores = pl.DataFrame({
+        "family_ref": refs, "eligible": [True, True, True, False], "score": [9, 7, 5, 20], "band": ["high"] * 4,
+        "members": [3] * 4, "dependent_children": [1] * 4, "outcomes": [["a", "b", "c"]] * 4, "outcomes_met": [3] * 4,
+        "top_reasons": [["r"]] * 4, "latest_event": [dt.date(2026, 9, 1)] * 4,
+    })
+    members = pl.DataFrame({"family_ref": refs, "person_id": ["P1", "P2", "P3", "P4"], "forename": ["A"] * 4, "surname": ["B"] * 4, "dob": [dt.date(2015, 1, 1)] * 4, "age": [11] * 4})
+    addresses = pl.DataFrame({"family_ref": refs, "postcode": ["AB1 1AA"] * 4, "address": ["1 Road"] * 4})
+    localities = pl.DataFrame({"postcode": ["AB1 1AA"], "ward": ["W"], "locality": ["North"]})
+    flags = pl.DataFrame(schema={"family_ref": pl.String, "open_statutory": pl.Boolean, "open_early_help": pl.Boolean, "step_down": pl.Boolean})
+    model = pl.DataFrame({"family_ref": refs, "model_probability": [0.1, 0.2, 0.3, 0.9]})
+
+    def ranked(settings, model_scores=None):
+        result = build_lists(scores, members, addresses, localities, flags, None, None, None, dt.date(2026, 9, 30), settings, model_scores)
+        return result.lists.sort("rank")["family_ref"].to_list()
+
+    assert ranked(ListSettings()) == ["F1", "F2", "F3"]
+    assert ranked(ListSettings(), model) == ["F1", "F2", "F3"], "off unless switched on"
+    assert ranked(ListSettings(order_by="model"), model) == ["F3", "F2", "F1"], "reordered; F4 is still not eligible"
+    assert ranked(ListSettings(order_by="model"), None) == ["F1", "F2", "F3"], "no model this month: by score"
