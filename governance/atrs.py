@@ -112,7 +112,7 @@ The transparent score's inputs, one row per indicator:
 
 {fairness}
 
-Sex, ethnicity and deprivation are not in the partner extracts, so fairness by them cannot be measured from the pipeline's data. {COUNCIL}: whether to measure it from case records.
+Ethnicity and deprivation are not in the partner extracts, so the pipeline cannot measure fairness by them (sex is reported as partners record it); on the synthetic county `benchmarks/fairness.py` reports them from the generator. {COUNCIL}: whether to measure them from case records or the IMD.
 
 ## 6. Data specification
 

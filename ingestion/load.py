@@ -30,6 +30,7 @@ import duckdb
 import polars as pl
 
 from data_contracts import Contract
+from ingestion.engine import scratch
 from ingestion.readers import (
     ROW,
     ExtractFile,
@@ -297,7 +298,7 @@ def apply_retention(contract: Contract, raw: pl.DataFrame, today: dt.date) -> tu
     if cutoff is None or raw.is_empty():
         return raw, {}
     expression = contract.custom.get("retentionDate") or contract.custom["eventDate"]
-    con = duckdb.connect()
+    con = scratch()
     try:
         con.register("raw", raw)
         expired = con.sql(f"SELECT coalesce(({expression}) < DATE '{cutoff}', false) AS expired FROM raw").pl()["expired"]

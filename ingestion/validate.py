@@ -13,10 +13,10 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-import duckdb
 import polars as pl
 
 from data_contracts import Column, Contract
+from ingestion.engine import scratch
 from ingestion.identifiers import COLUMN_CHECKS
 from ingestion.readers import REPLACEMENT_CHAR, ROW
 
@@ -138,7 +138,7 @@ def validate_rows(frame: pl.DataFrame, contract: Contract, today: dt.date) -> Va
     typed = text.filter(~pl.col(ROW).is_in(problems[ROW].implode())).select(ROW, *[typed_expr(c) for c in columns])
     if contract.row_rules and typed.height:
         rule_problems = []
-        con = duckdb.connect()
+        con = scratch()
         try:
             con.register("extract_rows", typed)
             for rule in contract.row_rules:

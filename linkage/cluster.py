@@ -59,38 +59,44 @@ class ConstrainedClusterer:
         self.check_birth_dates = birth_dates
         self.check_twins = twins
         self._nicknames = set(zip(nickname_pairs()["name_a"].to_list(), nickname_pairs()["name_b"].to_list()))
+        # Most profiles are never linked: their state is built only when a link first touches
+        # them, from plain tuples (a county has millions of profiles; a Python object each is slow).
+        columns = ["dob", "birth_year", "forename", "surname", "nhs_number", "upn", "nino"]
+        frame = profiles.select("pid", *columns, (pl.col("mentions") if "mentions" in profiles.columns else pl.lit(1)).fill_null(1).alias("mentions"))
+        self.pids = frame["pid"]
+        self._rows = dict(zip(frame["pid"].to_list(), zip(*(frame[c].to_list() for c in (*columns, "mentions")))))
         self.parent: dict[int, int] = {}
         self.clusters: dict[int, _Cluster] = {}
-        columns = ["pid", "dob", "birth_year", "forename", "preferred_forename", "surname", "nhs_number", "upn", "nino"]
-        if "mentions" in profiles.columns:
-            columns.append("mentions")
-        for row in profiles.select(columns).iter_rows(named=True):
-            pid = row["pid"]
-            cluster = _Cluster(members=[pid])
-            if row["dob"] is not None:
-                cluster.dobs.add(row["dob"])
-                if row["forename"]:
-                    key = (row["dob"], row["forename"], row["surname"] or "")
-                    cluster.names_by_dob[key] = cluster.names_by_dob.get(key, 0) + (row.get("mentions") or 1)
-            elif row["birth_year"] is not None:
-                cluster.birth_years.add(row["birth_year"])
-            for key in ("nhs_number", "upn", "nino"):
-                if row[key]:
-                    cluster.ids[key].add(row[key])
-            self.parent[pid] = pid
-            self.clusters[pid] = cluster
         for a, b in cannot_link:
-            if a in self.clusters and b in self.clusters:
-                self.clusters[a].forbidden.add(b)
-                self.clusters[b].forbidden.add(a)
+            if a in self._rows and b in self._rows:
+                self._cluster(a).forbidden.add(b)
+                self._cluster(b).forbidden.add(a)
         self.refused = 0
 
+    def _cluster(self, root: int) -> _Cluster:
+        cluster = self.clusters.get(root)
+        if cluster is None:
+            dob, birth_year, forename, surname, nhs_number, upn, nino, mentions = self._rows[root]
+            cluster = _Cluster(members=[root])
+            if dob is not None:
+                cluster.dobs.add(dob)
+                if forename:
+                    cluster.names_by_dob[(dob, forename, surname or "")] = mentions
+            elif birth_year is not None:
+                cluster.birth_years.add(birth_year)
+            for key, value in (("nhs_number", nhs_number), ("upn", upn), ("nino", nino)):
+                if value:
+                    cluster.ids[key].add(value)
+            self.clusters[root] = cluster
+        return cluster
+
     def find(self, pid: int) -> int:
+        parent = self.parent
         root = pid
-        while self.parent[root] != root:
-            root = self.parent[root]
-        while self.parent[pid] != root:
-            self.parent[pid], pid = root, self.parent[pid]
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while parent.get(pid, pid) != root:
+            parent[pid], pid = root, parent[pid]
         return root
 
     def _names_alike(self, a: str, b: str) -> bool:
@@ -132,7 +138,7 @@ class ConstrainedClusterer:
             # forename and surname swapped); twins go by different names
             if not self._alike(self._primary(a, dob), self._primary(b, dob)):
                 return True
-        if a.forbidden & set(b.members) or b.forbidden & set(a.members):
+        if (a.forbidden and not a.forbidden.isdisjoint(b.members)) or (b.forbidden and not b.forbidden.isdisjoint(a.members)):
             return True
         return False
 
@@ -140,7 +146,7 @@ class ConstrainedClusterer:
         ra, rb = self.find(l), self.find(r)
         if ra == rb:
             return True
-        a, b = self.clusters[ra], self.clusters[rb]
+        a, b = self._cluster(ra), self._cluster(rb)
         if not force and self.contradicts(a, b):
             self.refused += 1
             return False
@@ -161,7 +167,9 @@ class ConstrainedClusterer:
     def assignments(self) -> pl.DataFrame:
         """pid -> cluster, numbered by each cluster's smallest pid (deterministic)."""
         rows = [(pid, min(c.members)) for c in self.clusters.values() for pid in c.members]
-        return pl.DataFrame(rows, schema={"pid": pl.Int64, "cluster": pl.Int64}, orient="row")
+        linked = pl.DataFrame(rows, schema={"pid": pl.Int64, "cluster": pl.Int64}, orient="row")
+        alone = pl.DataFrame({"pid": self.pids.cast(pl.Int64)}).join(linked, on="pid", how="anti").with_columns(pl.col("pid").alias("cluster"))
+        return pl.concat([linked, alone]).sort("pid")
 
 
 def cluster_persons(

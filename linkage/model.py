@@ -29,6 +29,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
+from ingestion.engine import scratch
 from linkage.names import canonical_forename, nickname_pairs, phonetic
 
 #: The comparisons and their levels, best first; -1 (not comparable) adds no evidence.
@@ -125,7 +126,9 @@ BLOCKING_RULES = (
     ("dob and forename", "l.dob = r.dob AND l.forename_canonical = r.forename_canonical"),
     ("dob and postcode district", "l.dob = r.dob AND l.postcode_district = r.postcode_district"),
     ("phonetic surname, forename and district", "l.surname_phonetic = r.surname_phonetic AND l.forename_canonical = r.forename_canonical AND l.postcode_district = r.postcode_district"),
-    ("forename and surname", "l.forename_canonical = r.forename_canonical AND l.surname = r.surname"),
+    # with the birth year: forename and surname alone pair every John Smith in the county, which
+    # grows with the square of its size; a wrong birth year is still caught by the district rule
+    ("forename, surname and birth year", "l.forename_canonical = r.forename_canonical AND l.surname = r.surname AND l.birth_year = r.birth_year"),
     ("surname and postcode", "l.surname = r.surname AND l.postcode = r.postcode"),
     ("forename and postcode", "l.forename_canonical = r.forename_canonical AND l.postcode = r.postcode"),
     ("postcode and house number", "l.postcode = r.postcode AND l.house_number = r.house_number"),
@@ -353,7 +356,7 @@ class ScoredPairs:
 def score_profiles(records: pl.DataFrame, settings: LinkageSettings) -> ScoredPairs:
     """Profiles, candidate pairs, the fitted model and every candidate pair's score."""
     profiles, mapping = build_profiles(records)
-    con = duckdb.connect()
+    con = scratch()
     try:
         con.register("profiles_frame", profiles)
         con.execute("CREATE TEMP TABLE profiles AS SELECT * FROM profiles_frame")

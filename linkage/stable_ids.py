@@ -44,23 +44,29 @@ def assign_stable_ids(
         .sort(["len", "old_id", "first"], descending=[True, False, False])
         .select(cluster, "old_id", "len")
     )
+    # A cluster voting for one old id that no other cluster votes for simply keeps it; the
+    # greedy rule (strongest vote first) only has work to do where votes conflict.
+    votes = votes.with_columns(pl.len().over(cluster).alias("_per_cluster"), pl.len().over("old_id").alias("_per_id"))
+    plain = votes.filter((pl.col("_per_cluster") == 1) & (pl.col("_per_id") == 1))
     taken_ids: set[str] = set()
     cluster_id: dict = {}
-    for c, old, _ in votes.iter_rows():
+    for c, old in votes.filter((pl.col("_per_cluster") > 1) | (pl.col("_per_id") > 1)).select(cluster, "old_id").iter_rows():
         if c in cluster_id or old in taken_ids:
             continue
         cluster_id[c] = old
         taken_ids.add(old)
+    kept = pl.concat([
+        plain.select(cluster, pl.col("old_id").alias("id")),
+        pl.DataFrame({cluster: list(cluster_id), "id": list(cluster_id.values())}, schema={cluster: frame.schema[cluster], "id": pl.String}),
+    ])
     splits = votes.group_by("old_id").len().filter(pl.col("len") > 1).height
     merges = votes.group_by(cluster).len().filter(pl.col("len") > 1).height
-    issued = [int(i[len(prefix):]) for i in (previous["id"].to_list() if previous is not None and previous.height else [])]
-    next_number = max(issued, default=0) + 1
-    new = 0
-    for c, _ in first_member.iter_rows():
-        if c not in cluster_id:
-            cluster_id[c] = f"{prefix}{next_number:0{width}d}"
-            next_number += 1
-            new += 1
-    mapping = pl.DataFrame({cluster: list(cluster_id), "id": list(cluster_id.values())}, schema={cluster: frame.schema[cluster], "id": pl.String})
+    issued = previous["id"].str.slice(len(prefix)).cast(pl.Int64).max() if previous is not None and previous.height else None
+    next_number = (issued or 0) + 1
+    fresh = first_member.join(kept, on=cluster, how="anti").sort("first").with_row_index("n", offset=next_number).select(
+        cluster, (pl.lit(prefix) + pl.col("n").cast(pl.String).str.zfill(width)).alias("id")
+    )
+    new = fresh.height
+    mapping = pl.concat([kept, fresh])
     ids = frame.join(mapping, on=cluster).select(member, "id")
-    return Assignment(ids=ids, splits=splits, merges=merges, new=new, kept=len(cluster_id) - new)
+    return Assignment(ids=ids, splits=splits, merges=merges, new=new, kept=kept.height)

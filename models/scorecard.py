@@ -33,22 +33,21 @@ from models.score import score_families
 STATUTORY = ("CIN", "CP", "CLA")
 
 
-def snapshot(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date) -> pl.DataFrame:
+def snapshot(
+    con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date, records: pl.DataFrame | None = None, links: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """One row per family as it stood at `reference`: indicators (0/1 columns), the transparent
-    score, headline outcomes met, locality, and the escalation outcome in the next 12 months."""
-    records = con.sql("SELECT * FROM person_records").pl()
-    links = con.sql("SELECT * FROM person_links").pl()
+    score, headline outcomes met, locality, and the escalation outcome in the next 12 months.
+    Families are formed as of `reference`; indicators are computed over the warehouse's own
+    tables with those families' members (no copy of the partners' rows)."""
+    records = records if records is not None else con.sql("SELECT * FROM person_records").pl()
+    links = links if links is not None else con.sql("SELECT * FROM person_links").pl()
     families = form_families(records, links, reference)
-    work = duckdb.connect()
+    con.register("snapshot_members", families.members)
     try:
-        for table in ("person_records", "person_links"):
-            work.register(table, records if table == "person_records" else links)
-        work.register("family_members", families.members)
-        for contract_table in [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'raw_%'").fetchall()]:
-            work.register(contract_table, con.sql(f'SELECT * FROM "{contract_table}"').pl())
-        hits = compute_indicators(work, registry, reference)
+        hits = compute_indicators(con, registry, reference, members="snapshot_members")
     finally:
-        work.close()
+        con.unregister("snapshot_members")
     scores = score_families(registry, hits.person_indicators, hits.family_indicators, families.families, families.members).scores
     wide = hits.family_indicators.with_columns(pl.lit(1).alias("hit")).pivot(on="indicator_id", index="family_ref", values="hit", aggregate_function="max")
     frame = scores.select("family_ref", "score", "outcomes_met", "eligible").join(wide, on="family_ref", how="left")
@@ -73,7 +72,16 @@ def snapshot(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.d
     frame = frame.filter(~pl.col("family_ref").is_in(already.implode())).with_columns(
         pl.col("family_ref").is_in(escalated.implode()).cast(pl.Int8).alias("escalated"), pl.lit(reference).alias("reference")
     )
-    youngest = members.filter(pl.col("age") <= 17).group_by("family_ref").agg(pl.col("age").min().alias("youngest_child_age"))
+    # sex as the partners state it, the most frequent across a person's mentions
+    sex = (
+        records.filter(pl.col("sex").is_in(["M", "F"])).join(links.select("record_key", "person_id"), on="record_key")
+        .group_by("person_id", "sex").len().sort(["person_id", "len", "sex"], descending=[False, True, False])
+        .group_by("person_id", maintain_order=True).agg(pl.col("sex").first())
+    )
+    youngest = (
+        members.filter(pl.col("age") <= 17).join(sex, on="person_id", how="left").sort(["family_ref", "age", "person_id"])
+        .group_by("family_ref", maintain_order=True).agg(pl.col("age").first().alias("youngest_child_age"), pl.col("sex").first().alias("youngest_child_sex"))
+    )
     adults = members.filter(pl.col("age") >= 18).group_by("family_ref").len().rename({"len": "adults"})
     return frame.join(locality, on="family_ref", how="left").join(youngest, on="family_ref", how="left").join(adults, on="family_ref", how="left")
 
@@ -104,6 +112,7 @@ class Evaluation:
     model: CalibratedClassifierCV | None = None  # the calibrated model, to order this month's families when switched on
     features: list[str] = field(default_factory=list)
     earned_its_place: bool = False  # beat the transparent score and the headline count on PR AUC out of time
+    test_selection: pl.DataFrame | None = None  # family_ref (as formed at the test month), selected by the model, escalated
 
     def predict(self, family_indicators: pl.DataFrame, families: pl.Series) -> pl.DataFrame:
         """family_ref, model_probability for `families`, from this month's family_indicators."""
@@ -131,8 +140,9 @@ def evaluate(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.d
     """Train on reference months 24, 21 and 18 months before the latest testable month; test on it."""
     test_month = shift_months(reference, -12)
     train_months = [shift_months(test_month, -m) for m in (15, 12, 9)]
-    train = pl.concat([snapshot(con, registry, m) for m in train_months], how="diagonal_relaxed")
-    test = snapshot(con, registry, test_month)
+    records, links = con.sql("SELECT * FROM person_records").pl(), con.sql("SELECT * FROM person_links").pl()
+    train = pl.concat([snapshot(con, registry, m, records, links) for m in train_months], how="diagonal_relaxed")
+    test = snapshot(con, registry, test_month, records, links)
     features = [i.id for i in registry.indicators]
     x_train, y_train = train.select(features).to_numpy(), train["escalated"].to_numpy()
     x_test, y_test = test.select(features).to_numpy(), test["escalated"].to_numpy()
@@ -183,7 +193,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.d
                 pl.col("escalated").mean().round(4).alias("escalation_rate"),
                 ((pl.col("selected") & (pl.col("escalated") == 1)).sum() / pl.col("escalated").sum().clip(1)).round(4).alias("recall_at_k"),
             ).with_columns(pl.lit(group).alias("group")).select("group", "value", "families", "selected_share", "escalation_rate", "recall_at_k")
-            for group in ("locality", "youngest_child_age_band", "household")
+            for group in ("locality", "youngest_child_age_band", "youngest_child_sex", "household")
         ]
     ).sort("group", "value")
     best = comparison.sort("pr_auc", descending=True, nulls_last=True)["method"][0]
@@ -194,6 +204,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.d
         escalations_test=int(y_test.sum()), list_size=k, comparison=comparison, fairness=fairness,
         scorecard=scorecard, calibration=calibration, notes=notes,
         model=calibrated, features=features, earned_its_place=best == "scorecard model",
+        test_selection=test.select("family_ref", "selected", "escalated"),
     )
 
 
@@ -247,6 +258,8 @@ registry's indicators (0/1), nothing else: no ethnicity, sex or deprivation is u
 
 Synthetic data: the figures show the method works end to end, not how it would perform on a
 council's data. Escalation reflects services' decisions as well as need. Small groups give
-unstable rates. Sex, ethnicity and deprivation are not in the partner extracts, so fairness
-is shown only for locality, the youngest child's age and household adults.
+unstable rates. Ethnicity and deprivation are not in the partner extracts, so fairness is shown for
+locality, the youngest child's age band and sex (as partners record it), and household
+adults; `benchmarks/fairness.py` reports deprivation and heritage on the synthetic county,
+whose generator holds them.
 """

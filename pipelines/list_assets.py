@@ -11,7 +11,12 @@ from models.lists import ListSettings, build_lists, case_flags, family_addresses
 from pipelines.packs import write_packs
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
-from pipelines.score_assets import MODEL_SCORES, family_scores, registry_for, scorecard_model
+from pipelines.score_assets import (
+    MODEL_SCORES,
+    family_scores,
+    registry_for,
+    scorecard_model,
+)
 from pipelines.warehouse import read_table, record_audit, replace_tables, who_ran
 
 LISTS = "lists"

@@ -12,6 +12,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from ingestion.engine import bounded
+
 #: The environment variable holding the warehouse's encryption key (never logged, never stored).
 KEY_ENV = "EARLYHELP_WAREHOUSE_KEY"
 
@@ -28,7 +30,7 @@ def open_warehouse(path: Path, read_only: bool = False, key: str | None = None) 
     fallback, which earlyhelp refuses to use."""
     key = key if key is not None else os.environ.get(KEY_ENV) or None
     if not key:
-        con = duckdb.connect(str(path), read_only=read_only)
+        con = bounded(duckdb.connect(str(path), read_only=read_only))
     else:
         con = duckdb.connect()
         try:
@@ -48,6 +50,7 @@ def open_warehouse(path: Path, read_only: bool = False, key: str | None = None) 
             except duckdb.Error as exc:
                 raise WarehouseError(f"the warehouse {path.name} could not be opened with the configured key ({type(exc).__name__})") from None
             con.execute("USE warehouse")
+            bounded(con)
         except BaseException:
             con.close()
             raise
