@@ -8,8 +8,10 @@ from pathlib import Path
 CACHE = Path(__file__).resolve().parent / "cache"
 
 
-def county_arguments(description: str, sizes: list[int]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
+def county_arguments(description: str, sizes: list[int], splink_blocking: bool = False) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if splink_blocking:
+        parser.add_argument("--splink-blocking", choices=["benchmark", "scalable"], default="benchmark", help="Splink's blocking rules (see above)")
     parser.add_argument("--people", type=int, nargs="+", default=sizes, help="county sizes, in residents")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--month", default="2026-10", help="reference month, YYYY-MM")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import polars as pl
 
 from common import CACHE, county_arguments
+from pipeline import RESULTS
 from features import load_registry
 from linkage import form_families
 from models.scorecard import evaluate
@@ -69,9 +70,17 @@ def main() -> None:
             for r in table.iter_rows(named=True):
                 flag = "gap" if r["families"] >= 30 and abs(r["recall_at_k"] - mean) > 0.15 else ""
                 rows.append(f"| {label} | {r['value']} | {r['families']:,} | {r['selected_share']} | {r['escalation_rate']} | {r['recall_at_k']} | {flag} |")
-        print("| group | value | families | selected share | escalation rate | recall at list size | flag |")
-        print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
-        print("\n".join(rows))
+        head = [
+            f"{people:,} residents (seed {args.seed}, month {args.month}); test month {evaluation.test_month}; "
+            f"{test.height:,} families; list size {evaluation.list_size:,}.",
+            "",
+            "| group | value | families | selected share | escalation rate | recall at list size | flag |",
+            "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+        ]
+        text = "\n".join(head + rows)
+        print(text)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"fairness_{people}.md").write_text(f"# `benchmarks/fairness.py --people {people}`\n\n{text}\n")
 
 
 if __name__ == "__main__":
