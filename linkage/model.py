@@ -129,6 +129,10 @@ BLOCKING_RULES = (
     # with the birth year: forename and surname alone pair every John Smith in the county, which
     # grows with the square of its size; a wrong birth year is still caught by the district rule
     ("forename, surname and birth year", "l.forename_canonical = r.forename_canonical AND l.surname = r.surname AND l.birth_year = r.birth_year"),
+    # ...and a mention with no birth date or age at all (an adult in a police notification,
+    # say) still meets its namesakes: few such mentions, so few pairs
+    ("forename and surname, left without birth year", "l.forename_canonical = r.forename_canonical AND l.surname = r.surname AND l.birth_year IS NULL"),
+    ("forename and surname, right without birth year", "l.forename_canonical = r.forename_canonical AND l.surname = r.surname AND r.birth_year IS NULL"),
     ("surname and postcode", "l.surname = r.surname AND l.postcode = r.postcode"),
     ("forename and postcode", "l.forename_canonical = r.forename_canonical AND l.postcode = r.postcode"),
     ("postcode and house number", "l.postcode = r.postcode AND l.house_number = r.house_number"),
