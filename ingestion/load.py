@@ -38,6 +38,7 @@ from ingestion.readers import (
     normalise_header,
     read_extract,
 )
+from ingestion.readers import column as file_column
 from ingestion.validate import validate_rows
 
 FILE = "_file"
@@ -152,7 +153,7 @@ def _map_columns(extract: ExtractFile, contract: Contract, report: FileReport) -
     columns = [pl.col(ROW)]
     for key, column in wanted.items():
         if key in by_header:
-            columns.append(pl.col(by_header[key]).alias(column.name))
+            columns.append(file_column(extract.frame, by_header[key]).alias(column.name))
         else:
             columns.append(pl.lit(None, dtype=pl.String).alias(column.name))
     return extract.frame.select(columns)
@@ -165,7 +166,7 @@ def _known_columns(extract: ExtractFile, contract: Contract) -> pl.DataFrame:
     """The text of a file's columns that the contract names, under canonical names."""
     wanted = {normalise_header(c.partner_name): c.name for c in contract.columns}
     return extract.frame.select(
-        ROW, *[pl.col(h).alias(wanted[normalise_header(h)]) for h in extract.header if normalise_header(h) in wanted]
+        ROW, *[file_column(extract.frame, h).alias(wanted[normalise_header(h)]) for h in extract.header if normalise_header(h) in wanted]
     )
 
 

@@ -45,6 +45,12 @@ class ExtractFile:
     raw_records: dict[int, list[str]] = field(default_factory=dict)  # malformed records, kept whole
 
 
+def column(frame: pl.DataFrame, name: str) -> pl.Expr:
+    """A file's column by position: `pl.col` would read a header such as `*` or `^.*$` as a
+    wildcard or a pattern, and a partner's header is whatever the partner wrote."""
+    return pl.nth(frame.columns.index(name))
+
+
 def normalise_header(name: str) -> str:
     """Column names match case-insensitively after trimming spaces (the spec)."""
     return name.replace("\ufeff", "").strip().lower()
@@ -168,14 +174,15 @@ def _read_csv_records(text: str, header: list[str]) -> ExtractFile:
         numbers.append(number)
     columns = {name: [r[i] for r in rows] for i, name in enumerate(header)}
     frame = pl.DataFrame(columns, schema={name: pl.String for name in header})
-    frame = frame.with_columns(pl.Series(ROW, numbers, dtype=pl.Int64)).select([ROW, *header])
+    # columns by position: a header may read as a Polars pattern (`*`)
+    frame = pl.DataFrame([pl.Series(ROW, numbers, dtype=pl.Int64), *frame.get_columns()])
     return ExtractFile(header=header, frame=frame, row_problems=problems, raw_records=raw)
 
 
 def _replacement_problems(frame: pl.DataFrame, header: list[str]) -> list[RowProblem]:
     problems = []
     for name in header:
-        bad = frame.filter(pl.col(name).str.contains(REPLACEMENT_CHAR, literal=True))[ROW].to_list()
+        bad = frame.filter(column(frame, name).str.contains(REPLACEMENT_CHAR, literal=True))[ROW].to_list()
         problems.extend(RowProblem(r, name, "contains bytes that are not valid UTF-8 text (or a NUL byte)") for r in bad)
     return problems
 
@@ -204,17 +211,18 @@ def _read_parquet(path: Path, date_formats: dict[str, str]) -> ExtractFile:
     for name in header:
         dtype = frame.schema[name]
         fmt = date_formats.get(normalise_header(name))
+        cell = column(frame, name)
         if dtype.is_temporal() and fmt:
-            exprs.append(pl.col(name).dt.strftime(fmt))
+            exprs.append(cell.dt.strftime(fmt).alias(name))
         elif dtype == pl.Float64 or dtype == pl.Float32:
             exprs.append(
-                pl.when(pl.col(name) == pl.col(name).round(0))
-                .then(pl.col(name).cast(pl.Int64, strict=False).cast(pl.String))
-                .otherwise(pl.col(name).cast(pl.String))
+                pl.when(cell == cell.round(0))
+                .then(cell.cast(pl.Int64, strict=False).cast(pl.String))
+                .otherwise(cell.cast(pl.String))
                 .alias(name)
             )
         else:
-            exprs.append(pl.col(name).cast(pl.String))
+            exprs.append(cell.cast(pl.String).alias(name))
     frame = frame.select(exprs).with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
     return ExtractFile(header=header, frame=frame)
 
@@ -252,5 +260,6 @@ def _read_xlsx(path: Path, date_formats: dict[str, str]) -> ExtractFile:
         {name: [r[i] for r in records] for i, name in enumerate(header)},
         schema={name: pl.String for name in header},
     )
-    frame = frame.with_columns(pl.Series(ROW, numbers, dtype=pl.Int64)).select([ROW, *header])
+    # columns by position: a header may read as a Polars pattern (`*`)
+    frame = pl.DataFrame([pl.Series(ROW, numbers, dtype=pl.Int64), *frame.get_columns()])
     return ExtractFile(header=header, frame=frame)

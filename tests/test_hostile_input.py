@@ -108,3 +108,11 @@ def test_a_header_row_of_data_leaks_no_value_into_reports(tmp_path):
     text = " ".join([report.message or "", *report.ignored_columns, *report.missing_optional_columns])
     assert "Rohan" not in text and "Ahmed" not in text and "20050112" not in text
     assert pl.DataFrame(result.quarantine).height == 0 or "Rohan" not in " ".join(result.quarantine["reason"].to_list())
+
+
+def test_headers_that_look_like_polars_patterns_are_plain_names(tmp_path):
+    """A header of `*` or `^.*$` (found by the random-bytes test) is a column name, not a wildcard."""
+    for header in ("*", "^.*$", "ATTENDANCE_ID,*"):
+        result = _ingest("ae_star.csv", (header + "\n1\n").encode())
+        _assert_accounted(result)
+        assert result.files[0].status == "refused" and "required column" in result.files[0].message
