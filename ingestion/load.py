@@ -153,7 +153,7 @@ def _map_columns(extract: ExtractFile, contract: Contract, report: FileReport) -
     columns = [pl.col(ROW)]
     for key, column in wanted.items():
         if key in by_header:
-            columns.append(file_column(extract.frame, by_header[key]).alias(column.name))
+            columns.append(file_column(extract.header, by_header[key], offset=1).alias(column.name))
         else:
             columns.append(pl.lit(None, dtype=pl.String).alias(column.name))
     return extract.frame.select(columns)
@@ -166,7 +166,7 @@ def _known_columns(extract: ExtractFile, contract: Contract) -> pl.DataFrame:
     """The text of a file's columns that the contract names, under canonical names."""
     wanted = {normalise_header(c.partner_name): c.name for c in contract.columns}
     return extract.frame.select(
-        ROW, *[file_column(extract.frame, h).alias(wanted[normalise_header(h)]) for h in extract.header if normalise_header(h) in wanted]
+        ROW, *[file_column(extract.header, h, offset=1).alias(wanted[normalise_header(h)]) for h in extract.header if normalise_header(h) in wanted]
     )
 
 

@@ -45,10 +45,11 @@ class ExtractFile:
     raw_records: dict[int, list[str]] = field(default_factory=dict)  # malformed records, kept whole
 
 
-def column(frame: pl.DataFrame, name: str) -> pl.Expr:
-    """A file's column by position: `pl.col` would read a header such as `*` or `^.*$` as a
-    wildcard or a pattern, and a partner's header is whatever the partner wrote."""
-    return pl.nth(frame.columns.index(name))
+def column(columns: list[str], name: str, offset: int = 0) -> pl.Expr:
+    """A file's column by position (its place in `columns`, plus `offset`): `pl.col` would read
+    a header such as `*` or `^.*$` as a wildcard or a pattern, and a partner's header is
+    whatever the partner wrote."""
+    return pl.nth(columns.index(name) + offset)
 
 
 def normalise_header(name: str) -> str:
@@ -182,7 +183,7 @@ def _read_csv_records(text: str, header: list[str]) -> ExtractFile:
 def _replacement_problems(frame: pl.DataFrame, header: list[str]) -> list[RowProblem]:
     problems = []
     for name in header:
-        bad = frame.filter(column(frame, name).str.contains(REPLACEMENT_CHAR, literal=True))[ROW].to_list()
+        bad = frame.filter(column(header, name, offset=1).str.contains(REPLACEMENT_CHAR, literal=True))[ROW].to_list()
         problems.extend(RowProblem(r, name, "contains bytes that are not valid UTF-8 text (or a NUL byte)") for r in bad)
     return problems
 
@@ -211,7 +212,7 @@ def _read_parquet(path: Path, date_formats: dict[str, str]) -> ExtractFile:
     for name in header:
         dtype = frame.schema[name]
         fmt = date_formats.get(normalise_header(name))
-        cell = column(frame, name)
+        cell = column(header, name)
         if dtype.is_temporal() and fmt:
             exprs.append(cell.dt.strftime(fmt).alias(name))
         elif dtype == pl.Float64 or dtype == pl.Float32:
