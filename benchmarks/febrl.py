@@ -36,12 +36,15 @@ def febrl_mentions() -> pl.DataFrame:
                 pl.lit(None, pl.String).alias("sex"),
                 # Australian postcodes have no sector or district: the first digits stand in
                 pl.col("postcode"),
-                pl.concat_str([pl.col("street_number"), pl.col("address_1"), pl.col("suburb")], separator=" ", ignore_nulls=True).alias("address"),
+                pl.concat_str([pl.col("street_number"), pl.col("address_1")], separator=" ", ignore_nulls=True).alias("address"),
                 pl.date(2024, 1, 1).alias("event_date"),
                 pl.date(2024, 1, 1).alias("address_date"),
                 pl.col("rec_id").alias("event_ref"),
                 pl.lit("PERSON").alias("role"),
-                *[pl.lit(None, pl.String).alias(c) for c in ("preferred_forename", "nhs_number", "upn", "nino", "contact_forename", "contact_surname", "contact_relationship")],
+                *[pl.lit(None, pl.String).alias(c) for c in ("preferred_forename", "nhs_number", "upn")],
+                # the social security number is FEBRL's national insurance number
+                pl.col("soc_sec_id").alias("nino"),
+                *[pl.lit(None, pl.String).alias(c) for c in ("contact_forename", "contact_surname", "contact_relationship")],
                 pl.col("rec_id").str.extract(r"rec-(\d+)-", 1).cast(pl.Int64).alias("truth"),
             )
         )
@@ -58,10 +61,11 @@ def febrl_mentions() -> pl.DataFrame:
 def main() -> None:
     mentions, truth = febrl_mentions()
     began = time.perf_counter()
-    # FEBRL corrupts records by replacing whole dates of birth and names, which in a
-    # council's data is exactly what tells a parent from a namesake child, or twins apart;
-    # so the two constraints that rely on it are off here, and everything else is as a run.
-    settings = LinkageSettings(refuse_conflicting_birth_dates=False, refuse_twins=False)
+    # FEBRL corrupts records by replacing whole dates of birth, names and social security
+    # numbers, which in a council's data is exactly what tells a parent from a namesake child,
+    # twins, or two registered people apart; so the constraints that rely on them are off
+    # here, and everything else is as a run.
+    settings = LinkageSettings(refuse_conflicting_birth_dates=False, refuse_twins=False, refuse_conflicting_identifiers=False)
     result = link_persons(mentions, settings)
     seconds = time.perf_counter() - began
     linked = mentions.select("record_key", "source", "file", "row").join(result.person_links, on="record_key").join(truth, on=["source", "file", "row"])

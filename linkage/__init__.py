@@ -47,6 +47,7 @@ def link_persons(
     clusters, refused = cluster_persons(
         scored.profiles, scored.pairs, settings.link_threshold, must, cannot,
         birth_dates=settings.refuse_conflicting_birth_dates, twins=settings.refuse_twins,
+        identifiers=settings.refuse_conflicting_identifiers,
     )
     records_clusters = scored.mapping.join(clusters, on="pid")
     assignment = assign_stable_ids(records_clusters, "record_key", "cluster", previous_ids, prefix="P", width=8)

@@ -54,8 +54,14 @@ class ConstrainedClusterer:
     """Union-find over profiles with the contradiction rules above."""
 
     def __init__(
-        self, profiles: pl.DataFrame, cannot_link: list[tuple[int, int]] = (), birth_dates: bool = True, twins: bool = True
+        self,
+        profiles: pl.DataFrame,
+        cannot_link: list[tuple[int, int]] = (),
+        birth_dates: bool = True,
+        twins: bool = True,
+        identifiers: bool = True,
     ):
+        self.check_identifiers = identifiers
         self.check_birth_dates = birth_dates
         self.check_twins = twins
         self._nicknames = set(zip(nickname_pairs()["name_a"].to_list(), nickname_pairs()["name_b"].to_list()))
@@ -122,7 +128,7 @@ class ConstrainedClusterer:
         return bool(surname_x and surname_y) and self._names_alike(forename_x, surname_y) and self._names_alike(surname_x, forename_y)
 
     def contradicts(self, a: _Cluster, b: _Cluster) -> bool:
-        for key in ("nhs_number", "upn", "nino"):
+        for key in ("nhs_number", "upn", "nino") if self.check_identifiers else ():
             if a.ids[key] and b.ids[key] and not (a.ids[key] & b.ids[key]):
                 return True
         if self.check_birth_dates:
@@ -180,10 +186,11 @@ def cluster_persons(
     cannot_link: list[tuple[int, int]] = (),
     birth_dates: bool = True,
     twins: bool = True,
+    identifiers: bool = True,
 ) -> tuple[pl.DataFrame, int]:
     """Cluster profiles: reviewers' matches first, then links at or above `threshold`, strongest first.
     Returns (pid -> cluster, number of links refused as contradictory)."""
-    clusterer = ConstrainedClusterer(profiles, cannot_link, birth_dates, twins)
+    clusterer = ConstrainedClusterer(profiles, cannot_link, birth_dates, twins, identifiers)
     for l, r in must_link:
         clusterer.link(l, r, force=True)
     links = pairs.filter(pl.col("match_probability") >= threshold).sort(["match_weight", "l", "r"], descending=[True, False, False])

@@ -40,7 +40,7 @@ COMPARISONS: dict[str, tuple[str, ...]] = {
     "postcode": ("different", "district", "sector", "exact"),
     "address": ("different", "same street", "same house", "exact"),
     "sex": ("different", "same"),
-    "identifier": ("different", "same"),
+    "identifier": ("different", "one slip", "same"),
 }
 
 PROFILE_FIELDS = (
@@ -63,6 +63,9 @@ class LinkageSettings:
     # whose errors replace whole dates or names (FEBRL) turn these off.
     refuse_conflicting_birth_dates: bool = True
     refuse_twins: bool = True
+    # Refuse links between clusters holding different NHS numbers, UPNs or NINOs: partners
+    # copy these from a register. FEBRL corrupts its social security numbers; it turns this off.
+    refuse_conflicting_identifiers: bool = True
 
 
 @dataclass
@@ -198,7 +201,10 @@ COMPARISON_SQL = f"""
          ELSE 0 END AS address,
     CASE WHEN l.sex IN ('M', 'F') AND r.sex IN ('M', 'F') THEN CASE WHEN l.sex = r.sex THEN 1 ELSE 0 END
          ELSE -1 END AS sex,
-    CASE WHEN l.nhs_number = r.nhs_number OR l.upn = r.upn OR l.nino = r.nino THEN 1
+    CASE WHEN l.nhs_number = r.nhs_number OR l.upn = r.upn OR l.nino = r.nino THEN 2
+         -- a keying slip: one digit changed, or two neighbours swapped
+         WHEN damerau_levenshtein(l.nhs_number, r.nhs_number) = 1 OR damerau_levenshtein(l.upn, r.upn) = 1
+              OR damerau_levenshtein(l.nino, r.nino) = 1 THEN 1
          WHEN l.nhs_number <> r.nhs_number OR l.upn <> r.upn OR l.nino <> r.nino THEN 0
          ELSE -1 END AS identifier
 """

@@ -7,7 +7,9 @@ import datetime as dt
 import polars as pl
 import pytest
 
+from ingestion.engine import scratch
 from linkage.cluster import ConstrainedClusterer
+from linkage.model import COMPARISONS, compare
 from linkage.evaluate import pairwise_score
 from linkage.stable_ids import assign_stable_ids
 
@@ -71,6 +73,27 @@ def test_different_identifiers_and_reviewer_decisions_are_respected():
     assert not c.link(1, 2)
     assert not c.link(3, 4)
     assert c.link(1, 3)
+    # where identifiers are themselves corrupted (FEBRL), the rule can be turned off
+    lenient = ConstrainedClusterer(profiles([
+        {"pid": 1, "forename": "A", "surname": "B", "nino": "2519978"},
+        {"pid": 2, "forename": "A", "surname": "B", "nino": "2519977"},
+    ]), identifiers=False)
+    assert lenient.link(1, 2)
+
+
+def test_an_identifier_keyed_with_one_slip_is_its_own_level():
+    con = scratch()
+    con.register("profiles", pl.DataFrame({
+        "pid": [1, 2, 3, 4],
+        "forename": ["ANN"] * 4, "preferred_forename": [None] * 4, "surname": ["LEE"] * 4,
+        "dob": [None] * 4, "birth_year": [None] * 4, "postcode": [None] * 4, "postcode_sector": [None] * 4,
+        "postcode_district": [None] * 4, "address": [None] * 4, "house_number": [None] * 4, "street": [None] * 4, "sex": [None] * 4,
+        "nhs_number": ["9434765919", "9434765919", "9434769519", "4010232137"], "upn": [None] * 4, "nino": [None] * 4,
+    }, schema_overrides={"dob": pl.Date, "birth_year": pl.Int32, **{c: pl.String for c in ("preferred_forename", "postcode", "postcode_sector", "postcode_district", "address", "house_number", "street", "sex", "upn", "nino")}}))
+    con.register("pairs", pl.DataFrame({"l": [1, 1, 1], "r": [2, 3, 4]}))
+    levels = dict(compare(con, "pairs").select("r", "identifier").iter_rows())
+    labels = COMPARISONS["identifier"]
+    assert {r: labels[level] for r, level in levels.items()} == {2: "same", 3: "one slip", 4: "different"}
 
 
 def test_stable_ids_survive_new_records_splits_and_merges():
