@@ -10,8 +10,15 @@ As of the reference date:
    record is at a new postcode) joins the household at their latest postcode
    that holds someone of their surname; failing that, the household of the
    victim of a domestic abuse notification that names them as a child; failing
-   that, others of their surname at that postcode with no address either.
-3. People at one address form one household. A household with at least one
+   that, the new address of people of their surname who were seen at that
+   postcode and have since moved on; failing that, others of their surname at
+   that postcode with no address either.
+3. Moves. Someone last seen at an address (or its postcode) well before people
+   of another surname were seen there has moved away; they follow those they
+   lived with if those were seen since at a new address. Someone whose address
+   is known only from old records, whose kin of their surname were seen at that
+   postcode and since only elsewhere, moved with them.
+4. People at one address form one household. A household with at least one
    dependent child (0-15, or 16-18 and still at school) is a family for early
    help; other households are kept but never listed.
 """
@@ -76,11 +83,11 @@ def current_addresses(records: pl.DataFrame, reference: dt.date) -> pl.DataFrame
     )
     return (
         full.group_by("person_id", "address_key")
-        .agg(pl.col("address_date").max().alias("last"), pl.len().alias("n"), pl.col("postcode").first())
+        .agg(pl.col("address_date").max().alias("last"), pl.col("address_date").min().alias("first"), pl.len().alias("n"), pl.col("postcode").first())
         .sort(["person_id", "last", "n", "address_key"], descending=[False, True, True, False])
         .group_by("person_id", maintain_order=True)
         .first()
-        .select("person_id", "address_key", "postcode", pl.col("last").alias("address_seen"))
+        .select("person_id", "address_key", "postcode", pl.col("last").alias("address_seen"), pl.col("first").alias("address_first_seen"))
     )
 
 
@@ -90,7 +97,7 @@ def latest_postcodes(records: pl.DataFrame, reference: dt.date) -> pl.DataFrame:
         .sort(["person_id", "address_date", "record_key"], descending=[False, True, False])
         .group_by("person_id", maintain_order=True)
         .first()
-        .select("person_id", pl.col("postcode").alias("latest_postcode"))
+        .select("person_id", pl.col("postcode").alias("latest_postcode"), pl.col("address_date").alias("postcode_seen"))
     )
 
 
@@ -126,10 +133,12 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
     child_links = _child_of_victim(records).join(addresses.select(pl.col("person_id").alias("adult_id"), pl.col("address_key").alias("victim_address")), on="adult_id")
     child_links = child_links.group_by("person_id").agg(pl.col("victim_address").sort().first())
     placed = placed.join(child_links, on="person_id", how="left")
+    placed = placed.join(_kin_moved_from_postcode(placed, records, reference), on="person_id", how="left")
     placed = placed.with_columns(
         pl.when(pl.col("address_key").is_not_null()).then(pl.col("address_key"))
         .when(pl.col("surname_address").is_not_null()).then(pl.col("surname_address"))
         .when(pl.col("victim_address").is_not_null()).then(pl.col("victim_address"))
+        .when(pl.col("kin_address").is_not_null()).then(pl.col("kin_address"))
         .when(pl.col("former_address").is_not_null()).then(pl.lit("moved from:") + pl.col("former_address"))
         .when(pl.col("latest_postcode").is_not_null() & pl.col("surname").is_not_null())
         .then(pl.lit("postcode:") + pl.col("latest_postcode") + "|" + pl.col("surname"))
@@ -139,11 +148,13 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
         .when(pl.col("address_key").is_not_null()).then(pl.lit("address"))
         .when(pl.col("surname_address").is_not_null()).then(pl.lit("postcode and surname"))
         .when(pl.col("victim_address").is_not_null()).then(pl.lit("domestic abuse notification"))
+        .when(pl.col("kin_address").is_not_null()).then(pl.lit("moved with their household"))
         .when(pl.col("former_address").is_not_null()).then(pl.lit("moved away together"))
         .when(pl.col("latest_postcode").is_not_null() & pl.col("surname").is_not_null()).then(pl.lit("postcode and surname, no address"))
         .otherwise(pl.lit("alone"))
         .alias("placed_by"),
     )
+    placed = _follow_kin_who_moved_on(placed, records, reference)
     members = placed.select("person_id", "household_key", "placed_by", "forename", "surname", "dob", "sex", "age", "dependent_child", "last_seen")
     households = members.group_by("household_key").agg(
         pl.len().alias("members"),
@@ -160,9 +171,14 @@ def _evict_former_occupants(placed: pl.DataFrame) -> pl.DataFrame:
     """People last seen at an address well before others (of other surnames) were seen
     there have moved away: someone else lives there now. They keep the old address only
     as `former_address`, so those who left together stay together."""
-    at = placed.filter(pl.col("address_key").is_not_null()).select("person_id", "address_key", "surname", "address_seen")
+    # last seen there: at the address, or at its postcode by a source that records no
+    # street (A&E); a newcomer counts from when they were first seen there, so people once
+    # recorded there together are never each other's evidence of a move
+    at = placed.filter(pl.col("address_key").is_not_null()).select(
+        "person_id", "address_key", "surname", "address_seen", pl.max_horizontal("address_seen", "postcode_seen").alias("last_there"), "address_first_seen"
+    )
     later = at.join(at, on="address_key", suffix="_other").filter(
-        pl.col("address_seen_other") > pl.col("address_seen") + MOVED_AWAY_AFTER
+        pl.col("address_seen_other") > pl.col("last_there") + MOVED_AWAY_AFTER
     )
     shares_surname = later.group_by("person_id").agg((pl.col("surname") == pl.col("surname_other")).any().alias("kin"))
     moved = shares_surname.filter(~pl.col("kin")).select("person_id", pl.lit(True).alias("moved_away"))
@@ -203,6 +219,72 @@ def _follow_household(placed: pl.DataFrame, records: pl.DataFrame, reference: dt
         pl.coalesce("new_address", "address_key").alias("address_key"),
         pl.when(pl.col("new_address").is_not_null()).then(None).otherwise(pl.col("former_address")).alias("former_address"),
     ).drop("new_address")
+
+
+def _kin_moved_from_postcode(placed: pl.DataFrame, records: pl.DataFrame, reference: dt.date) -> pl.DataFrame:
+    """person_id -> kin_address, for someone known only by postcode (an infant seen at A&E, say)
+    whose postcode no one of their surname lives at now, but where people of their surname were
+    seen before moving on to a full address: the household moved, and took them along."""
+    unplaced = placed.filter(pl.col("address_key").is_null() & pl.col("surname").is_not_null() & pl.col("latest_postcode").is_not_null())
+    housed = placed.filter(pl.col("address_key").is_not_null()).select(
+        pl.col("person_id").alias("kin"), "surname", pl.col("address_key").alias("kin_address"), pl.col("postcode").alias("kin_postcode")
+    )
+    # (postcode, surname) pairs: joined on both, a county's Smiths never meet each other
+    were_there = _postcodes_seen(records, reference).join(housed, on="kin").filter(pl.col("kin_postcode") != pl.col("postcode"))
+    return (
+        unplaced.select("person_id", "surname", pl.col("latest_postcode").alias("postcode"))
+        .join(were_there, on=["postcode", "surname"])
+        .group_by("person_id", "kin_address")
+        .len()
+        .sort(["person_id", "len", "kin_address"], descending=[False, True, False])
+        .group_by("person_id", maintain_order=True)
+        .first()
+        .select("person_id", "kin_address")
+    )
+
+
+def _postcodes_seen(records: pl.DataFrame, reference: dt.date) -> pl.DataFrame:
+    """(kin, postcode): every postcode each person was recorded at up to the reference date."""
+    return (
+        records.filter((pl.col("event_date") <= reference) & pl.col("postcode").is_not_null())
+        .select(pl.col("person_id").alias("kin"), "postcode")
+        .unique()
+    )
+
+
+def _follow_kin_who_moved_on(placed: pl.DataFrame, records: pl.DataFrame, reference: dt.date) -> pl.DataFrame:
+    """Someone whose address is known only from old records (a school leaver, say), whose kin of
+    their surname were seen at that postcode too and since then only somewhere else, went with
+    them: a household moves together, and the one no source has seen since moved too."""
+    stale = placed.filter(pl.col("placed_by") == "address").select(
+        "person_id", "surname", "postcode", pl.max_horizontal("address_seen", "postcode_seen").alias("last_there"), "household_key"
+    )
+    kin = placed.select(
+        pl.col("person_id").alias("kin"), "surname", "latest_postcode", pl.col("postcode_seen").alias("kin_seen"), pl.col("household_key").alias("kin_household")
+    )
+    were_there = _postcodes_seen(records, reference).join(kin, on="kin").filter(pl.col("latest_postcode") != pl.col("postcode"))
+    followed = (
+        stale.join(were_there, on=["postcode", "surname"])
+        .filter(
+            (pl.col("kin") != pl.col("person_id"))
+            & (pl.col("kin_seen") > pl.col("last_there") + MOVED_AWAY_AFTER)
+            & (pl.col("kin_household") != pl.col("household_key"))
+        )
+        .group_by("person_id", "kin_household")
+        .len()
+        .sort(["person_id", "len", "kin_household"], descending=[False, True, False])
+        .group_by("person_id", maintain_order=True)
+        .first()
+        .select("person_id", "kin_household")
+    )
+    # ... unless someone of their surname still lives at the old address
+    stayed = placed.filter(pl.col("placed_by") == "address").group_by("household_key", "surname").len().filter(pl.col("len") > 1)
+    followed = followed.join(stale.select("person_id", "household_key", "surname"), on="person_id").join(stayed, on=["household_key", "surname"], how="anti")
+    placed = placed.join(followed.select("person_id", "kin_household"), on="person_id", how="left")
+    return placed.with_columns(
+        pl.coalesce("kin_household", "household_key").alias("household_key"),
+        pl.when(pl.col("kin_household").is_not_null()).then(pl.lit("moved with their household")).otherwise(pl.col("placed_by")).alias("placed_by"),
+    ).drop("kin_household")
 
 
 def _school_contacts(records: pl.DataFrame, addresses: pl.DataFrame) -> pl.DataFrame:

@@ -1,0 +1,92 @@
+"""Households as of a reference date, from hand-made records: who lives where after moves,
+and where people known only by postcode (A&E carries no street address) belong."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from linkage.families import form_households
+
+REFERENCE = dt.date(2026, 10, 31)
+SCHEMA = {
+    "record_key": pl.String, "person_id": pl.String, "source": pl.String, "event_date": pl.Date, "address_date": pl.Date,
+    "forename": pl.String, "surname": pl.String, "dob": pl.Date, "sex": pl.String, "birth_year_stated": pl.Int32,
+    "postcode": pl.String, "house_number": pl.String, "flat": pl.String, "role": pl.String, "event_ref": pl.String,
+    "contact_forename": pl.String, "contact_surname": pl.String,
+}
+
+
+def record(person: str, source: str, day: dt.date, forename: str, surname: str, dob: dt.date, postcode: str, house: str | None = None, **extra) -> dict:
+    return {
+        "person_id": person, "source": source, "event_date": day, "address_date": day, "forename": forename, "surname": surname,
+        "dob": dob, "sex": "F", "postcode": postcode, "house_number": house, **extra,
+    }
+
+
+def households(rows: list[dict]) -> dict[str, tuple[str, str]]:
+    frame = pl.DataFrame(
+        [{**{k: None for k in SCHEMA}, **r, "record_key": f"k{i}"} for i, r in enumerate(rows)], schema=SCHEMA
+    )
+    members, _ = form_households(frame, REFERENCE)
+    return {p: (key, how) for p, key, how in members.select("person_id", "household_key", "placed_by").iter_rows()}
+
+
+D = dt.date
+OLD, NEW = "AL10 1AA", "AL10 2BB"
+
+
+def test_an_infant_seen_only_at_ae_moves_with_the_household_seen_there_before():
+    placed = households([
+        # the family at OLD (school, benefits), then at a full address at NEW
+        record("mum", "worklessness", D(2024, 1, 10), "AMY", "OKAFOR", D(1990, 1, 1), OLD, "4"),
+        record("mum", "worklessness", D(2026, 3, 10), "AMY", "OKAFOR", D(1990, 1, 1), NEW, "9"),
+        record("kid", "school_attendance", D(2026, 5, 15), "JON", "OKAFOR", D(2016, 1, 1), NEW, "9"),
+        # the infant's only record: A&E at the old postcode, no street
+        record("baby", "ae_attendances", D(2025, 2, 1), "ZOE", "OKAFOR", D(2024, 12, 1), OLD),
+        # someone of another surname at A&E at OLD is not taken along
+        record("other", "ae_attendances", D(2025, 2, 1), "IAN", "BELL", D(1970, 5, 5), OLD),
+    ])
+    assert placed["baby"][0] == placed["mum"][0] == placed["kid"][0] == f"{NEW}||9"
+    assert placed["baby"][1] == "moved with their household"
+    assert placed["other"][0] != placed["mum"][0]
+
+
+def test_a_school_leaver_known_only_from_old_records_goes_with_kin_seen_elsewhere_since():
+    placed = households([
+        # the leaver's last record: school at OLD, three years ago
+        record("leaver", "school_attendance", D(2023, 5, 15), "SAM", "WALKER", D(2007, 3, 3), OLD, "3"),
+        # mother seen at OLD's postcode then, and at NEW (postcode only) since
+        record("mum", "ae_attendances", D(2023, 1, 1), "JO", "WALKER", D(1980, 2, 2), OLD),
+        record("mum", "ae_attendances", D(2026, 6, 1), "JO", "WALKER", D(1980, 2, 2), NEW),
+        record("sib", "ae_attendances", D(2026, 6, 1), "AL", "WALKER", D(2015, 2, 2), NEW),
+    ])
+    assert placed["leaver"][0] == placed["mum"][0] == placed["sib"][0]
+    assert placed["leaver"][1] == "moved with their household"
+
+
+def test_a_leaver_stays_while_someone_of_their_surname_still_lives_at_the_address():
+    placed = households([
+        record("leaver", "school_attendance", D(2023, 5, 15), "SAM", "WALKER", D(2007, 3, 3), OLD, "3"),
+        record("dad", "worklessness", D(2023, 5, 1), "TOM", "WALKER", D(1975, 2, 2), OLD, "3"),
+        record("mum", "ae_attendances", D(2023, 1, 1), "JO", "WALKER", D(1980, 2, 2), OLD),
+        record("mum", "ae_attendances", D(2026, 6, 1), "JO", "WALKER", D(1980, 2, 2), NEW),
+    ])
+    assert placed["leaver"][0] == placed["dad"][0] == f"{OLD}||3"
+    assert placed["leaver"][1] == "address"
+
+
+def test_an_occupant_still_seen_at_the_postcode_has_not_moved_away_when_others_arrive():
+    placed = households([
+        # lodger: full address in 2024, A&E at the same postcode until recently
+        record("lodger", "domestic_abuse", D(2024, 1, 1), "LEE", "HALL", D(1990, 4, 4), OLD, "17"),
+        record("lodger", "ae_attendances", D(2026, 8, 1), "LEE", "HALL", D(1990, 4, 4), OLD),
+        # a tenant of another surname first recorded there in 2026
+        record("tenant", "worklessness", D(2026, 3, 8), "ROY", "DOHERTY", D(1989, 1, 1), OLD, "17"),
+        # a former occupant last seen there in 2023, nowhere since
+        record("former", "domestic_abuse", D(2023, 1, 1), "KAY", "MILLER", D(1992, 1, 1), OLD, "17"),
+    ])
+    assert placed["lodger"][0] == placed["tenant"][0] == f"{OLD}||17"
+    assert placed["former"][0] != placed["tenant"][0]
+    assert placed["former"][1] == "moved away together"
