@@ -1,6 +1,6 @@
 """earlyhelp's person linkage side by side with Splink 5 (DuckDB backend), by hand.
 
-    .venv/bin/pip install "splink>=5,<6"        # benchmark-only; never a runtime dependency
+    .venv/bin/pip install -e ".[bench]"        # Splink 5, benchmark-only; never a runtime dependency
     .venv/bin/python benchmarks/linkage_vs_splink.py --people 20000 200000
     .venv/bin/python benchmarks/linkage_vs_splink.py --people 1200000 --splink-blocking scalable
 
@@ -148,7 +148,7 @@ def main() -> None:
         )
     print("\n" + "\n".join(lines))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "linkage_vs_splink.md").write_text(f"# `benchmarks/linkage_vs_splink.py --people {' '.join(map(str, args.people))}`\n\n" + "\n".join(lines) + "\n")
+    (RESULTS / f"linkage_vs_splink_{'_'.join(map(str, args.people))}.md").write_text(f"# `benchmarks/linkage_vs_splink.py --people {' '.join(map(str, args.people))}`\n\n" + "\n".join(lines) + "\n")
 
 
 def _peak_mib() -> int:
