@@ -15,9 +15,9 @@ and recall at the list size. Groups under 30 families are shown but not flagged.
 from __future__ import annotations
 
 import polars as pl
-
 from common import CACHE, county_arguments
 from pipeline import RESULTS
+
 from features import load_registry
 from linkage import form_families
 from models.scorecard import evaluate

@@ -24,11 +24,10 @@ from __future__ import annotations
 import logging
 import time
 
-from common import CACHE, county_arguments
-from pipeline import RESULTS, machine
-
 import duckdb
 import polars as pl
+from common import CACHE, county_arguments
+from pipeline import RESULTS, machine
 
 from linkage import link_persons
 from linkage.evaluate import pairwise_score, read_truth

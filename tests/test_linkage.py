@@ -9,8 +9,8 @@ import pytest
 
 from ingestion.engine import scratch
 from linkage.cluster import ConstrainedClusterer
-from linkage.model import COMPARISONS, compare
 from linkage.evaluate import pairwise_score
+from linkage.model import COMPARISONS, compare
 from linkage.stable_ids import assign_stable_ids
 
 
