@@ -20,6 +20,7 @@ from pipeline import RESULTS
 
 from features import load_registry
 from linkage import form_families
+from linkage.person_records import linked_person_records
 from models.scorecard import evaluate
 from pipelines.warehouse import open_warehouse
 from synthetic.population import build_county
@@ -33,8 +34,8 @@ def main() -> None:
             from features.calendar import reference_date
 
             evaluation = evaluate(con, load_registry(), reference_date(args.month))
-            records, links = con.sql("SELECT * FROM person_records").pl(), con.sql("SELECT * FROM person_links").pl()
-        members = form_families(records, links, evaluation.test_month).members.select("person_id", "family_ref")
+            linked, links = linked_person_records(con), con.sql("SELECT record_key, person_id FROM person_links").pl()
+        members = form_families(linked, evaluation.test_month).members.select("person_id", "family_ref")
         truth = pl.read_csv(landing / "truth.csv", schema_overrides={"row": pl.Int64, "person_id": pl.Int64, "family_id": pl.Int64})
         keyed = truth.with_columns((pl.col("source") + "|" + pl.col("file") + "|" + pl.col("row").cast(pl.String)).alias("record_key"))
         # each linked person's true person: the one most of its mentions belong to

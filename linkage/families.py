@@ -29,6 +29,8 @@ import datetime as dt
 
 import polars as pl
 
+from ingestion.engine import scratch
+
 
 def _age(dob: pl.Expr, on: dt.date) -> pl.Expr:
     years = pl.lit(on.year) - dob.dt.year()
@@ -36,77 +38,87 @@ def _age(dob: pl.Expr, on: dt.date) -> pl.Expr:
     return (years - before_birthday.cast(pl.Int32)).cast(pl.Int32)
 
 
-def person_profiles(records: pl.DataFrame, reference: dt.date) -> pl.DataFrame:
-    """One row per person: the most used name, the most common date of birth, sex, age."""
-    current = records.filter(pl.col("event_date") <= reference)
-    dob = (
-        current.filter(pl.col("dob").is_not_null())
-        .group_by("person_id", "dob")
-        .agg(pl.len().alias("n"), pl.col("event_date").max().alias("last"))
-        .sort(["person_id", "n", "last", "dob"], descending=[False, True, True, False])
-        .group_by("person_id", maintain_order=True)
-        .first()
-        .select("person_id", "dob")
-    )
-    # the name shown is the one most sources use (a nickname or a typo in one record is not),
-    # the latest breaking ties: a new surname after marriage wins once it is the commoner
-    names = (
-        current.filter(pl.col("forename").is_not_null())
-        .group_by("person_id", "forename", "surname")
-        .agg(pl.len().alias("n"), pl.col("event_date").max().alias("last"))
-        .sort(["person_id", "n", "last", "forename"], descending=[False, True, True, False])
-        .group_by("person_id", maintain_order=True)
-        .first()
-        .select("person_id", "forename", "surname")
-    )
-    latest = current.sort(["person_id", "event_date", "record_key"], descending=[False, True, False]).group_by("person_id", maintain_order=True).agg(
-        pl.col("sex").drop_nulls().first(),
-        pl.col("birth_year_stated").drop_nulls().first(),
-        (pl.col("source") == "school_attendance").any().alias("at_school_recently"),
-        pl.col("event_date").first().alias("last_seen"),
-    )
-    school_cutoff = reference - dt.timedelta(days=366)
-    recent_school = current.filter((pl.col("source") == "school_attendance") & (pl.col("event_date") >= school_cutoff)).select("person_id").unique().with_columns(pl.lit(True).alias("in_education"))
-    people = latest.join(names, on="person_id", how="left").join(dob, on="person_id", how="left").join(recent_school, on="person_id", how="left")
+#: What each person's records say, as of the reference date, in one pass of DuckDB over a
+#: county's millions of records (its parallel aggregation is where Polars' sorts were slow).
+#: Every choice has a complete order, so reruns choose alike.
+SUMMARIES_SQL = """
+CREATE TEMP TABLE cur AS
+    SELECT person_id, record_key, source, event_date, address_date, forename, surname, dob, sex, birth_year_stated,
+           postcode, postcode || '|' || coalesce(flat, '') || '|' || house_number AS address_key
+    FROM linked WHERE event_date <= $reference;
+
+-- the name shown is the one most sources use (a nickname or a typo in one record is not),
+-- the latest breaking ties: a new surname after marriage wins once it is the commoner
+CREATE TEMP TABLE people AS
+WITH dobs AS (
+    SELECT person_id, dob, count(*) AS n, max(event_date) AS last FROM cur WHERE dob IS NOT NULL GROUP BY ALL
+), names AS (
+    SELECT person_id, forename, surname, count(*) AS n, max(event_date) AS last FROM cur WHERE forename IS NOT NULL GROUP BY ALL
+), latest AS (
+    SELECT person_id,
+           first(sex ORDER BY event_date DESC, record_key) FILTER (WHERE sex IS NOT NULL) AS sex,
+           first(birth_year_stated ORDER BY event_date DESC, record_key) FILTER (WHERE birth_year_stated IS NOT NULL) AS birth_year_stated,
+           max(event_date) AS last_seen,
+           coalesce(bool_or(source = 'school_attendance' AND event_date >= $school_cutoff), false) AS in_education
+    FROM cur GROUP BY person_id
+)
+SELECT latest.*, n.forename, n.surname, d.dob
+FROM latest
+LEFT JOIN (SELECT person_id, first(forename ORDER BY n DESC, last DESC, forename, surname) AS forename,
+                  first(surname ORDER BY n DESC, last DESC, forename, surname) AS surname
+           FROM names GROUP BY person_id) n USING (person_id)
+LEFT JOIN (SELECT person_id, first(dob ORDER BY n DESC, last DESC, dob) AS dob FROM dobs GROUP BY person_id) d USING (person_id);
+
+-- the latest full address (postcode, flat, house number): recency first, then how often
+CREATE TEMP TABLE addresses AS
+WITH seen AS (
+    SELECT person_id, address_key, max(address_date) AS last, min(address_date) AS first, count(*) AS n, any_value(postcode) AS postcode
+    FROM cur WHERE address_key IS NOT NULL GROUP BY ALL
+)
+SELECT person_id, first(address_key ORDER BY last DESC, n DESC, address_key) AS address_key,
+       first(postcode ORDER BY last DESC, n DESC, address_key) AS postcode,
+       max(last) AS address_seen,
+       first(first ORDER BY last DESC, n DESC, address_key) AS address_first_seen
+FROM seen GROUP BY person_id;
+
+-- the latest postcode from any source, with or without a street (A&E records none)
+CREATE TEMP TABLE postcodes AS
+SELECT person_id, first(postcode ORDER BY address_date DESC, record_key) AS latest_postcode, max(address_date) AS postcode_seen
+FROM cur WHERE postcode IS NOT NULL GROUP BY person_id;
+
+-- every postcode each person was recorded at
+CREATE TEMP TABLE postcodes_seen AS SELECT DISTINCT person_id AS kin, postcode FROM cur WHERE postcode IS NOT NULL;
+"""
+
+
+def summarise_records(records: pl.DataFrame, reference: dt.date) -> dict[str, pl.DataFrame]:
+    """people (person_id, name, dob, sex, age, dependent_child, in_education, last_seen),
+    addresses (person_id -> latest full address_key, postcode, address_seen, address_first_seen),
+    postcodes (person_id -> latest_postcode, postcode_seen), postcodes_seen (kin, postcode)."""
+    con = scratch()
+    try:
+        con.register("linked", records)
+        parameters = {"reference": reference, "school_cutoff": reference - dt.timedelta(days=366)}
+        for statement in filter(str.strip, SUMMARIES_SQL.split(";")):
+            con.execute(statement, {k: v for k, v in parameters.items() if f"${k}" in statement})
+        frames = {name: con.sql(f"SELECT * FROM {name} ORDER BY ALL").pl() for name in ("people", "addresses", "postcodes", "postcodes_seen")}
+    finally:
+        con.close()
     age = pl.coalesce(_age(pl.col("dob"), reference), pl.lit(reference.year) - pl.col("birth_year_stated"))
-    return people.with_columns(age.alias("age"), pl.col("in_education").fill_null(False)).with_columns(
-        ((pl.col("age") <= 15) | ((pl.col("age") <= 18) & pl.col("in_education"))).fill_null(False).alias("dependent_child")
-    ).drop("at_school_recently", "birth_year_stated")
-
-
-def current_addresses(records: pl.DataFrame, reference: dt.date) -> pl.DataFrame:
-    """person_id -> the latest full address key and its postcode."""
-    full = records.filter(
-        (pl.col("event_date") <= reference) & pl.col("postcode").is_not_null() & pl.col("house_number").is_not_null()
-    ).with_columns(
-        (pl.col("postcode") + "|" + pl.col("flat").fill_null("") + "|" + pl.col("house_number")).alias("address_key")
+    frames["people"] = (
+        frames["people"].with_columns(age.alias("age"))
+        .with_columns(((pl.col("age") <= 15) | ((pl.col("age") <= 18) & pl.col("in_education"))).fill_null(False).alias("dependent_child"))
+        .drop("birth_year_stated")
     )
-    return (
-        full.group_by("person_id", "address_key")
-        .agg(pl.col("address_date").max().alias("last"), pl.col("address_date").min().alias("first"), pl.len().alias("n"), pl.col("postcode").first())
-        .sort(["person_id", "last", "n", "address_key"], descending=[False, True, True, False])
-        .group_by("person_id", maintain_order=True)
-        .first()
-        .select("person_id", "address_key", "postcode", pl.col("last").alias("address_seen"), pl.col("first").alias("address_first_seen"))
-    )
-
-
-def latest_postcodes(records: pl.DataFrame, reference: dt.date) -> pl.DataFrame:
-    return (
-        records.filter((pl.col("event_date") <= reference) & pl.col("postcode").is_not_null())
-        .sort(["person_id", "address_date", "record_key"], descending=[False, True, False])
-        .group_by("person_id", maintain_order=True)
-        .first()
-        .select("person_id", pl.col("postcode").alias("latest_postcode"), pl.col("address_date").alias("postcode_seen"))
-    )
+    return frames
 
 
 def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
     """records: person_records with `person_id` and `birth_year_stated`.
     Returns (person_id -> household_key with how it was placed, households)."""
-    people = person_profiles(records, reference)
-    addresses = current_addresses(records, reference)
-    placed = people.join(addresses, on="person_id", how="left").join(latest_postcodes(records, reference), on="person_id", how="left")
+    summaries = summarise_records(records, reference)
+    addresses, postcodes_seen = summaries["addresses"], summaries["postcodes_seen"]
+    placed = summaries["people"].join(addresses, on="person_id", how="left").join(summaries["postcodes"], on="person_id", how="left")
     # a later record at another postcode means the full address is out of date: they moved
     placed = placed.with_columns(
         pl.when(pl.col("latest_postcode") != pl.col("postcode")).then(None).otherwise(pl.col("address_key")).alias("address_key")
@@ -133,7 +145,7 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
     child_links = _child_of_victim(records).join(addresses.select(pl.col("person_id").alias("adult_id"), pl.col("address_key").alias("victim_address")), on="adult_id")
     child_links = child_links.group_by("person_id").agg(pl.col("victim_address").sort().first())
     placed = placed.join(child_links, on="person_id", how="left")
-    placed = placed.join(_kin_moved_from_postcode(placed, records, reference), on="person_id", how="left")
+    placed = placed.join(_kin_moved_from_postcode(placed, postcodes_seen), on="person_id", how="left")
     placed = placed.with_columns(
         pl.when(pl.col("address_key").is_not_null()).then(pl.col("address_key"))
         .when(pl.col("surname_address").is_not_null()).then(pl.col("surname_address"))
@@ -154,7 +166,7 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
         .otherwise(pl.lit("alone"))
         .alias("placed_by"),
     )
-    placed = _follow_kin_who_moved_on(placed, records, reference)
+    placed = _follow_kin_who_moved_on(placed, postcodes_seen)
     members = placed.select("person_id", "household_key", "placed_by", "forename", "surname", "dob", "sex", "age", "dependent_child", "last_seen")
     households = members.group_by("household_key").agg(
         pl.len().alias("members"),
@@ -221,7 +233,7 @@ def _follow_household(placed: pl.DataFrame, records: pl.DataFrame, reference: dt
     ).drop("new_address")
 
 
-def _kin_moved_from_postcode(placed: pl.DataFrame, records: pl.DataFrame, reference: dt.date) -> pl.DataFrame:
+def _kin_moved_from_postcode(placed: pl.DataFrame, postcodes_seen: pl.DataFrame) -> pl.DataFrame:
     """person_id -> kin_address, for someone known only by postcode (an infant seen at A&E, say)
     whose postcode no one of their surname lives at now, but where people of their surname were
     seen before moving on to a full address: the household moved, and took them along."""
@@ -230,7 +242,7 @@ def _kin_moved_from_postcode(placed: pl.DataFrame, records: pl.DataFrame, refere
         pl.col("person_id").alias("kin"), "surname", pl.col("address_key").alias("kin_address"), pl.col("postcode").alias("kin_postcode")
     )
     # (postcode, surname) pairs: joined on both, a county's Smiths never meet each other
-    were_there = _postcodes_seen(records, reference).join(housed, on="kin").filter(pl.col("kin_postcode") != pl.col("postcode"))
+    were_there = postcodes_seen.join(housed, on="kin").filter(pl.col("kin_postcode") != pl.col("postcode"))
     return (
         unplaced.select("person_id", "surname", pl.col("latest_postcode").alias("postcode"))
         .join(were_there, on=["postcode", "surname"])
@@ -243,16 +255,7 @@ def _kin_moved_from_postcode(placed: pl.DataFrame, records: pl.DataFrame, refere
     )
 
 
-def _postcodes_seen(records: pl.DataFrame, reference: dt.date) -> pl.DataFrame:
-    """(kin, postcode): every postcode each person was recorded at up to the reference date."""
-    return (
-        records.filter((pl.col("event_date") <= reference) & pl.col("postcode").is_not_null())
-        .select(pl.col("person_id").alias("kin"), "postcode")
-        .unique()
-    )
-
-
-def _follow_kin_who_moved_on(placed: pl.DataFrame, records: pl.DataFrame, reference: dt.date) -> pl.DataFrame:
+def _follow_kin_who_moved_on(placed: pl.DataFrame, postcodes_seen: pl.DataFrame) -> pl.DataFrame:
     """Someone whose address is known only from old records (a school leaver, say), whose kin of
     their surname were seen at that postcode too and since then only somewhere else, went with
     them: a household moves together, and the one no source has seen since moved too."""
@@ -262,7 +265,7 @@ def _follow_kin_who_moved_on(placed: pl.DataFrame, records: pl.DataFrame, refere
     kin = placed.select(
         pl.col("person_id").alias("kin"), "surname", "latest_postcode", pl.col("postcode_seen").alias("kin_seen"), pl.col("household_key").alias("kin_household")
     )
-    were_there = _postcodes_seen(records, reference).join(kin, on="kin").filter(pl.col("latest_postcode") != pl.col("postcode"))
+    were_there = postcodes_seen.join(kin, on="kin").filter(pl.col("latest_postcode") != pl.col("postcode"))
     followed = (
         stale.join(were_there, on=["postcode", "surname"])
         .filter(

@@ -103,6 +103,23 @@ def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return rows[0][0] > 0
 
 
+#: The columns households are formed from (`linkage.families`), with each record's person.
+HOUSEHOLD_COLUMNS = (
+    "record_key", "source", "event_date", "address_date", "forename", "surname", "dob", "age_stated", "sex",
+    "postcode", "house_number", "flat", "role", "event_ref", "contact_forename", "contact_surname",
+)
+
+
+def linked_person_records(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """person_records with each record's person_id, only the columns households need: the join
+    and the narrow read are DuckDB's, so a county's millions of mentions never travel whole."""
+    columns = ", ".join(f"r.{c}" for c in HOUSEHOLD_COLUMNS)
+    # in person_records' own order: a join's output order is the threads', and ties must not be
+    return con.sql(
+        f"SELECT {columns}, l.person_id FROM {PERSON_RECORDS} r JOIN person_links l USING (record_key) ORDER BY r.source, r.file, r.row"
+    ).pl()
+
+
 def build_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contract]) -> pl.DataFrame:
     """Every mention of a person in every loaded source that holds people."""
     frames = []

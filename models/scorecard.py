@@ -28,21 +28,19 @@ from features import compute_indicators
 from features.calendar import shift_months
 from features.registry import Registry
 from linkage import form_families
+from linkage.person_records import linked_person_records
 from models.score import score_families
 
 STATUTORY = ("CIN", "CP", "CLA")
 
 
-def snapshot(
-    con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date, records: pl.DataFrame | None = None, links: pl.DataFrame | None = None
-) -> pl.DataFrame:
+def snapshot(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date, linked: pl.DataFrame | None = None) -> pl.DataFrame:
     """One row per family as it stood at `reference`: indicators (0/1 columns), the transparent
     score, headline outcomes met, locality, and the escalation outcome in the next 12 months.
     Families are formed as of `reference`; indicators are computed over the warehouse's own
     tables with those families' members (no copy of the partners' rows)."""
-    records = records if records is not None else con.sql("SELECT * FROM person_records").pl()
-    links = links if links is not None else con.sql("SELECT * FROM person_links").pl()
-    families = form_families(records, links, reference)
+    linked = linked if linked is not None else linked_person_records(con)
+    families = form_families(linked, reference)
     con.register("snapshot_members", families.members)
     try:
         hits = compute_indicators(con, registry, reference, members="snapshot_members")
@@ -68,13 +66,13 @@ def snapshot(
     horizon = shift_months(reference, 12)
     already = cases.filter((pl.col("open_date") <= reference) & (pl.col("close_date").is_null() | (pl.col("close_date") > reference)))["family_ref"].unique()
     escalated = cases.filter((pl.col("open_date") > reference) & (pl.col("open_date") <= horizon))["family_ref"].unique()
-    locality = _localities(con, families.members, records, links)
+    locality = _localities(con, families.members)
     frame = frame.filter(~pl.col("family_ref").is_in(already.implode())).with_columns(
         pl.col("family_ref").is_in(escalated.implode()).cast(pl.Int8).alias("escalated"), pl.lit(reference).alias("reference")
     )
     # sex as the partners state it, the most frequent across a person's mentions
     sex = (
-        records.filter(pl.col("sex").is_in(["M", "F"])).join(links.select("record_key", "person_id"), on="record_key")
+        linked.filter(pl.col("sex").is_in(["M", "F"]))
         .group_by("person_id", "sex").len().sort(["person_id", "len", "sex"], descending=[False, True, False])
         .group_by("person_id", maintain_order=True).agg(pl.col("sex").first())
     )
@@ -86,7 +84,7 @@ def snapshot(
     return frame.join(locality, on="family_ref", how="left").join(youngest, on="family_ref", how="left").join(adults, on="family_ref", how="left")
 
 
-def _localities(con, members: pl.DataFrame, records: pl.DataFrame, links: pl.DataFrame) -> pl.DataFrame:
+def _localities(con, members: pl.DataFrame) -> pl.DataFrame:
     postcodes = con.sql("SELECT postcode, locality FROM raw_postcode_localities").pl()
     household_postcode = members.select("family_ref", pl.col("household_key").str.split("|").list.first().str.replace("^(moved from:|postcode:)", "").alias("postcode"))
     return household_postcode.join(postcodes, on="postcode", how="left").group_by("family_ref").agg(pl.col("locality").drop_nulls().first())
@@ -140,9 +138,10 @@ def evaluate(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.d
     """Train on reference months 24, 21 and 18 months before the latest testable month; test on it."""
     test_month = shift_months(reference, -12)
     train_months = [shift_months(test_month, -m) for m in (15, 12, 9)]
-    records, links = con.sql("SELECT * FROM person_records").pl(), con.sql("SELECT * FROM person_links").pl()
-    train = pl.concat([snapshot(con, registry, m, records, links) for m in train_months], how="diagonal_relaxed")
-    test = snapshot(con, registry, test_month, records, links)
+    linked = linked_person_records(con)
+    # in a fixed order: the calibration's folds follow row order, and a rerun must give the same model
+    train = pl.concat([snapshot(con, registry, m, linked) for m in train_months], how="diagonal_relaxed").sort("reference", "family_ref")
+    test = snapshot(con, registry, test_month, linked).sort("family_ref")
     features = [i.id for i in registry.indicators]
     x_train, y_train = train.select(features).to_numpy(), train["escalated"].to_numpy()
     x_test, y_test = test.select(features).to_numpy(), test["escalated"].to_numpy()

@@ -6,7 +6,7 @@ import polars as pl
 
 from linkage import LinkageSettings, form_families, link_persons
 from linkage.evaluate import pairwise_score, read_truth
-from linkage.person_records import PERSON_RECORDS
+from linkage.person_records import PERSON_RECORDS, linked_person_records
 from linkage.report import linkage_report
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
@@ -62,18 +62,14 @@ def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
     recency; a household with a dependent child is a family. Also writes `families` and the
     `linked_records.parquet` export (source, file, row, person_id, family_id, match_probability)."""
     with settings.warehouse() as con:
-        records = con.sql(f"SELECT * FROM {PERSON_RECORDS}").pl()
-        links = con.sql("SELECT * FROM person_links").pl()
         previous = read_table(con, "family_members", "person_id, family_ref AS id")
-        result = form_families(records, links, settings.reference_date, previous)
+        result = form_families(linked_person_records(con), settings.reference_date, previous)
         replace_tables(con, {"family_members": result.members, "families": result.families})
-    linked = (
-        records.select("record_key", "source", "file", "row")
-        .join(links, on="record_key")
-        .join(result.members.select("person_id", pl.col("family_ref").alias("family_id")), on="person_id")
-        .select("source", "file", "row", "person_id", "family_id", "match_probability")
-        .sort("source", "file", "row")
-    )
+        linked = con.sql(
+            f"""SELECT r.source, r.file, r.row, l.person_id, m.family_ref AS family_id, l.match_probability
+                FROM {PERSON_RECORDS} r JOIN person_links l USING (record_key) JOIN family_members m USING (person_id)
+                ORDER BY r.source, r.file, r.row"""
+        ).pl()
     write_parquet_atomically(linked, settings.output / LINKED_RECORDS_FILE)
     context.log.info(f"family_members: {result.stats['households']:,} households, {result.stats['families']:,} families")
     return dg.MaterializeResult(metadata={**result.stats, "linked_records": dg.MetadataValue.path(str(settings.output / LINKED_RECORDS_FILE))})
