@@ -133,9 +133,10 @@ BLOCKING_RULES = (
     # grows with the square of its size; a wrong birth year is still caught by the district rule
     ("forename, surname and birth year", "l.forename_canonical = r.forename_canonical AND l.surname = r.surname AND l.birth_year = r.birth_year"),
     # ...and a mention with no birth date or age at all (an adult in a police notification,
-    # say) still meets its namesakes: few such mentions, so few pairs
-    ("forename and surname, left without birth year", "l.forename_canonical = r.forename_canonical AND l.surname = r.surname AND l.birth_year IS NULL"),
-    ("forename and surname, right without birth year", "l.forename_canonical = r.forename_canonical AND l.surname = r.surname AND r.birth_year IS NULL"),
+    # say) still meets its namesakes in its postcode district (county-wide, every such John
+    # Smith would meet every other: pairs growing with the square of the county)
+    ("forename and surname, left without birth year", "l.forename_canonical = r.forename_canonical AND l.surname = r.surname AND l.birth_year IS NULL AND l.postcode_district = r.postcode_district"),
+    ("forename and surname, right without birth year", "l.forename_canonical = r.forename_canonical AND l.surname = r.surname AND r.birth_year IS NULL AND l.postcode_district = r.postcode_district"),
     ("surname and postcode", "l.surname = r.surname AND l.postcode = r.postcode"),
     ("forename and postcode", "l.forename_canonical = r.forename_canonical AND l.postcode = r.postcode"),
     ("postcode and house number", "l.postcode = r.postcode AND l.house_number = r.house_number"),
@@ -143,7 +144,7 @@ BLOCKING_RULES = (
     ("NHS number", "l.nhs_number = r.nhs_number"),
     ("UPN", "l.upn = r.upn"),
     ("NINO", "l.nino = r.nino"),
-    ("names swapped", "l.forename = r.surname AND l.surname = r.forename"),
+    ("names swapped, same district", "l.forename = r.surname AND l.surname = r.forename AND l.postcode_district = r.postcode_district"),
     ("names swapped, same birth date", "l.dob = r.dob AND (l.forename = r.surname OR l.surname = r.forename)"),
 )
 
@@ -257,7 +258,9 @@ def _level_frequencies(levels: pl.DataFrame, counts: np.ndarray | None = None) -
 #: whose agreement among non-matches the random-pair u then describes fairly.
 TRAINING_SESSIONS = (
     ("l.dob = r.dob AND l.surname_phonetic = r.surname_phonetic", ("forename", "postcode", "address", "sex", "identifier")),
-    ("l.forename_canonical = r.forename_canonical AND l.surname = r.surname", ("dob", "postcode", "address", "sex", "identifier")),
+    # within a postcode district: county-wide, every John Smith would pair with every other,
+    # a session growing with the square of the county (17x from 200k to 1.2M residents)
+    ("l.forename_canonical = r.forename_canonical AND l.surname = r.surname AND l.postcode_district = r.postcode_district", ("dob", "address", "sex", "identifier")),
     ("l.dob = r.dob AND l.forename_canonical = r.forename_canonical", ("surname", "postcode", "address", "sex", "identifier")),
 )
 #: Rules whose agreement is all but certain, for the chance two random profiles match.
