@@ -23,6 +23,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 import jellyfish
+import numpy as np
 import polars as pl
 
 from linkage.names import nickname_pairs
@@ -190,10 +191,59 @@ def cluster_persons(
 ) -> tuple[pl.DataFrame, int]:
     """Cluster profiles: reviewers' matches first, then links at or above `threshold`, strongest first.
     Returns (pid -> cluster, number of links refused as contradictory)."""
-    clusterer = ConstrainedClusterer(profiles, cannot_link, birth_dates, twins, identifiers)
+    links = pairs.filter(pl.col("match_probability") >= threshold).select("l", "r", "match_weight")
+    # Most linked groups cannot contradict themselves (one birth date, one forename, one of each
+    # identifier): every link in them would be taken, so each is a person as it stands, found
+    # without a Python step per link. Only the others go through the constrained clusterer.
+    component = _components(profiles["pid"], links, must_link)
+    needs_care = _groups_that_may_contradict(profiles, component, must_link, cannot_link)
+    careful = links.join(component.rename({"pid": "l"}), on="l").filter(pl.col("component").is_in(needs_care.implode()))
+    in_care = component.filter(pl.col("component").is_in(needs_care.implode()))["pid"]
+    clusterer = ConstrainedClusterer(profiles.filter(pl.col("pid").is_in(in_care.implode())), cannot_link, birth_dates, twins, identifiers)
     for l, r in must_link:
         clusterer.link(l, r, force=True)
-    links = pairs.filter(pl.col("match_probability") >= threshold).sort(["match_weight", "l", "r"], descending=[True, False, False])
-    for l, r in links.select("l", "r").iter_rows():
+    for l, r in careful.sort(["match_weight", "l", "r"], descending=[True, False, False]).select("l", "r").iter_rows():
         clusterer.link(l, r)
-    return clusterer.assignments(), clusterer.refused
+    constrained = clusterer.assignments()
+    whole = (
+        component.filter(~pl.col("component").is_in(needs_care.implode()))
+        .with_columns(pl.col("pid").min().over("component").alias("cluster"))
+    )
+    clusters = pl.concat([constrained.select("pid", "cluster"), whole.select("pid", "cluster")]).sort("pid")
+    return clusters, clusterer.refused
+
+
+def _components(pids: pl.Series, links: pl.DataFrame, must_link: list[tuple[int, int]]) -> pl.DataFrame:
+    """pid -> component: the groups that links (and reviewers' matches) connect."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    forced = pl.DataFrame(list(must_link), schema={"l": pl.Int64, "r": pl.Int64}, orient="row")
+    edges = pl.concat([links.select("l", "r"), forced])
+    size = int(pids.max()) + 1 if len(pids) else 0
+    graph = coo_matrix((np.ones(edges.height, dtype=np.int8), (edges["l"].to_numpy(), edges["r"].to_numpy())), shape=(size, size))
+    _, labels = connected_components(graph, directed=False)
+    return pl.DataFrame({"pid": pids.cast(pl.Int64), "component": labels[pids.to_numpy()]})
+
+
+def _groups_that_may_contradict(
+    profiles: pl.DataFrame, component: pl.DataFrame, must_link: list[tuple[int, int]], cannot_link: list[tuple[int, int]]
+) -> pl.Series:
+    """Components where some link could be refused: more than one birth date, forename or value
+    of an identifier, birth years more than one apart, or a reviewer's decision inside."""
+    grouped = profiles.join(component, on="pid").group_by("component").agg(
+        pl.len().alias("profiles"),
+        pl.col("dob").drop_nulls().n_unique().alias("dobs"),
+        pl.col("forename").filter(pl.col("dob").is_not_null()).drop_nulls().n_unique().alias("forenames"),
+        (pl.col("birth_year").max() - pl.col("birth_year").min()).fill_null(0).alias("year_span"),
+        *[pl.col(c).drop_nulls().n_unique().alias(c) for c in ("nhs_number", "upn", "nino")],
+    )
+    may = grouped.filter(
+        (pl.col("profiles") > 1)
+        & ((pl.col("dobs") > 1) | (pl.col("forenames") > 1) | (pl.col("year_span") > 1) | (pl.col("nhs_number") > 1) | (pl.col("upn") > 1) | (pl.col("nino") > 1))
+    )["component"]
+    reviewed = {p for pair in (*must_link, *cannot_link) for p in pair}
+    if reviewed:
+        touched = component.filter(pl.col("pid").is_in(list(reviewed)))["component"]
+        may = pl.concat([may, touched]).unique()
+    return may
