@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from ingestion.engine import scratch
-from linkage.cluster import ConstrainedClusterer
+from linkage.cluster import ConstrainedClusterer, cluster_persons
 from linkage.evaluate import pairwise_score
 from linkage.model import COMPARISONS, compare
 from linkage.stable_ids import assign_stable_ids
@@ -122,3 +122,30 @@ def test_pairwise_scores():
     # predicted pairs: 3 + 1 = 4; true pairs: 1 + 3 = 4; both: (0,1) and (3,4) = 2
     assert (s.predicted_pairs, s.true_pairs, s.true_positive_pairs) == (4, 4, 2)
     assert s.precision == pytest.approx(0.5) and s.recall == pytest.approx(0.5) and s.f1 == pytest.approx(0.5)
+
+
+def test_clustering_takes_safe_groups_whole_and_still_keeps_twins_apart():
+    people = profiles([
+        # one person at three addresses: nothing to contradict, a group taken whole
+        {"pid": 0, "forename": "AMY", "surname": "OKAFOR", "dob": D(2012, 3, 4), "birth_year": 2012},
+        {"pid": 1, "forename": "AMY", "surname": "OKAFOR", "dob": D(2012, 3, 4), "birth_year": 2012},
+        {"pid": 2, "forename": "AMY", "surname": "OKAFOR", "dob": D(2012, 3, 4), "birth_year": 2012},
+        # twins whose strong links would chain them: the careful path keeps them two
+        {"pid": 3, "forename": "JACK", "surname": "REES", "dob": D(2015, 1, 1), "birth_year": 2015},
+        {"pid": 4, "forename": "OSCAR", "surname": "REES", "dob": D(2015, 1, 1), "birth_year": 2015},
+        {"pid": 5, "forename": "JACK", "surname": "REES", "dob": D(2015, 1, 1), "birth_year": 2015},
+        {"pid": 6, "forename": "OSCAR", "surname": "REES", "dob": D(2015, 1, 1), "birth_year": 2015},
+        # a parent and child of one name, and nobody else
+        {"pid": 7, "forename": "KAY", "surname": "LEE", "dob": D(1980, 5, 5), "birth_year": 1980},
+        {"pid": 8, "forename": "KAY", "surname": "LEE", "dob": D(2010, 5, 5), "birth_year": 2010},
+        {"pid": 9, "forename": "ZED", "surname": "NOONE", "dob": D(1990, 1, 1), "birth_year": 1990},
+    ])
+    pairs = pl.DataFrame(
+        {"l": [0, 1, 3, 4, 5, 3, 4, 7], "r": [1, 2, 5, 6, 4, 6, 5, 8], "match_weight": [20.0, 19, 18, 18, 17, 16, 15, 21]}
+    ).with_columns((1 / (1 + 2 ** -pl.col("match_weight"))).alias("match_probability"))
+    clusters, refused = cluster_persons(people, pairs, 0.99)
+    person = dict(clusters.iter_rows())
+    assert person[0] == person[1] == person[2] == 0
+    assert person[3] == person[5] != person[4] == person[6]
+    assert person[7] != person[8] and person[9] == 9
+    assert refused == 4
