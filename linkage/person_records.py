@@ -77,20 +77,27 @@ def source_mentions_sql(contract: Contract) -> str:
     """
 
 
+def _per_distinct_value(frame: pl.DataFrame, column: str, derived: dict[str, pl.Expr]) -> pl.DataFrame:
+    """`derived` (expressions of `column`) computed once per distinct value and joined back: a
+    county's millions of mentions hold tens of thousands of names and postcodes, and the regular
+    expressions and Unicode normalisation are the cost."""
+    values = frame.select(pl.col(column).unique()).with_columns(**derived)
+    return frame.join(values, on=column, how="left", nulls_equal=True)
+
+
 def standardise_mentions(mentions: pl.DataFrame) -> pl.DataFrame:
-    address = address_key(pl.col("address"))
-    return mentions.with_columns(
+    frame = mentions.with_columns(
         (pl.col("source") + "|" + pl.col("file") + "|" + pl.col("row").cast(pl.String)).alias("record_key"),
-        name_key(pl.col("forename")).alias("forename"),
-        name_key(pl.col("preferred_forename")).alias("preferred_forename"),
-        name_key(pl.col("surname")).alias("surname"),
-        *postcode_parts(pl.col("postcode")),
-        address.alias("address"),
-        house_number(address).alias("house_number"),
-        flat_number(address).alias("flat"),
-        name_key(pl.col("contact_forename")).alias("contact_forename"),
-        name_key(pl.col("contact_surname")).alias("contact_surname"),
-    ).select(
+    )
+    for column in ("forename", "preferred_forename", "surname", "contact_forename", "contact_surname"):
+        frame = _per_distinct_value(frame, column, {f"_{column}": name_key(pl.col(column))}).drop(column).rename({f"_{column}": column})
+    postcode = dict(zip(("postcode", "postcode_sector", "postcode_district"), postcode_parts(pl.col("postcode"))))
+    frame = _per_distinct_value(frame, "postcode", {f"_{k}": v for k, v in postcode.items()}).drop("postcode").rename({f"_{k}": k for k in postcode})
+    address = address_key(pl.col("address"))
+    frame = _per_distinct_value(
+        frame, "address", {"_address": address, "house_number": house_number(address), "flat": flat_number(address)}
+    ).drop("address").rename({"_address": "address"})
+    return frame.select(
         "record_key", "source", "file", "row", "forename", "preferred_forename", "surname", "dob", "age_stated", "sex",
         "postcode", "postcode_sector", "postcode_district", "address", "house_number", "flat",
         "nhs_number", "upn", "nino", "event_date", "address_date", "event_ref", "role",
