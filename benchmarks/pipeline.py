@@ -2,14 +2,17 @@
 
     .venv/bin/python benchmarks/pipeline.py                      # 20k, 200k and 1.2M residents
     .venv/bin/python benchmarks/pipeline.py --people 20000 200000
+    .venv/bin/python benchmarks/pipeline.py --people 200000 1200000 --repeat 3   # medians of 3, interleaved
 
 For each size it generates a county (cached under benchmarks/cache/ by size,
 seed and month), runs `earlyhelp run` on it in a fresh process (the same entry
 point a user runs), and prints each Dagster step's wall time, the run's wall
 time and the peak resident memory of the run process, then Markdown tables: the
 sizes side by side, and each stage's growth from the second-largest size to the
-largest. The tables are also written to benchmarks/results/pipeline.md with the
-machine they ran on.
+largest. With --repeat N each size runs N times, the sizes interleaved so that the
+machine's noise falls on both alike, and every figure is the median of the N runs.
+The tables are also written to benchmarks/results/pipeline.md with the machine
+they ran on.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -67,25 +71,34 @@ def _child(args: list[str]) -> int:
 
 
 def main() -> None:
-    args = county_arguments(__doc__, [20_000, 200_000, 1_200_000])
+    args = county_arguments(__doc__, [20_000, 200_000, 1_200_000], repeat=True)
+    landings = {people: county(people, args.seed, args.month) for people in args.people}
+    runs: dict[int, list[tuple[float, int, dict[str, float]]]] = {people: [] for people in args.people}
+    for attempt in range(args.repeat):
+        for people in args.people:
+            out = CACHE / f"out_{people}"
+            shutil.rmtree(out, ignore_errors=True)
+            began = time.perf_counter()
+            peak = _child(["run", "--landing", str(landings[people][0]), "--month", args.month, "--out", str(out)])
+            seconds = time.perf_counter() - began
+            steps = json.loads(subprocess.run([sys.executable, "-c", STEP_TIMES, str(out)], capture_output=True, text=True, check=True).stdout)
+            print(f"\n{people:,} residents, run {attempt + 1} of {args.repeat}: {seconds:.1f}s, peak {peak} MiB")
+            for key, value in sorted(steps.items(), key=lambda kv: -kv[1])[:12]:
+                print(f"  {key:<45} {value:6.1f}s")
+            runs[people].append((seconds, peak, steps))
     rows, stages = [], {}
     for people in args.people:
-        landing, gen_seconds, gen_peak = county(people, args.seed, args.month)
-        out = CACHE / f"out_{people}"
-        shutil.rmtree(out, ignore_errors=True)
-        began = time.perf_counter()
-        peak = _child(["run", "--landing", str(landing), "--month", args.month, "--out", str(out)])
-        seconds = time.perf_counter() - began
-        steps = json.loads(subprocess.run([sys.executable, "-c", STEP_TIMES, str(out)], capture_output=True, text=True, check=True).stdout)
+        _, gen_seconds, gen_peak = landings[people]
+        steps = _median_steps([s for _, _, s in runs[people]])
         ingest = sum(v for k, v in steps.items() if k.startswith("raw_") and not k.endswith(("meets_contract", "rows_accounted_for", "source_received", "quarantine_share")))
         suites = sum(v for k, v in steps.items() if k.endswith("meets_contract"))
-        print(f"\n{people:,} residents: run {seconds:.1f}s, peak {peak} MiB")
-        for key, value in sorted(steps.items(), key=lambda kv: -kv[1])[:12]:
-            print(f"  {key:<45} {value:6.1f}s")
+        seconds = statistics.median(r for r, _, _ in runs[people])
+        peak = max(p for _, p, _ in runs[people])  # memory: the worst run, not the middle one
         rows.append((people, gen_seconds, gen_peak, seconds, peak, ingest, suites, steps.get("person_records", 0.0)))
         stages[people] = _stages(steps)
     lines = [
-        f"Machine: {machine()}; month {args.month}, seed {args.seed}.",
+        f"Machine: {machine()}; month {args.month}, seed {args.seed}; "
+        + (f"times are medians of {args.repeat} runs of each size, interleaved; peak memory is the highest." if args.repeat > 1 else "one run of each size."),
         "",
         "| residents | generate (s) | generate peak (MiB) | run (s) | run peak (MiB) | ingest steps (s) | GX suites (s) | person_records (s) |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -103,6 +116,10 @@ def main() -> None:
     print("\n" + text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "pipeline.md").write_text(f"# `benchmarks/pipeline.py --people {' '.join(map(str, args.people))}`\n\n{text}\n")
+
+
+def _median_steps(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r.get(key, 0.0) for r in runs) for key in runs[0]}
 
 
 def _stages(steps: dict[str, float]) -> dict[str, float]:
