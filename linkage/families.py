@@ -246,12 +246,19 @@ def _kin_moved_from_postcode(placed: pl.DataFrame, postcodes_seen: pl.DataFrame)
     return (
         unplaced.select("person_id", "surname", pl.col("latest_postcode").alias("postcode"))
         .join(were_there, on=["postcode", "surname"])
-        .group_by("person_id", "kin_address")
+        .pipe(_most_voted, "kin_address")
+    )
+
+
+def _most_voted(votes: pl.DataFrame, choice: str) -> pl.DataFrame:
+    """person_id -> the `choice` most of their rows vote for, ties to the first in order."""
+    return (
+        votes.group_by("person_id", choice)
         .len()
-        .sort(["person_id", "len", "kin_address"], descending=[False, True, False])
+        .sort(["person_id", "len", choice], descending=[False, True, False])
         .group_by("person_id", maintain_order=True)
         .first()
-        .select("person_id", "kin_address")
+        .select("person_id", choice)
     )
 
 
@@ -273,12 +280,7 @@ def _follow_kin_who_moved_on(placed: pl.DataFrame, postcodes_seen: pl.DataFrame)
             & (pl.col("kin_seen") > pl.col("last_there") + MOVED_AWAY_AFTER)
             & (pl.col("kin_household") != pl.col("household_key"))
         )
-        .group_by("person_id", "kin_household")
-        .len()
-        .sort(["person_id", "len", "kin_household"], descending=[False, True, False])
-        .group_by("person_id", maintain_order=True)
-        .first()
-        .select("person_id", "kin_household")
+        .pipe(_most_voted, "kin_household")
     )
     # ... unless someone of their surname still lives at the old address
     stayed = placed.filter(pl.col("placed_by") == "address").group_by("household_key", "surname").len().filter(pl.col("len") > 1)
