@@ -168,17 +168,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a run's linked_records.parquet against a synthetic county's truth.csv."""
-    import polars as pl
-
-    from linkage.evaluate import read_truth
-    from pipelines.linkage_assets import LINKED_RECORDS_FILE, evaluate_linked_records
+    from linkage.evaluate import score_linked_records
+    from pipelines.linkage_assets import LINKED_RECORDS_FILE
 
     linked_path, truth_path = Path(args.out) / LINKED_RECORDS_FILE, Path(args.truth or Path(args.landing) / "truth.csv")
     for path in (linked_path, truth_path):
         if not path.exists():
             _say(f"earlyhelp evaluate: {path} does not exist")
             return 2
-    scores = evaluate_linked_records(pl.read_parquet(linked_path), read_truth(truth_path))
+    scores = score_linked_records(linked_path, truth_path)
     print(f"{'level':<8}{'records':>10}{'clusters':>10}{'true':>8}{'precision':>11}{'recall':>9}{'F1':>9}")
     for s in scores.values():
         print(f"{s['level']:<8}{s['records']:>10,}{s['predicted_clusters']:>10,}{s['true_clusters']:>8,}{s['precision']:>11.4f}{s['recall']:>9.4f}{s['f1']:>9.4f}")

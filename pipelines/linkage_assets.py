@@ -5,7 +5,7 @@ import dagster as dg
 import polars as pl
 
 from linkage import LinkageSettings, form_families, link_persons
-from linkage.evaluate import pairwise_score, read_truth
+from linkage.evaluate import score_linked_records
 from linkage.person_records import PERSON_RECORDS, linked_person_records
 from linkage.report import linkage_report
 from pipelines.partitions import MONTHS
@@ -82,18 +82,10 @@ def linkage_quality(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
     truth_path = settings.landing / "truth.csv"
     if not truth_path.exists():
         return dg.MaterializeResult(metadata={"truth": "absent: nothing to score against"})
-    scores = evaluate_linked_records(pl.read_parquet(settings.output / LINKED_RECORDS_FILE), read_truth(truth_path))
+    scores = score_linked_records(settings.output / LINKED_RECORDS_FILE, truth_path)
     for s in scores.values():
         context.log.info(f"{s['level']}: precision {s['precision']:.4f}, recall {s['recall']:.4f}, F1 {s['f1']:.4f}")
     return dg.MaterializeResult(metadata={f"{level}_{k}": v for level, s in scores.items() for k, v in s.items() if k != "level"})
-
-
-def evaluate_linked_records(linked: pl.DataFrame, truth: pl.DataFrame) -> dict[str, dict]:
-    joined = linked.join(truth.rename({"person_id": "true_person", "family_id": "true_family"}), on=["source", "file", "row"], how="inner")
-    return {
-        "person": pairwise_score(joined, "person_id", "true_person", "person").as_dict(),
-        "family": pairwise_score(joined, "family_id", "true_family", "family").as_dict(),
-    }
 
 
 LINKAGE_ASSETS = [person_links, family_members, linkage_quality]
