@@ -115,7 +115,8 @@ def main() -> None:
     text = "\n".join(lines)
     print("\n" + text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "pipeline.md").write_text(f"# `benchmarks/pipeline.py --people {' '.join(map(str, args.people))}`\n\n{text}\n")
+    repeat = f" --repeat {args.repeat}" if args.repeat > 1 else ""
+    (RESULTS / "pipeline.md").write_text(f"# `benchmarks/pipeline.py --people {' '.join(map(str, args.people))}{repeat}`\n\n{text}\n")
 
 
 def _median_steps(runs: list[dict[str, float]]) -> dict[str, float]:
