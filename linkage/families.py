@@ -41,12 +41,14 @@ def _age(dob: pl.Expr, on: dt.date) -> pl.Expr:
 #: What each person's records say, as of the reference date, in one pass of DuckDB over a
 #: county's millions of records (its parallel aggregation is where Polars' sorts were slow).
 #: Every choice has a complete order, so reruns choose alike.
-SUMMARIES_SQL = """
+SUMMARIES = (
+    """
 CREATE TEMP TABLE cur AS
     SELECT person_id, record_key, source, event_date, address_date, forename, surname, dob, sex, birth_year_stated,
            postcode, postcode || '|' || coalesce(flat, '') || '|' || house_number AS address_key
-    FROM linked WHERE event_date <= $reference;
-
+    FROM linked WHERE event_date <= $reference
+    """,
+    """
 -- the name shown is the one most sources use (a nickname or a typo in one record is not),
 -- the latest breaking ties: a new surname after marriage wins once it is the commoner
 CREATE TEMP TABLE people AS
@@ -67,41 +69,49 @@ FROM latest
 LEFT JOIN (SELECT person_id, first(forename ORDER BY n DESC, last DESC, forename, surname) AS forename,
                   first(surname ORDER BY n DESC, last DESC, forename, surname) AS surname
            FROM names GROUP BY person_id) n USING (person_id)
-LEFT JOIN (SELECT person_id, first(dob ORDER BY n DESC, last DESC, dob) AS dob FROM dobs GROUP BY person_id) d USING (person_id);
-
+LEFT JOIN (SELECT person_id, first(dob ORDER BY n DESC, last DESC, dob) AS dob FROM dobs GROUP BY person_id) d USING (person_id)
+    """,
+    """
 -- the latest full address (postcode, flat, house number): recency first, then how often
 CREATE TEMP TABLE addresses AS
 WITH seen AS (
-    SELECT person_id, address_key, max(address_date) AS last, min(address_date) AS first, count(*) AS n, any_value(postcode) AS postcode
+    SELECT person_id, address_key, max(address_date) AS last, count(*) AS n, any_value(postcode) AS postcode
     FROM cur WHERE address_key IS NOT NULL GROUP BY ALL
 )
 SELECT person_id, first(address_key ORDER BY last DESC, n DESC, address_key) AS address_key,
        first(postcode ORDER BY last DESC, n DESC, address_key) AS postcode,
-       max(last) AS address_seen,
-       first(first ORDER BY last DESC, n DESC, address_key) AS address_first_seen
-FROM seen GROUP BY person_id;
-
+       max(last) AS address_seen
+FROM seen GROUP BY person_id
+    """,
+    """
 -- the latest postcode from any source, with or without a street (A&E records none)
 CREATE TEMP TABLE postcodes AS
 SELECT person_id, first(postcode ORDER BY address_date DESC, record_key) AS latest_postcode, max(address_date) AS postcode_seen
-FROM cur WHERE postcode IS NOT NULL GROUP BY person_id;
-
+FROM cur WHERE postcode IS NOT NULL GROUP BY person_id
+    """,
+    """
 -- every postcode each person was recorded at
-CREATE TEMP TABLE postcodes_seen AS SELECT DISTINCT person_id AS kin, postcode FROM cur WHERE postcode IS NOT NULL;
-"""
+CREATE TEMP TABLE postcodes_seen AS SELECT DISTINCT person_id AS kin, postcode FROM cur WHERE postcode IS NOT NULL
+    """,
+    """
+-- every full address each person was recorded at
+CREATE TEMP TABLE addresses_seen AS SELECT DISTINCT person_id, address_key AS former_address FROM cur WHERE address_key IS NOT NULL
+    """,
+)
 
 
 def summarise_records(records: pl.DataFrame, reference: dt.date) -> dict[str, pl.DataFrame]:
     """people (person_id, name, dob, sex, age, dependent_child, in_education, last_seen),
-    addresses (person_id -> latest full address_key, postcode, address_seen, address_first_seen),
-    postcodes (person_id -> latest_postcode, postcode_seen), postcodes_seen (kin, postcode)."""
+    addresses (person_id -> latest full address_key, postcode, address_seen),
+    postcodes (person_id -> latest_postcode, postcode_seen), postcodes_seen (kin, postcode),
+    addresses_seen (person_id, former_address)."""
     con = scratch()
     try:
         con.register("linked", records)
         parameters = {"reference": reference, "school_cutoff": reference - dt.timedelta(days=366)}
-        for statement in filter(str.strip, SUMMARIES_SQL.split(";")):
+        for statement in SUMMARIES:
             con.execute(statement, {k: v for k, v in parameters.items() if f"${k}" in statement})
-        frames = {name: con.sql(f"SELECT * FROM {name} ORDER BY ALL").pl() for name in ("people", "addresses", "postcodes", "postcodes_seen")}
+        frames = {name: con.sql(f"SELECT * FROM {name} ORDER BY ALL").pl() for name in ("people", "addresses", "postcodes", "postcodes_seen", "addresses_seen")}
     finally:
         con.close()
     age = pl.coalesce(_age(pl.col("dob"), reference), pl.lit(reference.year) - pl.col("birth_year_stated"))
@@ -125,7 +135,7 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
     )
     placed = placed.with_columns(pl.lit(None, dtype=pl.String).alias("placed_by"))
     placed = _evict_former_occupants(placed)
-    placed = _follow_household(placed, records, reference)
+    placed = _follow_household(placed, summaries["addresses_seen"])
     # 2. no full address: named as a pupil's contact at that postcode (a parent seen only at A&E) ...
     contacts = _school_contacts(records, addresses)
     placed = placed.join(contacts, left_on=["forename", "surname", "latest_postcode"], right_on=["contact_forename", "contact_surname", "contact_postcode"], how="left")
@@ -183,11 +193,9 @@ def _evict_former_occupants(placed: pl.DataFrame) -> pl.DataFrame:
     """People last seen at an address well before others (of other surnames) were seen
     there have moved away: someone else lives there now. They keep the old address only
     as `former_address`, so those who left together stay together."""
-    # last seen there: at the address, or at its postcode by a source that records no
-    # street (A&E); a newcomer counts from when they were first seen there, so people once
-    # recorded there together are never each other's evidence of a move
+    # last seen there: at the address, or at its postcode by a source that records no street (A&E)
     at = placed.filter(pl.col("address_key").is_not_null()).select(
-        "person_id", "address_key", "surname", "address_seen", pl.max_horizontal("address_seen", "postcode_seen").alias("last_there"), "address_first_seen"
+        "person_id", "address_key", "surname", "address_seen", pl.max_horizontal("address_seen", "postcode_seen").alias("last_there")
     )
     later = at.join(at, on="address_key", suffix="_other").filter(
         pl.col("address_seen_other") > pl.col("last_there") + MOVED_AWAY_AFTER
@@ -202,14 +210,10 @@ def _evict_former_occupants(placed: pl.DataFrame) -> pl.DataFrame:
     ).drop("moved_away")
 
 
-def _follow_household(placed: pl.DataFrame, records: pl.DataFrame, reference: dt.date) -> pl.DataFrame:
+def _follow_household(placed: pl.DataFrame, history: pl.DataFrame) -> pl.DataFrame:
     """Someone who moved away joins the people they used to live with, where those were
-    seen since at a new address: households usually move together."""
-    history = (
-        records.filter((pl.col("event_date") <= reference) & pl.col("postcode").is_not_null() & pl.col("house_number").is_not_null())
-        .select("person_id", (pl.col("postcode") + "|" + pl.col("flat").fill_null("") + "|" + pl.col("house_number")).alias("former_address"))
-        .unique()
-    )
+    seen since at a new address: households usually move together.
+    history: (person_id, former_address), every full address each person was recorded at."""
     now = placed.filter(pl.col("address_key").is_not_null()).select(pl.col("person_id").alias("other"), pl.col("address_key").alias("new_address"), pl.col("surname").alias("other_surname"))
     movers = placed.filter(pl.col("former_address").is_not_null()).select("person_id", "former_address", "surname")
     went_with = (
