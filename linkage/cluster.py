@@ -196,21 +196,16 @@ def cluster_persons(
     # identifier): every link in them would be taken, so each is a person as it stands, found
     # without a Python step per link. Only the others go through the constrained clusterer.
     component = _components(profiles["pid"], links, must_link)
-    needs_care = _groups_that_may_contradict(profiles, component, must_link, cannot_link)
-    careful = links.join(component.rename({"pid": "l"}), on="l").filter(pl.col("component").is_in(needs_care.implode()))
-    in_care = component.filter(pl.col("component").is_in(needs_care.implode()))["pid"]
-    clusterer = ConstrainedClusterer(profiles.filter(pl.col("pid").is_in(in_care.implode())), cannot_link, birth_dates, twins, identifiers)
+    in_care = pl.col("component").is_in(_groups_that_may_contradict(profiles, component, must_link, cannot_link).implode())
+    careful, whole = component.filter(in_care), component.filter(~in_care)
+    clusterer = ConstrainedClusterer(profiles.join(careful, on="pid", how="semi"), cannot_link, birth_dates, twins, identifiers)
     for l, r in must_link:
         clusterer.link(l, r, force=True)
-    for l, r in careful.sort(["match_weight", "l", "r"], descending=[True, False, False]).select("l", "r").iter_rows():
+    careful_links = links.join(careful.select(pl.col("pid").alias("l")), on="l", how="semi")
+    for l, r in careful_links.sort(["match_weight", "l", "r"], descending=[True, False, False]).select("l", "r").iter_rows():
         clusterer.link(l, r)
-    constrained = clusterer.assignments()
-    whole = (
-        component.filter(~pl.col("component").is_in(needs_care.implode()))
-        .with_columns(pl.col("pid").min().over("component").alias("cluster"))
-    )
-    clusters = pl.concat([constrained.select("pid", "cluster"), whole.select("pid", "cluster")]).sort("pid")
-    return clusters, clusterer.refused
+    whole = whole.select("pid", pl.col("pid").min().over("component").alias("cluster"))
+    return pl.concat([clusterer.assignments(), whole]).sort("pid"), clusterer.refused
 
 
 def _components(pids: pl.Series, links: pl.DataFrame, must_link: list[tuple[int, int]]) -> pl.DataFrame:
