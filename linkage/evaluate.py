@@ -42,29 +42,20 @@ class PairwiseScore:
         return {**asdict(self), "precision": round(self.precision, 6), "recall": round(self.recall, 6), "f1": round(self.f1, 6)}
 
 
-def _pairs(counts: pl.Series) -> int:
-    return int((counts.cast(pl.Int64) * (counts.cast(pl.Int64) - 1) // 2).sum())
-
-
 def pairwise_score(frame: pl.DataFrame, predicted: str, truth: str, level: str) -> PairwiseScore:
     """frame: one row per record with a predicted and a true cluster id."""
-    frame = frame.filter(pl.col(predicted).is_not_null() & pl.col(truth).is_not_null())
-    both = frame.group_by(predicted, truth).len()["len"]
-    return PairwiseScore(
-        level=level,
-        records=frame.height,
-        predicted_clusters=frame[predicted].n_unique(),
-        true_clusters=frame[truth].n_unique(),
-        true_positive_pairs=_pairs(both),
-        predicted_pairs=_pairs(frame.group_by(predicted).len()["len"]),
-        true_pairs=_pairs(frame.group_by(truth).len()["len"]),
-    )
+    con = scratch()
+    try:
+        con.register("scored", frame)
+        return _score(con, "scored", predicted, truth, level)
+    finally:
+        con.close()
 
 
 def score_linked_records(linked_path, truth_path) -> dict[str, dict]:
     """Person and family scores of a run's `linked_records.parquet` against a synthetic county's
-    `truth.csv`, joined on provenance (source, file, row). DuckDB does the join and the counts:
-    at a county's millions of records its parallel grouping is several times Polars' here."""
+    `truth.csv`, joined on provenance (source, file, row), in DuckDB: at a county's millions of
+    records its parallel join and grouping are several times Polars' here."""
     con = scratch()
     try:
         con.execute(
@@ -76,21 +67,27 @@ def score_linked_records(linked_path, truth_path) -> dict[str, dict]:
                USING (source, file, row)""",
             {"linked": str(linked_path), "truth": str(truth_path)},
         )
-        scores = {}
-        for level, predicted, truth in (("person", "person_id", "true_person"), ("family", "family_id", "true_family")):
-            con.execute(f"CREATE OR REPLACE TEMP VIEW level AS SELECT * FROM scored WHERE {predicted} IS NOT NULL AND {truth} IS NOT NULL")
-            records, predicted_clusters, true_clusters = con.execute(f"SELECT count(*), count(DISTINCT {predicted}), count(DISTINCT {truth}) FROM level").fetchone()
-
-            def pairs(columns: str) -> int:
-                return int(con.execute(f"SELECT coalesce(sum(n * (n - 1) // 2), 0) FROM (SELECT count(*) AS n FROM level GROUP BY {columns})").fetchone()[0])
-
-            scores[level] = PairwiseScore(
-                level=level, records=records, predicted_clusters=predicted_clusters, true_clusters=true_clusters,
-                true_positive_pairs=pairs(f"{predicted}, {truth}"), predicted_pairs=pairs(predicted), true_pairs=pairs(truth),
-            ).as_dict()
+        return {
+            level: _score(con, "scored", predicted, truth, level).as_dict()
+            for level, predicted, truth in (("person", "person_id", "true_person"), ("family", "family_id", "true_family"))
+        }
     finally:
         con.close()
-    return scores
+
+
+def _score(con, table: str, predicted: str, truth: str, level: str) -> PairwiseScore:
+    """Pairwise counts from cluster sizes: a cluster of n records holds n(n-1)/2 pairs."""
+    con.execute(f'CREATE OR REPLACE TEMP VIEW level_records AS SELECT * FROM {table} WHERE "{predicted}" IS NOT NULL AND "{truth}" IS NOT NULL')
+
+    def pairs(*columns: str) -> int:
+        keys = ", ".join(f'"{c}"' for c in columns)
+        return int(con.execute(f"SELECT coalesce(sum(n * (n - 1) // 2), 0) FROM (SELECT count(*) AS n FROM level_records GROUP BY {keys})").fetchone()[0])
+
+    records, predicted_clusters, true_clusters = con.execute(f'SELECT count(*), count(DISTINCT "{predicted}"), count(DISTINCT "{truth}") FROM level_records').fetchone()
+    return PairwiseScore(
+        level=level, records=records, predicted_clusters=predicted_clusters, true_clusters=true_clusters,
+        true_positive_pairs=pairs(predicted, truth), predicted_pairs=pairs(predicted), true_pairs=pairs(truth),
+    )
 
 
 def read_truth(path) -> pl.DataFrame:
