@@ -27,6 +27,9 @@ CONTRACTS_DIR = Path(__file__).resolve().parent
 #: Classifications a column may carry, from least to most sensitive.
 CLASSIFICATIONS = ("public", "internal", "personal", "special_category", "criminal_offence")
 
+#: Who sends a source: a partner, under an information sharing agreement, or the council itself.
+SOURCE_KINDS = ("partner", "reference")
+
 #: Checks a contract may name for a column (implemented in ingestion.identifiers).
 CHECKS = ("nhs_number", "upn", "nino", "uk_postcode")
 
@@ -125,7 +128,7 @@ class Contract:
     source: str  # the landing folder and the raw table's suffix
     title: str
     version: str
-    kind: str  # partner or reference
+    kind: str  # partner (sent under an information sharing agreement) or reference (the council's own)
     columns: tuple[Column, ...]
     row_rules: tuple[RowRule, ...]
     retention_years: float | None
@@ -150,6 +153,11 @@ class Contract:
 
     def has_column(self, name: str) -> bool:
         return any(c.name == name for c in self.columns)
+
+    @property
+    def may_be_empty(self) -> bool:
+        """Whether an empty (or absent) landing folder is normal, e.g. before any meeting has decided."""
+        return bool(self.custom.get("mayBeEmpty", False))
 
     @property
     def holds_people(self) -> bool:
@@ -230,6 +238,8 @@ def parse_contract(document: dict, path: Path) -> Contract:
             unit = str(sla.get("unit", "y")).lower()
             value = float(sla["value"])
             retention = value if unit in ("y", "yr", "years") else value / 365.25 if unit in ("d", "day", "days") else None
+    if custom.get("sourceKind", "partner") not in SOURCE_KINDS:
+        raise ContractError(f"{path.name}: customProperties.sourceKind must be one of {SOURCE_KINDS}")
     return Contract(
         source=source,
         title=document.get("name", source),
@@ -266,7 +276,8 @@ def load_contract(source: str, directory: Path = CONTRACTS_DIR) -> Contract:
         raise KeyError(f"no data contract for source {source!r}") from None
 
 
-#: The partner sources, in the order the spec lists them.
-PARTNER_SOURCES = ("school_attendance", "asb_incidents", "domestic_abuse", "ae_attendances", "worklessness")
-#: The council's reference sets.
-REFERENCE_SOURCES = ("open_cases", "postcode_localities", "meeting_outcomes")
+def sources_of_kind(kind: str, directory: Path = CONTRACTS_DIR) -> tuple[str, ...]:
+    """The sources whose contracts declare this `sourceKind`: 'partner' or 'reference' (the council's own)."""
+    if kind not in SOURCE_KINDS:
+        raise ValueError(f"kind must be one of {SOURCE_KINDS}")
+    return tuple(source for source, contract in load_contracts(directory).items() if contract.kind == kind)

@@ -21,10 +21,6 @@ from data_contracts import Contract
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
-#: Sources that may legitimately be empty (no meeting has decided anything yet).
-MAY_BE_EMPTY = frozenset({"meeting_outcomes"})
-
-
 @dataclass
 class SuiteResult:
     source: str
@@ -40,7 +36,7 @@ def suite_for(contract: Contract):
 
     suite = gx.ExpectationSuite(name=f"{contract.source}_contract")
     E = gx.expectations
-    if contract.source not in MAY_BE_EMPTY:
+    if not contract.may_be_empty:
         suite.add_expectation(E.ExpectTableRowCountToBeBetween(min_value=1))
     suite.add_expectation(E.ExpectTableColumnsToMatchSet(column_set=[c.name for c in contract.columns] + ["_file", "_sha256", "_row"], exact_match=True))
     for column in contract.columns:

@@ -18,16 +18,11 @@ import polars as pl
 
 from features.calendar import window_start
 from features.registry import Indicator, Registry
+from rules import AGE_GROUPS
 
 #: The attendance return's columns an `attendance` indicator reads (named for the IG pack's field uses).
 ATTENDANCE_COLUMNS = ("sessions_possible", "authorised_absence", "unauthorised_absence")
 
-AGE_FILTERS = {
-    "child": "m.age <= 17",
-    "adult": "m.age >= 18",
-    "young_adult": "m.age BETWEEN 18 AND 24",
-    "any": "true",
-}
 
 
 @dataclass
@@ -45,7 +40,7 @@ def _mentions(indicator: Indicator, members: str) -> str:
         JOIN person_records pr ON pr.source = '{indicator.source}' AND pr.file = r._file AND pr.row = r._row
         JOIN person_links pl ON pl.record_key = pr.record_key
         JOIN "{members}" m ON m.person_id = pl.person_id
-        WHERE {AGE_FILTERS[indicator.applies_to]}
+        WHERE {AGE_GROUPS[indicator.applies_to]}
     """
 
 

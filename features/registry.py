@@ -9,33 +9,12 @@ from typing import Any
 import yaml
 
 from data_contracts import load_contracts
+from rules import AGE_GROUPS, PROGRAMMES
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent / "indicators.yaml"
 
-#: Supporting Families headline outcomes (Supporting Families programme guidance 2022-25).
-OUTCOMES = (
-    "getting a good education",
-    "good early years development",
-    "improved mental and physical health",
-    "promoting recovery and reducing harm from substance use",
-    "improved family relationships",
-    "children safe from abuse and exploitation",
-    "crime prevention and tackling crime",
-    "safe from domestic abuse",
-    "secure housing",
-    "financial stability",
-)
-#: Troubled Families phase 2 headline problems (Financial Framework, March 2015).
-PROBLEMS = (
-    "crime and anti-social behaviour",
-    "school attendance",
-    "children who need help",
-    "worklessness and financial exclusion",
-    "domestic abuse",
-    "health",
-)
 KINDS = ("count", "sum", "attendance", "open_within", "household")
-APPLIES_TO = ("child", "adult", "young_adult", "any")
+APPLIES_TO = tuple(AGE_GROUPS)
 
 
 class RegistryError(ValueError):
@@ -83,10 +62,10 @@ def _check(ind: Indicator, ids: set[str]) -> None:
     where = f"indicator {ind.id!r}"
     if ind.kind not in KINDS:
         raise RegistryError(f"{where}: kind {ind.kind!r} is not one of {KINDS}")
-    if ind.outcome not in OUTCOMES:
-        raise RegistryError(f"{where}: outcome {ind.outcome!r} is not a Supporting Families headline outcome")
-    if ind.problem not in PROBLEMS:
-        raise RegistryError(f"{where}: problem {ind.problem!r} is not a Troubled Families headline problem")
+    for programme in PROGRAMMES.values():
+        need = getattr(ind, programme.need_field)
+        if need not in programme.needs:
+            raise RegistryError(f"{where}: {programme.need_field} {need!r} is not one of the {programme.title} {programme.need_word}")
     if ind.applies_to not in APPLIES_TO:
         raise RegistryError(f"{where}: applies_to {ind.applies_to!r} is not one of {APPLIES_TO}")
     if ind.points < 0:

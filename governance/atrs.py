@@ -9,7 +9,7 @@ import datetime as dt
 from data_contracts import Contract
 from features.registry import Registry
 from governance.ig_pack import COUNCIL, sensitive, source_summary
-from models.score import PROGRAMME_RULES
+from rules import programme as programme_rule
 
 
 def markdown_section(document: str, heading: str) -> str:
@@ -34,8 +34,8 @@ def atrs_record(
 ) -> str:
     """run: figures of the last run (month, families, eligible, listed, by_locality, rows per source,
     quarantined share, person_f1/family_f1 when measured)."""
-    metric, minimum = PROGRAMME_RULES[programme]
-    need_word = "Supporting Families headline outcomes" if metric == "outcomes_met" else "Troubled Families headline problems"
+    rule = programme_rule(programme)
+    minimum, need_word = rule.minimum, f"{rule.title} {rule.need_word}"
     indicators = "\n".join(
         f"| {i.id} | {i.title} | {i.source or 'family'} | {i.applies_to} | {i.window_months if i.kind not in ('attendance', 'household') else '3 terms' if i.kind == 'attendance' else '-'} | {i.points} | {i.outcome} |"
         for i in registry.indicators

@@ -18,13 +18,13 @@ import re
 
 import polars as pl
 
+from rules import POSTCODE_COMPACT
+
 # DfE "Unique Pupil Numbers (UPNs): A guide for schools and local authorities":
 # the check letter is the sum of digits 2-13 weighted 2..13, modulo 23, read
 # from this alphabet (no I, O or S).
 UPN_CHECK_LETTERS = "ABCDEFGHJKLMNPQRTUVWXYZ"
 NINO_PATTERN = r"^[A-Z]{2}[0-9]{6}[A-D]$"
-# The shape of a UK postcode once spaces are removed and letters upper-cased.
-POSTCODE_PATTERN = r"^[A-Z]{1,2}[0-9][A-Z0-9]?[0-9][A-Z]{2}$"
 
 
 def nhs_check_digit(first_nine: str) -> int | None:
@@ -88,7 +88,7 @@ def nino_is_valid(expr: pl.Expr) -> pl.Expr:
 
 
 def postcode_is_valid(expr: pl.Expr) -> pl.Expr:
-    return expr.str.replace_all(r"\s+", "").str.to_uppercase().str.contains(POSTCODE_PATTERN)
+    return expr.str.replace_all(r"\s+", "").str.to_uppercase().str.contains(POSTCODE_COMPACT)
 
 
 def postcode_normalised(expr: pl.Expr) -> pl.Expr:

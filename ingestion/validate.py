@@ -19,12 +19,10 @@ from data_contracts import Column, Contract
 from ingestion.engine import scratch
 from ingestion.identifiers import COLUMN_CHECKS
 from ingestion.readers import REPLACEMENT_CHAR, ROW
+from rules import looks_like_formula_expr
 
 #: Longest text value accepted in any column; longer cells are quarantined.
 MAX_TEXT_LENGTH = 500
-# OWASP CSV injection: a cell that starts with one of these can run as a formula
-# when someone opens the file in a spreadsheet. No name, address or code does.
-FORMULA_PATTERN = r"^[=+@\t\r]|^-[^0-9 ]"
 
 PROBLEM_SCHEMA = {ROW: pl.Int64, "column": pl.String, "reason": pl.String}
 
@@ -56,7 +54,8 @@ def _column_rules(column: Column, today: dt.date) -> list[tuple[pl.Expr, str]]:
         rules.append((~present, "is required but blank"))
     rules.append((present & v.str.contains(REPLACEMENT_CHAR, literal=True), "contains bytes that are not valid UTF-8"))
     rules.append((present & (v.str.len_chars() > MAX_TEXT_LENGTH), f"is longer than {MAX_TEXT_LENGTH} characters"))
-    rules.append((present & v.str.contains(FORMULA_PATTERN), "starts like a spreadsheet formula (=, +, -, @)"))
+    # no name, address or code starts like a formula; a cell that does could run when opened
+    rules.append((present & looks_like_formula_expr(v), "starts like a spreadsheet formula (=, +, -, @)"))
     kind = column.logical_type
     if kind in ("date", "timestamp"):
         parsed = _parse_temporal(column)

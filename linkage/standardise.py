@@ -15,6 +15,7 @@ from __future__ import annotations
 import polars as pl
 
 from ingestion.identifiers import postcode_normalised
+from rules import POSTCODE_SPACED
 
 # Abbreviations partners use for street types (Royal Mail and common usage), read as the full word.
 STREET_ABBREVIATIONS = {
@@ -64,7 +65,7 @@ def flat_number(address: pl.Expr) -> pl.Expr:
 def postcode_parts(expr: pl.Expr, prefix: str = "postcode") -> list[pl.Expr]:
     """Full postcode, sector ('WD9 2') and district ('WD9'), each null when the shape is wrong."""
     full = postcode_normalised(expr)
-    valid = full.str.contains(r"^[A-Z]{1,2}[0-9][A-Z0-9]? [0-9][A-Z]{2}$")
+    valid = full.str.contains(POSTCODE_SPACED)
     full = pl.when(valid).then(full).otherwise(None)
     return [
         full.alias(prefix),

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from features.calendar import window_start
-
-STATUTORY = ("CIN", "CP", "CLA")
+from rules import EARLY_HELP_SERVICE, STATUTORY_SERVICES, is_child
 STEP_DOWN_MONTHS = 3
 
 
@@ -126,9 +125,9 @@ def case_flags(cases: pl.DataFrame, members: pl.DataFrame, reference: dt.date, s
     linked = cases.join(members.select("person_id", "family_ref"), on="person_id")
     open_now = (pl.col("open_date") <= reference) & (pl.col("close_date").is_null() | (pl.col("close_date") > reference))
     return linked.group_by("family_ref").agg(
-        (open_now & pl.col("service").is_in(STATUTORY)).any().alias("open_statutory"),
-        (open_now & (pl.col("service") == "EARLY_HELP")).any().alias("open_early_help"),
-        (pl.col("service").is_in(STATUTORY) & pl.col("close_date").is_between(recent, reference)).any().alias("step_down"),
+        (open_now & pl.col("service").is_in(STATUTORY_SERVICES)).any().alias("open_statutory"),
+        (open_now & (pl.col("service") == EARLY_HELP_SERVICE)).any().alias("open_early_help"),
+        (pl.col("service").is_in(STATUTORY_SERVICES) & pl.col("close_date").is_between(recent, reference)).any().alias("step_down"),
     )
 
 
@@ -203,12 +202,12 @@ def build_lists(
         "person_id",
         (_title(pl.col("forename")) + " " + _title(pl.col("surname"))).alias("name"),
         "dob",
-        pl.when(pl.col("age") <= 17).then(pl.lit("child")).otherwise(pl.lit("adult")).alias("role"),
+        pl.when(is_child(pl.col("age"))).then(pl.lit("child")).otherwise(pl.lit("adult")).alias("role"),
         "age",
     ).sort(["family_ref", "age", "person_id"], descending=[False, True, False], nulls_last=True)
     columns = [
         "locality", "rank", "family_ref", "address", "postcode", "ward", "members", "dependent_children", "score", "band",
-        "outcomes", "outcomes_met", "top_reasons", "latest_event", "status", "circumstances", "already_known",
+        "needs", "needs_met", "top_reasons", "latest_event", "status", "circumstances", "already_known",
         "last_discussed", "last_decision", "model_probability",
     ]
     return LocalityLists(lists=listed.select(columns), members=shown, unplaced=unplaced, allocated=allocated, discrepancies=discrepancies)

@@ -33,9 +33,10 @@ import polars as pl
 from features import compute_indicators
 from features.calendar import previous_month, reference_date
 from features.registry import Registry
+from rules import EARLY_HELP_SERVICE
+from rules import programme as programme_rule
 
 SUSTAIN_MONTHS = 6
-NEED_FIELD = {"supporting_families": "outcome", "troubled_families": "problem"}
 
 EVIDENCE_SCHEMA = {
     "family_ref": pl.String, "need": pl.String, "indicator_id": pl.String, "person_id": pl.String,
@@ -103,7 +104,7 @@ def identification_months(allocations: pl.DataFrame, listed: pl.DataFrame | None
 
 def needs_of(family_indicators: pl.DataFrame, registry: Registry, programme: str) -> pl.DataFrame:
     """family_ref, indicator_id -> family_ref, need (distinct), with the indicators behind it."""
-    field = NEED_FIELD[programme]
+    field = programme_rule(programme).need_field
     mapping = pl.DataFrame({"indicator_id": [i.id for i in registry.indicators], "need": [getattr(i, field) for i in registry.indicators]})
     return (
         family_indicators.select("family_ref", "indicator_id")
@@ -229,7 +230,7 @@ def early_help_closures(cases: pl.DataFrame, members: pl.DataFrame, allocations:
     the identification month; closed when every one of them is closed (the latest closure)."""
     starts = allocations.select("family_ref", (pl.col("identified_month") + "-01").str.to_date("%Y-%m-%d").alias("from"))
     worked = (
-        cases.filter(pl.col("service") == "EARLY_HELP")
+        cases.filter(pl.col("service") == EARLY_HELP_SERVICE)
         .join(members.select("person_id", "family_ref"), on="person_id")
         .join(starts, on="family_ref")
         .filter(pl.col("open_date") >= pl.col("from"))
@@ -276,7 +277,7 @@ def needs_by_month(
     finally:
         con.unregister("_allocated_families")
         con.unregister("_listed_members")
-    field = NEED_FIELD[programme]
+    field = programme_rule(programme).need_field
     need_of = {i.id: getattr(i, field) for i in registry.indicators}
     needs, evidence = {}, [pl.DataFrame(schema=EVIDENCE_SCHEMA)]
     identified = allocations.select("family_ref", "identified_month")
@@ -298,7 +299,7 @@ def needs_by_month(
 def programme_report(tracking: OutcomeTracking, month: str, programme: str, sustain_months: int = SUSTAIN_MONTHS) -> str:
     """The programme report as Markdown: allocated families and their needs by locality and
     month of allocation, then one line per family (by reference only: no names)."""
-    need_word = "headline outcomes" if programme == "supporting_families" else "headline problems"
+    need_word = programme_rule(programme).need_word
     lines = [
         f"# Outcomes of allocated families, to {month}",
         "",

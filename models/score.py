@@ -6,7 +6,8 @@ given the family its cap (`source_caps`), further hits from it earn nothing, so 
 single partner's data decides a family's place alone. The breakdown lists every
 hit with the points it earned, and sums exactly to the score. The headline needs
 met are the distinct Supporting Families outcomes (and Troubled Families problems)
-the hits evidence; eligibility follows the configured programme rule.
+the hits evidence; `needs` and `needs_met` are those of the configured programme,
+whose rule decides eligibility.
 """
 
 from __future__ import annotations
@@ -16,18 +17,12 @@ from dataclasses import dataclass
 import polars as pl
 
 from features.registry import Registry
-
-PROGRAMME_RULES = {
-    # Supporting Families (2022-): dependent children and at least three headline outcomes.
-    "supporting_families": ("outcomes_met", 3),
-    # Troubled Families phase 2 (2015-2020): dependent children and two of the six problems.
-    "troubled_families": ("problems_met", 2),
-}
+from rules import DEFAULT_PROGRAMME, is_child, programme
 
 
 @dataclass(frozen=True)
 class ScoreSettings:
-    programme: str = "supporting_families"
+    programme: str = DEFAULT_PROGRAMME
     high_band: int = 12  # score at or above which a family is banded high
     medium_band: int = 6
     reasons: int = 3  # plain-English reasons kept per family
@@ -42,7 +37,7 @@ class FamilyScores:
 def _member_label(age: pl.Expr) -> pl.Expr:
     return (
         pl.when(age.is_null()).then(pl.lit("A family member"))
-        .when(age <= 17).then(pl.lit("A child (") + age.cast(pl.String) + pl.lit(")"))
+        .when(is_child(age)).then(pl.lit("A child (") + age.cast(pl.String) + pl.lit(")"))
         .otherwise(pl.lit("An adult (") + age.cast(pl.String) + pl.lit(")"))
     )
 
@@ -71,8 +66,7 @@ def score_families(
     settings: ScoreSettings = ScoreSettings(),
 ) -> FamilyScores:
     """families: family_ref, is_family, dependent_children; members: person_id, age."""
-    if settings.programme not in PROGRAMME_RULES:
-        raise ValueError(f"programme must be one of {sorted(PROGRAMME_RULES)}")
+    rule = programme(settings.programme)
     meta = pl.DataFrame(
         {
             "indicator_id": [i.id for i in registry.indicators],
@@ -111,16 +105,17 @@ def score_families(
     totals = breakdown.group_by("family_ref").agg(
         pl.col("points_awarded").sum().alias("score"),
         pl.col("outcome").unique().sort().alias("outcomes"),
+        pl.col(rule.need_field).unique().sort().alias("needs"),
         pl.col("outcome").n_unique().alias("outcomes_met"),
         pl.col("problem").n_unique().alias("problems_met"),
         pl.col("latest").max().alias("latest_event"),
     )
     scores = families.filter(pl.col("is_family")).select("family_ref", "members", "dependent_children").join(totals, on="family_ref", how="left")
-    metric, minimum = PROGRAMME_RULES[settings.programme]
     scores = scores.with_columns(
-        pl.col("score").fill_null(0), pl.col("outcomes_met").fill_null(0), pl.col("problems_met").fill_null(0)
+        pl.col("score").fill_null(0), pl.col("outcomes_met").fill_null(0), pl.col("problems_met").fill_null(0),
+        pl.col("needs").list.len().fill_null(0).cast(pl.UInt32).alias("needs_met"),
     ).join(top, on="family_ref", how="left").with_columns(
-        ((pl.col("dependent_children") > 0) & (pl.col(metric) >= minimum)).alias("eligible"),
+        ((pl.col("dependent_children") > 0) & (pl.col("needs_met") >= rule.minimum)).alias("eligible"),
         pl.when(pl.col("score") >= settings.high_band).then(pl.lit("high"))
         .when(pl.col("score") >= settings.medium_band).then(pl.lit("medium"))
         .otherwise(pl.lit("low")).alias("band"),

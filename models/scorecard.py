@@ -30,8 +30,7 @@ from features.registry import Registry
 from linkage import form_families
 from linkage.person_records import linked_person_records
 from models.score import score_families
-
-STATUTORY = ("CIN", "CP", "CLA")
+from rules import STATUTORY_SERVICES, is_adult, is_child
 
 
 def snapshot(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date, linked: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -48,7 +47,7 @@ def snapshot(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.d
         con.unregister("snapshot_members")
     scores = score_families(registry, hits.person_indicators, hits.family_indicators, families.families, families.members).scores
     wide = hits.family_indicators.with_columns(pl.lit(1).alias("hit")).pivot(on="indicator_id", index="family_ref", values="hit", aggregate_function="max")
-    frame = scores.select("family_ref", "score", "outcomes_met", "eligible").join(wide, on="family_ref", how="left")
+    frame = scores.select("family_ref", "score", "needs_met", "eligible").join(wide, on="family_ref", how="left")
     for indicator in registry.indicators:
         if indicator.id not in frame.columns:
             frame = frame.with_columns(pl.lit(0).alias(indicator.id))
@@ -58,10 +57,10 @@ def snapshot(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.d
         f"""SELECT pl.person_id, c.open_date, c.close_date FROM raw_open_cases c
             JOIN person_records pr ON pr.source = 'open_cases' AND pr.file = c._file AND pr.row = c._row
             JOIN person_links pl ON pl.record_key = pr.record_key
-            WHERE c.service IN {STATUTORY}"""
+            WHERE c.service IN {STATUTORY_SERVICES}"""
     ).pl()
     members = families.members.select("person_id", "family_ref", "age")
-    children = members.filter(pl.col("age") <= 17)
+    children = members.filter(is_child(pl.col("age")))
     cases = cases.join(children, on="person_id")
     horizon = shift_months(reference, 12)
     already = cases.filter((pl.col("open_date") <= reference) & (pl.col("close_date").is_null() | (pl.col("close_date") > reference)))["family_ref"].unique()
@@ -77,10 +76,10 @@ def snapshot(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.d
         .group_by("person_id", maintain_order=True).agg(pl.col("sex").first())
     )
     youngest = (
-        members.filter(pl.col("age") <= 17).join(sex, on="person_id", how="left").sort(["family_ref", "age", "person_id"])
+        members.filter(is_child(pl.col("age"))).join(sex, on="person_id", how="left").sort(["family_ref", "age", "person_id"])
         .group_by("family_ref", maintain_order=True).agg(pl.col("age").first().alias("youngest_child_age"), pl.col("sex").first().alias("youngest_child_sex"))
     )
-    adults = members.filter(pl.col("age") >= 18).group_by("family_ref").len().rename({"len": "adults"})
+    adults = members.filter(is_adult(pl.col("age"))).group_by("family_ref").len().rename({"len": "adults"})
     return frame.join(locality, on="family_ref", how="left").join(youngest, on="family_ref", how="left").join(adults, on="family_ref", how="left")
 
 
@@ -158,7 +157,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.d
     for method, ranking in (
         ("scorecard model", model_p),
         ("transparent score", test["score"].to_numpy().astype(float)),
-        ("headline needs met", test["outcomes_met"].to_numpy().astype(float)),
+        ("headline needs met", test["needs_met"].to_numpy().astype(float)),
     ):
         precision, recall, selected = _at_k(y_test, ranking + 1e-9 * test["score"].to_numpy(), k)
         selections[method] = selected

@@ -39,7 +39,7 @@ def _file_rows(settings: EarlyhelpSettings, source: str) -> list[dict]:
 
 def _checks_for(contract: Contract) -> list[dg.AssetChecksDefinition]:
     asset = dg.AssetKey(contract.raw_table)
-    must_arrive = contract.source != "meeting_outcomes"
+    must_arrive = not contract.may_be_empty
 
     @dg.asset_check(asset=asset, name=MEETS_CONTRACT, blocking=True, description=f"The loaded table passes the Great Expectations suite generated from {contract.path.name}.")
     def meets_contract(context: dg.AssetCheckExecutionContext, settings: EarlyhelpSettings) -> dg.AssetCheckResult:

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from rules import DEFAULT_PROGRAMME, PROGRAMMES
+
 PROJECT_DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
 
@@ -74,7 +76,7 @@ def prepare_dagster_home(path: Path) -> Path:
     return path
 
 
-def run_pipeline(landing: Path, month: str, out: Path, log_level: str = "INFO", registry: Path | None = None, programme: str = "supporting_families"):
+def run_pipeline(landing: Path, month: str, out: Path, log_level: str = "INFO", registry: Path | None = None, programme: str = DEFAULT_PROGRAMME):
     """Materialise every asset and check for `month`; returns the Dagster execution result."""
     import dagster as dg
 
@@ -282,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--month", type=_month, required=True)
     run.add_argument("--out", required=True)
     run.add_argument("--registry", help="a council's own indicator registry (default: the packaged features/indicators.yaml)")
-    run.add_argument("--programme", default="supporting_families", choices=["supporting_families", "troubled_families"])
+    run.add_argument("--programme", default=DEFAULT_PROGRAMME, choices=sorted(PROGRAMMES))
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Dagster's console log level")
     run.set_defaults(func=cmd_run)
 

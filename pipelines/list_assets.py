@@ -18,6 +18,7 @@ from pipelines.score_assets import (
     scorecard_model,
 )
 from pipelines.warehouse import read_table, record_audit, replace_tables, who_ran
+from rules import programme
 
 LISTS = "lists"
 
@@ -62,7 +63,7 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
         registry = registry_for(settings)
         configuration = f"programme={settings.programme}; registry_sha256={hashlib.sha256(registry.path.read_bytes()).hexdigest()[:16]}; include_already_known={config.include_already_known}; ordered_by={ordered_by}"
         entry = result.lists.select(
-            pl.lit(settings.reference_month).alias("month"), "locality", "family_ref", "rank", pl.col("outcomes").alias("needs"),
+            pl.lit(settings.reference_month).alias("month"), "locality", "family_ref", "rank", "needs",
             pl.lit(context.run_id).alias("run_id"),
             pl.lit(dt.datetime.now().replace(microsecond=0)).alias("produced_at"),
             pl.lit(configuration).alias("configuration"),
@@ -85,7 +86,7 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
             },
         )
     folder = settings.output / "packs" / settings.reference_month
-    written = write_packs(result.lists, result.members, settings.reference_month, folder, result.unplaced)
+    written = write_packs(result.lists, result.members, settings.reference_month, folder, result.unplaced, programme(settings.programme))
     with settings.warehouse() as con:
         record_audit(con, "locality packs written", f"{folder}: {len(written)} files, {result.lists.height} families for {settings.reference_month}", context.run_id)
     per_locality = dict(result.lists.group_by("locality").len().sort("locality").iter_rows())

@@ -13,14 +13,12 @@ from pathlib import Path
 
 import polars as pl
 
-from features.registry import OUTCOMES
 from pipelines.warehouse import write_atomically, write_text_atomically
-
-FORMULA_START = re.compile(r"^[=+\-@\t\r]")
+from rules import Programme, looks_like_formula
 
 
 def neutralise(value: object) -> object:
-    if isinstance(value, str) and FORMULA_START.match(value):
+    if isinstance(value, str) and looks_like_formula(value):
         return "'" + value
     return value
 
@@ -28,7 +26,7 @@ def neutralise(value: object) -> object:
 def _flat(lists: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
     """One row per family member, family fields repeated: the CSV for systems."""
     families = lists.with_columns(
-        pl.col("outcomes").list.join("; "), pl.col("top_reasons").list.join(" | ")
+        pl.col("needs").list.join("; "), pl.col("top_reasons").list.join(" | ")
     )
     flat = families.join(members.rename({"name": "member_name", "dob": "member_dob", "role": "member_role", "age": "member_age"}), on="family_ref", how="left")
     return flat.drop("person_id").with_columns([pl.col(c).map_elements(neutralise, return_dtype=pl.String) for c, t in flat.drop("person_id").schema.items() if t == pl.String])
@@ -42,7 +40,7 @@ def write_csv(lists: pl.DataFrame, members: pl.DataFrame, path: Path) -> None:
 def write_xlsx(lists: pl.DataFrame, members: pl.DataFrame, path: Path) -> None:
     import xlsxwriter
 
-    families = lists.with_columns(pl.col("outcomes").list.join("; "), pl.col("top_reasons").list.join("\n"))
+    families = lists.with_columns(pl.col("needs").list.join("; "), pl.col("top_reasons").list.join("\n"))
 
     def write(tmp: str) -> None:
         book = xlsxwriter.Workbook(tmp, {"strings_to_formulas": False, "strings_to_urls": False})
@@ -66,16 +64,16 @@ def write_xlsx(lists: pl.DataFrame, members: pl.DataFrame, path: Path) -> None:
     write_atomically(path, write)
 
 
-def _needs_chart(outcomes: list[str]) -> str:
-    met = set(outcomes or [])
+def _needs_chart(needs: list[str], programme: Programme) -> str:
+    met = set(needs or [])
     cells = []
-    for i, outcome in enumerate(OUTCOMES):
-        colour = "#3b6ea5" if outcome in met else "#e3e7ec"
-        cells.append(f'<rect x="{i * 22}" y="0" width="20" height="14" fill="{colour}"><title>{html.escape(outcome)}</title></rect>')
-    return f'<svg class="needs" width="{len(OUTCOMES) * 22}" height="14" role="img" aria-label="headline needs met">{"".join(cells)}</svg>'
+    for i, need in enumerate(programme.needs):
+        colour = "#3b6ea5" if need in met else "#e3e7ec"
+        cells.append(f'<rect x="{i * 22}" y="0" width="20" height="14" fill="{colour}"><title>{html.escape(need)}</title></rect>')
+    return f'<svg class="needs" width="{len(programme.needs) * 22}" height="14" role="img" aria-label="{programme.need_word} met">{"".join(cells)}</svg>'
 
 
-def _block(row: dict, members: list[dict]) -> str:
+def _block(row: dict, members: list[dict], programme: Programme) -> str:
     esc = lambda v: html.escape("" if v is None else str(v))
     people = "".join(f"<tr><td>{esc(m['name'])}</td><td>{esc(m['dob'])}</td><td>{esc(m['role'])}</td></tr>" for m in members)
     reasons = "".join(f"<li>{esc(r)}</li>" for r in row["top_reasons"] or [])
@@ -86,8 +84,8 @@ def _block(row: dict, members: list[dict]) -> str:
 <h2>{row['rank']}. {esc(row['family_ref'])} <span class="band {esc(row['band'])}">{esc(row['band'])}, score {row['score']}</span></h2>
 <p class="address">{esc(row['address'])} {esc(row['postcode'])}</p>
 <table class="members"><tr><th>Name</th><th>Date of birth</th><th>Role</th></tr>{people}</table>
-<p><strong>Headline needs met: {row['outcomes_met']}</strong> {_needs_chart(row['outcomes'])}</p>
-<p>{esc('; '.join(row['outcomes'] or []))}</p>
+<p><strong>Headline needs met: {row['needs_met']}</strong> {_needs_chart(row['needs'], programme)}</p>
+<p>{esc('; '.join(row['needs'] or []))}</p>
 <ul class="reasons">{reasons}</ul>
 <p class="flags">{esc(' · '.join(f for f in flags if f))} · most recent event {esc(row['latest_event'])}</p>
 </section>"""
@@ -101,11 +99,11 @@ table.members td,table.members th{border-bottom:1px solid #ddd;padding:2px 8px;t
 @media print{body{margin:0}}"""
 
 
-def pack_html(locality: str, month: str, lists: pl.DataFrame, members: pl.DataFrame) -> str:
+def pack_html(locality: str, month: str, lists: pl.DataFrame, members: pl.DataFrame, programme: Programme) -> str:
     by_family: dict[str, list[dict]] = {}
     for m in members.iter_rows(named=True):
         by_family.setdefault(m["family_ref"], []).append(m)
-    blocks = "".join(_block(row, by_family.get(row["family_ref"], [])) for row in lists.iter_rows(named=True))
+    blocks = "".join(_block(row, by_family.get(row["family_ref"], []), programme) for row in lists.iter_rows(named=True))
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(locality)} allocation meeting, {month}</title>
 <style>{STYLE}</style></head><body><h1>{html.escape(locality)} locality allocation meeting: families to discuss, {month}</h1>
 <p>{lists.height} families eligible under the programme rule, highest score first. The list supports the meeting's decision; it makes none.
@@ -129,13 +127,13 @@ def summary_html(month: str, lists: pl.DataFrame, unplaced: int) -> str:
 </body></html>"""
 
 
-def write_packs(lists: pl.DataFrame, members: pl.DataFrame, month: str, folder: Path, unplaced: int) -> list[Path]:
+def write_packs(lists: pl.DataFrame, members: pl.DataFrame, month: str, folder: Path, unplaced: int, programme: Programme) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for (locality,), part in lists.group_by("locality", maintain_order=True):
         slug = re.sub(r"[^a-z0-9]+", "_", locality.lower()).strip("_")
         people = members.join(part.select("family_ref"), on="family_ref", how="semi")
-        write_text_atomically(pack_html(locality, month, part, people), folder / f"{slug}.html")
+        write_text_atomically(pack_html(locality, month, part, people, programme), folder / f"{slug}.html")
         write_xlsx(part, people, folder / f"{slug}.xlsx")
         write_csv(part, people, folder / f"{slug}.csv")
         written += [folder / f"{slug}.{ext}" for ext in ("html", "xlsx", "csv")]

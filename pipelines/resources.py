@@ -13,6 +13,7 @@ import duckdb
 from pydantic import PrivateAttr
 
 from features import calendar
+from rules import DEFAULT_PROGRAMME
 from pipelines.warehouse import open_warehouse
 
 WAREHOUSE_FILE = "warehouse.duckdb"
@@ -25,7 +26,7 @@ class EarlyhelpSettings(dg.ConfigurableResource):
     output_dir: str
     month: str = ""  # YYYY-MM, the reference month; a partitioned run's partition wins
     registry_path: str = ""  # a council's own indicator registry; blank for the packaged one
-    programme: str = "supporting_families"  # or troubled_families
+    programme: str = DEFAULT_PROGRAMME  # a name in rules.PROGRAMMES
     today: str = ""  # YYYY-MM-DD the run counts as today (retention, dates in the future); blank: the real date
 
     @property
@@ -81,6 +82,6 @@ def default_settings() -> EarlyhelpSettings:
         output_dir=os.environ.get("EARLYHELP_OUT", "data/out"),
         month=os.environ.get("EARLYHELP_MONTH", ""),
         registry_path=os.environ.get("EARLYHELP_REGISTRY", ""),
-        programme=os.environ.get("EARLYHELP_PROGRAMME", "supporting_families"),
+        programme=os.environ.get("EARLYHELP_PROGRAMME", DEFAULT_PROGRAMME),
         today=os.environ.get("EARLYHELP_TODAY", ""),
     )

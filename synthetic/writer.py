@@ -14,7 +14,18 @@ import polars as pl
 from synthetic import extracts
 from synthetic.population import build_county
 
-SOURCES = ("school_attendance", "asb_incidents", "domestic_abuse", "ae_attendances", "worklessness", "open_cases")
+#: The extracts the generator writes, each from the people and timeline (and the extracts before it).
+EXTRACTS: dict[str, Callable[..., pl.DataFrame]] = {
+    "school_attendance": lambda county, timeline, rng, frames: extracts.school_attendance(county, timeline, rng),
+    "asb_incidents": lambda county, timeline, rng, frames: extracts.asb_incidents(county, timeline, rng),
+    "domestic_abuse": lambda county, timeline, rng, frames: extracts.domestic_abuse(county, timeline, rng),
+    "ae_attendances": lambda county, timeline, rng, frames: extracts.ae_attendances(county, timeline, rng),
+    "worklessness": lambda county, timeline, rng, frames: extracts.worklessness(county, timeline, rng),
+    # children's services cases follow the families the police already know
+    "open_cases": lambda county, timeline, rng, frames: extracts.open_cases(county, timeline, rng, frames["asb_incidents"]),
+}
+#: Extracts the council sends as one file rather than yearly ones.
+SINGLE_FILE = frozenset({"open_cases"})
 
 
 @dataclass
@@ -90,15 +101,12 @@ def generate_county(
     windows = _file_windows(county.start, county.reference)
     truth_parts: list[pl.DataFrame] = []
     frames = {}
-    for source in SOURCES:
+    for source, make in EXTRACTS.items():
         step = time.perf_counter()
-        if source == "open_cases":
-            frame = extracts.open_cases(county, timeline, rng, frames["asb_incidents"])
-        else:
-            frame = getattr(extracts, source)(county, timeline, rng)
+        frame = make(county, timeline, rng, frames)
         frames[source] = frame
         frame = frame.with_columns(pl.Series("family_id", family[frame["person_id"].to_numpy()]))
-        parts, files = _write_files(frame, source, out, windows, single_file=source == "open_cases")
+        parts, files = _write_files(frame, source, out, windows, single_file=source in SINGLE_FILE)
         truth_parts += parts
         summary.files += files
         summary.rows[source] = sum(p.height for p in parts)

@@ -76,7 +76,7 @@ def test_formula_like_cells_are_neutralised(tmp_path):
     assert neutralise("=HYPERLINK(\"http://x\",\"y\")").startswith("'=") and neutralise("Smith") == "Smith"
     lists = pl.DataFrame(
         {"locality": ["North"], "rank": [1], "family_ref": ["F0000001"], "address": ["=cmd|' /C calc'!A0"],
-         "outcomes": [["financial stability"]], "top_reasons": [["+reason"]]}
+         "needs": [["financial stability"]], "top_reasons": [["+reason"]]}
     )
     members = pl.DataFrame({"family_ref": ["F0000001"], "person_id": ["P1"], "name": ["@SUM(A1)"], "dob": ["2001-01-01"], "role": ["adult"], "age": [25]})
     write_csv(lists, members, tmp_path / "a.csv")
@@ -164,7 +164,7 @@ def test_model_ordering_is_a_switch_that_only_reorders_eligible_families():
     refs = ["F1", "F2", "F3", "F4"]
     scores = pl.DataFrame({
         "family_ref": refs, "eligible": [True, True, True, False], "score": [9, 7, 5, 20], "band": ["high"] * 4,
-        "members": [3] * 4, "dependent_children": [1] * 4, "outcomes": [["a", "b", "c"]] * 4, "outcomes_met": [3] * 4,
+        "members": [3] * 4, "dependent_children": [1] * 4, "needs": [["a", "b", "c"]] * 4, "needs_met": [3] * 4,
         "top_reasons": [["r"]] * 4, "latest_event": [dt.date(2026, 9, 1)] * 4,
     })
     members = pl.DataFrame({"family_ref": refs, "person_id": ["P1", "P2", "P3", "P4"], "forename": ["A"] * 4, "surname": ["B"] * 4, "dob": [dt.date(2015, 1, 1)] * 4, "age": [11] * 4})

@@ -86,10 +86,11 @@ def test_scores_rederived_by_hand_from_raw_rows(scored):
 def test_every_breakdown_sums_and_reasons_are_plain_english(scored):
     con = duckdb.connect(str(scored / "warehouse.duckdb"), read_only=True)
     frame = pl.read_parquet(scored / "family_scores.parquet")
-    assert {"family_ref", "score", "outcomes_met", "eligible", "band", "top_reasons"} <= set(frame.columns)
+    assert {"family_ref", "score", "outcomes_met", "needs", "needs_met", "eligible", "band", "top_reasons"} <= set(frame.columns)
     eligible = frame.filter(pl.col("eligible"))
     assert eligible.height > 0
     assert (eligible["outcomes_met"] >= 3).all() and (eligible["dependent_children"] > 0).all()
+    assert frame["needs"].equals(frame["outcomes"], check_names=False), "Supporting Families: the needs are its outcomes"
     reasons = eligible["top_reasons"].explode().drop_nulls().to_list()
     assert reasons and all(r[0].isupper() and "{" not in r for r in reasons)
     wrong = con.execute(
@@ -124,6 +125,7 @@ def test_programme_rule_is_selectable(village, tmp_path):
     frame = pl.read_parquet(out / "family_scores.parquet")
     assert (frame["programme"] == "troubled_families").all()
     assert frame.filter(pl.col("eligible"))["problems_met"].min() >= 2
+    assert frame["needs_met"].equals(frame["problems_met"].cast(pl.UInt32), check_names=False)
 
 
 def test_registry_mistakes_are_named(tmp_path):

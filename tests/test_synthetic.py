@@ -12,6 +12,7 @@ from data_contracts import load_contracts
 from ingestion.identifiers import is_valid_nhs_number, is_valid_upn
 from synthetic import generate_county
 from synthetic.population import build_county
+from synthetic.writer import EXTRACTS
 from tests.conftest import MONTH
 
 
@@ -41,7 +42,7 @@ def test_headers_are_the_partners_own(village):
 
 def test_truth_names_every_extract_row(village):
     truth = pl.read_csv(village / "truth.csv")
-    for source in ("school_attendance", "asb_incidents", "domestic_abuse", "ae_attendances", "worklessness", "open_cases"):
+    for source in EXTRACTS:
         for path in (village / source).glob("*.csv"):
             rows = pl.read_csv(path, infer_schema=False).height
             mine = truth.filter((pl.col("source") == source) & (pl.col("file") == path.name))
