@@ -9,11 +9,11 @@ from typing import Any
 import yaml
 
 from data_contracts import load_contracts
+from features.kinds import KINDS, IndicatorKind
 from rules import AGE_GROUPS, PROGRAMMES
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent / "indicators.yaml"
 
-KINDS = ("count", "sum", "attendance", "open_within", "household")
 APPLIES_TO = tuple(AGE_GROUPS)
 
 
@@ -44,6 +44,11 @@ class Indicator:
     unless_source: str | None = None
     unless_where: str | None = None
 
+    @property
+    def rule(self) -> IndicatorKind:
+        """How an indicator of this kind is computed, worded and read (features/kinds.py)."""
+        return KINDS[self.kind]
+
 
 @dataclass(frozen=True)
 class Registry:
@@ -61,7 +66,7 @@ class Registry:
 def _check(ind: Indicator, ids: set[str]) -> None:
     where = f"indicator {ind.id!r}"
     if ind.kind not in KINDS:
-        raise RegistryError(f"{where}: kind {ind.kind!r} is not one of {KINDS}")
+        raise RegistryError(f"{where}: kind {ind.kind!r} is not one of {tuple(KINDS)}")
     for programme in PROGRAMMES.values():
         need = getattr(ind, programme.need_field)
         if need not in programme.needs:
@@ -71,7 +76,7 @@ def _check(ind: Indicator, ids: set[str]) -> None:
     if ind.points < 0:
         raise RegistryError(f"{where}: points cannot be negative")
     contracts = load_contracts()
-    if ind.kind == "household":
+    if not ind.rule.person_level:
         if ind.of not in ids:
             raise RegistryError(f"{where}: 'of' must name another indicator")
         return
@@ -81,10 +86,9 @@ def _check(ind: Indicator, ids: set[str]) -> None:
     for name in (ind.measure, ind.start, ind.end):
         if name is not None and name not in columns:
             raise RegistryError(f"{where}: {ind.source} has no column {name!r}")
-    if ind.kind == "open_within" and not (ind.start and ind.end):
-        raise RegistryError(f"{where}: open_within needs start and end columns")
-    if ind.kind == "sum" and not ind.measure:
-        raise RegistryError(f"{where}: sum needs a measure column")
+    problem = ind.rule.check(ind, columns)
+    if problem:
+        raise RegistryError(f"{where}: {problem}")
 
 
 def load_registry(path: Path | None = None) -> Registry:

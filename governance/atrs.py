@@ -37,7 +37,7 @@ def atrs_record(
     rule = programme_rule(programme)
     minimum, need_word = rule.minimum, f"{rule.title} {rule.need_word}"
     indicators = "\n".join(
-        f"| {i.id} | {i.title} | {i.source or 'family'} | {i.applies_to} | {i.window_months if i.kind not in ('attendance', 'household') else '3 terms' if i.kind == 'attendance' else '-'} | {i.points} | {i.outcome} |"
+        f"| {i.id} | {i.title} | {i.source or 'family'} | {i.applies_to} | {i.rule.window(i)} | {i.points} | {i.outcome} |"
         for i in registry.indicators
     )
     sources = "\n".join(

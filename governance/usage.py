@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass
 
 from data_contracts import Contract
-from features.compute import ATTENDANCE_COLUMNS
 from features.registry import Registry
 from linkage.person_records import source_mentions_sql
 
@@ -84,11 +83,7 @@ def field_uses(contracts: dict[str, Contract], registry: Registry) -> list[Field
             add({f for f in LIST_FIELDS if f in uses}, "locality lists (name, date of birth and address shown to the meeting)")
         for indicator in registry.indicators:
             if indicator.source == contract.source:
-                sql = " ".join(filter(None, [indicator.where, indicator.measure, indicator.start, indicator.end]))
-                fields = _fields_in(sql, contract)
-                if indicator.kind == "attendance":
-                    fields |= {f for f in ATTENDANCE_COLUMNS if f in uses}
-                add(fields, f"indicator {indicator.id}")
+                add(indicator.rule.fields(indicator) & set(uses), f"indicator {indicator.id}")
             if indicator.unless_source == contract.source:
                 add(_fields_in(indicator.unless_where, contract), f"indicator {indicator.id} (exception)")
         add(set(contract.natural_key), "natural key (a later row replaces an earlier one)")

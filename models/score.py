@@ -46,11 +46,7 @@ def _sentence(registry: Registry) -> pl.Expr:
     """The registry's sentence with {value} and {latest} filled in, per indicator."""
     expr = pl.lit(None, dtype=pl.String)
     for ind in registry.indicators:
-        value = (
-            (pl.col("value") * 100).round(0).cast(pl.Int64).cast(pl.String) + "%"
-            if ind.kind == "attendance"
-            else pl.col("value").cast(pl.Int64).cast(pl.String)
-        )
+        value = ind.rule.value_text(pl.col("value"))
         parts = ind.sentence.replace("{value}", "\x00value\x00").replace("{latest}", "\x00latest\x00").split("\x00")
         pieces = [value if p == "value" else pl.col("latest").dt.strftime("%b %Y") if p == "latest" else pl.lit(p) for p in parts if p != ""]
         expr = pl.when(pl.col("indicator_id") == ind.id).then(pl.concat_str(pieces, ignore_nulls=True)).otherwise(expr)
@@ -78,7 +74,7 @@ def score_families(
         }
     )
     personal = person_indicators.select("family_ref", "person_id", "indicator_id", "value", "latest")
-    household_ids = [i.id for i in registry.indicators if i.kind == "household"]
+    household_ids = [i.id for i in registry.indicators if not i.rule.person_level]
     household = family_indicators.filter(pl.col("indicator_id").is_in(household_ids)).select(
         "family_ref", pl.lit(None, dtype=pl.String).alias("person_id"), "indicator_id", pl.lit(1.0).alias("value"), "latest"
     )

@@ -123,7 +123,7 @@ def indicator_prevalence(settings: EarlyhelpSettings) -> dg.AssetCheckResult:
     with settings.warehouse(read_only=True) as con:
         people = con.execute("SELECT count(*) FROM family_members").fetchall()[0][0]
         hits = dict(con.execute("SELECT indicator_id, count(DISTINCT person_id) FROM person_indicators GROUP BY 1").fetchall())
-    shares = {i.id: round(hits.get(i.id, 0) / max(people, 1), 4) for i in registry.indicators if i.kind != "household"}
+    shares = {i.id: round(hits.get(i.id, 0) / max(people, 1), 4) for i in registry.indicators if i.rule.person_level}
     odd = sorted(k for k, v in shares.items() if v > MAX_PREVALENCE or v == 0)
     return dg.AssetCheckResult(
         passed=not odd, severity=dg.AssetCheckSeverity.WARN, description=f"Implausible prevalence: {odd}" if odd else None,
