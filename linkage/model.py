@@ -30,23 +30,11 @@ import numpy as np
 import polars as pl
 
 from ingestion.engine import scratch
+from linkage.comparisons import BLOCKING_RULES, COMPARISON_LIST, PROFILE_FIELDS, TF_FIELDS, TRAINING_RULES, comparison_sql, free_in
 from linkage.names import canonical_forename, nickname_pairs, phonetic
 
-#: The comparisons and their levels, best first; -1 (not comparable) adds no evidence.
-COMPARISONS: dict[str, tuple[str, ...]] = {
-    "forename": ("different", "initial", "similar", "close", "nickname", "exact"),
-    "surname": ("different", "similar", "close", "exact"),
-    "dob": ("different", "birth year within one", "year and month", "one slip", "day and month transposed", "exact"),
-    "postcode": ("different", "district", "sector", "exact"),
-    "address": ("different", "same street", "same house", "exact"),
-    "sex": ("different", "same"),
-    "identifier": ("different", "one slip", "same"),
-}
-
-PROFILE_FIELDS = (
-    "forename", "preferred_forename", "surname", "dob", "birth_year", "sex", "postcode", "postcode_sector",
-    "postcode_district", "address", "house_number", "street", "nhs_number", "upn", "nino",
-)
+#: Each comparison's level labels by code (0 the worst); -1 (not comparable) adds no evidence.
+COMPARISONS: dict[str, tuple[str, ...]] = {c.name: c.labels for c in COMPARISON_LIST}
 
 
 @dataclass
@@ -75,7 +63,7 @@ class FittedModel:
     u: dict[str, np.ndarray]
     pairs: int
     iterations: int
-    tf_fields: tuple[str, ...] = ("forename", "surname")
+    tf_fields: tuple[str, ...] = TF_FIELDS
 
     def weights(self) -> dict[str, np.ndarray]:
         return {k: np.log2(self.m[k] / self.u[k]) for k in self.m}
@@ -124,101 +112,21 @@ def build_profiles(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 # ----------------------------------------------------------------- blocking
 
-BLOCKING_RULES = (
-    ("dob and phonetic surname", "l.dob = r.dob AND l.surname_phonetic = r.surname_phonetic"),
-    ("dob and forename", "l.dob = r.dob AND l.forename_canonical = r.forename_canonical"),
-    ("dob and postcode district", "l.dob = r.dob AND l.postcode_district = r.postcode_district"),
-    ("phonetic surname, forename and district", "l.surname_phonetic = r.surname_phonetic AND l.forename_canonical = r.forename_canonical AND l.postcode_district = r.postcode_district"),
-    # with the birth year: forename and surname alone pair every John Smith in the county, which
-    # grows with the square of its size; a wrong birth year is still caught by the district rule
-    ("forename, surname and birth year", "l.forename_canonical = r.forename_canonical AND l.surname = r.surname AND l.birth_year = r.birth_year"),
-    # ...and a mention with no birth date or age at all (an adult in a police notification,
-    # say) still meets its namesakes in its postcode district (county-wide, every such John
-    # Smith would meet every other: pairs growing with the square of the county)
-    ("forename and surname, left without birth year", "l.forename_canonical = r.forename_canonical AND l.surname = r.surname AND l.birth_year IS NULL AND l.postcode_district = r.postcode_district"),
-    ("forename and surname, right without birth year", "l.forename_canonical = r.forename_canonical AND l.surname = r.surname AND r.birth_year IS NULL AND l.postcode_district = r.postcode_district"),
-    ("surname and postcode", "l.surname = r.surname AND l.postcode = r.postcode"),
-    ("forename and postcode", "l.forename_canonical = r.forename_canonical AND l.postcode = r.postcode"),
-    ("postcode and house number", "l.postcode = r.postcode AND l.house_number = r.house_number"),
-    ("dob and postcode sector", "l.dob = r.dob AND l.postcode_sector = r.postcode_sector"),
-    ("NHS number", "l.nhs_number = r.nhs_number"),
-    ("UPN", "l.upn = r.upn"),
-    ("NINO", "l.nino = r.nino"),
-    ("names swapped, same district", "l.forename = r.surname AND l.surname = r.forename AND l.postcode_district = r.postcode_district"),
-    ("names swapped, same birth date", "l.dob = r.dob AND (l.forename = r.surname OR l.surname = r.forename)"),
-)
-
-
 def candidate_pairs(con: duckdb.DuckDBPyConnection) -> int:
     """Create temp table `candidates(l, r)` from the union of the blocking rules; returns its size."""
-    selects = [f"SELECT l.pid AS l, r.pid AS r FROM profiles l JOIN profiles r ON {rule} AND l.pid < r.pid" for _, rule in BLOCKING_RULES]
+    selects = [rule.pairs_sql() for rule in BLOCKING_RULES]
     con.execute("CREATE OR REPLACE TEMP TABLE candidates AS " + " UNION ".join(selects))
     return con.execute("SELECT count(*) FROM candidates").fetchall()[0][0]
 
 
 # ----------------------------------------------------------------- comparison
 
-def _jw(a: str, b: str) -> str:
-    return f"jaro_winkler_similarity({a}, {b})"
-
-
-SWAPPED = f"({_jw('l.forename', 'r.surname')} >= 0.92 AND {_jw('l.surname', 'r.forename')} >= 0.92)"
-
-COMPARISON_SQL = f"""
-    CASE WHEN l.forename IS NULL OR r.forename IS NULL THEN -1
-         WHEN l.forename = r.forename OR (l.forename = r.surname AND l.surname = r.forename) THEN 5
-         WHEN l.preferred_forename = r.forename OR r.preferred_forename = l.forename
-              OR l.preferred_forename = r.preferred_forename
-              OR (l.forename, r.forename) IN (SELECT (name_a, name_b) FROM nicknames) THEN 4
-         WHEN {_jw('l.forename', 'r.forename')} >= 0.92 OR {SWAPPED} THEN 3
-         WHEN {_jw('l.forename', 'r.forename')} >= 0.85 THEN 2
-         WHEN left(l.forename, 1) = left(r.forename, 1) THEN 1
-         ELSE 0 END AS forename,
-    CASE WHEN l.surname IS NULL OR r.surname IS NULL THEN -1
-         WHEN l.surname = r.surname OR (l.forename = r.surname AND l.surname = r.forename) THEN 3
-         WHEN {_jw('l.surname', 'r.surname')} >= 0.92 OR {SWAPPED} THEN 2
-         WHEN {_jw('l.surname', 'r.surname')} >= 0.85 THEN 1
-         ELSE 0 END AS surname,
-    CASE WHEN l.dob IS NOT NULL AND r.dob IS NOT NULL THEN
-              CASE WHEN l.dob = r.dob THEN 5
-                   WHEN year(l.dob) = year(r.dob) AND month(l.dob) = day(r.dob) AND day(l.dob) = month(r.dob) THEN 4
-                   WHEN abs(date_diff('day', l.dob, r.dob)) = 1
-                        OR damerau_levenshtein(strftime(l.dob, '%Y%m%d'), strftime(r.dob, '%Y%m%d')) = 1 THEN 3
-                   WHEN year(l.dob) = year(r.dob) AND month(l.dob) = month(r.dob) THEN 2
-                   WHEN abs(year(l.dob) - year(r.dob)) <= 1 THEN 1
-                   ELSE 0 END
-         WHEN l.birth_year IS NOT NULL AND r.birth_year IS NOT NULL THEN
-              CASE WHEN abs(l.birth_year - r.birth_year) <= 1 THEN 1 ELSE 0 END
-         ELSE -1 END AS dob,
-    CASE WHEN l.postcode IS NULL OR r.postcode IS NULL THEN -1
-         WHEN l.postcode = r.postcode THEN 3
-         WHEN l.postcode_sector = r.postcode_sector THEN 2
-         WHEN l.postcode_district = r.postcode_district THEN 1
-         ELSE 0 END AS postcode,
-    CASE WHEN l.address IS NULL OR r.address IS NULL THEN -1
-         WHEN l.address = r.address THEN 3
-         WHEN l.house_number = r.house_number AND {_jw('l.street', 'r.street')} >= 0.9 THEN 2
-         WHEN {_jw('l.street', 'r.street')} >= 0.9 THEN 1
-         ELSE 0 END AS address,
-    CASE WHEN l.sex IN ('M', 'F') AND r.sex IN ('M', 'F') THEN CASE WHEN l.sex = r.sex THEN 1 ELSE 0 END
-         ELSE -1 END AS sex,
-    CASE WHEN l.nhs_number = r.nhs_number OR l.upn = r.upn OR l.nino = r.nino THEN 2
-         -- a keying slip: one digit changed, or two neighbours swapped
-         WHEN damerau_levenshtein(l.nhs_number, r.nhs_number) = 1 OR damerau_levenshtein(l.upn, r.upn) = 1
-              OR damerau_levenshtein(l.nino, r.nino) = 1 THEN 1
-         WHEN l.nhs_number <> r.nhs_number OR l.upn <> r.upn OR l.nino <> r.nino THEN 0
-         ELSE -1 END AS identifier
-"""
-
-
 def compare(con: duckdb.DuckDBPyConnection, pairs_table: str) -> pl.DataFrame:
     """Comparison levels for every pair in `pairs_table(l, r)`."""
     con.register("nicknames", nickname_pairs())
     return con.sql(
         f"""
-        SELECT p.l, p.r, {COMPARISON_SQL},
-               CASE WHEN l.forename = r.forename THEN l.forename END AS tf_forename_value,
-               CASE WHEN l.surname = r.surname THEN l.surname END AS tf_surname_value
+        SELECT p.l, p.r, {comparison_sql()}
         FROM {pairs_table} p JOIN profiles l ON l.pid = p.l JOIN profiles r ON r.pid = p.r
         """
     ).pl()
@@ -254,28 +162,22 @@ def _level_frequencies(levels: pl.DataFrame, counts: np.ndarray | None = None) -
     return out
 
 
-#: EM sessions, as Splink trains: each blocks on some fields and estimates m for the others,
-#: whose agreement among non-matches the random-pair u then describes fairly.
-TRAINING_SESSIONS = (
-    ("l.dob = r.dob AND l.surname_phonetic = r.surname_phonetic", ("forename", "postcode", "address", "sex", "identifier")),
-    # within a postcode district: county-wide, every John Smith would pair with every other,
-    # a session growing with the square of the county (17x from 200k to 1.2M residents)
-    ("l.forename_canonical = r.forename_canonical AND l.surname = r.surname AND l.postcode_district = r.postcode_district", ("dob", "address", "sex", "identifier")),
-    ("l.dob = r.dob AND l.forename_canonical = r.forename_canonical", ("surname", "postcode", "address", "sex", "identifier")),
-)
 #: Rules whose agreement is all but certain, for the chance two random profiles match.
 DETERMINISTIC_RULE = "(l.forename = r.forename AND l.surname = r.surname AND l.dob = r.dob) OR l.nhs_number = r.nhs_number OR l.upn = r.upn OR l.nino = r.nino"
 DETERMINISTIC_RECALL = 0.8
+
+
+def prior_m(levels: int) -> np.ndarray:
+    """EM's starting m: among matches, each better level likelier than the one below it."""
+    shape = np.linspace(0.02, 1.0, levels) ** 3
+    return shape / shape.sum()
 
 
 def _em_session(levels: pl.DataFrame, free: tuple[str, ...], u: dict[str, np.ndarray], iterations: int) -> tuple[dict[str, np.ndarray], int]:
     patterns = levels.group_by(list(free)).len().sort(list(free))  # a fixed order: float sums repeat exactly
     lv = {n: patterns[n].to_numpy() for n in free}
     counts = patterns["len"].to_numpy().astype(float)
-    m = {}
-    for name in free:
-        prior_shape = np.linspace(0.02, 1.0, len(COMPARISONS[name])) ** 3
-        m[name] = prior_shape / prior_shape.sum()
+    m = {name: prior_m(len(COMPARISONS[name])) for name in free}
     prior = 0.5
     iteration = 0
     for iteration in range(1, iterations + 1):
@@ -301,8 +203,9 @@ def fit(con: duckdb.DuckDBPyConnection, random_levels: pl.DataFrame, n_profiles:
     u = _level_frequencies(random_levels)
     estimates: dict[str, list[np.ndarray]] = {name: [] for name in COMPARISONS}
     total_iterations = 0
-    for rule, free in TRAINING_SESSIONS:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE session_pairs AS SELECT l.pid AS l, r.pid AS r FROM profiles l JOIN profiles r ON {rule} AND l.pid < r.pid")
+    for rule in TRAINING_RULES:
+        free = free_in(rule)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE session_pairs AS {rule.pairs_sql()}")
         levels = compare(con, "session_pairs")
         if levels.height == 0:
             continue
@@ -315,8 +218,7 @@ def fit(con: duckdb.DuckDBPyConnection, random_levels: pl.DataFrame, n_profiles:
         if estimates[name]:
             m[name] = np.mean(estimates[name], axis=0)
         else:
-            shape = np.linspace(0.02, 1.0, len(labels)) ** 3
-            m[name] = shape / shape.sum()
+            m[name] = prior_m(len(labels))
     sure = con.execute(f"SELECT count(*) FROM candidates c JOIN profiles l ON l.pid = c.l JOIN profiles r ON r.pid = c.r WHERE {DETERMINISTIC_RULE}").fetchall()[0][0]
     all_pairs = n_profiles * (n_profiles - 1) / 2
     prior = min(0.5, max(sure / DETERMINISTIC_RECALL, 1.0) / max(all_pairs, 1.0))
