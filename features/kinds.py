@@ -28,6 +28,7 @@ import polars as pl
 
 from features.calendar import window_start
 from rules import AGE_GROUPS
+from warehouse import linked_rows
 
 if TYPE_CHECKING:
     from features.registry import Indicator
@@ -39,12 +40,10 @@ EVIDENCE_COLUMNS = ("person_id", "family_ref", "record_key", "source", "file", "
 
 def mentions_sql(indicator: Indicator, members: str) -> str:
     """The source's rows joined to the person and family each belongs to, filtered by age."""
+    linked = linked_rows(indicator.source, "r.*, pr.record_key, pr.source, pr.file, pr.row, pr.event_date, pl.person_id")
     return f"""
-        SELECT r.*, pr.record_key, pr.source, pr.file, pr.row, pr.event_date, pl.person_id, m.family_ref, m.age
-        FROM "raw_{indicator.source}" r
-        JOIN person_records pr ON pr.source = '{indicator.source}' AND pr.file = r._file AND pr.row = r._row
-        JOIN person_links pl ON pl.record_key = pr.record_key
-        JOIN "{members}" m ON m.person_id = pl.person_id
+        SELECT x.*, m.family_ref, m.age FROM ({linked}) x
+        JOIN "{members}" m ON m.person_id = x.person_id
         WHERE {AGE_GROUPS[indicator.applies_to]}
     """
 

@@ -19,6 +19,7 @@ import polars as pl
 
 from data_contracts import Contract
 from linkage.standardise import name_key
+from warehouse import linked_rows, table_exists
 
 
 @dataclass
@@ -42,10 +43,6 @@ def _key(value: str) -> str:
     return pl.select(name_key(pl.lit(value))).item() or ""
 
 
-def _table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchall()[0][0] > 0
-
-
 def find_subject(con: duckdb.DuckDBPyConnection, contracts: dict[str, Contract], forename: str, surname: str, dob: dt.date) -> SubjectAccess:
     fore, sur = _key(forename), _key(surname)
     persons = [
@@ -61,14 +58,10 @@ def find_subject(con: duckdb.DuckDBPyConnection, contracts: dict[str, Contract],
     try:
         rows = {}
         for contract in contracts.values():
-            if not contract.holds_people or not _table(con, contract.raw_table):
+            if not contract.holds_people or not table_exists(con, contract.raw_table):
                 continue
-            frame = con.sql(
-                f"""SELECT '{contract.source}' AS source, pl.person_id, r.* FROM "{contract.raw_table}" r
-                    JOIN person_records pr ON pr.source = '{contract.source}' AND pr.file = r._file AND pr.row = r._row
-                    JOIN person_links pl USING (record_key) JOIN _subject USING (person_id)
-                    ORDER BY r._file, r._row"""
-            ).pl()
+            linked = linked_rows(contract.source, f"'{contract.source}' AS source, pl.person_id, r.*")
+            frame = con.sql(f"SELECT l.* FROM ({linked}) l JOIN _subject USING (person_id) ORDER BY l._file, l._row").pl()
             if frame.height:
                 rows[contract.source] = frame
         derived = {}
@@ -83,12 +76,12 @@ def find_subject(con: duckdb.DuckDBPyConnection, contracts: dict[str, Contract],
         needed = {"family_membership": "family_members", "indicators": "person_indicators", "indicator_evidence": "indicator_evidence",
                   "family_scores": "family_scores", "lists": "list_audit_members", "meeting_decisions": "raw_meeting_outcomes"}
         for name, query in queries.items():
-            if _table(con, needed[name]):
+            if table_exists(con, needed[name]):
                 frame = con.sql(query).pl()
                 if frame.height:
                     derived[name] = frame
         possibly = None
-        if _table(con, "quarantine") and sur:
+        if table_exists(con, "quarantine") and sur:
             formats = {dob.isoformat(), dob.strftime("%Y%m%d"), dob.strftime("%d/%m/%Y"), dob.strftime("%d-%m-%Y")}
             text = "upper(record)"
             dates = " OR ".join(f"contains(record, '{d}')" for d in formats)

@@ -30,7 +30,6 @@ import duckdb
 import polars as pl
 
 from data_contracts import Contract
-from ingestion.engine import scratch
 from ingestion.readers import (
     ROW,
     ExtractFile,
@@ -40,6 +39,7 @@ from ingestion.readers import (
 )
 from ingestion.readers import column as file_column
 from ingestion.validate import validate_rows
+from warehouse import LANDED_FILES, QUARANTINE, RETENTION_LOG, SUPERSEDED_ROWS, ensure_tables, scratch
 
 FILE = "_file"
 SHA = "_sha256"
@@ -101,15 +101,7 @@ class SourceIngest:
         }
 
 
-QUARANTINE_SCHEMA = {
-    "source": pl.String,
-    FILE: pl.String,
-    SHA: pl.String,
-    ROW: pl.Int64,
-    "column": pl.String,
-    "reason": pl.String,
-    "record": pl.String,
-}
+QUARANTINE_SCHEMA = QUARANTINE.schema
 
 
 def sha256_of(path: Path) -> str:
@@ -339,27 +331,7 @@ def _reconcile(contract: Contract, frames: list[pl.DataFrame], names: list[str])
 # ---------------------------------------------------------------- warehouse
 
 def ensure_ingestion_tables(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(
-        """
-        CREATE TABLE IF NOT EXISTS landed_files (
-            source VARCHAR, file VARCHAR, sha256 VARCHAR, status VARCHAR,
-            received BIGINT, loaded BIGINT, quarantined BIGINT, superseded BIGINT,
-            duplicate_of VARCHAR, message VARCHAR, ignored_columns VARCHAR[],
-            missing_optional_columns VARCHAR[], ingested_at TIMESTAMP, expired BIGINT
-        );
-        ALTER TABLE landed_files ADD COLUMN IF NOT EXISTS expired BIGINT;
-        CREATE TABLE IF NOT EXISTS retention_log (
-            removed_at TIMESTAMP, source VARCHAR, retention_years DOUBLE, cutoff DATE, rows_removed BIGINT
-        );
-        CREATE TABLE IF NOT EXISTS quarantine (
-            source VARCHAR, _file VARCHAR, _sha256 VARCHAR, _row BIGINT,
-            "column" VARCHAR, reason VARCHAR, record VARCHAR
-        );
-        CREATE TABLE IF NOT EXISTS superseded_rows (
-            source VARCHAR, _file VARCHAR, _row BIGINT, replaced_by_file VARCHAR, replaced_by_row BIGINT
-        );
-        """
-    )
+    ensure_tables(con, LANDED_FILES, RETENTION_LOG, QUARANTINE, SUPERSEDED_ROWS)
 
 
 def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: SourceIngest, today: dt.date | None = None) -> None:
@@ -372,12 +344,7 @@ def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: Sou
             {**asdict(r), "ingested_at": dt.datetime.now().replace(microsecond=0)}
             for r in result.files
         ],
-        schema={
-            "source": pl.String, "file": pl.String, "sha256": pl.String, "status": pl.String,
-            "received": pl.Int64, "loaded": pl.Int64, "quarantined": pl.Int64, "superseded": pl.Int64,
-            "duplicate_of": pl.String, "message": pl.String, "ignored_columns": pl.List(pl.String),
-            "missing_optional_columns": pl.List(pl.String), "ingested_at": pl.Datetime("us"), "expired": pl.Int64,
-        },
+        schema=LANDED_FILES.schema,
     )
     superseded = result.superseded.select(pl.lit(contract.source).alias("source"), FILE, ROW, "replaced_by_file", "replaced_by_row")
     con.execute("BEGIN TRANSACTION")

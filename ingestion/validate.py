@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from data_contracts import Column, Contract
-from ingestion.engine import scratch
+from warehouse import scratch
 from ingestion.identifiers import COLUMN_CHECKS
 from ingestion.readers import REPLACEMENT_CHAR, ROW
 from rules import looks_like_formula_expr

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import polars as pl
 
-from ingestion.engine import scratch
+from warehouse import scratch
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import datetime as dt
 
 import polars as pl
 
-from ingestion.engine import scratch
+from warehouse import scratch
 
 
 def _age(dob: pl.Expr, on: dt.date) -> pl.Expr:
@@ -176,8 +176,8 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
         .otherwise(pl.lit("alone"))
         .alias("placed_by"),
     )
-    placed = _follow_kin_who_moved_on(placed, postcodes_seen)
-    members = placed.select("person_id", "household_key", "placed_by", "forename", "surname", "dob", "sex", "age", "dependent_child", "last_seen")
+    placed = _follow_kin_who_moved_on(placed, postcodes_seen).with_columns(household_parts(pl.col("household_key")))
+    members = placed.select("person_id", "household_key", "household_postcode", "household_house_number", "placed_by", "forename", "surname", "dob", "sex", "age", "dependent_child", "last_seen")
     households = members.group_by("household_key").agg(
         pl.len().alias("members"),
         pl.col("dependent_child").sum().alias("dependent_children"),
@@ -264,6 +264,18 @@ def _most_voted(votes: pl.DataFrame, choice: str) -> pl.DataFrame:
         .first()
         .select("person_id", choice)
     )
+
+
+def household_parts(key: pl.Expr) -> list[pl.Expr]:
+    """The postcode and house number a household key is made of, as columns: keys are
+    'POSTCODE|FLAT|NUMBER' (an address), 'moved from:' an address, 'postcode:POSTCODE|SURNAME'
+    (no address known) or 'person:ID' (alone); read here, where they are written."""
+    parts = key.str.split("|")
+    return [
+        pl.when(key.str.starts_with("person:")).then(None)
+        .otherwise(parts.list.get(0, null_on_oob=True).str.replace(r"^(moved from:|postcode:)", "")).alias("household_postcode"),
+        pl.when(key.str.starts_with("postcode:")).then(None).otherwise(parts.list.get(2, null_on_oob=True)).alias("household_house_number"),
+    ]
 
 
 def _follow_kin_who_moved_on(placed: pl.DataFrame, postcodes_seen: pl.DataFrame) -> pl.DataFrame:

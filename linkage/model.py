@@ -29,7 +29,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from ingestion.engine import scratch
+from warehouse import scratch
 from linkage.comparisons import BLOCKING_RULES, COMPARISON_LIST, PROFILE_FIELDS, TF_FIELDS, TRAINING_RULES, comparison_sql, free_in
 from linkage.names import canonical_forename, nickname_pairs, phonetic
 

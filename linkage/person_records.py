@@ -25,6 +25,7 @@ import duckdb
 import polars as pl
 
 from data_contracts import Contract
+from warehouse import table_exists
 from linkage.standardise import (
     address_key,
     flat_number,
@@ -103,11 +104,6 @@ def standardise_mentions(mentions: pl.DataFrame) -> pl.DataFrame:
         "nhs_number", "upn", "nino", "event_date", "address_date", "event_ref", "role",
         "contact_forename", "contact_surname", "contact_relationship",
     )
-
-
-def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    rows = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchall()
-    return rows[0][0] > 0
 
 
 #: The columns households are formed from (`linkage.families`), with each record's person.

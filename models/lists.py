@@ -16,10 +16,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import duckdb
 import polars as pl
 
 from features.calendar import window_start
 from rules import EARLY_HELP_SERVICE, STATUTORY_SERVICES, is_child
+from warehouse import linked_rows
 STEP_DOWN_MONTHS = 3
 
 
@@ -98,11 +100,7 @@ def _title(expr: pl.Expr) -> pl.Expr:
 
 def family_addresses(records: pl.DataFrame, links: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
     """family_ref -> the household's postcode and a readable address line."""
-    key = members.select("person_id", "family_ref", "household_key")
-    keyed = key.with_columns(
-        pl.col("household_key").str.split("|").list.get(0, null_on_oob=True).str.replace(r"^(moved from:|postcode:)", "").alias("postcode"),
-        pl.col("household_key").str.split("|").list.get(2, null_on_oob=True).alias("house_number"),
-    )
+    keyed = members.select("person_id", "family_ref", pl.col("household_postcode").alias("postcode"), pl.col("household_house_number").alias("house_number"))
     texts = (
         records.filter(pl.col("address").is_not_null())
         .join(links.select("record_key", "person_id"), on="record_key")
@@ -117,6 +115,11 @@ def family_addresses(records: pl.DataFrame, links: pl.DataFrame, members: pl.Dat
         .agg(pl.col("postcode").drop_nulls().first(), pl.col("address").drop_nulls().first())
         .with_columns(_title(pl.col("address")).alias("address"))
     )
+
+
+def linked_cases(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """open_cases rows with the person each is linked to: person_id, service, open_date, close_date."""
+    return con.sql(linked_rows("open_cases", "pl.person_id, r.service, r.open_date, r.close_date")).pl()
 
 
 def case_flags(cases: pl.DataFrame, members: pl.DataFrame, reference: dt.date, step_down_months: int) -> pl.DataFrame:

@@ -31,6 +31,7 @@ from linkage import form_families
 from linkage.person_records import linked_person_records
 from models.score import score_families
 from rules import STATUTORY_SERVICES, is_adult, is_child
+from warehouse import linked_rows
 
 
 def snapshot(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date, linked: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -53,12 +54,7 @@ def snapshot(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.d
             frame = frame.with_columns(pl.lit(0).alias(indicator.id))
     frame = frame.with_columns([pl.col(i.id).fill_null(0).cast(pl.Int8) for i in registry.indicators])
     # the outcome, from the council's own case records, linked to persons like any source
-    cases = con.sql(
-        f"""SELECT pl.person_id, c.open_date, c.close_date FROM raw_open_cases c
-            JOIN person_records pr ON pr.source = 'open_cases' AND pr.file = c._file AND pr.row = c._row
-            JOIN person_links pl ON pl.record_key = pr.record_key
-            WHERE c.service IN {STATUTORY_SERVICES}"""
-    ).pl()
+    cases = con.sql(f"{linked_rows('open_cases', 'pl.person_id, r.open_date, r.close_date')} WHERE r.service IN {STATUTORY_SERVICES}").pl()
     members = families.members.select("person_id", "family_ref", "age")
     children = members.filter(is_child(pl.col("age")))
     cases = cases.join(children, on="person_id")
@@ -85,7 +81,7 @@ def snapshot(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.d
 
 def _localities(con, members: pl.DataFrame) -> pl.DataFrame:
     postcodes = con.sql("SELECT postcode, locality FROM raw_postcode_localities").pl()
-    household_postcode = members.select("family_ref", pl.col("household_key").str.split("|").list.first().str.replace("^(moved from:|postcode:)", "").alias("postcode"))
+    household_postcode = members.select("family_ref", pl.col("household_postcode").alias("postcode"))
     return household_postcode.join(postcodes, on="postcode", how="left").group_by("family_ref").agg(pl.col("locality").drop_nulls().first())
 
 

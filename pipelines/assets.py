@@ -10,7 +10,7 @@ from ingestion.load import read_source, write_source
 from linkage.person_records import PERSON_RECORDS, build_person_records
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
-from pipelines.warehouse import replace_tables
+from warehouse import replace_tables
 
 INGESTION = "ingestion"
 LINKAGE = "linkage"

@@ -83,7 +83,7 @@ def run_pipeline(landing: Path, month: str, out: Path, log_level: str = "INFO", 
     from pipelines.definitions import ALL_ASSETS, ALL_CHECKS
     from pipelines.partitions import MONTHS
     from pipelines.resources import EarlyhelpSettings
-    from pipelines.warehouse import open_warehouse, record_audit, who_ran
+    from warehouse import open_warehouse, record_audit, who_ran
 
     months = MONTHS.get_partition_keys()
     if month not in months:
@@ -115,7 +115,7 @@ def run_pipeline(landing: Path, month: str, out: Path, log_level: str = "INFO", 
 
 
 def ingestion_summary(warehouse: Path) -> list[tuple]:
-    from pipelines.warehouse import open_warehouse
+    from warehouse import open_warehouse
 
     with open_warehouse(warehouse, read_only=True) as con:
         return con.execute(
@@ -191,7 +191,7 @@ def cmd_model(args: argparse.Namespace) -> int:
     from models.markdown import markdown_to_html
     from models.scorecard import NotEnoughOutcomes, evaluate, model_card
     from pipelines.resources import EarlyhelpSettings
-    from pipelines.warehouse import open_warehouse, write_text_atomically
+    from warehouse import open_warehouse, write_text_atomically
 
     out = Path(args.out)
     warehouse = out / "warehouse.duckdb"
@@ -225,7 +225,7 @@ def cmd_subject_access(args: argparse.Namespace) -> int:
 
     from data_contracts import load_contracts
     from governance.subject_access import export_files, find_subject
-    from pipelines.warehouse import (
+    from warehouse import (
         open_warehouse,
         record_audit,
         write_atomically,

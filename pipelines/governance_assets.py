@@ -12,7 +12,7 @@ from pipelines.outcome_assets import family_outcomes
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
 from pipelines.score_assets import registry_for, scorecard_model
-from pipelines.warehouse import read_table, record_audit, write_text_atomically
+from warehouse import read_table, record_audit, write_text_atomically
 
 GOVERNANCE = "governance"
 

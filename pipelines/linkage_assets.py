@@ -10,7 +10,7 @@ from linkage.person_records import PERSON_RECORDS, linked_person_records
 from linkage.report import linkage_report
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
-from pipelines.warehouse import (
+from warehouse import (
     read_table,
     replace_tables,
     write_parquet_atomically,

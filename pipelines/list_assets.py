@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 
 from features.calendar import previous_month
-from models.lists import ListSettings, build_lists, case_flags, family_addresses
+from models.lists import ListSettings, build_lists, case_flags, family_addresses, linked_cases
 from pipelines.packs import write_packs
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
@@ -17,7 +17,7 @@ from pipelines.score_assets import (
     registry_for,
     scorecard_model,
 )
-from pipelines.warehouse import read_table, record_audit, replace_tables, who_ran
+from warehouse import read_table, record_audit, replace_tables, who_ran
 from rules import programme
 
 LISTS = "lists"
@@ -103,15 +103,6 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
             "files": len(written),
         }
     )
-
-
-def linked_cases(con) -> pl.DataFrame:
-    """open_cases rows with the person each is linked to: person_id, service, open_date, close_date."""
-    return con.sql(
-        """SELECT pl.person_id, c.service, c.open_date, c.close_date FROM raw_open_cases c
-           JOIN person_records pr ON pr.source = 'open_cases' AND pr.file = c._file AND pr.row = c._row
-           JOIN person_links pl ON pl.record_key = pr.record_key"""
-    ).pl()
 
 
 def _scores_of(history: pl.DataFrame | None, month: str) -> pl.DataFrame | None:

@@ -12,11 +12,12 @@ from models.outcomes import (
     programme_report,
     track_outcomes,
 )
-from pipelines.list_assets import linked_cases, locality_lists
+from models.lists import linked_cases
+from pipelines.list_assets import locality_lists
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
 from pipelines.score_assets import registry_for
-from pipelines.warehouse import (
+from warehouse import (
     read_table,
     record_audit,
     replace_tables,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.warehouse import write_atomically, write_text_atomically
+from warehouse import write_atomically, write_text_atomically
 from rules import Programme, looks_like_formula
 
 

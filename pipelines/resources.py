@@ -14,7 +14,7 @@ from pydantic import PrivateAttr
 
 from features import calendar
 from rules import DEFAULT_PROGRAMME
-from pipelines.warehouse import open_warehouse
+from warehouse import open_warehouse
 
 WAREHOUSE_FILE = "warehouse.duckdb"
 

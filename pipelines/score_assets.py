@@ -11,7 +11,7 @@ from models.scorecard import NotEnoughOutcomes, evaluate, model_card
 from pipelines.linkage_assets import family_members
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
-from pipelines.warehouse import (
+from warehouse import (
     read_table,
     replace_tables,
     write_parquet_atomically,

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ingestion.engine import scratch
+from warehouse import scratch
 from linkage.comparisons import BLOCKING_RULES, COMPARISON_LIST, PROFILE_FIELDS, TF_FIELDS, TRAINING_RULES, free_in
 from linkage.model import COMPARISONS, FittedModel, compare, prior_m
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from pipelines.warehouse import KEY_ENV, WarehouseError, open_warehouse
+from warehouse import KEY_ENV, WarehouseError, open_warehouse
 
 KEY = "correct horse battery staple"
 

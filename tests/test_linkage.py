@@ -7,7 +7,7 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from ingestion.engine import scratch
+from warehouse import scratch
 from linkage.cluster import ConstrainedClusterer, cluster_persons
 from linkage.evaluate import pairwise_score
 from linkage.model import COMPARISONS, compare

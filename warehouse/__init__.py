@@ -1,0 +1,227 @@
+"""The warehouse catalogue: how DuckDB is opened, the tables earlyhelp keeps, and how they
+and the output files are written.
+
+- Connections: every DuckDB connection is memory bounded and spills to disk beyond it
+  (`bounded`, `scratch`); the warehouse file is opened through `open_warehouse`
+  (encrypted at rest when a key is configured).
+- Tables: the ledger tables ingestion and audit append to are declared once here
+  (`LEDGER_TABLES`, their DDL generated); `table_exists`, `read_table`; `replace_tables`
+  replaces several in one transaction. `linked_rows` is the one join of a source's raw
+  rows to the person each row is linked to.
+- Files: written beside their target and renamed over it, owner-only (`write_atomically`).
+
+DuckDB's default is to use up to 80% of the machine's memory for its buffers, and every
+connection is its own database instance; a run holds a few at once (the warehouse and the
+linkage scratch database) beside Polars frames. Each is capped at EARLYHELP_DUCKDB_MEMORY
+(default 3GB), spilling larger intermediate results to a temporary folder, so the run's
+peak stays within an ordinary server's memory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+MEMORY_ENV = "EARLYHELP_DUCKDB_MEMORY"
+DEFAULT_MEMORY = "3GB"
+
+
+def bounded(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Cap a connection's memory and give it a folder to spill to; returns it."""
+    spill = Path(tempfile.gettempdir()) / "earlyhelp-duckdb"
+    spill.mkdir(exist_ok=True)
+    con.execute(f"SET memory_limit = '{os.environ.get(MEMORY_ENV, DEFAULT_MEMORY)}'")
+    con.execute(f"SET temp_directory = '{spill.as_posix()}'")
+    return con
+
+
+def scratch() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB for intermediate work, memory bounded."""
+    return bounded(duckdb.connect())
+
+
+# ----------------------------------------------------------------- tables
+
+_DUCKDB_TYPES = {pl.String: "VARCHAR", pl.Int64: "BIGINT", pl.Float64: "DOUBLE", pl.Date: "DATE", pl.Boolean: "BOOLEAN"}
+
+
+def _duckdb_type(dtype: pl.DataType) -> str:
+    if isinstance(dtype, pl.Datetime):
+        return "TIMESTAMP"
+    if isinstance(dtype, pl.List):
+        return _duckdb_type(dtype.inner) + "[]"
+    return _DUCKDB_TYPES[dtype.base_type() if hasattr(dtype, "base_type") else dtype]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table whose rows are appended run after run, so its schema is declared rather than
+    taken from a frame."""
+
+    name: str
+    schema: dict[str, pl.DataType]
+    description: str
+
+    def ddl(self) -> str:
+        columns = ", ".join(f'"{c}" {_duckdb_type(t)}' for c, t in self.schema.items())
+        return f'CREATE TABLE IF NOT EXISTS "{self.name}" ({columns})'
+
+    def empty(self) -> pl.DataFrame:
+        return pl.DataFrame(schema=self.schema)
+
+
+LANDED_FILES = Table("landed_files", {
+    "source": pl.String, "file": pl.String, "sha256": pl.String, "status": pl.String,
+    "received": pl.Int64, "loaded": pl.Int64, "quarantined": pl.Int64, "superseded": pl.Int64,
+    "duplicate_of": pl.String, "message": pl.String, "ignored_columns": pl.List(pl.String),
+    "missing_optional_columns": pl.List(pl.String), "ingested_at": pl.Datetime("us"), "expired": pl.Int64,
+}, "every landing file received: its outcome and its row counts (received = loaded + quarantined)")
+RETENTION_LOG = Table("retention_log", {
+    "removed_at": pl.Datetime("us"), "source": pl.String, "retention_years": pl.Float64, "cutoff": pl.Date, "rows_removed": pl.Int64,
+}, "rows removed under each contract's retention, counts only")
+QUARANTINE = Table("quarantine", {
+    "source": pl.String, "_file": pl.String, "_sha256": pl.String, "_row": pl.Int64, "column": pl.String, "reason": pl.String, "record": pl.String,
+}, "rows refused, with the file, row, partner column and reason (the record kept for the partner's correction)")
+SUPERSEDED_ROWS = Table("superseded_rows", {
+    "source": pl.String, "_file": pl.String, "_row": pl.Int64, "replaced_by_file": pl.String, "replaced_by_row": pl.Int64,
+}, "rows replaced by a later row with the same natural key")
+AUDIT_LOG = Table("audit_log", {
+    "recorded_at": pl.Datetime("us"), "action": pl.String, "run_id": pl.String, "run_by": pl.String, "detail": pl.String,
+}, "every run and every export: when, who, which run, counts and paths (never a value from a row)")
+#: The tables appended to run after run.
+LEDGER_TABLES = (LANDED_FILES, RETENTION_LOG, QUARANTINE, SUPERSEDED_ROWS, AUDIT_LOG)
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection, *tables: Table) -> None:
+    """Create the tables if missing, and add any column a warehouse of an earlier version lacks."""
+    for table in tables:
+        con.execute(table.ddl())
+        for column, dtype in table.schema.items():
+            con.execute(f'ALTER TABLE "{table.name}" ADD COLUMN IF NOT EXISTS "{column}" {_duckdb_type(dtype)}')
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchall()[0][0] > 0
+
+
+def linked_rows(source: str, columns: str = "r.*") -> str:
+    """SQL: a source's raw rows (`r`) with their mention (`pr`) and the person each is linked
+    to (`pl.person_id`): the one path from a partner's row to a person."""
+    return f"""SELECT {columns} FROM "raw_{source}" r
+        JOIN person_records pr ON pr.source = '{source}' AND pr.file = r._file AND pr.row = r._row
+        JOIN person_links pl ON pl.record_key = pr.record_key"""
+
+#: The environment variable holding the warehouse's encryption key (never logged, never stored).
+KEY_ENV = "EARLYHELP_WAREHOUSE_KEY"
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse cannot be opened as configured. The message never holds the key."""
+
+
+@contextmanager
+def open_warehouse(path: Path, read_only: bool = False, key: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to the warehouse file. With a key (argument, else $EARLYHELP_WAREHOUSE_KEY)
+    the file is DuckDB's encrypted format (AES-GCM). Writing it needs DuckDB's httpfs
+    extension, whose OpenSSL does the encryption; without it DuckDB only offers an insecure
+    fallback, which earlyhelp refuses to use."""
+    key = key if key is not None else os.environ.get(KEY_ENV) or None
+    if not key:
+        con = bounded(duckdb.connect(str(path), read_only=read_only))
+    else:
+        con = duckdb.connect()
+        try:
+            if not read_only:
+                try:
+                    con.execute("LOAD httpfs")
+                except duckdb.Error:
+                    raise WarehouseError(
+                        "an encrypted warehouse is written with DuckDB's httpfs extension (OpenSSL), which is not "
+                        "installed: run `INSTALL httpfs` once on this server (with access to extensions.duckdb.org, "
+                        "or from a downloaded copy), or unset " + KEY_ENV
+                    ) from None
+            options = "ENCRYPTION_KEY '" + key.replace("'", "''") + "'" + (", READ_ONLY" if read_only else "")
+            literal = str(path).replace("'", "''")
+            try:
+                con.execute(f"ATTACH '{literal}' AS warehouse ({options})")
+            except duckdb.Error as exc:
+                raise WarehouseError(f"the warehouse {path.name} could not be opened with the configured key ({type(exc).__name__})") from None
+            con.execute("USE warehouse")
+            bounded(con)
+        except BaseException:
+            con.close()
+            raise
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def replace_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pl.DataFrame]) -> None:
+    """Replace every named table, or none of them (a crash leaves the previous tables)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for name, frame in tables.items():
+            con.register("_incoming", frame)
+            con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _incoming')
+            con.unregister("_incoming")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def read_table(con: duckdb.DuckDBPyConnection, name: str, columns: str = "*") -> pl.DataFrame | None:
+    """A table as a frame, or None when it does not exist yet (the first run)."""
+    return con.sql(f'SELECT {columns} FROM "{name}"').pl() if table_exists(con, name) else None
+
+
+def write_atomically(path: Path, write) -> None:
+    """Call write(tmp_path) beside the target, then rename over it, so readers never see
+    half a file. Outputs are readable by their owner only: many name people."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_parquet_atomically(frame: pl.DataFrame, path: Path) -> None:
+    write_atomically(path, frame.write_parquet)
+
+
+def write_text_atomically(text: str, path: Path) -> None:
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def who_ran() -> str:
+    """The account running earlyhelp, for audit records."""
+    import getpass
+
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (some containers)
+        return f"uid {os.getuid()}"
+
+
+def record_audit(con: duckdb.DuckDBPyConnection, action: str, detail: str, run_id: str = "", by: str | None = None) -> None:
+    """Append to `audit_log`: every run and every export (lists, reports, subject access), with
+    when, who, which run, and a detail of counts and paths (never a value from a row)."""
+    con.execute(AUDIT_LOG.ddl())
+    con.execute(
+        "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?)",
+        [dt.datetime.now().replace(microsecond=0), action, run_id, by or who_ran(), detail],
+    )
