@@ -33,7 +33,8 @@ def _definitions(contract: Contract, kind: str) -> str:
 def _sla(contract: Contract, prop: str) -> str:
     for sla in contract.document.get("slaProperties") or []:
         if sla.get("property") == prop:
-            return f"{sla.get('value')} {sla.get('unit', '')} ({_text(sla.get('description'))})".strip()
+            described = f" ({_text(sla['description'])})" if sla.get("description") else ""
+            return f"{sla.get('value')} {sla.get('unit', '')}".strip() + described
     return "not stated"
 
 

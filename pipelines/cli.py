@@ -188,7 +188,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_model(args: argparse.Namespace) -> int:
     """Evaluate the scorecard model out of time against the transparent score; write the model card."""
     from features import load_registry
-    from models.markdown import markdown_to_html
+    from reports import markdown_page
     from models.scorecard import NotEnoughOutcomes, evaluate, model_card
     from pipelines.resources import EarlyhelpSettings
     from warehouse import open_warehouse, write_text_atomically
@@ -207,7 +207,7 @@ def cmd_model(args: argparse.Namespace) -> int:
         return 3
     card = model_card(evaluation)
     write_text_atomically(card, out / "model_card.md")
-    write_text_atomically(markdown_to_html(card, "earlyhelp model card"), out / "model_card.html")
+    write_text_atomically(markdown_page(card, "earlyhelp model card"), out / "model_card.html")
     print(f"Trained on {', '.join(map(str, evaluation.train_months))}; tested on {evaluation.test_month}: "
           f"{evaluation.families_test:,} families, {evaluation.escalations_test:,} escalations, list size {evaluation.list_size}")
     print(evaluation.comparison)

@@ -7,7 +7,7 @@ from data_contracts import load_contracts
 from governance.atrs import atrs_record
 from governance.ig_pack import ig_pack
 from governance.usage import field_uses
-from models.markdown import markdown_to_html
+from reports import markdown_page
 from pipelines.outcome_assets import family_outcomes
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
@@ -59,9 +59,9 @@ def governance_pack(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
         pack = ig_pack(contracts, registry, counts, settings.run_date)
         record = atrs_record(contracts, registry, settings.programme, run, card_path.read_text() if card_path.exists() else None, settings.run_date)
         write_text_atomically(pack, folder / "ig_pack.md")
-        write_text_atomically(markdown_to_html(pack, "earlyhelp IG pack"), folder / "ig_pack.html")
+        write_text_atomically(markdown_page(pack, "earlyhelp IG pack"), folder / "ig_pack.html")
         write_text_atomically(record, folder / "atrs_record.md")
-        write_text_atomically(markdown_to_html(record, "earlyhelp ATRS record"), folder / "atrs_record.html")
+        write_text_atomically(markdown_page(record, "earlyhelp ATRS record"), folder / "atrs_record.html")
         record_audit(con, "governance pack written", f"{folder}: ig_pack, atrs_record for {settings.reference_month}", context.run_id)
     unused = [f"{u.source}.{u.field}" for u in field_uses(contracts, registry) if u.unused]
     context.log.info(f"governance_pack: IG pack and ATRS record in {folder}; {len(unused)} fields flagged for removal")

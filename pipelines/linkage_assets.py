@@ -7,7 +7,7 @@ import polars as pl
 from linkage import LinkageSettings, form_families, link_persons
 from linkage.evaluate import score_linked_records
 from linkage.person_records import PERSON_RECORDS, linked_person_records
-from linkage.report import linkage_report
+from reports.linkage_report import linkage_report
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
 from warehouse import (

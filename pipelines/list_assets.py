@@ -8,7 +8,7 @@ import polars as pl
 
 from features.calendar import previous_month
 from models.lists import ListSettings, build_lists, case_flags, family_addresses, linked_cases
-from pipelines.packs import write_packs
+from reports.packs import write_packs
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
 from pipelines.score_assets import (

@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from models.markdown import markdown_to_html
+from reports import markdown_page
 from models.outcomes import (
     SUSTAIN_MONTHS,
     early_help_closures,
@@ -57,7 +57,7 @@ def family_outcomes(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
     folder = settings.output / "outcomes" / settings.reference_month
     report = programme_report(tracking, settings.reference_month, settings.programme)
     write_text_atomically(report, folder / "programme_report.md")
-    write_text_atomically(markdown_to_html(report, f"earlyhelp outcomes to {settings.reference_month}"), folder / "programme_report.html")
+    write_text_atomically(markdown_page(report, f"earlyhelp outcomes to {settings.reference_month}"), folder / "programme_report.html")
     write_atomically(folder / "claim_evidence.csv", evidence.drop("person_id").write_csv)
     with settings.warehouse() as con:
         record_audit(con, "outcomes report written", f"{folder}: {tracking.families.height} families, {evidence.height} evidence rows", context.run_id)

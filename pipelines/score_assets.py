@@ -5,7 +5,7 @@ import polars as pl
 
 from features import compute_indicators, load_registry
 from features.calendar import previous_month
-from models.markdown import markdown_to_html
+from reports import markdown_page
 from models.score import ScoreSettings, score_families
 from models.scorecard import NotEnoughOutcomes, evaluate, model_card
 from pipelines.linkage_assets import family_members
@@ -167,7 +167,7 @@ def scorecard_model(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
         replace_tables(con, {MODEL_SCORES: evaluation.predict(current, families).with_columns(pl.lit(evaluation.earned_its_place).alias("earned_its_place"))})
     card = model_card(evaluation)
     write_text_atomically(card, settings.output / "model_card.md")
-    write_text_atomically(markdown_to_html(card, "earlyhelp model card"), settings.output / "model_card.html")
+    write_text_atomically(markdown_page(card, "earlyhelp model card"), settings.output / "model_card.html")
     comparison = {row["method"]: {k: v for k, v in row.items() if k != "method"} for row in evaluation.comparison.iter_rows(named=True)}
     return dg.MaterializeResult(
         metadata={

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,31 @@ def examples(tmp_path) -> Path:
     target = tmp_path / "landing"
     shutil.copytree(SPEC_EXAMPLES, target, ignore=shutil.ignore_patterns("*.md"))
     return target
+
+
+def chromium(tmp_path: Path) -> tuple[str, list[str]]:
+    """Debian's headless chromium and the flags that keep it offline and private."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not browser:
+        pytest.skip("Debian's chromium is not installed here (.ci/run installs it): the pages are not rendered")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]
+    return browser, flags
+
+
+def assert_renders_as_document(path: Path, tmp_path: Path) -> str:
+    """A page as a browser shows it: one title, headings and (for a Markdown document) tables
+    and lists rendered, one paragraph per paragraph, and no Markdown left on the page."""
+    assert path.exists(), path
+    browser, flags = chromium(tmp_path)
+    dom = subprocess.run([browser, *flags, "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<h1>") == 1, path.name
+    text = re.sub(r"<[^>]+>", " ", dom)
+    for leftover in ("**", "`", "&lt;http", "| ---", "()"):
+        assert leftover not in text, f"{path.name}: {leftover!r} shown as text"
+    source = path.with_suffix(".md")
+    if source.exists():
+        markdown = source.read_text()
+        assert "<h2>" in dom and ("<table>" in dom) == ("\n|" in markdown) and ("<li>" in dom) == ("\n- " in markdown), path.name
+        assert dom.count("<p>") <= markdown.count("\n\n") + 1, f"{path.name}: a paragraph per source line"
+    return dom

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 
 from pipelines.cli import run_pipeline
-from pipelines.packs import neutralise, write_csv, write_xlsx
-from tests.conftest import MONTH
+from reports.packs import neutralise, write_csv, write_xlsx
+from tests.conftest import MONTH, assert_renders_as_document, chromium
 
 LOCALITIES = {"North", "Central", "South West", "Coast"}
 
@@ -90,18 +90,19 @@ def test_formula_like_cells_are_neutralised(tmp_path):
 
 
 def test_pack_renders_in_headless_chromium(listed, tmp_path):
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not browser:
-        pytest.skip("Debian's chromium is not installed here (.ci/run installs it): the pack is not rendered")
+    browser, flags = chromium(tmp_path)
     pack = next((listed / "packs" / MONTH).glob("*.html"))
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([browser, *flags, "--dump-dom", pack.as_uri()], capture_output=True, text=True, timeout=120).stdout
     shot = tmp_path / "pack.png"
     subprocess.run([browser, *flags, "--window-size=900,1400", f"--screenshot={shot}", pack.as_uri()], capture_output=True, timeout=120)
     families = pl.read_csv(pack.with_suffix(".csv"), infer_schema=False)["family_ref"].n_unique()
     assert dom.count('class="family"') == families > 0, "every family renders as its own block"
     assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+@pytest.mark.parametrize("document", ["governance/ig_pack", "governance/atrs_record", "linkage_report", f"packs/{MONTH}/summary"])
+def test_documents_render_as_documents_in_headless_chromium(listed, tmp_path, document):
+    assert_renders_as_document(listed / f"{document}.html", tmp_path)
 
 
 def test_second_month_honours_every_meeting_decision(village, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.cli import run_pipeline
 from rules import PROGRAMMES
-from tests.conftest import MONTH
+from tests.conftest import MONTH, assert_renders_as_document
 
 LIST_MONTH = "2025-06"
 
@@ -88,4 +88,6 @@ def test_allocated_families_needs_are_tracked_month_by_month(village, tmp_path, 
     con.close()
     html = (out / "outcomes" / MONTH / "programme_report.html").read_text()
     assert all(ref in html for ref in tracked)
+    if programme == "supporting_families":
+        assert_renders_as_document(out / "outcomes" / MONTH / "programme_report.html", tmp_path)
     assert (out / "outcomes" / MONTH / "claim_evidence.csv").stat().st_mode & 0o077 == 0

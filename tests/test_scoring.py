@@ -13,7 +13,7 @@ import yaml
 
 from features.registry import DEFAULT_REGISTRY, RegistryError, load_registry
 from pipelines.cli import run_pipeline
-from tests.conftest import MONTH
+from tests.conftest import MONTH, assert_renders_as_document
 
 REFERENCE = dt.date(2026, 9, 30)
 
@@ -159,6 +159,7 @@ def test_model_card_compares_the_model_with_the_transparent_score(tmp_path):
         assert f"| {method} |" in card
     assert "## Fairness" in card and "## Scorecard" in card and "Intended use" in card
     assert "<table>" in (out / "model_card.html").read_text()
+    assert_renders_as_document(out / "model_card.html", tmp_path)
 
 
 def test_too_few_outcomes_is_said_not_papered_over(scored):

@@ -8,6 +8,9 @@ import math
 
 import numpy as np
 import polars as pl
+from markupsafe import Markup
+
+from reports import page, render
 
 WIDTH, BAR_HEIGHT = 640, 22
 
@@ -91,16 +94,6 @@ def linkage_report(records: pl.DataFrame, pairs: pl.DataFrame, stats: dict, mode
             "Pairs in the review band are shown to a reviewer with only the fields needed to decide.",
         )
     )
-    weight_rows = "".join(
-        f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{html.escape(level)}: {w:+.1f}</td>" for level, w in levels.items()) + "</tr>"
-        for name, levels in model_summary["weights"].items()
-    )
-    facts = "".join(f"<li>{html.escape(k.replace('_', ' '))}: {v:,}</li>" for k, v in stats.items() if isinstance(v, int))
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>earlyhelp linkage report</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:760px;margin:2em auto;color:#222}}h2{{font-size:1.05em;margin-top:2em}}
-.note{{color:#555;font-size:.9em}}table{{font-size:.8em;border-collapse:collapse}}td,th{{padding:2px 6px;border-bottom:1px solid #ddd;text-align:left}}</style>
-</head><body><h1>Linkage report</h1><ul>{facts}<li>link threshold: match probability {threshold}</li></ul>
-{''.join(sections)}
-<section><h2>Model: match weight per comparison level (bits)</h2><table>{weight_rows}</table>
-<p class=note>m-probabilities by expectation-maximisation, u-probabilities from random pairs; exact names are further adjusted by their frequency.</p></section>
-</body></html>"""
+    facts = [(k.replace("_", " "), v) for k, v in stats.items() if isinstance(v, int)]
+    body = render("linkage_report.html.j2", facts=facts, threshold=threshold, charts=[Markup(c) for c in sections], weights=model_summary["weights"])
+    return page("earlyhelp linkage report", body)
