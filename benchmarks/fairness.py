@@ -22,8 +22,8 @@ from features import load_registry
 from linkage import form_families
 from linkage.person_records import linked_person_records
 from models.scorecard import evaluate
-from warehouse import open_warehouse
 from synthetic.population import build_county
+from warehouse import open_warehouse
 
 
 def main() -> None:

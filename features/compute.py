@@ -18,6 +18,7 @@ import polars as pl
 
 from features.registry import Indicator, Registry
 
+
 @dataclass
 class IndicatorResult:
     person_indicators: pl.DataFrame  # indicator_id, person_id, family_ref, value, latest, evidence_rows

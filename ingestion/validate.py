@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import polars as pl
 
 from data_contracts import Column, Contract
-from warehouse import scratch
 from ingestion.identifiers import COLUMN_CHECKS
 from ingestion.readers import REPLACEMENT_CHAR, ROW
 from rules import looks_like_formula_expr
+from warehouse import scratch
 
 #: Longest text value accepted in any column; longer cells are quarantined.
 MAX_TEXT_LENGTH = 500

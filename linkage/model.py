@@ -29,9 +29,9 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from warehouse import scratch
 from linkage.comparisons import BLOCKING_RULES, COMPARISON_LIST, PROFILE_FIELDS, TF_FIELDS, TRAINING_RULES, comparison_sql, free_in
 from linkage.names import canonical_forename, nickname_pairs, phonetic
+from warehouse import scratch
 
 #: Each comparison's level labels by code (0 the worst); -1 (not comparable) adds no evidence.
 COMPARISONS: dict[str, tuple[str, ...]] = {c.name: c.labels for c in COMPARISON_LIST}

@@ -25,7 +25,6 @@ import duckdb
 import polars as pl
 
 from data_contracts import Contract
-from warehouse import table_exists
 from linkage.standardise import (
     address_key,
     flat_number,
@@ -33,6 +32,7 @@ from linkage.standardise import (
     name_key,
     postcode_parts,
 )
+from warehouse import table_exists
 
 PERSON_RECORDS = "person_records"
 

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
-from features.calendar import window_start
+from features.calendar import previous_month, window_start
 from rules import EARLY_HELP_SERVICE, STATUTORY_SERVICES, is_child
-from warehouse import linked_rows
+from warehouse import linked_rows, read_table
+
 STEP_DOWN_MONTHS = 3
 
 
@@ -214,3 +215,63 @@ def build_lists(
         "last_discussed", "last_decision", "model_probability",
     ]
     return LocalityLists(lists=listed.select(columns), members=shown, unplaced=unplaced, allocated=allocated, discrepancies=discrepancies)
+
+
+@dataclass
+class MonthlyLists:
+    result: LocalityLists
+    ordered_by: str  # what ordered the lists: the configured order, or the score when no model was trained
+    tables: dict[str, pl.DataFrame]  # the warehouse tables this month's lists replace, audit included
+
+
+def monthly_lists(
+    con: duckdb.DuckDBPyConnection, month: str, reference: dt.date, settings: ListSettings, configuration: str, run_id: str, run_by: str,
+) -> MonthlyLists:
+    """This month's lists from the warehouse, with the audit of what was listed, for whom, by which
+    run and configuration; earlier months' audit entries are kept, this month's replaced."""
+    from models.scorecard import MODEL_SCORES
+
+    if settings.order_by not in ("score", "model"):
+        raise ValueError(f"order_by must be 'score' or 'model', not {settings.order_by!r}")
+    members = con.sql("SELECT * FROM family_members").pl()
+    records = con.sql("SELECT record_key, address, address_date, postcode, house_number FROM person_records").pl()
+    links = con.sql("SELECT record_key, person_id FROM person_links").pl()
+    model_scores = read_table(con, MODEL_SCORES) if settings.order_by == "model" else None
+    audit = read_table(con, "list_audit")
+    previous = audit.filter(pl.col("month") == previous_month(month)) if audit is not None else None
+    history = read_table(con, "family_scores_history")
+    result = build_lists(
+        con.sql("SELECT * FROM family_scores").pl(),
+        members,
+        family_addresses(records, links, members),
+        con.sql("SELECT postcode, ward, locality FROM raw_postcode_localities").pl(),
+        case_flags(linked_cases(con), members, reference, settings.step_down_months),
+        history.filter(pl.col("month") == previous_month(month)) if history is not None else None,
+        previous,
+        read_table(con, "raw_meeting_outcomes"),
+        reference,
+        settings,
+        model_scores,
+    )
+    ordered_by = settings.order_by if settings.order_by != "model" or model_scores is not None else "score (no model trained this month)"
+    entry = result.lists.select(
+        pl.lit(month).alias("month"), "locality", "family_ref", "rank", "needs",
+        pl.lit(run_id).alias("run_id"),
+        pl.lit(dt.datetime.now().replace(microsecond=0)).alias("produced_at"),
+        pl.lit(f"{configuration}; ordered_by={ordered_by}").alias("configuration"),
+        pl.lit(run_by).alias("run_by"),
+    )
+    kept = audit.filter(pl.col("month") != month) if audit is not None else None
+    # who was on each list, so outcomes are tracked for the people the meeting saw
+    shown = read_table(con, "list_audit_members")
+    shown_now = result.members.select(pl.lit(month).alias("month"), "family_ref", "person_id")
+    shown_kept = shown.filter(pl.col("month") != month) if shown is not None else None
+    tables = {
+        "locality_lists": result.lists,
+        "locality_list_members": result.members,
+        "allocated_families": result.allocated,
+        "decision_discrepancies": result.discrepancies,
+        "list_audit": pl.concat([kept, entry], how="diagonal_relaxed") if kept is not None else entry,
+        "list_audit_members": pl.concat([shown_kept, shown_now]) if shown_kept is not None else shown_now,
+    }
+    return MonthlyLists(result=result, ordered_by=ordered_by, tables=tables)

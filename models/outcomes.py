@@ -114,24 +114,13 @@ def needs_of(family_indicators: pl.DataFrame, registry: Registry, programme: str
     )
 
 
-def track_outcomes(
-    allocations: pl.DataFrame,
-    needs_by_month: dict[str, pl.DataFrame],
-    closures: pl.DataFrame,
-    month: str,
-    sustain_months: int = SUSTAIN_MONTHS,
-) -> OutcomeTracking:
-    """allocations: family_ref, meeting_date, lead_agency, identified_month, locality;
-    needs_by_month: month -> family_ref, need (the needs met at that month's end), for the
-    identification months and every month after them up to `month`;
-    closures: family_ref, case_closed (the early help case's closure date, null while open)."""
-    if "listed_needs" not in allocations.columns:
-        allocations = allocations.with_columns(pl.lit(None, dtype=pl.List(pl.String)).alias("listed_needs"))
+def _identified_needs(allocations: pl.DataFrame, needs_by_month: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """family_ref, need, identified_month: the needs printed on the list the meeting saw, or for a
+    family allocated from a list older than the audit, the needs recomputed for that month."""
     printed = allocations.filter(pl.col("listed_needs").is_not_null())
-    identified = pl.concat(
+    return pl.concat(
         [
             printed.select("family_ref", pl.col("listed_needs").alias("need"), "identified_month").explode("need").drop_nulls("need"),
-            # allocated from a list earlier than the audit: the needs as recomputed for that month
             *[
                 needs_by_month[m].select("family_ref", "need").join(
                     allocations.filter(pl.col("listed_needs").is_null() & (pl.col("identified_month") == m)).select("family_ref", "identified_month"),
@@ -142,21 +131,30 @@ def track_outcomes(
             ],
         ]
     )
-    checks = []
-    for row in identified.select("family_ref", "identified_month").unique().iter_rows(named=True):
-        for m in months_between(row["identified_month"], month):
-            checks.append((row["family_ref"], m))
+
+
+def _monthly_checks(identified: pl.DataFrame, needs_by_month: dict[str, pl.DataFrame], month: str) -> pl.DataFrame:
+    """family_ref, need, month, met: every identified need at every month end since it was identified."""
+    checks = [
+        (row["family_ref"], m)
+        for row in identified.select("family_ref", "identified_month").unique().iter_rows(named=True)
+        for m in months_between(row["identified_month"], month)
+    ]
     grid = identified.join(pl.DataFrame(checks, schema={"family_ref": pl.String, "month": pl.String}, orient="row"), on="family_ref")
     met_rows = pl.concat(
         [frame.select("family_ref", "need").with_columns(pl.lit(m).alias("month")) for m, frame in needs_by_month.items()]
         or [pl.DataFrame(schema={"family_ref": pl.String, "need": pl.String, "month": pl.String})]
     ).with_columns(pl.lit(True).alias("met"))
-    monthly = (
+    return (
         grid.join(met_rows, on=["family_ref", "need", "month"], how="left")
         .with_columns(pl.col("met").fill_null(False))
         .select("family_ref", "need", "month", "met")
         .sort("family_ref", "need", "month")
     )
+
+
+def _need_status(identified: pl.DataFrame, monthly: pl.DataFrame, month: str, sustain_months: int) -> pl.DataFrame:
+    """Per family and need: first improved month, consecutive improved months to now, and status."""
     # consecutive improved months ending at the reference month: counted back to the last month met
     last_met = monthly.filter(pl.col("met")).group_by("family_ref", "need").agg(pl.col("month").max().alias("last_met"))
     tracked = monthly.group_by("family_ref", "need").agg(
@@ -164,7 +162,7 @@ def track_outcomes(
         pl.col("month").filter(~pl.col("met")).min().alias("first_improved"),
         pl.col("met").last().alias("met_now"),
     )
-    needs = (
+    return (
         identified.join(tracked, on=["family_ref", "need"], how="left")
         .join(last_met, on=["family_ref", "need"], how="left")
         .with_columns(pl.col("months_tracked").fill_null(0), pl.col("met_now").fill_null(True))
@@ -183,6 +181,10 @@ def track_outcomes(
         .select("family_ref", "need", "identified_month", "first_improved", "months_sustained", "status")
         .sort("family_ref", "need")
     )
+
+
+def _family_status(allocations: pl.DataFrame, needs: pl.DataFrame, closures: pl.DataFrame, month: str, sustain_months: int) -> pl.DataFrame:
+    """Per allocated family: needs identified, improved and sustained, and the claim status."""
     per_family = needs.group_by("family_ref").agg(
         pl.len().alias("needs_identified"),
         (pl.col("status") != "not improved").sum().alias("needs_improved"),
@@ -190,7 +192,7 @@ def track_outcomes(
         pl.col("months_sustained").min().alias("least_months_sustained"),
     )
     since_closure = (_month_index(pl.lit(month)) - _month_index(pl.col("case_closed").dt.strftime("%Y-%m"))).cast(pl.Int64)
-    families = (
+    return (
         allocations.select("family_ref", "meeting_date", "lead_agency", "identified_month", "locality")
         .join(per_family, on="family_ref", how="left")
         .join(closures.select("family_ref", "case_closed"), on="family_ref", how="left")
@@ -208,7 +210,10 @@ def track_outcomes(
         .drop("least_months_sustained")
         .sort("family_ref")
     )
-    report = (
+
+
+def _report(families: pl.DataFrame) -> pl.DataFrame:
+    return (
         families.with_columns(pl.col("meeting_date").dt.strftime("%Y-%m").alias("allocated_month"), pl.col("locality").fill_null("(not listed)"))
         .group_by("locality", "allocated_month")
         .agg(
@@ -221,7 +226,26 @@ def track_outcomes(
         )
         .sort("locality", "allocated_month")
     )
-    return OutcomeTracking(monthly=monthly, needs=needs, families=families, report=report)
+
+
+def track_outcomes(
+    allocations: pl.DataFrame,
+    needs_by_month: dict[str, pl.DataFrame],
+    closures: pl.DataFrame,
+    month: str,
+    sustain_months: int = SUSTAIN_MONTHS,
+) -> OutcomeTracking:
+    """allocations: family_ref, meeting_date, lead_agency, identified_month, locality;
+    needs_by_month: month -> family_ref, need (the needs met at that month's end), for the
+    identification months and every month after them up to `month`;
+    closures: family_ref, case_closed (the early help case's closure date, null while open)."""
+    if "listed_needs" not in allocations.columns:
+        allocations = allocations.with_columns(pl.lit(None, dtype=pl.List(pl.String)).alias("listed_needs"))
+    identified = _identified_needs(allocations, needs_by_month)
+    monthly = _monthly_checks(identified, needs_by_month, month)
+    needs = _need_status(identified, monthly, month, sustain_months)
+    families = _family_status(allocations, needs, closures, month, sustain_months)
+    return OutcomeTracking(monthly=monthly, needs=needs, families=families, report=_report(families))
 
 
 def early_help_closures(cases: pl.DataFrame, members: pl.DataFrame, allocations: pl.DataFrame) -> pl.DataFrame:

@@ -33,6 +33,9 @@ from models.score import score_families
 from rules import STATUTORY_SERVICES, is_adult, is_child
 from warehouse import linked_rows
 
+#: The warehouse table of this month's model probabilities, read when a council orders lists by the model.
+MODEL_SCORES = "family_model_scores"
+
 
 def snapshot(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date, linked: pl.DataFrame | None = None) -> pl.DataFrame:
     """One row per family as it stood at `reference`: indicators (0/1 columns), the transparent

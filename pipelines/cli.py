@@ -171,7 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a run's linked_records.parquet against a synthetic county's truth.csv."""
     from linkage.evaluate import score_linked_records
-    from pipelines.linkage_assets import LINKED_RECORDS_FILE
+    from pipelines.defs.linkage import LINKED_RECORDS_FILE
 
     linked_path, truth_path = Path(args.out) / LINKED_RECORDS_FILE, Path(args.truth or Path(args.landing) / "truth.csv")
     for path in (linked_path, truth_path):
@@ -188,9 +188,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_model(args: argparse.Namespace) -> int:
     """Evaluate the scorecard model out of time against the transparent score; write the model card."""
     from features import load_registry
-    from reports import markdown_page
     from models.scorecard import NotEnoughOutcomes, evaluate, model_card
     from pipelines.resources import EarlyhelpSettings
+    from reports import markdown_page
     from warehouse import open_warehouse, write_text_atomically
 
     out = Path(args.out)

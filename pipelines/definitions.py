@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.assets import RAW_ASSETS, person_records
 from pipelines.automation import landing_sensor, monthly_schedule
-from pipelines.checks import RAW_CHECKS
-from pipelines.governance_assets import GOVERNANCE_ASSETS
-from pipelines.linkage_assets import LINKAGE_ASSETS
-from pipelines.list_assets import LIST_ASSETS
-from pipelines.outcome_assets import OUTCOME_ASSETS
+from pipelines.defs.governance import GOVERNANCE_ASSETS
+from pipelines.defs.ingestion import RAW_ASSETS
+from pipelines.defs.ingestion_checks import RAW_CHECKS
+from pipelines.defs.linkage import LINKAGE_ASSETS
+from pipelines.defs.lists import LIST_ASSETS
+from pipelines.defs.outcomes import OUTCOME_ASSETS
+from pipelines.defs.scoring import SCORE_ASSETS, SCORE_CHECKS
 from pipelines.partitions import MONTHS
 from pipelines.resources import default_settings
-from pipelines.score_assets import SCORE_ASSETS, SCORE_CHECKS
 
-ALL_ASSETS = [*RAW_ASSETS, person_records, *LINKAGE_ASSETS, *SCORE_ASSETS, *LIST_ASSETS, *OUTCOME_ASSETS, *GOVERNANCE_ASSETS]
+# one module per stage of the flow (pipelines/defs/), in the flow's order
+ALL_ASSETS = [*RAW_ASSETS, *LINKAGE_ASSETS, *SCORE_ASSETS, *LIST_ASSETS, *OUTCOME_ASSETS, *GOVERNANCE_ASSETS]
 ALL_CHECKS = [*RAW_CHECKS, *SCORE_CHECKS]
 
 monthly_run = dg.define_asset_job(

@@ -13,6 +13,7 @@ import duckdb
 from pydantic import PrivateAttr
 
 from features import calendar
+from features.registry import Registry, load_registry
 from rules import DEFAULT_PROGRAMME
 from warehouse import open_warehouse
 
@@ -28,6 +29,10 @@ class EarlyhelpSettings(dg.ConfigurableResource):
     registry_path: str = ""  # a council's own indicator registry; blank for the packaged one
     programme: str = DEFAULT_PROGRAMME  # a name in rules.PROGRAMMES
     today: str = ""  # YYYY-MM-DD the run counts as today (retention, dates in the future); blank: the real date
+
+    def registry(self) -> Registry:
+        """The council's own indicator registry when one is configured, else the packaged one."""
+        return load_registry(self.registry_path or None)
 
     @property
     def run_date(self) -> dt.date:

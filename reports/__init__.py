@@ -11,11 +11,13 @@ internet and print as they show.
 from __future__ import annotations
 
 import mistune
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
 
+# HTML templates (*.html.j2) escape what they are given; Markdown ones (*.md.j2) are text
 ENVIRONMENT = Environment(
-    loader=PackageLoader("reports"), autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True,
+    loader=PackageLoader("reports"), autoescape=lambda name: bool(name) and name.endswith(".html.j2"), trim_blocks=True, lstrip_blocks=True,
+    keep_trailing_newline=True,
 )
 # raw HTML in a document's text is shown as text: documents quote partners' field names, never markup
 _MARKDOWN = mistune.create_markdown(escape=True, plugins=["table", "url"])

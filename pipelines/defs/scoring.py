@@ -3,12 +3,11 @@
 import dagster as dg
 import polars as pl
 
-from features import compute_indicators, load_registry
+from features import compute_indicators
 from features.calendar import previous_month
 from reports import markdown_page
 from models.score import ScoreSettings, score_families
-from models.scorecard import NotEnoughOutcomes, evaluate, model_card
-from pipelines.linkage_assets import family_members
+from models.scorecard import MODEL_SCORES, NotEnoughOutcomes, evaluate, model_card
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
 from warehouse import (
@@ -24,20 +23,15 @@ BREAKDOWN_SUMS = "breakdown_sums_to_score"
 PREVALENCE = "indicator_prevalence_plausible"
 SCORE_SHIFT = "score_distribution_shift"
 #: This month's families scored by the scorecard model (used only when a list is switched to it).
-MODEL_SCORES = "family_model_scores"
 #: An indicator hitting more than this share of people is more likely a broken rule than a county.
 MAX_PREVALENCE = 0.25
 
 
-def registry_for(settings: EarlyhelpSettings):
-    return load_registry(settings.registry_path or None)
-
-
-@dg.asset(partitions_def=MONTHS, group_name=SCORING, kinds={"duckdb", "polars"}, deps=[family_members])
+@dg.asset(partitions_def=MONTHS, group_name=SCORING, kinds={"duckdb", "polars"}, deps=["family_members"])
 def indicators(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Every indicator of the registry for every person and family as of the reference month,
     with its evidence: the source rows (source, file, row), dates and values behind each hit."""
-    registry = registry_for(settings)
+    registry = settings.registry()
     with settings.warehouse() as con:
         result = compute_indicators(con, registry, settings.reference_date)
         replace_tables(
@@ -60,13 +54,13 @@ def indicators(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -
     )
 
 
-@dg.asset(partitions_def=MONTHS, group_name=SCORING, kinds={"duckdb", "polars"}, deps=[indicators])
+@dg.asset(partitions_def=MONTHS, group_name=SCORING, kinds={"duckdb", "polars"}, deps=["indicators"])
 def family_scores(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """The transparent score of every family: points per indicator capped per source, the
     headline needs met, eligibility under the programme rule, a band, the top reasons in plain
     English, and a breakdown (`family_score_breakdown`) that sums exactly to each score.
     Exported as family_scores.parquet."""
-    registry = registry_for(settings)
+    registry = settings.registry()
     with settings.warehouse() as con:
         history = read_table(con, "family_scores_history")
         result = score_families(
@@ -119,7 +113,7 @@ def breakdown_sums_to_score(settings: EarlyhelpSettings) -> dg.AssetCheckResult:
 
 @dg.asset_check(asset=indicators, name=PREVALENCE, description=f"Warns when an indicator hits more than {MAX_PREVALENCE:.0%} of the people it applies to, or none at all.")
 def indicator_prevalence(settings: EarlyhelpSettings) -> dg.AssetCheckResult:
-    registry = registry_for(settings)
+    registry = settings.registry()
     with settings.warehouse(read_only=True) as con:
         people = con.execute("SELECT count(*) FROM family_members").fetchall()[0][0]
         hits = dict(con.execute("SELECT indicator_id, count(DISTINCT person_id) FROM person_indicators GROUP BY 1").fetchall())
@@ -147,7 +141,7 @@ def score_distribution_shift(settings: EarlyhelpSettings) -> dg.AssetCheckResult
     )
 
 
-@dg.asset(partitions_def=MONTHS, group_name=SCORING, kinds={"scikitlearn"}, deps=[family_scores])
+@dg.asset(partitions_def=MONTHS, group_name=SCORING, kinds={"scikitlearn"}, deps=["family_scores"])
 def scorecard_model(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """The scorecard model trained on earlier months and tested out of time against the
     transparent score and the headline count, with calibration and fairness: model_card.md
@@ -155,7 +149,7 @@ def scorecard_model(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
     configuration switch turns it on, and never adds or removes a family."""
     try:
         with settings.warehouse(read_only=True) as con:
-            evaluation = evaluate(con, registry_for(settings), settings.reference_date)
+            evaluation = evaluate(con, settings.registry(), settings.reference_date)
     except NotEnoughOutcomes as exc:
         context.log.warning(f"scorecard_model: {exc}")
         with settings.warehouse() as con:

@@ -13,10 +13,8 @@ from models.outcomes import (
     track_outcomes,
 )
 from models.lists import linked_cases
-from pipelines.list_assets import locality_lists
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
-from pipelines.score_assets import registry_for
 from warehouse import (
     read_table,
     record_audit,
@@ -28,13 +26,13 @@ from warehouse import (
 OUTCOMES = "outcomes"
 
 
-@dg.asset(partitions_def=MONTHS, group_name=OUTCOMES, kinds={"duckdb", "html"}, deps=[locality_lists])
+@dg.asset(partitions_def=MONTHS, group_name=OUTCOMES, kinds={"duckdb", "html"}, deps=["locality_lists"])
 def family_outcomes(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """For every family a meeting allocated: each need identified on its list, checked at every
     month end since (improved or not, sustained for 6 months), the early help case's closure,
     and the claim status, with the source rows behind each need (`claim_evidence`). Writes the
     programme report and the claim evidence under `<out>/outcomes/<month>/`."""
-    registry = registry_for(settings)
+    registry = settings.registry()
     with settings.warehouse() as con:
         allocated = read_table(con, "allocated_families")
         allocations = identification_months(allocated, read_table(con, "list_audit")) if allocated is not None else None

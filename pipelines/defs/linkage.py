@@ -6,7 +6,8 @@ import polars as pl
 
 from linkage import LinkageSettings, form_families, link_persons
 from linkage.evaluate import score_linked_records
-from linkage.person_records import PERSON_RECORDS, linked_person_records
+from data_contracts import load_contracts
+from linkage.person_records import PERSON_RECORDS, build_person_records, linked_person_records
 from reports.linkage_report import linkage_report
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
@@ -27,6 +28,25 @@ class LinkageConfig(dg.Config):
 
     link_threshold: float = LinkageSettings.link_threshold
     review_lower: float = LinkageSettings.review_lower
+
+
+@dg.asset(
+    partitions_def=MONTHS,
+    name=PERSON_RECORDS,
+    group_name=LINKAGE,
+    kinds={"duckdb", "polars"},
+    deps=[dg.AssetKey(c.raw_table) for c in load_contracts().values() if c.holds_people],
+)
+def person_records(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
+    """One row per person mention across all sources, standardised (names, dates, sex,
+    postcode, address) with provenance (source, file, row) and the event attributes
+    linkage and families need."""
+    with settings.warehouse() as con:
+        records = build_person_records(con, list(load_contracts().values()))
+        replace_tables(con, {PERSON_RECORDS: records})
+    by_source = dict(records.group_by("source").len().sort("source").iter_rows())
+    context.log.info(f"person_records: {records.height:,} mentions")
+    return dg.MaterializeResult(metadata={"dagster/row_count": records.height, "mentions_by_source": dg.MetadataValue.json(by_source)})
 
 
 @dg.asset(partitions_def=MONTHS, group_name=LINKAGE, kinds={"duckdb", "polars"}, deps=[dg.AssetKey(PERSON_RECORDS)])
@@ -56,7 +76,7 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
     )
 
 
-@dg.asset(partitions_def=MONTHS, group_name=LINKAGE, kinds={"duckdb", "polars"}, deps=[person_links])
+@dg.asset(partitions_def=MONTHS, group_name=LINKAGE, kinds={"duckdb", "polars"}, deps=["person_links"])
 def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Households as of the reference month, from current address, stated relationships and
     recency; a household with a dependent child is a family. Also writes `families` and the
@@ -75,7 +95,7 @@ def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
     return dg.MaterializeResult(metadata={**result.stats, "linked_records": dg.MetadataValue.path(str(settings.output / LINKED_RECORDS_FILE))})
 
 
-@dg.asset(partitions_def=MONTHS, group_name="evaluation", kinds={"polars"}, deps=[family_members])
+@dg.asset(partitions_def=MONTHS, group_name="evaluation", kinds={"polars"}, deps=["family_members"])
 def linkage_quality(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Pairwise precision, recall and F1 of persons and families against `truth.csv`, when the
     landing folder is a synthetic county that has one (figures only, never personal data)."""
@@ -88,4 +108,4 @@ def linkage_quality(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
     return dg.MaterializeResult(metadata={f"{level}_{k}": v for level, s in scores.items() for k, v in s.items() if k != "level"})
 
 
-LINKAGE_ASSETS = [person_links, family_members, linkage_quality]
+LINKAGE_ASSETS = [person_records, person_links, family_members, linkage_quality]

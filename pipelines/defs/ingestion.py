@@ -1,19 +1,14 @@
-"""Dagster assets: one per source's raw table, and person_records. Logic lives in
-ingestion/ and linkage/; these functions only wire it to the warehouse and Dagster."""
-
-
+"""Ingestion: one asset per source's raw table. The logic lives in ingestion/; these
+functions only wire it to the warehouse and Dagster."""
 
 import dagster as dg
 
 from data_contracts import Contract, load_contracts
 from ingestion.load import read_source, write_source
-from linkage.person_records import PERSON_RECORDS, build_person_records
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
-from warehouse import replace_tables
 
 INGESTION = "ingestion"
-LINKAGE = "linkage"
 
 
 def _raw_asset(contract: Contract) -> dg.AssetsDefinition:
@@ -55,22 +50,3 @@ def _raw_asset(contract: Contract) -> dg.AssetsDefinition:
 
 
 RAW_ASSETS = [_raw_asset(c) for c in load_contracts().values()]
-
-
-@dg.asset(
-        partitions_def=MONTHS,
-    name=PERSON_RECORDS,
-    group_name=LINKAGE,
-    kinds={"duckdb", "polars"},
-    deps=[dg.AssetKey(c.raw_table) for c in load_contracts().values() if c.holds_people],
-)
-def person_records(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
-    """One row per person mention across all sources, standardised (names, dates, sex,
-    postcode, address) with provenance (source, file, row) and the event attributes
-    linkage and families need."""
-    with settings.warehouse() as con:
-        records = build_person_records(con, list(load_contracts().values()))
-        replace_tables(con, {PERSON_RECORDS: records})
-    by_source = dict(records.group_by("source").len().sort("source").iter_rows())
-    context.log.info(f"person_records: {records.height:,} mentions")
-    return dg.MaterializeResult(metadata={"dagster/row_count": records.height, "mentions_by_source": dg.MetadataValue.json(by_source)})

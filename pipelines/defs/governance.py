@@ -7,11 +7,9 @@ from data_contracts import load_contracts
 from governance.atrs import atrs_record
 from governance.ig_pack import ig_pack
 from governance.usage import field_uses
-from reports import markdown_page
-from pipelines.outcome_assets import family_outcomes
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
-from pipelines.score_assets import registry_for, scorecard_model
+from reports import markdown_page
 from warehouse import read_table, record_audit, write_text_atomically
 
 GOVERNANCE = "governance"
@@ -33,12 +31,12 @@ def _source_counts(con, contracts) -> dict[str, dict[str, int]]:
     return counts
 
 
-@dg.asset(partitions_def=MONTHS, group_name=GOVERNANCE, kinds={"html"}, deps=[family_outcomes, scorecard_model])
+@dg.asset(partitions_def=MONTHS, group_name=GOVERNANCE, kinds={"html"}, deps=["family_outcomes", "scorecard_model"])
 def governance_pack(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """The IG pack (every source's owner, purpose, lawful basis, agreement, retention, and each
     field's classification and uses, with unused fields flagged) and the Algorithmic
     Transparency Recording Standard record, under `<out>/governance/`."""
-    contracts, registry = load_contracts(), registry_for(settings)
+    contracts, registry = load_contracts(), settings.registry()
     with settings.warehouse() as con:
         counts = _source_counts(con, contracts)
         scores = read_table(con, "family_scores", "count(*) AS families, count(*) FILTER (WHERE eligible) AS eligible")

@@ -1,0 +1,57 @@
+"""Dagster asset for the monthly locality lists and their packs, with an audit of every list produced."""
+
+import hashlib
+
+import dagster as dg
+
+from models.lists import ListSettings, monthly_lists
+from pipelines.partitions import MONTHS
+from pipelines.resources import EarlyhelpSettings
+from reports.packs import write_packs
+from rules import programme
+from warehouse import record_audit, replace_tables, who_ran
+
+LISTS = "lists"
+
+
+class ListConfig(dg.Config):
+    include_already_known: bool = True  # families open to children's social care: shown, flagged
+    no_further_action_months: int = 6  # after NO_FURTHER_ACTION, not relisted this long unless a new event
+    order_by: str = "score"  # "model": order within each list by the scorecard model (off unless it earns its place)
+
+
+@dg.asset(partitions_def=MONTHS, group_name=LISTS, kinds={"duckdb", "html"}, deps=["family_scores", "scorecard_model"])
+def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settings: EarlyhelpSettings) -> dg.MaterializeResult:
+    """One list per locality for the reference month: eligible families ranked, with members,
+    needs, score and reasons, and flags; packs (HTML, XLSX, CSV) and a summary under
+    `<out>/packs/<month>/`; every list recorded in `list_audit`."""
+    list_settings = ListSettings(include_already_known=config.include_already_known, no_further_action_months=config.no_further_action_months, order_by=config.order_by)
+    registry_sha = hashlib.sha256(settings.registry().path.read_bytes()).hexdigest()[:16]
+    configuration = f"programme={settings.programme}; registry_sha256={registry_sha}; include_already_known={config.include_already_known}"
+    with settings.warehouse() as con:
+        lists = monthly_lists(con, settings.reference_month, settings.reference_date, list_settings, configuration, context.run_id, who_ran())
+        replace_tables(con, lists.tables)
+    if lists.ordered_by != config.order_by:
+        context.log.warning("locality_lists: order_by=model, but the scorecard model could not be trained this month; ordered by score")
+    result = lists.result
+    folder = settings.output / "packs" / settings.reference_month
+    written = write_packs(result.lists, result.members, settings.reference_month, folder, result.unplaced, programme(settings.programme))
+    with settings.warehouse() as con:
+        record_audit(con, "locality packs written", f"{folder}: {len(written)} files, {result.lists.height} families for {settings.reference_month}", context.run_id)
+    per_locality = dict(result.lists.group_by("locality").len().sort("locality").iter_rows())
+    context.log.info(f"locality_lists: {result.lists.height:,} families across {len(per_locality)} localities; packs in {folder}")
+    return dg.MaterializeResult(
+        metadata={
+            "families_listed": result.lists.height,
+            "ordered_by": lists.ordered_by,
+            "families_by_locality": dg.MetadataValue.json(per_locality),
+            "eligible_without_locality": result.unplaced,
+            "allocated_not_relisted": result.allocated.height,
+            "decision_discrepancies": result.discrepancies.height,
+            "packs": dg.MetadataValue.path(str(folder)),
+            "files": len(written),
+        }
+    )
+
+
+LIST_ASSETS = [locality_lists]
