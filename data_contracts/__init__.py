@@ -184,6 +184,9 @@ def _parse_column(prop: dict, source: str) -> Column:
         raise ContractError(f"{source}.{name}: a boolean column needs trueValues and falseValues")
     if logical_type in ("date", "timestamp") and not options.get("format"):
         raise ContractError(f"{source}.{name}: a {logical_type} column needs logicalTypeOptions.format")
+    if prop.get("primaryKey") and not prop.get("required"):
+        # a partner may leave it blank, so it cannot be a primary key: declare it naturalKeyPosition
+        raise ContractError(f"{source}.{name}: a primary key column must be required; a natural key that may be blank is declared with customProperties.naturalKeyPosition")
     enum = prop.get("enum")
     return Column(
         name=name,
@@ -203,7 +206,9 @@ def _parse_column(prop: dict, source: str) -> Column:
         true_values=tuple(str(v) for v in custom.get("trueValues", ())),
         false_values=tuple(str(v) for v in custom.get("falseValues", ())),
         standard_values={str(k): str(v) for k, v in (custom.get("standardValues") or {}).items()},
-        key_position=prop.get("primaryKeyPosition") if prop.get("primaryKey") else None,
+        # the natural key a later row replaces an earlier one by: the primary key where every part is
+        # always sent, else the positions declared as naturalKeyPosition
+        key_position=prop.get("primaryKeyPosition") if prop.get("primaryKey") else custom.get("naturalKeyPosition"),
         key_fallback=tuple(custom.get("keyFallback", ())),
     )
 

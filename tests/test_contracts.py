@@ -7,8 +7,10 @@ import yaml
 
 from data_contracts import (
     CLASSIFICATIONS,
+    ContractError,
     contract_paths,
     load_contracts,
+    parse_contract,
     sources_of_kind,
 )
 
@@ -68,3 +70,33 @@ def test_natural_keys_match_the_spec():
     attendance = contracts["school_attendance"]
     assert attendance.natural_key == ("upn", "school_urn", "academic_year", "term")
     assert attendance.column("upn").key_fallback == ("forename", "surname", "dob")
+
+
+def test_natural_keys_are_the_specs_and_only_always_sent_keys_are_primary_keys():
+    # the spec's natural keys, written here independently of the contracts
+    assert {s: c.natural_key for s, c in load_contracts().items()} == {
+        "ae_attendances": ("attendance_id",),
+        "asb_incidents": ("incident_ref", "role", "forename", "surname", "dob"),
+        "domestic_abuse": ("notification_id", "person_role", "forename", "surname", "dob"),
+        "meeting_outcomes": ("family_ref", "meeting_date"),
+        "open_cases": ("case_id",),
+        "postcode_localities": ("postcode",),
+        "school_attendance": ("upn", "school_urn", "academic_year", "term"),
+        "worklessness": ("claim_ref", "role"),
+    }
+    for contract in load_contracts().values():
+        for prop in contract.document["schema"][0]["properties"]:
+            assert not prop.get("primaryKey") or prop.get("required"), f"{contract.source}.{prop['name']}: a primary key a partner may leave blank"
+    path = next(p for p in contract_paths() if p.stem == "asb_incidents")
+    document = yaml.safe_load(path.read_text())
+    dob = next(p for p in document["schema"][0]["properties"] if p["name"] == "dob")
+    dob.update(primaryKey=True, primaryKeyPosition=5)
+    with pytest.raises(ContractError, match="asb_incidents.dob: a primary key column must be required"):
+        parse_contract(document, path)
+
+
+def test_every_contract_says_where_its_files_are_read_from():
+    for contract in load_contracts().values():
+        (server,) = contract.document["servers"]
+        assert server["type"] == "local" and server["format"] == "csv"
+        assert server["path"] == f"./data/landing/{contract.source}/*.csv"
