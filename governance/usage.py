@@ -26,7 +26,7 @@ CODE_USES: dict[tuple[str, str], tuple[str, str]] = {
     ("meeting_outcomes", "meeting_date"): ("models/lists.py", "meeting decisions honoured on the next list; outcomes tracked"),
     ("meeting_outcomes", "decision"): ("models/lists.py", "meeting decisions honoured on the next list"),
     ("meeting_outcomes", "lead_agency"): ("models/lists.py", "allocated families' lead agency; programme report"),
-    ("postcode_localities", "postcode"): ("pipelines/list_assets.py", "which locality meeting discusses the family"),
+    ("postcode_localities", "postcode"): ("models/lists.py", "which locality meeting discusses the family"),
     ("postcode_localities", "ward"): ("models/lists.py", "ward shown on the list"),
     ("postcode_localities", "locality"): ("models/lists.py", "which locality meeting discusses the family"),
 }
