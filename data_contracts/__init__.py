@@ -27,6 +27,9 @@ CONTRACTS_DIR = Path(__file__).resolve().parent
 #: Classifications a column may carry, from least to most sensitive.
 CLASSIFICATIONS = ("public", "internal", "personal", "special_category", "criminal_offence")
 
+#: What a broken value does, per field (customProperties.onError).
+ON_ERROR = ("quarantine", "setAside")
+
 #: Who sends a source: a partner, under an information sharing agreement, or the council itself.
 SOURCE_KINDS = ("partner", "reference")
 
@@ -102,6 +105,9 @@ class Column:
     standard_values: dict[str, str] = field(default_factory=dict)
     key_position: int | None = None
     key_fallback: tuple[str, ...] = ()
+    # spec v2: a field that only helps to find the person or their home is set aside when its
+    # value breaks the contract (the row still loads); any other broken field quarantines the row
+    set_aside: bool = False
 
     @property
     def strptime_format(self) -> str | None:
@@ -187,6 +193,11 @@ def _parse_column(prop: dict, source: str) -> Column:
     if prop.get("primaryKey") and not prop.get("required"):
         # a partner may leave it blank, so it cannot be a primary key: declare it naturalKeyPosition
         raise ContractError(f"{source}.{name}: a primary key column must be required; a natural key that may be blank is declared with customProperties.naturalKeyPosition")
+    on_error = custom.get("onError", "quarantine")
+    if on_error not in ON_ERROR:
+        raise ContractError(f"{source}.{name}: onError must be one of {ON_ERROR}")
+    if on_error == "setAside" and prop.get("primaryKey"):
+        raise ContractError(f"{source}.{name}: a primary key defines the row, so it cannot be set aside")
     enum = prop.get("enum")
     return Column(
         name=name,
@@ -210,6 +221,7 @@ def _parse_column(prop: dict, source: str) -> Column:
         # always sent, else the positions declared as naturalKeyPosition
         key_position=prop.get("primaryKeyPosition") if prop.get("primaryKey") else custom.get("naturalKeyPosition"),
         key_fallback=tuple(custom.get("keyFallback", ())),
+        set_aside=on_error == "setAside",
     )
 
 

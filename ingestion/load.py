@@ -39,7 +39,7 @@ from ingestion.readers import (
 )
 from ingestion.readers import column as file_column
 from ingestion.validate import validate_rows
-from warehouse import LANDED_FILES, QUARANTINE, RETENTION_LOG, SUPERSEDED_ROWS, ensure_tables, scratch
+from warehouse import LANDED_FILES, QUARANTINE, RETENTION_LOG, SET_ASIDE_FIELDS, SUPERSEDED_ROWS, ensure_tables, scratch
 
 FILE = "_file"
 SHA = "_sha256"
@@ -59,6 +59,7 @@ class FileReport:
     quarantined: int = 0
     superseded: int = 0  # loaded rows later replaced by a row with the same natural key
     expired: int = 0  # loaded rows past the contract's retention, removed (counted, never kept)
+    set_aside: int = 0  # fields left empty in loaded rows because their value broke its rule
     duplicate_of: str | None = None
     message: str | None = None
     ignored_columns: list[str] = field(default_factory=list)
@@ -72,6 +73,7 @@ class SourceIngest:
     quarantine: pl.DataFrame
     superseded: pl.DataFrame
     files: list[FileReport]
+    set_aside: pl.DataFrame  # SET_ASIDE_FIELDS' columns
 
     @property
     def received(self) -> int:
@@ -98,6 +100,7 @@ class SourceIngest:
             "rows_expired": sum(f.expired for f in self.files),
             "rows_duplicate_file": sum(f.received for f in self.files if f.status == "duplicate"),
             "rows_current": self.raw.height,
+            "fields_set_aside": sum(f.set_aside for f in self.files),
         }
 
 
@@ -117,6 +120,22 @@ def landing_files(landing: Path, source: str) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=lambda p: p.name)
+
+
+#: Beside the source folders, a synthetic county's truth (the spec's "Ground truth"): never read here.
+TRUTH_FILE = "truth.csv"
+
+
+def not_covered(landing: Path, sources: list[str]) -> list[str]:
+    """Folders and files in the landing folder that no contract covers, so nothing reads them:
+    named in the run's summary, never silently skipped (names only: no content is read)."""
+    if not landing.is_dir():
+        return []
+    return sorted(
+        f"{p.name}/" if p.is_dir() else p.name
+        for p in landing.iterdir()
+        if not p.name.startswith(".") and p.name not in sources and p.name != TRUTH_FILE
+    )
 
 
 def landing_fingerprint(landing: Path, sources: list[str]) -> str:
@@ -204,6 +223,7 @@ def read_source(contract: Contract, landing: Path, today: dt.date) -> SourceInge
     reports: list[FileReport] = []
     loaded_frames: list[pl.DataFrame] = []
     quarantine_frames: list[pl.DataFrame] = []
+    set_aside_frames: list[pl.DataFrame] = [SET_ASIDE_FIELDS.empty()]
     seen: dict[str, str] = {}
     for order, path in enumerate(landing_files(landing, contract.source)):
         if path.is_symlink():
@@ -252,6 +272,9 @@ def read_source(contract: Contract, landing: Path, today: dt.date) -> SourceInge
             problems = pl.concat([problems, reader_problems])
         bad = problems[ROW].unique()
         good = validated.good.filter(~pl.col(ROW).is_in(bad.implode()))
+        aside = validated.set_aside.filter(~pl.col(ROW).is_in(bad.implode()))
+        report.set_aside = aside.height
+        set_aside_frames.append(aside.select(pl.lit(contract.source).alias("source"), pl.lit(path.name).alias(FILE), pl.lit(sha).alias(SHA), pl.all()))
         bad_rows = mapped.filter(pl.col(ROW).is_in(bad.implode()) & ~pl.col(ROW).is_in(malformed))
         report.loaded = good.height
         report.quarantined = bad.len()
@@ -270,7 +293,10 @@ def read_source(contract: Contract, landing: Path, today: dt.date) -> SourceInge
     for report in reports:
         report.expired = expired.get(report.file, 0)
     quarantine = pl.concat(quarantine_frames) if quarantine_frames else pl.DataFrame(schema=QUARANTINE_SCHEMA)
-    return SourceIngest(contract.source, raw, quarantine, superseded, reports)
+    set_aside = pl.concat(set_aside_frames).cast(SET_ASIDE_FIELDS.schema)
+    # a set-aside field of a row later replaced, or past retention, goes with its row
+    set_aside = set_aside.join(raw.select(FILE, ROW), on=[FILE, ROW], how="semi")
+    return SourceIngest(contract.source, raw, quarantine, superseded, reports, set_aside)
 
 
 def retention_cutoff(contract: Contract, today: dt.date) -> dt.date | None:
@@ -331,7 +357,7 @@ def _reconcile(contract: Contract, frames: list[pl.DataFrame], names: list[str])
 # ---------------------------------------------------------------- warehouse
 
 def ensure_ingestion_tables(con: duckdb.DuckDBPyConnection) -> None:
-    ensure_tables(con, LANDED_FILES, RETENTION_LOG, QUARANTINE, SUPERSEDED_ROWS)
+    ensure_tables(con, LANDED_FILES, RETENTION_LOG, QUARANTINE, SET_ASIDE_FIELDS, SUPERSEDED_ROWS)
 
 
 def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: SourceIngest, today: dt.date | None = None) -> None:
@@ -353,6 +379,7 @@ def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: Sou
         con.register("_quarantine", result.quarantine)
         con.register("_files", files)
         con.register("_superseded", superseded)
+        con.register("_set_aside", result.set_aside)
         con.execute(f'CREATE OR REPLACE TABLE "{contract.raw_table}" AS SELECT * FROM _raw')
         con.execute("DELETE FROM quarantine WHERE source = ?", [contract.source])
         con.execute("INSERT INTO quarantine SELECT source, _file, _sha256, _row, \"column\", reason, record FROM _quarantine")
@@ -365,6 +392,8 @@ def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: Sou
                 "INSERT INTO retention_log VALUES (?, ?, ?, ?, ?)",
                 [dt.datetime.now().replace(microsecond=0), contract.source, contract.retention_years, cutoff, removed],
             )
+        con.execute("DELETE FROM set_aside_fields WHERE source = ?", [contract.source])
+        con.execute("INSERT INTO set_aside_fields BY NAME SELECT * FROM _set_aside")
         con.execute("DELETE FROM superseded_rows WHERE source = ?", [contract.source])
         con.execute("INSERT INTO superseded_rows SELECT * FROM _superseded")
         con.execute("COMMIT")
@@ -372,5 +401,5 @@ def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: Sou
         con.execute("ROLLBACK")
         raise
     finally:
-        for name in ("_raw", "_quarantine", "_files", "_superseded"):
+        for name in ("_raw", "_quarantine", "_files", "_superseded", "_set_aside"):
             con.unregister(name)

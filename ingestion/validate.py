@@ -1,10 +1,14 @@
 """Check every value of an extract against its contract, a whole column at a time.
 
 `validate_rows` takes a frame of text (canonical column names, as the reader
-returns them after mapping) and returns the rows that pass, typed, and a long
-table of problems (row, partner column, reason) for those that do not. The
-reasons name the column and the rule, never the value: values are personal
-data and reasons travel to logs and reports.
+returns them after mapping) and returns the rows that load, typed, a long table
+of problems (row, partner column, reason) for those quarantined, and the fields
+set aside in rows that load. Spec version 2: a field that only helps to find the
+person or their home (a postcode, an address line, an optional identifier; the
+contract marks it `onError: setAside`) whose value breaks its rule is left empty
+and recorded, with its text as sent, instead of losing the event; any other
+broken field quarantines the row. The reasons name the column and the rule,
+never the value: values are personal data and reasons travel to logs and reports.
 """
 
 from __future__ import annotations
@@ -25,12 +29,15 @@ from warehouse import scratch
 MAX_TEXT_LENGTH = 500
 
 PROBLEM_SCHEMA = {ROW: pl.Int64, "column": pl.String, "reason": pl.String}
+SET_ASIDE_SCHEMA = {ROW: pl.Int64, "field": pl.String, "column": pl.String, "reason": pl.String, "value": pl.String}
+REQUIRED_BUT_BLANK = "is required but blank"
 
 
 @dataclass
 class Validated:
-    good: pl.DataFrame  # typed canonical columns plus _row, rows that passed every check
-    problems: pl.DataFrame  # _row, column (partner's name), reason; one row per problem
+    good: pl.DataFrame  # typed canonical columns plus _row: rows that load (set-aside fields left empty)
+    problems: pl.DataFrame  # _row, column (partner's name), reason: every problem of the rows quarantined
+    set_aside: pl.DataFrame  # _row, field (canonical), column (partner's), reason, value (the text as sent): fields set aside in rows that load
 
 
 def _blank_to_null(name: str) -> pl.Expr:
@@ -51,7 +58,7 @@ def _column_rules(column: Column, today: dt.date) -> list[tuple[pl.Expr, str]]:
     present = v.is_not_null()
     rules: list[tuple[pl.Expr, str]] = []
     if column.required:
-        rules.append((~present, "is required but blank"))
+        rules.append((~present, REQUIRED_BUT_BLANK))
     rules.append((present & v.str.contains(REPLACEMENT_CHAR, literal=True), "contains bytes that are not valid UTF-8"))
     rules.append((present & (v.str.len_chars() > MAX_TEXT_LENGTH), f"is longer than {MAX_TEXT_LENGTH} characters"))
     # no name, address or code starts like a formula; a cell that does could run when opened
@@ -119,43 +126,73 @@ def _row_rule_columns(predicate: str, contract: Contract) -> str:
     return ", ".join(names)
 
 
-def validate_rows(frame: pl.DataFrame, contract: Contract, today: dt.date) -> Validated:
-    """frame: text columns named canonically (every contract column present), plus _row."""
-    columns = [c for c in contract.columns]
-    text = frame.select(ROW, *[_blank_to_null(c.name) for c in columns])
+def _column_problems(text: pl.DataFrame, columns: list[Column], today: dt.date) -> pl.DataFrame:
+    """_row, field, column, reason, soft: one row per broken value. A value is soft (its field is
+    set aside, the row loads) when its contract says so, unless a required field is blank."""
     flags, reasons = [], []
     for column in columns:
         for i, (condition, reason) in enumerate(_column_rules(column, today)):
             flags.append(condition.fill_null(False).alias(f"__{column.name}__{i}"))
-            reasons.append((f"__{column.name}__{i}", column.partner_name, f"{column.partner_name} {reason}"))
+            reasons.append((f"__{column.name}__{i}", column, reason))
     flagged = text.select(ROW, *flags)
-    problem_frames = [
-        flagged.filter(pl.col(flag)).select(ROW, pl.lit(partner).alias("column"), pl.lit(reason).alias("reason"))
-        for flag, partner, reason in reasons
+    frames = [
+        flagged.filter(pl.col(flag)).select(
+            ROW, pl.lit(column.name).alias("field"), pl.lit(column.partner_name).alias("column"),
+            pl.lit(f"{column.partner_name} {reason}").alias("reason"), pl.lit(column.set_aside and reason != REQUIRED_BUT_BLANK).alias("soft"),
+        )
+        for flag, column, reason in reasons
     ]
-    problems = pl.concat(problem_frames) if problem_frames else pl.DataFrame(schema=PROBLEM_SCHEMA)
-    typed = text.filter(~pl.col(ROW).is_in(problems[ROW].implode())).select(ROW, *[typed_expr(c) for c in columns])
-    if contract.row_rules and typed.height:
-        rule_problems = []
-        con = scratch()
-        try:
-            con.register("extract_rows", typed)
-            for rule in contract.row_rules:
-                failing = con.sql(
-                    f"SELECT {ROW} FROM extract_rows WHERE NOT coalesce(({rule.predicate}), TRUE)"
-                ).pl()
-                if failing.height:
-                    rule_problems.append(
-                        failing.select(
-                            pl.col(ROW).cast(pl.Int64),
-                            pl.lit(_row_rule_columns(rule.predicate, contract)).alias("column"),
-                            pl.lit(f"breaks the rule '{rule.name}': {rule.description}").alias("reason"),
-                        )
-                    )
-        finally:
-            con.close()
-        if rule_problems:
-            extra = pl.concat(rule_problems)
-            problems = pl.concat([problems, extra])
-            typed = typed.filter(~pl.col(ROW).is_in(extra[ROW].implode()))
-    return Validated(good=typed, problems=problems.cast(PROBLEM_SCHEMA))
+    schema = {ROW: pl.Int64, "field": pl.String, "column": pl.String, "reason": pl.String, "soft": pl.Boolean}
+    return pl.concat(frames).cast(schema) if frames else pl.DataFrame(schema=schema)
+
+
+def _row_rule_problems(typed: pl.DataFrame, contract: Contract) -> pl.DataFrame:
+    """_row, column, reason for every row breaking one of the contract's row rules."""
+    problems = [pl.DataFrame(schema=PROBLEM_SCHEMA)]
+    if not (contract.row_rules and typed.height):
+        return problems[0]
+    con = scratch()
+    try:
+        con.register("extract_rows", typed)
+        for rule in contract.row_rules:
+            failing = con.sql(f"SELECT {ROW} FROM extract_rows WHERE NOT coalesce(({rule.predicate}), TRUE)").pl()
+            problems.append(
+                failing.select(
+                    pl.col(ROW).cast(pl.Int64),
+                    pl.lit(_row_rule_columns(rule.predicate, contract)).alias("column"),
+                    pl.lit(f"breaks the rule '{rule.name}': {rule.description}").alias("reason"),
+                )
+            )
+    finally:
+        con.close()
+    return pl.concat(problems).cast(PROBLEM_SCHEMA)
+
+
+def validate_rows(frame: pl.DataFrame, contract: Contract, today: dt.date) -> Validated:
+    """frame: text columns named canonically (every contract column present), plus _row."""
+    columns = list(contract.columns)
+    text = frame.select(ROW, *[_blank_to_null(c.name) for c in columns])
+    found = _column_problems(text, columns, today)
+    hard_rows = found.filter(~pl.col("soft"))[ROW].unique().implode()
+    soft = found.filter(pl.col("soft") & ~pl.col(ROW).is_in(hard_rows))
+    # a set-aside field loads empty; its text as sent is kept beside the row, not in it
+    kept = text.filter(~pl.col(ROW).is_in(hard_rows))
+    aside = soft.select(ROW, "field").unique()
+    set_aside = soft.join(
+        kept.unpivot(index=ROW, on=sorted(set(aside["field"])), variable_name="field", value_name="value") if aside.height else pl.DataFrame(schema={ROW: pl.Int64, "field": pl.String, "value": pl.String}),
+        on=[ROW, "field"], how="left",
+    ).select(list(SET_ASIDE_SCHEMA)).cast(SET_ASIDE_SCHEMA)
+    blanked = [
+        pl.when(pl.col(ROW).is_in(aside.filter(pl.col("field") == name)[ROW].implode())).then(None).otherwise(pl.col(name)).alias(name)
+        for name in sorted(set(aside["field"]))
+    ]
+    typed = kept.with_columns(blanked).select(ROW, *[typed_expr(c) for c in columns])
+    broken_rules = _row_rule_problems(typed, contract)
+    quarantined = pl.concat([hard_rows.explode(), broken_rules[ROW]]).unique().implode()
+    # every problem of a quarantined row is reported with it, the soft ones too
+    problems = pl.concat([found.filter(pl.col(ROW).is_in(quarantined)).select(list(PROBLEM_SCHEMA)), broken_rules]).cast(PROBLEM_SCHEMA)
+    return Validated(
+        good=typed.filter(~pl.col(ROW).is_in(quarantined)),
+        problems=problems,
+        set_aside=set_aside.filter(~pl.col(ROW).is_in(quarantined)),
+    )

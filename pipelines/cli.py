@@ -47,7 +47,7 @@ def _say(message: str) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     from synthetic import generate_county
 
-    summary = generate_county(args.people, args.seed, args.month, Path(args.out), progress=_say)
+    summary = generate_county(args.people, args.seed, args.month, Path(args.out), progress=_say, keying_errors=args.keying_errors)
     print(f"Synthetic county: {summary.people:,} residents in {summary.households:,} households, "
           f"{summary.files} files in {args.out} ({summary.seconds:.1f}s)")
     for source, rows in summary.rows.items():
@@ -125,7 +125,7 @@ def ingestion_summary(warehouse: Path) -> list[tuple]:
                    sum(CASE WHEN status = 'duplicate' THEN 1 ELSE 0 END) AS duplicates,
                    sum(CASE WHEN status <> 'duplicate' THEN received ELSE 0 END) AS received,
                    sum(loaded) AS loaded, sum(quarantined) AS quarantined, sum(superseded) AS superseded,
-                   sum(coalesce(expired, 0)) AS expired
+                   sum(coalesce(expired, 0)) AS expired, sum(coalesce(set_aside, 0)) AS set_aside
             FROM landed_files GROUP BY source ORDER BY source
             """
         ).fetchall()
@@ -150,9 +150,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"\nRun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - began:.1f}s")
     if warehouse.exists():
         print(f"Warehouse: {warehouse}")
-        print(f"  {'source':<22}{'files':>6}{'refused':>8}{'dup':>5}{'received':>11}{'loaded':>11}{'quarantined':>12}{'replaced':>10}{'expired':>9}")
-        for source, files, refused, dups, received, loaded, quarantined, superseded, expired in ingestion_summary(warehouse):
-            print(f"  {source:<22}{files:>6}{refused:>8}{dups:>5}{received:>11,}{loaded:>11,}{quarantined:>12,}{superseded:>10,}{expired:>9,}")
+        print(f"  {'source':<22}{'files':>6}{'refused':>8}{'dup':>5}{'received':>11}{'loaded':>11}{'quarantined':>12}{'replaced':>10}{'expired':>9}{'set aside':>11}")
+        for source, files, refused, dups, received, loaded, quarantined, superseded, expired, set_aside in ingestion_summary(warehouse):
+            print(f"  {source:<22}{files:>6}{refused:>8}{dups:>5}{received:>11,}{loaded:>11,}{quarantined:>12,}{superseded:>10,}{expired:>9,}{set_aside:>11,}")
+        print("  (set aside: fields left empty in rows that loaded, because the value broke its rule; see set_aside_fields)")
+    from data_contracts import load_contracts
+    from ingestion.load import not_covered
+
+    unread = not_covered(landing, list(load_contracts()))
+    if unread:
+        print(f"Not read (no data contract covers them): {', '.join(unread)}")
     import dagster as dg
 
     for severity, label in ((dg.AssetCheckSeverity.ERROR, "Checks failed"), (dg.AssetCheckSeverity.WARN, "Warnings")):
@@ -277,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument("--month", type=_month, required=True, help="reference month, YYYY-MM")
     gen.add_argument("--out", required=True, help="landing folder to write")
+    gen.add_argument("--no-keying-errors", dest="keying_errors", action="store_false",
+                     help="no mistyped postcodes, failing identifiers or impossible dates (by default a realistic few)")
     gen.set_defaults(func=cmd_generate)
 
     run = sub.add_parser("run", help="run the pipeline headless for a month on a landing folder")

@@ -62,7 +62,14 @@ class Timeline:
         p2 = np.repeat(np.arange(len(h)), extra)
         lo = self.crisis_from[h[p2]]
         d2 = (lo + rng.random(len(p2)) * (self.crisis_to[h[p2]] - lo + 1)).astype(np.int64)
-        return np.concatenate([p1, p2]), np.concatenate([d1, d2])
+        person, day = np.concatenate([p1, p2]), np.concatenate([d1, d2])
+        return person, self.after_birth(person, day)
+
+    def after_birth(self, person: np.ndarray, day: np.ndarray) -> np.ndarray:
+        """Nothing happens to a person before they are born: a day drawn before a birth during
+        the history is folded into the days after it (no draw, so the rest of the county stays)."""
+        born = ((self.county.people["dob"].to_numpy()[person] - self.start).astype("timedelta64[D]").astype(np.int64)).clip(0, self.days - 1)
+        return np.where(day < born, born + day % np.maximum(self.days - born, 1), day)
 
     def date(self, day: np.ndarray) -> np.ndarray:
         return self.start + day.astype("timedelta64[D]")

@@ -3,13 +3,20 @@
 Applied to a fraction of rows, chosen by the seeded generator: nicknames (police),
 typos, names in capitals, forename and surname swapped (A&E), transposed day and
 month, a birth surname used after marriage (benefits), postcodes without a space
-or in lower case, abbreviated street types, blank identifiers.
+or in lower case, abbreviated street types, blank identifiers; and keying errors that
+break a value's format (`keying_errors`): mistyped postcodes, NHS numbers, UPNs and NINOs
+failing their checks, and now and then a date that cannot exist.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+
 import numpy as np
 import polars as pl
+
+from rules import POSTCODE_COMPACT
 
 from synthetic.population import nickname_for
 from synthetic.vocab import STREET_TYPES
@@ -140,3 +147,80 @@ def space_nhs_number(values: np.ndarray, rate: float, rng: np.random.Generator) 
         if v:
             out[i] = f"{v[:3]} {v[3:6]} {v[6:]}"
     return out
+
+
+# ----------------------------------------------------------------- keying errors (spec v2)
+# Partners key identifiers and postcodes by hand, and some keystrokes break the format. Rates
+# are per row holding the field: a mistyped postcode in about one row in 120 (as a county made
+# independently to the spec showed), a failing NHS number, UPN or NINO less often; a date that
+# cannot exist (30 February) in about one row in a thousand, which quarantines the row.
+KEYING_RATES = {"uk_postcode": 0.008, "nhs_number": 0.005, "upn": 0.003, "nino": 0.003}
+IMPOSSIBLE_DATE_RATE = 0.001
+_LOOKALIKE = {"1": "l", "0": "O", "5": "S", "8": "B", "2": "Z"}
+
+
+def mistype_postcode(value: str, rng: np.random.Generator) -> str:
+    """A postcode as a hurried keyboard breaks it: a digit keyed as its lookalike letter, a digit
+    doubled in the outward code, the last letter dropped, or the inward code's digit moved."""
+    compact = value.replace(" ", "").upper()
+    outward, inward = compact[:-3], compact[-3:]
+    kind = int(rng.integers(0, 4))
+    if kind == 0:
+        digits = [i for i, c in enumerate(outward) if c in _LOOKALIKE]
+        if digits:
+            i = digits[int(rng.integers(0, len(digits)))]
+            return f"{outward[:i]}{_LOOKALIKE[outward[i]]}{outward[i + 1:]} {inward}"
+        kind = 1
+    if kind == 1:
+        i = max(i for i, c in enumerate(outward) if c.isdigit())
+        broken = f"{outward[:i + 1]}{outward[i]}{outward[i + 1:]} {inward}"
+        if not re.fullmatch(POSTCODE_COMPACT, broken.replace(" ", "")):
+            return broken
+    if kind == 3:
+        broken = f"{outward}{inward[0]} {inward[1]}{inward[0]}{inward[2]}"
+        if not re.fullmatch(POSTCODE_COMPACT, broken.replace(" ", "")):
+            return broken
+    return f"{outward} {inward[:-1]}"
+
+
+def _wrong_check(value: str, check: str, rng: np.random.Generator) -> str:
+    from ingestion.identifiers import is_valid_nhs_number, upn_check_letter
+
+    if check == "nhs_number":
+        digits = value.replace(" ", "")
+        for _ in range(10):
+            candidate = digits[:9] + str(int(rng.integers(0, 10)))
+            if not is_valid_nhs_number(candidate):
+                return candidate
+        return digits[:9]
+    if check == "upn":
+        right = upn_check_letter(value[1:])
+        return ("A" if right != "A" else "B") + value[1:]
+    return value[:-1] + "X"  # a NINO's suffix is A to D
+
+
+def keying_errors(frame: pl.DataFrame, columns, rng: np.random.Generator) -> pl.DataFrame:
+    """Break a few values the way keying does. `columns`: the source contract's columns. Fields
+    that only help to find a person are broken at KEYING_RATES (the pipeline sets them aside);
+    a required date is made impossible at IMPOSSIBLE_DATE_RATE (the pipeline quarantines the row)."""
+    updates = {}
+    for column in columns:
+        if column.partner_name not in frame.columns:
+            continue
+        values = frame[column.partner_name].to_numpy().astype(object).copy()
+        if column.check in KEYING_RATES:
+            for i in _pick(rng, len(values), KEYING_RATES[column.check]):
+                if values[i]:
+                    values[i] = mistype_postcode(values[i], rng) if column.check == "uk_postcode" else _wrong_check(values[i], column.check, rng)
+            updates[column.partner_name] = values
+    date_columns = [c for c in columns if c.required and c.logical_type in ("date", "timestamp") and c.partner_name in frame.columns]
+    if date_columns:
+        column = date_columns[0]
+        values = updates.get(column.partner_name, frame[column.partner_name].to_numpy().astype(object).copy())
+        for i in _pick(rng, len(values), IMPOSSIBLE_DATE_RATE):
+            if values[i]:
+                fmt = column.strptime_format
+                year = str(dt.datetime.strptime(values[i], fmt).year)
+                values[i] = fmt.replace("%Y", year).replace("%m", "02").replace("%b", "Feb").replace("%d", "30").replace("%H", "12").replace("%M", "00").replace("%S", "00")
+        updates[column.partner_name] = values
+    return frame.with_columns([pl.Series(name, values, dtype=pl.String) for name, values in updates.items()])

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from synthetic import extracts
+from data_contracts import load_contracts
+from synthetic import extracts, recording
 from synthetic.population import build_county
 
 #: The extracts the generator writes, each from the people and timeline (and the extracts before it).
@@ -85,9 +86,12 @@ def _write_files(frame: pl.DataFrame, source: str, out: Path, windows, single_fi
 
 
 def generate_county(
-    people: int, seed: int, month: str, out: Path, progress: Callable[[str], None] | None = None
+    people: int, seed: int, month: str, out: Path, progress: Callable[[str], None] | None = None, keying_errors: bool = True,
 ) -> GenerationSummary:
-    """Generate a county of `people` residents with history up to the end of `month`."""
+    """Generate a county of `people` residents with history up to the end of `month`. With
+    `keying_errors` (the default) a few identifiers, postcodes and dates are broken as keying
+    breaks them (synthetic.recording.keying_errors), from a random stream of their own, so the
+    county is otherwise the same with and without them."""
     say = progress or (lambda message: None)
     began = time.perf_counter()
     out = Path(out)
@@ -101,10 +105,14 @@ def generate_county(
     windows = _file_windows(county.start, county.reference)
     truth_parts: list[pl.DataFrame] = []
     frames = {}
+    contracts = load_contracts()
+    errors = np.random.default_rng(seed + 2)
     for source, make in EXTRACTS.items():
         step = time.perf_counter()
         frame = make(county, timeline, rng, frames)
         frames[source] = frame
+        if keying_errors:
+            frame = recording.keying_errors(frame, contracts[source].columns, errors)
         frame = frame.with_columns(pl.Series("family_id", family[frame["person_id"].to_numpy()]))
         parts, files = _write_files(frame, source, out, windows, single_file=source in SINGLE_FILE)
         truth_parts += parts

@@ -82,14 +82,17 @@ LANDED_FILES = Table("landed_files", {
     "source": pl.String, "file": pl.String, "sha256": pl.String, "status": pl.String,
     "received": pl.Int64, "loaded": pl.Int64, "quarantined": pl.Int64, "superseded": pl.Int64,
     "duplicate_of": pl.String, "message": pl.String, "ignored_columns": pl.List(pl.String),
-    "missing_optional_columns": pl.List(pl.String), "ingested_at": pl.Datetime("us"), "expired": pl.Int64,
-}, "every landing file received: its outcome and its row counts (received = loaded + quarantined)")
+    "missing_optional_columns": pl.List(pl.String), "ingested_at": pl.Datetime("us"), "expired": pl.Int64, "set_aside": pl.Int64,
+}, "every landing file received: its outcome and its row counts (received = loaded + quarantined), and the fields set aside in rows that loaded")
 RETENTION_LOG = Table("retention_log", {
     "removed_at": pl.Datetime("us"), "source": pl.String, "retention_years": pl.Float64, "cutoff": pl.Date, "rows_removed": pl.Int64,
 }, "rows removed under each contract's retention, counts only")
 QUARANTINE = Table("quarantine", {
     "source": pl.String, "_file": pl.String, "_sha256": pl.String, "_row": pl.Int64, "column": pl.String, "reason": pl.String, "record": pl.String,
 }, "rows refused, with the file, row, partner column and reason (the record kept for the partner's correction)")
+SET_ASIDE_FIELDS = Table("set_aside_fields", {
+    "source": pl.String, "_file": pl.String, "_sha256": pl.String, "_row": pl.Int64, "field": pl.String, "column": pl.String, "reason": pl.String, "value": pl.String,
+}, "fields left empty in rows that loaded, because their value broke its rule: file, row, partner column, reason and the text as sent (for the partner's correction)")
 SUPERSEDED_ROWS = Table("superseded_rows", {
     "source": pl.String, "_file": pl.String, "_row": pl.Int64, "replaced_by_file": pl.String, "replaced_by_row": pl.Int64,
 }, "rows replaced by a later row with the same natural key")
@@ -97,7 +100,7 @@ AUDIT_LOG = Table("audit_log", {
     "recorded_at": pl.Datetime("us"), "action": pl.String, "run_id": pl.String, "run_by": pl.String, "detail": pl.String,
 }, "every run and every export: when, who, which run, counts and paths (never a value from a row)")
 #: The tables appended to run after run.
-LEDGER_TABLES = (LANDED_FILES, RETENTION_LOG, QUARANTINE, SUPERSEDED_ROWS, AUDIT_LOG)
+LEDGER_TABLES = (LANDED_FILES, RETENTION_LOG, QUARANTINE, SET_ASIDE_FIELDS, SUPERSEDED_ROWS, AUDIT_LOG)
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection, *tables: Table) -> None:

@@ -7,6 +7,7 @@ import polars as pl
 from linkage import LinkageSettings, form_families, link_persons
 from linkage.evaluate import score_linked_records
 from data_contracts import load_contracts
+from ingestion.load import not_covered
 from linkage.person_records import PERSON_RECORDS, build_person_records, linked_person_records
 from reports.linkage_report import linkage_report
 from pipelines.partitions import MONTHS
@@ -45,8 +46,13 @@ def person_records(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
         records = build_person_records(con, list(load_contracts().values()))
         replace_tables(con, {PERSON_RECORDS: records})
     by_source = dict(records.group_by("source").len().sort("source").iter_rows())
+    unread = not_covered(settings.landing, list(load_contracts()))
     context.log.info(f"person_records: {records.height:,} mentions")
-    return dg.MaterializeResult(metadata={"dagster/row_count": records.height, "mentions_by_source": dg.MetadataValue.json(by_source)})
+    if unread:
+        context.log.warning(f"person_records: not read, no data contract covers them: {', '.join(unread)}")
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": records.height, "mentions_by_source": dg.MetadataValue.json(by_source), "landing_not_read": dg.MetadataValue.json(unread)}
+    )
 
 
 @dg.asset(partitions_def=MONTHS, group_name=LINKAGE, kinds={"duckdb", "polars"}, deps=[dg.AssetKey(PERSON_RECORDS)])
