@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -58,6 +60,35 @@ def test_village_runs_end_to_end(village_run, village):
     assert (out / "great_expectations").is_dir()
     docs = list((out / "great_expectations").rglob("index.html"))
     assert docs, "Data Docs are published"
+
+
+def test_every_file_and_folder_a_run_writes_is_its_owners_alone(village_run):
+    """`find OUT -perm /077` prints nothing: the warehouse and its WAL, the Dagster instance,
+    Data Docs, packs, reports, the IG pack, the spill folders."""
+    from warehouse import spill_folder
+
+    _, out = village_run
+    shared = [p for p in [out, *out.rglob("*")] if p.stat().st_mode & 0o077]
+    assert not shared, [str(p.relative_to(out)) for p in shared[:10]]
+    assert len(list(out.rglob("*"))) > 20
+    assert spill_folder().stat().st_mode & 0o077 == 0 and spill_folder().stat().st_uid == os.getuid()
+    assert str(spill_folder()) != str(Path(tempfile.gettempdir()) / "earlyhelp-duckdb"), "not one folder for every user"
+
+
+def test_a_spill_folder_someone_else_owns_is_refused(tmp_path):
+    from warehouse import UnsafeFolder, private_folder
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    if os.getuid() != 0:
+        pytest.skip("only root can give a folder to another user here")
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(UnsafeFolder, match="belongs to another user"):
+        private_folder(theirs)
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o777)
+    os.chmod(loose, 0o777)
+    assert private_folder(loose).stat().st_mode & 0o777 == 0o700
 
 
 #: Tables that record when and by which run, so differ between reruns by design; with the

@@ -32,12 +32,44 @@ import polars as pl
 
 MEMORY_ENV = "EARLYHELP_DUCKDB_MEMORY"
 DEFAULT_MEMORY = "3GB"
+#: Files and folders earlyhelp writes are its owner's alone: many name people.
+OWNER_ONLY_UMASK = 0o077
 
 
-def bounded(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    """Cap a connection's memory and give it a folder to spill to; returns it."""
-    spill = Path(tempfile.gettempdir()) / "earlyhelp-duckdb"
-    spill.mkdir(exist_ok=True)
+def owner_only() -> None:
+    """From here on, every file and folder this process creates (the warehouse and its WAL,
+    DuckDB's spill files, the Dagster instance, Data Docs, packs, reports, exports) is
+    readable by its owner only, whichever library creates it."""
+    os.umask(OWNER_ONLY_UMASK)
+
+
+class UnsafeFolder(RuntimeError):
+    """A folder earlyhelp would write personal data to is shared with other users."""
+
+
+def private_folder(path: Path) -> Path:
+    """`path` as a folder only its owner can enter: created 0700, or refused when it exists
+    owned by another user or open to others (a shared temporary folder must not hold spills)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        raise UnsafeFolder(f"{path} belongs to another user: earlyhelp will not spill data there")
+    if info.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def spill_folder() -> Path:
+    """Where DuckDB spills intermediate results: the user's runtime folder (XDG_RUNTIME_DIR,
+    private by design), else a folder of this user's own in the system's temporary folder."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) if runtime and Path(runtime).is_dir() else Path(tempfile.gettempdir())
+    return private_folder(base / f"earlyhelp-duckdb-{os.getuid()}")
+
+
+def bounded(con: duckdb.DuckDBPyConnection, spill: Path | None = None) -> duckdb.DuckDBPyConnection:
+    """Cap a connection's memory and give it a private folder to spill to; returns it."""
+    spill = private_folder(spill) if spill is not None else spill_folder()
     con.execute(f"SET memory_limit = '{os.environ.get(MEMORY_ENV, DEFAULT_MEMORY)}'")
     con.execute(f"SET temp_directory = '{spill.as_posix()}'")
     return con
@@ -137,8 +169,10 @@ def open_warehouse(path: Path, read_only: bool = False, key: str | None = None) 
     extension, whose OpenSSL does the encryption; without it DuckDB only offers an insecure
     fallback, which earlyhelp refuses to use."""
     key = key if key is not None else os.environ.get(KEY_ENV) or None
+    # beside the warehouse, as DuckDB names it, but private: spills hold the warehouse's rows
+    spill = path.parent / f"{path.name}.tmp"
     if not key:
-        con = bounded(duckdb.connect(str(path), read_only=read_only))
+        con = bounded(duckdb.connect(str(path), read_only=read_only), spill)
     else:
         con = duckdb.connect()
         try:
@@ -158,10 +192,14 @@ def open_warehouse(path: Path, read_only: bool = False, key: str | None = None) 
             except duckdb.Error as exc:
                 raise WarehouseError(f"the warehouse {path.name} could not be opened with the configured key ({type(exc).__name__})") from None
             con.execute("USE warehouse")
-            bounded(con)
+            bounded(con, spill)
         except BaseException:
             con.close()
             raise
+    # a warehouse written by an earlier version, or copied in, is made its owner's alone
+    for written in (path, path.parent / f"{path.name}.wal"):
+        if written.exists() and written.stat().st_mode & 0o077 and not read_only:
+            os.chmod(written, 0o600)
     try:
         yield con
     finally:
