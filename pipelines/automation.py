@@ -1,15 +1,18 @@
 """When the monthly run happens: a schedule a few days into each month (for the month just
 ended, ahead of that month's locality meetings), and a sensor that runs it again when
-partners land new or changed files."""
+partners land new or changed files; and the audit of every run, however it started."""
 
 import os
+import time
 
 import dagster as dg
+import duckdb
 
 from data_contracts import load_contracts
 from ingestion.load import landing_fingerprint
 from pipelines.partitions import MONTHS
-from pipelines.resources import default_settings
+from pipelines.resources import EarlyhelpSettings, default_settings
+from warehouse import WAREHOUSE_FILE, open_warehouse, record_run, who_ran
 
 #: Day of the month the schedule runs, for the month just ended; meetings follow in that month.
 SCHEDULE_DAY = int(os.environ.get("EARLYHELP_SCHEDULE_DAY", "3"))
@@ -45,3 +48,60 @@ def landing_sensor(job) -> dg.SensorDefinition:
         )
 
     return new_partner_files
+
+
+#: Seconds an audit entry waits for another process to let go of the warehouse file.
+AUDIT_ATTEMPTS = 30
+
+
+def _trigger(tags: dict[str, str]) -> str:
+    for tag, said in (("dagster/schedule_name", "schedule"), ("dagster/sensor_name", "sensor"), ("dagster/backfill", "backfill")):
+        if tag in tags:
+            return f"{said} {tags[tag]}"
+    return tags.get("earlyhelp/trigger", "launched by hand (UI or API)")
+
+
+def audit_run(instance: dg.DagsterInstance, run: dg.DagsterRun, succeeded: bool, settings: EarlyhelpSettings | None = None) -> bool:
+    """Write the run's audit entry into its own warehouse: success or failure, the failed steps,
+    how it started and who started it, the month and the folders (counts and paths only).
+    `settings`: the run's own, where the caller has them (the CLI); else from the run's
+    configuration, else the code location's (a run launched from the UI or the daemon)."""
+    settings_config = ((run.run_config or {}).get("resources") or {}).get("settings", {}).get("config") or {}
+    settings = settings or (EarlyhelpSettings(**settings_config) if settings_config else default_settings())
+    failed = sorted(
+        {e.step_key for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE) if e.step_key}
+    )
+    tags = dict(run.tags)
+    who = tags.get("earlyhelp/run_by") or tags.get("dagster/user") or who_ran()
+    detail = (
+        f"month {tags.get('dagster/partition', settings.month or '-')}; {_trigger(tags)}; landing {settings.landing}; "
+        f"programme {settings.programme}; registry {settings.registry_path or 'packaged'}"
+        + (f"; failed steps: {', '.join(failed)}" if failed else "")
+    )
+    path = settings.output / WAREHOUSE_FILE
+    for attempt in range(AUDIT_ATTEMPTS):
+        try:
+            with open_warehouse(path) as con:
+                return record_run(con, run.run_id, succeeded, detail, who)
+        except duckdb.IOException:  # another process has the file open for a moment: try again
+            if attempt == AUDIT_ATTEMPTS - 1:
+                raise
+            time.sleep(1)
+    return False
+
+
+def run_audit_sensors() -> list[dg.SensorDefinition]:
+    """Every run of this code location, started from the CLI, the schedule, the landing sensor,
+    the UI or a backfill, gets its entry in audit_log when it ends, succeeded or failed."""
+
+    @dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, name="audit_succeeded_runs", default_status=dg.DefaultSensorStatus.RUNNING,
+                          description="Records every run that succeeded in its warehouse's audit_log.")
+    def audit_succeeded_runs(context: dg.RunStatusSensorContext):
+        audit_run(context.instance, context.dagster_run, succeeded=True)
+
+    @dg.run_failure_sensor(name="audit_failed_runs", default_status=dg.DefaultSensorStatus.RUNNING,
+                           description="Records every run that failed, with its failed steps, in its warehouse's audit_log.")
+    def audit_failed_runs(context: dg.RunFailureSensorContext):
+        audit_run(context.instance, context.dagster_run, succeeded=False)
+
+    return [audit_succeeded_runs, audit_failed_runs]

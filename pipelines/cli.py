@@ -80,15 +80,19 @@ def run_pipeline(landing: Path, month: str, out: Path, log_level: str = "INFO", 
     """Materialise every asset and check for `month`; returns the Dagster execution result."""
     import dagster as dg
 
+    from pipelines.automation import audit_run
     from pipelines.definitions import ALL_ASSETS, ALL_CHECKS
     from pipelines.partitions import MONTHS
     from pipelines.resources import EarlyhelpSettings
-    from warehouse import open_warehouse, record_audit, who_ran
+    from warehouse import RunLock, who_ran
 
     months = MONTHS.get_partition_keys()
     if month not in months:
         raise ValueError(f"month {month!r} is not a reference month: give YYYY-MM from {months[0]} to {months[-1]} (a month that has ended)")
     out.mkdir(parents=True, exist_ok=True)
+    # the run's own resource holds the warehouse; looking first lets a busy warehouse be said plainly
+    with RunLock(out, "(probe)"):
+        pass
     settings = EarlyhelpSettings(
         landing_dir=str(landing.resolve()), output_dir=str(out.resolve()), month=month,
         registry_path=str(registry.resolve()) if registry else "", programme=programme,
@@ -100,17 +104,12 @@ def run_pipeline(landing: Path, month: str, out: Path, log_level: str = "INFO", 
             resources={"settings": settings},
             instance=instance,
             partition_key=month,
-            tags={"earlyhelp/month": month, "earlyhelp/run_by": who_ran()},
+            tags={"earlyhelp/month": month, "earlyhelp/run_by": who_ran(), "earlyhelp/trigger": "earlyhelp run (command line)"},
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
             raise_on_error=False,
         )
-    failed = [e.step_key for e in result.all_events if e.is_step_failure]
-    with open_warehouse(settings.warehouse_path) as con:
-        record_audit(
-            con, "run succeeded" if result.success else "run failed",
-            f"month {month}; landing {settings.landing}; programme {programme}; registry {registry or 'packaged'}" + (f"; failed steps: {', '.join(failed)}" if failed else ""),
-            result.run_id,
-        )
+        # the same entry the run-status sensors write when a daemon watches this instance
+        audit_run(instance, result.dagster_run, result.success, settings)
     return result
 
 
@@ -132,6 +131,8 @@ def ingestion_summary(warehouse: Path) -> list[tuple]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from warehouse import WarehouseBusy
+
     landing, out = Path(args.landing), Path(args.out)
     if not landing.is_dir():
         _say(f"earlyhelp run: landing folder {landing} does not exist")
@@ -146,6 +147,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _say(f"earlyhelp run: {exc}")
         return 2
+    except WarehouseBusy as exc:
+        _say(f"earlyhelp run: {exc}")
+        return 3
     warehouse = out / "warehouse.duckdb"
     print(f"\nRun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - began:.1f}s")
     if warehouse.exists():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pipelines.automation import landing_sensor, monthly_schedule
+from pipelines.automation import landing_sensor, monthly_schedule, run_audit_sensors
 from pipelines.defs.governance import GOVERNANCE_ASSETS
 from pipelines.defs.ingestion import RAW_ASSETS
 from pipelines.defs.ingestion_checks import RAW_CHECKS
@@ -31,7 +31,7 @@ defs = dg.Definitions(
     asset_checks=ALL_CHECKS,
     jobs=[monthly_run],
     schedules=[monthly_schedule(monthly_run)],
-    sensors=[landing_sensor(monthly_run)],
+    sensors=[landing_sensor(monthly_run), *run_audit_sensors()],
     resources={"settings": default_settings()},
     # one DuckDB warehouse takes one writer: steps run one after another in the run's process
     executor=dg.in_process_executor,

@@ -15,9 +15,8 @@ from pydantic import PrivateAttr
 from features import calendar
 from features.registry import Registry, load_registry
 from rules import DEFAULT_PROGRAMME
-from warehouse import open_warehouse
+from warehouse import WAREHOUSE_FILE, RunLock, open_warehouse
 
-WAREHOUSE_FILE = "warehouse.duckdb"
 
 
 class EarlyhelpSettings(dg.ConfigurableResource):
@@ -40,11 +39,20 @@ class EarlyhelpSettings(dg.ConfigurableResource):
         return dt.date.fromisoformat(self.today) if self.today else dt.date.today()
 
     _partition_month: str | None = PrivateAttr(default=None)
+    _lock: RunLock | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # a run of one monthly partition (schedule, sensor, backfill, `earlyhelp run`) is for that month
         run = context.dagster_run
         self._partition_month = run.tags.get("dagster/partition") if run is not None else None
+        # one run at a time on a warehouse, however it was started: a second waits, then refuses
+        if run is not None:
+            self._lock = RunLock(self.output, run.run_id).acquire()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     @property
     def reference_month(self) -> str:

@@ -223,4 +223,4 @@ def keying_errors(frame: pl.DataFrame, columns, rng: np.random.Generator) -> pl.
                 year = str(dt.datetime.strptime(values[i], fmt).year)
                 values[i] = fmt.replace("%Y", year).replace("%m", "02").replace("%b", "Feb").replace("%d", "30").replace("%H", "12").replace("%M", "00").replace("%S", "00")
         updates[column.partner_name] = values
-    return frame.with_columns([pl.Series(name, values, dtype=pl.String) for name, values in updates.items()])
+    return frame.with_columns([pl.Series(name, [None if v is None else str(v) for v in values], dtype=pl.String) for name, values in updates.items()])

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
+import sys
+import time
 
 import dagster as dg
+import duckdb
 import pytest
 
 from pipelines.cli import run_pipeline
-from pipelines.definitions import defs
+from pipelines.definitions import ALL_ASSETS, ALL_CHECKS, defs
 from pipelines.partitions import MONTHS
+from pipelines.resources import default_settings
+from tests.conftest import MONTH
 
 
 def test_every_definition_loads_with_partitions_schedule_and_sensor():
@@ -18,7 +24,7 @@ def test_every_definition_loads_with_partitions_schedule_and_sensor():
     job = defs.resolve_job_def("monthly_run")
     assert job.partitions_def == MONTHS
     assert {s.name for s in defs.schedules} == {"monthly_before_meetings"}
-    assert {s.name for s in defs.sensors} == {"new_partner_files"}
+    assert {s.name for s in defs.sensors} == {"new_partner_files", "audit_succeeded_runs", "audit_failed_runs"}
     assert all(a.partitions_def == MONTHS for a in defs.resolve_asset_graph().assets_defs if a.keys)
 
 
@@ -57,3 +63,72 @@ def test_sensor_requests_a_run_only_when_landing_files_change(tmp_path, monkeypa
 def test_a_month_that_has_not_ended_is_refused_clearly(village, tmp_path):
     with pytest.raises(ValueError, match="not a reference month"):
         run_pipeline(village, "2099-01", tmp_path / "out")
+
+
+def _sensor(name: str):
+    return next(s for s in defs.sensors if s.name == name)
+
+
+def _audit(out):
+    con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
+    try:
+        return con.execute("SELECT action, run_id, run_by, detail FROM audit_log WHERE action LIKE 'run %' ORDER BY recorded_at").fetchall()
+    finally:
+        con.close()
+
+
+def test_runs_the_schedule_or_the_ui_start_are_audited_by_dagster(village, tmp_path, monkeypatch):
+    """A run Dagster itself executes (here for the schedule's tick), not the CLI, gets its audit
+    entry from the run-status sensor; so does a failed run, with its failed steps."""
+    out = tmp_path / "out"
+    monkeypatch.setenv("EARLYHELP_LANDING", str(village))
+    monkeypatch.setenv("EARLYHELP_OUT", str(out))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [*ALL_ASSETS, *ALL_CHECKS], resources={"settings": default_settings()}, instance=instance, partition_key=MONTH,
+            tags={"dagster/schedule_name": "monthly_before_meetings", "dagster/user": "analyst@county.example.gov.uk"},
+        )
+        assert result.success and _audit(out) == []
+        context = dg.build_run_status_sensor_context(
+            sensor_name="audit_succeeded_runs", dagster_instance=instance, dagster_run=result.dagster_run, dagster_event=result.get_run_success_event(),
+        )
+        _sensor("audit_succeeded_runs")(context)
+        _sensor("audit_succeeded_runs")(context)  # a sensor tick repeated writes nothing twice
+        ((action, run_id, by, detail),) = _audit(out)
+        assert (action, run_id, by) == ("run succeeded", result.run_id, "analyst@county.example.gov.uk")
+        assert f"month {MONTH}" in detail and "schedule monthly_before_meetings" in detail and str(village) in detail
+
+        empty = tmp_path / "empty_landing"
+        empty.mkdir()
+        monkeypatch.setenv("EARLYHELP_LANDING", str(empty))
+        failed = dg.materialize(
+            [*ALL_ASSETS, *ALL_CHECKS], resources={"settings": default_settings()}, instance=instance, partition_key=MONTH,
+            tags={"dagster/sensor_name": "new_partner_files"}, raise_on_error=False,
+        )
+        assert not failed.success
+        (failure,) = [e.dagster_event for e in instance.all_logs(failed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)]
+        _sensor("audit_failed_runs")(dg.build_run_status_sensor_context(
+            sensor_name="audit_failed_runs", dagster_instance=instance, dagster_run=failed.dagster_run, dagster_event=failure,
+        ).for_run_failure())
+    entries = _audit(out)
+    assert [e[0] for e in entries] == ["run succeeded", "run failed"] and entries[1][1] == failed.run_id
+    assert "sensor new_partner_files" in entries[1][3] and "failed steps:" in entries[1][3]
+
+
+def test_two_runs_on_one_warehouse_the_second_waits_then_refuses_naming_the_first(village, tmp_path):
+    out = tmp_path / "out"
+    cli = [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(village), "--month", MONTH, "--out", str(out)]
+    first = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lock = out / ".run.lock"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (lock.exists() and len(lock.read_text()) > 20):
+        time.sleep(0.2)
+    holder = lock.read_text().strip()
+    second = subprocess.run(cli, capture_output=True, text=True, env={**os.environ, "EARLYHELP_WAIT_SECONDS": "1"})
+    _, first_err = first.communicate(timeout=600)
+    assert first.returncode == 0, first_err[-2000:]
+    assert second.returncode == 3, second.stderr[-2000:]
+    assert f"is held by run {holder}" in second.stderr and "Nothing was written" in second.stderr
+    assert "Traceback" not in second.stderr and "Traceback" not in first_err
+    ((action, run_id, _, _),) = _audit(out)
+    assert action == "run succeeded" and run_id == holder

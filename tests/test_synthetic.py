@@ -60,10 +60,12 @@ def test_history_spans_three_years_and_files_overlap(village):
 def test_identifiers_are_valid_where_present(village):
     ae = pl.concat([pl.read_csv(p, infer_schema=False) for p in (village / "ae_attendances").glob("*.csv")])
     numbers = ae["NHS_NUMBER"].drop_nulls().to_list()
-    assert numbers and all(is_valid_nhs_number(n) for n in numbers)
+    # valid but for the generator's keying errors (about one in 200 fails its check digit)
+    invalid = sum(not is_valid_nhs_number(n) for n in numbers)
+    assert numbers and 0 < invalid <= 0.015 * len(numbers)
     assert 0.02 < ae["NHS_NUMBER"].null_count() / ae.height < 0.1
     upns = pl.concat([pl.read_csv(p, infer_schema=False) for p in (village / "school_attendance").glob("*.csv")])["UPN"].drop_nulls()
-    assert all(is_valid_upn(u) for u in upns.to_list())
+    assert sum(not is_valid_upn(u) for u in upns.to_list()) <= 0.01 * upns.len()
 
 
 @pytest.fixture(scope="module")

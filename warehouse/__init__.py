@@ -30,6 +30,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+#: The warehouse's file name inside a run's output folder.
+WAREHOUSE_FILE = "warehouse.duckdb"
 MEMORY_ENV = "EARLYHELP_DUCKDB_MEMORY"
 DEFAULT_MEMORY = "3GB"
 #: Files and folders earlyhelp writes are its owner's alone: many name people.
@@ -206,6 +208,66 @@ def open_warehouse(path: Path, read_only: bool = False, key: str | None = None) 
         con.close()
 
 
+# ----------------------------------------------------------------- one run at a time
+
+#: How long a run waits for the run that holds the warehouse before it refuses to start.
+WAIT_ENV = "EARLYHELP_WAIT_SECONDS"
+DEFAULT_WAIT_SECONDS = 600.0
+LOCK_FILE = ".run.lock"
+
+
+class WarehouseBusy(RuntimeError):
+    """Another run holds the warehouse; the message names it."""
+
+
+class RunLock:
+    """The warehouse's folder held by one run: an OS lock on `<out>/.run.lock` holding that
+    run's id, released when the run ends, or by the OS when its process dies."""
+
+    def __init__(self, folder: Path, run_id: str, wait_seconds: float | None = None):
+        self.path = folder / LOCK_FILE
+        self.run_id = run_id
+        self.wait_seconds = float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_SECONDS)) if wait_seconds is None else wait_seconds
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        import fcntl
+        import time
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + self.wait_seconds
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 200, 0).decode("ascii", "replace").strip() or "another run"
+                    os.close(fd)
+                    raise WarehouseBusy(
+                        f"the warehouse in {self.path.parent} is held by run {holder}; this run waited "
+                        f"{self.wait_seconds:.0f} s ({WAIT_ENV}) and did not start. Nothing was written."
+                    ) from None
+                time.sleep(0.5)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, self.run_id.encode("ascii", "replace"), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing drops the lock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 def replace_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pl.DataFrame]) -> None:
     """Replace every named table, or none of them (a crash leaves the previous tables)."""
     con.execute("BEGIN TRANSACTION")
@@ -256,6 +318,22 @@ def who_ran() -> str:
         return os.environ.get("USER") or getpass.getuser()
     except (KeyError, OSError):  # no name for this uid (some containers)
         return f"uid {os.getuid()}"
+
+
+RUN_ACTIONS = ("run succeeded", "run failed")
+
+
+def record_run(con: duckdb.DuckDBPyConnection, run_id: str, succeeded: bool, detail: str, by: str) -> bool:
+    """The audit entry of one finished run, written once however many report it (the CLI and the
+    run-status sensors both may): returns whether this call wrote it."""
+    con.execute(AUDIT_LOG.ddl())
+    already = con.execute(
+        f"SELECT count(*) FROM audit_log WHERE run_id = ? AND action IN {RUN_ACTIONS}", [run_id]
+    ).fetchall()[0][0]
+    if already:
+        return False
+    record_audit(con, RUN_ACTIONS[0] if succeeded else RUN_ACTIONS[1], detail, run_id, by)
+    return True
 
 
 def record_audit(con: duckdb.DuckDBPyConnection, action: str, detail: str, run_id: str = "", by: str | None = None) -> None:
