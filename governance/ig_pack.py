@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 
 from data_contracts import Contract
 from features.registry import Registry
 from governance.usage import field_uses
+from warehouse import KEY_ENV
 
 COUNCIL = "**[council to complete]**"
 
@@ -133,9 +135,11 @@ def ig_pack(contracts: dict[str, Contract], registry: Registry, counts: dict[str
         "| `subject_access/<request>/` | one person's rows | the data protection officer answering the request |",
         "| `model_card.*`, `linkage_report.html`, this pack, the ATRS record | counts and rates only | anyone |",
         "",
-        "Every output file is written readable by its owner only, and replaced atomically. The warehouse can be "
-        "encrypted at rest (`EARLYHELP_WAREHOUSE_KEY`). Logs, Dagster metadata and error messages carry counts, "
-        "column names and file names, never a value from a row.",
+        "Every file and folder earlyhelp writes is readable by its owner only, and outputs are replaced atomically. "
+        "Encryption at rest is the volume's: the output folder belongs on an encrypted volume (LUKS, BitLocker or the "
+        "provider's encrypted disk). DuckDB's own encryption (`EARLYHELP_WAREHOUSE_KEY`) works only where its httpfs "
+        f"extension is installed, which needs internet access{'; this run used it' if os.environ.get(KEY_ENV) else '; this run did not use it'}. "
+        "Logs, Dagster metadata and error messages carry counts, column names and file names, never a value from a row.",
     ]
     return "\n".join(lines) + "\n"
 

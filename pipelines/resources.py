@@ -18,7 +18,6 @@ from rules import DEFAULT_PROGRAMME
 from warehouse import WAREHOUSE_FILE, RunLock, open_warehouse
 
 
-
 class EarlyhelpSettings(dg.ConfigurableResource):
     """The landing folder a run reads, the folder it writes, and the reference month."""
 

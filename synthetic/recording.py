@@ -17,7 +17,6 @@ import numpy as np
 import polars as pl
 
 from rules import POSTCODE_COMPACT
-
 from synthetic.population import nickname_for
 from synthetic.vocab import STREET_TYPES
 
