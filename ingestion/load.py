@@ -38,7 +38,7 @@ from ingestion.readers import (
     read_extract,
 )
 from ingestion.readers import column as file_column
-from ingestion.validate import validate_rows
+from ingestion.validate import typed_expr, validate_rows
 from warehouse import LANDED_FILES, QUARANTINE, RETENTION_LOG, SET_ASIDE_FIELDS, SUPERSEDED_ROWS, ensure_tables, scratch
 
 FILE = "_file"
@@ -60,6 +60,7 @@ class FileReport:
     superseded: int = 0  # loaded rows later replaced by a row with the same natural key
     expired: int = 0  # loaded rows past the contract's retention, removed (counted, never kept)
     set_aside: int = 0  # fields left empty in loaded rows because their value broke its rule
+    quarantine_expired: int = 0  # quarantined records past the contract's retention: counted, the record not kept
     duplicate_of: str | None = None
     message: str | None = None
     ignored_columns: list[str] = field(default_factory=list)
@@ -98,6 +99,7 @@ class SourceIngest:
             "rows_quarantined": self.quarantined,
             "rows_superseded": sum(f.superseded for f in self.files),
             "rows_expired": sum(f.expired for f in self.files),
+            "quarantined_expired": sum(f.quarantine_expired for f in self.files),
             "rows_duplicate_file": sum(f.received for f in self.files if f.status == "duplicate"),
             "rows_current": self.raw.height,
             "fields_set_aside": sum(f.set_aside for f in self.files),
@@ -293,6 +295,9 @@ def read_source(contract: Contract, landing: Path, today: dt.date) -> SourceInge
     for report in reports:
         report.expired = expired.get(report.file, 0)
     quarantine = pl.concat(quarantine_frames) if quarantine_frames else pl.DataFrame(schema=QUARANTINE_SCHEMA)
+    quarantine, quarantine_expired = expire_quarantine(contract, quarantine, today)
+    for report in reports:
+        report.quarantine_expired = quarantine_expired.get(report.file, 0)
     set_aside = pl.concat(set_aside_frames).cast(SET_ASIDE_FIELDS.schema)
     # a set-aside field of a row later replaced, or past retention, goes with its row
     set_aside = set_aside.join(raw.select(FILE, ROW), on=[FILE, ROW], how="semi")
@@ -310,21 +315,43 @@ def retention_cutoff(contract: Contract, today: dt.date) -> dt.date | None:
     return day - dt.timedelta(days=round(part * 365.25))
 
 
-def apply_retention(contract: Contract, raw: pl.DataFrame, today: dt.date) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Drop rows whose retention date (the contract's `retentionDate`, else its `eventDate`) is
-    before the cutoff; returns the rows kept and how many were removed per file (counts only)."""
-    cutoff = retention_cutoff(contract, today)
-    if cutoff is None or raw.is_empty():
-        return raw, {}
+def _past_retention(contract: Contract, typed: pl.DataFrame, cutoff: dt.date) -> pl.Series:
+    """True for rows whose retention date (the contract's `retentionDate`, else its `eventDate`)
+    is before the cutoff; a row whose date cannot be read is kept."""
     expression = contract.custom.get("retentionDate") or contract.custom["eventDate"]
     con = scratch()
     try:
-        con.register("raw", raw)
-        expired = con.sql(f"SELECT coalesce(({expression}) < DATE '{cutoff}', false) AS expired FROM raw").pl()["expired"]
+        con.register("raw", typed)
+        return con.sql(f"SELECT coalesce(({expression}) < DATE '{cutoff}', false) AS expired FROM raw").pl()["expired"]
     finally:
         con.close()
+
+
+def apply_retention(contract: Contract, raw: pl.DataFrame, today: dt.date) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Drop rows past the contract's retention; returns the rows kept and how many were removed
+    per file (counts only)."""
+    cutoff = retention_cutoff(contract, today)
+    if cutoff is None or raw.is_empty():
+        return raw, {}
+    expired = _past_retention(contract, raw, cutoff)
     counts = dict(raw.filter(expired).group_by(FILE).len().iter_rows())
     return raw.filter(~expired), counts
+
+
+def expire_quarantine(contract: Contract, quarantine: pl.DataFrame, today: dt.date) -> tuple[pl.DataFrame, dict[str, int]]:
+    """A quarantined record is kept no longer than the row would have been: its dates are read
+    as well as they can be (a broken one is unreadable, and kept, for the partner to correct);
+    returns the problems kept and how many records were removed per file (counts only)."""
+    cutoff = retention_cutoff(contract, today)
+    records = quarantine.filter(pl.col("record").is_not_null()).unique([FILE, ROW]).select(FILE, ROW, "record")
+    if cutoff is None or records.is_empty():
+        return quarantine, {}
+    fields = pl.Struct({c.name: pl.String for c in contract.columns})
+    text = records.with_columns(pl.col("record").str.json_decode(fields)).unnest("record")
+    typed = text.select(FILE, ROW, *[typed_expr(c) for c in contract.columns])
+    gone = typed.filter(_past_retention(contract, typed, cutoff)).select(FILE, ROW)
+    counts = dict(gone.group_by(FILE).len().iter_rows())
+    return quarantine.join(gone, on=[FILE, ROW], how="anti"), counts
 
 
 def _empty_raw(contract: Contract) -> pl.DataFrame:

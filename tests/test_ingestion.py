@@ -133,6 +133,19 @@ def test_set_aside_fields_reach_the_warehouse_and_the_summary(tmp_path):
     assert con.execute("SELECT count(*) FROM set_aside_fields").fetchall() == [(1,)]
 
 
+def test_a_quarantined_record_past_retention_is_not_kept(tmp_path):
+    """A&E is kept three years: a 2022 attendance whose NHS number and gender code are broken is
+    counted as quarantined, but its record (name, date of birth, complaint) is not kept."""
+    old = "ED0,20221101,,Ann,Lee,20050112,7,CM22 8HR,OTHER,N"
+    recent = "ED2,20250705,,Ann,Lee,20050112,7,CM22 8HR,OTHER,N"
+    write_ae(tmp_path, "ae.csv", [AE_HEADER, GOOD_AE, old, recent])
+    result = ingest(tmp_path, "ae_attendances")
+    assert_accounted(result)
+    report = result.files[0]
+    assert (report.quarantined, report.quarantine_expired) == (2, 1)
+    assert set(result.quarantine["_row"]) == {3}, "only the record still within retention is kept"
+
+
 def test_missing_required_column_refuses_the_file_naming_it(tmp_path):
     header = AE_HEADER.replace(",PERSON_BIRTH_DATE", "")
     write_ae(tmp_path, "no_dob.csv", [header, "ED1,20250705,,Rohan,Ahmed,1,CM22 8HR,OTHER,N"])
