@@ -43,3 +43,11 @@ def previous_month(month: str) -> str:
     year, mon = (int(p) for p in month.split("-"))
     index = year * 12 + mon - 2
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def years_before(day: dt.date, years: float) -> dt.date:
+    """The day `years` (a whole number and a fraction) before `day`: a retention's cutoff."""
+    whole, part = divmod(years, 1)
+    year = day.year - int(whole)
+    earlier = day.replace(year=year, day=min(day.day, 28)) if day.month == 2 else day.replace(year=year)
+    return earlier - dt.timedelta(days=round(part * 365.25))

@@ -30,14 +30,14 @@ import duckdb
 import polars as pl
 
 from data_contracts import Contract
+from features.calendar import years_before
 from ingestion.readers import (
     ROW,
     ExtractFile,
     FileRefused,
-    normalise_header,
-    read_extract,
 )
 from ingestion.readers import column as file_column
+from ingestion.readers import normalise_header, read_extract
 from ingestion.validate import typed_expr, validate_rows
 from warehouse import LANDED_FILES, QUARANTINE, RETENTION_LOG, SET_ASIDE_FIELDS, SUPERSEDED_ROWS, ensure_tables, scratch
 
@@ -309,10 +309,7 @@ def retention_cutoff(contract: Contract, today: dt.date) -> dt.date | None:
     (no retention stated, or reference data with a retention of 0, replaced whole by each file)."""
     if not contract.retention_years or not (contract.custom.get("retentionDate") or contract.custom.get("eventDate")):
         return None
-    whole, part = divmod(contract.retention_years, 1)
-    year = today.year - int(whole)
-    day = today.replace(year=year, day=min(today.day, 28)) if today.month == 2 else today.replace(year=year)
-    return day - dt.timedelta(days=round(part * 365.25))
+    return years_before(today, contract.retention_years)
 
 
 def _past_retention(contract: Contract, typed: pl.DataFrame, cutoff: dt.date) -> pl.Series:

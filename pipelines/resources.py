@@ -14,6 +14,7 @@ from pydantic import PrivateAttr
 
 from features import calendar
 from features.registry import Registry, load_registry
+from governance.retention import DERIVED_RETENTION_YEARS, SUBJECT_ACCESS_RETENTION_DAYS
 from rules import DEFAULT_PROGRAMME
 from warehouse import WAREHOUSE_FILE, RunLock, open_warehouse
 
@@ -27,6 +28,9 @@ class EarlyhelpSettings(dg.ConfigurableResource):
     registry_path: str = ""  # a council's own indicator registry; blank for the packaged one
     programme: str = DEFAULT_PROGRAMME  # a name in rules.PROGRAMMES
     today: str = ""  # YYYY-MM-DD the run counts as today (retention, dates in the future); blank: the real date
+    derived_retention_years: float = DERIVED_RETENTION_YEARS  # score history, list audit, outcomes, claim evidence
+    subject_access_retention_days: int = SUBJECT_ACCESS_RETENTION_DAYS
+    delete_expired_landing: bool = False  # the council's switch: delete landing files whose every row is past retention
 
     def registry(self) -> Registry:
         """The council's own indicator registry when one is configured, else the packaged one."""
@@ -96,4 +100,5 @@ def default_settings() -> EarlyhelpSettings:
         registry_path=os.environ.get("EARLYHELP_REGISTRY", ""),
         programme=os.environ.get("EARLYHELP_PROGRAMME", DEFAULT_PROGRAMME),
         today=os.environ.get("EARLYHELP_TODAY", ""),
+        delete_expired_landing=os.environ.get("EARLYHELP_DELETE_EXPIRED_LANDING", "") == "1",
     )

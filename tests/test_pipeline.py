@@ -57,6 +57,10 @@ def test_village_runs_end_to_end(village_run, village):
     aside = con.sql("SELECT DISTINCT source, _file AS file, _row AS row FROM set_aside_fields").pl()
     linked = pl.read_parquet(out / "linked_records.parquet")
     assert aside.height > 0 and aside.join(linked, on=["source", "file", "row"], how="anti").is_empty()
+    # retention runs every run, for the derived tables too
+    assert con.execute("SELECT count(*) FROM audit_log WHERE action = 'retention applied'").fetchall() == [(1,)]
+    derived = {r[0] for r in con.execute("SELECT source FROM retention_log").fetchall()}
+    assert {"family_scores_history", "list_audit_members"} <= derived
     assert (out / "great_expectations").is_dir()
     docs = list((out / "great_expectations").rglob("index.html"))
     assert docs, "Data Docs are published"

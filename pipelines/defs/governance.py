@@ -6,6 +6,7 @@ import polars as pl
 from data_contracts import load_contracts
 from governance.atrs import atrs_record
 from governance.ig_pack import ig_pack
+from governance.retention import delete_landing_files, expire_derived, expire_exports, landing_past_retention
 from governance.usage import field_uses
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
@@ -31,7 +32,35 @@ def _source_counts(con, contracts) -> dict[str, dict[str, int]]:
     return counts
 
 
-@dg.asset(partitions_def=MONTHS, group_name=GOVERNANCE, kinds={"html"}, deps=["family_outcomes", "scorecard_model"])
+@dg.asset(partitions_def=MONTHS, group_name=GOVERNANCE, kinds={"duckdb"}, deps=["family_outcomes", "scorecard_model"])
+def retention(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
+    """Derived rows past their retention removed (score history, list audit, outcomes, claim
+    evidence), old subject access exports removed, and landing files whose every row is past
+    retention reported (deleted only when the council switches it on); counts in retention_log."""
+    today = settings.run_date
+    with settings.warehouse() as con:
+        removed = expire_derived(con, today, settings.derived_retention_years)
+        stale = landing_past_retention(con)
+        exports = expire_exports(settings.output / "subject_access", today, settings.subject_access_retention_days)
+        deleted = delete_landing_files(settings.landing, stale) if settings.delete_expired_landing else 0
+        record_audit(
+            con, "retention applied",
+            f"derived rows removed: {sum(removed.values())}; subject access exports removed: {len(exports)}; "
+            f"landing files past retention: {len(stale)} ({deleted} deleted)", context.run_id,
+        )
+    if stale and not deleted:
+        context.log.warning(f"retention: {len(stale)} landing files hold only rows past retention; the council decides whether to delete them (EARLYHELP_DELETE_EXPIRED_LANDING=1)")
+    return dg.MaterializeResult(
+        metadata={
+            "derived_rows_removed": dg.MetadataValue.json(removed),
+            "subject_access_exports_removed": len(exports),
+            "landing_files_past_retention": dg.MetadataValue.json([f"{s}/{f}" for s, f in stale]),
+            "landing_files_deleted": deleted,
+        }
+    )
+
+
+@dg.asset(partitions_def=MONTHS, group_name=GOVERNANCE, kinds={"html"}, deps=["family_outcomes", "scorecard_model", "retention"])
 def governance_pack(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """The IG pack (every source's owner, purpose, lawful basis, agreement, retention, and each
     field's classification and uses, with unused fields flagged) and the Algorithmic
@@ -72,4 +101,4 @@ def governance_pack(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
     )
 
 
-GOVERNANCE_ASSETS = [governance_pack]
+GOVERNANCE_ASSETS = [retention, governance_pack]

@@ -1,0 +1,65 @@
+"""Retention beyond the partners' rows: derived tables, subject access exports, landing files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import duckdb
+import polars as pl
+
+from data_contracts import load_contract
+from governance.retention import DERIVED_TABLES, delete_landing_files, expire_derived, expire_exports, landing_past_retention
+from ingestion.load import read_source, write_source
+
+TODAY = dt.date(2026, 11, 23)
+
+
+def test_every_derived_table_loses_its_rows_past_retention_and_counts_them(tmp_path):
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    old, recent = dt.date(2019, 5, 1), dt.date(2026, 5, 1)
+    for table in DERIVED_TABLES:
+        column = "meeting_date" if "meeting_date" in table.aged_by else "event_date" if "event_date" in table.aged_by else None
+        if column:
+            frame = pl.DataFrame({column: [old, recent], "family_ref": ["F1", "F2"]})
+        else:
+            name = "identified_month" if "identified_month" in table.aged_by else "month"
+            frame = pl.DataFrame({name: ["2019-05", "2026-05"], "family_ref": ["F1", "F2"]})
+        con.register("_t", frame)
+        con.execute(f'CREATE TABLE "{table.name}" AS SELECT * FROM _t')
+        con.unregister("_t")
+    removed = expire_derived(con, TODAY, years=6)
+    assert removed == {t.name: 1 for t in DERIVED_TABLES}
+    for table in DERIVED_TABLES:
+        assert con.execute(f'SELECT family_ref FROM "{table.name}"').fetchall() == [("F2",)], table.name
+    logged = dict(con.execute("SELECT source, rows_removed FROM retention_log").fetchall())
+    assert logged == removed
+    # a second run finds nothing more to remove
+    assert set(expire_derived(con, TODAY, years=6).values()) == {0}
+
+
+def test_old_subject_access_exports_are_removed(tmp_path):
+    folder = tmp_path / "subject_access"
+    (folder / "SAR-OLD").mkdir(parents=True)
+    (folder / "SAR-OLD" / "source_ae_attendances.csv").write_text("x\n")
+    (folder / "SAR-NEW").mkdir()
+    long_ago = dt.datetime(2026, 6, 1).timestamp()
+    os.utime(folder / "SAR-OLD", (long_ago, long_ago))
+    assert expire_exports(folder, TODAY, days=90) == ["SAR-OLD"]
+    assert [p.name for p in folder.iterdir()] == ["SAR-NEW"]
+
+
+def test_landing_files_past_retention_are_reported_and_deleted_only_on_request(tmp_path):
+    landing = tmp_path / "landing"
+    (landing / "ae_attendances").mkdir(parents=True)
+    header = "ATTENDANCE_ID,ARRIVAL_DATE,NHS_NUMBER,PERSON_GIVEN_NAME,PERSON_FAMILY_NAME,PERSON_BIRTH_DATE,PERSON_STATED_GENDER,POSTCODE,COMPLAINT_GROUP,SAFEGUARDING_CONCERN"
+    (landing / "ae_attendances" / "ae_2020.csv").write_text(f"{header}\nED0,20201101,,Ann,Lee,20050112,2,CM22 8HR,OTHER,N\n")
+    (landing / "ae_attendances" / "ae_2026.csv").write_text(f"{header}\nED1,20260701,,Ann,Lee,20050112,2,CM22 8HR,OTHER,N\n")
+    contract = load_contract("ae_attendances")
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    write_source(con, contract, read_source(contract, landing, TODAY), TODAY)
+    stale = landing_past_retention(con)
+    assert stale == [("ae_attendances", "ae_2020.csv")]
+    assert (landing / "ae_attendances" / "ae_2020.csv").exists(), "reported, not deleted"
+    assert delete_landing_files(landing, stale) == 1
+    assert sorted(p.name for p in (landing / "ae_attendances").iterdir()) == ["ae_2026.csv"]
