@@ -6,7 +6,7 @@ import dagster as dg
 
 from pipelines.automation import landing_sensor, monthly_schedule, run_audit_sensors
 from pipelines.defs.governance import GOVERNANCE_ASSETS
-from pipelines.defs.ingestion import RAW_ASSETS
+from pipelines.defs.ingestion import RAW_ASSETS, partner_quality_reports
 from pipelines.defs.ingestion_checks import RAW_CHECKS
 from pipelines.defs.linkage import LINKAGE_ASSETS
 from pipelines.defs.lists import LIST_ASSETS
@@ -16,7 +16,7 @@ from pipelines.partitions import MONTHS
 from pipelines.resources import default_settings
 
 # one module per stage of the flow (pipelines/defs/), in the flow's order
-ALL_ASSETS = [*RAW_ASSETS, *LINKAGE_ASSETS, *SCORE_ASSETS, *LIST_ASSETS, *OUTCOME_ASSETS, *GOVERNANCE_ASSETS]
+ALL_ASSETS = [*RAW_ASSETS, partner_quality_reports, *LINKAGE_ASSETS, *SCORE_ASSETS, *LIST_ASSETS, *OUTCOME_ASSETS, *GOVERNANCE_ASSETS]
 ALL_CHECKS = [*RAW_CHECKS, *SCORE_CHECKS]
 
 monthly_run = dg.define_asset_job(

@@ -66,6 +66,29 @@ def test_village_runs_end_to_end(village_run, village):
     assert docs, "Data Docs are published"
 
 
+def test_each_partner_gets_a_data_quality_report_with_rows_and_reasons_but_no_values(village_run):
+    _, out = village_run
+    con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
+    try:
+        values = [v for (v,) in con.execute("SELECT value FROM set_aside_fields").fetchall()]
+        expected = dict(con.execute(
+            """SELECT source, sum(n) FROM (SELECT source, count(DISTINCT (_file, _row, "column", reason)) n FROM quarantine GROUP BY 1
+               UNION ALL SELECT source, count(*) FROM set_aside_fields GROUP BY 1) GROUP BY 1"""
+        ).fetchall())
+        history = con.execute(f"SELECT count(*) FROM data_quality_history WHERE month = '{MONTH}'").fetchall()[0][0]
+    finally:
+        con.close()
+    folder = out / "partner_reports" / MONTH
+    assert values and history == len(list(folder.glob("*.csv")))
+    for source in ("ae_attendances", "school_attendance"):
+        rows = pl.read_csv(folder / f"{source}.csv")
+        assert rows.columns == ["kind", "file", "row", "column", "reason"] and rows.height == expected[source]
+        html = (folder / f"{source}.html").read_text()
+        assert "set aside" in html and "Trend over the last runs" in html
+        for text in (html, (folder / f"{source}.csv").read_text()):
+            assert not any(v in text for v in values if len(v) > 3), "a value as sent reached the partner's report"
+
+
 def test_every_file_and_folder_a_run_writes_is_its_owners_alone(village_run):
     """`find OUT -perm /077` prints nothing: the warehouse and its WAL, the Dagster instance,
     Data Docs, packs, reports, the IG pack, the spill folders."""

@@ -2,11 +2,13 @@
 functions only wire it to the warehouse and Dagster."""
 
 import dagster as dg
+import polars as pl
 
 from data_contracts import Contract, load_contracts
 from ingestion.load import read_source, write_source
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
+from reports.partner_quality import partner_quality, write_partner_reports
 
 INGESTION = "ingestion"
 
@@ -50,3 +52,29 @@ def _raw_asset(contract: Contract) -> dg.AssetsDefinition:
 
 
 RAW_ASSETS = [_raw_asset(c) for c in load_contracts().values()]
+
+
+@dg.asset(
+    partitions_def=MONTHS,
+    group_name=INGESTION,
+    kinds={"duckdb", "html"},
+    deps=[dg.AssetKey(c.raw_table) for c in load_contracts().values()],
+)
+def partner_quality_reports(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
+    """For each source, the data-quality report to send back to its partner: files, rows
+    quarantined and fields set aside by column and reason, the rows to correct, the trend;
+    `<out>/partner_reports/<month>/<source>.html` and `.csv` (no value from any row)."""
+    with settings.warehouse() as con:
+        reports = partner_quality(con, settings.reference_month, list(load_contracts()))
+    folder = settings.output / "partner_reports" / settings.reference_month
+    written = write_partner_reports(reports, settings.reference_month, folder)
+    figures = {r.source: {"quarantined_rows": r.problems.filter(pl.col("kind") == "quarantined")["row"].len(), "fields_set_aside": r.problems.filter(pl.col("kind") == "set aside").height} for r in reports}
+    by_reason = {r.source: {f"{k}: {c} {reason.split(' ', 1)[-1] if reason.startswith(c) else reason}": n for k, c, reason, n in r.by_reason.iter_rows()} for r in reports}
+    return dg.MaterializeResult(
+        metadata={
+            "by_source": dg.MetadataValue.json(figures),
+            "by_column_and_reason": dg.MetadataValue.json(by_reason),
+            "reports": dg.MetadataValue.path(str(folder)),
+            "files": len(written),
+        }
+    )
