@@ -398,3 +398,33 @@ def test_a_new_month_keeps_references(village, tmp_path):
     unchanged = before_families.join(after_families, on="members", suffix="_after")
     assert unchanged.height > 0.8 * before_families.height
     assert (unchanged["family_ref"] == unchanged["family_ref_after"]).all()
+
+
+def test_a_reviewers_match_and_non_match_are_honoured_on_the_next_run(village, tmp_path):
+    out = tmp_path / "out"
+    assert run_pipeline(village, MONTH, out).success
+    con = duckdb.connect(str(out / "warehouse.duckdb"))
+    try:
+        left, right = con.execute("SELECT record_key_l, record_key_r FROM review_queue ORDER BY match_probability DESC, 1, 2 LIMIT 1").fetchall()[0]
+        # two mentions one person was linked from, described differently (so two profiles)
+        apart = con.execute(
+            """SELECT a.record_key, b.record_key FROM person_links la JOIN person_links lb ON la.person_id = lb.person_id AND la.record_key < lb.record_key
+               JOIN person_records a ON a.record_key = la.record_key JOIN person_records b ON b.record_key = lb.record_key
+               WHERE a.postcode IS DISTINCT FROM b.postcode AND a.forename = b.forename ORDER BY 1, 2 LIMIT 1"""
+        ).fetchall()[0]
+        person = dict(con.execute("SELECT record_key, person_id FROM person_links").fetchall())
+        assert person[left] != person[right] and person[apart[0]] == person[apart[1]]
+        con.execute("CREATE TABLE review_decisions (record_key_l VARCHAR, record_key_r VARCHAR, decision VARCHAR)")
+        con.execute("INSERT INTO review_decisions VALUES (?, ?, 'MATCH'), (?, ?, 'NON_MATCH')", [left, right, *apart])
+    finally:
+        con.close()
+    assert run_pipeline(village, MONTH, out).success
+    con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
+    try:
+        person = dict(con.execute("SELECT record_key, person_id FROM person_links").fetchall())
+        queued = con.execute("SELECT count(*) FROM review_queue WHERE record_key_l = ? AND record_key_r = ?", [left, right]).fetchall()[0][0]
+    finally:
+        con.close()
+    assert person[left] == person[right], "MATCH: one person now"
+    assert person[apart[0]] != person[apart[1]], "NON_MATCH: two persons now"
+    assert queued == 0, "a decided pair leaves the review queue"
