@@ -1,7 +1,9 @@
 """Subject access across linked data: given a person's details, every row held about them.
 
-The person is found the way linkage finds them (standardised surname and date of birth, and
-forename or preferred forename), then every mention linked to the same person is gathered
+The request is matched to persons the way linkage matches mentions (`find_candidates`: the
+fitted model's comparisons and weights, so a nickname, a transposed date or a moved postcode
+still finds them), and the candidates are listed with their probabilities for the officer to
+confirm; for the persons confirmed, every mention linked to them is gathered
 with its provenance (source, file, row), with what the pipeline derived from it: family
 membership, indicators and their evidence, the family's score, the lists it was on and
 the meetings' decisions. Rows that failed their contract's checks are not linked to anyone,
@@ -15,11 +17,18 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 import duckdb
+import numpy as np
 import polars as pl
 
 from data_contracts import Contract
-from linkage.standardise import name_key
-from warehouse import linked_rows, table_exists
+from linkage.comparisons import COMPARISONS_BY_NAME, PROFILE_FIELDS
+from linkage.model import build_profiles, compare
+from linkage.standardise import name_key, postcode_parts
+from reports.packs import pack_slug
+from warehouse import linked_rows, scratch, table_exists
+
+#: Candidates at or above this probability are listed for the officer to confirm.
+CANDIDATE_PROBABILITY = 0.5
 
 
 @dataclass
@@ -43,17 +52,62 @@ def _key(value: str) -> str:
     return pl.select(name_key(pl.lit(value))).item() or ""
 
 
-def find_subject(con: duckdb.DuckDBPyConnection, contracts: dict[str, Contract], forename: str, surname: str, dob: dt.date) -> SubjectAccess:
+def _request_profile(forename: str, surname: str, dob: dt.date, postcode: str | None) -> pl.DataFrame:
+    row = {f: None for f in PROFILE_FIELDS} | {"pid": -1, "forename": _key(forename), "surname": _key(surname), "dob": dob, "birth_year": dob.year}
+    if postcode:
+        row |= pl.select(postcode_parts(pl.lit(postcode))).row(0, named=True)
+    return pl.DataFrame([row], schema={f: pl.String for f in PROFILE_FIELDS} | {"pid": pl.Int64, "dob": pl.Date, "birth_year": pl.Int32})
+
+
+def find_candidates(
+    con: duckdb.DuckDBPyConnection, forename: str, surname: str, dob: dt.date, postcode: str | None = None, at_least: float = CANDIDATE_PROBABILITY,
+) -> pl.DataFrame:
+    """person_id, probability, mentions, agreement: the persons the request may be, scored with
+    the run's fitted linkage model (its weights per comparison level) against each mention that
+    shares the surname, the birth date, or the forename and birth year within one."""
+    import ast
+
     fore, sur = _key(forename), _key(surname)
-    persons = [
-        r[0]
-        for r in con.execute(
-            """SELECT DISTINCT pl.person_id FROM person_records pr JOIN person_links pl USING (record_key)
-               WHERE pr.surname = ? AND pr.dob = ? AND (pr.forename = ? OR pr.preferred_forename = ?)
-               ORDER BY 1""",
-            [sur, dob, fore, fore],
-        ).fetchall()
-    ]
+    mentions = con.sql(
+        """SELECT pr.*, pl.person_id FROM person_records pr JOIN person_links pl USING (record_key)
+           WHERE pr.surname = ? OR pr.dob = ? OR (pr.forename = ? AND abs(year(pr.dob) - ?) <= 1)""",
+        params=[sur, dob, fore, dob.year],
+    ).pl()
+    empty = pl.DataFrame(schema={"person_id": pl.String, "probability": pl.Float64, "mentions": pl.UInt32, "agreement": pl.String})
+    if mentions.is_empty():
+        return empty
+    model = ast.literal_eval(con.sql("SELECT parameters FROM linkage_model").fetchall()[0][0])
+    profiles, mapping = build_profiles(mentions.drop("person_id"))
+    request = _request_profile(forename, surname, dob, postcode)
+    scratchpad = scratch()
+    try:
+        scratchpad.register("profiles", pl.concat([request, profiles.select(request.columns)]))
+        scratchpad.register("pairs", profiles.select(pl.lit(-1, pl.Int64).alias("l"), pl.col("pid").alias("r")))
+        levels = compare(scratchpad, "pairs")
+    finally:
+        scratchpad.close()
+    prior = model["prior"]
+    weight = pl.lit(float(np.log2(prior / (1 - prior))))
+    agreement = []
+    for name, comparison in COMPARISONS_BY_NAME.items():
+        by_code = {code: model["weights"][name][label] for code, label in enumerate(comparison.labels)}
+        weight = weight + pl.col(name).replace_strict(by_code, default=0.0, return_dtype=pl.Float64)
+        agreement.append(pl.when(pl.col(name) >= 0).then(pl.lit(f"{name}: ") + pl.col(name).replace_strict(dict(enumerate(comparison.labels)), default="", return_dtype=pl.String)))
+    scored = levels.with_columns((1 / (1 + 2 ** (-weight))).alias("probability"), pl.concat_str(agreement, separator="; ", ignore_nulls=True).alias("agreement"))
+    per_mention = mapping.join(scored.select(pl.col("r").alias("pid"), "probability", "agreement"), on="pid").join(mentions.select("record_key", "person_id"), on="record_key")
+    return (
+        per_mention.sort("probability", descending=True)
+        .group_by("person_id", maintain_order=True)
+        .agg(pl.col("probability").first(), pl.len().cast(pl.UInt32).alias("mentions"), pl.col("agreement").first())
+        .filter(pl.col("probability") >= at_least)
+        .sort(["probability", "person_id"], descending=[True, False])
+    )
+
+
+def find_subject(con: duckdb.DuckDBPyConnection, contracts: dict[str, Contract], persons: list[str], surname: str, dob: dt.date) -> SubjectAccess:
+    """Everything held about the persons the officer confirmed (person references from
+    `find_candidates`); `surname` and `dob` look for quarantined rows that may be theirs."""
+    sur = _key(surname)
     con.register("_subject", pl.DataFrame({"person_id": persons}, schema={"person_id": pl.String}))
     try:
         rows = {}
@@ -65,21 +119,35 @@ def find_subject(con: duckdb.DuckDBPyConnection, contracts: dict[str, Contract],
             if frame.height:
                 rows[contract.source] = frame
         derived = {}
+        families = "(SELECT family_ref FROM family_members JOIN _subject USING (person_id))"
+        records = "(SELECT record_key FROM person_links JOIN _subject USING (person_id))"
+        # name: (the table read, the query); every table that holds the person or their family
         queries = {
-            "family_membership": "SELECT m.* FROM family_members m JOIN _subject USING (person_id)",
-            "indicators": "SELECT i.* FROM person_indicators i JOIN _subject USING (person_id)",
-            "indicator_evidence": "SELECT e.* FROM indicator_evidence e JOIN _subject USING (person_id)",
-            "family_scores": "SELECT s.* FROM family_scores s WHERE family_ref IN (SELECT family_ref FROM family_members JOIN _subject USING (person_id))",
-            "lists": "SELECT a.* FROM list_audit_members a JOIN _subject USING (person_id)",
-            "meeting_decisions": "SELECT d.* FROM raw_meeting_outcomes d WHERE family_ref IN (SELECT family_ref FROM family_members JOIN _subject USING (person_id))",
+            "family_membership": ("family_members", "SELECT m.* FROM family_members m JOIN _subject USING (person_id)"),
+            "indicators": ("person_indicators", "SELECT i.* FROM person_indicators i JOIN _subject USING (person_id)"),
+            "indicator_evidence": ("indicator_evidence", "SELECT e.* FROM indicator_evidence e JOIN _subject USING (person_id)"),
+            "family_scores": ("family_scores", f"SELECT s.* FROM family_scores s WHERE family_ref IN {families}"),
+            "family_score_history": ("family_scores_history", f"SELECT s.* FROM family_scores_history s WHERE family_ref IN {families}"),
+            "lists": ("list_audit_members", "SELECT a.* FROM list_audit_members a JOIN _subject USING (person_id)"),
+            "meeting_decisions": ("raw_meeting_outcomes", f"SELECT d.* FROM raw_meeting_outcomes d WHERE family_ref IN {families}"),
+            "outcomes": ("family_outcomes", f"SELECT o.* FROM family_outcomes o WHERE family_ref IN {families}"),
+            "need_outcomes": ("need_outcomes", f"SELECT o.* FROM need_outcomes o WHERE family_ref IN {families}"),
+            "review_queue": ("review_queue", f"SELECT q.* FROM review_queue q WHERE record_key_l IN {records} OR record_key_r IN {records}"),
+            "fields_set_aside": ("set_aside_fields", f"""SELECT f.* FROM set_aside_fields f JOIN person_records pr ON pr.source = f.source AND pr.file = f._file AND pr.row = f._row
+                                                         WHERE pr.record_key IN {records}"""),
         }
-        needed = {"family_membership": "family_members", "indicators": "person_indicators", "indicator_evidence": "indicator_evidence",
-                  "family_scores": "family_scores", "lists": "list_audit_members", "meeting_decisions": "raw_meeting_outcomes"}
-        for name, query in queries.items():
-            if table_exists(con, needed[name]):
+        for name, (table, query) in queries.items():
+            if table_exists(con, table):
                 frame = con.sql(query).pl()
                 if frame.height:
                     derived[name] = frame
+        if table_exists(con, "list_audit"):
+            printed = con.sql(f"SELECT month, locality, family_ref, rank FROM list_audit WHERE family_ref IN {families} ORDER BY month, locality").pl()
+            if printed.height:
+                # which pack printed the family, and where in it (the rank is the block's number)
+                derived["packs"] = printed.with_columns(
+                    pl.format("packs/{}/{}.html", pl.col("month"), pl.col("locality").map_elements(pack_slug, return_dtype=pl.String)).alias("pack")
+                )
         possibly = None
         if table_exists(con, "quarantine") and sur:
             formats = {dob.isoformat(), dob.strftime("%Y%m%d"), dob.strftime("%d/%m/%Y"), dob.strftime("%d-%m-%Y")}

@@ -235,7 +235,7 @@ def cmd_subject_access(args: argparse.Namespace) -> int:
     import polars as pl
 
     from data_contracts import load_contracts
-    from governance.subject_access import export_files, find_subject
+    from governance.subject_access import export_files, find_candidates, find_subject
     from warehouse import (
         open_warehouse,
         record_audit,
@@ -254,8 +254,20 @@ def cmd_subject_access(args: argparse.Namespace) -> int:
         _say("earlyhelp subject-access: --reference may hold letters, digits, - and _ only")
         return 2
     folder = out / "subject_access" / request
+    if not args.person:
+        # first the candidates, as linkage scores them; the officer confirms who the requester is
+        with open_warehouse(warehouse) as con:
+            candidates = find_candidates(con, args.forename, args.surname, args.dob, args.postcode)
+            record_audit(con, "subject access search", f"{request}: {candidates.height} candidate person(s) listed")
+        if candidates.is_empty():
+            print(f"Subject access {request}: no person matches the request with probability 0.5 or more")
+            return 1
+        print(f"Subject access {request}: candidates, most likely first (confirm with --person REF, once per person):")
+        for person, probability, mentions, agreement in candidates.iter_rows():
+            print(f"  {person}  probability {probability:.4f}  {mentions} mention(s)  best mention: {agreement}")
+        return 0
     with open_warehouse(warehouse) as con:
-        result = find_subject(con, load_contracts(), args.forename, args.surname, args.dob)
+        result = find_subject(con, load_contracts(), args.person, args.surname, args.dob)
         for name, content in export_files(result, now.isoformat(sep=" "), request).items():
             if isinstance(content, pl.DataFrame):
                 write_atomically(folder / name, content.write_csv)
@@ -318,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     sar.add_argument("--forename", required=True)
     sar.add_argument("--surname", required=True)
     sar.add_argument("--dob", type=_date, required=True, help="date of birth, YYYY-MM-DD")
+    sar.add_argument("--postcode", help="the requester's postcode, if given (helps tell namesakes apart)")
+    sar.add_argument("--person", action="append", default=[], metavar="REF",
+                     help="a person reference the officer confirmed from the candidates; without it the candidates are listed and nothing is exported")
     sar.add_argument("--reference", help="the request's reference (letters, digits, - and _); default SAR-<timestamp>")
     sar.set_defaults(func=cmd_subject_access)
 

@@ -106,11 +106,16 @@ def summary_html(month: str, lists: pl.DataFrame, unplaced: int) -> str:
     return page(f"Locality lists, {month}", body)
 
 
+def pack_slug(locality: str) -> str:
+    """The file name (without suffix) of a locality's pack: 'South West' -> 'south_west'."""
+    return re.sub(r"[^a-z0-9]+", "_", locality.lower()).strip("_")
+
+
 def write_packs(lists: pl.DataFrame, members: pl.DataFrame, month: str, folder: Path, unplaced: int, programme: Programme) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for (locality,), part in lists.group_by("locality", maintain_order=True):
-        slug = re.sub(r"[^a-z0-9]+", "_", locality.lower()).strip("_")
+        slug = pack_slug(locality)
         people = members.join(part.select("family_ref"), on="family_ref", how="semi")
         write_text_atomically(pack_html(locality, month, part, people, programme), folder / f"{slug}.html")
         write_xlsx(part, people, folder / f"{slug}.xlsx")

@@ -162,10 +162,26 @@ def test_subject_access_finds_every_row_linked_to_the_person(village_run, villag
     raw = con.execute(f'SELECT forename, surname, dob FROM "raw_{first["source"]}" WHERE _file = ? AND _row = ?', [first["file"], int(first["row"])]).fetchall()[0]
     con.close()
     reference = "TEST-SAR-1"
-    code = __import__("pipelines.cli", fromlist=["main"]).main(
-        ["subject-access", "--out", str(out), "--forename", raw[0], "--surname", raw[1], "--dob", raw[2].isoformat(), "--reference", reference]
-    )
-    assert code == 0
+    from governance.subject_access import find_candidates
+    from pipelines.cli import main
+
+    request = ["subject-access", "--out", str(out), "--forename", raw[0], "--surname", raw[1], "--dob", raw[2].isoformat(), "--reference", reference]
+    assert main(request) == 0 and not (out / "subject_access" / reference).exists(), "candidates are listed, nothing exported yet"
+    con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
+    try:
+        candidates = find_candidates(con, raw[0], raw[1], raw[2])
+        # as linkage finds people: a birth date with day and month transposed, names in capitals
+        swapped = raw[2].replace(month=raw[2].day, day=raw[2].month) if raw[2].day <= 12 and raw[2].day != raw[2].month else raw[2]
+        loose = find_candidates(con, raw[0].upper(), raw[1].upper(), swapped)
+        linked = con.sql(
+            f"SELECT DISTINCT person_id FROM person_links JOIN person_records USING (record_key) WHERE source = '{first['source']}' AND file = ? AND row = ?",
+            params=[first["file"], int(first["row"])],
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+    assert candidates["person_id"][0] == linked and candidates["probability"][0] > 0.99
+    assert linked in loose["person_id"].to_list()
+    assert main([*request, "--person", linked]) == 0
     folder = out / "subject_access" / reference
     exported = pl.concat(
         [pl.read_csv(p, infer_schema=False).select("source", "_file", "_row") for p in folder.glob("source_*.csv")]
@@ -176,9 +192,11 @@ def test_subject_access_finds_every_row_linked_to_the_person(village_run, villag
     assert exported.select("source").n_unique() >= 3
     assert all(p.stat().st_mode & 0o077 == 0 for p in folder.iterdir())
     con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
-    audit = con.execute("SELECT detail FROM audit_log WHERE action = 'subject access export'").fetchall()
+    audit = con.execute("SELECT detail FROM audit_log WHERE action LIKE 'subject access %'").fetchall()
     con.close()
-    assert any(reference in d for (d,) in audit) and not any(raw[1] in d for (d,) in audit)
+    assert len(audit) == 2 and all(reference in d for (d,) in audit) and not any(raw[1] in d for (d,) in audit)
+    derived = {p.name for p in folder.glob("derived_*.csv")}
+    assert {"derived_family_membership.csv", "derived_family_score_history.csv"} <= derived
 
 
 def test_a_run_killed_half_way_leaves_the_previous_outputs_and_the_next_run_completes(village, tmp_path):
