@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -446,3 +447,108 @@ def test_a_reviewers_match_and_non_match_are_honoured_on_the_next_run(village, t
     assert person[left] == person[right], "MATCH: one person now"
     assert person[apart[0]] != person[apart[1]], "NON_MATCH: two persons now"
     assert queued == 0, "a decided pair leaves the review queue"
+
+
+def test_no_personal_data_where_things_go_wrong(village, tmp_path):
+    """The PII search again, on a run where things go wrong: a refused file (a column missing)
+    full of names, set-aside fields and quarantined rows, and a step that fails with a traceback
+    (a council's registry naming a column no contract has); searched: the Dagster event log with
+    every error and its stack, the compute logs, the ledger tables' messages and reasons, the
+    partner reports, the summary's outputs."""
+    import yaml
+
+    from features.registry import DEFAULT_REGISTRY
+
+    landing = tmp_path / "landing"
+    shutil.copytree(village, landing)
+    source = next((landing / "asb_incidents").glob("*.csv"))
+    refused = pl.read_csv(source, infer_schema=False).drop("INCIDENT_DATE")
+    refused.write_csv(landing / "asb_incidents" / "zz_no_dates.csv")
+    document = yaml.safe_load(DEFAULT_REGISTRY.read_text())
+    document["indicators"][0]["where"] = "no_such_column = 1"  # passes the registry's checks, fails in DuckDB
+    document["indicators"][0]["kind"] = "count"
+    document["indicators"][0].pop("terms", None)
+    registry = tmp_path / "broken.yaml"
+    registry.write_text(yaml.safe_dump(document, sort_keys=False))
+    out = tmp_path / "out"
+    result = run_pipeline(landing, MONTH, out, registry=registry)
+    assert not result.success
+    surnames, dobs = _county_people(landing)
+    assert set(refused["SURNAME"].drop_nulls()) & surnames, "the refused file holds names the search looks for"
+    with dg.DagsterInstance.from_config(str(out / ".dagster")) as instance:
+        records = list(instance.all_logs(result.run_id))
+    failures = [r for r in records if r.dagster_event and r.dagster_event.is_step_failure]
+    assert failures, "a step failed"
+    events = " ".join(
+        str(r.dagster_event.event_specific_data) + " " + (r.user_message or "") if r.dagster_event else (r.user_message or "") for r in records
+    )
+    assert "Traceback" in events or "stack" in events.lower()
+    compute_logs = " ".join(p.read_text(errors="replace") for p in (out / ".dagster" / "storage").rglob("*") if p.is_file() and p.suffix in (".out", ".err"))
+    con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
+    try:
+        refused_files = con.execute("SELECT count(*) FROM landed_files WHERE status = 'refused'").fetchall()[0][0]
+        logs = " ".join(
+            str(row) for query in (
+                "SELECT message, ignored_columns FROM landed_files", "SELECT reason, \"column\" FROM quarantine",
+                "SELECT reason, \"column\" FROM set_aside_fields", "SELECT * FROM audit_log",
+            ) for row in con.execute(query).fetchall()
+        )
+        assert con.execute("SELECT count(*) FROM set_aside_fields").fetchall()[0][0] > 0
+    finally:
+        con.close()
+    assert refused_files == 1
+    reports = " ".join(p.read_text() for p in (out / "partner_reports").rglob("*") if p.is_file())
+    for where, text in {"dagster events": events, "compute logs": compute_logs, "log tables": logs, "partner reports": reports}.items():
+        leaked = sorted(s for s in surnames if s in text)
+        assert not leaked, f"{where} holds {len(leaked)} surnames"
+        leaked = sorted(d for d in dobs if d in text)
+        assert not leaked, f"{where} holds {len(leaked)} dates of birth"
+
+
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+import polars as pl
+from warehouse import open_warehouse, replace_tables
+
+class Halting:
+    # the connection, halting inside replace_tables' transaction once its first table is replaced
+    def __init__(self, con, marker):
+        self.con, self.marker, self.registered = con, marker, 0
+    def register(self, name, frame):
+        self.registered += 1
+        if self.registered == 2:
+            Path(self.marker).write_text("inside the transaction")
+            time.sleep(120)
+        return self.con.register(name, frame)
+    def __getattr__(self, name):
+        return getattr(self.con, name)
+
+with open_warehouse(Path(sys.argv[1])) as con:
+    empty = pl.DataFrame({"record_key": ["x"], "person_id": ["P0"], "match_probability": [1.0]})
+    replace_tables(Halting(con, sys.argv[2]), {"person_links": empty, "family_scores": empty})
+"""
+
+
+def test_kill_9_inside_a_warehouse_write_leaves_the_previous_tables_and_the_next_run_equals_a_clean_one(village, tmp_path):
+    import signal
+
+    out = tmp_path / "out"
+    assert run_pipeline(village, MONTH, out).success
+    previous = warehouse_snapshot(out / "warehouse.duckdb")
+    marker = tmp_path / "marker"
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(out / "warehouse.duckdb"), str(marker)], cwd=REPO, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), "the writer reached the middle of its transaction"
+    os.killpg(writer.pid, signal.SIGKILL)
+    writer.wait()
+    killed = warehouse_snapshot(out / "warehouse.duckdb")
+    assert set(killed) == set(previous)
+    for table, frame in previous.items():
+        assert killed[table].equals(frame), f"{table} changed by a transaction that never committed"
+    assert run_pipeline(village, MONTH, out).success
+    again = warehouse_snapshot(out / "warehouse.duckdb")
+    for table, frame in previous.items():
+        assert again[table].equals(frame), table
