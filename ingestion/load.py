@@ -39,7 +39,7 @@ from ingestion.readers import (
 from ingestion.readers import column as file_column
 from ingestion.readers import normalise_header, read_extract
 from ingestion.validate import typed_expr, validate_rows
-from warehouse import LANDED_FILES, QUARANTINE, RETENTION_LOG, SET_ASIDE_FIELDS, SUPERSEDED_ROWS, ensure_tables, scratch
+from warehouse import LANDED_FILES, LEDGER_TABLES, QUARANTINE, SET_ASIDE_FIELDS, ensure_tables, scratch
 
 FILE = "_file"
 SHA = "_sha256"
@@ -381,7 +381,7 @@ def _reconcile(contract: Contract, frames: list[pl.DataFrame], names: list[str])
 # ---------------------------------------------------------------- warehouse
 
 def ensure_ingestion_tables(con: duckdb.DuckDBPyConnection) -> None:
-    ensure_tables(con, LANDED_FILES, RETENTION_LOG, QUARANTINE, SET_ASIDE_FIELDS, SUPERSEDED_ROWS)
+    ensure_tables(con, *LEDGER_TABLES)
 
 
 def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: SourceIngest, today: dt.date | None = None) -> None:

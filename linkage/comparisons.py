@@ -46,9 +46,6 @@ class Comparison:
         """Labels by code: index 0 is the worst level."""
         return tuple(level.label for level in reversed(self.levels))
 
-    def code(self, label: str) -> int:
-        return self.labels.index(label)
-
     @property
     def fixed_by(self) -> frozenset[str]:
         """Fields a blocking rule may equate that force this comparison to agree."""
