@@ -20,7 +20,7 @@ import duckdb
 import polars as pl
 
 from features.calendar import previous_month, window_start
-from rules import EARLY_HELP_SERVICE, STATUTORY_SERVICES, is_child
+from rules import LEAD_PRACTITIONER_SERVICES, STATUTORY_SERVICES, is_child
 from warehouse import linked_rows, read_table
 
 STEP_DOWN_MONTHS = 3
@@ -130,7 +130,7 @@ def case_flags(cases: pl.DataFrame, members: pl.DataFrame, reference: dt.date, s
     open_now = (pl.col("open_date") <= reference) & (pl.col("close_date").is_null() | (pl.col("close_date") > reference))
     return linked.group_by("family_ref").agg(
         (open_now & pl.col("service").is_in(STATUTORY_SERVICES)).any().alias("open_statutory"),
-        (open_now & (pl.col("service") == EARLY_HELP_SERVICE)).any().alias("open_early_help"),
+        (open_now & pl.col("service").is_in(LEAD_PRACTITIONER_SERVICES)).any().alias("open_early_help"),
         (pl.col("service").is_in(STATUTORY_SERVICES) & pl.col("close_date").is_between(recent, reference)).any().alias("step_down"),
     )
 

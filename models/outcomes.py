@@ -12,7 +12,7 @@ indicators that put the family on the list, recomputed as they stood at each mon
   that month's end; it is *sustained* when it has stayed improved for at least
   `sustain_months` consecutive monthly checks up to the reference month (a relapse
   starts the count again);
-- a family is *claimable* when its early help case (an EARLY_HELP case in `open_cases`
+- a family is *claimable* when its early help case (an EARLY_HELP or FAMILY_HELP case in `open_cases`
   for a member, opened on or after the list month) has closed, at least `sustain_months`
   whole months have passed since, and every need has stayed improved in every month since
   the closure. Every need sustained but no closure recorded is reported as such: the
@@ -33,7 +33,7 @@ import polars as pl
 from features import compute_indicators
 from features.calendar import previous_month, reference_date
 from features.registry import Registry
-from rules import EARLY_HELP_SERVICE
+from rules import LEAD_PRACTITIONER_SERVICES
 from rules import programme as programme_rule
 
 SUSTAIN_MONTHS = 6
@@ -250,11 +250,11 @@ def track_outcomes(
 
 def early_help_closures(cases: pl.DataFrame, members: pl.DataFrame, allocations: pl.DataFrame) -> pl.DataFrame:
     """cases: person_id, service, open_date, close_date (linked open_cases rows). The family's
-    early help case after its list: EARLY_HELP cases of members opened from the first day of
+    early help case after its list: EARLY_HELP or FAMILY_HELP cases of members opened from the first day of
     the identification month; closed when every one of them is closed (the latest closure)."""
     starts = allocations.select("family_ref", (pl.col("identified_month") + "-01").str.to_date("%Y-%m-%d").alias("from"))
     worked = (
-        cases.filter(pl.col("service") == EARLY_HELP_SERVICE)
+        cases.filter(pl.col("service").is_in(LEAD_PRACTITIONER_SERVICES))
         .join(members.select("person_id", "family_ref"), on="person_id")
         .join(starts, on="family_ref")
         .filter(pl.col("open_date") >= pl.col("from"))

@@ -50,8 +50,11 @@ AGE_GROUPS = {
 # --- children's services --------------------------------------------------------------------
 #: Statutory children's social care: child in need, child protection, child looked after.
 STATUTORY_SERVICES = ("CIN", "CP", "CLA")
-#: The early help service whose case is the family's lead-worker case.
-EARLY_HELP_SERVICE = "EARLY_HELP"
+#: The services whose case is the family's lead-practitioner case: early help, and Family Help
+#: (the Families First Partnership service from 2025, joining targeted early help and child-in-need
+#: work under one lead practitioner). A family open to one is already known, and the case's
+#: closure starts the sustained-outcome clock.
+LEAD_PRACTITIONER_SERVICES = ("EARLY_HELP", "FAMILY_HELP")
 
 # --- programmes -----------------------------------------------------------------------------
 #: Supporting Families headline outcomes (Supporting Families programme guidance 2022-25).

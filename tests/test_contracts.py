@@ -30,7 +30,11 @@ def test_contract_is_valid_odcs(path, odcs_schema):
 
 # The spec's word, written here independently of the contracts it checks.
 SPEC_PARTNER_SOURCES = ("school_attendance", "asb_incidents", "domestic_abuse", "ae_attendances", "worklessness")
-SPEC_REFERENCE_SOURCES = ("open_cases", "postcode_localities", "meeting_outcomes")
+SPEC_REFERENCE_SOURCES = ("open_cases", "postcode_localities", "meeting_outcomes", "front_door_contacts", "address_gazetteer")
+#: Version 2: every extract that names people may carry NHS_NUMBER (sections 1 to 5, open_cases, front door).
+SPEC_PERSON_SOURCES = SPEC_PARTNER_SOURCES + ("open_cases", "front_door_contacts")
+#: Sources a council may not send at all (no meeting yet; the v2 optional sources).
+SPEC_OPTIONAL_SOURCES = ("address_gazetteer", "front_door_contacts", "meeting_outcomes")
 
 
 def test_every_source_in_the_spec_has_a_contract():
@@ -38,7 +42,25 @@ def test_every_source_in_the_spec_has_a_contract():
     assert set(SPEC_PARTNER_SOURCES) | set(SPEC_REFERENCE_SOURCES) == set(contracts)
     assert set(sources_of_kind("partner")) == set(SPEC_PARTNER_SOURCES)
     assert set(sources_of_kind("reference")) == set(SPEC_REFERENCE_SOURCES)
-    assert [s for s in contracts if contracts[s].may_be_empty] == ["meeting_outcomes"]
+    assert sorted(s for s in contracts if contracts[s].may_be_empty) == sorted(SPEC_OPTIONAL_SOURCES)
+
+
+@pytest.mark.parametrize("source", SPEC_PERSON_SOURCES)
+def test_every_extract_naming_people_may_carry_the_nhs_number(source):
+    contract = load_contracts()[source]
+    column = contract.column("nhs_number")
+    assert column.partner_name == "NHS_NUMBER" and not column.required
+    # an identifier only helps to find the person: a broken one is set aside, the row still loads
+    assert column.set_aside and column.check == "nhs_number"
+    assert contract.holds_people
+
+
+def test_family_help_is_a_service_and_a_lead_practitioner_case():
+    from rules import LEAD_PRACTITIONER_SERVICES, STATUTORY_SERVICES
+
+    services = load_contracts()["open_cases"].column("service").allowed_values
+    assert {"EARLY_HELP", "FAMILY_HELP", "CIN", "CP", "CLA", "YOS"} == set(services)
+    assert set(LEAD_PRACTITIONER_SERVICES) == {"EARLY_HELP", "FAMILY_HELP"} and not set(LEAD_PRACTITIONER_SERVICES) & set(STATUTORY_SERVICES)
 
 
 @pytest.mark.parametrize("source", SPEC_PARTNER_SOURCES + SPEC_REFERENCE_SOURCES)
@@ -75,9 +97,11 @@ def test_natural_keys_match_the_spec():
 def test_natural_keys_are_the_specs_and_only_always_sent_keys_are_primary_keys():
     # the spec's natural keys, written here independently of the contracts
     assert {s: c.natural_key for s, c in load_contracts().items()} == {
+        "address_gazetteer": ("uprn",),
         "ae_attendances": ("attendance_id",),
         "asb_incidents": ("incident_ref", "role", "forename", "surname", "dob"),
         "domestic_abuse": ("notification_id", "person_role", "forename", "surname", "dob"),
+        "front_door_contacts": ("contact_id", "forename", "surname", "dob"),
         "meeting_outcomes": ("family_ref", "meeting_date"),
         "open_cases": ("case_id",),
         "postcode_localities": ("postcode",),
