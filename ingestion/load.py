@@ -124,8 +124,9 @@ def landing_files(landing: Path, source: str) -> list[Path]:
     return sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
-#: Beside the source folders, a synthetic county's truth (the spec's "Ground truth"): never read here.
-TRUTH_FILE = "truth.csv"
+#: Beside the source folders, a synthetic county's truth (the spec's "Ground truth", and the
+#: generator's truth about each resident, for scoring linkage by group): never read here.
+TRUTH_FILES = ("truth.csv", "truth_people.csv")
 
 
 def not_covered(landing: Path, sources: list[str]) -> list[str]:
@@ -136,7 +137,7 @@ def not_covered(landing: Path, sources: list[str]) -> list[str]:
     return sorted(
         f"{p.name}/" if p.is_dir() else p.name
         for p in landing.iterdir()
-        if not p.name.startswith(".") and p.name not in sources and p.name != TRUTH_FILE
+        if not p.name.startswith(".") and p.name not in sources and p.name not in TRUTH_FILES
     )
 
 

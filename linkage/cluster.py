@@ -3,7 +3,10 @@
 Links are taken strongest first (union-find). Two clusters are never joined
 when their members contradict each other, however strong the link:
 
-- different NHS numbers, UPNs or National Insurance numbers;
+- different NHS numbers, UPNs or National Insurance numbers, where each side's number is
+  established (carried by at least ESTABLISHED_BY mentions): one mention keyed with another
+  member's number (valid, and wrong) does not keep a person apart from their own records, and
+  does not join them to the other member either (the birth-date rule refuses that);
 - dates of birth that no recording slip explains (not equal, not day and month
   transposed, not a day or one digit apart), or stated ages more than a year
   from each other's birth year: so a parent and a child of the same name stay
@@ -29,12 +32,19 @@ import polars as pl
 from linkage.names import nickname_pairs
 
 
+#: Mentions that must carry an identifier before it can keep two clusters apart: a number keyed
+#: once may be another member's (spec v2: NHS_NUMBER is "missing, mistyped or another family
+#: member's in a few rows"); one carried twice was copied from a register.
+ESTABLISHED_BY = 2
+
+
 @dataclass
 class _Cluster:
     members: list[int]
     dobs: set[dt.date] = field(default_factory=set)
     birth_years: set[int] = field(default_factory=set)
-    ids: dict[str, set[str]] = field(default_factory=lambda: {"nhs_number": set(), "upn": set(), "nino": set()})
+    # identifier -> value -> mentions carrying it
+    ids: dict[str, dict[str, int]] = field(default_factory=lambda: {"nhs_number": {}, "upn": {}, "nino": {}})
     # (dob, forename, surname) -> mentions: the name a person mostly goes by on a birth date
     names_by_dob: dict[tuple[dt.date, str, str], int] = field(default_factory=dict)
     forbidden: set[int] = field(default_factory=set)
@@ -49,6 +59,10 @@ def _dob_compatible(a: dt.date, b: dt.date) -> bool:
         return True
     sa, sb = a.strftime("%Y%m%d"), b.strftime("%Y%m%d")
     return sum(x != y for x, y in zip(sa, sb)) == 1
+
+
+def _established(values: dict[str, int]) -> bool:
+    return any(count >= ESTABLISHED_BY for count in values.values())
 
 
 class ConstrainedClusterer:
@@ -93,7 +107,7 @@ class ConstrainedClusterer:
                 cluster.birth_years.add(birth_year)
             for key, value in (("nhs_number", nhs_number), ("upn", upn), ("nino", nino)):
                 if value:
-                    cluster.ids[key].add(value)
+                    cluster.ids[key][value] = mentions
             self.clusters[root] = cluster
         return cluster
 
@@ -130,7 +144,7 @@ class ConstrainedClusterer:
 
     def contradicts(self, a: _Cluster, b: _Cluster) -> bool:
         for key in ("nhs_number", "upn", "nino") if self.check_identifiers else ():
-            if a.ids[key] and b.ids[key] and not (a.ids[key] & b.ids[key]):
+            if _established(a.ids[key]) and _established(b.ids[key]) and a.ids[key].keys().isdisjoint(b.ids[key]):
                 return True
         if self.check_birth_dates:
             if a.dobs and b.dobs and not all(_dob_compatible(x, y) for x in a.dobs for y in b.dobs):
@@ -167,7 +181,8 @@ class ConstrainedClusterer:
             a.names_by_dob[key] = a.names_by_dob.get(key, 0) + count
         a.forbidden |= b.forbidden
         for key in a.ids:
-            a.ids[key] |= b.ids[key]
+            for value, count in b.ids[key].items():
+                a.ids[key][value] = a.ids[key].get(value, 0) + count
         del self.clusters[rb]
         return True
 

@@ -75,6 +75,42 @@ def score_linked_records(linked_path, truth_path) -> dict[str, dict]:
         con.close()
 
 
+#: The groups linkage quality is reported by (ONS publishes its Census-PDS linkage by the same).
+GROUPS = ("name_tradition", "age_band", "sex", "mover")
+
+
+def score_by_group(linked_path, truth_path, people_path) -> pl.DataFrame:
+    """Person and family precision, recall and F1 among the records of each group of true
+    persons (`people_path`: person_id and the GROUPS columns, as a synthetic county's
+    truth_people.csv): pairs within the group, so a group linked less well shows even where the
+    county as a whole looks fine. One row per group, value and level."""
+    con = scratch()
+    try:
+        con.execute(
+            """CREATE TEMP TABLE grouped AS
+               SELECT l.person_id, l.family_id, t.person_id AS true_person, t.family_id AS true_family, p.* EXCLUDE (person_id, family_id)
+               FROM read_parquet($linked) l
+               JOIN read_csv($truth, header = true, types = {'source': 'VARCHAR', 'file': 'VARCHAR', 'row': 'BIGINT',
+                                                           'person_id': 'BIGINT', 'family_id': 'BIGINT'}) t
+               USING (source, file, row)
+               JOIN read_csv($people, header = true, all_varchar = true) p ON CAST(p.person_id AS BIGINT) = t.person_id""",
+            {"linked": str(linked_path), "truth": str(truth_path), "people": str(people_path)},
+        )
+        rows = []
+        for group in GROUPS:
+            for (value,) in con.execute(f'SELECT DISTINCT "{group}" FROM grouped ORDER BY 1').fetchall():
+                literal = "'" + str(value).replace("'", "''") + "'"  # a view cannot take a parameter
+                con.execute(f'CREATE OR REPLACE TEMP VIEW in_group AS SELECT * FROM grouped WHERE "{group}" = {literal}')
+                persons = con.execute("SELECT count(DISTINCT true_person) FROM in_group").fetchone()[0]
+                for level, predicted, truth in (("person", "person_id", "true_person"), ("family", "family_id", "true_family")):
+                    score = _score(con, "in_group", predicted, truth, level)
+                    rows.append({"group": group, "value": value, "level": level, "persons": persons, "records": score.records,
+                                 "precision": score.precision, "recall": score.recall, "f1": score.f1})
+        return pl.DataFrame(rows)
+    finally:
+        con.close()
+
+
 def _score(con, table: str, predicted: str, truth: str, level: str) -> PairwiseScore:
     """Pairwise counts from cluster sizes: a cluster of n records holds n(n-1)/2 pairs."""
     con.execute(f'CREATE OR REPLACE TEMP VIEW level_records AS SELECT * FROM {table} WHERE "{predicted}" IS NOT NULL AND "{truth}" IS NOT NULL')

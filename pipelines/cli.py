@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from rules import DEFAULT_PROGRAMME, PROGRAMMES
+from synthetic.modes import RECORDING_MODES
 
 PROJECT_DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
@@ -47,7 +48,10 @@ def _say(message: str) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     from synthetic import generate_county
 
-    summary = generate_county(args.people, args.seed, args.month, Path(args.out), progress=_say, keying_errors=args.keying_errors)
+    summary = generate_county(
+        args.people, args.seed, args.month, Path(args.out), progress=_say, keying_errors=args.keying_errors,
+        nhs_number=args.nhs_number, recording_mode=args.recording,
+    )
     print(f"Synthetic county: {summary.people:,} residents in {summary.households:,} households, "
           f"{summary.files} files in {args.out} ({summary.seconds:.1f}s)")
     for source, rows in summary.rows.items():
@@ -302,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--out", required=True, help="landing folder to write")
     gen.add_argument("--no-keying-errors", dest="keying_errors", action="store_false",
                      help="no mistyped postcodes, failing identifiers or impossible dates (by default a realistic few)")
+    gen.add_argument("--no-nhs-number", dest="nhs_number", action="store_false",
+                     help="NHS numbers in A&E only, as in version 1 of the spec (by default every extract naming people may carry one)")
+    gen.add_argument("--recording", choices=RECORDING_MODES, default="standard",
+                     help="standard: the generator's own habits; diverse: more names partners record inconsistently, with their "
+                          "naming conventions; hard: diverse plus households as they are and habits from the field (synthetic/adversary.py)")
     gen.set_defaults(func=cmd_generate)
 
     run = sub.add_parser("run", help="run the pipeline headless for a month on a landing folder")

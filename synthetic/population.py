@@ -141,14 +141,14 @@ def _geography(rng: np.random.Generator, n_households: int) -> tuple[pl.DataFram
     return addresses, postcodes
 
 
-def _compose_households(rng: np.random.Generator, people: int) -> tuple[list, int]:
+def _compose_households(rng: np.random.Generator, people: int, heritage_shares: dict = HERITAGE) -> tuple[list, int]:
     """Household compositions: a list of (type, heritage, members) where each member is
     (role, age, sex, surname_slot) and surname slots 0-2 are the household's surnames."""
     types = list(HOUSEHOLD_TYPES)
     shares = np.array(list(HOUSEHOLD_TYPES.values()))
     shares = shares / shares.sum()
-    heritage = list(HERITAGE)
-    heritage_p = np.array([HERITAGE[h][1] for h in heritage])
+    heritage = list(heritage_shares)
+    heritage_p = np.array([heritage_shares[h][1] for h in heritage])
     heritage_p = heritage_p / heritage_p.sum()
     households = []
     total = 0
@@ -251,10 +251,11 @@ def _ninos(rng: np.random.Generator, n: int) -> np.ndarray:
     ).astype(object)
 
 
-def build_county(people: int, seed: int, month: str) -> County:
+def build_county(people: int, seed: int, month: str, heritage: dict = HERITAGE) -> County:
+    """`heritage`: group -> (Faker locale, share of residents); HERITAGE, or DIVERSE_HERITAGE."""
     rng = np.random.default_rng(seed)
     start, reference = month_bounds(month)
-    compositions, _ = _compose_households(rng, people)
+    compositions, _ = _compose_households(rng, people, heritage)
     # trim to the exact resident count requested
     members_flat = []
     for h, (kind, group, members) in enumerate(compositions):
@@ -275,7 +276,7 @@ def build_county(people: int, seed: int, month: str) -> County:
 
     # a tenth of couples are of two heritages: the partner's names come from another group
     pools = name_pools()
-    groups = list(HERITAGE)
+    groups = list(heritage)
     hh_group = np.array([compositions[h][1] for h in range(n_households)], dtype=object)
     partner_group = np.array(groups, dtype=object)[rng.integers(0, len(groups), n_households)]
     mixed = rng.random(n_households) < 0.1

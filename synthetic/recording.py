@@ -223,3 +223,43 @@ def keying_errors(frame: pl.DataFrame, columns, rng: np.random.Generator) -> pl.
                 values[i] = fmt.replace("%Y", year).replace("%m", "02").replace("%b", "Feb").replace("%d", "30").replace("%H", "12").replace("%M", "00").replace("%S", "00")
         updates[column.partner_name] = values
     return frame.with_columns([pl.Series(name, [None if v is None else str(v) for v in values], dtype=pl.String) for name, values in updates.items()])
+
+
+# ----------------------------------------------------------------- the consistent identifier (spec v2)
+# Children Act 2004 s.16LC: agencies start recording the NHS number as the consistent identifier
+# for children. Illustrative shares of rows that carry it, children then adults (the Act expects
+# it for children; Wigan's pilot shares it from health and schools first): a school's MIS and the
+# council's own case system hold it for most children, police for some, benefits for few adults.
+# A&E has always sent it (its own rate lives in extracts.ae_attendances).
+NHS_NUMBER_RATES = {
+    "school_attendance": (0.60, 0.0),
+    "open_cases": (0.85, 0.30),
+    "asb_incidents": (0.25, 0.05),
+    "domestic_abuse": (0.30, 0.05),
+    "worklessness": (0.0, 0.03),
+}
+#: Of the rows that carry one, the share where another member of the household's number was keyed
+#: (a sibling's from the family's record, a parent's on a child's row): valid, and wrong.
+ANOTHER_MEMBERS_NHS_NUMBER = 0.005
+
+
+def consistent_identifier(frame: pl.DataFrame, source: str, people: pl.DataFrame, rng: np.random.Generator) -> pl.DataFrame:
+    """Add `NHS_NUMBER` to a version-2 extract of `source` (a frame with `person_id` and
+    `event_date`): the person's number at NHS_NUMBER_RATES by age at the event, now and then
+    another household member's, some spaced as people key them."""
+    child_rate, adult_rate = NHS_NUMBER_RATES[source]
+    person = frame["person_id"].to_numpy()
+    dob = people["dob"].to_numpy()[person]
+    age = (frame["event_date"].to_numpy().astype("datetime64[D]") - dob.astype("datetime64[D]")).astype(np.int64) / 365.25
+    own = people["nhs_number"].to_numpy().astype(object)[person]
+    carried = rng.random(len(person)) < np.where(age < 18, child_rate, adult_rate)
+    values = np.where(carried, own, None)
+    # another member's: the next person of the same household in the county's order (households'
+    # members are consecutive), where the household has one
+    household = people["household_id"].to_numpy()
+    other = np.minimum(person + 1, len(household) - 1)
+    other = np.where(household[other] == household[person], other, np.maximum(person - 1, 0))
+    swapped = carried & (rng.random(len(person)) < ANOTHER_MEMBERS_NHS_NUMBER) & (household[other] == household[person]) & (other != person)
+    values[swapped] = people["nhs_number"].to_numpy().astype(object)[other[swapped]]
+    values = space_nhs_number(values, 0.2, rng)
+    return frame.with_columns(pl.Series("NHS_NUMBER", [None if v is None else str(v) for v in values], dtype=pl.String))

@@ -38,16 +38,62 @@ HERITAGE = {
 }
 
 
+# A county with more of its residents from the communities whose names partners record least
+# consistently (ONS Census 2021: Luton, Slough or Tower Hamlets have a third to a half of their
+# residents of South Asian, Black African or Eastern European heritage). Used by the generator's
+# "diverse" and "hard" recording modes; "pakistani_bangladeshi" is a curated pool (below).
+DIVERSE_HERITAGE = {
+    "british": ("en_GB", 0.42),
+    "irish": ("en_IE", 0.05),
+    "south_asian": ("en_IN", 0.10),
+    "pakistani_bangladeshi": (None, 0.16),
+    "west_african": ("yo_NG", 0.09),
+    "ghanaian": ("tw_GH", 0.05),
+    "romanian": ("ro_RO", 0.08),
+    "polish": ("pl_PL", 0.05),
+}
+
+# Faker has no gendered Pakistani or Bangladeshi forenames in Latin script, so a short curated
+# pool of common names (drawn independently of each other: no real person). Women of Bangladeshi
+# and Pakistani families often carry Begum, Khatun or Bibi as a surname rather than their husband's
+# (the synthetic county's `hard` habits follow that convention).
+_CURATED = {
+    "pakistani_bangladeshi": NamePool(
+        male=np.array("Mohammed Ahmed Ali Hassan Hussain Imran Bilal Usman Zain Yusuf Ibrahim Adam Ayaan Hamza Abdul Rahim Karim Faisal "
+                      "Tariq Kamran Asif Shahid Jamal Rizwan Saif Omar Idris Sohail Nadeem Zakaria".split(), dtype=object),
+        female=np.array("Fatima Aisha Maryam Zara Khadija Amina Hafsa Sana Nadia Ruksana Shabana Yasmin Sadia Nasreen Farah Samina "
+                        "Rubina Shazia Salma Iqra Zainab Hira Laila Anisa Rehana Tahmina Sumaiya Safiya Noor Sabiha".split(), dtype=object),
+        surnames=np.array("Khan Ahmed Ali Hussain Rahman Islam Miah Uddin Akhtar Iqbal Malik Shah Mahmood Choudhury Hossain Karim "
+                          "Ullah Haque Qureshi Butt Raja Aziz Mirza Chaudhry Sheikh".split(), dtype=object),
+        surname_weights=np.array([1.0 / (i + 1) ** 0.8 for i in range(25)]) / sum(1.0 / (i + 1) ** 0.8 for i in range(25)),
+    ),
+}
+def feminine_surname(surname: str) -> str:
+    """A Polish surname as a woman of the family carries it: Kowalski -> Kowalska, Nowicki -> Nowicka."""
+    return surname[:-1] + "a" if surname.endswith(("ski", "cki", "dzki")) else surname
+
+
+#: Surnames women of these families carry as their own (a convention, not a family name).
+WOMENS_SURNAMES = {"pakistani_bangladeshi": ("Begum", "Khatun", "Bibi")}
+
+
 def _provider(locale: str):
     return importlib.import_module(f"faker.providers.person.{locale}").Provider
 
 
 @cache
 def name_pools() -> dict[str, NamePool]:
-    pools = {}
-    for group, (locale, _) in HERITAGE.items():
+    pools = dict(_CURATED)
+    for group, (locale, _) in {**HERITAGE, **DIVERSE_HERITAGE}.items():
+        if locale is None:
+            continue
         provider = _provider(locale)
         surnames = provider.last_names
+        if hasattr(provider, "male_last_names"):
+            # Polish: the family's name in its masculine form (a woman's is inflected: feminine_surname)
+            surnames = list(dict.fromkeys(provider.male_last_names + provider.unisex_last_names))
+        if isinstance(surnames, tuple) and len(surnames) and isinstance(surnames[0], dict):
+            surnames = {k: v for d in surnames for k, v in d.items()}  # Faker's gendered pools, as one
         if isinstance(surnames, dict):
             names = list(surnames)
             weights = np.array([float(surnames[n]) for n in names])

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from data_contracts import load_contracts
-from synthetic import extracts, recording
+from synthetic import adversary, extracts, recording
 from synthetic.population import build_county
 
 #: The extracts the generator writes, each from the people and timeline (and the extracts before it).
@@ -85,19 +85,46 @@ def _write_files(frame: pl.DataFrame, source: str, out: Path, windows, single_fi
     return truth, files
 
 
+#: Age bands the linkage is reported by (ONS reports lower linkage at 20-29).
+AGE_BANDS = ((0, 4, "0-4"), (5, 15, "5-15"), (16, 19, "16-19"), (20, 29, "20-29"), (30, 49, "30-49"), (50, 200, "50+"))
+
+
+def people_truth(county) -> pl.DataFrame:
+    """One row per resident, for scoring linkage by group (never read by the pipeline): the name
+    tradition (heritage), sex, age band on the reference date, and whether the household moved."""
+    age = pl.col("age")
+    band = pl.when(age <= AGE_BANDS[0][1]).then(pl.lit(AGE_BANDS[0][2]))
+    for low, high, label in AGE_BANDS[1:]:
+        band = band.when(age.is_between(low, high)).then(pl.lit(label))
+    return county.people.select(
+        "person_id", pl.col("household_id").alias("family_id"), pl.col("heritage").alias("name_tradition"), "sex",
+        band.alias("age_band"), pl.when(pl.col("prev_address_id") >= 0).then(pl.lit("mover")).otherwise(pl.lit("non-mover")).alias("mover"),
+    )
+
+
 def generate_county(
     people: int, seed: int, month: str, out: Path, progress: Callable[[str], None] | None = None, keying_errors: bool = True,
+    nhs_number: bool = True, recording_mode: str = "standard",
 ) -> GenerationSummary:
     """Generate a county of `people` residents with history up to the end of `month`. With
     `keying_errors` (the default) a few identifiers, postcodes and dates are broken as keying
-    breaks them (synthetic.recording.keying_errors), from a random stream of their own, so the
-    county is otherwise the same with and without them."""
+    breaks them (synthetic.recording.keying_errors); with `nhs_number` (the default) every extract
+    that names people carries the consistent identifier at recording.NHS_NUMBER_RATES (else only
+    A&E, as in version 1 of the spec). `recording_mode`: synthetic.adversary.RECORDING_MODES.
+    Each of these draws from a random stream of its own, so the county is otherwise the same
+    with and without it."""
     say = progress or (lambda message: None)
     began = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say(f"composing {people:,} residents in households")
-    county = build_county(people, seed, month)
+    county = build_county(people, seed, month, adversary.heritage_for(recording_mode))
+    if recording_mode != "standard":
+        county = adversary.naming_conventions(county, np.random.default_rng(seed + 4))
+    if recording_mode == "hard":
+        county = adversary.households_as_they_are(county, np.random.default_rng(seed + 5))
+    habits = np.random.default_rng(seed + 6)
+    identifiers = np.random.default_rng(seed + 3)
     rng = np.random.default_rng(seed + 1)
     timeline = extracts.Timeline(county)
     family = county.people["household_id"].to_numpy()
@@ -111,6 +138,10 @@ def generate_county(
         step = time.perf_counter()
         frame = make(county, timeline, rng, frames)
         frames[source] = frame
+        if recording_mode == "hard":
+            frame = adversary.hard_habits(frame, source, contracts[source], county, habits)
+        if nhs_number and source in recording.NHS_NUMBER_RATES:
+            frame = recording.consistent_identifier(frame, source, county.people, identifiers)
         if keying_errors:
             frame = recording.keying_errors(frame, contracts[source].columns, errors)
         frame = frame.with_columns(pl.Series("family_id", family[frame["person_id"].to_numpy()]))
@@ -127,6 +158,7 @@ def generate_county(
     summary.files += 1
     summary.rows["postcode_localities"] = localities.height
     pl.concat(truth_parts).write_csv(out / "truth.csv")
+    people_truth(county).write_csv(out / "truth_people.csv")
     summary.seconds = time.perf_counter() - began
     say(f"wrote {summary.files} files and truth.csv in {summary.seconds:.1f}s")
     return summary

@@ -17,7 +17,7 @@ from linkage.stable_ids import assign_stable_ids
 def profiles(rows):
     schema = {
         "pid": pl.Int64, "dob": pl.Date, "birth_year": pl.Int32, "forename": pl.String, "preferred_forename": pl.String,
-        "surname": pl.String, "nhs_number": pl.String, "upn": pl.String, "nino": pl.String,
+        "surname": pl.String, "nhs_number": pl.String, "upn": pl.String, "nino": pl.String, "mentions": pl.Int64,
     }
     return pl.DataFrame([{k: r.get(k) for k in schema} for r in rows], schema=schema)
 
@@ -63,16 +63,29 @@ def test_parent_and_child_of_one_name_stay_two_and_cannot_be_chained():
 def test_different_identifiers_and_reviewer_decisions_are_respected():
     c = ConstrainedClusterer(
         profiles([
-            {"pid": 1, "forename": "A", "surname": "B", "nhs_number": "9434765919"},
-            {"pid": 2, "forename": "A", "surname": "B", "nhs_number": "4010232137"},
+            {"pid": 1, "forename": "A", "surname": "B", "nhs_number": "9434765919", "mentions": 3},
+            {"pid": 2, "forename": "A", "surname": "B", "nhs_number": "4010232137", "mentions": 2},
             {"pid": 3, "forename": "A", "surname": "B"},
             {"pid": 4, "forename": "A", "surname": "B"},
         ]),
         cannot_link=[(3, 4)],
     )
-    assert not c.link(1, 2)
+    assert not c.link(1, 2), "two numbers each carried by several mentions are two people"
     assert not c.link(3, 4)
     assert c.link(1, 3)
+
+
+def test_one_mention_keyed_with_another_members_number_neither_splits_nor_merges():
+    # a sibling's NHS number keyed once on Amy's row (valid, and wrong); Amy's own number is on
+    # her other records, her brother's on his
+    c = ConstrainedClusterer(profiles([
+        {"pid": 1, "forename": "AMY", "surname": "BOND", "dob": dt.date(2015, 3, 4), "nhs_number": "9434765919", "mentions": 6},
+        {"pid": 2, "forename": "AMY", "surname": "BOND", "dob": dt.date(2015, 3, 4), "nhs_number": "4010232137", "mentions": 1},
+        {"pid": 3, "forename": "TOM", "surname": "BOND", "dob": dt.date(2012, 9, 30), "nhs_number": "4010232137", "mentions": 5},
+    ]))
+    assert c.link(2, 1), "one mention's number does not keep Amy from her own records"
+    assert not c.link(3, 1), "sharing the wrongly keyed number does not join her brother to her"
+    assert c.find(3) != c.find(1)
     # where identifiers are themselves corrupted (FEBRL), the rule can be turned off
     lenient = ConstrainedClusterer(profiles([
         {"pid": 1, "forename": "A", "surname": "B", "nino": "2519978"},
