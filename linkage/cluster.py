@@ -8,12 +8,14 @@ when their members contradict each other, however strong the link:
   member's number (valid, and wrong) does not keep a person apart from their own records, and
   does not join them to the other member either (the birth-date rule refuses that);
 - dates of birth that no recording slip explains (not equal, not day and month
-  transposed, not a day or one digit apart), or stated ages more than a year
+  transposed, not a day or one digit apart, not a default date such as 1 January standing
+  for a day of its year, not a year keyed one out), or stated ages more than a year
   from each other's birth year: so a parent and a child of the same name stay
   two people;
 - the same date of birth where the forenames each side mostly uses are neither
-  alike nor nicknames of each other: so twins (same surname, birth date and
-  address) stay two, while a typo or a nickname in one record does not split;
+  alike nor nicknames of each other (nor an initial of the other): so twins (same surname,
+  birth date and address) stay two, while a typo, a nickname or an initial in one record does
+  not split, nor does a middle name where both sides carry one established identifier;
 - a reviewer's NON_MATCH decision between any two of their mentions.
 
 Because a link is refused when it would join contradictory clusters, one bad
@@ -56,6 +58,14 @@ def _dob_compatible(a: dt.date, b: dt.date) -> bool:
     if a.year == b.year and a.month == b.day and a.day == b.month:
         return True
     if abs((a - b).days) == 1:
+        return True
+    # a default date keyed where the real one was not known (A&E and police systems require one):
+    # 1 January stands for any day of its year, the 1st for any day of its month
+    for default, other in ((a, b), (b, a)):
+        if default.day == 1 and default.year == other.year and (default.month == 1 or default.month == other.month):
+            return True
+    # a year keyed one out across a decade (2019 for 2020): a parent and a child are years apart
+    if abs(a.year - b.year) == 1 and (a.month, a.day) == (b.month, b.day):
         return True
     sa, sb = a.strftime("%Y%m%d"), b.strftime("%Y%m%d")
     return sum(x != y for x, y in zip(sa, sb)) == 1
@@ -121,8 +131,10 @@ class ConstrainedClusterer:
         return root
 
     def _names_alike(self, a: str, b: str) -> bool:
-        # one keying slip, a nickname, or a shortened form; not merely a similar name (Oliver, Olivia)
+        # one keying slip, a nickname, a shortened form or an initial; not merely a similar name (Oliver, Olivia)
         if a == b or (a, b) in self._nicknames:
+            return True
+        if (len(a) == 1 or len(b) == 1) and a[:1] == b[:1]:
             return True
         if jellyfish.damerau_levenshtein_distance(a, b) <= 1:
             return True
@@ -153,7 +165,10 @@ class ConstrainedClusterer:
             years_b = b.birth_years | {d.year for d in b.dobs}
             if years_a and years_b and not all(abs(x - y) <= 1 for x in years_a for y in years_b):
                 return True
-        twin_dates = {d for d, _, _ in a.names_by_dob} & {d for d, _, _ in b.names_by_dob} if self.check_twins else set()
+        # twins have numbers of their own: one established number on both sides is one person
+        # known by two names (a middle name used as a forename), not twins
+        one_person = any(_established(a.ids[key]) and _established(b.ids[key]) and not a.ids[key].keys().isdisjoint(b.ids[key]) for key in a.ids)
+        twin_dates = {d for d, _, _ in a.names_by_dob} & {d for d, _, _ in b.names_by_dob} if self.check_twins and not one_person else set()
         for dob in twin_dates:
             # the name each side mostly uses on that date must be alike (a typo, a nickname,
             # forename and surname swapped); twins go by different names
