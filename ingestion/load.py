@@ -125,8 +125,9 @@ def landing_files(landing: Path, source: str) -> list[Path]:
 
 
 #: Beside the source folders, a synthetic county's truth (the spec's "Ground truth", and the
-#: generator's truth about each resident, for scoring linkage by group): never read here.
-TRUTH_FILES = ("truth.csv", "truth_people.csv")
+#: generator's truth about each resident and each row's property, for scoring linkage by group and
+#: address matching): never read here.
+TRUTH_FILES = ("truth.csv", "truth_people.csv", "truth_addresses.csv")
 
 
 def not_covered(landing: Path, sources: list[str]) -> list[str]:

@@ -50,7 +50,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     summary = generate_county(
         args.people, args.seed, args.month, Path(args.out), progress=_say, keying_errors=args.keying_errors,
-        nhs_number=args.nhs_number, recording_mode=args.recording,
+        nhs_number=args.nhs_number, recording_mode=args.recording, gazetteer=args.gazetteer,
     )
     print(f"Synthetic county: {summary.people:,} residents in {summary.households:,} households, "
           f"{summary.files} files in {args.out} ({summary.seconds:.1f}s)")
@@ -308,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="no mistyped postcodes, failing identifiers or impossible dates (by default a realistic few)")
     gen.add_argument("--no-nhs-number", dest="nhs_number", action="store_false",
                      help="NHS numbers in A&E only, as in version 1 of the spec (by default every extract naming people may carry one)")
+    gen.add_argument("--no-gazetteer", dest="gazetteer", action="store_false",
+                     help="no address gazetteer (by default the council's LLPG, with the gaps real ones have)")
     gen.add_argument("--recording", choices=RECORDING_MODES, default="standard",
                      help="standard: the generator's own habits; diverse: more names partners record inconsistently, with their "
                           "naming conventions; hard: diverse plus households as they are and habits from the field (synthetic/adversary.py)")

@@ -255,10 +255,12 @@ def _line_one(addresses: pl.DataFrame, ids: np.ndarray) -> tuple[list[str], list
     return lines, rows["town"].to_list(), rows["postcode"].to_list()
 
 
-def _rewrite_addresses(frame: pl.DataFrame, contract: Contract, addresses: pl.DataFrame, rows: np.ndarray, address_ids: np.ndarray, updates: dict) -> None:
-    """Rows `rows` recorded at `address_ids`, in the source's own address layout."""
+def _rewrite_addresses(frame: pl.DataFrame, contract: Contract, addresses: pl.DataFrame, rows: np.ndarray, address_ids: np.ndarray, updates: dict, recorded_at: np.ndarray) -> None:
+    """Rows `rows` recorded at `address_ids`, in the source's own address layout (`recorded_at`:
+    each row's address, for truth)."""
     if not len(rows):
         return
+    recorded_at[rows] = address_ids
     lines, towns, postcodes = _line_one(addresses, address_ids)
     postcode_col = _column(contract, "postcode")
     if postcode_col:
@@ -318,8 +320,12 @@ def hard_habits(frame: pl.DataFrame, source: str, contract: Contract, county: Co
     forename[idx], surname[idx] = surname[idx], forename[idx].copy()
     updates[forename_col], updates[surname_col] = forename, surname
     _dates_of_birth(frame, source, contract, rng, updates)
-    _addresses(frame, source, contract, county, rng, updates)
-    return frame.with_columns([pl.Series(name, [None if v is None else str(v) for v in values], dtype=pl.String) for name, values in updates.items()])
+    recorded_at = frame["address_id"].to_numpy().copy()
+    _addresses(frame, source, contract, county, rng, updates, recorded_at)
+    return frame.with_columns(
+        [pl.Series(name, [None if v is None else str(v) for v in values], dtype=pl.String) for name, values in updates.items()]
+        + [pl.Series("address_id", recorded_at)]
+    )
 
 
 def _family_names(people: pl.DataFrame) -> dict[int, str]:
@@ -360,17 +366,17 @@ def _dates_of_birth(frame: pl.DataFrame, source: str, contract: Contract, rng: n
     updates[column.partner_name] = values
 
 
-def _addresses(frame: pl.DataFrame, source: str, contract: Contract, county: County, rng: np.random.Generator, updates: dict) -> None:
+def _addresses(frame: pl.DataFrame, source: str, contract: Contract, county: County, rng: np.random.Generator, updates: dict, recorded_at: np.ndarray) -> None:
     people = county.people
     person = frame["person_id"].to_numpy()
     day = (frame["event_date"].to_numpy().astype("datetime64[D]") - np.datetime64(county.start)).astype(np.int64)
     prev, moved = people["prev_address_id"].to_numpy()[person], people["move_day"].to_numpy()[person]
     stale = _pick(rng, (prev >= 0) & (day >= moved) & (day < moved + STALE_DAYS), RATES["stale_address"])
-    _rewrite_addresses(frame, contract, county.addresses, stale, prev[stale], updates)
+    _rewrite_addresses(frame, contract, county.addresses, stale, prev[stale], updates, recorded_at)
     if source in SHARED_CARE_SOURCES:
         other = people["other_address_id"].to_numpy()[person]
         shared = _pick(rng, other >= 0, RATES["shared_care"])
-        _rewrite_addresses(frame, contract, county.addresses, shared, other[shared], updates)
+        _rewrite_addresses(frame, contract, county.addresses, shared, other[shared], updates, recorded_at)
     postcode_col = _column(contract, "postcode")
     if postcode_col:
         values = updates.setdefault(postcode_col, frame[postcode_col].to_numpy().astype(object).copy())

@@ -108,11 +108,13 @@ def _line_one(addr: pl.DataFrame, rng, abbreviate: float) -> np.ndarray:
     return line
 
 
-def _frame(columns: dict, person: np.ndarray, day: np.ndarray, t: Timeline) -> pl.DataFrame:
+def _frame(columns: dict, person: np.ndarray, day: np.ndarray, t: Timeline, addr: pl.DataFrame) -> pl.DataFrame:
+    """The extract in the partner's layout, with `person_id`, `event_date` and `address_id` (the
+    address the row was recorded at) beside it for truth; the writer drops them."""
     data = {k: (pl.Series(k, list(v), dtype=pl.String) if isinstance(v, np.ndarray) and v.dtype == object else v) for k, v in columns.items()}
     frame = pl.DataFrame(data)
     return frame.with_columns(
-        pl.Series("person_id", person), pl.Series("event_date", t.date(day)).cast(pl.Date)
+        pl.Series("person_id", person), pl.Series("event_date", t.date(day)).cast(pl.Date), addr["address_id"].alias("address_id")
     )
 
 
@@ -185,7 +187,7 @@ def asb_incidents(county: County, t: Timeline, rng: np.random.Generator) -> pl.D
         "POSTCODE": rec.blank(rec.postcode_style(addr["postcode"].to_numpy(), rng), 0.08, rng),
         "ACTION": action.astype(object),
     }
-    return _frame(columns, person, day, t)
+    return _frame(columns, person, day, t, addr)
 
 
 def domestic_abuse(county: County, t: Timeline, rng: np.random.Generator) -> pl.DataFrame:
@@ -267,7 +269,7 @@ def domestic_abuse(county: County, t: Timeline, rng: np.random.Generator) -> pl.
         "POSTCODE": rec.postcode_style(addr["postcode"].to_numpy(), rng),
         "RELATIONSHIP_TO_VICTIM": rel,
     }
-    return _frame(columns, person, day, t)
+    return _frame(columns, person, day, t, addr)
 
 
 def ae_attendances(county: County, t: Timeline, rng: np.random.Generator) -> pl.DataFrame:
@@ -319,7 +321,7 @@ def ae_attendances(county: County, t: Timeline, rng: np.random.Generator) -> pl.
         "COMPLAINT_GROUP": complaint.astype(object),
         "SAFEGUARDING_CONCERN": np.where(safeguarding, "Y", "N").astype(object),
     }
-    return _frame(columns, person, day, t)
+    return _frame(columns, person, day, t, addr)
 
 
 OUT_OF_WORK = ("UC_NO_WORK_REQUIREMENTS", "UC_WORK_SEARCH", "ESA", "JSA", "IS")
@@ -391,7 +393,7 @@ def worklessness(county: County, t: Timeline, rng: np.random.Generator) -> pl.Da
         "CLAIM_START": np.array(rec.format_dates(start, "%d-%b-%Y"), dtype=object)[claim],
         "CLAIM_END": end_text[claim],
     }
-    return _frame(columns, person, record_day, t)
+    return _frame(columns, person, record_day, t, addr)
 
 
 # (term, end month, end day, sessions, days from the census day to the term's end)
@@ -518,7 +520,7 @@ def school_attendance(county: County, t: Timeline, rng: np.random.Generator) -> 
         "Contact Surname": contact_sur.astype(object),
         "Contact Relationship": relation,
     }
-    return _frame(columns, persons, days, t)
+    return _frame(columns, persons, days, t, addr)
 
 
 def open_cases(county: County, t: Timeline, rng: np.random.Generator, asb: pl.DataFrame) -> pl.DataFrame:
@@ -592,4 +594,4 @@ def open_cases(county: County, t: Timeline, rng: np.random.Generator, asb: pl.Da
         "OPEN_DATE": np.array(rec.format_dates(t.date(day), "%Y-%m-%d"), dtype=object),
         "CLOSE_DATE": close_text,
     }
-    return _frame(columns, person, day, t)
+    return _frame(columns, person, day, t, addr)

@@ -13,6 +13,7 @@ import polars as pl
 
 from data_contracts import load_contracts
 from synthetic import adversary, extracts, recording
+from synthetic.gazetteer import address_gazetteer, property_uprn
 from synthetic.population import build_county
 
 #: The extracts the generator writes, each from the people and timeline (and the extracts before it).
@@ -70,7 +71,7 @@ def _write_files(frame: pl.DataFrame, source: str, out: Path, windows, single_fi
         if part.is_empty():
             continue
         name = f"{source}_{label}.csv"
-        extract = part.drop("person_id", "event_date", "family_id")
+        extract = part.drop("person_id", "event_date", "family_id", "address_id")
         extract.write_csv(folder / name, null_value="")
         files += 1
         truth.append(
@@ -80,6 +81,7 @@ def _write_files(frame: pl.DataFrame, source: str, out: Path, windows, single_fi
                 pl.int_range(1, pl.len() + 1).alias("row"),
                 "person_id",
                 "family_id",
+                "address_id",
             )
         )
     return truth, files
@@ -104,13 +106,14 @@ def people_truth(county) -> pl.DataFrame:
 
 def generate_county(
     people: int, seed: int, month: str, out: Path, progress: Callable[[str], None] | None = None, keying_errors: bool = True,
-    nhs_number: bool = True, recording_mode: str = "standard",
+    nhs_number: bool = True, recording_mode: str = "standard", gazetteer: bool = True,
 ) -> GenerationSummary:
     """Generate a county of `people` residents with history up to the end of `month`. With
     `keying_errors` (the default) a few identifiers, postcodes and dates are broken as keying
     breaks them (synthetic.recording.keying_errors); with `nhs_number` (the default) every extract
     that names people carries the consistent identifier at recording.NHS_NUMBER_RATES (else only
-    A&E, as in version 1 of the spec). `recording_mode`: synthetic.adversary.RECORDING_MODES.
+    A&E, as in version 1 of the spec); with `gazetteer` (the default) the council's address
+    gazetteer, with its gaps (synthetic.gazetteer). `recording_mode`: synthetic.modes.RECORDING_MODES.
     Each of these draws from a random stream of its own, so the county is otherwise the same
     with and without it."""
     say = progress or (lambda message: None)
@@ -157,7 +160,17 @@ def generate_county(
     localities.write_csv(out / "postcode_localities" / "postcode_localities.csv")
     summary.files += 1
     summary.rows["postcode_localities"] = localities.height
-    pl.concat(truth_parts).write_csv(out / "truth.csv")
+    truth = pl.concat(truth_parts)
+    truth.drop("address_id").write_csv(out / "truth.csv")
+    if gazetteer:
+        # which property each row with an address line was recorded at, for scoring address matching
+        with_lines = [s for s, c in contracts.items() if c.has_column("address") or c.has_column("address_line_1")]
+        truth.filter(pl.col("source").is_in(with_lines)).select("source", "file", "row", property_uprn(pl.col("address_id")).alias("uprn")).write_csv(out / "truth_addresses.csv")
+        (out / "address_gazetteer").mkdir(exist_ok=True)
+        properties = address_gazetteer(county.addresses, np.random.default_rng(seed + 7))
+        properties.write_csv(out / "address_gazetteer" / "address_gazetteer.csv", null_value="")
+        summary.files += 1
+        summary.rows["address_gazetteer"] = properties.height
     people_truth(county).write_csv(out / "truth_people.csv")
     summary.seconds = time.perf_counter() - began
     say(f"wrote {summary.files} files and truth.csv in {summary.seconds:.1f}s")

@@ -6,6 +6,7 @@ import polars as pl
 
 from linkage import LinkageSettings, form_families, link_persons
 from linkage.evaluate import score_linked_records
+from linkage.gazetteer import ADDRESS_MATCHES, GAZETTEER_TABLE, canonical_addresses, match_person_addresses
 from data_contracts import load_contracts
 from ingestion.load import not_covered
 from linkage.person_records import PERSON_RECORDS, build_person_records, linked_person_records
@@ -82,15 +83,18 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
     )
 
 
-@dg.asset(partitions_def=MONTHS, group_name=LINKAGE, kinds={"duckdb", "polars"}, deps=["person_links"])
+@dg.asset(partitions_def=MONTHS, group_name=LINKAGE, kinds={"duckdb", "polars"}, deps=["person_links", GAZETTEER_TABLE])
 def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Households as of the reference month, from current address, stated relationships and
-    recency; a household with a dependent child is a family. Also writes `families` and the
-    `linked_records.parquet` export (source, file, row, person_id, family_id, match_probability)."""
+    recency; a household with a dependent child is a family. Where the council sends its address
+    gazetteer, partners' addresses are matched to its properties first (`address_matches`) and
+    households form on the property. Also writes `families` and the `linked_records.parquet`
+    export (source, file, row, person_id, family_id, match_probability)."""
     with settings.warehouse() as con:
         previous = read_table(con, "family_members", "person_id, family_ref AS id")
-        result = form_families(linked_person_records(con), settings.reference_date, previous)
-        replace_tables(con, {"family_members": result.members, "families": result.families})
+        matching = match_person_addresses(con)
+        result = form_families(canonical_addresses(linked_person_records(con), matching.matches), settings.reference_date, previous)
+        replace_tables(con, {"family_members": result.members, "families": result.families, ADDRESS_MATCHES: matching.matches.select("record_key", "uprn", "match")})
         linked = con.sql(
             f"""SELECT r.source, r.file, r.row, l.person_id, m.family_ref AS family_id, l.match_probability
                 FROM {PERSON_RECORDS} r JOIN person_links l USING (record_key) JOIN family_members m USING (person_id)
@@ -98,7 +102,7 @@ def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
         ).pl()
     write_parquet_atomically(linked, settings.output / LINKED_RECORDS_FILE)
     context.log.info(f"family_members: {result.stats['households']:,} households, {result.stats['families']:,} families")
-    return dg.MaterializeResult(metadata={**result.stats, "linked_records": dg.MetadataValue.path(str(settings.output / LINKED_RECORDS_FILE))})
+    return dg.MaterializeResult(metadata={**result.stats, **matching.stats, "linked_records": dg.MetadataValue.path(str(settings.output / LINKED_RECORDS_FILE))})
 
 
 @dg.asset(partitions_def=MONTHS, group_name="evaluation", kinds={"polars"}, deps=["family_members"])

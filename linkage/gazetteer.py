@@ -1,0 +1,160 @@
+"""Partners' addresses matched to the council's gazetteer (LLPG), so households form on properties.
+
+A partner writes one flat as "Flat 2, 14 Mill Lane", "14/2 Mill Lane", "2/14 Mill Lane" or
+"14B Mill Lane"; read alone, "2 14 Mill Lane" could be flat 2 of number 14 or number 2. The
+gazetteer knows which properties exist, so a written address is read as the property it can
+only be. The method follows MoJ's `uk-address-matcher` (which cannot share our environment: its
+release 1.5.3 needs duckdb < 2 and splink < 5) and ASSIGN: numbers and street tokens compared,
+exact first, then fuzzy, within the postcode; then, for what is left, within the postcode's
+sector (a neighbouring unit keyed by mistake). A match must explain the address's numbers
+better than any other property there; a tie is left unmatched rather than guessed.
+
+Each distinct (postcode, address line) is matched once. The result, per person mention:
+`uprn`, `match` (property, building: the flat is not in the gazetteer, so the building's UPRN
+with the partner's flat; sector: found in a neighbouring postcode), and the property's own
+postcode, house number and flat, which replace the partner's when households are formed
+(`canonical_addresses`): a flat stays a household of its own under its building.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import duckdb
+import polars as pl
+
+from linkage.person_records import PERSON_RECORDS
+from linkage.standardise import address_key, postcode_parts
+from warehouse import scratch, table_exists
+
+GAZETTEER_TABLE = "raw_address_gazetteer"
+ADDRESS_MATCHES = "address_matches"
+
+# A candidate's score: its house number explained (4), its flat explained (2), the street
+# found exactly in the line (1) or alike (0), the partner's own reading of the house number
+# agreeing (0.5), less one for each number in the line the property does not explain.
+_MATCH_SQL = """
+WITH candidates AS (
+    SELECT a.address_id, g.uprn, g.is_building, g.postcode, g.pao, g.sao_number,
+           list_contains(a.numbers, g.pao) OR list_contains(a.numbers, g.pao || g.sao_letter) AS pao_ok,
+           g.sao_number IS NULL OR list_contains(a.numbers, g.sao_number) OR list_contains(a.numbers, g.pao || g.sao_letter) AS sao_ok,
+           contains(' ' || a.address || ' ', ' ' || g.street || ' ') AS street_exact,
+           jaro_winkler_similarity(a.street_part, g.street) >= 0.88 AS street_alike,
+           len(list_filter(a.numbers, lambda n: n <> g.pao AND n <> coalesce(g.sao_number, '') AND n <> g.pao || coalesce(g.sao_letter, ''))) AS unexplained,
+           a.house_number = g.pao AS read_alike
+    FROM addresses a JOIN gazetteer g ON {block}
+), scored AS (
+    SELECT *, 4 + CASE WHEN sao_number IS NOT NULL THEN 2 ELSE 0 END + CASE WHEN street_exact THEN 1 ELSE 0 END
+              + CASE WHEN read_alike THEN 0.5 ELSE 0 END - unexplained AS score
+    FROM candidates WHERE pao_ok AND sao_ok AND (street_exact OR street_alike)
+), ranked AS (
+    SELECT *, row_number() OVER (PARTITION BY address_id ORDER BY score DESC, uprn) AS rank,
+           count(*) OVER (PARTITION BY address_id, score) AS tied,
+           max(score) OVER (PARTITION BY address_id) AS best
+    FROM scored
+)
+SELECT address_id, uprn, is_building, postcode AS property_postcode, pao AS property_house_number, sao_number AS property_flat
+FROM ranked WHERE rank = 1 AND tied = 1
+"""
+
+
+def _gazetteer(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The gazetteer standardised as partners' addresses are: street tokens spelt out, the flat's number."""
+    raw = con.sql(f"SELECT uprn, parent_uprn, sao, pao, street, postcode FROM {GAZETTEER_TABLE}").pl()
+    postcode, sector, _ = postcode_parts(pl.col("postcode"))
+    buildings = raw.filter(pl.col("parent_uprn").is_not_null()).select(pl.col("parent_uprn").alias("uprn")).unique()
+    return raw.select(
+        "uprn",
+        postcode.alias("postcode"), sector.alias("postcode_sector"),
+        address_key(pl.col("pao")).alias("pao"),
+        address_key(pl.col("street")).alias("street"),
+        address_key(pl.col("sao")).str.extract(r"([0-9]+)$", 1).alias("sao_number"),
+        pl.col("uprn").is_in(buildings["uprn"].implode()).alias("is_building"),
+    ).with_columns(
+        # the letter a flat's number is sometimes written as (14B for flat 2 of 14)
+        pl.when(pl.col("sao_number").cast(pl.Int32, strict=False).is_between(1, 26))
+        .then(pl.col("sao_number").cast(pl.Int32, strict=False).map_elements(lambda n: chr(64 + n), return_dtype=pl.String))
+        .alias("sao_letter")
+    )
+
+
+def match_addresses(con: duckdb.DuckDBPyConnection, records: pl.DataFrame) -> pl.DataFrame:
+    """records: person_records' (record_key, postcode, postcode_sector, address, house_number).
+    Returns record_key -> uprn, match, property_postcode, property_house_number, property_flat,
+    for the records matched (none when the gazetteer is absent or empty)."""
+    empty = pl.DataFrame(schema={"record_key": pl.String, "uprn": pl.String, "match": pl.String, "property_postcode": pl.String,
+                                 "property_house_number": pl.String, "property_flat": pl.String})
+    if not table_exists(con, GAZETTEER_TABLE) or con.execute(f"SELECT count(*) FROM {GAZETTEER_TABLE}").fetchall()[0][0] == 0:
+        return empty
+    gazetteer = _gazetteer(con)
+    with_line = records.filter(pl.col("address").is_not_null() & pl.col("postcode").is_not_null())
+    addresses = (
+        with_line.select("postcode", "postcode_sector", "address", "house_number").unique()
+        .with_row_index("address_id")
+        .with_columns(
+            pl.col("address").str.extract_all(r"\b[0-9]+[A-Z]?\b").alias("numbers"),
+            pl.col("address").str.replace(r"^((FLAT|APARTMENT|UNIT|APT) )?([0-9]+[A-Z]? )+", "").alias("street_part"),
+        )
+    )
+    local = scratch()
+    try:
+        local.register("gazetteer", gazetteer)
+        local.register("addresses", addresses)
+        exact = local.sql(_MATCH_SQL.format(block="a.postcode = g.postcode")).pl().with_columns(pl.lit("postcode").alias("pass"))
+        local.register("matched", exact.select("address_id"))
+        rest = local.sql(
+            _MATCH_SQL.format(block="a.postcode_sector = g.postcode_sector AND a.postcode <> g.postcode AND a.address_id NOT IN (SELECT address_id FROM matched)")
+        ).pl().with_columns(pl.lit("sector").alias("pass"))
+    finally:
+        local.close()
+    found = pl.concat([exact, rest]).join(addresses.select("address_id", "postcode", "address", "house_number"), on="address_id")
+    flat_of_record = with_line.select("record_key", "postcode", "address", "flat")
+    return (
+        flat_of_record.join(found, on=["postcode", "address"])
+        .select(
+            "record_key", "uprn",
+            pl.when(pl.col("pass") == "sector").then(pl.lit("sector")).when(pl.col("is_building") & pl.col("property_flat").is_null() & pl.col("flat").is_not_null())
+            .then(pl.lit("building")).otherwise(pl.lit("property")).alias("match"),
+            pl.col("property_postcode").cast(pl.String),
+            pl.col("property_house_number").cast(pl.String),
+            # a flat the gazetteer lacks keeps the partner's flat number under its building
+            pl.coalesce("property_flat", pl.when(pl.col("is_building")).then(pl.col("flat"))).cast(pl.String).alias("property_flat"),
+        )
+        .sort("record_key")
+    )
+
+
+@dataclass
+class AddressMatching:
+    matches: pl.DataFrame  # record_key, uprn, match, property_postcode, property_house_number, property_flat
+    stats: dict = field(default_factory=dict)  # figures only, for the asset's metadata
+
+
+def match_person_addresses(con: duckdb.DuckDBPyConnection) -> AddressMatching:
+    """Every person mention with an address line and a postcode, matched to the gazetteer."""
+    began = time.perf_counter()
+    records = con.sql(f"SELECT record_key, postcode, postcode_sector, address, house_number, flat FROM {PERSON_RECORDS}").pl()
+    matches = match_addresses(con, records)
+    with_line = records.filter(pl.col("address").is_not_null() & pl.col("postcode").is_not_null()).height
+    stats = {
+        "addresses_matched_to_gazetteer": matches.height,
+        "address_match_rate": round(matches.height / with_line, 4) if with_line else None,
+        "address_matching_seconds": round(time.perf_counter() - began, 2),
+        **{f"address_matches_{kind}": n for kind, n in matches.group_by("match").len().sort("match").iter_rows()},
+    }
+    return AddressMatching(matches, stats)
+
+
+def canonical_addresses(records: pl.DataFrame, matches: pl.DataFrame) -> pl.DataFrame:
+    """records (with record_key, postcode, house_number, flat) with each matched record's address
+    replaced by its property's, so people at one property share one household key."""
+    if matches.is_empty():
+        return records
+    joined = records.join(matches.select("record_key", "property_postcode", "property_house_number", "property_flat"), on="record_key", how="left")
+    matched = pl.col("property_postcode").is_not_null()
+    return joined.with_columns(
+        pl.when(matched).then(pl.col("property_postcode")).otherwise(pl.col("postcode")).alias("postcode"),
+        pl.when(matched).then(pl.col("property_house_number")).otherwise(pl.col("house_number")).alias("house_number"),
+        pl.when(matched).then(pl.col("property_flat")).otherwise(pl.col("flat")).alias("flat"),
+    ).drop("property_postcode", "property_house_number", "property_flat")

@@ -1,0 +1,71 @@
+"""Partners' addresses matched to the council's gazetteer: the property an address can only be,
+never a guess; households formed on the property."""
+
+from __future__ import annotations
+
+import duckdb
+import polars as pl
+
+from data_contracts import load_contract
+from ingestion.load import read_source, write_source
+from linkage.gazetteer import canonical_addresses, match_addresses
+from linkage.standardise import address_key, flat_number, house_number, postcode_parts
+
+GAZETTEER = """UPRN,PARENT_UPRN,SAO,PAO,STREET,TOWN,POSTCODE
+100,,,2,Mill Lane,Hatfield,AL10 0AA
+200,,,14,Mill Lane,Hatfield,AL10 0AA
+201,200,Flat 1,14,Mill Lane,Hatfield,AL10 0AA
+202,200,Flat 2,14,Mill Lane,Hatfield,AL10 0AA
+300,,,20,Mill Lane,Hatfield,AL10 0AA
+400,,,9,Station Road,Hatfield,AL10 0AB
+500,,,7,Rose Walk,Hatfield,AL10 0AD
+600,,,7,Rose Walk,Hatfield,AL10 0AD
+"""
+
+
+def _warehouse(tmp_path) -> duckdb.DuckDBPyConnection:
+    landing = tmp_path / "landing"
+    (landing / "address_gazetteer").mkdir(parents=True)
+    (landing / "address_gazetteer" / "llpg.csv").write_text(GAZETTEER)
+    contract = load_contract("address_gazetteer")
+    result = read_source(contract, landing, None)
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    write_source(con, contract, result)
+    return con
+
+
+def _records(rows: list[tuple[str, str]]) -> pl.DataFrame:
+    frame = pl.DataFrame({"record_key": [f"r{i}" for i in range(len(rows))], "raw": [a for a, _ in rows], "postcode_raw": [p for _, p in rows]})
+    postcode, sector, _ = postcode_parts(pl.col("postcode_raw"))
+    frame = frame.with_columns(address_key(pl.col("raw")).alias("address"), postcode.alias("postcode"), sector.alias("postcode_sector"))
+    return frame.with_columns(house_number(pl.col("address")).alias("house_number"), flat_number(pl.col("address")).alias("flat"))
+
+
+def test_an_address_written_many_ways_is_read_as_the_property_it_can_only_be(tmp_path):
+    con = _warehouse(tmp_path)
+    assert con.execute("SELECT count(*) FROM raw_address_gazetteer").fetchall()[0][0] == 8
+    written = [
+        ("Flat 2, 14 Mill Lane", "AL10 0AA"), ("14/2 Mill Lane", "al100aa"), ("2/14 Mill Lane", "AL10 0AA"),
+        ("14B Mill Ln", "AL10 0AA"), ("2 14 Mill Lane, Hatfield", "AL10 0AA"), ("2 Mill Lane", "AL10 0AA"),
+        ("20 Mill Lane", "AL10 0AB"),  # a neighbouring unit keyed: found in the postcode's sector
+        ("Flat 5, 14 Mill Lane", "AL10 0AA"),  # a flat the gazetteer lacks: its building, with the flat kept
+        ("7 Rose Walk", "AL10 0AD"),  # two properties it could be: left unmatched, never guessed
+        ("33 Mill Lane", "AL10 0AA"),  # no such property
+    ]
+    matches = match_addresses(con, _records(written))
+    uprn = dict(zip(matches["record_key"], matches["uprn"]))
+    assert [uprn.get(f"r{i}") for i in range(len(written))] == ["202", "202", "202", "202", "202", "100", "300", "200", None, None]
+    kinds = dict(zip(matches["record_key"], matches["match"]))
+    assert (kinds["r0"], kinds["r6"], kinds["r7"]) == ("property", "sector", "building")
+    flats = dict(zip(matches["record_key"], matches["property_flat"]))
+    assert flats["r7"] == "5", "flats under one building stay separate households"
+
+
+def test_households_form_on_the_property_and_without_a_gazetteer_nothing_changes(tmp_path):
+    con = _warehouse(tmp_path)
+    records = _records([("Flat 2, 14 Mill Lane", "AL10 0AA"), ("2/14 Mill Lane", "AL10 0AA"), ("14B Mill Lane", "AL10 0AA")])
+    canonical = canonical_addresses(records, match_addresses(con, records))
+    assert canonical.select("postcode", "flat", "house_number").unique().rows() == [("AL10 0AA", "2", "14")]
+    empty = duckdb.connect(str(tmp_path / "none.duckdb"))
+    assert match_addresses(empty, records).is_empty()
+    assert canonical_addresses(records, match_addresses(empty, records)).equals(records)
