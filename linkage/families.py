@@ -177,12 +177,32 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
         .alias("placed_by"),
     )
     placed = _follow_kin_who_moved_on(placed, postcodes_seen).with_columns(household_parts(pl.col("household_key")))
-    members = placed.select("person_id", "household_key", "household_postcode", "household_house_number", "placed_by", "forename", "surname", "dob", "sex", "age", "dependent_child", "last_seen")
+    placed = placed.with_columns(pl.col("placed_by").replace_strict(PLACEMENT_CONFIDENCE).alias("placement_confidence"))
+    members = placed.select(
+        "person_id", "household_key", "household_postcode", "household_house_number", "placed_by", "placement_confidence",
+        "forename", "surname", "dob", "sex", "age", "dependent_child", "last_seen",
+    )
     households = members.group_by("household_key").agg(
         pl.len().alias("members"),
         pl.col("dependent_child").sum().alias("dependent_children"),
     ).with_columns((pl.col("dependent_children") > 0).alias("is_family"))
     return members, households
+
+
+#: How sure a placement is, by the evidence that placed the person (`placed_by`): a full address
+#: the person's own records give is firm; a named link to someone housed (a pupil's contact, a
+#: domestic abuse notification) or a move followed with the household is likely; a postcode and
+#: a surname alone (an adult seen only at A&E, say) is a guess the meeting must check.
+PLACEMENT_CONFIDENCE = {
+    "address": "high",
+    "school contact": "medium",
+    "domestic abuse notification": "medium",
+    "moved with their household": "medium",
+    "postcode and surname": "low",
+    "moved away together": "low",
+    "postcode and surname, no address": "low",
+    "alone": "low",
+}
 
 
 #: Evidence this much newer from other people at an address means the earlier occupants left.

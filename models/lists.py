@@ -208,6 +208,8 @@ def build_lists(
         "dob",
         pl.when(is_child(pl.col("age"))).then(pl.lit("child")).otherwise(pl.lit("adult")).alias("role"),
         "age",
+        "placed_by",
+        "placement_confidence",
     ).sort(["family_ref", "age", "person_id"], descending=[False, True, False], nulls_last=True)
     columns = [
         "locality", "rank", "family_ref", "address", "postcode", "ward", "members", "dependent_children", "score", "band",

@@ -90,3 +90,20 @@ def test_an_occupant_still_seen_at_the_postcode_has_not_moved_away_when_others_a
     assert placed["lodger"][0] == placed["tenant"][0] == f"{OLD}||17"
     assert placed["former"][0] != placed["tenant"][0]
     assert placed["former"][1] == "moved away together"
+
+
+def test_two_families_in_two_flats_of_one_building_stay_two_households_and_each_placement_says_how_sure_it_is():
+    rows = [
+        record("mum_a", "worklessness", D(2026, 3, 1), "ANA", "POPA", D(1988, 1, 1), OLD, "14", flat="1"),
+        record("kid_a", "school_attendance", D(2026, 5, 1), "ION", "POPA", D(2016, 1, 1), OLD, "14", flat="1"),
+        record("mum_b", "worklessness", D(2026, 3, 1), "ANA", "POPA", D(1979, 6, 6), OLD, "14", flat="2"),
+        record("kid_b", "school_attendance", D(2026, 5, 1), "EVA", "POPA", D(2014, 2, 2), OLD, "14", flat="2"),
+        # seen only at A&E, by postcode: placed with the household of their surname there, as a guess
+        record("gran", "ae_attendances", D(2026, 7, 1), "OANA", "POPA", D(1950, 5, 5), OLD),
+    ]
+    frame = pl.DataFrame([{**{k: None for k in SCHEMA}, **r, "record_key": f"k{i}"} for i, r in enumerate(rows)], schema=SCHEMA)
+    members, _ = form_households(frame, REFERENCE)
+    key = dict(zip(members["person_id"], members["household_key"]))
+    confidence = dict(zip(members["person_id"], members["placement_confidence"]))
+    assert key["mum_a"] == key["kid_a"] == f"{OLD}|1|14" and key["mum_b"] == key["kid_b"] == f"{OLD}|2|14"
+    assert confidence["kid_a"] == "high" and confidence["gran"] == "low"

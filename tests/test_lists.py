@@ -168,7 +168,7 @@ def test_model_ordering_is_a_switch_that_only_reorders_eligible_families():
         "members": [3] * 4, "dependent_children": [1] * 4, "needs": [["a", "b", "c"]] * 4, "needs_met": [3] * 4,
         "top_reasons": [["r"]] * 4, "latest_event": [dt.date(2026, 9, 1)] * 4,
     })
-    members = pl.DataFrame({"family_ref": refs, "person_id": ["P1", "P2", "P3", "P4"], "forename": ["A"] * 4, "surname": ["B"] * 4, "dob": [dt.date(2015, 1, 1)] * 4, "age": [11] * 4})
+    members = pl.DataFrame({"family_ref": refs, "person_id": ["P1", "P2", "P3", "P4"], "forename": ["A"] * 4, "surname": ["B"] * 4, "dob": [dt.date(2015, 1, 1)] * 4, "age": [11] * 4, "placed_by": ["address"] * 4, "placement_confidence": ["high"] * 4})
     addresses = pl.DataFrame({"family_ref": refs, "postcode": ["AB1 1AA"] * 4, "address": ["1 Road"] * 4})
     localities = pl.DataFrame({"postcode": ["AB1 1AA"], "ward": ["W"], "locality": ["North"]})
     flags = pl.DataFrame(schema={"family_ref": pl.String, "open_statutory": pl.Boolean, "open_early_help": pl.Boolean, "step_down": pl.Boolean})
