@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import polars as pl
 
+from rules import LINKAGE_AGE_BANDS, age_band
 from warehouse import scratch
 
 
@@ -128,3 +129,41 @@ def _score(con, table: str, predicted: str, truth: str, level: str) -> PairwiseS
 
 def read_truth(path) -> pl.DataFrame:
     return pl.read_csv(path, schema_overrides={"source": pl.String, "file": pl.String, "row": pl.Int64, "person_id": pl.Int64, "family_id": pl.Int64})
+
+
+#: The groups a run without truth can see in its own records (a name tradition it cannot).
+OBSERVABLE_GROUPS = ("age_band", "sex", "postcodes")
+
+
+def group_link_rates(records: pl.DataFrame, review_queue: pl.DataFrame, reference) -> pl.DataFrame:
+    """How well each observable group of persons is linked, in a run with no truth: of the
+    persons in a group, the share whose mentions come from more than one source (linked across
+    partners), and the share with a mention in a review-queue pair (left uncertain). A group far
+    below the others is one whose families may be split (ONS finds young adults, men, ethnic
+    minorities and movers linked less well). Groups: age band on `reference`, sex as recorded
+    most often, and whether the person was recorded at one postcode or more (movers).
+    records: person mentions with record_key, person_id, source, dob, sex, postcode."""
+    reviewed = pl.concat([review_queue.select(pl.col("record_key_l").alias("record_key")), review_queue.select(pl.col("record_key_r").alias("record_key"))]).unique()
+    persons = records.with_columns(pl.col("record_key").is_in(reviewed["record_key"].implode()).alias("in_review")).group_by("person_id").agg(
+        pl.col("source").n_unique().alias("sources"),
+        pl.col("in_review").any(),
+        pl.col("dob").drop_nulls().mode().first().alias("dob"),
+        pl.col("sex").filter(pl.col("sex").is_in(["M", "F"])).mode().first().alias("sex"),
+        pl.col("postcode").drop_nulls().n_unique().alias("postcodes_seen"),
+    )
+    years = pl.lit(reference.year) - pl.col("dob").dt.year() - ((pl.lit(reference.month) < pl.col("dob").dt.month()) | ((pl.lit(reference.month) == pl.col("dob").dt.month()) & (pl.lit(reference.day) < pl.col("dob").dt.day()))).cast(pl.Int32)
+    persons = persons.with_columns(
+        age_band(years).fill_null("not known").alias("age_band"),
+        pl.col("sex").fill_null("not stated"),
+        pl.when(pl.col("postcodes_seen") > 1).then(pl.lit("two or more postcodes")).otherwise(pl.lit("one postcode")).alias("postcodes"),
+    )
+    frame = pl.concat([
+        persons.group_by(pl.col(group).alias("value")).agg(
+            pl.len().alias("persons"), (pl.col("sources") > 1).mean().alias("linked_across_sources"), pl.col("in_review").mean().alias("in_review_queue"),
+        ).with_columns(pl.lit(group).alias("group"))
+        for group in OBSERVABLE_GROUPS
+    ])
+    order = {label: i for i, (_, _, label) in enumerate(LINKAGE_AGE_BANDS)}
+    return frame.with_columns(pl.col("value").replace_strict(order, default=len(order), return_dtype=pl.Int32).alias("_order")).sort(
+        "group", "_order", "value"
+    ).select("group", "value", "persons", "linked_across_sources", "in_review_queue")

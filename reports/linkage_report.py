@@ -63,8 +63,9 @@ def link_rates(records: pl.DataFrame) -> pl.DataFrame:
     return shared.join(sizes, on="source").with_columns((pl.col("len") / pl.col("persons")).alias("rate")).sort("source", "source_other")
 
 
-def linkage_report(records: pl.DataFrame, pairs: pl.DataFrame, stats: dict, model_summary: dict, threshold: float) -> str:
-    """records: person_records joined to person_id; pairs: scored candidate pairs."""
+def linkage_report(records: pl.DataFrame, pairs: pl.DataFrame, stats: dict, model_summary: dict, threshold: float, groups: pl.DataFrame | None = None) -> str:
+    """records: person_records joined to person_id; pairs: scored candidate pairs; groups: linkage
+    by observable group (linkage.evaluate.group_link_rates), counts and shares only."""
     weights = pairs["match_weight"].to_numpy()
     threshold_weight = math.log2(threshold / (1 - threshold))
     lo, hi = (math.floor(weights.min()), math.ceil(weights.max())) if len(weights) else (-10, 10)
@@ -95,5 +96,8 @@ def linkage_report(records: pl.DataFrame, pairs: pl.DataFrame, stats: dict, mode
         )
     )
     facts = [(k.replace("_", " "), v) for k, v in stats.items() if isinstance(v, int)]
-    body = render("linkage_report.html.j2", facts=facts, threshold=threshold, charts=[Markup(c) for c in sections], weights=model_summary["weights"])
+    body = render(
+        "linkage_report.html.j2", facts=facts, threshold=threshold, charts=[Markup(c) for c in sections], weights=model_summary["weights"],
+        groups=list(groups.iter_rows(named=True)) if groups is not None else [],
+    )
     return page("earlyhelp linkage report", body)

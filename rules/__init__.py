@@ -25,6 +25,17 @@ import polars as pl
 CHILD_MAX_AGE = 17
 #: Care leavers and young adults: the ages an indicator applying to `young_adult` reads.
 YOUNG_ADULT_AGES = (18, 24)
+#: Age bands linkage quality is reported by (ONS publishes its Census-PDS linkage by age and
+#: finds 20-29 linked least well): (lowest age, highest age, label).
+LINKAGE_AGE_BANDS = ((0, 4, "0-4"), (5, 15, "5-15"), (16, 19, "16-19"), (20, 29, "20-29"), (30, 49, "30-49"), (50, 200, "50+"))
+
+
+def age_band(age):
+    """A Polars expression: the LINKAGE_AGE_BANDS label of `age` (an expression), null when unknown."""
+    band = pl.when(age.is_between(*LINKAGE_AGE_BANDS[0][:2])).then(pl.lit(LINKAGE_AGE_BANDS[0][2]))
+    for low, high, label in LINKAGE_AGE_BANDS[1:]:
+        band = band.when(age.is_between(low, high)).then(pl.lit(label))
+    return band.otherwise(None)
 
 
 def is_child(age: pl.Expr) -> pl.Expr:

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from data_contracts import load_contracts
+from rules import age_band
 from synthetic import adversary, extracts, recording
 from synthetic.gazetteer import address_gazetteer, property_uprn
 from synthetic.population import build_county
@@ -87,20 +88,12 @@ def _write_files(frame: pl.DataFrame, source: str, out: Path, windows, single_fi
     return truth, files
 
 
-#: Age bands the linkage is reported by (ONS reports lower linkage at 20-29).
-AGE_BANDS = ((0, 4, "0-4"), (5, 15, "5-15"), (16, 19, "16-19"), (20, 29, "20-29"), (30, 49, "30-49"), (50, 200, "50+"))
-
-
 def people_truth(county) -> pl.DataFrame:
     """One row per resident, for scoring linkage by group (never read by the pipeline): the name
     tradition (heritage), sex, age band on the reference date, and whether the household moved."""
-    age = pl.col("age")
-    band = pl.when(age <= AGE_BANDS[0][1]).then(pl.lit(AGE_BANDS[0][2]))
-    for low, high, label in AGE_BANDS[1:]:
-        band = band.when(age.is_between(low, high)).then(pl.lit(label))
     return county.people.select(
         "person_id", pl.col("household_id").alias("family_id"), pl.col("heritage").alias("name_tradition"), "sex",
-        band.alias("age_band"), pl.when(pl.col("prev_address_id") >= 0).then(pl.lit("mover")).otherwise(pl.lit("non-mover")).alias("mover"),
+        age_band(pl.col("age")).alias("age_band"), pl.when(pl.col("prev_address_id") >= 0).then(pl.lit("mover")).otherwise(pl.lit("non-mover")).alias("mover"),
     )
 
 

@@ -162,3 +162,24 @@ def test_clustering_takes_safe_groups_whole_and_still_keeps_twins_apart():
     assert person[3] == person[5] != person[4] == person[6]
     assert person[7] != person[8] and person[9] == 9
     assert refused == 4
+
+
+def test_linkage_by_observable_group_counts_persons_linked_across_sources_and_left_for_review():
+    from linkage.evaluate import group_link_rates
+
+    records = pl.DataFrame({
+        "record_key": ["a1", "a2", "b1", "c1", "c2"],
+        "person_id": [1, 1, 2, 3, 3],
+        "source": ["school_attendance", "ae_attendances", "ae_attendances", "worklessness", "worklessness"],
+        "dob": [D(2015, 3, 4), D(2015, 3, 4), D(2024, 1, 1), D(1990, 6, 6), D(1990, 6, 6)],
+        "sex": ["F", "F", "9", "M", "M"],
+        "postcode": ["AL10 1AA", "AL10 1AA", "AL10 1AA", "AL10 1AA", "AL10 2BB"],
+    })
+    queue = pl.DataFrame({"record_key_l": ["b1"], "record_key_r": ["a2"]})
+    rates = group_link_rates(records, queue, D(2026, 10, 31))
+    row = {(g, v): (n, linked, review) for g, v, n, linked, review in rates.iter_rows()}
+    assert row[("age_band", "5-15")] == (1, 1.0, 1.0)
+    assert row[("age_band", "0-4")] == (1, 0.0, 1.0)
+    assert row[("age_band", "30-49")] == (1, 0.0, 0.0)
+    assert row[("sex", "not stated")][0] == 1 and row[("postcodes", "two or more postcodes")][0] == 1
+    assert [v for g, v, *_ in rates.iter_rows() if g == "age_band"] == ["0-4", "5-15", "30-49"], "bands in age order"

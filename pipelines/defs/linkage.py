@@ -5,7 +5,7 @@ import dagster as dg
 import polars as pl
 
 from linkage import LinkageSettings, form_families, link_persons
-from linkage.evaluate import score_linked_records
+from linkage.evaluate import group_link_rates, score_linked_records
 from linkage.gazetteer import ADDRESS_MATCHES, GAZETTEER_TABLE, canonical_addresses, match_person_addresses
 from data_contracts import load_contracts
 from ingestion.load import not_covered
@@ -70,8 +70,9 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
         )
         model = pl.DataFrame({"parameters": [str(result.model.summary())]})
         replace_tables(con, {"person_links": result.person_links, "review_queue": result.review_queue, "linkage_model": model})
-    linked = records.select("record_key", "source").join(result.person_links, on="record_key")
-    report = linkage_report(linked, result.pairs, result.stats, result.model.summary(), config.link_threshold)
+    linked = records.select("record_key", "source", "dob", "sex", "postcode").join(result.person_links, on="record_key")
+    groups = group_link_rates(linked, result.review_queue, settings.reference_date)
+    report = linkage_report(linked, result.pairs, result.stats, result.model.summary(), config.link_threshold, groups)
     write_text_atomically(report, settings.output / LINKAGE_REPORT_FILE)
     context.log.info(f"person_links: {result.stats['records']:,} mentions -> {result.stats['persons']:,} persons; {result.stats['review_queue']:,} pairs for review")
     return dg.MaterializeResult(
@@ -79,6 +80,7 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
             **result.stats,
             "model": dg.MetadataValue.json(result.model.summary()),
             "linkage_report": dg.MetadataValue.path(str(settings.output / LINKAGE_REPORT_FILE)),
+            "linkage_by_group": dg.MetadataValue.json(groups.with_columns(pl.col("linked_across_sources", "in_review_queue").round(4)).to_dicts()),
         }
     )
 
