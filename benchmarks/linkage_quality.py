@@ -1,7 +1,7 @@
 """Person and family linkage quality over seeds and recording modes, and by group, by hand (not a test).
 
     .venv/bin/python benchmarks/linkage_quality.py                                  # 5 seeds x 3 modes at 20k
-    .venv/bin/python benchmarks/linkage_quality.py --seeds 3 7 --modes hard --no-nhs-number
+    .venv/bin/python benchmarks/linkage_quality.py --seeds 3 7 --modes hard --no-nhs-number --no-gazetteer
     .venv/bin/python benchmarks/linkage_quality.py --people 200000 --seeds 7 --modes standard
 
 For every (seed, recording mode) it generates a county (cached under benchmarks/cache/), runs
@@ -30,20 +30,24 @@ from linkage.evaluate import score_by_group, score_linked_records
 from synthetic.modes import RECORDING_MODES
 
 
-def county(people: int, seed: int, month: str, mode: str, nhs_number: bool) -> Path:
+def variant(nhs_number: bool, gazetteer: bool) -> str:
+    return ("" if nhs_number else "_v1") + ("" if gazetteer else "_no_gazetteer")
+
+
+def county(people: int, seed: int, month: str, mode: str, nhs_number: bool, gazetteer: bool) -> Path:
     from synthetic import generate_county
 
-    landing = CACHE / f"quality_{people}_{seed}_{month}_{mode}{'' if nhs_number else '_v1'}"
+    landing = CACHE / f"quality_{people}_{seed}_{month}_{mode}{variant(nhs_number, gazetteer)}"
     if not (landing / "truth_people.csv").exists():
         shutil.rmtree(landing, ignore_errors=True)
-        generate_county(people, seed, month, landing, nhs_number=nhs_number, recording_mode=mode)
+        generate_county(people, seed, month, landing, nhs_number=nhs_number, recording_mode=mode, gazetteer=gazetteer)
     return landing
 
 
-def run_one(people: int, seed: int, month: str, mode: str, nhs_number: bool) -> tuple[dict, pl.DataFrame]:
+def run_one(people: int, seed: int, month: str, mode: str, nhs_number: bool, gazetteer: bool) -> tuple[dict, pl.DataFrame]:
     from pipelines.cli import run_pipeline
 
-    landing = county(people, seed, month, mode, nhs_number)
+    landing = county(people, seed, month, mode, nhs_number, gazetteer)
     out = CACHE / f"quality_out_{people}"
     shutil.rmtree(out, ignore_errors=True)
     began = time.perf_counter()
@@ -53,7 +57,7 @@ def run_one(people: int, seed: int, month: str, mode: str, nhs_number: bool) -> 
         raise SystemExit(f"the pipeline failed on seed {seed}, mode {mode}")
     linked = out / "linked_records.parquet"
     scores = score_linked_records(linked, landing / "truth.csv")
-    row = {"seed": seed, "mode": mode, "nhs_number": nhs_number, "seconds": round(seconds, 1)}
+    row = {"seed": seed, "mode": mode, "nhs_number": nhs_number, "gazetteer": gazetteer, "seconds": round(seconds, 1)}
     for level in ("person", "family"):
         row.update({f"{level}_{k}": scores[level][k] for k in ("precision", "recall", "f1")})
     groups = score_by_group(linked, landing / "truth.csv", landing / "truth_people.csv").with_columns(
@@ -75,11 +79,12 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=RECORDING_MODES, default=list(RECORDING_MODES))
     parser.add_argument("--month", default="2026-10")
     parser.add_argument("--no-nhs-number", dest="nhs_number", action="store_false", help="NHS numbers in A&E only (spec version 1)")
+    parser.add_argument("--no-gazetteer", dest="gazetteer", action="store_false", help="no address gazetteer (households from partners' addresses alone)")
     args = parser.parse_args()
     rows, groups = [], []
     for mode in args.modes:
         for seed in args.seeds:
-            row, grouped = run_one(args.people, seed, args.month, mode, args.nhs_number)
+            row, grouped = run_one(args.people, seed, args.month, mode, args.nhs_number, args.gazetteer)
             print(row, flush=True)
             rows.append(row)
             groups.append(grouped)
@@ -94,16 +99,17 @@ def main() -> None:
         .agg(pl.col("persons").mean().round(0).cast(pl.Int64).alias("persons (mean)"), pl.col("precision").min(), pl.col("recall").min(), pl.col("f1").min())
         .sort("level", "group", "value", "mode", descending=[True, False, False, False])
     )
-    nhs = "with NHS numbers in every extract (spec v2)" if args.nhs_number else "NHS numbers in A&E only (spec v1)"
+    nhs = ("with NHS numbers in every extract (spec v2)" if args.nhs_number else "NHS numbers in A&E only (spec v1)") + (
+        ", with the council's address gazetteer" if args.gazetteer else ", without an address gazetteer")
     text = (
         f"# Linkage quality at {args.people:,} residents, {nhs}\n\n{machine()}\n\n"
         f"Command: `.venv/bin/python benchmarks/linkage_quality.py --people {args.people} --seeds {' '.join(map(str, args.seeds))} --modes {' '.join(args.modes)}"
-        f"{'' if args.nhs_number else ' --no-nhs-number'}`\n\n## Every run\n\n{_table(runs)}\n## The minimum over seeds\n\n{_table(minimum)}\n"
+        f"{'' if args.nhs_number else ' --no-nhs-number'}{'' if args.gazetteer else ' --no-gazetteer'}`\n\n## Every run\n\n{_table(runs)}\n## The minimum over seeds\n\n{_table(minimum)}\n"
         f"## By group (the minimum over seeds; pairs within the group's true persons)\n\n{_table(by_group)}"
     )
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"linkage_quality_{args.people}{'' if args.nhs_number else '_v1'}.md").write_text(text)
+    (RESULTS / f"linkage_quality_{args.people}{variant(args.nhs_number, args.gazetteer)}.md").write_text(text)
 
 
 if __name__ == "__main__":

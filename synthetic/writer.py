@@ -140,6 +140,9 @@ def generate_county(
             frame = recording.consistent_identifier(frame, source, county.people, identifiers)
         if keying_errors:
             frame = recording.keying_errors(frame, contracts[source].columns, errors)
+        # the partner's layout in the contract's order (the spec does not promise one; ours is tidy)
+        layout = [c.partner_name for c in contracts[source].columns if c.partner_name in frame.columns]
+        frame = frame.select(*layout, *[c for c in frame.columns if c not in layout])
         frame = frame.with_columns(pl.Series("family_id", family[frame["person_id"].to_numpy()]))
         parts, files = _write_files(frame, source, out, windows, single_file=source in SINGLE_FILE)
         truth_parts += parts
