@@ -5,8 +5,8 @@ A partner writes one flat as "Flat 2, 14 Mill Lane", "14/2 Mill Lane", "2/14 Mil
 gazetteer knows which properties exist, so a written address is read as the property it can
 only be. The method follows MoJ's `uk-address-matcher` (which cannot share our environment: its
 release 1.5.3 needs duckdb < 2 and splink < 5) and ASSIGN: numbers and street tokens compared,
-exact first, then fuzzy, within the postcode; then, for what is left, within the postcode's
-sector (a neighbouring unit keyed by mistake). A match must explain the address's numbers
+exact first, then fuzzy, within the postcode; then, for what is left and names a street the
+postcode does not hold, within the postcode's sector (a neighbouring unit keyed by mistake). A match must explain the address's numbers
 better than any other property there; a tie is left unmatched rather than guessed.
 
 Each distinct (postcode, address line) is matched once. The result, per person mention:
@@ -37,7 +37,9 @@ ADDRESS_MATCHES = "address_matches"
 _MATCH_SQL = """
 WITH candidates AS (
     SELECT a.address_id, g.uprn, g.is_building, g.postcode, g.pao, g.sao_number,
-           list_contains(a.numbers, g.pao) OR list_contains(a.numbers, g.pao || g.sao_letter) AS pao_ok,
+           -- a number the line marks as a flat ("Flat 8, 6 ...") is never read as a house number
+           CASE WHEN a.flat IS NOT NULL THEN g.pao = a.house_number
+                ELSE list_contains(a.numbers, g.pao) OR list_contains(a.numbers, g.pao || g.sao_letter) END AS pao_ok,
            g.sao_number IS NULL OR list_contains(a.numbers, g.sao_number) OR list_contains(a.numbers, g.pao || g.sao_letter) AS sao_ok,
            contains(' ' || a.address || ' ', ' ' || g.street || ' ') AS street_exact,
            jaro_winkler_similarity(a.street_part, g.street) >= 0.88 AS street_alike,
@@ -56,6 +58,12 @@ WITH candidates AS (
 )
 SELECT address_id, uprn, is_building, postcode AS property_postcode, pao AS property_house_number, sao_number AS property_flat
 FROM ranked WHERE rank = 1 AND tied = 1
+"""
+
+
+_STREET_IN_POSTCODE = """
+    SELECT a.address_id FROM addresses a JOIN gazetteer g ON a.postcode = g.postcode
+    WHERE contains(' ' || a.address || ' ', ' ' || g.street || ' ') OR jaro_winkler_similarity(a.street_part, g.street) >= 0.88
 """
 
 
@@ -80,7 +88,7 @@ def _gazetteer(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 
 
 def match_addresses(con: duckdb.DuckDBPyConnection, records: pl.DataFrame) -> pl.DataFrame:
-    """records: person_records' (record_key, postcode, postcode_sector, address, house_number).
+    """records: person_records' (record_key, postcode, postcode_sector, address, house_number, flat).
     Returns record_key -> uprn, match, property_postcode, property_house_number, property_flat,
     for the records matched (none when the gazetteer is absent or empty)."""
     empty = pl.DataFrame(schema={"record_key": pl.String, "uprn": pl.String, "match": pl.String, "property_postcode": pl.String,
@@ -90,7 +98,7 @@ def match_addresses(con: duckdb.DuckDBPyConnection, records: pl.DataFrame) -> pl
     gazetteer = _gazetteer(con)
     with_line = records.filter(pl.col("address").is_not_null() & pl.col("postcode").is_not_null())
     addresses = (
-        with_line.select("postcode", "postcode_sector", "address", "house_number").unique()
+        with_line.select("postcode", "postcode_sector", "address", "house_number", "flat").unique()
         .with_row_index("address_id")
         .with_columns(
             pl.col("address").str.extract_all(r"\b[0-9]+[A-Z]?\b").alias("numbers"),
@@ -103,8 +111,11 @@ def match_addresses(con: duckdb.DuckDBPyConnection, records: pl.DataFrame) -> pl
         local.register("addresses", addresses)
         exact = local.sql(_MATCH_SQL.format(block="a.postcode = g.postcode")).pl().with_columns(pl.lit("postcode").alias("pass"))
         local.register("matched", exact.select("address_id"))
+        # only where the street is not in the postcode given: a street that is there, without the
+        # number, is a property the gazetteer lacks (a new build), not a postcode keyed wrong
         rest = local.sql(
-            _MATCH_SQL.format(block="a.postcode_sector = g.postcode_sector AND a.postcode <> g.postcode AND a.address_id NOT IN (SELECT address_id FROM matched)")
+            _MATCH_SQL.format(block="a.postcode_sector = g.postcode_sector AND a.postcode <> g.postcode AND a.address_id NOT IN (SELECT address_id FROM matched) "
+                                    f"AND a.address_id NOT IN ({_STREET_IN_POSTCODE})")
         ).pl().with_columns(pl.lit("sector").alias("pass"))
     finally:
         local.close()
