@@ -32,6 +32,13 @@ class ListSettings:
     step_down_months: int = STEP_DOWN_MONTHS
     no_further_action_months: int = 6  # not relisted for this long after NFA, unless a new event
     order_by: str = "score"  # or "model": the scorecard model's probability, when the council switches it on
+    # a council's rule: also list a family whose children's contacts at the front door keep ending
+    # in no further action, however many needs it meets (North Tyneside's fifth circumstance)
+    list_front_door_nfa: bool = False
+
+
+#: The registry's indicator for the front door circumstance (features/indicators.yaml).
+FRONT_DOOR_NFA_INDICATOR = "repeated_front_door_nfa"
 
 
 @dataclass
@@ -147,9 +154,13 @@ def build_lists(
     reference: dt.date,
     settings: ListSettings = ListSettings(),
     model_scores: pl.DataFrame | None = None,
+    front_door_nfa: pl.DataFrame | None = None,
 ) -> LocalityLists:
-    """scores: family_scores; localities: postcode, ward, locality; decisions: raw_meeting_outcomes."""
-    eligible = scores.filter(pl.col("eligible")).join(addresses, on="family_ref", how="left")
+    """scores: family_scores; localities: postcode, ward, locality; decisions: raw_meeting_outcomes;
+    front_door_nfa: the family_refs whose children's front door contacts keep ending in no further action."""
+    nfa = front_door_nfa["family_ref"] if front_door_nfa is not None else pl.Series("family_ref", [], dtype=pl.String)
+    by_rule = pl.col("family_ref").is_in(nfa.implode()) if settings.list_front_door_nfa else pl.lit(False)
+    eligible = scores.filter(pl.col("eligible") | by_rule).join(addresses, on="family_ref", how="left")
     placed = eligible.join(localities.select("postcode", "ward", "locality"), on="postcode", how="left")
     unplaced = placed.filter(pl.col("locality").is_null()).height
     def with_flags(frame: pl.DataFrame) -> pl.DataFrame:
@@ -178,6 +189,7 @@ def build_lists(
                 pl.lit("identified in data"),
                 pl.when(pl.col("open_early_help") & rising).then(pl.lit("early help case with rising needs (stuck)")),
                 pl.when(pl.col("step_down")).then(pl.lit("recently closed by children's social care (step-down)")),
+                pl.when(pl.col("family_ref").is_in(nfa.implode())).then(pl.lit("front door contacts keep ending in no further action")),
             ],
             separator="; ",
             ignore_nulls=True,
@@ -254,6 +266,7 @@ def monthly_lists(
         reference,
         settings,
         model_scores,
+        con.sql(f"SELECT DISTINCT family_ref FROM family_indicators WHERE indicator_id = '{FRONT_DOOR_NFA_INDICATOR}'").pl(),
     )
     ordered_by = settings.order_by if settings.order_by != "model" or model_scores is not None else "score (no model trained this month)"
     entry = result.lists.select(

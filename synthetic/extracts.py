@@ -595,3 +595,60 @@ def open_cases(county: County, t: Timeline, rng: np.random.Generator, asb: pl.Da
         "CLOSE_DATE": close_text,
     }
     return _frame(columns, person, day, t, addr)
+
+
+# Contacts at the children's front door (MASH). Referrals to children's social care run at about
+# 5 per 100 children a year in England (DfE Children in need 2024: 621,000 referrals); contacts,
+# which include those that end with advice or no further action, run at two to three times that.
+FRONT_DOOR_CONTACTS_PER_CHILD = 0.12
+CONTACT_SOURCES = (("POLICE", 0.30), ("SCHOOL", 0.20), ("HEALTH", 0.15), ("LA_HOUSING", 0.05), ("FAMILY", 0.08), ("SELF", 0.02), ("ANONYMOUS", 0.05), ("OTHER", 0.15))
+CONTACT_OUTCOMES = ("NO_FURTHER_ACTION", "ADVICE_SIGNPOSTING", "EARLY_HELP", "FAMILY_HELP", "CSC_ASSESSMENT", "STRATEGY_DISCUSSION")
+
+
+def front_door_contacts(county: County, t: Timeline, rng: np.random.Generator) -> pl.DataFrame:
+    """One row per child named in a contact (spec v2); a contact often names the household's
+    other children too. Families under more strain are contacted about more often, and more of
+    their contacts lead to an assessment; many end in no further action (a circumstance locality
+    meetings look for)."""
+    child = (t.role == "child") & (t.age < 18)
+    weight = np.where(child, 1.0, 0.0) * _need_weight(t, 1.2)
+    about, day = t.draw(rng, weight, FRONT_DOOR_CONTACTS_PER_CHILD * child.sum() * YEARS, boost=4.0)
+    n = len(about)
+    # the household's other children named in the same contact, in six contacts out of ten
+    children = np.flatnonzero(child)
+    child_household = t.household[children]
+    h = t.household[about]
+    first = np.searchsorted(child_household, h, "left")
+    counts = np.searchsorted(child_household, h, "right") - first
+    named_all = rng.random(n) < 0.6
+    counts = np.where(named_all, counts, 1)
+    contact = np.repeat(np.arange(n), counts)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    person = np.where(named_all[contact], children[first[contact] + offsets], about[contact])
+    day = day[contact]
+    born = t.age_at(person, day) >= 0
+    person, day, contact = person[born], day[born], contact[born]
+    m = len(person)
+    need = t.need[t.household[about]]
+    serious = 1 / (1 + np.exp(-(-1.6 + 0.8 * need)))  # the chance a contact leads beyond advice
+    beyond = rng.random(n) < serious
+    outcome = np.where(
+        beyond,
+        rng.choice(CONTACT_OUTCOMES[2:], n, p=[0.45, 0.15, 0.32, 0.08]),
+        rng.choice(CONTACT_OUTCOMES[:2], n, p=[0.62, 0.38]),
+    )[contact]
+    source = rng.choice([s for s, _ in CONTACT_SOURCES], n, p=[w for _, w in CONTACT_SOURCES])[contact]
+    p = _person_columns(county, person)
+    addr = _addresses_at(county, person, day)
+    dob = np.array(rec.format_dates(p["dob"], "%Y-%m-%d"), dtype=object)
+    columns = {
+        "CONTACT_ID": np.char.add("FD", np.char.zfill((contact + 1).astype(str), 7)).astype(object),
+        "CONTACT_DATE": np.array(rec.format_dates(t.date(day), "%Y-%m-%d"), dtype=object),
+        "FORENAME": rec.typos(p["forename"], 0.01, rng),
+        "SURNAME": rec.typos(p["surname"], 0.01, rng),
+        "DOB": rec.blank(dob, 0.03, rng),  # an unidentified child's
+        "POSTCODE": rec.postcode_style(addr["postcode"].to_numpy(), rng, lower=0.05, nospace=0.05),
+        "CONTACT_SOURCE": source.astype(object),
+        "OUTCOME": outcome.astype(object),
+    }
+    return _frame(columns, person, day, t, addr)

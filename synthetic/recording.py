@@ -237,6 +237,7 @@ NHS_NUMBER_RATES = {
     "asb_incidents": (0.25, 0.05),
     "domestic_abuse": (0.30, 0.05),
     "worklessness": (0.0, 0.03),
+    "front_door_contacts": (0.55, 0.0),
 }
 #: Of the rows that carry one, the share where another member of the household's number was keyed
 #: (a sibling's from the family's record, a parent's on a child's row): valid, and wrong.

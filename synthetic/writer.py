@@ -26,6 +26,8 @@ EXTRACTS: dict[str, Callable[..., pl.DataFrame]] = {
     "worklessness": lambda county, timeline, rng, frames: extracts.worklessness(county, timeline, rng),
     # children's services cases follow the families the police already know
     "open_cases": lambda county, timeline, rng, frames: extracts.open_cases(county, timeline, rng, frames["asb_incidents"]),
+    # spec v2; last, so that the extracts before it draw exactly as they did without it
+    "front_door_contacts": lambda county, timeline, rng, frames: extracts.front_door_contacts(county, timeline, rng),
 }
 #: Extracts the council sends as one file rather than yearly ones.
 SINGLE_FILE = frozenset({"open_cases"})

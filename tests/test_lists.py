@@ -157,10 +157,11 @@ def test_second_month_honours_every_meeting_decision(village, tmp_path):
     assert (refs[4] in issues) == (open_cases == 0), "ALREADY_KNOWN is checked against open cases"
 
 
-def test_model_ordering_is_a_switch_that_only_reorders_eligible_families():
+def _four_families(settings, model_scores=None, front_door_nfa=None):
+    """Lists of four hand-made families in one locality: F1-F3 eligible, F4 not (score 20)."""
     import datetime as dt
 
-    from models.lists import ListSettings, build_lists
+    from models.lists import build_lists
 
     refs = ["F1", "F2", "F3", "F4"]
     scores = pl.DataFrame({
@@ -172,13 +173,31 @@ def test_model_ordering_is_a_switch_that_only_reorders_eligible_families():
     addresses = pl.DataFrame({"family_ref": refs, "postcode": ["AB1 1AA"] * 4, "address": ["1 Road"] * 4})
     localities = pl.DataFrame({"postcode": ["AB1 1AA"], "ward": ["W"], "locality": ["North"]})
     flags = pl.DataFrame(schema={"family_ref": pl.String, "open_statutory": pl.Boolean, "open_early_help": pl.Boolean, "step_down": pl.Boolean})
-    model = pl.DataFrame({"family_ref": refs, "model_probability": [0.1, 0.2, 0.3, 0.9]})
+    return build_lists(scores, members, addresses, localities, flags, None, None, None, dt.date(2026, 9, 30), settings, model_scores, front_door_nfa).lists.sort("rank")
+
+
+def test_model_ordering_is_a_switch_that_only_reorders_eligible_families():
+    from models.lists import ListSettings
+
+    model = pl.DataFrame({"family_ref": ["F1", "F2", "F3", "F4"], "model_probability": [0.1, 0.2, 0.3, 0.9]})
 
     def ranked(settings, model_scores=None):
-        result = build_lists(scores, members, addresses, localities, flags, None, None, None, dt.date(2026, 9, 30), settings, model_scores)
-        return result.lists.sort("rank")["family_ref"].to_list()
+        return _four_families(settings, model_scores)["family_ref"].to_list()
 
     assert ranked(ListSettings()) == ["F1", "F2", "F3"]
     assert ranked(ListSettings(), model) == ["F1", "F2", "F3"], "off unless switched on"
     assert ranked(ListSettings(order_by="model"), model) == ["F3", "F2", "F1"], "reordered; F4 is still not eligible"
     assert ranked(ListSettings(order_by="model"), None) == ["F1", "F2", "F3"], "no model this month: by score"
+
+
+def test_front_door_contacts_ending_in_no_further_action_list_a_family_by_the_councils_rule():
+    from models.lists import ListSettings
+
+    nfa = pl.DataFrame({"family_ref": ["F2", "F4"]})
+    shown = _four_families(ListSettings(), front_door_nfa=nfa)
+    assert shown["family_ref"].to_list() == ["F1", "F2", "F3"], "off by default: the programme rule alone"
+    circumstance = dict(zip(shown["family_ref"], shown["circumstances"]))
+    assert "front door contacts keep ending in no further action" in circumstance["F2"] and "front door" not in circumstance["F1"]
+    by_rule = _four_families(ListSettings(list_front_door_nfa=True), front_door_nfa=nfa)
+    assert by_rule["family_ref"].to_list() == ["F4", "F1", "F2", "F3"], "F4 listed by the council's rule, ranked by its score"
+    assert _four_families(ListSettings(list_front_door_nfa=True))["family_ref"].to_list() == ["F1", "F2", "F3"], "a county without front door data"

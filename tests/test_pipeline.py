@@ -46,7 +46,8 @@ def test_village_runs_end_to_end(village_run, village):
     con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
     received = dict(con.execute("SELECT source, sum(received) FROM landed_files GROUP BY source").fetchall())
     truth = pl.read_csv(village / "truth.csv").group_by("source").len()
-    assert received == {**dict(truth.iter_rows()), "postcode_localities": received["postcode_localities"]}
+    reference = {s: received[s] for s in ("postcode_localities", "address_gazetteer")}
+    assert received == {**dict(truth.iter_rows()), **reference}
     mentions = con.execute("SELECT count(*) FROM person_records").fetchall()[0][0]
     current = sum(con.execute(f"SELECT count(*) FROM raw_{s}").fetchall()[0][0] for s in truth["source"])
     assert mentions == current
@@ -312,6 +313,19 @@ def test_missing_source_blocks_person_records(village, tmp_path):
     assert ("raw_worklessness", "source_received") in failed
     materialised = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
     assert "raw_school_attendance" in materialised and "person_records" not in materialised
+
+
+def test_a_council_without_the_optional_sources_of_spec_v2_still_runs(village, tmp_path):
+    landing = tmp_path / "landing"
+    shutil.copytree(village, landing)
+    for optional in ("front_door_contacts", "address_gazetteer"):
+        shutil.rmtree(landing / optional)
+    result = run_pipeline(landing, MONTH, tmp_path / "out")
+    assert result.success
+    con = duckdb.connect(str(tmp_path / "out" / "warehouse.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM family_indicators WHERE indicator_id = 'repeated_front_door_nfa'").fetchall() == [(0,)]
+    assert con.execute("SELECT count(*) FROM address_matches").fetchall() == [(0,)], "households from partners' addresses alone"
+    assert con.execute("SELECT count(*) FROM locality_lists").fetchall()[0][0] > 0
 
 
 def test_cli_generate_and_run(tmp_path):

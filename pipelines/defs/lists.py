@@ -18,6 +18,7 @@ class ListConfig(dg.Config):
     include_already_known: bool = True  # families open to children's social care: shown, flagged
     no_further_action_months: int = 6  # after NO_FURTHER_ACTION, not relisted this long unless a new event
     order_by: str = "score"  # "model": order within each list by the scorecard model (off unless it earns its place)
+    list_front_door_nfa: bool = False  # also list families whose children's front door contacts keep ending in no further action
 
 
 @dg.asset(partitions_def=MONTHS, group_name=LISTS, kinds={"duckdb", "html"}, deps=["family_scores", "scorecard_model"])
@@ -25,9 +26,12 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
     """One list per locality for the reference month: eligible families ranked, with members,
     needs, score and reasons, and flags; packs (HTML, XLSX, CSV) and a summary under
     `<out>/packs/<month>/`; every list recorded in `list_audit`."""
-    list_settings = ListSettings(include_already_known=config.include_already_known, no_further_action_months=config.no_further_action_months, order_by=config.order_by)
+    list_settings = ListSettings(**config.model_dump())
     registry_sha = hashlib.sha256(settings.registry().path.read_bytes()).hexdigest()[:16]
-    configuration = f"programme={settings.programme}; registry_sha256={registry_sha}; include_already_known={config.include_already_known}"
+    configuration = (
+        f"programme={settings.programme}; registry_sha256={registry_sha}; include_already_known={config.include_already_known}; "
+        f"list_front_door_nfa={config.list_front_door_nfa}"
+    )
     with settings.warehouse() as con:
         lists = monthly_lists(con, settings.reference_month, settings.reference_date, list_settings, configuration, context.run_id, who_ran())
         replace_tables(con, lists.tables)
