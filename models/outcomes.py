@@ -320,23 +320,32 @@ def needs_by_month(
     return NeedsHistory(needs, pl.concat(evidence).sort("family_ref", "need", "indicator_id", "source", "file", "row"), members)
 
 
-def programme_report(tracking: OutcomeTracking, month: str, programme: str, sustain_months: int = SUSTAIN_MONTHS) -> str:
+def programme_report(tracking: OutcomeTracking, month: str, programme: str, sustain_months: int = SUSTAIN_MONTHS, payment_claims: bool = False) -> str:
     """The programme report as Markdown: allocated families and their needs by locality and
-    month of allocation, then one line per family (by reference only: no names)."""
+    month of allocation, then one line per family (by reference only: no names). Outcomes are
+    reported against the framework; a family is called claimable only where the council still
+    makes payment-by-results claims (`payment_claims`)."""
     need_word = programme_rule(programme).need_word
+    done = "claimable" if payment_claims else "outcomes achieved"
+    purpose = (
+        "Figures support a claims officer's check; they are not a claim."
+        if payment_claims else
+        "Reported against the Supporting Families outcomes framework: payment by results ended when its funding moved "
+        "into the Children and Families Grant (April 2025). A council that still claims sets EARLYHELP_PAYMENT_CLAIMS=1."
+    )
     lines = [
         f"# Outcomes of allocated families, to {month}",
         "",
-        f"Programme: {programme.replace('_', ' ')}. Needs are the {need_word} each family met on the list its "
+        f"Programme: {programme_rule(programme).title}. Needs are the {need_word} each family met on the list its "
         f"meeting discussed. A need is improved in a month when none of its indicators is met at that month's end, "
-        f"and sustained after {sustain_months} consecutive improved months. A family is claimable when its early "
-        f"help case has closed, {sustain_months} months have passed, and every need has stayed improved since. "
-        "Indicators look back over their windows (mostly 12 months), so improvement shows only once the evidence "
-        "has aged out: a conservative measure. Figures support a claims officer's check; they are not a claim.",
+        f"and sustained after {sustain_months} consecutive improved months. A family's outcomes are {done} when its "
+        f"lead practitioner's case (early help or Family Help) has closed, {sustain_months} months have passed, and every "
+        "need has stayed improved since. Indicators look back over their windows (mostly 12 months), so improvement "
+        f"shows only once the evidence has aged out: a conservative measure. {purpose}",
         "",
         "## By locality and month of allocation",
         "",
-        "| Locality | Allocated in | Families | Needs identified | Needs improved | Needs sustained | Every need sustained | Claimable |",
+        f"| Locality | Allocated in | Families | Needs identified | Needs improved | Needs sustained | Every need sustained | {done.capitalize()} |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in tracking.report.iter_rows(named=True):
@@ -361,7 +370,8 @@ def programme_report(tracking: OutcomeTracking, month: str, programme: str, sust
     for r in tracking.families.iter_rows(named=True):
         lines.append(
             f"| {r['family_ref']} | {r['locality'] or ''} | {r['meeting_date']} | {r['lead_agency'] or ''} | {r['needs_identified']} "
-            f"| {r['needs_improved']} | {r['needs_sustained']} | {r['case_closed'] or 'open or not recorded'} | {r['claim_status']} |"
+            f"| {r['needs_improved']} | {r['needs_sustained']} | {r['case_closed'] or 'open or not recorded'} "
+            f"| {done if r['claim_status'] == CLAIMABLE else r['claim_status']} |"
         )
     if tracking.families.is_empty():
         lines.append("| (no allocated families yet: `meeting_outcomes` records no ALLOCATED decision) | | | | | | | | |")

@@ -31,6 +31,10 @@ class EarlyhelpSettings(dg.ConfigurableResource):
     derived_retention_years: float = DERIVED_RETENTION_YEARS  # score history, list audit, outcomes, claim evidence
     subject_access_retention_days: int = SUBJECT_ACCESS_RETENTION_DAYS
     delete_expired_landing: bool = False  # the council's switch: delete landing files whose every row is past retention
+    # Supporting Families money moved into the Children and Families Grant (April 2025) with no
+    # payment by results: outcomes are reported against the framework, and claims only where a
+    # council says it still makes them
+    payment_claims: bool = False
 
     def registry(self) -> Registry:
         """The council's own indicator registry when one is configured, else the packaged one."""
@@ -101,4 +105,5 @@ def default_settings() -> EarlyhelpSettings:
         programme=os.environ.get("EARLYHELP_PROGRAMME", DEFAULT_PROGRAMME),
         today=os.environ.get("EARLYHELP_TODAY", ""),
         delete_expired_landing=os.environ.get("EARLYHELP_DELETE_EXPIRED_LANDING", "") == "1",
+        payment_claims=os.environ.get("EARLYHELP_PAYMENT_CLAIMS", "") == "1",
     )

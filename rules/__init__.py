@@ -115,6 +115,10 @@ PROGRAMMES = {
         Programme("supporting_families", "Supporting Families", "outcome", SUPPORTING_FAMILIES_OUTCOMES, 3, "headline outcomes"),
         # Troubled Families phase 2 (2015-2020): dependent children and two of the six problems.
         Programme("troubled_families", "Troubled Families", "problem", TROUBLED_FAMILIES_PROBLEMS, 2, "headline problems"),
+        # Families First Partnership (DfE, March 2025): targeted early help and child-in-need work as
+        # Family Help; councils still report against the Supporting Families outcomes framework, so
+        # the same ten outcomes and the same rule until a council edits them.
+        Programme("families_first", "Families First Partnership (Family Help)", "outcome", SUPPORTING_FAMILIES_OUTCOMES, 3, "headline outcomes"),
     )
 }
 DEFAULT_PROGRAMME = "supporting_families"

@@ -77,3 +77,18 @@ def test_claim_needs_closure_six_months_back_and_every_need_sustained_since():
     assert status == {"A": CLAIMABLE, "B": SUSTAINED_OPEN, "C": SUSTAINED_OPEN}
     assert result.report["families_claimable"].sum() == 1
     assert result.report["families_every_need_sustained"].sum() == 3
+
+    # reported against the framework unless the council still claims (Children and Families Grant, 2025)
+    from models.outcomes import programme_report
+
+    outcomes = programme_report(result, "2025-12", "families_first")
+    assert "Families First Partnership (Family Help)" in outcomes and "outcomes achieved" in outcomes and "claimable" not in outcomes.lower()
+    claims = programme_report(result, "2025-12", "supporting_families", payment_claims=True)
+    assert "| A |" in claims and "claimable" in claims and "not a claim" in claims
+
+
+def test_families_first_keeps_the_supporting_families_outcomes_and_rule_until_a_council_edits_them():
+    from rules import PROGRAMMES
+
+    families_first, supporting = PROGRAMMES["families_first"], PROGRAMMES["supporting_families"]
+    assert (families_first.needs, families_first.minimum, families_first.need_field) == (supporting.needs, supporting.minimum, supporting.need_field)

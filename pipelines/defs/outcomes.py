@@ -53,7 +53,7 @@ def family_outcomes(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
             },
         )
     folder = settings.output / "outcomes" / settings.reference_month
-    report = programme_report(tracking, settings.reference_month, settings.programme)
+    report = programme_report(tracking, settings.reference_month, settings.programme, payment_claims=settings.payment_claims)
     write_text_atomically(report, folder / "programme_report.md")
     write_text_atomically(markdown_page(report, f"earlyhelp outcomes to {settings.reference_month}"), folder / "programme_report.html")
     write_atomically(folder / "claim_evidence.csv", evidence.drop("person_id").write_csv)
