@@ -108,6 +108,9 @@ class Column:
     # spec v2: a field that only helps to find the person or their home is set aside when its
     # value breaks the contract (the row still loads); any other broken field quarantines the row
     set_aside: bool = False
+    # free text whose value may start like a formula (a note "=see minutes"): kept as text, never run;
+    # every other field that does is refused (OWASP CSV injection)
+    keep_formula_text: bool = False
 
     @property
     def strptime_format(self) -> str | None:
@@ -222,6 +225,7 @@ def _parse_column(prop: dict, source: str) -> Column:
         key_position=prop.get("primaryKeyPosition") if prop.get("primaryKey") else custom.get("naturalKeyPosition"),
         key_fallback=tuple(custom.get("keyFallback", ())),
         set_aside=on_error == "setAside",
+        keep_formula_text=bool(custom.get("keepFormulaText", False)),
     )
 
 

@@ -65,6 +65,8 @@ class FileReport:
     message: str | None = None
     ignored_columns: list[str] = field(default_factory=list)
     missing_optional_columns: list[str] = field(default_factory=list)
+    saved_by: str | None = None  # who last saved the file, as the file records it (XLSX)
+    saved_at: dt.datetime | None = None
 
 
 @dataclass
@@ -248,6 +250,7 @@ def read_source(contract: Contract, landing: Path, today: dt.date) -> SourceInge
             report.status, report.message = "refused", str(exc)
             continue
         report.received = extract.frame.height
+        report.saved_by, report.saved_at = extract.saved_by, extract.saved_at
         mapped = _map_columns(extract, contract, report)
         if isinstance(mapped, str):
             report.status, report.message = "refused", mapped

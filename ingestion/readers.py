@@ -43,6 +43,11 @@ class ExtractFile:
     frame: pl.DataFrame  # one String column per header name, plus _row
     row_problems: list[RowProblem] = field(default_factory=list)
     raw_records: dict[int, list[str]] = field(default_factory=dict)  # malformed records, kept whole
+    # who last saved the file and when, as the file itself records it (an XLSX workbook's document
+    # properties; a CSV or Parquet file records neither): for a returned meeting pack, who recorded
+    # the meeting's decisions
+    saved_by: str | None = None
+    saved_at: dt.datetime | None = None
 
 
 def column(columns: list[str], name: str, offset: int = 0) -> pl.Expr:
@@ -232,10 +237,15 @@ def _read_xlsx(path: Path, date_formats: dict[str, str]) -> ExtractFile:
     import openpyxl
 
     try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        # a formula is read as the text it is, never as a value a spreadsheet worked out: a cell
+        # typed "=see minutes" is what its author wrote, and a contract refuses or keeps it as text
+        book = openpyxl.load_workbook(path, read_only=True, data_only=False)
     except Exception:
         raise FileRefused("the file could not be read as an XLSX workbook") from None
     try:
+        properties = book.properties
+        saved_by = (properties.lastModifiedBy or properties.creator or "").strip() or None
+        saved_at = properties.modified.replace(tzinfo=None) if properties.modified else None
         sheet = book.worksheets[0]
         rows = sheet.iter_rows(values_only=True)
         try:
@@ -263,4 +273,4 @@ def _read_xlsx(path: Path, date_formats: dict[str, str]) -> ExtractFile:
     )
     # columns by position: a header may read as a Polars pattern (`*`)
     frame = pl.DataFrame([pl.Series(ROW, numbers, dtype=pl.Int64), *frame.get_columns()])
-    return ExtractFile(header=header, frame=frame)
+    return ExtractFile(header=header, frame=frame, saved_by=saved_by, saved_at=saved_at)

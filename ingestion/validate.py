@@ -61,8 +61,10 @@ def _column_rules(column: Column, today: dt.date) -> list[tuple[pl.Expr, str]]:
         rules.append((~present, REQUIRED_BUT_BLANK))
     rules.append((present & v.str.contains(REPLACEMENT_CHAR, literal=True), "contains bytes that are not valid UTF-8"))
     rules.append((present & (v.str.len_chars() > MAX_TEXT_LENGTH), f"is longer than {MAX_TEXT_LENGTH} characters"))
-    # no name, address or code starts like a formula; a cell that does could run when opened
-    rules.append((present & looks_like_formula_expr(v), "starts like a spreadsheet formula (=, +, -, @)"))
+    # no name, address or code starts like a formula; a cell that does could run when opened (a free
+    # text field the contract marks keeps it as text: every output neutralises it again)
+    if not column.keep_formula_text:
+        rules.append((present & looks_like_formula_expr(v), "starts like a spreadsheet formula (=, +, -, @)"))
     kind = column.logical_type
     if kind in ("date", "timestamp"):
         parsed = _parse_temporal(column)

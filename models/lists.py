@@ -236,6 +236,7 @@ class MonthlyLists:
     result: LocalityLists
     ordered_by: str  # what ordered the lists: the configured order, or the score when no model was trained
     tables: dict[str, pl.DataFrame]  # the warehouse tables this month's lists replace, audit included
+    rows_without_decision: int = 0  # returned rows whose DECISION was blank: not discussed, counted
 
 
 def monthly_lists(
@@ -254,6 +255,9 @@ def monthly_lists(
     audit = read_table(con, "list_audit")
     previous = audit.filter(pl.col("month") == previous_month(month)) if audit is not None else None
     history = read_table(con, "family_scores_history")
+    returned = read_table(con, "raw_meeting_outcomes")
+    # a row whose DECISION is blank records no decision (a family the meeting did not discuss)
+    decisions = returned.filter(pl.col("decision").is_not_null()) if returned is not None else None
     result = build_lists(
         con.sql("SELECT * FROM family_scores").pl(),
         members,
@@ -262,7 +266,7 @@ def monthly_lists(
         case_flags(linked_cases(con), members, reference, settings.step_down_months),
         history.filter(pl.col("month") == previous_month(month)) if history is not None else None,
         previous,
-        read_table(con, "raw_meeting_outcomes"),
+        decisions,
         reference,
         settings,
         model_scores,
@@ -282,6 +286,7 @@ def monthly_lists(
     shown_now = result.members.select(pl.lit(month).alias("month"), "family_ref", "person_id")
     shown_kept = shown.filter(pl.col("month") != month) if shown is not None else None
     tables = {
+        "meeting_decisions": decisions_recorded(decisions, read_table(con, "landed_files"), result),
         "locality_lists": result.lists,
         "locality_list_members": result.members,
         "allocated_families": result.allocated,
@@ -289,4 +294,35 @@ def monthly_lists(
         "list_audit": pl.concat([kept, entry], how="diagonal_relaxed") if kept is not None else entry,
         "list_audit_members": pl.concat([shown_kept, shown_now]) if shown_kept is not None else shown_now,
     }
-    return MonthlyLists(result=result, ordered_by=ordered_by, tables=tables)
+    without_decision = returned.height - decisions.height if returned is not None else 0
+    return MonthlyLists(result=result, ordered_by=ordered_by, tables=tables, rows_without_decision=without_decision)
+
+
+DECISIONS_SCHEMA = {
+    "family_ref": pl.String, "meeting_date": pl.Date, "decision": pl.String, "lead_agency": pl.String, "file": pl.String, "row": pl.Int64,
+    "recorded_by": pl.String, "recorded_at": pl.Datetime("us"), "listed_this_month": pl.Boolean, "issue": pl.String,
+}
+
+
+def decisions_recorded(decisions: pl.DataFrame | None, landed: pl.DataFrame | None, result: LocalityLists) -> pl.DataFrame:
+    """Every decision the meetings returned, with who recorded it and when (the person who last
+    saved the returned workbook, as the workbook records it: the human decision the Data (Use and
+    Access) Act 2025 asks to be shown), whether the family is on this month's list, and any issue
+    found with it."""
+    if decisions is None or decisions.is_empty():
+        return pl.DataFrame(schema=DECISIONS_SCHEMA)
+    saved = landed.filter(pl.col("source") == "meeting_outcomes").select(pl.col("file").alias("_file"), pl.col("sha256").alias("_sha256"), "saved_by", "saved_at") if landed is not None else None
+    frame = decisions.join(saved, on=["_file", "_sha256"], how="left") if saved is not None else decisions.with_columns(
+        pl.lit(None, pl.String).alias("saved_by"), pl.lit(None, pl.Datetime("us")).alias("saved_at")
+    )
+    issues = result.discrepancies.select("family_ref", "meeting_date", "issue")
+    return (
+        frame.join(issues, on=["family_ref", "meeting_date"], how="left")
+        .select(
+            "family_ref", "meeting_date", "decision", "lead_agency", pl.col("_file").alias("file"), pl.col("_row").alias("row"),
+            pl.col("saved_by").fill_null("not recorded in the file").alias("recorded_by"), pl.col("saved_at").alias("recorded_at"),
+            pl.col("family_ref").is_in(result.lists["family_ref"].implode()).alias("listed_this_month"), "issue",
+        )
+        .cast(DECISIONS_SCHEMA)
+        .sort("meeting_date", "family_ref")
+    )

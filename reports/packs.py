@@ -7,6 +7,7 @@ written as text, never as formulas.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 
@@ -38,6 +39,49 @@ def write_csv(lists: pl.DataFrame, members: pl.DataFrame, path: Path) -> None:
     write_atomically(path, frame.write_csv)
 
 
+#: The decision sheet's columns the meeting fills in: the `meeting_outcomes` layout (spec v2), so the
+#: returned workbook loads as that source; the context after them is reported, never loaded.
+DECISION_COLUMNS = ("FAMILY_REF", "MEETING_DATE", "DECISION", "LEAD_AGENCY", "NOTES")
+CONTEXT_COLUMNS = {"RANK": "rank", "ADDRESS": "address", "POSTCODE": "postcode", "SCORE": "score", "NEEDS": "needs"}
+
+
+def _decision_sheet(book, lists: pl.DataFrame) -> None:
+    """The first sheet: one row per listed family, the decision columns open to the chair (a
+    drop-down of the five decisions, a date), the context locked."""
+    from data_contracts import load_contract
+
+    decisions = list(load_contract("meeting_outcomes").column("decision").allowed_values)
+    sheet = book.add_worksheet("Decisions")
+    bold = book.add_format({"bold": True, "locked": True})
+    context = book.add_format({"locked": True, "font_color": "#555555", "text_wrap": True})
+    fill = book.add_format({"locked": False, "bg_color": "#fff8dc"})
+    date = book.add_format({"locked": False, "bg_color": "#fff8dc", "num_format": "yyyy-mm-dd"})
+    headers = [*DECISION_COLUMNS, *CONTEXT_COLUMNS]
+    for col, name in enumerate(headers):
+        sheet.write_string(0, col, name, bold)
+    rows = lists.with_columns(pl.col("needs").list.join("; ")).sort("rank")
+    for r, family in enumerate(rows.iter_rows(named=True), start=1):
+        sheet.write_string(r, 0, family["family_ref"], context)
+        for c in range(1, len(DECISION_COLUMNS)):
+            sheet.write_blank(r, c, None, date if DECISION_COLUMNS[c] == "MEETING_DATE" else fill)
+        for c, field in enumerate(CONTEXT_COLUMNS.values(), start=len(DECISION_COLUMNS)):
+            value = family.get(field)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                sheet.write_number(r, c, value, context)
+            elif value is not None:
+                sheet.write_string(r, c, str(neutralise(str(value))), context)
+    last = max(rows.height, 1)
+    sheet.data_validation(1, 2, last, 2, {"validate": "list", "source": decisions, "input_title": "Decision", "input_message": "Leave blank if not discussed"})
+    sheet.data_validation(1, 1, last, 1, {"validate": "date", "criteria": ">=", "value": dt.datetime(2000, 1, 1), "error_message": "A date, e.g. 2026-11-12"})
+    sheet.set_column(0, 0, 12)
+    sheet.set_column(1, 3, 18)
+    sheet.set_column(4, 4, 40)
+    sheet.set_column(len(DECISION_COLUMNS), len(headers) - 1, 24)
+    sheet.freeze_panes(1, 1)
+    # locked against slips, not secrets: no password, so a council's own tools can still edit it
+    sheet.protect("", {"select_locked_cells": True, "select_unlocked_cells": True})
+
+
 def write_xlsx(lists: pl.DataFrame, members: pl.DataFrame, path: Path) -> None:
     import xlsxwriter
 
@@ -46,6 +90,7 @@ def write_xlsx(lists: pl.DataFrame, members: pl.DataFrame, path: Path) -> None:
     def write(tmp: str) -> None:
         book = xlsxwriter.Workbook(tmp, {"strings_to_formulas": False, "strings_to_urls": False})
         try:
+            _decision_sheet(book, lists)
             for title, frame in (("Families", families), ("Members", members.drop("person_id"))):
                 sheet = book.add_worksheet(title)
                 bold = book.add_format({"bold": True})

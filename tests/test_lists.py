@@ -84,7 +84,8 @@ def test_formula_like_cells_are_neutralised(tmp_path):
     assert "'=cmd" in text and "'@SUM" in text and "'+reason" in text
     write_xlsx(lists, members, tmp_path / "a.xlsx")
     book = openpyxl.load_workbook(tmp_path / "a.xlsx")
-    cells = [c.value for row in book["Families"].iter_rows() for c in row] + [c.value for row in book["Members"].iter_rows() for c in row]
+    assert book.sheetnames[0] == "Decisions", "the meeting's decision sheet comes first"
+    cells = [c.value for sheet in ("Decisions", "Families", "Members") for row in book[sheet].iter_rows() for c in row]
     assert "'=cmd|' /C calc'!A0" in cells and "'@SUM(A1)" in cells
     assert not any(isinstance(v, str) and v.startswith("=") for v in cells)
 
@@ -131,17 +132,7 @@ def test_second_month_honours_every_meeting_decision(village, tmp_path):
     assert run_pipeline(landing, MONTH, out).success
     con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
     second = con.sql("SELECT * FROM locality_lists").pl()
-    listed = set(second["family_ref"])
-    assert refs[0] not in listed, "ALLOCATED families are worked with, not relisted"
-    allocated = con.sql("SELECT family_ref, lead_agency FROM allocated_families").pl()
-    assert allocated.rows() == [(refs[0], "School")]
-    nfa_event = con.sql(f"SELECT latest_event FROM family_scores WHERE family_ref = '{refs[1]}'").fetchall()
-    if nfa_event and nfa_event[0][0] is not None and str(nfa_event[0][0]) > "2026-09-10":
-        assert refs[1] in listed, "a new event since NO_FURTHER_ACTION relists the family"
-    else:
-        assert refs[1] not in listed, "NO_FURTHER_ACTION is not relisted within its period"
-    assert refs[2] not in listed, "CONSENT_DECLINED is never relisted while it stands"
-    assert refs[3] in listed, "DEFERRED families return next month"
+    listed = _assert_decisions_honoured(con, refs[:4], "School")
     row = second.filter(pl.col("family_ref") == refs[3]).row(0, named=True)
     assert row["last_decision"] == "DEFERRED" and str(row["last_discussed"]) == "2026-09-10"
     issues = dict(con.sql("SELECT family_ref, issue FROM decision_discrepancies").pl().iter_rows())
@@ -155,6 +146,81 @@ def test_second_month_honours_every_meeting_decision(village, tmp_path):
               AND (c.close_date IS NULL OR c.close_date > DATE '2026-09-30')"""
     ).fetchall()[0][0]
     assert (refs[4] in issues) == (open_cases == 0), "ALREADY_KNOWN is checked against open cases"
+
+
+def _assert_decisions_honoured(con, refs, lead_agency) -> set[str]:
+    """refs: the families a meeting ALLOCATED, found NO_FURTHER_ACTION, CONSENT_DECLINED and
+    DEFERRED on 2026-09-10; returns this month's listed families."""
+    listed = set(con.sql("SELECT family_ref FROM locality_lists").pl()["family_ref"])
+    assert refs[0] not in listed, "ALLOCATED families are worked with, not relisted"
+    assert con.sql("SELECT family_ref, lead_agency FROM allocated_families").pl().rows() == [(refs[0], lead_agency)]
+    nfa_event = con.sql(f"SELECT latest_event FROM family_scores WHERE family_ref = '{refs[1]}'").fetchall()
+    if nfa_event and nfa_event[0][0] is not None and str(nfa_event[0][0]) > "2026-09-10":
+        assert refs[1] in listed, "a new event since NO_FURTHER_ACTION relists the family"
+    else:
+        assert refs[1] not in listed, "NO_FURTHER_ACTION is not relisted within its period"
+    assert refs[2] not in listed, "CONSENT_DECLINED is never relisted while it stands"
+    assert refs[3] in listed, "DEFERRED families return next month"
+    return listed
+
+
+def test_decisions_typed_into_the_returned_workbook_are_honoured_and_say_who_recorded_them(village, tmp_path):
+    """The chair fills the pack's decision sheet (one decision of each kind, two rows left blank, a
+    note that starts like a formula) and returns the workbook to the landing folder as it is."""
+    import datetime as dt
+
+    import openpyxl
+
+    landing = tmp_path / "landing"
+    shutil.copytree(village, landing)
+    out = tmp_path / "out"
+    assert run_pipeline(landing, "2026-08", out).success
+    packs = sorted((out / "packs" / "2026-08").glob("*.xlsx"))
+    books = [(path, openpyxl.load_workbook(path)) for path in packs]
+    rows = [(book, sheet_row) for _, book in books for sheet_row in range(2, book["Decisions"].max_row + 1)]
+    assert len(rows) >= 7 and all(book.sheetnames[0] == "Decisions" for _, book in books)
+    header = [c.value for c in books[0][1]["Decisions"][1]]
+    assert header[:5] == ["FAMILY_REF", "MEETING_DATE", "DECISION", "LEAD_AGENCY", "NOTES"]
+    validation = books[0][1]["Decisions"].data_validations.dataValidation
+    assert any("ALLOCATED" in (v.formula1 or "") for v in validation), "DECISION is a drop-down of the five decisions"
+    filled = {}
+    for (book, r), decision, agency, notes in zip(
+        rows,
+        ["ALLOCATED", "NO_FURTHER_ACTION", "CONSENT_DECLINED", "DEFERRED", "ALREADY_KNOWN", None, None],
+        ["Family Help team", None, None, None, None, None, None],
+        [None, "=the family says no concerns", None, "more information first", None, None, None],
+    ):
+        sheet = book["Decisions"]
+        filled[sheet.cell(r, 1).value] = decision
+        if decision:
+            sheet.cell(r, 2).value = dt.datetime(2026, 9, 10)
+            sheet.cell(r, 3).value = decision
+            sheet.cell(r, 4).value = agency
+            sheet.cell(r, 5).value = notes
+    (landing / "meeting_outcomes").mkdir()
+    saving = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    for path, book in books:
+        book.properties.lastModifiedBy = f"chair.{path.stem}@county.example.gov.uk"
+        book.save(landing / "meeting_outcomes" / path.name)  # the workbook records when it was saved
+    refs = list(filled)
+    result = run_pipeline(landing, MONTH, out)
+    assert result.success
+    con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM quarantine WHERE source = 'meeting_outcomes'").fetchall() == [(0,)]
+    blank = con.execute("SELECT count(*) FROM raw_meeting_outcomes WHERE decision IS NULL").fetchall()[0][0]
+    assert blank == len(rows) - 5, "rows left blank are loaded as no decision: counted, not quarantined"
+    metadata = next(e.materialization.metadata for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key.to_user_string() == "locality_lists")
+    assert metadata["returned_rows_without_decision"].value == blank
+    notes = con.execute("SELECT notes FROM raw_meeting_outcomes WHERE family_ref = ?", [refs[1]]).fetchall()
+    assert notes == [("=the family says no concerns",)], "a note that starts like a formula is kept as text"
+    _assert_decisions_honoured(con, refs[:4], "Family Help team")
+    recorded = con.sql("SELECT family_ref, decision, recorded_by, recorded_at FROM meeting_decisions").pl()
+    assert sorted(recorded["decision"]) == sorted(d for d in filled.values() if d)
+    assert recorded["recorded_by"].str.ends_with("@county.example.gov.uk").all()
+    assert recorded["recorded_at"].null_count() == 0
+    assert saving <= recorded["recorded_at"].min() <= recorded["recorded_at"].max() <= dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    audit = con.execute("SELECT detail FROM audit_log WHERE action = 'meeting decisions honoured'").fetchall()
+    assert audit and "5 decisions recorded by chair." in audit[0][0]
 
 
 def _four_families(settings, model_scores=None, front_door_nfa=None):

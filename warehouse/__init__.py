@@ -117,8 +117,9 @@ LANDED_FILES = Table("landed_files", {
     "received": pl.Int64, "loaded": pl.Int64, "quarantined": pl.Int64, "superseded": pl.Int64,
     "duplicate_of": pl.String, "message": pl.String, "ignored_columns": pl.List(pl.String),
     "missing_optional_columns": pl.List(pl.String), "ingested_at": pl.Datetime("us"), "expired": pl.Int64, "set_aside": pl.Int64,
-    "quarantine_expired": pl.Int64,
-}, "every landing file received: its outcome and its row counts (received = loaded + quarantined), and the fields set aside in rows that loaded")
+    "quarantine_expired": pl.Int64, "saved_by": pl.String, "saved_at": pl.Datetime("us"),
+}, "every landing file received: its outcome and its row counts (received = loaded + quarantined), the fields set aside in rows "
+   "that loaded, and who last saved it and when where the file records that (a returned XLSX pack: who recorded the decisions)")
 RETENTION_LOG = Table("retention_log", {
     "removed_at": pl.Datetime("us"), "source": pl.String, "retention_years": pl.Float64, "cutoff": pl.Date, "rows_removed": pl.Int64,
 }, "rows removed under each contract's retention, counts only")

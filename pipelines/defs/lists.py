@@ -40,8 +40,16 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
     result = lists.result
     folder = settings.output / "packs" / settings.reference_month
     written = write_packs(result.lists, result.members, settings.reference_month, folder, result.unplaced, programme(settings.programme))
+    decisions = lists.tables["meeting_decisions"]
     with settings.warehouse() as con:
         record_audit(con, "locality packs written", f"{folder}: {len(written)} files, {result.lists.height} families for {settings.reference_month}", context.run_id)
+        if decisions.height or lists.rows_without_decision:
+            recorders = sorted(decisions["recorded_by"].unique().to_list())
+            record_audit(
+                con, "meeting decisions honoured",
+                f"{decisions.height} decisions recorded by {', '.join(recorders) or 'no one named'}; {lists.rows_without_decision} returned rows without a decision",
+                context.run_id,
+            )
     per_locality = dict(result.lists.group_by("locality").len().sort("locality").iter_rows())
     context.log.info(f"locality_lists: {result.lists.height:,} families across {len(per_locality)} localities; packs in {folder}")
     return dg.MaterializeResult(
@@ -52,6 +60,8 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
             "eligible_without_locality": result.unplaced,
             "allocated_not_relisted": result.allocated.height,
             "decision_discrepancies": result.discrepancies.height,
+            "meeting_decisions": decisions.height,
+            "returned_rows_without_decision": lists.rows_without_decision,
             "packs": dg.MetadataValue.path(str(folder)),
             "files": len(written),
         }
