@@ -169,6 +169,11 @@ class Contract:
         return bool(self.custom.get("mayBeEmpty", False))
 
     @property
+    def agency(self) -> str:
+        """Who holds this source's records, as a meeting names them ("School", "Police")."""
+        return str(self.custom.get("agency", self.title))
+
+    @property
     def holds_people(self) -> bool:
         """Whether rows of this source are mentions of a person (for linkage)."""
         return self.has_column("forename") and self.has_column("surname") and "personRole" in self.custom

@@ -27,6 +27,8 @@ CODE_USES: dict[tuple[str, str], tuple[str, str]] = {
     ("meeting_outcomes", "decision"): ("models/lists.py", "meeting decisions honoured on the next list"),
     ("meeting_outcomes", "lead_agency"): ("models/lists.py", "allocated families' lead agency; programme report"),
     ("postcode_localities", "postcode"): ("models/lists.py", "which locality meeting discusses the family"),
+    ("school_attendance", "school_name"): ("models/family_view.py", "who else knows the family: the school, by name"),
+    ("open_cases", "case_id"): ("models/family_view.py", "who else knows the family: the case reference to ask about"),
     **{("address_gazetteer", f): ("linkage/gazetteer.py", "address matching: people at one property form one household")
        for f in ("uprn", "parent_uprn", "sao", "pao", "street", "postcode")},
     ("postcode_localities", "ward"): ("models/lists.py", "ward shown on the list"),

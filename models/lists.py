@@ -20,6 +20,8 @@ import duckdb
 import polars as pl
 
 from features.calendar import previous_month, window_start
+from features.registry import Registry
+from models.family_view import FamilyView, family_view
 from rules import LEAD_PRACTITIONER_SERVICES, STATUTORY_SERVICES, is_child
 from warehouse import linked_rows, read_table
 
@@ -236,11 +238,13 @@ class MonthlyLists:
     result: LocalityLists
     ordered_by: str  # what ordered the lists: the configured order, or the score when no model was trained
     tables: dict[str, pl.DataFrame]  # the warehouse tables this month's lists replace, audit included
+    view: FamilyView | None = None  # each listed family's chronology and who else knows it
     rows_without_decision: int = 0  # returned rows whose DECISION was blank: not discussed, counted
 
 
 def monthly_lists(
     con: duckdb.DuckDBPyConnection, month: str, reference: dt.date, settings: ListSettings, configuration: str, run_id: str, run_by: str,
+    registry: Registry,
 ) -> MonthlyLists:
     """This month's lists from the warehouse, with the audit of what was listed, for whom, by which
     run and configuration; earlier months' audit entries are kept, this month's replaced."""
@@ -285,7 +289,10 @@ def monthly_lists(
     shown = read_table(con, "list_audit_members")
     shown_now = result.members.select(pl.lit(month).alias("month"), "family_ref", "person_id")
     shown_kept = shown.filter(pl.col("month") != month) if shown is not None else None
+    view = family_view(con, result.members, registry, reference)
     tables = {
+        "family_chronology": view.chronology,
+        "family_known_to": view.known_to,
         "meeting_decisions": decisions_recorded(decisions, read_table(con, "landed_files"), result),
         "locality_lists": result.lists,
         "locality_list_members": result.members,
@@ -295,7 +302,7 @@ def monthly_lists(
         "list_audit_members": pl.concat([shown_kept, shown_now]) if shown_kept is not None else shown_now,
     }
     without_decision = returned.height - decisions.height if returned is not None else 0
-    return MonthlyLists(result=result, ordered_by=ordered_by, tables=tables, rows_without_decision=without_decision)
+    return MonthlyLists(result=result, ordered_by=ordered_by, tables=tables, view=view, rows_without_decision=without_decision)
 
 
 DECISIONS_SCHEMA = {

@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 from markupsafe import Markup, escape
 
+from models.family_view import FamilyView
 from reports import page, render
 from rules import Programme, looks_like_formula
 from warehouse import write_atomically, write_text_atomically
@@ -82,16 +83,24 @@ def _decision_sheet(book, lists: pl.DataFrame) -> None:
     sheet.protect("", {"select_locked_cells": True, "select_unlocked_cells": True})
 
 
-def write_xlsx(lists: pl.DataFrame, members: pl.DataFrame, path: Path) -> None:
+def write_xlsx(lists: pl.DataFrame, members: pl.DataFrame, path: Path, view: FamilyView | None = None) -> None:
     import xlsxwriter
 
     families = lists.with_columns(pl.col("needs").list.join("; "), pl.col("top_reasons").list.join("\n"))
+    sheets = [("Families", families), ("Members", members.drop("person_id"))]
+    if view is not None:
+        # a family's chronology and who else knows it, for the families on this list only
+        listed = lists.select("family_ref")
+        sheets += [
+            ("Chronology", view.chronology.join(listed, on="family_ref", how="semi").select("family_ref", pl.col("event_date").cast(pl.String), "member", "agency", "what")),
+            ("Who else knows", view.known_to.join(listed, on="family_ref", how="semi").select("family_ref", "kind", "detail")),
+        ]
 
     def write(tmp: str) -> None:
         book = xlsxwriter.Workbook(tmp, {"strings_to_formulas": False, "strings_to_urls": False})
         try:
             _decision_sheet(book, lists)
-            for title, frame in (("Families", families), ("Members", members.drop("person_id"))):
+            for title, frame in sheets:
                 sheet = book.add_worksheet(title)
                 bold = book.add_format({"bold": True})
                 for col, name in enumerate(frame.columns):
@@ -129,13 +138,18 @@ def _flags(family: dict) -> list[str]:
     return [f for f in flags if f]
 
 
-def pack_html(locality: str, month: str, lists: pl.DataFrame, members: pl.DataFrame, programme: Programme) -> str:
-    by_family: dict[str, list[dict]] = {}
-    for m in members.iter_rows(named=True):
-        by_family.setdefault(m["family_ref"], []).append(m)
+def _by_family(frame: pl.DataFrame | None) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for row in frame.iter_rows(named=True) if frame is not None else ():
+        grouped.setdefault(row["family_ref"], []).append(row)
+    return grouped
+
+
+def pack_html(locality: str, month: str, lists: pl.DataFrame, members: pl.DataFrame, programme: Programme, view: FamilyView | None = None) -> str:
     body = render(
-        "pack.html.j2", locality=locality, month=month, families=list(lists.iter_rows(named=True)), members=by_family,
+        "pack.html.j2", locality=locality, month=month, families=list(lists.iter_rows(named=True)), members=_by_family(members),
         programme=programme, needs_chart=_needs_chart(programme), flags=_flags,
+        chronology=_by_family(view.chronology if view else None), known_to=_by_family(view.known_to if view else None),
     )
     return page(f"{locality} allocation meeting, {month}", body, layout="pack")
 
@@ -156,14 +170,16 @@ def pack_slug(locality: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", locality.lower()).strip("_")
 
 
-def write_packs(lists: pl.DataFrame, members: pl.DataFrame, month: str, folder: Path, unplaced: int, programme: Programme) -> list[Path]:
+def write_packs(
+    lists: pl.DataFrame, members: pl.DataFrame, month: str, folder: Path, unplaced: int, programme: Programme, view: FamilyView | None = None,
+) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for (locality,), part in lists.group_by("locality", maintain_order=True):
         slug = pack_slug(locality)
         people = members.join(part.select("family_ref"), on="family_ref", how="semi")
-        write_text_atomically(pack_html(locality, month, part, people, programme), folder / f"{slug}.html")
-        write_xlsx(part, people, folder / f"{slug}.xlsx")
+        write_text_atomically(pack_html(locality, month, part, people, programme, view), folder / f"{slug}.html")
+        write_xlsx(part, people, folder / f"{slug}.xlsx", view)
         write_csv(part, people, folder / f"{slug}.csv")
         written += [folder / f"{slug}.{ext}" for ext in ("html", "xlsx", "csv")]
     write_text_atomically(summary_html(month, lists, unplaced), folder / "summary.html")

@@ -96,9 +96,17 @@ def test_pack_renders_in_headless_chromium(listed, tmp_path):
     dom = subprocess.run([browser, *flags, "--dump-dom", pack.as_uri()], capture_output=True, text=True, timeout=120).stdout
     shot = tmp_path / "pack.png"
     subprocess.run([browser, *flags, "--window-size=900,1400", f"--screenshot={shot}", pack.as_uri()], capture_output=True, timeout=120)
-    families = pl.read_csv(pack.with_suffix(".csv"), infer_schema=False)["family_ref"].n_unique()
+    refs = pl.read_csv(pack.with_suffix(".csv"), infer_schema=False)["family_ref"].unique()
+    families = refs.len()
     assert dom.count('class="family"') == families > 0, "every family renders as its own block"
     assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    # each family block shows its chronology and who else knows it, as the warehouse holds them
+    con = duckdb.connect(str(listed / "warehouse.duckdb"), read_only=True)
+    chronology = con.sql("SELECT family_ref, count(*) AS n FROM family_chronology GROUP BY 1").pl().filter(pl.col("family_ref").is_in(refs.implode()))
+    known = con.sql("SELECT DISTINCT family_ref FROM family_known_to").pl().filter(pl.col("family_ref").is_in(refs.implode()))
+    assert chronology.height > 0 and dom.count('class="chronology"') == chronology.height
+    assert dom.count('class="known-to"') == known.height > 0
+    assert dom.count("<tr><td>") >= chronology["n"].sum(), "one row per event"
 
 
 @pytest.mark.parametrize("document", ["governance/ig_pack", "governance/atrs_record", "linkage_report", f"packs/{MONTH}/summary"])

@@ -33,13 +33,13 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
         f"list_front_door_nfa={config.list_front_door_nfa}"
     )
     with settings.warehouse() as con:
-        lists = monthly_lists(con, settings.reference_month, settings.reference_date, list_settings, configuration, context.run_id, who_ran())
+        lists = monthly_lists(con, settings.reference_month, settings.reference_date, list_settings, configuration, context.run_id, who_ran(), settings.registry())
         replace_tables(con, lists.tables)
     if lists.ordered_by != config.order_by:
         context.log.warning("locality_lists: order_by=model, but the scorecard model could not be trained this month; ordered by score")
     result = lists.result
     folder = settings.output / "packs" / settings.reference_month
-    written = write_packs(result.lists, result.members, settings.reference_month, folder, result.unplaced, programme(settings.programme))
+    written = write_packs(result.lists, result.members, settings.reference_month, folder, result.unplaced, programme(settings.programme), lists.view)
     decisions = lists.tables["meeting_decisions"]
     with settings.warehouse() as con:
         record_audit(con, "locality packs written", f"{folder}: {len(written)} files, {result.lists.height} families for {settings.reference_month}", context.run_id)
