@@ -68,7 +68,12 @@ def run_one(people: int, seed: int, month: str, mode: str, nhs_number: bool, gaz
 
 def _table(frame: pl.DataFrame) -> str:
     header = "| " + " | ".join(frame.columns) + " |\n| " + " | ".join("---" for _ in frame.columns) + " |\n"
-    body = "".join("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v) for v in r) + " |\n" for r in frame.iter_rows())
+    def cell(name: str, v) -> str:
+        if isinstance(v, float):
+            return f"{v:.1f}" if name == "seconds" else f"{v:.4f}"
+        return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+
+    body = "".join("| " + " | ".join(cell(n, v) for n, v in zip(frame.columns, r)) + " |\n" for r in frame.iter_rows())
     return header + body
 
 

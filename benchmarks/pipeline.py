@@ -126,14 +126,17 @@ def _median_steps(runs: list[dict[str, float]]) -> dict[str, float]:
 def _stages(steps: dict[str, float]) -> dict[str, float]:
     """Steps grouped as the README names the stages: each source's load, the GX suites and the
     other checks summed; every other step on its own."""
-    grouped: dict[str, float] = {"ingest (8 sources)": 0.0, "contract suites (GX)": 0.0, "other checks": 0.0}
+    from data_contracts import load_contracts
+
+    ingest = f"ingest ({len(load_contracts())} sources)"
+    grouped: dict[str, float] = {ingest: 0.0, "contract suites (GX)": 0.0, "other checks": 0.0}
     for key, value in steps.items():
         if key.endswith("meets_contract"):
             grouped["contract suites (GX)"] += value
         elif key.startswith("raw_") and key.count("_") > 1 and key.endswith(("rows_accounted_for", "source_received", "quarantine_share")):
             grouped["other checks"] += value
         elif key.startswith("raw_"):
-            grouped["ingest (8 sources)"] += value
+            grouped[ingest] += value
         elif any(key.endswith(c) for c in ("breakdown_sums_to_score", "indicator_prevalence_plausible", "score_distribution_shift")):
             grouped["other checks"] += value
         else:
