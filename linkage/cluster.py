@@ -12,6 +12,9 @@ when their members contradict each other, however strong the link:
   for a day of its year, not a year keyed one out), or stated ages more than a year
   from each other's birth year: so a parent and a child of the same name stay
   two people;
+- names each side mostly uses that are not alike, unless the two share a date of birth (so a
+  record with no birth date cannot bring one person's name into another's on an identifier
+  keyed wrongly);
 - the same date of birth where the forenames each side mostly uses are neither
   alike nor nicknames of each other (nor an initial of the other): so twins (same surname,
   birth date and address) stay two, while a typo, a nickname or an initial in one record does
@@ -49,6 +52,8 @@ class _Cluster:
     ids: dict[str, dict[str, int]] = field(default_factory=lambda: {"nhs_number": {}, "upn": {}, "nino": {}})
     # (dob, forename, surname) -> mentions: the name a person mostly goes by on a birth date
     names_by_dob: dict[tuple[dt.date, str, str], int] = field(default_factory=dict)
+    # (forename, surname) -> mentions, birth date or not: the name a person mostly goes by
+    names: dict[tuple[str, str], int] = field(default_factory=dict)
     forbidden: set[int] = field(default_factory=set)
 
 
@@ -69,6 +74,11 @@ def _dob_compatible(a: dt.date, b: dt.date) -> bool:
         return True
     sa, sb = a.strftime("%Y%m%d"), b.strftime("%Y%m%d")
     return sum(x != y for x, y in zip(sa, sb)) == 1
+
+
+def _most_used(names: dict[tuple[str, str], int]) -> tuple[str, str]:
+    # ties go to the longer name: the formal one, not the nickname
+    return max(names, key=lambda n: (names[n], len(n[0]), n))
 
 
 def _established(values: dict[str, int]) -> bool:
@@ -115,6 +125,8 @@ class ConstrainedClusterer:
                     cluster.names_by_dob[(dob, forename, surname or "")] = mentions
             elif birth_year is not None:
                 cluster.birth_years.add(birth_year)
+            if forename:
+                cluster.names[(forename, surname or "")] = mentions
             for key, value in (("nhs_number", nhs_number), ("upn", upn), ("nino", nino)):
                 if value:
                     cluster.ids[key][value] = mentions
@@ -169,6 +181,12 @@ class ConstrainedClusterer:
         # known by two names (a middle name used as a forename), not twins
         one_person = any(_established(a.ids[key]) and _established(b.ids[key]) and not a.ids[key].keys().isdisjoint(b.ids[key]) for key in a.ids)
         twin_dates = {d for d, _, _ in a.names_by_dob} & {d for d, _, _ in b.names_by_dob} if self.check_twins and not one_person else set()
+        # names that are not alike join only on a shared birth date (a middle name used as a
+        # forename): a record with no birth date, keyed with another member's NHS number, does
+        # not carry one person's name into another's
+        if self.check_twins and not one_person and a.names and b.names and not (a.dobs & b.dobs):
+            if not self._alike(_most_used(a.names), _most_used(b.names)):
+                return True
         for dob in twin_dates:
             # the name each side mostly uses on that date must be alike (a typo, a nickname,
             # forename and surname swapped); twins go by different names
@@ -194,6 +212,8 @@ class ConstrainedClusterer:
         a.birth_years |= b.birth_years
         for key, count in b.names_by_dob.items():
             a.names_by_dob[key] = a.names_by_dob.get(key, 0) + count
+        for key, count in b.names.items():
+            a.names[key] = a.names.get(key, 0) + count
         a.forbidden |= b.forbidden
         for key in a.ids:
             for value, count in b.ids[key].items():
@@ -254,12 +274,12 @@ def _components(pids: pl.Series, links: pl.DataFrame, must_link: list[tuple[int,
 def _groups_that_may_contradict(
     profiles: pl.DataFrame, component: pl.DataFrame, must_link: list[tuple[int, int]], cannot_link: list[tuple[int, int]]
 ) -> pl.Series:
-    """Components where some link could be refused: more than one birth date, forename or value
+    """Components where some link could be refused: more than one birth date, forename (any record's) or value
     of an identifier, birth years more than one apart, or a reviewer's decision inside."""
     grouped = profiles.join(component, on="pid").group_by("component").agg(
         pl.len().alias("profiles"),
         pl.col("dob").drop_nulls().n_unique().alias("dobs"),
-        pl.col("forename").filter(pl.col("dob").is_not_null()).drop_nulls().n_unique().alias("forenames"),
+        pl.col("forename").drop_nulls().n_unique().alias("forenames"),  # with a birth date or not: names that are not alike
         (pl.col("birth_year").max() - pl.col("birth_year").min()).fill_null(0).alias("year_span"),
         *[pl.col(c).drop_nulls().n_unique().alias(c) for c in ("nhs_number", "upn", "nino")],
     )
