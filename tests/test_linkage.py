@@ -86,6 +86,14 @@ def test_one_mention_keyed_with_another_members_number_neither_splits_nor_merges
     assert c.link(2, 1), "one mention's number does not keep Amy from her own records"
     assert not c.link(3, 1), "sharing the wrongly keyed number does not join her brother to her"
     assert c.find(3) != c.find(1)
+    # their father at a police notification: no birth date, and Amy's number keyed on his row
+    father = ConstrainedClusterer(profiles([
+        {"pid": 1, "forename": "AMY", "surname": "BOND", "dob": dt.date(2015, 3, 4), "nhs_number": "9434765919", "mentions": 6},
+        {"pid": 4, "forename": "GARY", "surname": "BOND", "nhs_number": "9434765919", "mentions": 1},
+        {"pid": 5, "forename": "AMY", "surname": "BOND", "mentions": 1},
+    ]))
+    assert not father.link(4, 1), "names not alike, no birth date shared: the number alone does not join them"
+    assert father.link(5, 1), "her own record without a birth date still joins her"
     # where identifiers are themselves corrupted (FEBRL), the rule can be turned off
     lenient = ConstrainedClusterer(profiles([
         {"pid": 1, "forename": "A", "surname": "B", "nino": "2519978"},
