@@ -82,7 +82,7 @@ def _gazetteer(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     ).with_columns(
         # the letter a flat's number is sometimes written as (14B for flat 2 of 14)
         pl.when(pl.col("sao_number").cast(pl.Int32, strict=False).is_between(1, 26))
-        .then(pl.col("sao_number").cast(pl.Int32, strict=False).map_elements(lambda n: chr(64 + n), return_dtype=pl.String))
+        .then(pl.lit("ABCDEFGHIJKLMNOPQRSTUVWXYZ").str.slice(pl.col("sao_number").cast(pl.Int32, strict=False) - 1, 1))
         .alias("sao_letter")
     )
 
