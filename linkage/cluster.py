@@ -77,7 +77,7 @@ def _dob_compatible(a: dt.date, b: dt.date) -> bool:
 
 
 def _most_used(names: dict[tuple[str, str], int]) -> tuple[str, str]:
-    # ties go to the longer name: the formal one, not the nickname
+    # ties go to the longer name: the formal one, not the nickname (Oliver, not Ollie)
     return max(names, key=lambda n: (names[n], len(n[0]), n))
 
 
@@ -155,10 +155,7 @@ class ConstrainedClusterer:
 
     @staticmethod
     def _primary(cluster: _Cluster, dob: dt.date) -> tuple[str, str]:
-        names = [(count, forename, surname) for (d, forename, surname), count in cluster.names_by_dob.items() if d == dob]
-        # ties go to the longer name: the formal one, not the nickname (Oliver, not Ollie)
-        count, forename, surname = max(names, key=lambda n: (n[0], len(n[1]), n[1], n[2]))
-        return forename, surname
+        return _most_used({(forename, surname): count for (d, forename, surname), count in cluster.names_by_dob.items() if d == dob})
 
     def _alike(self, x: tuple[str, str], y: tuple[str, str]) -> bool:
         (forename_x, surname_x), (forename_y, surname_y) = x, y

@@ -52,8 +52,7 @@ WITH candidates AS (
     FROM candidates WHERE pao_ok AND sao_ok AND (street_exact OR street_alike)
 ), ranked AS (
     SELECT *, row_number() OVER (PARTITION BY address_id ORDER BY score DESC, uprn) AS rank,
-           count(*) OVER (PARTITION BY address_id, score) AS tied,
-           max(score) OVER (PARTITION BY address_id) AS best
+           count(*) OVER (PARTITION BY address_id, score) AS tied
     FROM scored
 )
 SELECT address_id, uprn, is_building, postcode AS property_postcode, pao AS property_house_number, sao_number AS property_flat
