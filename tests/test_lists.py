@@ -107,6 +107,12 @@ def test_pack_renders_in_headless_chromium(listed, tmp_path):
     assert chronology.height > 0 and dom.count('class="chronology"') == chronology.height
     assert dom.count('class="known-to"') == known.height > 0
     assert dom.count("<tr><td>") >= chronology["n"].sum(), "one row per event"
+    # and how each member was placed, a guess marked as one
+    assert dom.count("Placed in this family by") == families
+    guesses = con.sql(
+        f"SELECT count(*) FROM locality_list_members WHERE placement_confidence = 'low' AND family_ref IN ({', '.join(repr(r) for r in refs.to_list())})"
+    ).fetchall()[0][0]
+    assert dom.count("a guess: check before the meeting") == guesses
 
 
 @pytest.mark.parametrize("document", ["governance/ig_pack", "governance/atrs_record", "linkage_report", f"packs/{MONTH}/summary"])
