@@ -4,8 +4,8 @@ generator holds both (the partner extracts do not), by hand (not a test).
     .venv/bin/python benchmarks/pipeline.py --people 200000   # first: the run this reads
     .venv/bin/python benchmarks/fairness.py --people 200000
 
-It evaluates the model out of time on the run's warehouse exactly as `earlyhelp model`
-does, forms the test month's families again (the same function, so the same references),
+It evaluates the model on the run's warehouse exactly as `earlyhelp model` does, forms the
+latest test month's families again (the same function, so the same references),
 maps each family's members through linkage to the generator's true persons (truth.csv),
 and reports, per deprivation quintile of the family's home and per heritage of its
 members, the families, the share the model selects at the list size, the escalation rate
@@ -56,8 +56,9 @@ def main() -> None:
             )
             .with_columns(((pl.col("decile") - 1) // 2 + 1).cast(pl.String).alias("deprivation_quintile"))
         )
-        test = evaluation.test_selection.join(family_groups, on="family_ref", how="left")
-        print(f"\n{people:,} residents; test month {evaluation.test_month}; {test.height:,} families; list size {evaluation.list_size:,}; "
+        test = evaluation.test_selection.filter(pl.col("reference") == evaluation.test_month).join(family_groups, on="family_ref", how="left")
+        list_size = round(test["selected"].sum())
+        print(f"\n{people:,} residents; test month {evaluation.test_month}; {test.height:,} families; list size {list_size:,}; "
               f"{test['deprivation_quintile'].null_count():,} families with no true person found")
         rows = []
         for group, label in (("deprivation_quintile", "deprivation quintile (1 = most deprived)"), ("heritage", "heritage")):
@@ -65,7 +66,7 @@ def main() -> None:
                 pl.len().alias("families"),
                 pl.col("selected").mean().round(4).alias("selected_share"),
                 pl.col("escalated").mean().round(4).alias("escalation_rate"),
-                ((pl.col("selected") & (pl.col("escalated") == 1)).sum() / pl.col("escalated").sum().clip(1)).round(4).alias("recall_at_k"),
+                ((pl.col("selected") * pl.col("escalated")).sum() / pl.col("escalated").sum().clip(1)).round(4).alias("recall_at_k"),
             ).sort("value")
             mean = table.filter(pl.col("families") >= 30)["recall_at_k"].mean() or 0.0
             for r in table.iter_rows(named=True):
@@ -73,7 +74,7 @@ def main() -> None:
                 rows.append(f"| {label} | {r['value']} | {r['families']:,} | {r['selected_share']} | {r['escalation_rate']} | {r['recall_at_k']} | {flag} |")
         head = [
             f"{people:,} residents (seed {args.seed}, month {args.month}); test month {evaluation.test_month}; "
-            f"{test.height:,} families; list size {evaluation.list_size:,}.",
+            f"{test.height:,} families; list size {list_size:,} (the families eligible that month; the model's chance of listing each).",
             "",
             "| group | value | families | selected share | escalation rate | recall at list size | flag |",
             "| --- | --- | ---: | ---: | ---: | ---: | --- |",

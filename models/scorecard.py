@@ -1,15 +1,29 @@
-"""The scorecard model: does a learned weighting of the indicators predict escalation better
-than the transparent score, or than simply counting headline needs? Measured out of time.
+"""The scorecard model: does a learned weighting of the indicators find the families who
+go on to need statutory services better than the transparent score, or than counting
+headline needs? Measured so that it cannot flatter itself.
 
-For a series of earlier reference months, families and indicators are rebuilt as they
-stood then (the same functions a monthly run uses), and the outcome is observed later in
-the council's own `open_cases`, as a council would: a child of the family opened to child
-in need, child protection or looked-after services within 12 months after the reference
-month, among families with no such case open at the reference month. A logistic
-regression (scikit-learn) on the indicators is trained on the earlier months and tested
-on the latest month whose 12 months have passed; it is presented as a scorecard (points
-per indicator), calibrated, and compared on the same test families against the
-transparent score and the count of headline outcomes.
+The outcome is observed as a council would, in its own `open_cases`: a child of the family
+opened to child in need, child protection or looked-after services within 12 months after
+a reference month, among families with no such case open then. Families and indicators are
+rebuilt as they stood at earlier months with the same functions a monthly run uses.
+
+How it is tested (rolling origin): the latest test month is the last whose 12 months have
+passed; two more lie `STEP_MONTHS` and twice that before it. Each test month has its own
+model, trained only on months whose outcome windows had closed by then (training month +
+12 <= test month), so no escalation the test counts was known in training. A month is used
+only when every source holds at least half of its indicators' look-back window (a
+contract's retention deletes old rows: A&E keeps three years), and the card says how much
+each month held. Every figure has a bootstrap interval (families resampled within each test
+month), and the methods are judged where the meeting works: at the size of its list (the
+families eligible under the programme rule that month), ties never broken in a method's
+favour. The model earns its place only when it finds more escalations at that size than
+both simpler rankings in 95% of replicates; otherwise the card says so and the switch
+stays off.
+
+The scorecard is a logistic regression whose points cannot be negative (no need lowers a
+family's place); the unconstrained fit is shown beside it, with the indicator each
+negative coefficient travels with. The model that orders this month's families, if a
+council switches it on, is trained on the latest months whose outcomes are known.
 """
 
 from __future__ import annotations
@@ -20,21 +34,41 @@ from dataclasses import dataclass, field
 import duckdb
 import numpy as np
 import polars as pl
+from scipy.optimize import minimize
+from scipy.special import expit
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.metrics import brier_score_loss
 
 from features import compute_indicators
-from features.calendar import shift_months
+from features.calendar import shift_months, window_start
 from features.registry import Registry
 from linkage import form_families
 from linkage.person_records import linked_person_records
+from models.metrics import Ranked, ranking_metrics, selected_share, wilson
 from models.score import score_families
 from rules import STATUTORY_SERVICES, is_adult, is_child
 from warehouse import linked_rows
 
 #: The warehouse table of this month's model probabilities, read when a council orders lists by the model.
 MODEL_SCORES = "family_model_scores"
+#: How long after a reference month an escalation counts.
+OUTCOME_MONTHS = 12
+#: Test months (rolling origin), and the most training months each test month's model learns from.
+TEST_MONTHS = 3
+TRAINING_MONTHS = 3
+#: Months between test months, and between one test month's training months.
+STEP_MONTHS = 2
+#: A month is used only when every source holds at least this share of its look-back window.
+MIN_WINDOW_HELD = 0.5
+#: Bootstrap replicates behind every interval.
+REPLICATES = 200
+#: The rankings compared, in the card's order.
+METHODS = ("scorecard model", "transparent score", "headline needs met")
+METRICS = ("roc_auc", "pr_auc", "precision_at_list_size", "recall_at_list_size")
+#: Groups reported in the fairness tables (the partner extracts hold no ethnicity or deprivation).
+GROUPS = ("locality", "youngest_child_age_band", "youngest_child_sex", "household")
 
 
 def snapshot(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date, linked: pl.DataFrame | None = None) -> pl.DataFrame:
@@ -89,26 +123,140 @@ def _localities(con, members: pl.DataFrame) -> pl.DataFrame:
 
 
 class NotEnoughOutcomes(ValueError):
-    """The history holds too few escalations to train or test a model honestly."""
+    """The history holds too few escalations, or too few usable months, to train or test a model honestly."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """One test month and the months its model may learn from."""
+
+    test_month: dt.date
+    train_months: tuple[dt.date, ...]
+
+
+def evaluation_plan(reference: dt.date, usable: set[dt.date] | None = None) -> list[Origin]:
+    """The rolling-origin plan: test months back from the latest whose outcomes are known, each
+    trained only on months whose outcome windows closed by its test month. `usable`: the months
+    the history can rebuild (all, when None)."""
+    def ok(month: dt.date) -> bool:
+        return usable is None or month in usable
+
+    latest = shift_months(reference, -OUTCOME_MONTHS)
+    origins = []
+    for i in range(TEST_MONTHS):
+        test = shift_months(latest, -i * STEP_MONTHS)
+        train = tuple(
+            m for m in (shift_months(test, -OUTCOME_MONTHS - j * STEP_MONTHS) for j in range(TRAINING_MONTHS)) if ok(m)
+        )
+        if ok(test) and train:
+            origins.append(Origin(test, tuple(sorted(train))))
+    return origins
+
+
+def source_first_dates(con: duckdb.DuckDBPyConnection, registry: Registry) -> dict[str, dt.date]:
+    """The first dated row the warehouse holds of each source the indicators or the outcome read."""
+    sources = sorted({i.source for i in registry.indicators if i.source} | {"open_cases"})
+    rows = con.execute(
+        "SELECT source, min(event_date) FROM person_records WHERE source IN (SELECT unnest(?)) GROUP BY source", [sources]
+    ).fetchall()
+    return {source: first for source, first in rows if first is not None}
+
+
+def window_held(first: dict[str, dt.date], registry: Registry, month: dt.date) -> dict[str, float]:
+    """Per source, the share of its longest look-back window, ending with `month`, that the
+    warehouse holds rows for."""
+    windows: dict[str, int] = {}
+    for indicator in registry.indicators:
+        if indicator.source:
+            windows[indicator.source] = max(windows.get(indicator.source, 0), indicator.window_months)
+    held = {}
+    for source, months in windows.items():
+        start = window_start(month, months)
+        since = first.get(source)
+        if since is None or since > month:
+            held[source] = 0.0
+        else:
+            missing = max(0, (since.year - start.year) * 12 + since.month - start.month)
+            held[source] = round(max(0.0, 1 - missing / months), 3)
+    return held
+
+
+class NonNegativeLogistic(ClassifierMixin, BaseEstimator):
+    """Logistic regression, penalised as scikit-learn's (C), whose coefficients cannot be
+    negative: a need can raise a family's place or leave it, never lower it. scikit-learn's
+    LogisticRegression has no bound on coefficients, so this fits with scipy's L-BFGS-B."""
+
+    def __init__(self, C: float = 1.0):
+        self.C = C
+
+    def fit(self, X, y):
+        X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
+        self.classes_ = np.array([0, 1])
+        n_features = X.shape[1]
+        # families with the same indicators share one row, weighted: the same likelihood, a
+        # county's 100,000 family-months become a few thousand patterns
+        if n_features < 63 and np.isin(X, (0.0, 1.0)).all():  # indicators: a row's pattern is one integer
+            _, first, inverse = np.unique(X @ (2.0 ** np.arange(n_features)), return_index=True, return_inverse=True)
+            patterns = X[first]
+        else:
+            patterns, inverse = np.unique(X, axis=0, return_inverse=True)
+        families = np.bincount(inverse.ravel()).astype(float)
+        escalated = np.bincount(inverse.ravel(), weights=y)
+
+        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            w, b = theta[:n_features], theta[n_features]
+            z = patterns @ w + b
+            residual = families * expit(z) - escalated
+            value = float((families * np.logaddexp(0.0, z) - escalated * z).sum() + 0.5 / self.C * w @ w)
+            return value, np.append(patterns.T @ residual + w / self.C, residual.sum())
+
+        bounds = [(0.0, None)] * n_features + [(None, None)]
+        fitted = minimize(loss, np.zeros(n_features + 1), jac=True, method="L-BFGS-B", bounds=bounds, options={"ftol": 1e-12, "gtol": 1e-7, "maxiter": 1000})
+        self.coef_, self.intercept_ = fitted.x[None, :n_features], fitted.x[n_features:]
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        return np.asarray(X, dtype=float) @ self.coef_[0] + self.intercept_[0]
+
+    def predict_proba(self, X) -> np.ndarray:
+        p = expit(self.decision_function(X))
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X) -> np.ndarray:
+        return (self.decision_function(X) > 0).astype(int)
+
+
+def _calibrated(x: np.ndarray, y: np.ndarray) -> CalibratedClassifierCV:
+    # sigmoid on three folds: the folds follow row order, so callers sort, and a rerun gives the same model
+    return CalibratedClassifierCV(NonNegativeLogistic(), method="sigmoid", cv=3).fit(x, y)
 
 
 @dataclass
 class Evaluation:
-    train_months: list[dt.date]
-    test_month: dt.date
-    families_train: int
-    families_test: int
-    escalations_test: int
-    list_size: int
-    comparison: pl.DataFrame  # method, roc_auc, pr_auc, brier, precision_at_k, recall_at_k
-    fairness: pl.DataFrame  # group, value, families, selected share, escalation rate, recall at k
-    scorecard: pl.DataFrame  # indicator, coefficient, points
-    calibration: pl.DataFrame  # bin, predicted, observed, families
+    origins: list[Origin]
+    per_test_month: pl.DataFrame  # test_month, training months, families, escalations, list_size, method, metrics
+    comparison: pl.DataFrame  # method, each metric with its interval (mean over test months)
+    differences: pl.DataFrame  # the model against each simpler ranking at the list size, with intervals
+    scorecard: pl.DataFrame  # indicator, points, coefficient, unconstrained coefficient, found with
+    calibration: pl.DataFrame  # bin, families, predicted, observed and its interval
+    by_group: pl.DataFrame  # group, value, families, escalations, per method selected share and recall with intervals
+    calibration_by_group: pl.DataFrame  # group, value, families, predicted, observed and its interval
+    window_held: pl.DataFrame  # month, source, share of its look-back window held (only months short of whole)
+    production_months: tuple[dt.date, ...]
+    replicates: int
     notes: list[str] = field(default_factory=list)
-    model: CalibratedClassifierCV | None = None  # the calibrated model, to order this month's families when switched on
+    model: CalibratedClassifierCV | None = None  # trained on production_months, to order this month's families when switched on
     features: list[str] = field(default_factory=list)
-    earned_its_place: bool = False  # beat the transparent score and the headline count on PR AUC out of time
-    test_selection: pl.DataFrame | None = None  # family_ref (as formed at the test month), selected by the model, escalated
+    earned_its_place: bool = False
+    test_selection: pl.DataFrame | None = None  # reference, family_ref, selected (the model's chance of listing), escalated
+
+    @property
+    def test_month(self) -> dt.date:
+        return self.origins[0].test_month
+
+    @property
+    def train_months(self) -> list[dt.date]:
+        return sorted({m for o in self.origins for m in o.train_months})
 
     def predict(self, family_indicators: pl.DataFrame, families: pl.Series) -> pl.DataFrame:
         """family_ref, model_probability for `families`, from this month's family_indicators."""
@@ -124,139 +272,331 @@ class Evaluation:
         return pl.DataFrame({"family_ref": wide["family_ref"], "model_probability": self.model.predict_proba(x)[:, 1].round(6)})
 
 
-def _at_k(y: np.ndarray, ranking: np.ndarray, k: int) -> tuple[float, float, np.ndarray]:
-    order = np.argsort(-ranking, kind="stable")[:k]
-    selected = np.zeros(len(y), dtype=bool)
-    selected[order] = True
-    hits = y[selected].sum()
-    return hits / max(k, 1), hits / max(y.sum(), 1), selected
-
-
-def evaluate(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date, list_share: float = 0.05) -> Evaluation:
-    """Train on reference months 24, 21 and 18 months before the latest testable month; test on it."""
-    test_month = shift_months(reference, -12)
-    train_months = [shift_months(test_month, -m) for m in (15, 12, 9)]
-    linked = linked_person_records(con)
-    # in a fixed order: the calibration's folds follow row order, and a rerun must give the same model
-    train = pl.concat([snapshot(con, registry, m, linked) for m in train_months], how="diagonal_relaxed").sort("reference", "family_ref")
-    test = snapshot(con, registry, test_month, linked).sort("family_ref")
-    features = [i.id for i in registry.indicators]
-    x_train, y_train = train.select(features).to_numpy(), train["escalated"].to_numpy()
-    x_test, y_test = test.select(features).to_numpy(), test["escalated"].to_numpy()
-    notes = []
-    if len(set(y_train.tolist())) < 2 or y_train.sum() < 10:
-        raise NotEnoughOutcomes(f"{int(y_train.sum())} escalations in the training months: too few to train on")
-    base = LogisticRegression(C=1.0, max_iter=1000, class_weight=None)
-    base.fit(x_train, y_train)
-    calibrated = CalibratedClassifierCV(LogisticRegression(C=1.0, max_iter=1000), method="sigmoid", cv=3)
-    calibrated.fit(x_train, y_train)
-    model_p = calibrated.predict_proba(x_test)[:, 1]
-    k = max(1, int(round(list_share * len(y_test))))
-    rows, selections = [], {}
-    for method, ranking in (
-        ("scorecard model", model_p),
-        ("transparent score", test["score"].to_numpy().astype(float)),
-        ("headline needs met", test["needs_met"].to_numpy().astype(float)),
-    ):
-        precision, recall, selected = _at_k(y_test, ranking + 1e-9 * test["score"].to_numpy(), k)
-        selections[method] = selected
-        rows.append(
-            {
-                "method": method,
-                "roc_auc": round(float(roc_auc_score(y_test, ranking)), 4) if 0 < y_test.sum() < len(y_test) else None,
-                "pr_auc": round(float(average_precision_score(y_test, ranking)), 4) if y_test.sum() else None,
-                "brier": round(float(brier_score_loss(y_test, model_p)), 4) if method == "scorecard model" else None,
-                f"precision_at_{k}": round(float(precision), 4),
-                f"recall_at_{k}": round(float(recall), 4),
-            }
+def evaluate(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date, replicates: int = REPLICATES) -> Evaluation:
+    """Rebuild the months of the rolling-origin plan from the warehouse and evaluate on them."""
+    first = source_first_dates(con, registry)
+    candidates = {shift_months(reference, -m) for m in range(OUTCOME_MONTHS, OUTCOME_MONTHS * 4)}
+    held = {m: window_held(first, registry, m) for m in candidates}
+    usable = {m for m, shares in held.items() if shares and min(shares.values()) >= MIN_WINDOW_HELD}
+    origins = evaluation_plan(reference, usable)
+    if not origins:
+        raise NotEnoughOutcomes(
+            f"no test month has a usable training month {OUTCOME_MONTHS} months before it: every source must hold "
+            f"{MIN_WINDOW_HELD:.0%} of its look-back window, and the history is too short"
         )
-    comparison = pl.DataFrame(rows)
-    points = np.round(base.coef_[0] / max(np.abs(base.coef_[0]).max(), 1e-9) * 10).astype(int)
-    scorecard = pl.DataFrame({"indicator": features, "coefficient": np.round(base.coef_[0], 4), "points": points}).sort("points", descending=True)
-    bins = np.clip((model_p * 10).astype(int), 0, 9)
-    calibration = pl.DataFrame({"bin": bins, "p": model_p, "y": y_test}).group_by("bin").agg(
-        pl.col("p").mean().round(4).alias("predicted"), pl.col("y").mean().round(4).alias("observed"), pl.len().alias("families")
-    ).sort("bin")
-    test = test.with_columns(
-        pl.Series("selected", selections["scorecard model"]),
-        pl.when(pl.col("youngest_child_age") <= 4).then(pl.lit("0-4")).when(pl.col("youngest_child_age") <= 10).then(pl.lit("5-10")).otherwise(pl.lit("11-17")).alias("youngest_child_age_band"),
+    linked = linked_person_records(con)
+    months = sorted({o.test_month for o in origins} | {m for o in origins for m in o.train_months})
+    snapshots = {m: snapshot(con, registry, m, linked) for m in months}
+    shortfall = pl.DataFrame(
+        [{"month": m, "source": s, "share_held": v} for m in months for s, v in sorted(held[m].items()) if v < 1],
+        schema={"month": pl.Date, "source": pl.String, "share_held": pl.Float64},
+    )
+    return evaluate_snapshots(snapshots, origins, [i.id for i in registry.indicators], replicates, shortfall)
+
+
+def _age_band(age: pl.Expr) -> pl.Expr:
+    return pl.when(age <= 4).then(pl.lit("0-4")).when(age <= 10).then(pl.lit("5-10")).when(age.is_not_null()).then(pl.lit("11-17")).otherwise(None)
+
+
+def evaluate_snapshots(
+    snapshots: dict[dt.date, pl.DataFrame],
+    origins: list[Origin],
+    features: list[str],
+    replicates: int = REPLICATES,
+    window_shortfall: pl.DataFrame | None = None,
+    seed: int = 0,
+) -> Evaluation:
+    """The evaluation itself, on families as they stood at each month (`snapshot`'s columns):
+    plain data in, figures out, so a test can feed it a county whose signal it knows."""
+    rng = np.random.default_rng(seed)
+    notes: list[str] = []
+    per_month_rows, replicate_metrics, tested = [], [], []
+    kept_origins = []
+    for origin in origins:
+        train = pl.concat([snapshots[m] for m in origin.train_months], how="diagonal_relaxed").sort("reference", "family_ref")
+        test = snapshots[origin.test_month].sort("family_ref")
+        y_train = train["escalated"].to_numpy()
+        if y_train.sum() < 10 or y_train.sum() == len(y_train) or test["escalated"].sum() == 0:
+            notes.append(f"Test month {origin.test_month} left out: {int(y_train.sum())} escalations to train on, {int(test['escalated'].sum())} to test on.")
+            continue
+        kept_origins.append(origin)
+        model = _calibrated(train.select(features).to_numpy(), y_train)
+        p = model.predict_proba(test.select(features).to_numpy())[:, 1]
+        y = test["escalated"].to_numpy().astype(float)
+        eligible = test["eligible"].fill_null(False).to_numpy().astype(float)
+        rankings = {"scorecard model": Ranked.of(p), "transparent score": Ranked.of(test["score"].to_numpy()), "headline needs met": Ranked.of(test["needs_met"].to_numpy())}
+
+        def list_size(weights: np.ndarray) -> float:
+            # the meeting's list: every family eligible under the programme rule (5% of families if none is)
+            size = float((weights * eligible).sum())
+            return size if size else 0.05 * float(weights.sum())
+
+        ones = np.ones(len(y))
+        k = list_size(ones)
+        for method, ranked in rankings.items():
+            roc, pr, precision, recall = ranking_metrics(ranked, y, ones, k)
+            per_month_rows.append({
+                "test_month": origin.test_month, "trained_on": ", ".join(str(m) for m in origin.train_months),
+                "families": len(y), "escalations": int(y.sum()), "list_size": int(round(k)), "method": method,
+                "roc_auc": roc, "pr_auc": pr, "precision_at_list_size": precision, "recall_at_list_size": recall,
+                "brier": float(brier_score_loss(y, p)) if method == "scorecard model" else None,
+            })
+        draws = np.empty((replicates, len(METHODS), len(METRICS)))
+        for b in range(replicates):
+            weights = np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)).astype(float)
+            size = list_size(weights)
+            for j, method in enumerate(METHODS):
+                draws[b, j] = ranking_metrics(rankings[method], y, weights, size)
+        replicate_metrics.append(draws)
+        tested.append(test.with_columns(
+            pl.Series("model_probability", p),
+            pl.Series("selected_model", selected_share(rankings["scorecard model"], k)),
+            pl.Series("selected_score", selected_share(rankings["transparent score"], k)),
+        ))
+    if not kept_origins:
+        raise NotEnoughOutcomes("too few escalations in every test month to train and test on: " + " ".join(notes))
+
+    per_month = pl.DataFrame(per_month_rows).with_columns(pl.col(m).round(4) for m in (*METRICS, "brier"))
+    draws = np.nanmean(np.stack(replicate_metrics), axis=0)  # replicate x method x metric, the mean over test months
+    low, high = np.nanpercentile(draws, 2.5, axis=0), np.nanpercentile(draws, 97.5, axis=0)
+    point = per_month.group_by("method").agg(pl.col(m).mean() for m in METRICS)
+    comparison = pl.DataFrame([
+        {"method": method, **{
+            f: value for i, metric in enumerate(METRICS) for f, value in (
+                (metric, round(float(point.filter(pl.col("method") == method)[metric][0]), 4)),
+                (f"{metric}_low", round(float(low[j, i]), 4)), (f"{metric}_high", round(float(high[j, i]), 4)),
+            )
+        }} for j, method in enumerate(METHODS)
+    ])
+    differences = pl.DataFrame([
+        {
+            "versus": METHODS[j], "metric": METRICS[i],
+            "difference": round(float(comparison[METRICS[i]][0] - comparison[METRICS[i]][j]), 4),
+            "low": round(float(np.nanpercentile(draws[:, 0, i] - draws[:, j, i], 2.5)), 4),
+            "high": round(float(np.nanpercentile(draws[:, 0, i] - draws[:, j, i], 97.5)), 4),
+        }
+        for j in (1, 2) for i in (3, 1)
+    ])
+    at_list = differences.filter(pl.col("metric") == "recall_at_list_size")
+    earned = bool((at_list["low"] > 0).all())
+    if not earned:
+        behind = at_list.filter(pl.col("low") <= 0)["versus"].to_list()
+        notes.append(
+            "The scorecard model has not earned a place in ordering lists: at the meetings' list size it does not find "
+            f"more escalations than the {' or the '.join(behind)} in 95% of bootstrap replicates."
+        )
+
+    pooled = pl.concat(tested, how="diagonal_relaxed").with_columns(
+        _age_band(pl.col("youngest_child_age")).alias("youngest_child_age_band"),
         pl.when(pl.col("adults") == 1).then(pl.lit("one adult")).otherwise(pl.lit("two or more adults")).alias("household"),
     )
-    fairness = pl.concat(
-        [
-            test.group_by(pl.col(group).fill_null("unknown").alias("value")).agg(
-                pl.len().alias("families"),
-                pl.col("selected").mean().round(4).alias("selected_share"),
-                pl.col("escalated").mean().round(4).alias("escalation_rate"),
-                ((pl.col("selected") & (pl.col("escalated") == 1)).sum() / pl.col("escalated").sum().clip(1)).round(4).alias("recall_at_k"),
-            ).with_columns(pl.lit(group).alias("group")).select("group", "value", "families", "selected_share", "escalation_rate", "recall_at_k")
-            for group in ("locality", "youngest_child_age_band", "youngest_child_sex", "household")
-        ]
-    ).sort("group", "value")
-    best = comparison.sort("pr_auc", descending=True, nulls_last=True)["method"][0]
-    if best != "scorecard model":
-        notes.append(f"The scorecard model does not beat the {best} on PR AUC out of time: it has not earned a place in ordering lists.")
+    by_group, calibration_by_group = _by_group(pooled)
+    calibration = _calibration(pooled.with_columns((pl.col("model_probability") * 10).cast(pl.Int32).clip(0, 9).alias("value")))
+
+    production_months = tuple(sorted(o.test_month for o in kept_origins))
+    train = pl.concat([snapshots[m] for m in production_months], how="diagonal_relaxed").sort("reference", "family_ref")
+    x, y_all = train.select(features).to_numpy(), train["escalated"].to_numpy()
+    production = _calibrated(x, y_all)
+    scorecard = _scorecard(features, x, y_all)
     return Evaluation(
-        train_months=train_months, test_month=test_month, families_train=train.height, families_test=test.height,
-        escalations_test=int(y_test.sum()), list_size=k, comparison=comparison, fairness=fairness,
-        scorecard=scorecard, calibration=calibration, notes=notes,
-        model=calibrated, features=features, earned_its_place=best == "scorecard model",
-        test_selection=test.select("family_ref", "selected", "escalated"),
+        origins=kept_origins, per_test_month=per_month, comparison=comparison, differences=differences, scorecard=scorecard,
+        calibration=calibration, by_group=by_group, calibration_by_group=calibration_by_group,
+        window_held=window_shortfall if window_shortfall is not None else pl.DataFrame(),
+        production_months=production_months, replicates=replicates, notes=notes, model=production, features=features,
+        earned_its_place=earned,
+        test_selection=pooled.select("reference", "family_ref", pl.col("selected_model").alias("selected"), "escalated"),
     )
+
+
+def _with_interval(frame: pl.DataFrame, successes: str, trials: str, name: str) -> pl.DataFrame:
+    low, high = wilson(frame[successes].to_numpy(), frame[trials].to_numpy())
+    return frame.with_columns(
+        (pl.col(successes) / pl.col(trials)).round(4).alias(name), pl.Series(f"{name}_low", low).round(4), pl.Series(f"{name}_high", high).round(4)
+    )
+
+
+def _calibration(frame: pl.DataFrame) -> pl.DataFrame:
+    table = frame.group_by("value").agg(
+        pl.len().alias("families"), pl.col("model_probability").mean().round(4).alias("predicted"), pl.col("escalated").sum().alias("escalations")
+    )
+    return _with_interval(table, "escalations", "families", "observed").sort("value")
+
+
+def _by_group(pooled: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    selection, calibration = [], []
+    for group in GROUPS:
+        frame = pooled.with_columns(pl.col(group).cast(pl.String).fill_null("unknown").alias("value"))
+        table = frame.group_by("value").agg(
+            pl.len().alias("families"), pl.col("escalated").sum().alias("escalations"),
+            *[pl.col(f"selected_{m}").sum().alias(f"selected_{m}") for m in ("score", "model")],
+            *[(pl.col(f"selected_{m}") * pl.col("escalated")).sum().alias(f"found_{m}") for m in ("score", "model")],
+        )
+        for m in ("score", "model"):
+            table = _with_interval(table, f"selected_{m}", "families", f"{m}_selected_share")
+            table = _with_interval(table, f"found_{m}", "escalations", f"{m}_recall")
+        selection.append(table.with_columns(pl.lit(group).alias("group")))
+        calibration.append(_calibration(frame).with_columns(pl.lit(group).alias("group")))
+    order = ["group", "value", "families", "escalations"]
+    by_group = pl.concat(selection).select(order + [c for c in selection[0].columns if c.endswith(("share", "recall", "_low", "_high"))]).sort("group", "value")
+    return by_group, pl.concat(calibration).select("group", "value", "families", "predicted", "observed", "observed_low", "observed_high").sort("group", "value")
+
+
+def _scorecard(features: list[str], x: np.ndarray, y: np.ndarray) -> pl.DataFrame:
+    """Points from the non-negative fit; beside them the unconstrained fit, and for each
+    indicator it makes negative, the indicator that most often comes with it (the weight it
+    carries instead: indicators that travel together share their evidence)."""
+    constrained = NonNegativeLogistic().fit(x, y).coef_[0]
+    free = LogisticRegression(C=1.0, max_iter=5000, tol=1e-8).fit(x, y).coef_[0]
+    points = np.round(constrained / max(constrained.max(), 1e-9) * 10).astype(int)
+    found_with = []
+    for i, name in enumerate(features):
+        carriers = x[:, i] == 1
+        if free[i] >= 0 or not carriers.any():
+            found_with.append(None)
+            continue
+        shares = x[carriers].mean(axis=0)
+        shares[i] = -1
+        j = int(np.argmax(shares))
+        found_with.append(f"{features[j]} ({shares[j]:.0%} of its families)")
+    return pl.DataFrame({
+        "indicator": features, "points": points, "coefficient": np.round(constrained, 4),
+        "unconstrained_coefficient": np.round(free, 4), "most_often_with": found_with,
+    }, schema_overrides={"most_often_with": pl.String}).sort(["points", "coefficient"], descending=True)
+
+
+def _table(frame: pl.DataFrame) -> str:
+    head = "| " + " | ".join(frame.columns) + " |\n| " + " | ".join("---" for _ in frame.columns) + " |\n"
+    return head + "\n".join("| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in frame.iter_rows())
+
+
+def _with_ranges(frame: pl.DataFrame, names: list[str], labels: dict[str, str] | None = None) -> pl.DataFrame:
+    """Each `name` with its `name_low` and `name_high` as one column: 0.123 (0.101-0.145)."""
+    labels = labels or {}
+    return frame.with_columns(
+        pl.format("{} ({}-{})", *(pl.col(c).fill_nan(None).round(3) for c in (n, f"{n}_low", f"{n}_high"))).alias(labels.get(n, n)) for n in names
+    ).drop([c for n in names for c in (f"{n}_low", f"{n}_high")] + [n for n in names if labels.get(n, n) != n])
 
 
 def model_card(evaluation: Evaluation) -> str:
-    """The model card in Markdown: data, period, features, performance, fairness, limits, use."""
-    def table(frame: pl.DataFrame) -> str:
-        head = "| " + " | ".join(frame.columns) + " |\n| " + " | ".join("---" for _ in frame.columns) + " |\n"
-        return head + "\n".join("| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in frame.iter_rows())
-
-    flagged = evaluation.fairness.filter(
-        (pl.col("families") >= 30) & ((pl.col("recall_at_k") - pl.col("recall_at_k").mean().over("group")).abs() > 0.15)
+    """The model card in Markdown: use, outcome, how it is tested, performance at the list size
+    with intervals, the scorecard, calibration, fairness by group, limits."""
+    e = evaluation
+    plan = pl.DataFrame([
+        {"test month": str(o.test_month), "trained on": ", ".join(str(m) for m in o.train_months),
+         "outcome windows of training close": str(shift_months(max(o.train_months), OUTCOME_MONTHS))}
+        for o in e.origins
+    ]).join(
+        e.per_test_month.filter(pl.col("method") == METHODS[0]).select(
+            pl.col("test_month").cast(pl.String).alias("test month"), "families", "escalations", "list_size"
+        ), on="test month",
     )
+    metric_labels = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "precision_at_list_size": "precision at list size", "recall_at_list_size": "recall at list size"}
+    comparison = _with_ranges(e.comparison, list(METRICS), metric_labels)
+    differences = e.differences.with_columns(pl.col("metric").replace(metric_labels)).pipe(
+        lambda f: f.with_columns(pl.format("{} ({} to {})", pl.col("difference"), pl.col("low"), pl.col("high")).alias("model minus it (95% interval)"))
+    ).select("versus", "metric", "model minus it (95% interval)")
+    per_month = e.per_test_month.select("test_month", "method", *METRICS, "brier")
+    negative = e.scorecard.filter(pl.col("unconstrained_coefficient") < 0)
+    explained = (
+        "Fitted without the bound, these came out negative (a need that would lower a family's place): "
+        + "; ".join(f"`{r['indicator']}` {r['unconstrained_coefficient']}, most often found with `{r['most_often_with']}`" for r in negative.iter_rows(named=True))
+        + ". A negative coefficient says that, among families with the same other indicators, those with this one went on "
+        "to statutory services less often in these months: either it travels with an indicator that carries the weight "
+        "for both (the share shown), or the services already around such families act short of a statutory case. Neither "
+        "is a reason to place a family lower, so the points are bounded at zero: such an indicator adds nothing beyond "
+        "what the family's other indicators say."
+        if negative.height else "Fitted without the bound, no indicator comes out negative."
+    )
+    overall = float(e.comparison.filter(pl.col("method") == "transparent score")["recall_at_list_size"][0])
+    gaps = e.by_group.filter(
+        (pl.col("families") >= 30) & (pl.col("escalations") > 0) & ((pl.col("score_recall_high") < overall) | (pl.col("score_recall_low") > overall))
+    )
+    selection = _with_ranges(e.by_group, ["score_selected_share", "score_recall", "model_selected_share", "model_recall"], {
+        "score_selected_share": "score: share listed", "score_recall": "score: recall", "model_selected_share": "model: share listed", "model_recall": "model: recall",
+    })
+    shortfall = (
+        "Months rebuilt with part of a source's look-back window missing (the rows were never received, or the contract's "
+        "retention has deleted them), by share of the window held:\n\n" + _table(e.window_held.with_columns(pl.col("month").cast(pl.String)))
+        if e.window_held.height else "Every month used holds every source's whole look-back window."
+    )
+    verdict = (
+        "**Verdict: the scorecard model earns its place.** At the meetings' list size it finds more escalations than both simpler "
+        "rankings in 95% of bootstrap replicates. A council may switch it on to order discussion within its lists."
+        if e.earned_its_place else f"**Verdict: the scorecard model does not earn its place; leave the switch off.** {' '.join(n for n in e.notes if 'earned' in n)}"
+    )
+    left_out = [n for n in e.notes if n.startswith("Test month")]
+    calibration = _table(_with_ranges(e.calibration.rename({"value": "probability tenth"}), ["observed"]))
     return f"""# Model card: earlyhelp escalation scorecard
 
 **Intended use.** To order the discussion of families a locality meeting already has on its
 list because they meet the programme rule. It never decides: it cannot add or remove a
 family. It orders nothing unless the council switches it on (`order_by: model` in the
 locality lists' run configuration); it is off by default, and should stay off unless the
-comparison below shows it earns its place.
+evaluation below shows it earns its place.
 
 **What it predicts.** A child of the family opened to child in need, child protection or
-looked-after services within 12 months after the reference month, among families with no
-such case open then; observed in the council's own `open_cases`.
+looked-after services within {OUTCOME_MONTHS} months after the reference month, among families with no
+such case open then; observed in the council's own `open_cases`. Features: the registry's
+indicators (0/1), nothing else: no ethnicity, sex or deprivation is used.
 
-**Data and period.** Trained on families as they stood at {', '.join(str(m) for m in evaluation.train_months)}
-({evaluation.families_train:,} family-months); tested out of time on {evaluation.test_month}
-({evaluation.families_test:,} families, {evaluation.escalations_test:,} escalations). Features: the
-registry's indicators (0/1), nothing else: no ethnicity, sex or deprivation is used.
+**How it is tested.** Rolling origin: {len(e.origins)} test months, each with its own model trained only
+on months whose {OUTCOME_MONTHS}-month outcome windows had closed by the test month, so no escalation a
+test counts was known in training. Each method is judged at the size of the list the meeting
+used that month (every family eligible under the programme rule), ties broken by chance, never
+in a method's favour. Intervals: 95%, from {e.replicates} bootstrap replicates of each test month's families.
+{' '.join(left_out)}
 
-## Performance on the test month (list size {evaluation.list_size}: the top 5% of families)
+{_table(plan)}
 
-{table(evaluation.comparison)}
+{shortfall}
 
-{' '.join(evaluation.notes) or 'The scorecard model beats both simpler rankings on PR AUC out of time.'}
+## Performance at the meetings' list size (mean over the test months, 95% interval)
 
-## Scorecard (logistic regression coefficients as points, largest = 10)
+{_table(comparison)}
 
-{table(evaluation.scorecard)}
+{_table(differences)}
 
-## Calibration (sigmoid, 3-fold, on the training months)
+{verdict}
 
-{table(evaluation.calibration)}
+By test month:
 
-## Fairness: selection and recall at the list size by group
+{_table(per_month.with_columns(pl.col("test_month").cast(pl.String)))}
 
-{table(evaluation.fairness)}
+## Scorecard (points from a fit bounded at zero, largest = 10)
 
-{"Groups whose recall differs from their group's mean by more than 15 points: " + ", ".join(f"{g}={v}" for g, v in flagged.select("group", "value").iter_rows()) if flagged.height else "No group with 30+ families differs from its group's mean recall by more than 15 points."}
+The model that would order this month's lists is trained on {', '.join(str(m) for m in e.production_months)}, the latest
+months whose outcomes are known.
+
+{_table(e.scorecard)}
+
+{explained}
+
+## Calibration (sigmoid, 3-fold within training; observed on the test months)
+
+{calibration}
+
+## Fairness: who is listed and who is found, by group (all test months)
+
+The list the meeting sees is made by the programme rule and ordered by the transparent score;
+the model's columns show what it would list at the same size. Recall: the share of the group's
+escalations the list holds.
+
+{_table(selection)}
+
+{"Groups of 30+ families whose recall under the transparent score lies wholly above or below its overall " + f"{overall:.3f}: " + ", ".join(f"{g}={v}" for g, v in gaps.select("group", "value").iter_rows()) if gaps.height else f"No group of 30+ families has a recall interval under the transparent score wholly above or below its overall {overall:.3f}."}
+
+Calibration by group (the model's predicted rate against the observed):
+
+{_table(_with_ranges(e.calibration_by_group, ["observed"]))}
 
 ## Limits
 
-Synthetic data: the figures show the method works end to end, not how it would perform on a
-council's data. Escalation reflects services' decisions as well as need. Small groups give
-unstable rates. Ethnicity and deprivation are not in the partner extracts, so fairness is shown for
-locality, the youngest child's age band and sex (as partners record it), and household
-adults; `benchmarks/fairness.py` reports deprivation and heritage on the synthetic county,
-whose generator holds them.
+Past families are formed with today's linkage and today's addresses, not as the council knew
+them then: a family linked better today than it was then looks more complete in the past than
+any meeting saw it. Synthetic data: the figures show the method works end to end, not how it
+would perform on a council's data. Escalation reflects services' decisions as well as need.
+Small groups give wide intervals; read them before the rates. Ethnicity and deprivation are
+not in the partner extracts, so fairness is shown for locality, the youngest child's age band
+and sex (as partners record it), and household adults; `benchmarks/fairness.py` reports
+deprivation and heritage on the synthetic county, whose generator holds them.
 """

@@ -201,7 +201,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    """Evaluate the scorecard model out of time against the transparent score; write the model card."""
+    """Evaluate the scorecard model by rolling origin against the transparent score; write the model card."""
     from features import load_registry
     from models.scorecard import NotEnoughOutcomes, evaluate, model_card
     from pipelines.resources import EarlyhelpSettings
@@ -223,9 +223,10 @@ def cmd_model(args: argparse.Namespace) -> int:
     card = model_card(evaluation)
     write_text_atomically(card, out / "model_card.md")
     write_text_atomically(markdown_page(card, "earlyhelp model card"), out / "model_card.html")
-    print(f"Trained on {', '.join(map(str, evaluation.train_months))}; tested on {evaluation.test_month}: "
-          f"{evaluation.families_test:,} families, {evaluation.escalations_test:,} escalations, list size {evaluation.list_size}")
-    print(evaluation.comparison)
+    for origin in evaluation.origins:
+        print(f"Tested on {origin.test_month}, trained on {', '.join(map(str, origin.train_months))}")
+    print(evaluation.per_test_month.select("test_month", "method", "families", "escalations", "list_size", "precision_at_list_size", "recall_at_list_size"))
+    print(evaluation.comparison.select("method", "roc_auc", "pr_auc", "recall_at_list_size", "recall_at_list_size_low", "recall_at_list_size_high"))
     for note in evaluation.notes:
         print(note)
     print(f"Model card: {out / 'model_card.md'} and .html")

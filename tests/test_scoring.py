@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 from pathlib import Path
 
 import duckdb
@@ -156,8 +157,15 @@ def test_model_card_compares_the_model_with_the_transparent_score(tmp_path):
     assert run.returncode == 0, run.stderr
     card = (out / "model_card.md").read_text()
     for method in ("scorecard model", "transparent score", "headline needs met"):
-        assert f"| {method} |" in card
-    assert "## Fairness" in card and "## Scorecard" in card and "Intended use" in card
+        assert re.search(rf"\| {method} \| 0\.\d+ \(0\.\d+-0\.\d+\) \|", card), f"{method} has no figure with its interval"
+    assert "## Fairness" in card and "## Scorecard" in card and "Intended use" in card and "**Verdict:" in card
+    assert "Past families are formed with today's linkage" in card
+    # the plan on the card: no training month's outcome window reaches into its test month
+    plan = re.findall(r"^\| (\d{4}-\d\d-\d\d) \| ([\d\-, ]+) \| (\d{4}-\d\d-\d\d) \|", card, re.M)
+    assert len(plan) >= 2
+    assert all(closes <= test for test, _, closes in plan)
+    points = re.search(r"## Scorecard.*?\n\n(\|.*?)\n\n", card, re.S).group(1).splitlines()[2:]
+    assert points and all(int(line.split("|")[2]) >= 0 for line in points)
     assert "<table>" in (out / "model_card.html").read_text()
     assert_renders_as_document(out / "model_card.html", tmp_path)
 

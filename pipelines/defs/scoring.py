@@ -143,10 +143,11 @@ def score_distribution_shift(settings: EarlyhelpSettings) -> dg.AssetCheckResult
 
 @dg.asset(partitions_def=MONTHS, group_name=SCORING, kinds={"scikitlearn"}, deps=["family_scores"])
 def scorecard_model(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
-    """The scorecard model trained on earlier months and tested out of time against the
-    transparent score and the headline count, with calibration and fairness: model_card.md
-    and model_card.html in the output folder. It orders nothing unless a later
-    configuration switch turns it on, and never adds or removes a family."""
+    """The scorecard model tested by rolling origin (training outcome windows closed before each
+    test month) against the transparent score and the headline count at the meetings' list
+    size, with bootstrap intervals, calibration and fairness by group: model_card.md and
+    model_card.html in the output folder. It orders nothing unless a council switches it on,
+    and never adds or removes a family."""
     try:
         with settings.warehouse(read_only=True) as con:
             evaluation = evaluate(con, settings.registry(), settings.reference_date)
@@ -167,9 +168,8 @@ def scorecard_model(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
         metadata={
             "trained": True,
             "earned_its_place": evaluation.earned_its_place,
-            "test_month": str(evaluation.test_month),
-            "families_test": evaluation.families_test,
-            "escalations_test": evaluation.escalations_test,
+            "test_months": ", ".join(str(o.test_month) for o in evaluation.origins),
+            "trained_on": ", ".join(str(m) for m in evaluation.production_months),
             "comparison": dg.MetadataValue.json(comparison),
             "notes": " ".join(evaluation.notes),
             "model_card": dg.MetadataValue.path(str(settings.output / "model_card.html")),
