@@ -19,10 +19,12 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
+from data_contracts import load_contract
 from features.calendar import previous_month, window_start
 from features.registry import Registry
+from models.chair_summary import ChairSummary, allocations_waiting, chair_summary
 from models.family_view import FamilyView, family_view
-from rules import LEAD_PRACTITIONER_SERVICES, STATUTORY_SERVICES, is_child
+from rules import LEAD_PRACTITIONER_SERVICES, STATUTORY_SERVICES, Programme, is_child
 from warehouse import linked_rows, read_table
 
 STEP_DOWN_MONTHS = 3
@@ -240,11 +242,12 @@ class MonthlyLists:
     tables: dict[str, pl.DataFrame]  # the warehouse tables this month's lists replace, audit included
     view: FamilyView | None = None  # each listed family's chronology and who else knows it
     rows_without_decision: int = 0  # returned rows whose DECISION was blank: not discussed, counted
+    summary: ChairSummary | None = None  # the chair's one-page summary of the month's meetings
 
 
 def monthly_lists(
     con: duckdb.DuckDBPyConnection, month: str, reference: dt.date, settings: ListSettings, configuration: str, run_id: str, run_by: str,
-    registry: Registry,
+    registry: Registry, programme: Programme,
 ) -> MonthlyLists:
     """This month's lists from the warehouse, with the audit of what was listed, for whom, by which
     run and configuration; earlier months' audit entries are kept, this month's replaced."""
@@ -260,6 +263,7 @@ def monthly_lists(
     previous = audit.filter(pl.col("month") == previous_month(month)) if audit is not None else None
     history = read_table(con, "family_scores_history")
     returned = read_table(con, "raw_meeting_outcomes")
+    cases = linked_cases(con)
     # a row whose DECISION is blank records no decision (a family the meeting did not discuss)
     decisions = returned.filter(pl.col("decision").is_not_null()) if returned is not None else None
     result = build_lists(
@@ -267,7 +271,7 @@ def monthly_lists(
         members,
         family_addresses(records, links, members),
         con.sql("SELECT postcode, ward, locality FROM raw_postcode_localities").pl(),
-        case_flags(linked_cases(con), members, reference, settings.step_down_months),
+        case_flags(cases, members, reference, settings.step_down_months),
         history.filter(pl.col("month") == previous_month(month)) if history is not None else None,
         previous,
         decisions,
@@ -290,10 +294,15 @@ def monthly_lists(
     shown_now = result.members.select(pl.lit(month).alias("month"), "family_ref", "person_id")
     shown_kept = shown.filter(pl.col("month") != month) if shown is not None else None
     view = family_view(con, result.members, registry, reference)
+    recorded = decisions_recorded(decisions, read_table(con, "landed_files"), result)
+    summary = chair_summary(
+        month, result.lists, programme, list(load_contract("meeting_outcomes").column("decision").allowed_values), recorded,
+        allocations_waiting(result.allocated, cases, members, audit), result.unplaced, result.discrepancies.height, audit,
+    )
     tables = {
         "family_chronology": view.chronology,
         "family_known_to": view.known_to,
-        "meeting_decisions": decisions_recorded(decisions, read_table(con, "landed_files"), result),
+        "meeting_decisions": recorded,
         "locality_lists": result.lists,
         "locality_list_members": result.members,
         "allocated_families": result.allocated,
@@ -302,7 +311,7 @@ def monthly_lists(
         "list_audit_members": pl.concat([shown_kept, shown_now]) if shown_kept is not None else shown_now,
     }
     without_decision = returned.height - decisions.height if returned is not None else 0
-    return MonthlyLists(result=result, ordered_by=ordered_by, tables=tables, view=view, rows_without_decision=without_decision)
+    return MonthlyLists(result=result, ordered_by=ordered_by, tables=tables, view=view, rows_without_decision=without_decision, summary=summary)
 
 
 DECISIONS_SCHEMA = {

@@ -343,6 +343,16 @@ def programme_report(tracking: OutcomeTracking, month: str, programme: str, sust
         "need has stayed improved since. Indicators look back over their windows (mostly 12 months), so improvement "
         f"shows only once the evidence has aged out: a conservative measure. {purpose}",
         "",
+        *(
+            [
+                "**Nothing to report yet: no meeting has recorded an ALLOCATED decision.** Outcomes are tracked from the "
+                "meeting that allocates a family a lead practitioner. Each locality's XLSX pack opens on its decision "
+                "sheet; saved into the landing folder's `meeting_outcomes/` (or sent as a `meeting_outcomes` CSV in the "
+                "spec's layout), its decisions are read by the next run, which tracks every allocated family from then.",
+                "",
+            ]
+            if tracking.families.is_empty() else []
+        ),
         "## By locality and month of allocation",
         "",
         f"| Locality | Allocated in | Families | Needs identified | Needs improved | Needs sustained | Every need sustained | {done.capitalize()} |",

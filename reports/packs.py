@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 from markupsafe import Markup, escape
 
+from models.chair_summary import ChairSummary
 from models.family_view import FamilyView
 from reports import page, render
 from rules import Programme, looks_like_formula
@@ -120,13 +121,14 @@ def write_xlsx(lists: pl.DataFrame, members: pl.DataFrame, path: Path, view: Fam
 
 
 def _needs_chart(programme: Programme):
+    """Every need of the programme, each labelled and marked met or not in text, so a printed
+    pack (where colour and hover are lost) still says which."""
     def chart(needs: list[str] | None) -> Markup:
         met = set(needs or [])
-        cells = "".join(
-            f'<rect x="{i * 22}" y="0" width="20" height="14" fill="{"#3b6ea5" if need in met else "#e3e7ec"}"><title>{escape(need)}</title></rect>'
-            for i, need in enumerate(programme.needs)
+        items = "".join(
+            f'<li class="{"met" if need in met else "unmet"}">{"&#9632;" if need in met else "&#9633;"} {escape(need)}</li>' for need in programme.needs
         )
-        return Markup(f'<svg class="needs" width="{len(programme.needs) * 22}" height="14" role="img" aria-label="{escape(programme.need_word)} met">{cells}</svg>')
+        return Markup(f'<ul class="needs" aria-label="{escape(programme.need_word)}: filled squares are met">{items}</ul>')
 
     return chart
 
@@ -154,15 +156,10 @@ def pack_html(locality: str, month: str, lists: pl.DataFrame, members: pl.DataFr
     return page(f"{locality} allocation meeting, {month}", body, layout="pack")
 
 
-def summary_html(month: str, lists: pl.DataFrame, unplaced: int) -> str:
-    counts = lists.group_by("locality").agg(
-        pl.len().alias("families"), (pl.col("status") == "new this month").sum().alias("new"), (pl.col("band") == "high").sum().alias("high")
-    ).sort("locality")
-    body = render(
-        "summary.html.j2", month=month, localities=list(counts.iter_rows(named=True)), widest=max(counts["families"].max() or 1, 1),
-        listed=lists.height, unplaced=unplaced,
-    )
-    return page(f"Locality lists, {month}", body)
+def summary_html(summary: ChairSummary) -> str:
+    """The chair's one page: per locality listed, new, carried over, high band and allocations
+    waiting, with links to the packs; needs met; last month's decisions; the unplaced."""
+    return page(f"Locality lists, {summary.month}", render("summary.html.j2", s=summary, slug=pack_slug))
 
 
 def pack_slug(locality: str) -> str:
@@ -171,7 +168,7 @@ def pack_slug(locality: str) -> str:
 
 
 def write_packs(
-    lists: pl.DataFrame, members: pl.DataFrame, month: str, folder: Path, unplaced: int, programme: Programme, view: FamilyView | None = None,
+    lists: pl.DataFrame, members: pl.DataFrame, month: str, folder: Path, summary: ChairSummary, programme: Programme, view: FamilyView | None = None,
 ) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -182,5 +179,5 @@ def write_packs(
         write_xlsx(part, people, folder / f"{slug}.xlsx", view)
         write_csv(part, people, folder / f"{slug}.csv")
         written += [folder / f"{slug}.{ext}" for ext in ("html", "xlsx", "csv")]
-    write_text_atomically(summary_html(month, lists, unplaced), folder / "summary.html")
+    write_text_atomically(summary_html(summary), folder / "summary.html")
     return written + [folder / "summary.html"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -99,6 +100,11 @@ def test_pack_renders_in_headless_chromium(listed, tmp_path):
     refs = pl.read_csv(pack.with_suffix(".csv"), infer_schema=False)["family_ref"].unique()
     families = refs.len()
     assert dom.count('class="family"') == families > 0, "every family renders as its own block"
+    from rules import programme
+
+    needs = programme("supporting_families").needs
+    assert dom.count('<ul class="needs"') == families
+    assert dom.count('<li class="met">') + dom.count('<li class="unmet">') == families * len(needs), "every need labelled, met or not, in print"
     assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
     # each family block shows its chronology and who else knows it, as the warehouse holds them
     con = duckdb.connect(str(listed / "warehouse.duckdb"), read_only=True)
@@ -235,6 +241,34 @@ def test_decisions_typed_into_the_returned_workbook_are_honoured_and_say_who_rec
     assert saving <= recorded["recorded_at"].min() <= recorded["recorded_at"].max() <= dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     audit = con.execute("SELECT detail FROM audit_log WHERE action = 'meeting decisions honoured'").fetchall()
     assert audit and "5 decisions recorded by chair." in audit[0][0]
+    _assert_chair_summary(con, out / "packs" / MONTH, refs[0])
+
+
+def _assert_chair_summary(con, folder, allocated_ref):
+    """The chair's page counts what the warehouse holds: the month's decisions by kind, the
+    allocation still waiting for its lead practitioner, every locality's list with its packs."""
+    from rules import programme
+
+    page = (folder / "summary.html").read_text()
+    decisions = re.search(r"Decisions at the meetings held in 2026-09 \(the 2026-08 lists\)</h2>\s*<table.*?</table>", page, re.S)
+    assert decisions, "the meetings' decisions are counted"
+    for kind in ("ALLOCATED", "NO_FURTHER_ACTION", "CONSENT_DECLINED", "DEFERRED", "ALREADY_KNOWN"):
+        assert re.search(rf"<tr><td>{kind}</td>(<td>\d+</td>)*<td>1</td></tr>", decisions.group(0)), f"one {kind}, in the 'all' column"
+    opened = con.execute(
+        f"""SELECT count(*) FROM raw_open_cases c
+            JOIN person_records pr ON pr.source = 'open_cases' AND pr.file = c._file AND pr.row = c._row
+            JOIN person_links pl ON pl.record_key = pr.record_key
+            JOIN family_members m ON m.person_id = pl.person_id
+            WHERE m.family_ref = '{allocated_ref}' AND c.service IN ('EARLY_HELP', 'FAMILY_HELP') AND c.open_date >= DATE '2026-09-10'"""
+    ).fetchall()[0][0]
+    waiting = page.split("<h2>Allocations waiting</h2>")[1].split("<h2>")[0]
+    assert (f"<td>{allocated_ref}</td>" in waiting) == (opened == 0), "an allocation waits until its lead practitioner's case opens"
+    lists = con.sql("SELECT locality, count(*) AS n FROM locality_lists GROUP BY 1").pl()
+    for locality, n in lists.iter_rows():
+        slug = locality.lower().replace(" ", "_")
+        assert re.search(rf"<tr><td>{locality}</td><td>{n}</td>", page) and f'href="{slug}.xlsx"' in page and (folder / f"{slug}.xlsx").exists()
+    for need in programme("supporting_families").needs:
+        assert f">{need}</text>" in page, "every need is labelled in print, not on hover"
 
 
 def _four_families(settings, model_scores=None, front_door_nfa=None):

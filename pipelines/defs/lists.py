@@ -33,13 +33,16 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
         f"list_front_door_nfa={config.list_front_door_nfa}"
     )
     with settings.warehouse() as con:
-        lists = monthly_lists(con, settings.reference_month, settings.reference_date, list_settings, configuration, context.run_id, who_ran(), settings.registry())
+        lists = monthly_lists(
+            con, settings.reference_month, settings.reference_date, list_settings, configuration, context.run_id, who_ran(), settings.registry(),
+            programme(settings.programme),
+        )
         replace_tables(con, lists.tables)
     if lists.ordered_by != config.order_by:
         context.log.warning("locality_lists: order_by=model, but the scorecard model could not be trained this month; ordered by score")
     result = lists.result
     folder = settings.output / "packs" / settings.reference_month
-    written = write_packs(result.lists, result.members, settings.reference_month, folder, result.unplaced, programme(settings.programme), lists.view)
+    written = write_packs(result.lists, result.members, settings.reference_month, folder, lists.summary, programme(settings.programme), lists.view)
     decisions = lists.tables["meeting_decisions"]
     with settings.warehouse() as con:
         record_audit(con, "locality packs written", f"{folder}: {len(written)} files, {result.lists.height} families for {settings.reference_month}", context.run_id)
@@ -58,6 +61,7 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
             "ordered_by": lists.ordered_by,
             "families_by_locality": dg.MetadataValue.json(per_locality),
             "eligible_without_locality": result.unplaced,
+            "allocations_waiting": lists.summary.waiting.height,
             "allocated_not_relisted": result.allocated.height,
             "decision_discrepancies": result.discrepancies.height,
             "meeting_decisions": decisions.height,
