@@ -264,6 +264,11 @@ def parse_contract(document: dict, path: Path) -> Contract:
             unit = str(sla.get("unit", "y")).lower()
             value = float(sla["value"])
             retention = value if unit in ("y", "yr", "years") else value / 365.25 if unit in ("d", "day", "days") else None
+    conditions = " ".join(str(custom.get(k) or "") for k in ("specialCategoryCondition", "criminalOffenceCondition"))
+    policies = [d for d in document.get("authoritativeDefinitions") or [] if d.get("type") == "appropriatePolicyDocument"]
+    if re.search(r"Schedule\s+1\s+Part\s+2", conditions) and not policies:
+        # DPA 2018 Sch 1 para 5: a Part 2 condition is met only with an appropriate policy document in place
+        raise ContractError(f"{path.name}: a Schedule 1 Part 2 condition needs an authoritativeDefinitions entry of type appropriatePolicyDocument")
     if custom.get("sourceKind", "partner") not in SOURCE_KINDS:
         raise ContractError(f"{path.name}: customProperties.sourceKind must be one of {SOURCE_KINDS}")
     return Contract(

@@ -32,6 +32,7 @@ def atrs_record(
     run: dict[str, object],
     model_card: str | None,
     today: dt.date | None = None,
+    safeguards: str = "",
 ) -> str:
     """run: figures of the last run (month, families, eligible, listed, by_locality, rows per source,
     quarantined share, person_f1/family_f1 when measured)."""
@@ -54,5 +55,5 @@ def atrs_record(
     return render(
         "atrs_record.md.j2", COUNCIL=COUNCIL, today=today or dt.date.today(), run=run, indicators=registry.indicators,
         need_word=f"{rule.title} {rule.need_word}", minimum=rule.minimum, sources=sources,
-        performance=performance, fairness=fairness, linkage=linkage,
+        performance=performance, fairness=fairness, linkage=linkage, safeguards=markdown_section(safeguards, "Safeguards"),
     )

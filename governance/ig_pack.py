@@ -64,8 +64,12 @@ def source_summary(contract: Contract) -> dict[str, str]:
     }
 
 
-def ig_pack(contracts: dict[str, Contract], registry: Registry, counts: dict[str, dict[str, int]] | None = None, today: dt.date | None = None) -> str:
-    """The IG pack as Markdown. counts: per source, rows received/loaded/quarantined/expired at the last run."""
+def ig_pack(
+    contracts: dict[str, Contract], registry: Registry, counts: dict[str, dict[str, int]] | None = None, today: dt.date | None = None,
+    reviewer_first: str = "",
+) -> str:
+    """The IG pack as Markdown. counts: per source, rows received/loaded/quarantined/expired at the last run;
+    reviewer_first: the sections a DPIA reviewer reads first (governance.dpia), placed before the sources."""
     uses = field_uses(contracts, registry)
     unused = [u for u in uses if u.unused]
     registry_sha = hashlib.sha256(registry.path.read_bytes()).hexdigest()[:16] if registry.path else "n/a"
@@ -77,6 +81,7 @@ def ig_pack(contracts: dict[str, Contract], registry: Registry, counts: dict[str
         f"and the indicator registry ({registry.path.name if registry.path else 'packaged'}, sha256 {registry_sha}). Edit those files, not this page: "
         "the next run writes it again.",
         "",
+        *([reviewer_first] if reviewer_first else []),
         "## Sources at a glance",
         "",
         "| Source | Owner | Lawful basis | Special category / criminal offence | Sharing agreement | Retention | Fields | Fields unused | Rows held at the last run |",

@@ -8,13 +8,14 @@ is the council's decision (a switch, off by default).
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
-from features.calendar import years_before
+from features.calendar import month_end, years_before
 from warehouse import RETENTION_LOG, ensure_tables, table_exists
 
 #: How long derived rows are kept, by default: the longest a partner's row behind them is kept
@@ -72,6 +73,20 @@ def expire_exports(folder: Path, today: dt.date, days: int = SUBJECT_ACCESS_RETE
         if dt.datetime.fromtimestamp(export.stat().st_mtime) < cutoff:
             shutil.rmtree(export)
             gone.append(export.name)
+    return gone
+
+
+def expire_monthly_folders(folder: Path, today: dt.date, years: float = DERIVED_RETENTION_YEARS) -> list[str]:
+    """Remove the month folders (`<folder>/YYYY-MM/`: the packs as the meetings received them, the
+    outcomes reports) whose month ended more than `years` ago; returns the months removed."""
+    if not folder.is_dir():
+        return []
+    cutoff = years_before(today, years)
+    gone = []
+    for month in sorted(p for p in folder.iterdir() if p.is_dir() and re.fullmatch(r"\d{4}-\d{2}", p.name)):
+        if month_end(int(month.name[:4]), int(month.name[5:])) < cutoff:
+            shutil.rmtree(month)
+            gone.append(month.name)
     return gone
 
 

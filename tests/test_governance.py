@@ -65,3 +65,62 @@ def test_atrs_record_marks_what_the_council_must_complete():
     assert record.count(COUNCIL) >= 8
     assert "at least 3" in record and "persistent_absence" in record
     assert "not been evaluated yet" in record
+
+
+def test_the_ig_pack_opens_with_what_a_dpia_reviewer_reads_first():
+    from governance.dpia import RunConfiguration, dpia_sections
+
+    contracts = load_contracts()
+    run = RunConfiguration.from_audit(
+        "programme=supporting_families; registry_sha256=x; include_already_known=True; list_front_door_nfa=False; ordered_by=score",
+        programme="supporting_families", decisions_recorded=5, recorders=2, consent_declined=1,
+    )
+    pack = ig_pack(contracts, load_registry(), None, None, dpia_sections(contracts, run))
+    order = [pack.index(h) for h in (
+        "## Safeguards", "## Data flow", "## Controllers and processors", "## Privacy notice", "## Appropriate policy documents", "## Retention",
+        "## Sources at a glance",
+    )]
+    assert order == sorted(order), "the reviewer's sections come first, in order"
+    for source in (c for c in contracts.values() if c.holds_people):
+        assert f"landing/{source.source}/" in pack.split("## Data flow")[1].split("##")[0], "every person source is on the diagram"
+    policies = pack.split("## Appropriate policy documents")[1].split("\n## ")[0]
+    part_2 = [c for c in contracts.values() if "Part 2" in str(c.custom.get("specialCategoryCondition", "")) + str(c.custom.get("criminalOffenceCondition", ""))]
+    assert {"ae_attendances", "open_cases", "asb_incidents"} <= {c.source for c in part_2}
+    for contract in part_2:
+        row = next(line for line in policies.splitlines() if line.startswith(f"| {contract.title} |"))
+        assert "none stated" not in row and "appropriate-policy-document" in row
+    retention = pack.split("## Retention")[1].split("\n## ")[0]
+    for contract in contracts.values():
+        assert f"`raw_{contract.source}`" in retention
+    assert "`packs/<month>/`" in retention and "90 days" in retention
+    assert "ordered within each locality by the transparent score" in pack and "5 decisions had been returned, recorded by 2 named people" in pack
+    model = RunConfiguration.from_audit("programme=families_first; ordered_by=model; list_front_door_nfa=True", programme="families_first")
+    said = dpia_sections(contracts, model)
+    assert "by the scorecard model" in said and "front door contacts keep ending in no further action is also listed" in said
+    assert "no meeting had yet returned a decision" in said
+
+
+def test_a_schedule_1_part_2_condition_without_its_appropriate_policy_document_does_not_load(tmp_path):
+    import pytest
+
+    from data_contracts import ContractError
+
+    folder = tmp_path / "contracts"
+    shutil.copytree(CONTRACTS_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    path = folder / "ae_attendances.yaml"
+    document = yaml.safe_load(path.read_text())
+    document["authoritativeDefinitions"] = [d for d in document["authoritativeDefinitions"] if d["type"] != "appropriatePolicyDocument"]
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    with pytest.raises(ContractError, match="ae_attendances.yaml: a Schedule 1 Part 2 condition needs .*appropriatePolicyDocument"):
+        load_contracts(folder)
+
+
+def test_the_atrs_record_states_the_safeguards_of_the_run():
+    from governance.dpia import RunConfiguration, safeguards
+
+    run = RunConfiguration(programme="supporting_families", decisions_recorded=3, recorders=1)
+    record = atrs_record(load_contracts(), load_registry(), "supporting_families", {"month": "2026-09"}, None, None, safeguards(run))
+    section = record.split("### Safeguards")[1].split("\n## ")[0]
+    for safeguard in ("Being told", "Making representations", "Human intervention", "Contesting it"):
+        assert safeguard in section
+    assert "3 decisions had been returned, recorded by 1 named person" in section

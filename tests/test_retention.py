@@ -63,3 +63,16 @@ def test_landing_files_past_retention_are_reported_and_deleted_only_on_request(t
     assert (landing / "ae_attendances" / "ae_2020.csv").exists(), "reported, not deleted"
     assert delete_landing_files(landing, stale) == 1
     assert sorted(p.name for p in (landing / "ae_attendances").iterdir()) == ["ae_2026.csv"]
+
+
+def test_month_folders_of_packs_older_than_retention_are_removed(tmp_path):
+    from governance.retention import expire_monthly_folders
+
+    packs = tmp_path / "packs"
+    for month in ("2020-10", "2020-11", "2026-09"):
+        (packs / month).mkdir(parents=True)
+        (packs / month / "north.html").write_text("x")
+    (packs / "notes").mkdir()  # not a month: left alone
+    assert expire_monthly_folders(packs, TODAY, years=6) == ["2020-10"]
+    assert sorted(p.name for p in packs.iterdir()) == ["2020-11", "2026-09", "notes"]
+    assert expire_monthly_folders(tmp_path / "absent", TODAY) == []

@@ -5,8 +5,9 @@ import polars as pl
 
 from data_contracts import load_contracts
 from governance.atrs import atrs_record
+from governance.dpia import RunConfiguration, dpia_sections, safeguards
 from governance.ig_pack import ig_pack
-from governance.retention import delete_landing_files, expire_derived, expire_exports, landing_past_retention
+from governance.retention import delete_landing_files, expire_derived, expire_exports, expire_monthly_folders, landing_past_retention
 from governance.usage import field_uses
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
@@ -35,17 +36,22 @@ def _source_counts(con, contracts) -> dict[str, dict[str, int]]:
 @dg.asset(partitions_def=MONTHS, group_name=GOVERNANCE, kinds={"duckdb"}, deps=["family_outcomes", "scorecard_model"])
 def retention(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Derived rows past their retention removed (score history, list audit, outcomes, claim
-    evidence), old subject access exports removed, and landing files whose every row is past
+    evidence), month folders of packs and outcomes reports as old, old subject access exports
+    removed, and landing files whose every row is past
     retention reported (deleted only when the council switches it on); counts in retention_log."""
     today = settings.run_date
     with settings.warehouse() as con:
         removed = expire_derived(con, today, settings.derived_retention_years)
         stale = landing_past_retention(con)
         exports = expire_exports(settings.output / "subject_access", today, settings.subject_access_retention_days)
+        months = {
+            folder: expire_monthly_folders(settings.output / folder, today, settings.derived_retention_years) for folder in ("packs", "outcomes")
+        }
         deleted = delete_landing_files(settings.landing, stale) if settings.delete_expired_landing else 0
         record_audit(
             con, "retention applied",
             f"derived rows removed: {sum(removed.values())}; subject access exports removed: {len(exports)}; "
+            f"month folders removed: {', '.join(f'{k} {len(v)}' for k, v in months.items())}; "
             f"landing files past retention: {len(stale)} ({deleted} deleted)", context.run_id,
         )
     if stale and not deleted:
@@ -54,9 +60,27 @@ def retention(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) ->
         metadata={
             "derived_rows_removed": dg.MetadataValue.json(removed),
             "subject_access_exports_removed": len(exports),
+            "month_folders_removed": dg.MetadataValue.json(months),
             "landing_files_past_retention": dg.MetadataValue.json([f"{s}/{f}" for s, f in stale]),
             "landing_files_deleted": deleted,
         }
+    )
+
+
+def run_configuration(con, settings: EarlyhelpSettings) -> RunConfiguration:
+    """How this month's lists were made (their audit entry) and what the meetings have recorded."""
+    audit = read_table(con, "list_audit")
+    mine = audit.filter(pl.col("month") == settings.reference_month) if audit is not None else None
+    decisions = read_table(con, "meeting_decisions")
+    latest = decisions.sort("meeting_date").group_by("family_ref").agg(pl.col("decision").last()) if decisions is not None else None
+    return RunConfiguration.from_audit(
+        mine["configuration"][0] if mine is not None and mine.height else None,
+        programme=settings.programme,
+        decisions_recorded=decisions.height if decisions is not None else 0,
+        recorders=decisions.filter(~pl.col("recorded_by").str.starts_with("not recorded"))["recorded_by"].n_unique() if decisions is not None else 0,
+        consent_declined=latest.filter(pl.col("decision") == "CONSENT_DECLINED").height if latest is not None else 0,
+        derived_retention_years=settings.derived_retention_years,
+        subject_access_retention_days=settings.subject_access_retention_days,
     )
 
 
@@ -83,8 +107,11 @@ def governance_pack(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
         }
         card_path = settings.output / "model_card.md"
         folder = settings.output / "governance"
-        pack = ig_pack(contracts, registry, counts, settings.run_date)
-        record = atrs_record(contracts, registry, settings.programme, run, card_path.read_text() if card_path.exists() else None, settings.run_date)
+        configuration = run_configuration(con, settings)
+        pack = ig_pack(contracts, registry, counts, settings.run_date, dpia_sections(contracts, configuration))
+        record = atrs_record(
+            contracts, registry, settings.programme, run, card_path.read_text() if card_path.exists() else None, settings.run_date, safeguards(configuration)
+        )
         write_text_atomically(pack, folder / "ig_pack.md")
         write_text_atomically(markdown_page(pack, "earlyhelp IG pack"), folder / "ig_pack.html")
         write_text_atomically(record, folder / "atrs_record.md")
