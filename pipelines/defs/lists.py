@@ -5,8 +5,10 @@ import hashlib
 import dagster as dg
 
 from models.lists import ListSettings, monthly_lists
+from models.needs_analysis import needs_analysis as build_needs_analysis
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
+from reports.needs_analysis import write_needs_analysis
 from reports.packs import write_packs
 from rules import programme
 from warehouse import record_audit, replace_tables, who_ran
@@ -72,4 +74,20 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
     )
 
 
-LIST_ASSETS = [locality_lists]
+@dg.asset(partitions_def=MONTHS, group_name=LISTS, kinds={"duckdb", "html"}, deps=["locality_lists"])
+def needs_analysis(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
+    """The partnership's needs analysis, with no personal data and every count under 5
+    suppressed (with secondary suppression): families and children with each need by locality
+    and ward, the needs that occur together, the last 12 months by month, and the meetings'
+    decisions, as HTML and CSV under `<out>/needs_analysis/<month>/`."""
+    with settings.warehouse(read_only=True) as con:
+        analysis = build_needs_analysis(con, settings.reference_month, settings.reference_date, settings.registry(), programme(settings.programme))
+    folder = settings.output / "needs_analysis" / settings.reference_month
+    written = write_needs_analysis(analysis, folder)
+    context.log.info(f"needs_analysis: {len(written)} files in {folder}")
+    return dg.MaterializeResult(
+        metadata={"needs_analysis": dg.MetadataValue.path(str(folder / "needs_analysis.html")), "files": len(written)}
+    )
+
+
+LIST_ASSETS = [locality_lists, needs_analysis]
