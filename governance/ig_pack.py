@@ -137,7 +137,7 @@ def ig_pack(
         "each family's chronology (the date, member, agency and role of each partner record behind its indicators or of the last 12 months, "
         "never another field of it) and who else knows it (agencies, schools by name, services with case references) | that locality's allocation meeting only |",
         "| the returned XLSX pack (`meeting_outcomes`) | the meeting's decisions and notes; who last saved the workbook and when | loaded into the warehouse; shown in `meeting_decisions` and the audit log |",
-        "| `packs/<month>/summary.html` | counts only | the meetings' chair |",
+        "| `packs/<month>/summary.html` | counts, and the references (no names) of allocated families still waiting for a lead practitioner | the meetings' chair |",
         "| `outcomes/<month>/programme_report.*`, `claim_evidence.csv` | family references and source row references, no names | programme lead, claims officer |",
         "| `family_scores.parquet`, `linked_records.parquet`, `warehouse.duckdb` | yes (pseudonymous references; the warehouse holds the partners' rows) | the council's analysts |",
         "| `subject_access/<request>/` | one person's rows | the data protection officer answering the request |",

@@ -317,7 +317,7 @@ def evaluate_snapshots(
         test = snapshots[origin.test_month].sort("family_ref")
         y_train = train["escalated"].to_numpy()
         if y_train.sum() < 10 or y_train.sum() == len(y_train) or test["escalated"].sum() == 0:
-            notes.append(f"Test month {origin.test_month} left out: {int(y_train.sum())} escalations to train on, {int(test['escalated'].sum())} to test on.")
+            notes.append(f"Test month {_month(origin.test_month)} left out: {int(y_train.sum())} escalations to train on, {int(test['escalated'].sum())} to test on.")
             continue
         kept_origins.append(origin)
         model = _calibrated(train.select(features).to_numpy(), y_train)
@@ -336,7 +336,7 @@ def evaluate_snapshots(
         for method, ranked in rankings.items():
             roc, pr, precision, recall = ranking_metrics(ranked, y, ones, k)
             per_month_rows.append({
-                "test_month": origin.test_month, "trained_on": ", ".join(str(m) for m in origin.train_months),
+                "test_month": origin.test_month, "trained_on": ", ".join(_month(m) for m in origin.train_months),
                 "families": len(y), "escalations": int(y.sum()), "list_size": int(round(k)), "method": method,
                 "roc_auc": roc, "pr_auc": pr, "precision_at_list_size": precision, "recall_at_list_size": recall,
                 "brier": float(brier_score_loss(y, p)) if method == "scorecard model" else None,
@@ -464,6 +464,11 @@ def _scorecard(features: list[str], x: np.ndarray, y: np.ndarray) -> pl.DataFram
     }, schema_overrides={"most_often_with": pl.String}).sort(["points", "coefficient"], descending=True)
 
 
+def _month(day: dt.date) -> str:
+    """A reference month as the card names it (YYYY-MM): a month, never a day that could be someone's birthday."""
+    return day.strftime("%Y-%m")
+
+
 def _table(frame: pl.DataFrame) -> str:
     head = "| " + " | ".join(frame.columns) + " |\n| " + " | ".join("---" for _ in frame.columns) + " |\n"
     return head + "\n".join("| " + " | ".join("" if v is None else str(v) for v in row) + " |" for row in frame.iter_rows())
@@ -482,12 +487,12 @@ def model_card(evaluation: Evaluation) -> str:
     with intervals, the scorecard, calibration, fairness by group, limits."""
     e = evaluation
     plan = pl.DataFrame([
-        {"test month": str(o.test_month), "trained on": ", ".join(str(m) for m in o.train_months),
-         "outcome windows of training close": str(shift_months(max(o.train_months), OUTCOME_MONTHS))}
+        {"test month": _month(o.test_month), "trained on": ", ".join(_month(m) for m in o.train_months),
+         "outcome windows of training close": _month(shift_months(max(o.train_months), OUTCOME_MONTHS))}
         for o in e.origins
     ]).join(
         e.per_test_month.filter(pl.col("method") == METHODS[0]).select(
-            pl.col("test_month").cast(pl.String).alias("test month"), "families", "escalations", "list_size"
+            pl.col("test_month").dt.strftime("%Y-%m").alias("test month"), "families", "escalations", "list_size"
         ), on="test month",
     )
     metric_labels = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "precision_at_list_size": "precision at list size", "recall_at_list_size": "recall at list size"}
@@ -516,7 +521,7 @@ def model_card(evaluation: Evaluation) -> str:
     })
     shortfall = (
         "Months rebuilt with part of a source's look-back window missing (the rows were never received, or the contract's "
-        "retention has deleted them), by share of the window held:\n\n" + _table(e.window_held.with_columns(pl.col("month").cast(pl.String)))
+        "retention has deleted them), by share of the window held:\n\n" + _table(e.window_held.with_columns(pl.col("month").dt.strftime("%Y-%m")))
         if e.window_held.height else "Every month used holds every source's whole look-back window."
     )
     verdict = (
@@ -560,11 +565,11 @@ in a method's favour. Intervals: 95%, from {e.replicates} bootstrap replicates o
 
 By test month:
 
-{_table(per_month.with_columns(pl.col("test_month").cast(pl.String)))}
+{_table(per_month.with_columns(pl.col("test_month").dt.strftime("%Y-%m")))}
 
 ## Scorecard (points from a fit bounded at zero, largest = 10)
 
-The model that would order this month's lists is trained on {', '.join(str(m) for m in e.production_months)}, the latest
+The model that would order this month's lists is trained on {', '.join(_month(m) for m in e.production_months)}, the latest
 months whose outcomes are known.
 
 {_table(e.scorecard)}

@@ -224,7 +224,7 @@ def cmd_model(args: argparse.Namespace) -> int:
     write_text_atomically(card, out / "model_card.md")
     write_text_atomically(markdown_page(card, "earlyhelp model card"), out / "model_card.html")
     for origin in evaluation.origins:
-        print(f"Tested on {origin.test_month}, trained on {', '.join(map(str, origin.train_months))}")
+        print(f"Tested on {origin.test_month:%Y-%m}, trained on {', '.join(f'{m:%Y-%m}' for m in origin.train_months)}")
     print(evaluation.per_test_month.select("test_month", "method", "families", "escalations", "list_size", "precision_at_list_size", "recall_at_list_size"))
     print(evaluation.comparison.select("method", "roc_auc", "pr_auc", "recall_at_list_size", "recall_at_list_size_low", "recall_at_list_size_high"))
     for note in evaluation.notes:

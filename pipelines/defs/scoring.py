@@ -168,8 +168,8 @@ def scorecard_model(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
         metadata={
             "trained": True,
             "earned_its_place": evaluation.earned_its_place,
-            "test_months": ", ".join(str(o.test_month) for o in evaluation.origins),
-            "trained_on": ", ".join(str(m) for m in evaluation.production_months),
+            "test_months": ", ".join(o.test_month.strftime("%Y-%m") for o in evaluation.origins),
+            "trained_on": ", ".join(m.strftime("%Y-%m") for m in evaluation.production_months),
             "comparison": dg.MetadataValue.json(comparison),
             "notes": " ".join(evaluation.notes),
             "model_card": dg.MetadataValue.path(str(settings.output / "model_card.html")),
