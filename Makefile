@@ -24,6 +24,6 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest
 
-# The Dagster UI over the demo's folders, with run history kept in .dagster_home.
+# The Dagster UI over the demo's folders, on the run history `make demo` recorded (data/out/.dagster).
 dev: setup
 	$(BIN)/earlyhelp dev --landing data/landing --out data/out

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 from rules import DEFAULT_PROGRAMME, PROGRAMMES
 from synthetic.modes import RECORDING_MODES
@@ -80,13 +81,21 @@ def prepare_dagster_home(path: Path) -> Path:
     return path
 
 
-def run_pipeline(landing: Path, month: str, out: Path, log_level: str = "INFO", registry: Path | None = None, programme: str = DEFAULT_PROGRAMME):
-    """Materialise every asset and check for `month`; returns the Dagster execution result."""
+def run_pipeline(
+    landing: Path, month: str, out: Path, log_level: str = "INFO", registry: Path | None = None, programme: str = DEFAULT_PROGRAMME,
+    progress: TextIO | None = None, verbose: bool = False,
+):
+    """Run the `monthly_run` job (every asset and check) for `month`; returns the Dagster execution
+    result. progress: where to show one line per step as the run goes (Dagster's own console log
+    is then quiet and its events go to `<out>/logs/`; `verbose` shows them as well)."""
+    import uuid
+
     import dagster as dg
 
     from pipelines.automation import audit_run
-    from pipelines.definitions import ALL_ASSETS, ALL_CHECKS
+    from pipelines.definitions import ALL_ASSETS, ALL_CHECKS, monthly_run
     from pipelines.partitions import MONTHS
+    from pipelines.progress import WATCH_TAG, RunWatcher, previous_step_seconds
     from pipelines.resources import EarlyhelpSettings
     from warehouse import RunLock, who_ran
 
@@ -102,18 +111,35 @@ def run_pipeline(landing: Path, month: str, out: Path, log_level: str = "INFO", 
         registry_path=str(registry.resolve()) if registry else "", programme=programme,
         today=os.environ.get("EARLYHELP_TODAY", ""),
     )
+    # the job the UI and the schedule know, with this run's settings
+    job = dg.Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[monthly_run], resources={"settings": settings}).resolve_job_def(monthly_run.name)
+    token = uuid.uuid4().hex
     with instance_for(out) as instance:
-        result = dg.materialize(
-            [*ALL_ASSETS, *ALL_CHECKS],
-            resources={"settings": settings},
-            instance=instance,
-            partition_key=month,
-            tags={"earlyhelp/month": month, "earlyhelp/run_by": who_ran(), "earlyhelp/trigger": "earlyhelp run (command line)"},
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-            raise_on_error=False,
-        )
+        watcher = None
+        if progress is not None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            watcher = RunWatcher(
+                instance, token, len(job.graph.nodes), previous_step_seconds(instance, job.name), out / "logs" / f"run_{month}_{stamp}.log", progress,
+            )
+            watcher.start()
+        try:
+            result = job.execute_in_process(
+                instance=instance,
+                partition_key=month,
+                tags={
+                    "earlyhelp/month": month, "earlyhelp/run_by": who_ran(), "earlyhelp/trigger": "earlyhelp run (command line)", WATCH_TAG: token,
+                },
+                # with progress lines, Dagster's console log is shown only when asked for (-v); it always goes to the log file
+                run_config={"loggers": {"console": {"config": {"log_level": log_level if progress is None or verbose else "CRITICAL"}}}},
+                raise_on_error=False,
+            )
+        finally:
+            if watcher is not None:
+                watcher.stop()
         # the same entry the run-status sensors write when a daemon watches this instance
         audit_run(instance, result.dagster_run, result.success, settings)
+    if watcher is not None:
+        result.log_path = watcher.log_path
     return result
 
 
@@ -147,6 +173,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = run_pipeline(
             landing, args.month, out, log_level=args.log_level,
             registry=Path(args.registry) if args.registry else None, programme=args.programme,
+            progress=sys.stderr, verbose=args.verbose,
         )
     except ValueError as exc:
         _say(f"earlyhelp run: {exc}")
@@ -154,14 +181,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     except WarehouseBusy as exc:
         _say(f"earlyhelp run: {exc}")
         return 3
+    except KeyboardInterrupt:
+        _say(
+            "\nearlyhelp run: stopped (Ctrl-C). Every file already written is whole (outputs are replaced atomically) and "
+            "the warehouse keeps its last finished step; run the same command again to finish the month."
+        )
+        return 130
     warehouse = out / "warehouse.duckdb"
-    print(f"\nRun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - began:.1f}s")
+    print(f"\nRun {result.run_id} ({result.job_def.name}) {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - began:.1f}s")
+    if getattr(result, "log_path", None):
+        print(f"Dagster's log of the run: {result.log_path}")
     if warehouse.exists():
         print(f"Warehouse: {warehouse}")
         print(f"  {'source':<22}{'files':>6}{'refused':>8}{'dup':>5}{'received':>11}{'loaded':>11}{'quarantined':>12}{'replaced':>10}{'expired':>9}{'set aside':>11}")
         for source, files, refused, dups, received, loaded, quarantined, superseded, expired, set_aside in ingestion_summary(warehouse):
             print(f"  {source:<22}{files:>6}{refused:>8}{dups:>5}{received:>11,}{loaded:>11,}{quarantined:>12,}{superseded:>10,}{expired:>9,}{set_aside:>11,}")
         print("  (set aside: fields left empty in rows that loaded, because the value broke its rule; see set_aside_fields)")
+    for label, path in (
+        ("Packs for the meetings", out / "packs" / args.month), ("The chair's summary", out / "packs" / args.month / "summary.html"),
+        ("Needs analysis", out / "needs_analysis" / args.month / "needs_analysis.html"), ("IG pack", out / "governance" / "ig_pack.html"),
+        ("Model card", out / "model_card.html"),
+    ):
+        if path.exists():
+            print(f"{label + ':':<24}{path}")
     from data_contracts import load_contracts
     from ingestion.load import not_covered
 
@@ -289,20 +331,39 @@ def cmd_subject_access(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     """`dagster dev` with an instance folder that keeps history between restarts."""
     env = dict(os.environ)
-    env.setdefault("DAGSTER_HOME", str(prepare_dagster_home(Path(args.home))))
+    # the instance `earlyhelp run` records into, so the UI opens on the runs already made
+    env.setdefault("DAGSTER_HOME", str(prepare_dagster_home(Path(args.home) if args.home else Path(args.out) / ".dagster")))
     env.setdefault("EARLYHELP_LANDING", args.landing)
     env.setdefault("EARLYHELP_OUT", args.out)
     _say(f"DAGSTER_HOME={env['DAGSTER_HOME']}")
-    return subprocess.call([sys.executable, "-m", "dagster", "dev", "-m", "pipelines.definitions"], env=env)
+    child = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-m", "pipelines.definitions"], env=env)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C reaches dagster dev too; let it shut its servers down, then say so plainly
+        try:
+            child.wait(timeout=30)
+        except (KeyboardInterrupt, subprocess.TimeoutExpired):
+            child.terminate()
+            child.wait()
+        _say("earlyhelp dev: the Dagster UI has stopped")
+        return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("earlyhelp")
+    except PackageNotFoundError:
+        installed = "not installed"
     parser = argparse.ArgumentParser(prog="earlyhelp", description="Find the families who could use early help.")
+    parser.add_argument("--version", action="version", version=f"earlyhelp {installed}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="write a synthetic county as a landing folder, with truth.csv")
     gen.add_argument("--people", type=int, default=20_000, help="residents (default 20,000)")
-    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--seed", type=int, default=7, help="random seed: the same seed gives the same county, byte for byte (default 7)")
     gen.add_argument("--month", type=_month, required=True, help="reference month, YYYY-MM")
     gen.add_argument("--out", required=True, help="landing folder to write")
     gen.add_argument("--no-keying-errors", dest="keying_errors", action="store_false",
@@ -317,12 +378,15 @@ def main(argv: list[str] | None = None) -> int:
     gen.set_defaults(func=cmd_generate)
 
     run = sub.add_parser("run", help="run the pipeline headless for a month on a landing folder")
-    run.add_argument("--landing", required=True)
-    run.add_argument("--month", type=_month, required=True)
-    run.add_argument("--out", required=True)
+    run.add_argument("--landing", required=True, help="the landing folder: one subfolder per source, laid out as the spec says")
+    run.add_argument("--month", type=_month, required=True, help="the reference month, YYYY-MM (a month that has ended)")
+    run.add_argument("--out", required=True, help="the output folder: warehouse, packs, reports, logs (created if missing)")
     run.add_argument("--registry", help="a council's own indicator registry (default: the packaged features/indicators.yaml)")
-    run.add_argument("--programme", default=DEFAULT_PROGRAMME, choices=sorted(PROGRAMMES))
-    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Dagster's console log level")
+    run.add_argument("--programme", default=DEFAULT_PROGRAMME, choices=sorted(PROGRAMMES),
+                     help=f"the programme whose needs and eligibility rule the lists follow (default {DEFAULT_PROGRAMME})")
+    run.add_argument("-v", "--verbose", action="store_true", help="show Dagster's own event log live as well as the progress lines")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                     help="the level of Dagster's log shown with -v (default INFO)")
     run.set_defaults(func=cmd_run)
 
     evaluate = sub.add_parser("evaluate", help="score a run's linkage against a synthetic county's truth.csv")
@@ -339,8 +403,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sar = sub.add_parser("subject-access", help="export every row held about one person (through linkage), with provenance")
     sar.add_argument("--out", required=True, help="a run's output folder (holding warehouse.duckdb)")
-    sar.add_argument("--forename", required=True)
-    sar.add_argument("--surname", required=True)
+    sar.add_argument("--forename", required=True, help="the requester's forename, as they give it")
+    sar.add_argument("--surname", required=True, help="the requester's surname, as they give it")
     sar.add_argument("--dob", type=_date, required=True, help="date of birth, YYYY-MM-DD")
     sar.add_argument("--postcode", help="the requester's postcode, if given (helps tell namesakes apart)")
     sar.add_argument("--person", action="append", default=[], metavar="REF",
@@ -348,14 +412,24 @@ def main(argv: list[str] | None = None) -> int:
     sar.add_argument("--reference", help="the request's reference (letters, digits, - and _); default SAR-<timestamp>")
     sar.set_defaults(func=cmd_subject_access)
 
-    dev = sub.add_parser("dev", help="start the Dagster UI with history kept in --home")
-    dev.add_argument("--home", default=".dagster_home")
-    dev.add_argument("--landing", default="data/landing")
-    dev.add_argument("--out", default="data/out")
+    dev = sub.add_parser("dev", help="start the Dagster UI on the runs `earlyhelp run` recorded for --out")
+    dev.add_argument("--landing", default="data/landing", help="the landing folder the UI's runs read (default data/landing)")
+    dev.add_argument("--out", default="data/out", help="the output folder the UI's runs write (default data/out)")
+    dev.add_argument("--home", help="the Dagster instance folder (default: <out>/.dagster, where `earlyhelp run` records its runs; "
+                                    "$DAGSTER_HOME when set)")
     dev.set_defaults(func=cmd_dev)
 
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        _say(f"\nearlyhelp {args.command}: stopped (Ctrl-C)")
+        return 130
 
 
 if __name__ == "__main__":

@@ -115,12 +115,18 @@ def generate_county(
     began = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    steps = len(EXTRACTS) + 2
+
+    def step_done(n: int, what: str, since: float) -> None:
+        say(f"[{n:>{len(str(steps))}}/{steps}] {what} ({time.perf_counter() - since:.1f}s; {time.perf_counter() - began:.0f}s so far)")
+
     say(f"composing {people:,} residents in households")
     county = build_county(people, seed, month, adversary.heritage_for(recording_mode))
     if recording_mode != "standard":
         county = adversary.naming_conventions(county, np.random.default_rng(seed + 4))
     if recording_mode == "hard":
         county = adversary.households_as_they_are(county, np.random.default_rng(seed + 5))
+    step_done(1, f"{county.people.height:,} residents in {county.households.height:,} households", began)
     habits = np.random.default_rng(seed + 6)
     identifiers = np.random.default_rng(seed + 3)
     rng = np.random.default_rng(seed + 1)
@@ -132,7 +138,7 @@ def generate_county(
     frames = {}
     contracts = load_contracts()
     errors = np.random.default_rng(seed + 2)
-    for source, make in EXTRACTS.items():
+    for n, (source, make) in enumerate(EXTRACTS.items(), start=2):
         step = time.perf_counter()
         frame = make(county, timeline, rng, frames)
         frames[source] = frame
@@ -150,7 +156,8 @@ def generate_county(
         truth_parts += parts
         summary.files += files
         summary.rows[source] = sum(p.height for p in parts)
-        say(f"{source}: {summary.rows[source]:,} rows in {files} files ({time.perf_counter() - step:.1f}s)")
+        step_done(n, f"{source}: {summary.rows[source]:,} rows in {files} files", step)
+    step = time.perf_counter()
     localities = county.postcodes.select(
         pl.col("postcode").alias("POSTCODE"), pl.col("ward").alias("WARD"), pl.col("locality").alias("LOCALITY")
     )
@@ -170,6 +177,7 @@ def generate_county(
         summary.files += 1
         summary.rows["address_gazetteer"] = properties.height
     people_truth(county).write_csv(out / "truth_people.csv")
+    step_done(steps, "localities, gazetteer and the truth files", step)
     summary.seconds = time.perf_counter() - began
     say(f"wrote {summary.files} files and truth.csv in {summary.seconds:.1f}s")
     return summary

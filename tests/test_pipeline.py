@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -213,7 +214,7 @@ def test_a_run_killed_half_way_leaves_the_previous_outputs_and_the_next_run_comp
     assert run_pipeline(landing, "2026-08", out).success
     previous = warehouse_snapshot(out / "warehouse.duckdb")
     run = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(landing), "--month", MONTH, "--out", str(out), "--log-level", "DEBUG"],
+        [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(landing), "--month", MONTH, "--out", str(out), "-v", "--log-level", "DEBUG"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     # killed as the indicators step starts: linkage's tables are this month's, the rest last month's
@@ -337,6 +338,16 @@ def test_cli_generate_and_run(tmp_path):
     run = subprocess.run([*cli, "run", "--landing", str(landing), "--month", MONTH, "--out", str(out)], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "succeeded" in run.stdout and "ae_attendances" in run.stdout and "quarantined" in run.stdout
+    # a run an analyst can watch: a line per step, the job the UI knows, where the packs and the log are
+    steps = re.findall(r"^\[\s*(\d+)/(\d+)\] (\S+)\s+done", run.stderr, re.M)
+    assert steps and len(steps) == int(steps[0][1]) and [int(n) for n, _, _ in steps] == list(range(1, len(steps) + 1))
+    assert {"person_links", "locality_lists", "governance_pack"} <= {step for _, _, step in steps}
+    assert " - dagster - " not in run.stderr, "Dagster's own log goes to the file unless -v"
+    assert "(monthly_run) succeeded" in run.stdout and f"Packs for the meetings: {out / 'packs' / MONTH}" in " ".join(run.stdout.split())
+    log = Path(re.search(r"Dagster's log of the run: (\S+)", run.stdout).group(1))
+    assert log.parent == out / "logs" and "STEP_SUCCESS" in log.read_text() and "person_links" in log.read_text()
+    again = subprocess.run([*cli, "run", "--landing", str(landing), "--month", MONTH, "--out", str(out)], capture_output=True, text=True)
+    assert again.returncode == 0 and re.search(r"\] governance_pack\s+done.*about 0s left", again.stderr), "the second run estimates from the first"
     evaluate = subprocess.run([*cli, "evaluate", "--landing", str(landing), "--out", str(out)], capture_output=True, text=True)
     assert evaluate.returncode == 0 and "person" in evaluate.stdout and "family" in evaluate.stdout
     report = (out / "linkage_report.html").read_text()
@@ -346,6 +357,21 @@ def test_cli_generate_and_run(tmp_path):
     assert (out / "linked_records.parquet").stat().st_mode & 0o077 == 0, "outputs naming people are owner-only"
     bad = subprocess.run([*cli, "run", "--landing", str(landing), "--month", "2026-13", "--out", str(out)], capture_output=True, text=True)
     assert bad.returncode == 2 and "YYYY-MM" in bad.stderr
+
+
+def test_every_option_says_what_it_does_and_the_version_is_given():
+    import argparse
+
+    from pipelines.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"earlyhelp {name} {'/'.join(action.option_strings)} has no help text"
+    version = subprocess.run([sys.executable, "-m", "pipelines.cli", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and re.fullmatch(r"earlyhelp \d+\.\d+\.\d+\s*", version.stdout)
 
 
 def _quality(result) -> dict:
