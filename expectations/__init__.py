@@ -7,14 +7,22 @@ columns complete, codes in their sets, shapes as declared, numbers in range,
 and the table not empty where a source must send data. Their results are
 Dagster asset checks and Data Docs.
 
-Results are asked for as BOOLEAN_ONLY, so no value from the data (a name, a
-date of birth) ever reaches Data Docs, logs or Dagster metadata.
+Results are asked for as BASIC with no sample of unexpected values: counts and shares
+(rows checked, rows failing, the share) reach Data Docs, and no value from the data (a name,
+a date of birth) ever does, nor logs or Dagster metadata.
+
+Great Expectations' own Data Docs index draws its table with scripts from public CDNs, so on
+a council machine without internet it is empty. `write_offline_index` writes one beside it
+(`great_expectations/index.html`) that needs nothing from outside: every source's latest
+result, each expectation with what was observed, and a link to Great Expectations' page.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from data_contracts import Contract
@@ -28,6 +36,12 @@ class SuiteResult:
     evaluated: int
     failed: list[str] = field(default_factory=list)  # "expectation on column", never values
     data_docs: str | None = None
+    observed: list[dict] = field(default_factory=list)  # expectation, column, passed, observed: counts and shares only
+    page: str | None = None  # Great Expectations' page of this validation, relative to the project folder
+    validated_at: str = ""
+
+#: What Great Expectations is asked to return: counts and shares, never a sample of the values.
+RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0, "include_unexpected_rows": False}
 
 
 #: The least share of rows whose required, set-aside field still holds a value: below it, a
@@ -68,6 +82,7 @@ class ContractValidator:
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
         project_root.mkdir(parents=True, exist_ok=True)
+        self.project_root = project_root
         self._gx = gx
         self.context = gx.get_context(mode="file", project_root_dir=str(project_root))
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
@@ -93,23 +108,59 @@ class ContractValidator:
                 name=f"{name}_contract",
                 validation_definitions=[definition],
                 actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
-                result_format={"result_format": "BOOLEAN_ONLY"},
+                result_format=RESULT_FORMAT,
             )
         )
         outcome = checkpoint.run(batch_parameters={"dataframe": frame})
-        failed, evaluated = [], 0
+        failed, evaluated, observed = [], 0, []
         for run in outcome.run_results.values():
             for result in run.results:
                 evaluated += 1
+                config = result.expectation_config
+                column = config.kwargs.get("column")
                 if not result.success:
-                    config = result.expectation_config
-                    column = config.kwargs.get("column")
                     failed.append(f"{config.type}" + (f" on {column}" if column else ""))
+                observed.append({"expectation": config.type, "column": column or "", "passed": bool(result.success), "observed": _observed(result.result)})
         sites = self.context.get_docs_sites_urls()
+        pages = sorted((self.project_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "validations" / f"{name}_contract").rglob("*.html"))
         return SuiteResult(
             source=name,
             success=bool(outcome.success),
             evaluated=evaluated,
             failed=failed,
             data_docs=sites[0]["site_url"] if sites else None,
+            observed=observed,
+            page=pages[-1].relative_to(self.project_root).as_posix() if pages else None,
+            validated_at=dt.datetime.now().replace(microsecond=0).isoformat(sep=" "),
         )
+
+
+def _observed(result: dict) -> str:
+    """What a result observed, as counts and shares: never a value from a row."""
+    value = result.get("observed_value")
+    if isinstance(value, bool) or value is None:
+        pass
+    elif isinstance(value, (int, float)):
+        return f"{value:,}"
+    elif isinstance(value, list):
+        return f"{len(value)} columns"
+    if "unexpected_count" in result:
+        checked = result.get("element_count") or 0
+        share = result.get("unexpected_percent") or 0.0
+        return f"{result['unexpected_count']:,} of {checked:,} rows failing ({share:.2f}%)"
+    return ""
+
+
+def write_offline_index(project_root: Path, result: SuiteResult) -> Path:
+    """Record `result` and write `index.html` over every source's latest result: a page that
+    opens without internet (Great Expectations' own index draws its table with remote scripts)."""
+    from reports import page, render
+    from warehouse import write_text_atomically
+
+    store = project_root / "results.json"
+    results = json.loads(store.read_text()) if store.exists() else {}
+    results[result.source] = asdict(result)
+    write_text_atomically(json.dumps(results, indent=1, sort_keys=True), store)
+    index = project_root / "index.html"
+    write_text_atomically(page("Data contracts: Great Expectations results", render("data_docs_index.html.j2", results=[results[k] for k in sorted(results)])), index)
+    return index

@@ -374,6 +374,19 @@ def test_every_option_says_what_it_does_and_the_version_is_given():
     assert version.returncode == 0 and re.fullmatch(r"earlyhelp \d+\.\d+\.\d+\s*", version.stdout)
 
 
+def test_data_docs_open_without_internet_and_show_what_was_observed(village_run):
+    from data_contracts import load_contracts
+
+    _, out = village_run
+    index = (out / "great_expectations" / "index.html").read_text()
+    assert not re.search(r"<(script|link|img)\b", index), "nothing fetched: it opens on a machine without internet"
+    for source in load_contracts():
+        assert f'id="{source}"' in index
+    assert re.search(r"<td>\d[\d,]* of \d[\d,]* rows failing \(\d+\.\d\d%\)</td>", index), "observed counts, not just passed or failed"
+    for link in re.findall(r'href="(gx/[^"]+)"', index):
+        assert (out / "great_expectations" / link).is_file()
+
+
 def _quality(result) -> dict:
     for event in result.all_events:
         if event.event_type_value == "ASSET_MATERIALIZATION" and event.asset_key.to_user_string() == "linkage_quality":

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from data_contracts import Contract, load_contracts
-from expectations import ContractValidator
+from expectations import ContractValidator, write_offline_index
 from pipelines.resources import EarlyhelpSettings
 
 MEETS_CONTRACT = "meets_contract"
@@ -46,11 +46,16 @@ def _checks_for(contract: Contract) -> list[dg.AssetChecksDefinition]:
         context.log.info(f"{contract.source}: validating the loaded table against its contract suite")
         with settings.warehouse(read_only=True) as con:
             frame = con.sql(f'SELECT * FROM "{contract.raw_table}"').df()
-        result = _validator(settings.output / "great_expectations").validate(contract, frame)
+        project = settings.output / "great_expectations"
+        result = _validator(project).validate(contract, frame)
+        index = write_offline_index(project, result)
         return dg.AssetCheckResult(
             passed=result.success,
             description=None if result.success else "Failed: " + "; ".join(result.failed),
-            metadata={"expectations": result.evaluated, "failed": dg.MetadataValue.json(result.failed), "data_docs": result.data_docs or ""},
+            metadata={
+                "expectations": result.evaluated, "failed": dg.MetadataValue.json(result.failed),
+                "data_docs": dg.MetadataValue.path(str(index)), "great_expectations_site": result.data_docs or "",
+            },
         )
 
     @dg.asset_check(asset=asset, name=ROWS_ACCOUNTED, blocking=True, description="For every file, rows received = rows loaded + rows quarantined (a duplicate file is recorded, not loaded); the table holds every loaded row not replaced by a later one or removed under retention.")
