@@ -336,7 +336,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     env.setdefault("EARLYHELP_LANDING", args.landing)
     env.setdefault("EARLYHELP_OUT", args.out)
     _say(f"DAGSTER_HOME={env['DAGSTER_HOME']}")
-    child = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-m", "pipelines.definitions"], env=env)
+    child = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-m", "pipelines.definitions", "--port", str(args.port)], env=env)
     try:
         return child.wait()
     except KeyboardInterrupt:
@@ -415,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="start the Dagster UI on the runs `earlyhelp run` recorded for --out")
     dev.add_argument("--landing", default="data/landing", help="the landing folder the UI's runs read (default data/landing)")
     dev.add_argument("--out", default="data/out", help="the output folder the UI's runs write (default data/out)")
+    dev.add_argument("--port", type=int, default=3000, help="the port the UI listens on (default 3000)")
     dev.add_argument("--home", help="the Dagster instance folder (default: <out>/.dagster, where `earlyhelp run` records its runs; "
                                     "$DAGSTER_HOME when set)")
     dev.set_defaults(func=cmd_dev)
