@@ -30,6 +30,17 @@ def village(tmp_path_factory) -> Path:
     return landing
 
 
+@pytest.fixture(scope="session")
+def listed(village, tmp_path_factory) -> Path:
+    """The village run for two months, August then September: the output folder (shared, read only)."""
+    from pipelines.cli import run_pipeline
+
+    out = tmp_path_factory.mktemp("lists") / "out"
+    assert run_pipeline(village, "2026-08", out).success
+    assert run_pipeline(village, MONTH, out).success
+    return out
+
+
 @pytest.fixture
 def examples(tmp_path) -> Path:
     """A private copy of the spec's examples, for tests that add files to it."""
@@ -66,3 +77,46 @@ def assert_renders_as_document(path: Path, tmp_path: Path) -> str:
         assert "<h2>" in dom and ("<table>" in dom) == ("\n|" in markdown) and ("<li>" in dom) == ("\n- " in markdown), path.name
         assert dom.count("<p>") <= markdown.count("\n\n") + 1, f"{path.name}: a paragraph per source line"
     return dom
+
+
+#: A PostgreSQL server the tests may create databases on (`.ci/run` starts Debian's and sets it),
+#: e.g. postgresql://earlyhelp:earlyhelp@127.0.0.1:5432/postgres
+POSTGRES_URL = os.environ.get("EARLYHELP_TEST_POSTGRES", "")
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh, empty PostgreSQL database for one test (dropped after it)."""
+    if not POSTGRES_URL:
+        if os.environ.get("EARLYHELP_REQUIRE_POSTGRES"):
+            pytest.fail("EARLYHELP_REQUIRE_POSTGRES is set but EARLYHELP_TEST_POSTGRES names no server")
+        pytest.skip("no PostgreSQL server here (EARLYHELP_TEST_POSTGRES); .ci/run starts one")
+    import uuid
+
+    import psycopg2
+
+    name = f"earlyhelp_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(POSTGRES_URL)
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        # psycopg2 (dagster-postgres's driver) named: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3
+        yield POSTGRES_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1) + "/" + name
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def dagster_instance(request, tmp_path):
+    """A Dagster instance as a council keeps one: SQLite files under the instance folder (the
+    embedded default) or a PostgreSQL server (dagster-postgres, a council server's choice)."""
+    import dagster as dg
+
+    overrides = {}
+    if request.param == "postgres":
+        overrides = {"storage": {"postgres": {"postgres_url": request.getfixturevalue("postgres_url")}}}
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home), overrides=overrides) as instance:
+        yield instance

@@ -28,24 +28,22 @@ def test_every_definition_loads_with_partitions_schedule_and_sensor():
     assert all(a.partitions_def == MONTHS for a in defs.resolve_asset_graph().assets_defs if a.keys)
 
 
-def test_schedule_runs_the_month_just_ended_early_in_the_next():
+def test_schedule_runs_the_month_just_ended_early_in_the_next(dagster_instance):
     schedule = next(s for s in defs.schedules if s.name == "monthly_before_meetings")
     assert schedule.cron_schedule == "0 6 3 * *"
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime(2026, 12, 3, 6))
-        result = schedule.evaluate_tick(context)
+    context = dg.build_schedule_context(instance=dagster_instance, scheduled_execution_time=dt.datetime(2026, 12, 3, 6))
+    result = schedule.evaluate_tick(context)
     assert [r.partition_key for r in result.run_requests] == ["2026-11"]
 
 
-def test_sensor_requests_a_run_only_when_landing_files_change(tmp_path, monkeypatch):
+def test_sensor_requests_a_run_only_when_landing_files_change(tmp_path, monkeypatch, dagster_instance):
     landing = tmp_path / "landing"
     (landing / "ae_attendances").mkdir(parents=True)
     monkeypatch.setenv("EARLYHELP_LANDING", str(landing))
     sensor = next(s for s in defs.sensors if s.name == "new_partner_files")
 
     def tick(cursor):
-        with dg.instance_for_test() as instance:
-            return sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
+        return sensor.evaluate_tick(dg.build_sensor_context(instance=dagster_instance, cursor=cursor, definitions=defs))
 
     extract = landing / "ae_attendances" / "ae_2026-10.csv"
     extract.write_text("ATTENDANCE_ID\n1\n")
@@ -77,42 +75,64 @@ def _audit(out):
         con.close()
 
 
-def test_runs_the_schedule_or_the_ui_start_are_audited_by_dagster(village, tmp_path, monkeypatch):
+def test_runs_the_schedule_or_the_ui_start_are_audited_by_dagster(village, tmp_path, monkeypatch, dagster_instance):
     """A run Dagster itself executes (here for the schedule's tick), not the CLI, gets its audit
     entry from the run-status sensor; so does a failed run, with its failed steps."""
     out = tmp_path / "out"
     monkeypatch.setenv("EARLYHELP_LANDING", str(village))
     monkeypatch.setenv("EARLYHELP_OUT", str(out))
-    with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            [*ALL_ASSETS, *ALL_CHECKS], resources={"settings": default_settings()}, instance=instance, partition_key=MONTH,
-            tags={"dagster/schedule_name": "monthly_before_meetings", "dagster/user": "analyst@county.example.gov.uk"},
-        )
-        assert result.success and _audit(out) == []
-        context = dg.build_run_status_sensor_context(
-            sensor_name="audit_succeeded_runs", dagster_instance=instance, dagster_run=result.dagster_run, dagster_event=result.get_run_success_event(),
-        )
-        _sensor("audit_succeeded_runs")(context)
-        _sensor("audit_succeeded_runs")(context)  # a sensor tick repeated writes nothing twice
-        ((action, run_id, by, detail),) = _audit(out)
-        assert (action, run_id, by) == ("run succeeded", result.run_id, "analyst@county.example.gov.uk")
-        assert f"month {MONTH}" in detail and "schedule monthly_before_meetings" in detail and str(village) in detail
+    instance = dagster_instance
+    result = dg.materialize(
+        [*ALL_ASSETS, *ALL_CHECKS], resources={"settings": default_settings()}, instance=instance, partition_key=MONTH,
+        tags={"dagster/schedule_name": "monthly_before_meetings", "dagster/user": "analyst@county.example.gov.uk"},
+    )
+    assert result.success and _audit(out) == []
+    context = dg.build_run_status_sensor_context(
+        sensor_name="audit_succeeded_runs", dagster_instance=instance, dagster_run=result.dagster_run, dagster_event=result.get_run_success_event(),
+    )
+    _sensor("audit_succeeded_runs")(context)
+    _sensor("audit_succeeded_runs")(context)  # a sensor tick repeated writes nothing twice
+    ((action, run_id, by, detail),) = _audit(out)
+    assert (action, run_id, by) == ("run succeeded", result.run_id, "analyst@county.example.gov.uk")
+    assert f"month {MONTH}" in detail and "schedule monthly_before_meetings" in detail and str(village) in detail
 
-        empty = tmp_path / "empty_landing"
-        empty.mkdir()
-        monkeypatch.setenv("EARLYHELP_LANDING", str(empty))
-        failed = dg.materialize(
-            [*ALL_ASSETS, *ALL_CHECKS], resources={"settings": default_settings()}, instance=instance, partition_key=MONTH,
-            tags={"dagster/sensor_name": "new_partner_files"}, raise_on_error=False,
-        )
-        assert not failed.success
-        (failure,) = [e.dagster_event for e in instance.all_logs(failed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)]
-        _sensor("audit_failed_runs")(dg.build_run_status_sensor_context(
-            sensor_name="audit_failed_runs", dagster_instance=instance, dagster_run=failed.dagster_run, dagster_event=failure,
-        ).for_run_failure())
+    empty = tmp_path / "empty_landing"
+    empty.mkdir()
+    monkeypatch.setenv("EARLYHELP_LANDING", str(empty))
+    failed = dg.materialize(
+        [*ALL_ASSETS, *ALL_CHECKS], resources={"settings": default_settings()}, instance=instance, partition_key=MONTH,
+        tags={"dagster/sensor_name": "new_partner_files"}, raise_on_error=False,
+    )
+    assert not failed.success
+    (failure,) = [e.dagster_event for e in instance.all_logs(failed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)]
+    _sensor("audit_failed_runs")(dg.build_run_status_sensor_context(
+        sensor_name="audit_failed_runs", dagster_instance=instance, dagster_run=failed.dagster_run, dagster_event=failure,
+    ).for_run_failure())
     entries = _audit(out)
     assert [e[0] for e in entries] == ["run succeeded", "run failed"] and entries[1][1] == failed.run_id
     assert "sensor new_partner_files" in entries[1][3] and "failed steps:" in entries[1][3]
+
+
+def test_earlyhelp_run_keeps_its_history_in_postgresql_when_the_instance_says_so(village, tmp_path, monkeypatch, postgres_url):
+    """A council server's DAGSTER_HOME whose dagster.yaml keeps history in PostgreSQL: the run, its
+    steps' times (the next run's estimate) and its events are there, not in files."""
+    import io
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(f"storage:\n  postgres:\n    postgres_url: {postgres_url}\ntelemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    shown = io.StringIO()
+    result = run_pipeline(village, MONTH, tmp_path / "out", progress=shown)
+    assert result.success and "governance_pack" in shown.getvalue()
+    with dg.DagsterInstance.get() as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        (run,) = instance.get_runs()
+        assert run.run_id == result.run_id and run.job_name == "monthly_run" and run.tags["dagster/partition"] == MONTH
+        from pipelines.progress import previous_step_seconds
+
+        assert "person_links" in previous_step_seconds(instance, "monthly_run")
+    assert not list(home.glob("**/*.db")), "no SQLite history beside PostgreSQL"
 
 
 def test_two_runs_on_one_warehouse_the_second_waits_then_refuses_naming_the_first(village, tmp_path):

@@ -17,14 +17,6 @@ from tests.conftest import MONTH, assert_renders_as_document, chromium
 LOCALITIES = {"North", "Central", "South West", "Coast"}
 
 
-@pytest.fixture(scope="module")
-def listed(village, tmp_path_factory):
-    out = tmp_path_factory.mktemp("lists") / "out"
-    assert run_pipeline(village, "2026-08", out).success
-    assert run_pipeline(village, MONTH, out).success
-    return out
-
-
 def test_one_list_per_locality_each_family_in_exactly_one(listed):
     con = duckdb.connect(str(listed / "warehouse.duckdb"), read_only=True)
     lists = con.sql("SELECT * FROM locality_lists").pl()

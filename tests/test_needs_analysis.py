@@ -38,13 +38,9 @@ def test_suppression_leaves_no_line_with_exactly_one_hidden_count():
         assert all(sum(hidden[c] for c in line) != 1 for line in lines)
 
 
-@pytest.fixture(scope="module")
-def analysed(village, tmp_path_factory):
-    from pipelines.cli import run_pipeline
-
-    out = tmp_path_factory.mktemp("needs") / "out"
-    assert run_pipeline(village, MONTH, out).success
-    return out
+@pytest.fixture
+def analysed(listed):
+    return listed
 
 
 def test_the_needs_analysis_holds_no_count_under_5_and_no_personal_data(analysed):
