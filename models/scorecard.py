@@ -260,20 +260,47 @@ class Evaluation:
 
     def predict(self, family_indicators: pl.DataFrame, families: pl.Series) -> pl.DataFrame:
         """family_ref, model_probability for `families`, from this month's family_indicators."""
-        hits = family_indicators.select("family_ref", "indicator_id").unique().with_columns(pl.lit(1, dtype=pl.Int8).alias("hit"))
-        wide = pl.DataFrame({"family_ref": families}).join(
-            hits.pivot(on="indicator_id", index="family_ref", values="hit") if hits.height else pl.DataFrame(schema={"family_ref": pl.String}),
-            on="family_ref", how="left",
-        )
-        for feature in self.features:
-            if feature not in wide.columns:
-                wide = wide.with_columns(pl.lit(0, dtype=pl.Int8).alias(feature))
-        x = wide.select([pl.col(f).fill_null(0) for f in self.features]).to_numpy()
-        return pl.DataFrame({"family_ref": wide["family_ref"], "model_probability": self.model.predict_proba(x)[:, 1].round(6)})
+        return predict(self.model, self.features, family_indicators, families)
+
+
+def predict(model: CalibratedClassifierCV, features: list[str], family_indicators: pl.DataFrame, families: pl.Series) -> pl.DataFrame:
+    """family_ref, model_probability for `families`, from this month's family_indicators."""
+    hits = family_indicators.select("family_ref", "indicator_id").unique().with_columns(pl.lit(1, dtype=pl.Int8).alias("hit"))
+    wide = pl.DataFrame({"family_ref": families}).join(
+        hits.pivot(on="indicator_id", index="family_ref", values="hit") if hits.height else pl.DataFrame(schema={"family_ref": pl.String}),
+        on="family_ref", how="left",
+    )
+    for feature in features:
+        if feature not in wide.columns:
+            wide = wide.with_columns(pl.lit(0, dtype=pl.Int8).alias(feature))
+    x = wide.select([pl.col(f).fill_null(0) for f in features]).to_numpy()
+    return pl.DataFrame({"family_ref": wide["family_ref"], "model_probability": model.predict_proba(x)[:, 1].round(6)})
+
+
+def evaluation_anchor(reference: dt.date) -> dt.date:
+    """The quarter's end the evaluation is made as of: the latest March, June, September or
+    December ending on or before `reference`. The plan moves once a quarter, so the two monthly
+    runs between reuse the last evaluation (`evaluation_key`) instead of rebuilding six months."""
+    return shift_months(reference, -((reference.month % 3) % 3)) if reference.month % 3 else reference
+
+
+#: Bumped whenever the evaluation's method changes, so a stored evaluation is not reused across it.
+METHOD_VERSION = "2026-12-rolling-origin-1"
+
+
+def evaluation_key(reference: dt.date, registry: Registry, programme: str) -> str:
+    """What an evaluation depends on besides the data: its quarter, the registry, the programme,
+    the method. A run whose key matches the stored evaluation's reuses it unless asked to retrain."""
+    import hashlib
+
+    registry_sha = hashlib.sha256(registry.path.read_bytes()).hexdigest() if registry.path else "packaged"
+    return hashlib.sha256(f"{evaluation_anchor(reference)}|{registry_sha}|{programme}|{METHOD_VERSION}".encode()).hexdigest()[:32]
 
 
 def evaluate(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date, replicates: int = REPLICATES) -> Evaluation:
-    """Rebuild the months of the rolling-origin plan from the warehouse and evaluate on them."""
+    """Rebuild the months of the rolling-origin plan (as of the quarter's end, `evaluation_anchor`)
+    from the warehouse and evaluate on them."""
+    reference = evaluation_anchor(reference)
     first = source_first_dates(con, registry)
     candidates = {shift_months(reference, -m) for m in range(OUTCOME_MONTHS, OUTCOME_MONTHS * 4)}
     held = {m: window_held(first, registry, m) for m in candidates}
@@ -544,7 +571,8 @@ looked-after services within {OUTCOME_MONTHS} months after the reference month, 
 such case open then; observed in the council's own `open_cases`. Features: the registry's
 indicators (0/1), nothing else: no ethnicity, sex or deprivation is used.
 
-**How it is tested.** Rolling origin: {len(e.origins)} test months, each with its own model trained only
+**How it is tested.** As of the quarter ending {_month(shift_months(e.test_month, OUTCOME_MONTHS))} (evaluated again each
+quarter, or when asked: `retrain`); rolling origin: {len(e.origins)} test months, each with its own model trained only
 on months whose {OUTCOME_MONTHS}-month outcome windows had closed by the test month, so no escalation a
 test counts was known in training. Each method is judged at the size of the list the meeting
 used that month (every family eligible under the programme rule), ties broken by chance, never

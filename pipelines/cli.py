@@ -83,7 +83,7 @@ def prepare_dagster_home(path: Path) -> Path:
 
 def run_pipeline(
     landing: Path, month: str, out: Path, log_level: str = "INFO", registry: Path | None = None, programme: str = DEFAULT_PROGRAMME,
-    progress: TextIO | None = None, verbose: bool = False,
+    progress: TextIO | None = None, verbose: bool = False, retrain_model: bool = False,
 ):
     """Run the `monthly_run` job (every asset and check) for `month`; returns the Dagster execution
     result. progress: where to show one line per step as the run goes (Dagster's own console log
@@ -130,7 +130,10 @@ def run_pipeline(
                     "earlyhelp/month": month, "earlyhelp/run_by": who_ran(), "earlyhelp/trigger": "earlyhelp run (command line)", WATCH_TAG: token,
                 },
                 # with progress lines, Dagster's console log is shown only when asked for (-v); it always goes to the log file
-                run_config={"loggers": {"console": {"config": {"log_level": log_level if progress is None or verbose else "CRITICAL"}}}},
+                run_config={
+                    "loggers": {"console": {"config": {"log_level": log_level if progress is None or verbose else "CRITICAL"}}},
+                    "ops": {"scorecard_model": {"config": {"retrain": retrain_model}}},
+                },
                 raise_on_error=False,
             )
         finally:
@@ -173,7 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = run_pipeline(
             landing, args.month, out, log_level=args.log_level,
             registry=Path(args.registry) if args.registry else None, programme=args.programme,
-            progress=sys.stderr, verbose=args.verbose,
+            progress=sys.stderr, verbose=args.verbose, retrain_model=args.retrain_model,
         )
     except ValueError as exc:
         _say(f"earlyhelp run: {exc}")
@@ -385,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--programme", default=DEFAULT_PROGRAMME, choices=sorted(PROGRAMMES),
                      help=f"the programme whose needs and eligibility rule the lists follow (default {DEFAULT_PROGRAMME})")
     run.add_argument("-v", "--verbose", action="store_true", help="show Dagster's own event log live as well as the progress lines")
+    run.add_argument("--retrain-model", action="store_true",
+                     help="evaluate the scorecard model again even when this quarter's evaluation is stored (it is evaluated once a quarter)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                      help="the level of Dagster's log shown with -v (default INFO)")
     run.set_defaults(func=cmd_run)

@@ -168,6 +168,21 @@ def test_model_card_compares_the_model_with_the_transparent_score(tmp_path):
     assert points and all(int(line.split("|")[2]) >= 0 for line in points)
     assert "<table>" in (out / "model_card.html").read_text()
     assert_renders_as_document(out / "model_card.html", tmp_path)
+    # the quarter's evaluation is stored: the next run of the quarter reuses it, unless asked to retrain
+    con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
+    first = con.sql("SELECT evaluated_at, card FROM scorecard_evaluation").fetchall()
+    scores = con.sql("SELECT * FROM family_model_scores ORDER BY family_ref").pl()
+    con.close()
+    again = run_pipeline(landing, MONTH, out)
+    metadata = next(e.materialization.metadata for e in again.all_events if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key.to_user_string() == "scorecard_model")
+    assert metadata["reused"].value is True
+    con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
+    assert con.sql("SELECT evaluated_at, card FROM scorecard_evaluation").fetchall() == first
+    assert con.sql("SELECT * FROM family_model_scores ORDER BY family_ref").pl().equals(scores)
+    con.close()
+    retrained = run_pipeline(landing, MONTH, out, retrain_model=True)
+    metadata = next(e.materialization.metadata for e in retrained.all_events if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key.to_user_string() == "scorecard_model")
+    assert metadata["reused"].value is False
 
 
 def test_too_few_outcomes_is_said_not_papered_over(scored):

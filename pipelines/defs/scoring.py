@@ -1,5 +1,9 @@
 """Dagster assets for indicators and the transparent family score, with their checks."""
 
+import datetime as dt
+import json
+import pickle
+
 import dagster as dg
 import polars as pl
 
@@ -7,7 +11,7 @@ from features import compute_indicators
 from features.calendar import previous_month
 from reports import markdown_page
 from models.score import ScoreSettings, score_families
-from models.scorecard import MODEL_SCORES, NotEnoughOutcomes, evaluate, model_card
+from models.scorecard import MODEL_SCORES, NotEnoughOutcomes, evaluate, evaluation_key, model_card, predict
 from pipelines.partitions import MONTHS
 from pipelines.resources import EarlyhelpSettings
 from warehouse import (
@@ -141,40 +145,77 @@ def score_distribution_shift(settings: EarlyhelpSettings) -> dg.AssetCheckResult
     )
 
 
+class ScorecardConfig(dg.Config):
+    retrain: bool = False  # evaluate again even when this quarter's evaluation is stored
+
+
+#: The stored evaluation: its key, the card, the pickled model that would order lists, when it was made.
+STORED_EVALUATION = "scorecard_evaluation"
+
+
 @dg.asset(partitions_def=MONTHS, group_name=SCORING, kinds={"scikitlearn"}, deps=["family_scores"])
-def scorecard_model(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
+def scorecard_model(context: dg.AssetExecutionContext, config: ScorecardConfig, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """The scorecard model tested by rolling origin (training outcome windows closed before each
     test month) against the transparent score and the headline count at the meetings' list
     size, with bootstrap intervals, calibration and fairness by group: model_card.md and
-    model_card.html in the output folder. It orders nothing unless a council switches it on,
-    and never adds or removes a family."""
-    try:
-        with settings.warehouse(read_only=True) as con:
-            evaluation = evaluate(con, settings.registry(), settings.reference_date)
-    except NotEnoughOutcomes as exc:
-        context.log.warning(f"scorecard_model: {exc}")
+    model_card.html in the output folder. Evaluated as of each quarter's end and stored; the
+    months between reuse the stored evaluation unless `retrain` is set. It orders nothing unless
+    a council switches it on, and never adds or removes a family."""
+    registry = settings.registry()
+    key = evaluation_key(settings.reference_date, registry, settings.programme)
+    with settings.warehouse(read_only=True) as con:
+        stored = read_table(con, STORED_EVALUATION)
+    reused = stored is not None and stored.height == 1 and stored["key"][0] == key and not config.retrain
+    if reused:
+        kept = stored.row(0, named=True)
+        context.log.info(f"scorecard_model: this quarter's evaluation (made {kept['evaluated_at']}) reused; set retrain to evaluate again")
+    else:
+        try:
+            with settings.warehouse(read_only=True) as con:
+                evaluation = evaluate(con, registry, settings.reference_date)
+            card = model_card(evaluation)
+            kept = {
+                "key": key, "evaluated_at": dt.datetime.now().replace(microsecond=0), "card": card, "model": pickle.dumps(evaluation.model),
+                "features": json.dumps(evaluation.features), "earned_its_place": evaluation.earned_its_place, "reason": None,
+                "test_months": ", ".join(o.test_month.strftime("%Y-%m") for o in evaluation.origins),
+                "trained_on": ", ".join(m.strftime("%Y-%m") for m in evaluation.production_months),
+            }
+        except NotEnoughOutcomes as exc:
+            kept = {
+                "key": key, "evaluated_at": dt.datetime.now().replace(microsecond=0), "card": None, "model": None, "features": "[]",
+                "earned_its_place": False, "reason": str(exc), "test_months": "", "trained_on": "",
+            }
+        with settings.warehouse() as con:
+            replace_tables(con, {STORED_EVALUATION: pl.DataFrame([kept], schema=EVALUATION_SCHEMA)})
+    if kept["model"] is None:
+        context.log.warning(f"scorecard_model: {kept['reason']}")
         with settings.warehouse() as con:
             con.execute(f"DROP TABLE IF EXISTS {MODEL_SCORES}")  # no stale month's model to order a list by
-        return dg.MaterializeResult(metadata={"trained": False, "reason": str(exc)})
+        return dg.MaterializeResult(metadata={"trained": False, "reason": kept["reason"], "reused": reused})
     with settings.warehouse() as con:
         current = con.sql("SELECT * FROM family_indicators").pl()
         families = con.sql("SELECT family_ref FROM family_scores").pl()["family_ref"]
-        replace_tables(con, {MODEL_SCORES: evaluation.predict(current, families).with_columns(pl.lit(evaluation.earned_its_place).alias("earned_its_place"))})
-    card = model_card(evaluation)
-    write_text_atomically(card, settings.output / "model_card.md")
-    write_text_atomically(markdown_page(card, "earlyhelp model card"), settings.output / "model_card.html")
-    comparison = {row["method"]: {k: v for k, v in row.items() if k != "method"} for row in evaluation.comparison.iter_rows(named=True)}
+        scores = predict(pickle.loads(kept["model"]), json.loads(kept["features"]), current, families)
+        replace_tables(con, {MODEL_SCORES: scores.with_columns(pl.lit(kept["earned_its_place"]).alias("earned_its_place"))})
+    write_text_atomically(kept["card"], settings.output / "model_card.md")
+    write_text_atomically(markdown_page(kept["card"], "earlyhelp model card"), settings.output / "model_card.html")
     return dg.MaterializeResult(
         metadata={
             "trained": True,
-            "earned_its_place": evaluation.earned_its_place,
-            "test_months": ", ".join(o.test_month.strftime("%Y-%m") for o in evaluation.origins),
-            "trained_on": ", ".join(m.strftime("%Y-%m") for m in evaluation.production_months),
-            "comparison": dg.MetadataValue.json(comparison),
-            "notes": " ".join(evaluation.notes),
+            "reused": reused,
+            "evaluated_at": str(kept["evaluated_at"]),
+            "earned_its_place": kept["earned_its_place"],
+            "test_months": kept["test_months"],
+            "trained_on": kept["trained_on"],
             "model_card": dg.MetadataValue.path(str(settings.output / "model_card.html")),
         }
     )
+
+
+EVALUATION_SCHEMA = {
+    "key": pl.String, "evaluated_at": pl.Datetime("us"), "card": pl.String, "model": pl.Binary, "features": pl.String,
+    "earned_its_place": pl.Boolean, "reason": pl.String, "test_months": pl.String, "trained_on": pl.String,
+}
 
 
 SCORE_ASSETS = [indicators, family_scores, scorecard_model]
