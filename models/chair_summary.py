@@ -22,7 +22,7 @@ from rules import LEAD_PRACTITIONER_SERVICES, Programme
 class ChairSummary:
     month: str
     localities: pl.DataFrame  # locality, families, new, carried_over, high, waiting
-    needs: pl.DataFrame  # need, families: listed families meeting it, in the programme's order
+    needs: pl.DataFrame  # need, families: listed families meeting it, measured: whether any indicator evidences it
     discussed_list: str  # the month of the lists this month's meetings discussed
     decisions: pl.DataFrame  # decision, one column per locality, all: each family's latest decision at meetings held this month
     waiting: pl.DataFrame  # family_ref, locality, meeting_date, lead_agency: allocated, no case opened since
@@ -65,9 +65,11 @@ def chair_summary(
     unplaced: int,
     discrepancies: int,
     audit: pl.DataFrame | None,
+    measured: set[str] | None = None,
 ) -> ChairSummary:
     """lists: this month's locality lists; decisions: every decision returned (meeting_decisions);
-    audit: list_audit, to place last month's decisions in the localities that discussed them."""
+    audit: list_audit, to place last month's decisions in the localities that discussed them;
+    measured: the needs some indicator of the registry evidences (all, when None)."""
     per_locality = lists.group_by("locality").agg(
         pl.len().alias("families"),
         (pl.col("status") == "new this month").sum().alias("new"),
@@ -81,7 +83,11 @@ def chair_summary(
         .sort("locality")
     )
     met = lists.select(pl.col("needs").explode().alias("need")).drop_nulls().group_by("need").len("families")
-    needs = pl.DataFrame({"need": list(programme.needs)}).join(met, on="need", how="left").with_columns(pl.col("families").fill_null(0))
+    needs = pl.DataFrame({"need": list(programme.needs)}).join(met, on="need", how="left").with_columns(
+        pl.col("families").fill_null(0),
+        # a need no indicator of the registry evidences is "not measured", not nought
+        pl.col("need").is_in(sorted(measured if measured is not None else programme.needs)).alias("measured"),
+    )
     # the month's meetings discuss the list of the month before: a run for a month comes after it ends
     in_month = decisions.filter(pl.col("meeting_date").dt.strftime("%Y-%m") == month)
     latest = in_month.sort("meeting_date").group_by("family_ref").agg(pl.col("decision").last())

@@ -298,6 +298,7 @@ def monthly_lists(
     summary = chair_summary(
         month, result.lists, programme, list(load_contract("meeting_outcomes").column("decision").allowed_values), recorded,
         allocations_waiting(result.allocated, cases, members, audit), result.unplaced, result.discrepancies.height, audit,
+        {getattr(i, programme.need_field) for i in registry.indicators},
     )
     tables = {
         "family_chronology": view.chronology,
