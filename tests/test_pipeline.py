@@ -123,7 +123,10 @@ def test_a_spill_folder_someone_else_owns_is_refused(tmp_path):
 
 #: Tables that record when and by which run, so differ between reruns by design; with the
 #: columns that do (the rest of each must still match).
-RUN_STAMPED = {"audit_log": None, "retention_log": None, "landed_files": ["ingested_at"], "list_audit": ["run_id", "produced_at"]}
+RUN_STAMPED = {
+    "audit_log": None, "retention_log": None, "landed_files": ["ingested_at"], "list_audit": ["run_id", "produced_at"],
+    "scorecard_evaluation": ["evaluated_at"],
+}
 
 
 def warehouse_snapshot(path) -> dict[str, pl.DataFrame]:
