@@ -349,6 +349,7 @@ def test_cli_generate_and_run(tmp_path):
     assert "(monthly_run) succeeded" in run.stdout and f"Packs for the meetings: {out / 'packs' / MONTH}" in " ".join(run.stdout.split())
     log = Path(re.search(r"Dagster's log of the run: (\S+)", run.stdout).group(1))
     assert log.parent == out / "logs" and "STEP_SUCCESS" in log.read_text() and "person_links" in log.read_text()
+    assert log.stat().st_mode & 0o077 == 0 and log.parent.stat().st_mode & 0o077 == 0, "the run's log is owner-only"
     again = subprocess.run([*cli, "run", "--landing", str(landing), "--month", MONTH, "--out", str(out)], capture_output=True, text=True)
     assert again.returncode == 0 and re.search(r"\] governance_pack\s+done.*about 0s left", again.stderr), "the second run estimates from the first"
     evaluate = subprocess.run([*cli, "evaluate", "--landing", str(landing), "--out", str(out)], capture_output=True, text=True)

@@ -196,3 +196,17 @@ def test_too_few_outcomes_is_said_not_papered_over(scored):
         assert run.returncode == 3 and "too few" in run.stderr
     else:
         pytest.skip("this village holds enough escalations to train on")
+
+
+def test_retrain_model_evaluates_again_though_the_quarter_is_stored(scored, village):
+    """Last in this module: it runs the shared village again."""
+    con = duckdb.connect(str(scored / "warehouse.duckdb"), read_only=True)
+    ((key, made),) = con.sql("SELECT key, evaluated_at FROM scorecard_evaluation").fetchall()
+    con.close()
+    result = run_pipeline(village, MONTH, scored, retrain_model=True)
+    metadata = next(e.materialization.metadata for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key.to_user_string() == "scorecard_model")
+    assert metadata["reused"].value is False
+    con = duckdb.connect(str(scored / "warehouse.duckdb"), read_only=True)
+    ((again_key, again_made),) = con.sql("SELECT key, evaluated_at FROM scorecard_evaluation").fetchall()
+    con.close()
+    assert again_key == key and again_made >= made
