@@ -5,7 +5,8 @@ Per locality: the families listed, how many are new and carried over, how many i
 band, and the families allocated whose lead practitioner has not opened a case yet (an
 allocation still waiting). Across the county: how many listed families meet each of the
 programme's needs, what this month's meetings decided about the previous month's lists (from
-the returned decision sheets), and the eligible families no locality covers. Counts only: no names, no addresses.
+the returned decision sheets), and the eligible families no locality covers. Counts, and the
+references of the allocations waiting: no names, no addresses.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ class ChairSummary:
         return int(self.localities["families"].sum()) if self.localities.height else 0
 
 
+def last_locality(audit: pl.DataFrame) -> pl.DataFrame:
+    """family_ref, locality: the locality of the latest list each family was on (list_audit)."""
+    return audit.sort("month").group_by("family_ref").agg(pl.col("locality").last())
+
+
 def allocations_waiting(allocated: pl.DataFrame, cases: pl.DataFrame, members: pl.DataFrame, audit: pl.DataFrame | None) -> pl.DataFrame:
     """Families a meeting allocated for which no early help or Family Help case has opened on or
     after the meeting: the lead practitioner has not started. Each with the locality of the
@@ -48,8 +54,7 @@ def allocations_waiting(allocated: pl.DataFrame, cases: pl.DataFrame, members: p
     )
     waiting = allocated.join(opened, on="family_ref", how="anti")
     if audit is not None and audit.height:
-        last_list = audit.sort("month").group_by("family_ref").agg(pl.col("locality").last())
-        waiting = waiting.join(last_list, on="family_ref", how="left")
+        waiting = waiting.join(last_locality(audit), on="family_ref", how="left")
     else:
         waiting = waiting.with_columns(pl.lit(None, dtype=pl.String).alias("locality"))
     return waiting.select("family_ref", "locality", "meeting_date", "lead_agency").sort("meeting_date", "family_ref")

@@ -22,6 +22,7 @@ import polars as pl
 from data_contracts import load_contract
 from features.calendar import window_start
 from features.registry import Registry
+from models.chair_summary import last_locality
 from models.lists import family_addresses
 from rules import Programme
 
@@ -148,8 +149,7 @@ def _decisions(decisions: pl.DataFrame, audit: pl.DataFrame | None, values: list
     since = window_start(reference, MONTHS_SHOWN)
     recent = decisions.filter(pl.col("meeting_date").is_between(since, reference))
     if audit is not None and audit.height:
-        where = audit.sort("month").group_by("family_ref").agg(pl.col("locality").last())
-        recent = recent.join(where, on="family_ref", how="left")
+        recent = recent.join(last_locality(audit), on="family_ref", how="left")
     else:
         recent = recent.with_columns(pl.lit(None, dtype=pl.String).alias("locality"))
     recent = recent.with_columns(pl.col("locality").fill_null(NOT_PLACED))
