@@ -281,7 +281,7 @@ def evaluation_anchor(reference: dt.date) -> dt.date:
     """The quarter's end the evaluation is made as of: the latest March, June, September or
     December ending on or before `reference`. The plan moves once a quarter, so the two monthly
     runs between reuse the last evaluation (`evaluation_key`) instead of rebuilding six months."""
-    return shift_months(reference, -((reference.month % 3) % 3)) if reference.month % 3 else reference
+    return shift_months(reference, -(reference.month % 3))
 
 
 #: Bumped whenever the evaluation's method changes, so a stored evaluation is not reused across it.

@@ -72,6 +72,19 @@ def test_no_training_outcome_window_reaches_into_its_test_month():
     assert evaluation_plan(REFERENCE, {shift_months(REFERENCE, -12)}) == []
 
 
+def test_the_evaluation_moves_once_a_quarter():
+    from models.scorecard import evaluation_anchor, evaluation_key
+
+    assert evaluation_anchor(dt.date(2026, 10, 31)) == evaluation_anchor(dt.date(2026, 11, 30)) == dt.date(2026, 9, 30)
+    assert evaluation_anchor(dt.date(2026, 9, 30)) == dt.date(2026, 9, 30)
+    assert evaluation_anchor(dt.date(2026, 1, 31)) == dt.date(2025, 12, 31)
+    registry = load_registry()
+    same = evaluation_key(dt.date(2026, 10, 31), registry, "supporting_families")
+    assert same == evaluation_key(dt.date(2026, 11, 30), registry, "supporting_families")
+    assert same != evaluation_key(dt.date(2026, 12, 31), registry, "supporting_families")
+    assert same != evaluation_key(dt.date(2026, 10, 31), registry, "families_first")
+
+
 def test_a_month_says_how_much_of_each_sources_window_the_warehouse_holds():
     registry = load_registry()
     first = {source: dt.date(2023, 12, 2) for source in {i.source for i in registry.indicators if i.source}}
