@@ -22,7 +22,7 @@ demo: setup
 	$(BIN)/earlyhelp run --landing data/landing --month $(MONTH) --out data/out
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 # The Dagster UI over the demo's folders, on the run history `make demo` recorded (data/out/.dagster).
 dev: setup
