@@ -138,11 +138,9 @@ class ContractValidator:
 def _observed(result: dict) -> str:
     """What a result observed, as counts and shares: never a value from a row."""
     value = result.get("observed_value")
-    if isinstance(value, bool) or value is None:
-        pass
-    elif isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return f"{value:,}"
-    elif isinstance(value, list):
+    if isinstance(value, list):
         return f"{len(value)} columns"
     if "unexpected_count" in result:
         checked = result.get("element_count") or 0

@@ -83,11 +83,12 @@ def prepare_dagster_home(path: Path) -> Path:
 
 def run_pipeline(
     landing: Path, month: str, out: Path, log_level: str = "INFO", registry: Path | None = None, programme: str = DEFAULT_PROGRAMME,
-    progress: TextIO | None = None, verbose: bool = False, retrain_model: bool = False,
+    progress: TextIO | None = None, verbose: bool = False, retrain_model: bool = False, log_path: Path | None = None,
 ):
     """Run the `monthly_run` job (every asset and check) for `month`; returns the Dagster execution
     result. progress: where to show one line per step as the run goes (Dagster's own console log
-    is then quiet and its events go to `<out>/logs/`; `verbose` shows them as well)."""
+    is then quiet and its events go to `log_path`, by default `<out>/logs/run_<month>_<time>.log`;
+    `verbose` shows them as well)."""
     import uuid
 
     import dagster as dg
@@ -117,10 +118,8 @@ def run_pipeline(
     with instance_for(out) as instance:
         watcher = None
         if progress is not None:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            watcher = RunWatcher(
-                instance, token, len(job.graph.nodes), previous_step_seconds(instance, job.name), out / "logs" / f"run_{month}_{stamp}.log", progress,
-            )
+            log_path = log_path or out / "logs" / f"run_{month}_{time.strftime('%Y%m%d-%H%M%S')}.log"
+            watcher = RunWatcher(instance, token, len(job.graph.nodes), previous_step_seconds(instance, job.name), log_path, progress)
             watcher.start()
         try:
             result = job.execute_in_process(
@@ -141,8 +140,6 @@ def run_pipeline(
                 watcher.stop()
         # the same entry the run-status sensors write when a daemon watches this instance
         audit_run(instance, result.dagster_run, result.success, settings)
-    if watcher is not None:
-        result.log_path = watcher.log_path
     return result
 
 
@@ -171,12 +168,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         _say(f"earlyhelp run: landing folder {landing} does not exist")
         return 2
     began = time.perf_counter()
+    log_path = out / "logs" / f"run_{args.month}_{time.strftime('%Y%m%d-%H%M%S')}.log"
     _say(f"earlyhelp run: {landing} for {args.month} -> {out}")
     try:
         result = run_pipeline(
             landing, args.month, out, log_level=args.log_level,
             registry=Path(args.registry) if args.registry else None, programme=args.programme,
-            progress=sys.stderr, verbose=args.verbose, retrain_model=args.retrain_model,
+            progress=sys.stderr, verbose=args.verbose, retrain_model=args.retrain_model, log_path=log_path,
         )
     except ValueError as exc:
         _say(f"earlyhelp run: {exc}")
@@ -192,8 +190,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     warehouse = out / "warehouse.duckdb"
     print(f"\nRun {result.run_id} ({result.job_def.name}) {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - began:.1f}s")
-    if getattr(result, "log_path", None):
-        print(f"Dagster's log of the run: {result.log_path}")
+    print(f"Dagster's log of the run: {log_path}")
     if warehouse.exists():
         print(f"Warehouse: {warehouse}")
         print(f"  {'source':<22}{'files':>6}{'refused':>8}{'dup':>5}{'received':>11}{'loaded':>11}{'quarantined':>12}{'replaced':>10}{'expired':>9}{'set aside':>11}")
