@@ -21,12 +21,22 @@ As of the reference date:
 4. People at one address form one household. A household with at least one
    dependent child (0-15, or 16-18 and still at school) is a family for early
    help; other households are kept but never listed.
+5. Two families at one address (a concealed family, or two sharing a house) are
+   told apart where their children carry surnames not alike and nothing the
+   partners recorded joins them: no child's school contact is an adult of the
+   other's surname, and no domestic abuse notification names a child of one as
+   the other's. Adults of a third surname (a partner who kept their own, a
+   grandparent caring for the children) join the family they are named with,
+   or else the larger.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+from itertools import groupby
 
+import jellyfish
 import polars as pl
 
 from warehouse import scratch
@@ -176,7 +186,8 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
         .otherwise(pl.lit("alone"))
         .alias("placed_by"),
     )
-    placed = _follow_kin_who_moved_on(placed, postcodes_seen).with_columns(household_parts(pl.col("household_key")))
+    placed = _follow_kin_who_moved_on(placed, postcodes_seen)
+    placed = separate_families_at_one_address(placed, records).with_columns(household_parts(pl.col("household_key")))
     placed = placed.with_columns(pl.col("placed_by").replace_strict(PLACEMENT_CONFIDENCE).alias("placement_confidence"))
     members = placed.select(
         "person_id", "household_key", "household_postcode", "household_house_number", "placed_by", "placement_confidence",
@@ -189,12 +200,89 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
     return members, households
 
 
+#: Surnames this alike (Jaro-Winkler, any part of one against any part of the other) are one
+#: family's however a partner wrote them: a typo, a transliteration (Hussain, Hussein), a
+#: feminine form (Kowalska, Kowalski), half of a double-barrelled name.
+SURNAMES_ALIKE = 0.88
+
+
+def _surnames_alike(a: str | None, b: str | None) -> bool:
+    if a is None or b is None:
+        return False
+    return any(jellyfish.jaro_winkler_similarity(x, y) >= SURNAMES_ALIKE for x in re.split(r"[ -]+", a) for y in re.split(r"[ -]+", b) if x and y)
+
+
+def separate_families_at_one_address(placed: pl.DataFrame, records: pl.DataFrame) -> pl.DataFrame:
+    """Split a household whose dependent children fall into groups of surnames not alike, with no
+    record joining the groups, into one family per group (rule 5 of the module's docstring).
+    A second family's key is the address's key with its eldest child's person id appended, so
+    it is as stable as the people in it. Households whose children share a surname (almost all)
+    are left as they are, untouched by the comparison."""
+    children = placed.filter(pl.col("dependent_child") & pl.col("surname").is_not_null())
+    mixed = children.group_by("household_key").agg(pl.col("surname").n_unique().alias("surnames")).filter(pl.col("surnames") > 1)["household_key"]
+    at = placed.filter(pl.col("household_key").is_in(mixed.implode()) & ~pl.col("household_key").str.starts_with("postcode:"))
+    if at.is_empty():
+        return placed
+    # recorded ties between two people: a pupil's contact, a child named at a victim's notification
+    named = records.filter(pl.col("contact_surname").is_not_null()).select("person_id", "contact_forename", "contact_surname").unique()
+    ties = pl.concat([
+        named.join(at.select(pl.col("person_id").alias("adult_id"), pl.col("forename").alias("contact_forename"), pl.col("surname").alias("contact_surname")),
+                   on=["contact_forename", "contact_surname"]).select("person_id", "adult_id"),
+        _child_of_victim(records),
+    ])
+    rows = at.select("person_id", "household_key", "surname", "dependent_child", "dob").sort("household_key", "person_id").to_dicts()
+    tied = {(a, b) for a, b in ties.iter_rows()}
+    new_keys: dict = {}
+    split: set[str] = set()
+    for key, group in _by_household(rows):
+        parent = {p["person_id"]: p["person_id"] for p in group}
+
+        def root(x):
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for i, a in enumerate(group):
+            for b in group[i + 1:]:
+                if _surnames_alike(a["surname"], b["surname"]) or (a["person_id"], b["person_id"]) in tied or (b["person_id"], a["person_id"]) in tied:
+                    parent[root(a["person_id"])] = root(b["person_id"])
+        components: dict = {}
+        for p in group:
+            components.setdefault(root(p["person_id"]), []).append(p)
+        with_children = sorted((c for c in components.values() if any(p["dependent_child"] for p in c)), key=lambda c: (-len(c), min(p["person_id"] for p in c)))
+        if len(with_children) < 2:
+            continue
+        # the largest family keeps the address's key; adults tied to no child join it
+        split.add(key)
+        for family in with_children[1:]:
+            eldest = min((p for p in family if p["dependent_child"]), key=lambda p: (p["dob"] is None, p["dob"] or dt.date.max, p["person_id"]))
+            for p in family:
+                new_keys[p["person_id"]] = f"{key}|{eldest['person_id']}"
+    if not new_keys:
+        return placed
+    moved = pl.DataFrame({"person_id": list(new_keys), "separate_key": list(new_keys.values())}, schema={"person_id": placed.schema["person_id"], "separate_key": pl.String})
+    # the meeting is told a family was told apart from another at its address: a judgement, not a record
+    shared = pl.col("household_key").is_in(list(split)) & (pl.col("placed_by") == "address")
+    return placed.with_columns(pl.when(shared).then(pl.lit(SHARED_ADDRESS)).otherwise(pl.col("placed_by")).alias("placed_by")).join(
+        moved, on="person_id", how="left"
+    ).with_columns(pl.coalesce("separate_key", "household_key").alias("household_key")).drop("separate_key")
+
+
+def _by_household(rows: list[dict]):
+    for key, group in groupby(rows, key=lambda r: r["household_key"]):
+        yield key, list(group)
+
+
 #: How sure a placement is, by the evidence that placed the person (`placed_by`): a full address
 #: the person's own records give is firm; a named link to someone housed (a pupil's contact, a
-#: domestic abuse notification) or a move followed with the household is likely; a postcode and
-#: a surname alone (an adult seen only at A&E, say) is a guess the meeting must check.
+#: domestic abuse notification), a move followed with the household, or a family told apart from
+#: another at one address by their surnames (rule 5) is likely; a postcode and a surname alone
+#: (an adult seen only at A&E, say) is a guess the meeting must check.
+SHARED_ADDRESS = "address, told apart from another family there"
 PLACEMENT_CONFIDENCE = {
     "address": "high",
+    SHARED_ADDRESS: "medium",
     "school contact": "medium",
     "domestic abuse notification": "medium",
     "moved with their household": "medium",

@@ -107,3 +107,25 @@ def test_two_families_in_two_flats_of_one_building_stay_two_households_and_each_
     confidence = dict(zip(members["person_id"], members["placement_confidence"]))
     assert key["mum_a"] == key["kid_a"] == f"{OLD}|1|14" and key["mum_b"] == key["kid_b"] == f"{OLD}|2|14"
     assert confidence["kid_a"] == "high" and confidence["gran"] == "low"
+
+
+def test_two_families_sharing_one_house_are_two_families_and_a_blended_family_stays_one():
+    placed = households([
+        # the Nowaks' house; the Adeyemis moved in with them (a concealed family)
+        record("nowak_mum", "worklessness", D(2026, 3, 1), "EWA", "NOWAKOWA", D(1985, 1, 1), OLD, "7"),
+        record("nowak_kid", "school_attendance", D(2026, 5, 1), "JAN", "NOWAK", D(2015, 1, 1), OLD, "7", contact_forename="EWA", contact_surname="NOWAKOWA"),
+        record("nowak_kid2", "school_attendance", D(2026, 5, 1), "OLA", "NOWACK", D(2017, 2, 2), OLD, "7"),
+        record("adeyemi_mum", "worklessness", D(2026, 4, 1), "BISI", "ADEYEMI", D(1990, 3, 3), OLD, "7"),
+        record("adeyemi_kid", "school_attendance", D(2026, 5, 1), "TOBI", "ADEYEMI", D(2018, 4, 4), OLD, "7", contact_forename="BISI", contact_surname="ADEYEMI"),
+        # a partner of a third surname joins the family they are named with, or else the larger
+        record("partner", "asb_incidents", D(2026, 6, 1), "LEE", "HART", D(1984, 5, 5), OLD, "7"),
+        # a blended family: the mother's children by her first partner and her new partner's child
+        record("mum", "worklessness", D(2026, 3, 1), "KAY", "REID", D(1986, 1, 1), NEW, "3"),
+        record("step_kid", "school_attendance", D(2026, 5, 1), "AVA", "SHAW", D(2014, 6, 6), NEW, "3", contact_forename="KAY", contact_surname="REID"),
+        record("baby", "ae_attendances", D(2026, 7, 1), "MIA", "REID", D(2025, 1, 1), NEW, "3"),
+    ])
+    assert placed["nowak_mum"][0] == placed["nowak_kid"][0] == placed["nowak_kid2"][0] == placed["partner"][0] == f"{OLD}||7"
+    assert placed["adeyemi_mum"][0] == placed["adeyemi_kid"][0] != placed["nowak_kid"][0]
+    assert placed["adeyemi_kid"][0].startswith(f"{OLD}||7|")
+    assert placed["adeyemi_kid"][1] == placed["nowak_kid"][1] == "address, told apart from another family there"
+    assert placed["mum"][0] == placed["step_kid"][0] == placed["baby"][0] == f"{NEW}||3"
