@@ -7,7 +7,8 @@
 For every (seed, recording mode) it generates a county (cached under benchmarks/cache/), runs
 the whole pipeline on it (`run_pipeline`, as `earlyhelp run` does) and scores
 `linked_records.parquet` against truth: pairwise precision, recall and F1 for persons and for
-families, then per group of true persons (name tradition, age band, sex, mover). It prints
+families, and the family F1 ceiling (every person no record places, put with their true family:
+the records' limit, linkage.evaluate.family_ceiling), then per group of true persons (name tradition, age band, sex, mover). It prints
 Markdown tables: every run, the minimum per mode and overall, and the groups (the minimum over
 seeds per mode, so a group that one seed links badly shows); and writes them to
 benchmarks/results/linkage_quality_<people>.md with the machine.
@@ -26,7 +27,8 @@ import polars as pl
 from common import CACHE
 from pipeline import RESULTS, machine
 
-from linkage.evaluate import score_by_group, score_linked_records
+from linkage.evaluate import family_ceiling, score_by_group, score_linked_records
+from warehouse import WAREHOUSE_FILE, open_warehouse
 from synthetic.modes import RECORDING_MODES
 
 
@@ -60,6 +62,9 @@ def run_one(people: int, seed: int, month: str, mode: str, nhs_number: bool, gaz
     row = {"seed": seed, "mode": mode, "nhs_number": nhs_number, "gazetteer": gazetteer, "seconds": round(seconds, 1)}
     for level in ("person", "family"):
         row.update({f"{level}_{k}": scores[level][k] for k in ("precision", "recall", "f1")})
+    with open_warehouse(out / WAREHOUSE_FILE, read_only=True) as con:
+        placements = con.sql("SELECT person_id, placed_by FROM family_members").pl()
+    row["family_f1_ceiling"] = family_ceiling(linked, landing / "truth.csv", placements)["f1"]
     groups = score_by_group(linked, landing / "truth.csv", landing / "truth_people.csv").with_columns(
         pl.lit(seed).alias("seed"), pl.lit(mode).alias("mode")
     )

@@ -76,6 +76,44 @@ def score_linked_records(linked_path, truth_path) -> dict[str, dict]:
         con.close()
 
 
+#: Placements no record supports: a person known only by postcode (A&E, the front door) whom no
+#: one of their surname, no pupil's contact and no notification ties to a household there.
+UNPLACEABLE = ("postcode and surname, no address", "alone")
+
+
+def family_ceiling(linked_path, truth_path, placements: pl.DataFrame) -> dict:
+    """Family precision, recall and F1 were every person whose placement no record supports
+    (UNPLACEABLE; placements: person_id, placed_by, as family_members) put with the largest part
+    of their true family: the most that rules using only the records could reach, so a
+    shortfall is read as the records' limit rather than the linker's."""
+    con = scratch()
+    try:
+        con.register("placements", placements.select("person_id", "placed_by"))
+        con.execute(
+            """CREATE TEMP TABLE scored AS
+               SELECT l.person_id, l.family_id, t.family_id AS true_family, p.placed_by IN $unplaceable AS unplaceable
+               FROM read_parquet($linked) l
+               JOIN read_csv($truth, header = true, types = {'source': 'VARCHAR', 'file': 'VARCHAR', 'row': 'BIGINT',
+                                                           'person_id': 'BIGINT', 'family_id': 'BIGINT'}) t
+               USING (source, file, row)
+               LEFT JOIN placements p ON p.person_id = l.person_id""",
+            {"linked": str(linked_path), "truth": str(truth_path), "unplaceable": list(UNPLACEABLE)},
+        )
+        con.execute(
+            """CREATE TEMP TABLE placed_right AS
+               WITH largest AS (
+                   SELECT true_family, arg_max(family_id, n ORDER BY family_id DESC) AS family_id FROM (
+                       SELECT true_family, family_id, count(*) AS n FROM scored WHERE NOT coalesce(unplaceable, false) GROUP BY ALL
+                   ) GROUP BY true_family
+               )
+               SELECT s.person_id, CASE WHEN s.unplaceable AND g.family_id IS NOT NULL THEN g.family_id ELSE s.family_id END AS family_id, s.true_family
+               FROM scored s LEFT JOIN largest g USING (true_family)"""
+        )
+        return _score(con, "placed_right", "family_id", "true_family", "family").as_dict()
+    finally:
+        con.close()
+
+
 #: The groups linkage quality is reported by (ONS publishes its Census-PDS linkage by the same).
 GROUPS = ("name_tradition", "age_band", "sex", "mover")
 

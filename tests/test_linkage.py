@@ -191,3 +191,20 @@ def test_linkage_by_observable_group_counts_persons_linked_across_sources_and_le
     assert row[("age_band", "30-49")] == (1, 0.0, 0.0)
     assert row[("sex", "not stated")][0] == 1 and row[("postcodes", "two or more postcodes")][0] == 1
     assert [v for g, v, *_ in rates.iter_rows() if g == "age_band"] == ["0-4", "5-15", "30-49"], "bands in age order"
+
+
+def test_the_family_ceiling_places_only_those_no_record_places(tmp_path):
+    from linkage.evaluate import family_ceiling, score_linked_records
+
+    # true family 1: records a, b (placed by address) and c (A&E only, placed nowhere); family 2: d, wrongly with 1
+    rows = [("a", "P1", "F1", 1), ("b", "P2", "F1", 1), ("c", "P3", "F9", 1), ("d", "P4", "F1", 2)]
+    linked = pl.DataFrame({"source": ["s"] * 4, "file": ["f"] * 4, "row": [1, 2, 3, 4], "person_id": [r[1] for r in rows], "family_id": [r[2] for r in rows]})
+    truth = pl.DataFrame({"source": ["s"] * 4, "file": ["f"] * 4, "row": [1, 2, 3, 4], "person_id": [1, 2, 3, 4], "family_id": [r[3] for r in rows]})
+    linked.write_parquet(tmp_path / "linked.parquet")
+    truth.write_csv(tmp_path / "truth.csv")
+    placements = pl.DataFrame({"person_id": ["P1", "P2", "P3", "P4"], "placed_by": ["address", "address", "postcode and surname, no address", "address"]})
+    now = score_linked_records(tmp_path / "linked.parquet", tmp_path / "truth.csv")["family"]
+    ceiling = family_ceiling(tmp_path / "linked.parquet", tmp_path / "truth.csv", placements)
+    # c joins a and b (3 true pairs of 3 found); d, placed by an address, stays where the rules put it
+    assert now["recall"] == pytest.approx(1 / 3) and ceiling["recall"] == 1.0
+    assert ceiling["predicted_pairs"] == 6 and ceiling["precision"] == pytest.approx(3 / 6)
