@@ -226,6 +226,15 @@ class NonNegativeLogistic(ClassifierMixin, BaseEstimator):
         return (self.decision_function(X) > 0).astype(int)
 
 
+#: The fewest escalations (and non-escalations) a model is trained on: fewer leave a fold of the
+#: calibration's three without one, and say nothing a meeting could use.
+MIN_ESCALATIONS = 10
+
+
+def _trainable(y: np.ndarray) -> bool:
+    return MIN_ESCALATIONS <= y.sum() <= len(y) - MIN_ESCALATIONS
+
+
 def _calibrated(x: np.ndarray, y: np.ndarray) -> CalibratedClassifierCV:
     # sigmoid on three folds: the folds follow row order, so callers sort, and a rerun gives the same model
     return CalibratedClassifierCV(NonNegativeLogistic(), method="sigmoid", cv=3).fit(x, y)
@@ -343,7 +352,7 @@ def evaluate_snapshots(
         train = pl.concat([snapshots[m] for m in origin.train_months], how="diagonal_relaxed").sort("reference", "family_ref")
         test = snapshots[origin.test_month].sort("family_ref")
         y_train = train["escalated"].to_numpy()
-        if y_train.sum() < 10 or y_train.sum() == len(y_train) or test["escalated"].sum() == 0:
+        if not _trainable(y_train) or test["escalated"].sum() == 0:
             notes.append(f"Test month {_month(origin.test_month)} left out: {int(y_train.sum())} escalations to train on, {int(test['escalated'].sum())} to test on.")
             continue
         kept_origins.append(origin)
@@ -423,7 +432,11 @@ def evaluate_snapshots(
     production_months = tuple(sorted(o.test_month for o in kept_origins))
     train = pl.concat([snapshots[m] for m in production_months], how="diagonal_relaxed").sort("reference", "family_ref")
     x, y_all = train.select(features).to_numpy(), train["escalated"].to_numpy()
-    production = _calibrated(x, y_all)
+    # a small county's test months may hold too few escalations to train the model that would order
+    # this month's families: the evaluation stands, and the lists keep the transparent score's order
+    production = _calibrated(x, y_all) if _trainable(y_all) else None
+    if production is None:
+        notes.append(f"No model trained to order this month's lists: {int(y_all.sum())} escalations in the test months, fewer than {MIN_ESCALATIONS}.")
     scorecard = _scorecard(features, x, y_all)
     return Evaluation(
         origins=kept_origins, per_test_month=per_month, comparison=comparison, differences=differences, scorecard=scorecard,
@@ -554,7 +567,8 @@ def model_card(evaluation: Evaluation) -> str:
     verdict = (
         "**Verdict: the scorecard model earns its place.** At the meetings' list size it finds more escalations than both simpler "
         "rankings in 95% of bootstrap replicates. A council may switch it on to order discussion within its lists."
-        if e.earned_its_place else f"**Verdict: the scorecard model does not earn its place; leave the switch off.** {' '.join(n for n in e.notes if 'earned' in n)}"
+        if e.earned_its_place and e.model is not None
+        else f"**Verdict: the scorecard model does not earn its place; leave the switch off.** {' '.join(n for n in e.notes if 'earned' in n or n.startswith('No model'))}"
     )
     left_out = [n for n in e.notes if n.startswith("Test month")]
     calibration = _table(_with_ranges(e.calibration.rename({"value": "probability tenth"}), ["observed"]))

@@ -167,3 +167,19 @@ def test_the_bounded_fit_equals_scikit_learns_when_no_bound_binds():
     ours, theirs = NonNegativeLogistic().fit(x, y), LogisticRegression(C=1.0, max_iter=5000, tol=1e-8).fit(x, y)
     assert ours.coef_[0] == pytest.approx(theirs.coef_[0], abs=2e-3)
     assert ours.intercept_[0] == pytest.approx(theirs.intercept_[0], abs=2e-3)
+
+
+def test_a_small_county_is_evaluated_but_no_model_orders_its_lists():
+    # training months hold enough escalations; the test months, which the ordering model is
+    # trained on, hold fewer than ten between them (a council of a thousand families, say)
+    snapshots, plan = _county("noise", seed=5)
+    tests = {o.test_month for o in plan}
+    for month in tests:
+        frame = snapshots[month]
+        keep = np.zeros(frame.height, dtype=bool)
+        keep[np.flatnonzero(frame["escalated"].to_numpy())[:2]] = True  # two escalations each
+        snapshots[month] = frame.with_columns(pl.Series("escalated", keep.astype(np.int8)))
+    evaluation = evaluate_snapshots(snapshots, plan, FEATURES, replicates=50)
+    assert evaluation.model is None
+    card = model_card(evaluation)
+    assert "leave the switch off" in card and "No model trained to order this month's lists" in card

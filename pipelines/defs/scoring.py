@@ -12,7 +12,7 @@ from features.calendar import previous_month
 from reports import markdown_page
 from models.score import ScoreSettings, score_families
 from models.scorecard import MODEL_SCORES, NotEnoughOutcomes, evaluate, evaluation_key, model_card, predict
-from pipelines.partitions import MONTHS
+from pipelines.partitions import PARTITIONS
 from pipelines.resources import EarlyhelpSettings
 from warehouse import (
     read_table,
@@ -31,7 +31,7 @@ SCORE_SHIFT = "score_distribution_shift"
 MAX_PREVALENCE = 0.25
 
 
-@dg.asset(partitions_def=MONTHS, group_name=SCORING, kinds={"duckdb", "polars"}, deps=["family_members"])
+@dg.asset(partitions_def=PARTITIONS, group_name=SCORING, kinds={"duckdb", "polars"}, deps=["family_members"])
 def indicators(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Every indicator of the registry for every person and family as of the reference month,
     with its evidence: the source rows (source, file, row), dates and values behind each hit."""
@@ -58,7 +58,7 @@ def indicators(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -
     )
 
 
-@dg.asset(partitions_def=MONTHS, group_name=SCORING, kinds={"duckdb", "polars"}, deps=["indicators"])
+@dg.asset(partitions_def=PARTITIONS, group_name=SCORING, kinds={"duckdb", "polars"}, deps=["indicators"])
 def family_scores(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """The transparent score of every family: points per indicator capped per source, the
     headline needs met, eligibility under the programme rule, a band, the top reasons in plain
@@ -73,7 +73,7 @@ def family_scores(context: dg.AssetExecutionContext, settings: EarlyhelpSettings
             con.sql("SELECT * FROM family_indicators").pl(),
             con.sql("SELECT * FROM families").pl(),
             con.sql("SELECT * FROM family_members").pl(),
-            ScoreSettings(programme=settings.programme),
+            ScoreSettings(programme=settings.council_programme),
         )
         scores = result.scores.with_columns(pl.lit(settings.reference_month).alias("month"))
         # each month's scores are kept (this month's replaced on a rerun), so a later month
@@ -90,13 +90,13 @@ def family_scores(context: dg.AssetExecutionContext, settings: EarlyhelpSettings
         )
     write_parquet_atomically(scores, settings.output / FAMILY_SCORES_FILE)
     eligible = int(scores["eligible"].sum())
-    context.log.info(f"family_scores: {scores.height:,} families, {eligible:,} eligible under {settings.programme}")
+    context.log.info(f"family_scores: {scores.height:,} families, {eligible:,} eligible under {settings.council_programme}")
     bands = dict(scores.filter(pl.col("eligible")).group_by("band").len().iter_rows())
     return dg.MaterializeResult(
         metadata={
             "families": scores.height,
             "eligible": eligible,
-            "programme": settings.programme,
+            "programme": settings.council_programme,
             "eligible_by_band": dg.MetadataValue.json(bands),
             "mean_score": round(float(scores["score"].mean() or 0), 3),
             "family_scores": dg.MetadataValue.path(str(settings.output / FAMILY_SCORES_FILE)),
@@ -153,7 +153,7 @@ class ScorecardConfig(dg.Config):
 STORED_EVALUATION = "scorecard_evaluation"
 
 
-@dg.asset(partitions_def=MONTHS, group_name=SCORING, kinds={"scikitlearn"}, deps=["family_scores"])
+@dg.asset(partitions_def=PARTITIONS, group_name=SCORING, kinds={"scikitlearn"}, deps=["family_scores"])
 def scorecard_model(context: dg.AssetExecutionContext, config: ScorecardConfig, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """The scorecard model tested by rolling origin (training outcome windows closed before each
     test month) against the transparent score and the headline count at the meetings' list
@@ -162,7 +162,7 @@ def scorecard_model(context: dg.AssetExecutionContext, config: ScorecardConfig, 
     months between reuse the stored evaluation unless `retrain` is set. It orders nothing unless
     a council switches it on, and never adds or removes a family."""
     registry = settings.registry()
-    key = evaluation_key(settings.reference_date, registry, settings.programme)
+    key = evaluation_key(settings.reference_date, registry, settings.council_programme)
     with settings.warehouse(read_only=True) as con:
         stored = read_table(con, STORED_EVALUATION)
     reused = stored is not None and stored.height == 1 and stored["key"][0] == key and not config.retrain
@@ -174,9 +174,11 @@ def scorecard_model(context: dg.AssetExecutionContext, config: ScorecardConfig, 
             with settings.warehouse(read_only=True) as con:
                 evaluation = evaluate(con, registry, settings.reference_date)
             card = model_card(evaluation)
+            trained = evaluation.model is not None
             kept = {
-                "key": key, "evaluated_at": dt.datetime.now().replace(microsecond=0), "card": card, "model": pickle.dumps(evaluation.model),
-                "features": json.dumps(evaluation.features), "earned_its_place": evaluation.earned_its_place, "reason": None,
+                "key": key, "evaluated_at": dt.datetime.now().replace(microsecond=0), "card": card,
+                "model": pickle.dumps(evaluation.model) if trained else None, "features": json.dumps(evaluation.features),
+                "earned_its_place": evaluation.earned_its_place and trained, "reason": None if trained else evaluation.notes[-1],
                 "test_months": ", ".join(o.test_month.strftime("%Y-%m") for o in evaluation.origins),
                 "trained_on": ", ".join(m.strftime("%Y-%m") for m in evaluation.production_months),
             }
@@ -187,6 +189,9 @@ def scorecard_model(context: dg.AssetExecutionContext, config: ScorecardConfig, 
             }
         with settings.warehouse() as con:
             replace_tables(con, {STORED_EVALUATION: pl.DataFrame([kept], schema=EVALUATION_SCHEMA)})
+    if kept["card"] is not None:
+        write_text_atomically(kept["card"], settings.output / "model_card.md")
+        write_text_atomically(markdown_page(kept["card"], "earlyhelp model card"), settings.output / "model_card.html")
     if kept["model"] is None:
         context.log.warning(f"scorecard_model: {kept['reason']}")
         with settings.warehouse() as con:
@@ -197,8 +202,6 @@ def scorecard_model(context: dg.AssetExecutionContext, config: ScorecardConfig, 
         families = con.sql("SELECT family_ref FROM family_scores").pl()["family_ref"]
         scores = predict(pickle.loads(kept["model"]), json.loads(kept["features"]), current, families)
         replace_tables(con, {MODEL_SCORES: scores.with_columns(pl.lit(kept["earned_its_place"]).alias("earned_its_place"))})
-    write_text_atomically(kept["card"], settings.output / "model_card.md")
-    write_text_atomically(markdown_page(kept["card"], "earlyhelp model card"), settings.output / "model_card.html")
     return dg.MaterializeResult(
         metadata={
             "trained": True,
