@@ -34,6 +34,8 @@ class RunConfiguration:
     consent_declined: int = 0  # families whose latest decision is CONSENT_DECLINED: never relisted while it stands
     derived_retention_years: float = 6.0
     subject_access_retention_days: int = SUBJECT_ACCESS_RETENTION_DAYS
+    council: str = COUNCIL  # the controller's name; on a deployment, the authority's from its authorities file
+    shared_deployment: bool = False  # one deployment serving several councils (governance.authorities)
 
     @classmethod
     def from_audit(cls, configuration: str | None, **facts: object) -> RunConfiguration:
@@ -83,8 +85,8 @@ below are kept all the same, because a family may feel the list is one.
 | Safeguard | How it is met |
 |---|---|
 | **Being told** | The council's privacy notice (the Article 14 notice below) says that partners' records are linked to find families who could use early help. When a lead practitioner first contacts a family, they say why: the reasons on the family's block, in plain English, each traceable to the partner record behind it. |
-| **Making representations** | The family can tell the lead practitioner, or the council's early help team ({COUNCIL}: contact), that the reasons are wrong or that they do not want help. A refusal is recorded as `CONSENT_DECLINED` and the family is never listed again while it stands. |
-| **Human intervention** | Every family on a list is discussed by the meeting before any contact; the meeting may decide no further action. A family may ask for the decision to be reviewed by {COUNCIL}: a manager not at the meeting. |
+| **Making representations** | The family can tell the lead practitioner, or the council's early help team ({run.council}: contact), that the reasons are wrong or that they do not want help. A refusal is recorded as `CONSENT_DECLINED` and the family is never listed again while it stands. |
+| **Human intervention** | Every family on a list is discussed by the meeting before any contact; the meeting may decide no further action. A family may ask for the decision to be reviewed by {run.council}: a manager not at the meeting. |
 | **Contesting it** | A family can see what is held about them (subject access: `earlyhelp subject-access` finds every row, with the partner and file it came from), ask the partner to correct a wrong record at source (the next run uses the corrected extract), complain to the council's data protection officer, and then to the Information Commissioner's Office. |
 """
 
@@ -122,8 +124,17 @@ def data_flow(contracts: dict[str, Contract]) -> str:
     ])
 
 
-def roles(contracts: dict[str, Contract]) -> str:
+def roles(contracts: dict[str, Contract], run: RunConfiguration | None = None) -> str:
     """Controller and processor roles, by source."""
+    council = run.council if run is not None else COUNCIL
+    processor = (
+        "- **Processor:** the shared service or supplier that runs this deployment for several councils, under an Article 28 "
+        f"contract with each: {COUNCIL}. Each council is its own controller: its extracts, contracts, warehouse, lists and IG pack "
+        "are kept in its own folders, and no row of one council's is ever read, linked or written with another's."
+        if run is not None and run.shared_deployment else
+        "- **Processor:** none, when the council runs earlyhelp on its own infrastructure (it is open-source software, not a service). "
+        f"A supplier or shared service that hosts or runs it for the council is a processor under an Article 28 contract: {COUNCIL}."
+    )
     rows = [
         f"| {c.title} | {source_summary(c)['owner']} ({c.agency}) | "
         f"{'controller of its own records; shares them with the council' if c.kind == 'partner' else 'the council: its own records'} | "
@@ -133,12 +144,11 @@ def roles(contracts: dict[str, Contract]) -> str:
     return "\n".join([
         "## Controllers and processors",
         "",
-        f"- **The council ({COUNCIL}) is the controller** of the linked warehouse, the lists and the outcomes: it decides why and how "
+        f"- **The council ({council}) is the controller** of the linked warehouse, the lists and the outcomes: it decides why and how "
         "partners' records are linked and scored. It is not a joint controller with the partners: each partner decides only to share.",
         "- **Each locality meeting's members** (school, police, health, housing, voluntary sector) receive their locality's pack under "
         "the sharing agreement and are controllers of what they keep from it.",
-        f"- **Processor:** none, when the council runs earlyhelp on its own infrastructure (it is open-source software, not a service). "
-        f"A supplier or shared service that hosts or runs it for the council is a processor under an Article 28 contract: {COUNCIL}.",
+        processor,
         "",
         "| Source | Controller (owner) | Role | Sharing agreement |",
         "|---|---|---|---|",
@@ -166,7 +176,7 @@ What the council's privacy notice for early help must say, generated from the co
 council publishes it, and the lead practitioner points to it when first in touch with the family
 (Article 14(3)(b): at the latest at the first communication).
 
-- **Who is responsible:** {COUNCIL} (controller), and its data protection officer: {COUNCIL}.
+- **Who is responsible:** {run.council} (controller), and its data protection officer: {COUNCIL}.
 - **Why:** to find families who could use early help before a crisis, by checking records
   partners already share against the {programme_rule(run.programme).title} criteria, so that a
   locality meeting can decide whether to offer help. Lawful basis: UK GDPR Article 6(1)(e),
@@ -248,6 +258,6 @@ def retention_table(contracts: dict[str, Contract], run: RunConfiguration) -> st
 def dpia_sections(contracts: dict[str, Contract], run: RunConfiguration) -> str:
     """The sections a DPIA reviewer reads first, in the order they read them."""
     return "\n".join([
-        safeguards(run), data_flow(contracts), roles(contracts), article_14_notice(contracts, run),
+        safeguards(run), data_flow(contracts), roles(contracts, run), article_14_notice(contracts, run),
         appropriate_policy(contracts), retention_table(contracts, run),
     ])

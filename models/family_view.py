@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
-from data_contracts import load_contracts
+from data_contracts import Contract, load_contracts
 from features.registry import Registry
 from features.calendar import window_start
 from warehouse import linked_rows, read_table, table_exists
@@ -42,9 +42,12 @@ class FamilyView:
     known_to: pl.DataFrame  # family_ref, kind (agency, service, allocation), detail, since
 
 
-def family_view(con: duckdb.DuckDBPyConnection, members: pl.DataFrame, registry: Registry, reference: dt.date) -> FamilyView:
-    """members: the listed families' members (family_ref, person_id, name)."""
-    contracts = load_contracts()
+def family_view(
+    con: duckdb.DuckDBPyConnection, members: pl.DataFrame, registry: Registry, reference: dt.date, contracts: dict[str, Contract] | None = None,
+) -> FamilyView:
+    """members: the listed families' members (family_ref, person_id, name); contracts: the council's
+    own (the packaged ones by default), whose agencies name each record's source."""
+    contracts = contracts or load_contracts()
     since = window_start(reference, CHRONOLOGY_MONTHS)
     listed = members.select("family_ref", "person_id", pl.col("name").alias("member"))
     mentions = con.sql(

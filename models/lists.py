@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import duckdb
 import polars as pl
 
-from data_contracts import load_contract
+from data_contracts import Contract, load_contracts
 from features.calendar import previous_month, window_start
 from features.registry import Registry
 from models.chair_summary import ChairSummary, allocations_waiting, chair_summary
@@ -247,10 +247,12 @@ class MonthlyLists:
 
 def monthly_lists(
     con: duckdb.DuckDBPyConnection, month: str, reference: dt.date, settings: ListSettings, configuration: str, run_id: str, run_by: str,
-    registry: Registry, programme: Programme,
+    registry: Registry, programme: Programme, contracts: dict[str, Contract] | None = None,
 ) -> MonthlyLists:
     """This month's lists from the warehouse, with the audit of what was listed, for whom, by which
-    run and configuration; earlier months' audit entries are kept, this month's replaced."""
+    run and configuration; earlier months' audit entries are kept, this month's replaced.
+    contracts: the council's own (the packaged ones by default)."""
+    contracts = contracts or load_contracts()
     from models.scorecard import MODEL_SCORES
 
     if settings.order_by not in ("score", "model"):
@@ -293,10 +295,10 @@ def monthly_lists(
     shown = read_table(con, "list_audit_members")
     shown_now = result.members.select(pl.lit(month).alias("month"), "family_ref", "person_id")
     shown_kept = shown.filter(pl.col("month") != month) if shown is not None else None
-    view = family_view(con, result.members, registry, reference)
+    view = family_view(con, result.members, registry, reference, contracts)
     recorded = decisions_recorded(decisions, read_table(con, "landed_files"), result)
     summary = chair_summary(
-        month, result.lists, programme, list(load_contract("meeting_outcomes").column("decision").allowed_values), recorded,
+        month, result.lists, programme, list(contracts["meeting_outcomes"].column("decision").allowed_values), recorded,
         allocations_waiting(result.allocated, cases, members, audit), result.unplaced, result.discrepancies.height, audit,
         {getattr(i, programme.need_field) for i in registry.indicators},
     )

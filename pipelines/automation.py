@@ -2,6 +2,7 @@
 ended, ahead of that month's locality meetings), and a sensor that runs it again when
 partners land new or changed files; and the audit of every run, however it started."""
 
+import json
 import os
 import time
 
@@ -10,7 +11,7 @@ import duckdb
 
 from data_contracts import load_contracts
 from ingestion.load import landing_fingerprint
-from pipelines.partitions import MONTHS
+from pipelines.partitions import AUTHORITIES, MONTHS, month_and_authority, partition_key
 from pipelines.resources import EarlyhelpSettings, default_settings
 from warehouse import WAREHOUSE_FILE, open_warehouse, record_run, who_ran
 
@@ -34,18 +35,27 @@ def landing_sensor(job) -> dg.SensorDefinition:
         name="new_partner_files",
         job=job,
         minimum_interval_seconds=300,
-        description="Runs the last ended month again when a file in the landing folder is added, replaced or removed.",
+        description="Runs the last ended month again when a file in the landing folder is added, replaced or removed (on a deployment, for the authority whose landing folder changed).",
     )
     def new_partner_files(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-        settings = default_settings()
-        fingerprint = landing_fingerprint(settings.landing, [c.source for c in load_contracts().values()])
-        if fingerprint == context.cursor:
-            return dg.SkipReason("no landing file added, replaced or removed since the last run request")
         month = MONTHS.get_last_partition_key()
-        return dg.SensorResult(
-            run_requests=[dg.RunRequest(run_key=f"{month}-{fingerprint[:16]}", partition_key=month, tags={"earlyhelp/trigger": "landing files changed"})],
-            cursor=fingerprint,
-        )
+        # the cursor holds each landing folder's fingerprint: one council's, or each authority's by code
+        seen = json.loads(context.cursor) if context.cursor and context.cursor.startswith("{") else {"": context.cursor}
+        if AUTHORITIES:
+            landings = {code: (a.landing, load_contracts(a.contracts)) for code, a in AUTHORITIES.items()}
+        else:
+            landings = {"": (default_settings().landing, load_contracts())}
+        now, requests = {}, []
+        for code, (landing, contracts) in landings.items():
+            now[code] = landing_fingerprint(landing, [c.source for c in contracts.values()])
+            if now[code] != seen.get(code):
+                requests.append(dg.RunRequest(
+                    run_key=f"{code + '-' if code else ''}{month}-{now[code][:16]}", partition_key=partition_key(month, code or None),
+                    tags={"earlyhelp/trigger": "landing files changed"},
+                ))
+        if not requests:
+            return dg.SkipReason("no landing file added, replaced or removed since the last run request")
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(now) if AUTHORITIES else now[""])
 
     return new_partner_files
 
@@ -72,13 +82,20 @@ def audit_run(instance: dg.DagsterInstance, run: dg.DagsterRun, succeeded: bool,
         {e.step_key for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE) if e.step_key}
     )
     tags = dict(run.tags)
+    month, code = month_and_authority(tags)
+    # on a deployment, the entry goes into the run's own authority's warehouse, never another's
+    authority = AUTHORITIES.get(code) if code else None
+    landing, output = (authority.landing, authority.output) if authority else (settings.landing, settings.output)
     who = tags.get("earlyhelp/run_by") or tags.get("dagster/user") or who_ran()
     detail = (
-        f"month {tags.get('dagster/partition', settings.month or '-')}; {_trigger(tags)}; landing {settings.landing}; "
-        f"programme {settings.programme}; registry {settings.registry_path or 'packaged'}"
+        (f"authority {authority.code}; " if authority else "")
+        + f"month {month or settings.month or '-'}; {_trigger(tags)}; landing {landing}; "
+        f"programme {authority.programme if authority else settings.programme}; "
+        f"registry {(authority.registry or 'packaged') if authority else (settings.registry_path or 'packaged')}"
         + (f"; failed steps: {', '.join(failed)}" if failed else "")
     )
-    path = settings.output / WAREHOUSE_FILE
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / WAREHOUSE_FILE
     for attempt in range(AUDIT_ATTEMPTS):
         try:
             with open_warehouse(path) as con:

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from data_contracts import CONTRACTS_DIR
+from governance.authorities import AUTHORITIES_ENV
 from rules import DEFAULT_PROGRAMME, PROGRAMMES
 from synthetic.modes import RECORDING_MODES
 
@@ -84,18 +86,21 @@ def prepare_dagster_home(path: Path) -> Path:
 def run_pipeline(
     landing: Path, month: str, out: Path, log_level: str = "INFO", registry: Path | None = None, programme: str = DEFAULT_PROGRAMME,
     progress: TextIO | None = None, verbose: bool = False, retrain_model: bool = False, log_path: Path | None = None,
+    authority: str | None = None,
 ):
     """Run the `monthly_run` job (every asset and check) for `month`; returns the Dagster execution
     result. progress: where to show one line per step as the run goes (Dagster's own console log
     is then quiet and its events go to `log_path`, by default `<out>/logs/run_<month>_<time>.log`;
-    `verbose` shows them as well)."""
+    `verbose` shows them as well). authority: on a deployment serving several councils
+    (EARLYHELP_AUTHORITIES), the one this run is for; its folders, contracts and registry are
+    the authorities file's, and `landing`, `out`, `registry` and `programme` must be its own."""
     import uuid
 
     import dagster as dg
 
     from pipelines.automation import audit_run
     from pipelines.definitions import ALL_ASSETS, ALL_CHECKS, monthly_run
-    from pipelines.partitions import MONTHS
+    from pipelines.partitions import MONTHS, partition_key
     from pipelines.progress import WATCH_TAG, RunWatcher, previous_step_seconds
     from pipelines.resources import EarlyhelpSettings
     from warehouse import RunLock, who_ran
@@ -124,9 +129,10 @@ def run_pipeline(
         try:
             result = job.execute_in_process(
                 instance=instance,
-                partition_key=month,
+                partition_key=partition_key(month, authority),
                 tags={
                     "earlyhelp/month": month, "earlyhelp/run_by": who_ran(), "earlyhelp/trigger": "earlyhelp run (command line)", WATCH_TAG: token,
+                    **({"earlyhelp/authority": authority} if authority else {}),
                 },
                 # with progress lines, Dagster's console log is shown only when asked for (-v); it always goes to the log file
                 run_config={
@@ -163,6 +169,14 @@ def ingestion_summary(warehouse: Path) -> list[tuple]:
 def cmd_run(args: argparse.Namespace) -> int:
     from warehouse import WarehouseBusy
 
+    if args.authorities:
+        return cmd_run_deployment(args) if len(args.authority) != 1 else _run_one_authority(args)
+    if args.authority:
+        _say("earlyhelp run: --authority needs --authorities, the deployment's authorities file")
+        return 2
+    if not (args.landing and args.out):
+        _say("earlyhelp run: give --landing and --out (or --authorities for a deployment serving several councils)")
+        return 2
     landing, out = Path(args.landing), Path(args.out)
     if not landing.is_dir():
         _say(f"earlyhelp run: landing folder {landing} does not exist")
@@ -175,6 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             landing, args.month, out, log_level=args.log_level,
             registry=Path(args.registry) if args.registry else None, programme=args.programme,
             progress=sys.stderr, verbose=args.verbose, retrain_model=args.retrain_model, log_path=log_path,
+            authority=getattr(args, "authority_code", None),
         )
     except ValueError as exc:
         _say(f"earlyhelp run: {exc}")
@@ -207,7 +222,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from data_contracts import load_contracts
     from ingestion.load import not_covered
 
-    unread = not_covered(landing, list(load_contracts()))
+    unread = not_covered(landing, list(load_contracts(getattr(args, "contracts_dir", None) or CONTRACTS_DIR)))
     if unread:
         print(f"Not read (no data contract covers them): {', '.join(unread)}")
     import dagster as dg
@@ -223,6 +238,86 @@ def cmd_run(args: argparse.Namespace) -> int:
         if names:
             print(f"{label}: " + ", ".join(names))
     return 0 if result.success else 1
+
+
+def _run_one_authority(args: argparse.Namespace) -> int:
+    """One authority's month on a deployment: its folders, contracts, registry and programme from
+    the authorities file; the run is the partition (authority, month)."""
+    from governance.authorities import AuthoritiesError, load_authorities
+
+    try:
+        authority = load_authorities(Path(args.authorities))[args.authority[0]]
+    except AuthoritiesError as exc:
+        _say(f"earlyhelp run: {exc}")
+        return 2
+    except KeyError:
+        _say(f"earlyhelp run: no authority {args.authority[0]!r} in {args.authorities}")
+        return 2
+    if args.landing or args.out or args.registry:
+        _say("earlyhelp run: with --authorities, each authority's folders and registry come from the file, not --landing, --out or --registry")
+        return 2
+    # the deployment's one instance, as when every authority runs together
+    os.environ.setdefault("DAGSTER_HOME", str(prepare_dagster_home(Path(args.authorities).resolve().parent / ".dagster")))
+    one = argparse.Namespace(**{
+        **vars(args), "authorities": None, "authority": [], "landing": str(authority.landing), "out": str(authority.output),
+        "registry": str(authority.registry) if authority.registry else None, "programme": authority.programme,
+        "authority_code": authority.code, "contracts_dir": authority.contracts,
+    })
+    return cmd_run(one)
+
+
+def cmd_run_deployment(args: argparse.Namespace) -> int:
+    """Every authority's month (or those named with --authority), each its own run in its own
+    process, up to --parallel at once; all recorded in the deployment's Dagster instance."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from governance.authorities import AuthoritiesError, load_authorities
+
+    path = Path(args.authorities).resolve()
+    try:
+        authorities = load_authorities(path)
+    except AuthoritiesError as exc:
+        _say(f"earlyhelp run: {exc}")
+        return 2
+    unknown = sorted(set(args.authority) - set(authorities))
+    if unknown:
+        _say(f"earlyhelp run: no authority {', '.join(unknown)} in {path}")
+        return 2
+    if args.landing or args.out or args.registry:
+        _say("earlyhelp run: with --authorities, each authority's folders and registry come from the file, not --landing, --out or --registry")
+        return 2
+    codes = args.authority or sorted(authorities)
+    env = dict(os.environ)
+    env[AUTHORITIES_ENV] = str(path)
+    # one instance for the deployment, so the UI shows every authority's runs
+    env.setdefault("DAGSTER_HOME", str(prepare_dagster_home(path.parent / ".dagster")))
+    # the instance's tables are made once, here: two runs starting at once on a new SQLite
+    # instance would both try to make them
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        instance.get_runs(limit=1)
+        instance.get_event_records(dg.EventRecordsFilter(dg.DagsterEventType.RUN_SUCCESS), limit=1)
+    parallel = max(1, min(args.parallel or os.cpu_count() or 1, len(codes)))
+    _say(f"earlyhelp run: {len(codes)} authorities ({', '.join(codes)}) for {args.month}, {parallel} at a time; Dagster instance {env['DAGSTER_HOME']}")
+    echo = __import__("threading").Lock()
+
+    def run_one(code: str) -> int:
+        command = [sys.executable, "-m", "pipelines.cli", "run", "--authorities", str(path), "--authority", code, "--month", args.month,
+                   "--log-level", args.log_level, *(["-v"] if args.verbose else []), *(["--retrain-model"] if args.retrain_model else [])]
+        child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        for line in child.stdout:
+            with echo:
+                print(f"[{code}] {line}", end="", file=sys.stderr, flush=True)
+        return child.wait()
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        codes_done = dict(zip(codes, pool.map(run_one, codes)))
+    print(f"\n{len(codes)} authorities for {args.month} in {time.perf_counter() - began:.1f}s:")
+    for code, status in codes_done.items():
+        print(f"  {code:<20} {'succeeded' if status == 0 else f'FAILED (exit {status})'}  {authorities[code].output}")
+    return max(codes_done.values())
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -377,10 +472,16 @@ def build_parser() -> argparse.ArgumentParser:
                           "naming conventions; hard: diverse plus households as they are and habits from the field (synthetic/adversary.py)")
     gen.set_defaults(func=cmd_generate)
 
-    run = sub.add_parser("run", help="run the pipeline headless for a month on a landing folder")
-    run.add_argument("--landing", required=True, help="the landing folder: one subfolder per source, laid out as the spec says")
+    run = sub.add_parser("run", help="run the pipeline headless for a month on a landing folder (or for each council of a deployment)")
+    run.add_argument("--landing", help="the landing folder: one subfolder per source, laid out as the spec says")
     run.add_argument("--month", type=_month, required=True, help="the reference month, YYYY-MM (a month that has ended)")
-    run.add_argument("--out", required=True, help="the output folder: warehouse, packs, reports, logs (created if missing)")
+    run.add_argument("--out", help="the output folder: warehouse, packs, reports, logs (created if missing)")
+    run.add_argument("--authorities", help="a deployment serving several councils: its authorities file (governance/authorities.py "
+                                           "says the format); each authority's folders, contracts and registry come from it")
+    run.add_argument("--authority", action="append", default=[], metavar="CODE",
+                     help="with --authorities, run only this authority (repeat for more; default: every authority)")
+    run.add_argument("--parallel", type=int, default=0, metavar="N",
+                     help="with --authorities, how many authorities run at once, each in its own process (default: one per core)")
     run.add_argument("--registry", help="a council's own indicator registry (default: the packaged features/indicators.yaml)")
     run.add_argument("--programme", default=DEFAULT_PROGRAMME, choices=sorted(PROGRAMMES),
                      help=f"the programme whose needs and eligibility rule the lists follow (default {DEFAULT_PROGRAMME})")
@@ -428,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "authorities", None):
+        # the Dagster definitions read the deployment's authorities when first imported
+        os.environ[AUTHORITIES_ENV] = str(Path(args.authorities).resolve())
     try:
         return args.func(args)
     except KeyboardInterrupt:

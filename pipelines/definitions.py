@@ -12,7 +12,7 @@ from pipelines.defs.linkage import LINKAGE_ASSETS
 from pipelines.defs.lists import LIST_ASSETS
 from pipelines.defs.outcomes import OUTCOME_ASSETS
 from pipelines.defs.scoring import SCORE_ASSETS, SCORE_CHECKS
-from pipelines.partitions import MONTHS
+from pipelines.partitions import PARTITIONS
 from pipelines.resources import default_settings
 
 # one module per stage of the flow (pipelines/defs/), in the flow's order
@@ -22,7 +22,7 @@ ALL_CHECKS = [*RAW_CHECKS, *SCORE_CHECKS]
 monthly_run = dg.define_asset_job(
     "monthly_run",
     selection=dg.AssetSelection.assets(*ALL_ASSETS),
-    partitions_def=MONTHS,
+    partitions_def=PARTITIONS,
     description="Ingest every partner extract, link records to persons and families, compute indicators and family scores, write the locality lists for the reference month, track allocated families' outcomes, and write the IG pack and ATRS record.",
 )
 

@@ -1,4 +1,5 @@
-"""Resources: where the landing folder, the outputs and the warehouse are, for one run."""
+"""Resources: where the landing folder, the outputs and the warehouse are, for one run; on a
+deployment serving several councils, the run's authority's (from its partition), never another's."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ import dagster as dg
 import duckdb
 from pydantic import PrivateAttr
 
+from data_contracts import Contract, load_contracts
 from features import calendar
 from features.registry import Registry, load_registry
+from governance.authorities import Authority
 from governance.retention import DERIVED_RETENTION_YEARS, SUBJECT_ACCESS_RETENTION_DAYS
 from rules import DEFAULT_PROGRAMME
+from pipelines.partitions import AUTHORITIES, month_and_authority
 from warehouse import WAREHOUSE_FILE, RunLock, open_warehouse
 
 
@@ -38,7 +42,23 @@ class EarlyhelpSettings(dg.ConfigurableResource):
 
     def registry(self) -> Registry:
         """The council's own indicator registry when one is configured, else the packaged one."""
+        if self._authority is not None:
+            return load_registry(self._authority.registry)
         return load_registry(self.registry_path or None)
+
+    def contracts(self) -> dict[str, Contract]:
+        """The data contracts this council receives its extracts under, by source."""
+        return load_contracts(self._authority.contracts) if self._authority is not None else load_contracts()
+
+    @property
+    def council_programme(self) -> str:
+        """The programme the council runs under: its authority's on a deployment, else the configured one."""
+        return self._authority.programme if self._authority is not None else self.programme
+
+    @property
+    def authority(self) -> Authority | None:
+        """The council this run is for on a deployment serving several; None for a single council."""
+        return self._authority
 
     @property
     def run_date(self) -> dt.date:
@@ -46,12 +66,19 @@ class EarlyhelpSettings(dg.ConfigurableResource):
         return dt.date.fromisoformat(self.today) if self.today else dt.date.today()
 
     _partition_month: str | None = PrivateAttr(default=None)
+    _authority: Authority | None = PrivateAttr(default=None)
     _lock: RunLock | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        # a run of one monthly partition (schedule, sensor, backfill, `earlyhelp run`) is for that month
+        # a run of one monthly partition (schedule, sensor, backfill, `earlyhelp run`) is for that
+        # month, and on a deployment for that partition's authority: its folders, contracts, registry
         run = context.dagster_run
-        self._partition_month = run.tags.get("dagster/partition") if run is not None else None
+        month, authority = month_and_authority(dict(run.tags)) if run is not None else (None, None)
+        self._partition_month = month
+        if AUTHORITIES:
+            if authority not in AUTHORITIES:
+                raise ValueError("a run on a deployment serving several councils is for one authority: run an authority's partition")
+            self._authority = AUTHORITIES[authority]
         # one run at a time on a warehouse, however it was started: a second waits, then refuses
         if run is not None:
             self._lock = RunLock(self.output, run.run_id).acquire()
@@ -71,11 +98,11 @@ class EarlyhelpSettings(dg.ConfigurableResource):
 
     @property
     def landing(self) -> Path:
-        return Path(self.landing_dir)
+        return self._authority.landing if self._authority is not None else Path(self.landing_dir)
 
     @property
     def output(self) -> Path:
-        path = Path(self.output_dir)
+        path = self._authority.output if self._authority is not None else Path(self.output_dir)
         path.mkdir(parents=True, exist_ok=True)
         return path
 

@@ -3,13 +3,12 @@
 import dagster as dg
 import polars as pl
 
-from data_contracts import load_contracts
 from governance.atrs import atrs_record
 from governance.dpia import RunConfiguration, dpia_sections, safeguards
 from governance.ig_pack import ig_pack
 from governance.retention import delete_landing_files, expire_derived, expire_exports, expire_monthly_folders, landing_past_retention
 from governance.usage import field_uses
-from pipelines.partitions import MONTHS
+from pipelines.partitions import PARTITIONS
 from pipelines.resources import EarlyhelpSettings
 from reports import markdown_page
 from warehouse import read_table, record_audit, write_text_atomically
@@ -33,7 +32,7 @@ def _source_counts(con, contracts) -> dict[str, dict[str, int]]:
     return counts
 
 
-@dg.asset(partitions_def=MONTHS, group_name=GOVERNANCE, kinds={"duckdb"}, deps=["family_outcomes", "scorecard_model"])
+@dg.asset(partitions_def=PARTITIONS, group_name=GOVERNANCE, kinds={"duckdb"}, deps=["family_outcomes", "scorecard_model"])
 def retention(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Derived rows past their retention removed (score history, list audit, outcomes, claim
     evidence), month folders of packs and outcomes reports as old, old subject access exports
@@ -75,7 +74,8 @@ def run_configuration(con, settings: EarlyhelpSettings) -> RunConfiguration:
     latest = decisions.sort("meeting_date").group_by("family_ref").agg(pl.col("decision").last()) if decisions is not None else None
     return RunConfiguration.from_audit(
         mine["configuration"][0] if mine is not None and mine.height else None,
-        programme=settings.programme,
+        programme=settings.council_programme,
+        **({"council": settings.authority.name, "shared_deployment": True} if settings.authority is not None else {}),
         decisions_recorded=decisions.height if decisions is not None else 0,
         recorders=decisions.filter(~pl.col("recorded_by").str.starts_with("not recorded"))["recorded_by"].n_unique() if decisions is not None else 0,
         consent_declined=latest.filter(pl.col("decision") == "CONSENT_DECLINED").height if latest is not None else 0,
@@ -84,12 +84,12 @@ def run_configuration(con, settings: EarlyhelpSettings) -> RunConfiguration:
     )
 
 
-@dg.asset(partitions_def=MONTHS, group_name=GOVERNANCE, kinds={"html"}, deps=["family_outcomes", "scorecard_model", "retention"])
+@dg.asset(partitions_def=PARTITIONS, group_name=GOVERNANCE, kinds={"html"}, deps=["family_outcomes", "scorecard_model", "retention"])
 def governance_pack(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """The IG pack (every source's owner, purpose, lawful basis, agreement, retention, and each
     field's classification and uses, with unused fields flagged) and the Algorithmic
     Transparency Recording Standard record, under `<out>/governance/`."""
-    contracts, registry = load_contracts(), settings.registry()
+    contracts, registry = settings.contracts(), settings.registry()
     with settings.warehouse() as con:
         counts = _source_counts(con, contracts)
         scores = read_table(con, "family_scores", "count(*) AS families, count(*) FILTER (WHERE eligible) AS eligible")
@@ -110,7 +110,7 @@ def governance_pack(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
         configuration = run_configuration(con, settings)
         pack = ig_pack(contracts, registry, counts, settings.run_date, dpia_sections(contracts, configuration))
         record = atrs_record(
-            contracts, registry, settings.programme, run, card_path.read_text() if card_path.exists() else None, settings.run_date, safeguards(configuration)
+            contracts, registry, settings.council_programme, run, card_path.read_text() if card_path.exists() else None, settings.run_date, safeguards(configuration)
         )
         write_text_atomically(pack, folder / "ig_pack.md")
         write_text_atomically(markdown_page(pack, "earlyhelp IG pack"), folder / "ig_pack.html")

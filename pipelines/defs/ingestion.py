@@ -6,7 +6,7 @@ import polars as pl
 
 from data_contracts import Contract, load_contracts
 from ingestion.load import read_source, write_source
-from pipelines.partitions import MONTHS
+from pipelines.partitions import PARTITIONS
 from pipelines.resources import EarlyhelpSettings
 from reports.partner_quality import partner_quality, write_partner_reports
 
@@ -15,7 +15,7 @@ INGESTION = "ingestion"
 
 def _raw_asset(contract: Contract) -> dg.AssetsDefinition:
     @dg.asset(
-        partitions_def=MONTHS,
+        partitions_def=PARTITIONS,
         name=contract.raw_table,
         group_name=INGESTION,
         kinds={"duckdb", "polars"},
@@ -28,9 +28,11 @@ def _raw_asset(contract: Contract) -> dg.AssetsDefinition:
     )
     def raw_table(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
         today = settings.run_date
-        result = read_source(contract, settings.landing, today=today)
+        # the council's own contract for this extract (on a deployment, its authority's)
+        council_contract = settings.contracts()[contract.source]
+        result = read_source(council_contract, settings.landing, today=today)
         with settings.warehouse() as con:
-            write_source(con, contract, result, today)
+            write_source(con, council_contract, result, today)
         summary = result.summary()
         context.log.info(
             f"{contract.source}: {summary['files']} files, {summary['rows_received']:,} rows received, "
@@ -55,7 +57,7 @@ RAW_ASSETS = [_raw_asset(c) for c in load_contracts().values()]
 
 
 @dg.asset(
-    partitions_def=MONTHS,
+    partitions_def=PARTITIONS,
     group_name=INGESTION,
     kinds={"duckdb", "html"},
     deps=[dg.AssetKey(c.raw_table) for c in load_contracts().values()],
@@ -65,7 +67,7 @@ def partner_quality_reports(context: dg.AssetExecutionContext, settings: Earlyhe
     quarantined and fields set aside by column and reason, the rows to correct, the trend;
     `<out>/partner_reports/<month>/<source>.html` and `.csv` (no value from any row)."""
     with settings.warehouse() as con:
-        reports = partner_quality(con, settings.reference_month, list(load_contracts()))
+        reports = partner_quality(con, settings.reference_month, list(settings.contracts()))
     folder = settings.output / "partner_reports" / settings.reference_month
     written = write_partner_reports(reports, settings.reference_month, folder)
     figures = {r.source: {"quarantined_rows": r.problems.filter(pl.col("kind") == "quarantined")["row"].len(), "fields_set_aside": r.problems.filter(pl.col("kind") == "set aside").height} for r in reports}

@@ -47,7 +47,7 @@ def _checks_for(contract: Contract) -> list[dg.AssetChecksDefinition]:
         with settings.warehouse(read_only=True) as con:
             frame = con.sql(f'SELECT * FROM "{contract.raw_table}"').df()
         project = settings.output / "great_expectations"
-        result = _validator(project).validate(contract, frame)
+        result = _validator(project).validate(settings.contracts()[contract.source], frame)
         index = write_offline_index(project, result)
         return dg.AssetCheckResult(
             passed=result.success,

@@ -11,7 +11,7 @@ from data_contracts import load_contracts
 from ingestion.load import not_covered
 from linkage.person_records import PERSON_RECORDS, build_person_records, linked_person_records
 from reports.linkage_report import linkage_report
-from pipelines.partitions import MONTHS
+from pipelines.partitions import PARTITIONS
 from pipelines.resources import EarlyhelpSettings
 from warehouse import (
     read_table,
@@ -33,7 +33,7 @@ class LinkageConfig(dg.Config):
 
 
 @dg.asset(
-    partitions_def=MONTHS,
+    partitions_def=PARTITIONS,
     name=PERSON_RECORDS,
     group_name=LINKAGE,
     kinds={"duckdb", "polars"},
@@ -44,10 +44,10 @@ def person_records(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
     postcode, address) with provenance (source, file, row) and the event attributes
     linkage and families need."""
     with settings.warehouse() as con:
-        records = build_person_records(con, list(load_contracts().values()))
+        records = build_person_records(con, list(settings.contracts().values()))
         replace_tables(con, {PERSON_RECORDS: records})
     by_source = dict(records.group_by("source").len().sort("source").iter_rows())
-    unread = not_covered(settings.landing, list(load_contracts()))
+    unread = not_covered(settings.landing, list(settings.contracts()))
     context.log.info(f"person_records: {records.height:,} mentions")
     if unread:
         context.log.warning(f"person_records: not read, no data contract covers them: {', '.join(unread)}")
@@ -56,7 +56,7 @@ def person_records(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
     )
 
 
-@dg.asset(partitions_def=MONTHS, group_name=LINKAGE, kinds={"duckdb", "polars"}, deps=[dg.AssetKey(PERSON_RECORDS)])
+@dg.asset(partitions_def=PARTITIONS, group_name=LINKAGE, kinds={"duckdb", "polars"}, deps=[dg.AssetKey(PERSON_RECORDS)])
 def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Every mention linked to a person (Fellegi-Sunter, EM-estimated, constrained clustering).
     Person ids carry over from the previous run; reviewers' decisions in `review_decisions`
@@ -85,7 +85,7 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
     )
 
 
-@dg.asset(partitions_def=MONTHS, group_name=LINKAGE, kinds={"duckdb", "polars"}, deps=["person_links", GAZETTEER_TABLE])
+@dg.asset(partitions_def=PARTITIONS, group_name=LINKAGE, kinds={"duckdb", "polars"}, deps=["person_links", GAZETTEER_TABLE])
 def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Households as of the reference month, from current address, stated relationships and
     recency; a household with a dependent child is a family. Where the council sends its address
@@ -107,7 +107,7 @@ def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
     return dg.MaterializeResult(metadata={**result.stats, **matching.stats, "linked_records": dg.MetadataValue.path(str(settings.output / LINKED_RECORDS_FILE))})
 
 
-@dg.asset(partitions_def=MONTHS, group_name="evaluation", kinds={"polars"}, deps=["family_members"])
+@dg.asset(partitions_def=PARTITIONS, group_name="evaluation", kinds={"polars"}, deps=["family_members"])
 def linkage_quality(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Pairwise precision, recall and F1 of persons and families against `truth.csv`, when the
     landing folder is a synthetic county that has one (figures only, never personal data)."""

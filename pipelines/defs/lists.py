@@ -6,7 +6,7 @@ import dagster as dg
 
 from models.lists import ListSettings, monthly_lists
 from models.needs_analysis import needs_analysis as build_needs_analysis
-from pipelines.partitions import MONTHS
+from pipelines.partitions import PARTITIONS
 from pipelines.resources import EarlyhelpSettings
 from reports.needs_analysis import write_needs_analysis
 from reports.packs import write_packs
@@ -23,7 +23,7 @@ class ListConfig(dg.Config):
     list_front_door_nfa: bool = False  # also list families whose children's front door contacts keep ending in no further action
 
 
-@dg.asset(partitions_def=MONTHS, group_name=LISTS, kinds={"duckdb", "html"}, deps=["family_scores", "scorecard_model"])
+@dg.asset(partitions_def=PARTITIONS, group_name=LISTS, kinds={"duckdb", "html"}, deps=["family_scores", "scorecard_model"])
 def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """One list per locality for the reference month: eligible families ranked, with members,
     needs, score and reasons, and flags; packs (HTML, XLSX, CSV) and a summary under
@@ -31,20 +31,20 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
     list_settings = ListSettings(**config.model_dump())
     registry_sha = hashlib.sha256(settings.registry().path.read_bytes()).hexdigest()[:16]
     configuration = (
-        f"programme={settings.programme}; registry_sha256={registry_sha}; include_already_known={config.include_already_known}; "
+        f"programme={settings.council_programme}; registry_sha256={registry_sha}; include_already_known={config.include_already_known}; "
         f"list_front_door_nfa={config.list_front_door_nfa}"
     )
     with settings.warehouse() as con:
         lists = monthly_lists(
             con, settings.reference_month, settings.reference_date, list_settings, configuration, context.run_id, who_ran(), settings.registry(),
-            programme(settings.programme),
+            programme(settings.council_programme), settings.contracts(),
         )
         replace_tables(con, lists.tables)
     if lists.ordered_by != config.order_by:
         context.log.warning("locality_lists: order_by=model, but the scorecard model could not be trained this month; ordered by score")
     result = lists.result
     folder = settings.output / "packs" / settings.reference_month
-    written = write_packs(result.lists, result.members, settings.reference_month, folder, lists.summary, programme(settings.programme), lists.view)
+    written = write_packs(result.lists, result.members, settings.reference_month, folder, lists.summary, programme(settings.council_programme), lists.view)
     decisions = lists.tables["meeting_decisions"]
     with settings.warehouse() as con:
         record_audit(con, "locality packs written", f"{folder}: {len(written)} files, {result.lists.height} families for {settings.reference_month}", context.run_id)
@@ -74,14 +74,14 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
     )
 
 
-@dg.asset(partitions_def=MONTHS, group_name=LISTS, kinds={"duckdb", "html"}, deps=["locality_lists"])
+@dg.asset(partitions_def=PARTITIONS, group_name=LISTS, kinds={"duckdb", "html"}, deps=["locality_lists"])
 def needs_analysis(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """The partnership's needs analysis, with no personal data and every count under 5
     suppressed (with secondary suppression): families and children with each need by locality
     and ward, the needs that occur together, the last 12 months by month, and the meetings'
     decisions, as HTML and CSV under `<out>/needs_analysis/<month>/`."""
     with settings.warehouse(read_only=True) as con:
-        analysis = build_needs_analysis(con, settings.reference_month, settings.reference_date, settings.registry(), programme(settings.programme))
+        analysis = build_needs_analysis(con, settings.reference_month, settings.reference_date, settings.registry(), programme(settings.council_programme))
     folder = settings.output / "needs_analysis" / settings.reference_month
     written = write_needs_analysis(analysis, folder)
     context.log.info(f"needs_analysis: {len(written)} files in {folder}")

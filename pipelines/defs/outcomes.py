@@ -13,7 +13,7 @@ from models.outcomes import (
     track_outcomes,
 )
 from models.lists import linked_cases
-from pipelines.partitions import MONTHS
+from pipelines.partitions import PARTITIONS
 from pipelines.resources import EarlyhelpSettings
 from warehouse import (
     read_table,
@@ -26,7 +26,7 @@ from warehouse import (
 OUTCOMES = "outcomes"
 
 
-@dg.asset(partitions_def=MONTHS, group_name=OUTCOMES, kinds={"duckdb", "html"}, deps=["locality_lists"])
+@dg.asset(partitions_def=PARTITIONS, group_name=OUTCOMES, kinds={"duckdb", "html"}, deps=["locality_lists"])
 def family_outcomes(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """For every family a meeting allocated: each need identified on its list, checked at every
     month end since (improved or not, sustained for 6 months), the early help case's closure,
@@ -38,7 +38,7 @@ def family_outcomes(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
         allocations = identification_months(allocated, read_table(con, "list_audit")) if allocated is not None else None
         if allocations is None or allocations.is_empty():
             allocations = pl.DataFrame(schema={"family_ref": pl.String, "meeting_date": pl.Date, "lead_agency": pl.String, "identified_month": pl.String, "locality": pl.String, "listed_needs": pl.List(pl.String)})
-        history = needs_by_month(con, registry, settings.programme, allocations, settings.reference_month, read_table(con, "list_audit_members"))
+        history = needs_by_month(con, registry, settings.council_programme, allocations, settings.reference_month, read_table(con, "list_audit_members"))
         closures = early_help_closures(linked_cases(con), history.members, allocations)
         tracking = track_outcomes(allocations, history.needs, closures, settings.reference_month)
         evidence = history.evidence.join(tracking.needs.select("family_ref", "need", "status", "months_sustained"), on=["family_ref", "need"])
@@ -53,7 +53,7 @@ def family_outcomes(context: dg.AssetExecutionContext, settings: EarlyhelpSettin
             },
         )
     folder = settings.output / "outcomes" / settings.reference_month
-    report = programme_report(tracking, settings.reference_month, settings.programme, payment_claims=settings.payment_claims)
+    report = programme_report(tracking, settings.reference_month, settings.council_programme, payment_claims=settings.payment_claims)
     write_text_atomically(report, folder / "programme_report.md")
     write_text_atomically(markdown_page(report, f"earlyhelp outcomes to {settings.reference_month}"), folder / "programme_report.html")
     write_atomically(folder / "claim_evidence.csv", evidence.drop("person_id").write_csv)
