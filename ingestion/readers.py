@@ -126,14 +126,18 @@ def _read_csv(data: bytes) -> ExtractFile:
                 infer_schema=False,
                 has_header=True,
                 new_columns=header,
-                missing_utf8_is_empty_string=False,
                 raise_if_empty=False,
             )
-            if frame.height == len(lengths) - 1:
-                frame = frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
-                result = ExtractFile(header=header, frame=frame)
-        except Exception:
-            result = None
+        except pl.exceptions.PolarsError:
+            # only what Polars cannot parse goes the slow way: a wrong argument must fail loudly,
+            # not send every file down the slow path (as a renamed argument once did, unseen)
+            frame = None
+        if frame is not None and frame.height == len(lengths) - 1:
+            # an empty field is missing, quoted ("") or not, as the slow path reads it; by position,
+            # as a header may read as a Polars pattern
+            frame = frame.select(pl.when(pl.nth(i) != "").then(pl.nth(i)) for i in range(frame.width))
+            frame = frame.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+            result = ExtractFile(header=header, frame=frame)
     if result is None:
         result = _read_csv_records(text, header)
     if lossy:

@@ -137,6 +137,9 @@ def _column_problems(text: pl.DataFrame, columns: list[Column], today: dt.date) 
             flags.append(condition.fill_null(False).alias(f"__{column.name}__{i}"))
             reasons.append((f"__{column.name}__{i}", column, reason))
     flagged = text.select(ROW, *flags)
+    # few rows break anything: keep those first, so each rule's filter below reads a handful of rows
+    if flags:
+        flagged = flagged.filter(pl.any_horizontal(pl.all().exclude(ROW)))
     frames = [
         flagged.filter(pl.col(flag)).select(
             ROW, pl.lit(column.name).alias("field"), pl.lit(column.partner_name).alias("column"),

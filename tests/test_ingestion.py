@@ -314,3 +314,33 @@ def test_rows_past_retention_are_removed_and_counted(tmp_path):
     write_source(con, contract, later, dt.date(2028, 7, 6))
     assert con.execute("SELECT count(*) FROM raw_ae_attendances").fetchall() == [(0,)]
     assert con.execute("SELECT rows_removed FROM retention_log ORDER BY removed_at, rows_removed").fetchall()[-1] == (2,)
+
+
+WELL_FORMED_CSVS = [
+    b'a,b,c\r\n1,,""\r\n,x," "\r\n',  # CRLF; an empty field, quoted or not, is missing; a space is kept
+    b'*,b,c\n"q,1",,\n2,"x""y",z\n',  # a header Polars would read as a pattern; quotes inside quotes
+    b'NAME,NOTE\n"Ana","two\nlines"\nBo,=1+1\n',  # a line break inside quotes; formula-like text kept as text
+    "SURNAME,TOWN\nO'Brien,Ll\u0177n\nZo\u00eb,\n".encode(),  # apostrophes and accents
+]
+
+
+@pytest.mark.parametrize("data", WELL_FORMED_CSVS)
+def test_a_well_formed_csv_is_read_the_fast_way_and_reads_as_the_slow_way_would(data, monkeypatch):
+    import csv
+    import io
+
+    from polars.testing import assert_frame_equal
+
+    from ingestion import readers
+
+    text = data.decode()
+    header = next(csv.reader(io.StringIO(text, newline="")))
+    slow = readers._read_csv_records(text, header)
+
+    def no_slow_path(*args):
+        raise AssertionError("a well-formed file went the slow way")
+
+    monkeypatch.setattr(readers, "_read_csv_records", no_slow_path)
+    fast = readers._read_csv(data)
+    assert_frame_equal(fast.frame, slow.frame)
+    assert fast.row_problems == slow.row_problems == []
