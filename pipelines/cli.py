@@ -240,22 +240,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.success else 1
 
 
+def _deployment(args: argparse.Namespace):
+    """The authorities file's authorities, checked with the command's options; None (and said
+    why) when the command cannot run."""
+    from governance.authorities import AuthoritiesError, load_authorities
+
+    path = Path(args.authorities).resolve()
+    try:
+        authorities = load_authorities(path)
+    except AuthoritiesError as exc:
+        _say(f"earlyhelp run: {exc}")
+        return None
+    unknown = sorted(set(args.authority) - set(authorities))
+    if unknown:
+        _say(f"earlyhelp run: no authority {', '.join(unknown)} in {path}")
+        return None
+    if args.landing or args.out or args.registry:
+        _say("earlyhelp run: with --authorities, each authority's folders and registry come from the file, not --landing, --out or --registry")
+        return None
+    return authorities
+
+
 def _run_one_authority(args: argparse.Namespace) -> int:
     """One authority's month on a deployment: its folders, contracts, registry and programme from
     the authorities file; the run is the partition (authority, month)."""
-    from governance.authorities import AuthoritiesError, load_authorities
-
-    try:
-        authority = load_authorities(Path(args.authorities))[args.authority[0]]
-    except AuthoritiesError as exc:
-        _say(f"earlyhelp run: {exc}")
+    authorities = _deployment(args)
+    if authorities is None:
         return 2
-    except KeyError:
-        _say(f"earlyhelp run: no authority {args.authority[0]!r} in {args.authorities}")
-        return 2
-    if args.landing or args.out or args.registry:
-        _say("earlyhelp run: with --authorities, each authority's folders and registry come from the file, not --landing, --out or --registry")
-        return 2
+    authority = authorities[args.authority[0]]
     # the deployment's one instance, as when every authority runs together
     os.environ.setdefault("DAGSTER_HOME", str(prepare_dagster_home(Path(args.authorities).resolve().parent / ".dagster")))
     one = argparse.Namespace(**{
@@ -271,21 +283,10 @@ def cmd_run_deployment(args: argparse.Namespace) -> int:
     process, up to --parallel at once; all recorded in the deployment's Dagster instance."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from governance.authorities import AuthoritiesError, load_authorities
-
+    authorities = _deployment(args)
+    if authorities is None:
+        return 2
     path = Path(args.authorities).resolve()
-    try:
-        authorities = load_authorities(path)
-    except AuthoritiesError as exc:
-        _say(f"earlyhelp run: {exc}")
-        return 2
-    unknown = sorted(set(args.authority) - set(authorities))
-    if unknown:
-        _say(f"earlyhelp run: no authority {', '.join(unknown)} in {path}")
-        return 2
-    if args.landing or args.out or args.registry:
-        _say("earlyhelp run: with --authorities, each authority's folders and registry come from the file, not --landing, --out or --registry")
-        return 2
     codes = args.authority or sorted(authorities)
     env = dict(os.environ)
     env[AUTHORITIES_ENV] = str(path)
