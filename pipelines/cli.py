@@ -427,6 +427,11 @@ def cmd_subject_access(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     """`dagster dev` with an instance folder that keeps history between restarts."""
     env = dict(os.environ)
+    if args.authorities:
+        # a deployment serving several councils: the instance `earlyhelp run --authorities` records into
+        path = Path(args.authorities).resolve()
+        env[AUTHORITIES_ENV] = str(path)
+        env.setdefault("DAGSTER_HOME", str(prepare_dagster_home(Path(args.home) if args.home else path.parent / ".dagster")))
     # the instance `earlyhelp run` records into, so the UI opens on the runs already made
     env.setdefault("DAGSTER_HOME", str(prepare_dagster_home(Path(args.home) if args.home else Path(args.out) / ".dagster")))
     env.setdefault("EARLYHELP_LANDING", args.landing)
@@ -520,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--landing", default="data/landing", help="the landing folder the UI's runs read (default data/landing)")
     dev.add_argument("--out", default="data/out", help="the output folder the UI's runs write (default data/out)")
     dev.add_argument("--port", type=int, default=3000, help="the port the UI listens on (default 3000)")
+    dev.add_argument("--authorities", help="a deployment serving several councils: its authorities file (every council's runs, "
+                                           "schedule and sensor in one UI; --landing and --out are then not used)")
     dev.add_argument("--home", help="the Dagster instance folder (default: <out>/.dagster, where `earlyhelp run` records its runs; "
                                     "$DAGSTER_HOME when set)")
     dev.set_defaults(func=cmd_dev)
