@@ -74,6 +74,17 @@ def suite_for(contract: Contract):
     return suite
 
 
+def frame_for_validation(relation):
+    """A DuckDB relation as the pandas frame Great Expectations validates, its columns backed by
+    Arrow: no copy of every string into a Python object (at 280,000 school rows, 0.1 s where
+    `.df()` took 2.5 s), and the same observations (a test compares the two)."""
+    import pandas as pd
+
+    table = relation.arrow()
+    table = table.read_all() if hasattr(table, "read_all") else table
+    return table.to_pandas(types_mapper=pd.ArrowDtype)
+
+
 class ContractValidator:
     """Runs contract suites against pandas frames in one file-backed GX project, building Data Docs."""
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from data_contracts import Contract, load_contracts
-from expectations import ContractValidator, write_offline_index
+from expectations import ContractValidator, frame_for_validation, write_offline_index
 from pipelines.resources import EarlyhelpSettings
 
 MEETS_CONTRACT = "meets_contract"
@@ -45,7 +45,7 @@ def _checks_for(contract: Contract) -> list[dg.AssetChecksDefinition]:
     def meets_contract(context: dg.AssetCheckExecutionContext, settings: EarlyhelpSettings) -> dg.AssetCheckResult:
         context.log.info(f"{contract.source}: validating the loaded table against its contract suite")
         with settings.warehouse(read_only=True) as con:
-            frame = con.sql(f'SELECT * FROM "{contract.raw_table}"').df()
+            frame = frame_for_validation(con.sql(f'SELECT * FROM "{contract.raw_table}"'))
         project = settings.output / "great_expectations"
         result = _validator(project).validate(settings.contracts()[contract.source], frame)
         index = write_offline_index(project, result)

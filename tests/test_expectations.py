@@ -1,0 +1,35 @@
+"""The contract suites see what ingestion loaded: Great Expectations validates an Arrow-backed
+frame, and observes and fails exactly as it would on the plain pandas copy it was once given."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import polars as pl
+
+from data_contracts import load_contracts
+from expectations import ContractValidator, frame_for_validation
+from ingestion.load import read_source
+
+
+def test_the_suites_observe_and_fail_alike_on_the_arrow_frame_and_the_pandas_copy(examples, tmp_path):
+    contract = load_contracts()["school_attendance"]
+    loaded = read_source(contract, examples, today=dt.date(2026, 11, 23)).raw
+    assert loaded.height
+    # what ingestion never lets through, put in by hand: a sex outside its set, a required field blank
+    broken = loaded.with_columns(
+        pl.when(pl.col("_row") == loaded["_row"].min()).then(pl.lit("Q")).otherwise(pl.col("sex")).alias("sex"),
+        pl.lit(None, dtype=pl.String).alias("surname"),
+    )
+    con = duckdb.connect()
+    con.register("broken_view", broken)
+    con.execute("CREATE TABLE broken AS SELECT * FROM broken_view")
+    validator = ContractValidator(tmp_path / "gx")
+    arrow = validator.validate(contract, frame_for_validation(con.sql("SELECT * FROM broken")))
+    plain = validator.validate(contract, con.sql("SELECT * FROM broken").df())
+    assert not arrow.success and arrow.failed == plain.failed
+    assert {"expect_column_values_to_be_in_set on sex", "expect_column_values_to_not_be_null on surname"} <= set(arrow.failed)
+    assert [(o["expectation"], o["column"], o["passed"], o["observed"]) for o in arrow.observed] == [
+        (o["expectation"], o["column"], o["passed"], o["observed"]) for o in plain.observed
+    ]
