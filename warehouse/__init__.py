@@ -74,6 +74,8 @@ def bounded(con: duckdb.DuckDBPyConnection, spill: Path | None = None) -> duckdb
     spill = private_folder(spill) if spill is not None else spill_folder()
     con.execute(f"SET memory_limit = '{os.environ.get(MEMORY_ENV, DEFAULT_MEMORY)}'")
     con.execute(f"SET temp_directory = '{spill.as_posix()}'")
+    # a long query's progress bar would cut across `earlyhelp`'s own output and the run's log
+    con.execute("SET enable_progress_bar = false")
     return con
 
 
