@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from itertools import groupby
 
 import jellyfish
+import numpy as np
 import polars as pl
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from warehouse import scratch
 
@@ -230,35 +232,31 @@ def separate_families_at_one_address(placed: pl.DataFrame, records: pl.DataFrame
                    on=["contact_forename", "contact_surname"]).select("person_id", "adult_id"),
         _child_of_victim(records),
     ])
-    rows = at.select("person_id", "household_key", "surname", "dependent_child", "dob").sort("household_key", "person_id").to_dicts()
-    tied = {(a, b) for a, b in ties.iter_rows()}
+    # people at one address are one family where their surnames are alike or a record ties them
+    people = at.select("person_id", "household_key", "surname", "dependent_child", "dob").sort("household_key", "person_id").with_row_index("i")
+    pairs = people.join(people, on="household_key", suffix="_b").filter(pl.col("i") < pl.col("i_b"))
+    surnames = pairs.select("surname", "surname_b").unique()
+    alike = surnames.filter(pl.Series([_surnames_alike(x, y) for x, y in surnames.iter_rows()], dtype=pl.Boolean))
+    tied = pl.concat([ties, ties.select(pl.col("adult_id").alias("person_id"), pl.col("person_id").alias("adult_id"))]).rename({"adult_id": "person_id_b"})
+    joined = pl.concat([
+        pairs.join(alike, on=["surname", "surname_b"], how="semi"),
+        pairs.join(tied.cast(pairs.select("person_id", "person_id_b").schema), on=["person_id", "person_id_b"], how="semi"),
+    ])
+    graph = coo_matrix((np.ones(joined.height, dtype=np.int8), (joined["i"].to_numpy(), joined["i_b"].to_numpy())), shape=(people.height,) * 2)
+    people = people.with_columns(pl.Series("family", connected_components(graph, directed=False)[1]))
     new_keys: dict = {}
     split: set[str] = set()
-    for key, group in _by_household(rows):
-        parent = {p["person_id"]: p["person_id"] for p in group}
-
-        def root(x):
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
-        for i, a in enumerate(group):
-            for b in group[i + 1:]:
-                if _surnames_alike(a["surname"], b["surname"]) or (a["person_id"], b["person_id"]) in tied or (b["person_id"], a["person_id"]) in tied:
-                    parent[root(a["person_id"])] = root(b["person_id"])
-        components: dict = {}
-        for p in group:
-            components.setdefault(root(p["person_id"]), []).append(p)
-        with_children = sorted((c for c in components.values() if any(p["dependent_child"] for p in c)), key=lambda c: (-len(c), min(p["person_id"] for p in c)))
-        if len(with_children) < 2:
+    for (key,), group in people.group_by("household_key", maintain_order=True):
+        families = [f for _, f in group.group_by("family", maintain_order=True) if f["dependent_child"].any()]
+        if len(families) < 2:
             continue
-        # the largest family keeps the address's key; adults tied to no child join it
+        # the largest family keeps the address's key (adults tied to no child are in it); each
+        # other's key is the address's with its eldest child's person id
+        families.sort(key=lambda f: (-f.height, f["person_id"].min()))
         split.add(key)
-        for family in with_children[1:]:
-            eldest = min((p for p in family if p["dependent_child"]), key=lambda p: (p["dob"] is None, p["dob"] or dt.date.max, p["person_id"]))
-            for p in family:
-                new_keys[p["person_id"]] = f"{key}|{eldest['person_id']}"
+        for family in families[1:]:
+            eldest = family.filter("dependent_child").sort("dob", "person_id", nulls_last=True)["person_id"][0]
+            new_keys |= dict.fromkeys(family["person_id"].to_list(), f"{key}|{eldest}")
     if not new_keys:
         return placed
     moved = pl.DataFrame({"person_id": list(new_keys), "separate_key": list(new_keys.values())}, schema={"person_id": placed.schema["person_id"], "separate_key": pl.String})
@@ -267,11 +265,6 @@ def separate_families_at_one_address(placed: pl.DataFrame, records: pl.DataFrame
     return placed.with_columns(pl.when(shared).then(pl.lit(SHARED_ADDRESS)).otherwise(pl.col("placed_by")).alias("placed_by")).join(
         moved, on="person_id", how="left"
     ).with_columns(pl.coalesce("separate_key", "household_key").alias("household_key")).drop("separate_key")
-
-
-def _by_household(rows: list[dict]):
-    for key, group in groupby(rows, key=lambda r: r["household_key"]):
-        yield key, list(group)
 
 
 #: How sure a placement is, by the evidence that placed the person (`placed_by`): a full address

@@ -18,8 +18,8 @@ from features import calendar
 from features.registry import Registry, load_registry
 from governance.authorities import Authority
 from governance.retention import DERIVED_RETENTION_YEARS, SUBJECT_ACCESS_RETENTION_DAYS
-from rules import DEFAULT_PROGRAMME
 from pipelines.partitions import AUTHORITIES, month_and_authority
+from rules import DEFAULT_PROGRAMME
 from warehouse import WAREHOUSE_FILE, RunLock, open_warehouse
 
 
