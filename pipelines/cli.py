@@ -255,7 +255,7 @@ def _deployment(args: argparse.Namespace):
     if unknown:
         _say(f"earlyhelp run: no authority {', '.join(unknown)} in {path}")
         return None
-    if args.landing or args.out or args.registry:
+    if args.landing or args.out or getattr(args, "registry", None):
         _say("earlyhelp run: with --authorities, each authority's folders and registry come from the file, not --landing, --out or --registry")
         return None
     return authorities
@@ -321,6 +321,26 @@ def cmd_run_deployment(args: argparse.Namespace) -> int:
     return max(codes_done.values())
 
 
+def _output_folder(args: argparse.Namespace) -> Path | None:
+    """--out, or on a deployment the output folder of --authority in --authorities (its own
+    warehouse: a request about one council's records never reads another's), whose registry
+    then stands for --registry."""
+    if args.authorities:
+        if len(args.authority) != 1 or args.out or getattr(args, "registry", None):
+            _say(f"earlyhelp {args.command}: with --authorities, name one --authority (and no --out or --registry)")
+            return None
+        authorities = _deployment(args)
+        if authorities is None:
+            return None
+        authority = authorities[args.authority[0]]
+        args.registry = str(authority.registry) if authority.registry else None
+        return authority.output
+    if not args.out:
+        _say(f"earlyhelp {args.command}: give --out (or --authorities and --authority on a deployment)")
+        return None
+    return Path(args.out)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a run's linked_records.parquet against a synthetic county's truth.csv."""
     from linkage.evaluate import score_linked_records
@@ -346,7 +366,9 @@ def cmd_model(args: argparse.Namespace) -> int:
     from reports import markdown_page
     from warehouse import open_warehouse, write_text_atomically
 
-    out = Path(args.out)
+    out = _output_folder(args)
+    if out is None:
+        return 2
     warehouse = out / "warehouse.duckdb"
     if not warehouse.exists():
         _say(f"earlyhelp model: {warehouse} does not exist; run the pipeline first")
@@ -386,7 +408,9 @@ def cmd_subject_access(args: argparse.Namespace) -> int:
         write_text_atomically,
     )
 
-    out = Path(args.out)
+    out = _output_folder(args)
+    if out is None:
+        return 2
     warehouse = out / "warehouse.duckdb"
     if not warehouse.exists():
         _say(f"earlyhelp subject-access: {warehouse} does not exist; run the pipeline first")
@@ -451,6 +475,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
         return 0
 
 
+def _authority_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--authorities", help="a deployment serving several councils: its authorities file (instead of --out)")
+    parser.add_argument("--authority", action="append", default=[], metavar="CODE", help="with --authorities, the council whose warehouse to use")
+    parser.set_defaults(landing=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -505,13 +535,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     model = sub.add_parser("model", help="evaluate the scorecard model out of time and write its model card")
-    model.add_argument("--out", required=True, help="a run's output folder")
+    model.add_argument("--out", help="a run's output folder")
+    _authority_arguments(model)
     model.add_argument("--month", type=_month, required=True, help="the run's reference month")
     model.add_argument("--registry", help="the indicator registry the run used")
     model.set_defaults(func=cmd_model)
 
     sar = sub.add_parser("subject-access", help="export every row held about one person (through linkage), with provenance")
-    sar.add_argument("--out", required=True, help="a run's output folder (holding warehouse.duckdb)")
+    sar.add_argument("--out", help="a run's output folder (holding warehouse.duckdb)")
+    _authority_arguments(sar)
     sar.add_argument("--forename", required=True, help="the requester's forename, as they give it")
     sar.add_argument("--surname", required=True, help="the requester's surname, as they give it")
     sar.add_argument("--dob", type=_date, required=True, help="date of birth, YYYY-MM-DD")

@@ -140,6 +140,21 @@ def test_two_councils_run_at_once_and_nothing_of_one_reaches_the_other(deploymen
         a, b = runs.values()
         assert a.start_time < b.end_time and b.start_time < a.end_time
 
+    # a subject access request on a deployment reads only the named council's warehouse
+    with duckdb.connect(str(deployment / "southvale" / "out" / "warehouse.duckdb"), read_only=True) as con:
+        forename, surname, dob = con.execute(
+            "SELECT forename, surname, dob FROM family_members WHERE dob IS NOT NULL AND forename IS NOT NULL ORDER BY person_id LIMIT 1"
+        ).fetchone()
+    said = {
+        code: subprocess.run(
+            [sys.executable, "-m", "pipelines.cli", "subject-access", "--authorities", str(deployment / "authorities.yaml"), "--authority", code,
+             "--forename", forename, "--surname", surname, "--dob", dob.isoformat(), "--reference", f"SAR-{code}"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        ).stdout
+        for code in councils
+    }
+    assert "candidates, most likely first" in said["southvale"] and "no person matches" in said["northshire"]
+
 
 AUTOMATION_PROBE = """
 import datetime as dt, json
@@ -184,3 +199,4 @@ def test_the_deployment_instance_runs_authorities_side_by_side_never_two_of_one(
         assert queue.max_concurrent_runs > 1
         [limit] = queue.tag_concurrency_limits
         assert limit["key"] == "dagster/partition/authority" and limit["limit"] == 1 and limit["value"] == {"applyLimitPerUniqueValue": True}
+
