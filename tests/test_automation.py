@@ -28,6 +28,21 @@ def test_every_definition_loads_with_partitions_schedule_and_sensor():
     assert all(a.partitions_def == MONTHS for a in defs.resolve_asset_graph().assets_defs if a.keys)
 
 
+def test_partitions_begin_three_years_back_unless_the_council_says_otherwise(monkeypatch):
+    from pipelines.partitions import DEFAULT_MONTHS_BACK, first_month
+
+    monkeypatch.delenv("EARLYHELP_FIRST_MONTH", raising=False)
+    assert DEFAULT_MONTHS_BACK == 36
+    assert first_month(dt.date(2026, 12, 2)) == "2023-12" and first_month(dt.date(2026, 1, 31)) == "2023-01"
+    # the UI shows the months a council's three years of files can fill, not a decade of empty ones
+    today = dt.date.today()
+    keys = MONTHS.get_partition_keys()
+    assert keys[0] == first_month(today) and len(keys) == DEFAULT_MONTHS_BACK
+    assert keys[-1] == (today.replace(day=1) - dt.timedelta(days=1)).strftime("%Y-%m")  # the last month that has ended
+    monkeypatch.setenv("EARLYHELP_FIRST_MONTH", "2019-04")
+    assert first_month(dt.date(2026, 12, 2)) == "2019-04"
+
+
 def test_schedule_runs_the_month_just_ended_early_in_the_next(dagster_instance):
     schedule = next(s for s in defs.schedules if s.name == "monthly_before_meetings")
     assert schedule.cron_schedule == "0 6 3 * *"
