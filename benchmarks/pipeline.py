@@ -5,8 +5,9 @@
     .venv/bin/python benchmarks/pipeline.py --people 200000 1200000 --repeat 3   # medians of 3, interleaved
 
 For each size it generates a county (cached under benchmarks/cache/ by size,
-seed and month), runs `earlyhelp run` on it in a fresh process (the same entry
-point a user runs), and prints each Dagster step's wall time, the run's wall
+seed and month), times the floor (DuckDB reading every landing CSV into tables, in a fresh
+process), runs `earlyhelp run` on it in a fresh process (the same entry point a user runs),
+and prints each Dagster step's wall time, the run's wall
 time and the peak resident memory of the run process, then Markdown tables: the
 sizes side by side, and each stage's growth from the second-largest size to the
 largest. With --repeat N each size runs N times, the sizes interleaved so that the
@@ -52,6 +53,29 @@ print(json.dumps(times))
 """
 
 
+#: The floor: DuckDB reading every landing CSV into a table of text columns, in a fresh process
+#: (no checks, no linkage): what reading the data costs at the least.
+FLOOR = """
+import sys, tempfile
+from pathlib import Path
+import duckdb
+landing = Path(sys.argv[1])
+with tempfile.TemporaryDirectory() as folder:
+    con = duckdb.connect(str(Path(folder) / "floor.duckdb"))
+    con.execute("SET enable_progress_bar = false")
+    for source in sorted(p for p in landing.iterdir() if p.is_dir() and any(p.glob("*.csv"))):
+        con.execute(f"CREATE TABLE {source.name} AS SELECT * FROM read_csv('{source.as_posix()}/*.csv', all_varchar = true, union_by_name = true)")
+    con.close()
+"""
+
+
+def floor(landing: Path) -> tuple[float, int]:
+    began = time.perf_counter()
+    child = subprocess.Popen([sys.executable, "-c", FLOOR, str(landing)])
+    _, _, usage = os.wait4(child.pid, 0)
+    return time.perf_counter() - began, usage.ru_maxrss // 1024
+
+
 def county(people: int, seed: int, month: str) -> tuple[Path, float | None, int | None]:
     landing = CACHE / f"county_{people}_{seed}_{month}"
     if (landing / "truth.csv").exists():
@@ -74,8 +98,10 @@ def main() -> None:
     args = county_arguments(__doc__, [20_000, 200_000, 1_200_000], repeat=True)
     landings = {people: county(people, args.seed, args.month) for people in args.people}
     runs: dict[int, list[tuple[float, int, dict[str, float]]]] = {people: [] for people in args.people}
+    floors: dict[int, list[tuple[float, int]]] = {people: [] for people in args.people}
     for attempt in range(args.repeat):
         for people in args.people:
+            floors[people].append(floor(landings[people][0]))
             out = CACHE / f"out_{people}"
             shutil.rmtree(out, ignore_errors=True)
             began = time.perf_counter()
@@ -94,18 +120,19 @@ def main() -> None:
         suites = sum(v for k, v in steps.items() if k.endswith("meets_contract"))
         seconds = statistics.median(r for r, _, _ in runs[people])
         peak = max(p for _, p, _ in runs[people])  # memory: the worst run, not the middle one
-        rows.append((people, gen_seconds, gen_peak, seconds, peak, ingest, suites, steps.get("person_records", 0.0)))
+        floor_seconds, floor_peak = statistics.median(f for f, _ in floors[people]), max(p for _, p in floors[people])
+        rows.append((people, gen_seconds, gen_peak, seconds, peak, ingest, suites, steps.get("person_records", 0.0), floor_seconds, floor_peak))
         stages[people] = _stages(steps)
     lines = [
         f"Machine: {machine()}; month {args.month}, seed {args.seed}; "
         + (f"times are medians of {args.repeat} runs of each size, interleaved; peak memory is the highest." if args.repeat > 1 else "one run of each size."),
         "",
-        "| residents | generate (s) | generate peak (MiB) | run (s) | run peak (MiB) | ingest steps (s) | GX suites (s) | person_records (s) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| residents | generate (s) | generate peak (MiB) | run (s) | run peak (MiB) | ingest steps (s) | GX suites (s) | person_records (s) | floor: DuckDB reads the CSVs (s) | floor peak (MiB) | run / floor |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for people, gs, gp, rs, rp, ing, gx, pr in rows:
+    for people, gs, gp, rs, rp, ing, gx, pr, fs, fp in rows:
         gen = f"{gs:.1f}" if gs is not None else "cached"
-        lines.append(f"| {people:,} | {gen} | {gp or '-'} | {rs:.1f} | {rp:,} | {ing:.1f} | {gx:.1f} | {pr:.1f} |")
+        lines.append(f"| {people:,} | {gen} | {gp or '-'} | {rs:.1f} | {rp:,} | {ing:.1f} | {gx:.1f} | {pr:.1f} | {fs:.1f} | {fp:,} | {rs / fs:.0f}x |")
     if len(stages) >= 2:
         small, large = sorted(stages)[-2:]
         lines += ["", f"| stage | {small:,} (s) | {large:,} (s) | growth (data grew {large / small:.1f}x) |", "| --- | ---: | ---: | ---: |"]
