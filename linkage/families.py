@@ -244,24 +244,28 @@ def separate_families_at_one_address(placed: pl.DataFrame, records: pl.DataFrame
     ])
     graph = coo_matrix((np.ones(joined.height, dtype=np.int8), (joined["i"].to_numpy(), joined["i_b"].to_numpy())), shape=(people.height,) * 2)
     people = people.with_columns(pl.Series("family", connected_components(graph, directed=False)[1]))
-    new_keys: dict = {}
-    split: set[str] = set()
-    for (key,), group in people.group_by("household_key", maintain_order=True):
-        families = [f for _, f in group.group_by("family", maintain_order=True) if f["dependent_child"].any()]
-        if len(families) < 2:
-            continue
-        # the largest family keeps the address's key (adults tied to no child are in it); each
-        # other's key is the address's with its eldest child's person id
-        families.sort(key=lambda f: (-f.height, f["person_id"].min()))
-        split.add(key)
-        for family in families[1:]:
-            eldest = family.filter("dependent_child").sort("dob", "person_id", nulls_last=True)["person_id"][0]
-            new_keys |= dict.fromkeys(family["person_id"].to_list(), f"{key}|{eldest}")
-    if not new_keys:
+    # each household's families with a dependent child, largest first; the largest keeps the address's
+    # key (adults tied to no child are in it), each other's key is the address's with its eldest child's id
+    families = (
+        people.group_by("household_key", "family")
+        .agg(
+            pl.len().alias("size"), pl.col("person_id").min().alias("first_id"),
+            pl.col("person_id").filter("dependent_child")
+            .sort_by([pl.col("dob").filter("dependent_child"), pl.col("person_id").filter("dependent_child")], nulls_last=True)
+            .first().alias("eldest"),
+        )
+        .filter(pl.col("eldest").is_not_null())
+        .sort("household_key", "size", "first_id", descending=[False, True, False])
+        .with_columns(pl.int_range(pl.len()).over("household_key").alias("rank"))
+    )
+    split = families.filter(pl.col("rank") == 1)["household_key"]
+    if split.is_empty():
         return placed
-    moved = pl.DataFrame({"person_id": list(new_keys), "separate_key": list(new_keys.values())}, schema={"person_id": placed.schema["person_id"], "separate_key": pl.String})
+    moved = people.join(families.filter(pl.col("rank") > 0), on=["household_key", "family"]).select(
+        "person_id", (pl.col("household_key") + "|" + pl.col("eldest")).alias("separate_key")
+    )
     # the meeting is told a family was told apart from another at its address: a judgement, not a record
-    shared = pl.col("household_key").is_in(list(split)) & (pl.col("placed_by") == "address")
+    shared = pl.col("household_key").is_in(split.implode()) & (pl.col("placed_by") == "address")
     return placed.with_columns(pl.when(shared).then(pl.lit(SHARED_ADDRESS)).otherwise(pl.col("placed_by")).alias("placed_by")).join(
         moved, on="person_id", how="left"
     ).with_columns(pl.coalesce("separate_key", "household_key").alias("household_key")).drop("separate_key")
