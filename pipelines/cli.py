@@ -249,14 +249,14 @@ def _deployment(args: argparse.Namespace):
     try:
         authorities = load_authorities(path)
     except AuthoritiesError as exc:
-        _say(f"earlyhelp run: {exc}")
+        _say(f"earlyhelp {args.command}: {exc}")
         return None
     unknown = sorted(set(args.authority) - set(authorities))
     if unknown:
-        _say(f"earlyhelp run: no authority {', '.join(unknown)} in {path}")
+        _say(f"earlyhelp {args.command}: no authority {', '.join(unknown)} in {path}")
         return None
     if args.landing or args.out or getattr(args, "registry", None):
-        _say("earlyhelp run: with --authorities, each authority's folders and registry come from the file, not --landing, --out or --registry")
+        _say(f"earlyhelp {args.command}: with --authorities, each authority's folders and registry come from the file, not --landing, --out or --registry")
         return None
     return authorities
 
@@ -282,6 +282,7 @@ def cmd_run_deployment(args: argparse.Namespace) -> int:
     """Every authority's month (or those named with --authority), each its own run in its own
     process, up to --parallel at once; all recorded in the deployment's Dagster instance."""
     from concurrent.futures import ThreadPoolExecutor
+    from threading import Lock
 
     authorities = _deployment(args)
     if authorities is None:
@@ -301,7 +302,7 @@ def cmd_run_deployment(args: argparse.Namespace) -> int:
         instance.get_event_records(dg.EventRecordsFilter(dg.DagsterEventType.RUN_SUCCESS), limit=1)
     parallel = max(1, min(args.parallel or os.cpu_count() or 1, len(codes)))
     _say(f"earlyhelp run: {len(codes)} authorities ({', '.join(codes)}) for {args.month}, {parallel} at a time; Dagster instance {env['DAGSTER_HOME']}")
-    echo = __import__("threading").Lock()
+    echo = Lock()
 
     def run_one(code: str) -> int:
         command = [sys.executable, "-m", "pipelines.cli", "run", "--authorities", str(path), "--authority", code, "--month", args.month,
@@ -326,8 +327,8 @@ def _output_folder(args: argparse.Namespace) -> Path | None:
     warehouse: a request about one council's records never reads another's), whose registry
     then stands for --registry."""
     if args.authorities:
-        if len(args.authority) != 1 or args.out or getattr(args, "registry", None):
-            _say(f"earlyhelp {args.command}: with --authorities, name one --authority (and no --out or --registry)")
+        if len(args.authority) != 1:
+            _say(f"earlyhelp {args.command}: with --authorities, name one --authority")
             return None
         authorities = _deployment(args)
         if authorities is None:
