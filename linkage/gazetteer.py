@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import duckdb
 import polars as pl
 
-from linkage.person_records import PERSON_RECORDS
+from linkage.person_records import PERSON_RECORDS, linked_person_records
 from linkage.standardise import address_key, postcode_parts
 from warehouse import scratch, table_exists
 
@@ -154,6 +154,19 @@ def match_person_addresses(con: duckdb.DuckDBPyConnection) -> AddressMatching:
         **{f"address_matches_{kind}": n for kind, n in matches.group_by("match").len().sort("match").iter_rows()},
     }
     return AddressMatching(matches, stats)
+
+
+#: What `address_matches` keeps of each match: enough to form households on the property again.
+MATCH_COLUMNS = ("record_key", "uprn", "match", "property_postcode", "property_house_number", "property_flat")
+
+
+def household_records(con: duckdb.DuckDBPyConnection, matches: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The linked person records families are formed from: each matched record at its property's
+    address. `matches`: this run's (`match_person_addresses`); by default those the monthly run
+    stored in `address_matches`, so the scorecard's months form families as the monthly run does."""
+    if matches is None:
+        matches = con.sql(f"SELECT {', '.join(MATCH_COLUMNS)} FROM {ADDRESS_MATCHES}").pl() if table_exists(con, ADDRESS_MATCHES) else pl.DataFrame()
+    return canonical_addresses(linked_person_records(con), matches)
 
 
 def canonical_addresses(records: pl.DataFrame, matches: pl.DataFrame) -> pl.DataFrame:

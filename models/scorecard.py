@@ -5,7 +5,8 @@ headline needs? Measured so that it cannot flatter itself.
 The outcome is observed as a council would, in its own `open_cases`: a child of the family
 opened to child in need, child protection or looked-after services within 12 months after
 a reference month, among families with no such case open then. Families and indicators are
-rebuilt as they stood at earlier months with the same functions a monthly run uses.
+rebuilt as they stood at earlier months with the same functions a monthly run uses, from the
+same records (each matched to the council's gazetteer as the monthly run matched it).
 
 How it is tested (rolling origin): the latest test month is the last whose 12 months have
 passed; two more lie `STEP_MONTHS` and twice that before it. Each test month has its own
@@ -45,7 +46,7 @@ from features import compute_indicators
 from features.calendar import shift_months, window_start
 from features.registry import Registry
 from linkage import form_families
-from linkage.person_records import linked_person_records
+from linkage.gazetteer import household_records
 from models.metrics import Ranked, ranking_metrics, selected_share, wilson
 from models.score import score_families
 from rules import STATUTORY_SERVICES, is_adult, is_child
@@ -76,7 +77,7 @@ def snapshot(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.d
     score, headline outcomes met, locality, and the escalation outcome in the next 12 months.
     Families are formed as of `reference`; indicators are computed over the warehouse's own
     tables with those families' members (no copy of the partners' rows)."""
-    linked = linked if linked is not None else linked_person_records(con)
+    linked = linked if linked is not None else household_records(con)
     families = form_families(linked, reference)
     con.register("snapshot_members", families.members)
     try:
@@ -320,7 +321,7 @@ def evaluate(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.d
             f"no test month has a usable training month {OUTCOME_MONTHS} months before it: every source must hold "
             f"{MIN_WINDOW_HELD:.0%} of its look-back window, and the history is too short"
         )
-    linked = linked_person_records(con)
+    linked = household_records(con)
     months = sorted({o.test_month for o in origins} | {m for o in origins for m in o.train_months})
     snapshots = {m: snapshot(con, registry, m, linked) for m in months}
     shortfall = pl.DataFrame(

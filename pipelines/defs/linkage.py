@@ -6,10 +6,10 @@ import polars as pl
 
 from linkage import LinkageSettings, form_families, link_persons
 from linkage.evaluate import group_link_rates, score_linked_records
-from linkage.gazetteer import ADDRESS_MATCHES, GAZETTEER_TABLE, canonical_addresses, match_person_addresses
+from linkage.gazetteer import ADDRESS_MATCHES, GAZETTEER_TABLE, MATCH_COLUMNS, household_records, match_person_addresses
 from data_contracts import load_contracts
 from ingestion.load import not_covered
-from linkage.person_records import PERSON_RECORDS, build_person_records, linked_person_records
+from linkage.person_records import PERSON_RECORDS, build_person_records
 from reports.linkage_report import linkage_report
 from pipelines.partitions import PARTITIONS
 from pipelines.resources import EarlyhelpSettings
@@ -95,8 +95,8 @@ def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
     with settings.warehouse() as con:
         previous = read_table(con, "family_members", "person_id, family_ref AS id")
         matching = match_person_addresses(con)
-        result = form_families(canonical_addresses(linked_person_records(con), matching.matches), settings.reference_date, previous)
-        replace_tables(con, {"family_members": result.members, "families": result.families, ADDRESS_MATCHES: matching.matches.select("record_key", "uprn", "match")})
+        result = form_families(household_records(con, matching.matches), settings.reference_date, previous)
+        replace_tables(con, {"family_members": result.members, "families": result.families, ADDRESS_MATCHES: matching.matches.select(MATCH_COLUMNS)})
         linked = con.sql(
             f"""SELECT r.source, r.file, r.row, l.person_id, m.family_ref AS family_id, l.match_probability
                 FROM {PERSON_RECORDS} r JOIN person_links l USING (record_key) JOIN family_members m USING (person_id)
