@@ -198,15 +198,25 @@ def _em_session(levels: pl.DataFrame, free: tuple[str, ...], u: dict[str, np.nda
     return m, iteration
 
 
+def _session_levels(con: duckdb.DuckDBPyConnection, rule) -> pl.DataFrame:
+    """The comparison levels of a training session's pairs: read from the candidates' (table
+    `candidate_levels`), which hold every pair a blocking rule made, and compared afresh only for
+    pairs no blocking rule made. The same levels, without comparing most pairs twice."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE session_pairs AS {rule.pairs_sql()}")
+    known = con.sql("SELECT c.* FROM candidate_levels c SEMI JOIN session_pairs s ON c.l = s.l AND c.r = s.r").pl()
+    con.execute("CREATE OR REPLACE TEMP TABLE session_rest AS SELECT s.* FROM session_pairs s ANTI JOIN candidate_levels c ON c.l = s.l AND c.r = s.r")
+    return pl.concat([known, compare(con, "session_rest")])
+
+
 def fit(con: duckdb.DuckDBPyConnection, random_levels: pl.DataFrame, n_profiles: int, iterations: int = 40) -> FittedModel:
-    """u from random pairs; m by EM in sessions; the prior from a deterministic rule."""
+    """u from random pairs; m by EM in sessions; the prior from a deterministic rule.
+    The candidates' levels are in the table `candidate_levels`."""
     u = _level_frequencies(random_levels)
     estimates: dict[str, list[np.ndarray]] = {name: [] for name in COMPARISONS}
     total_iterations = 0
     for rule in TRAINING_RULES:
         free = free_in(rule)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE session_pairs AS {rule.pairs_sql()}")
-        levels = compare(con, "session_pairs")
+        levels = _session_levels(con, rule)
         if levels.height == 0:
             continue
         m, used = _em_session(levels, free, u, iterations)
@@ -277,6 +287,7 @@ def score_profiles(records: pl.DataFrame, settings: LinkageSettings) -> ScoredPa
         con.execute("CREATE TEMP TABLE profiles AS SELECT * FROM profiles_frame")
         n_candidates = candidate_pairs(con)
         candidate_levels = compare(con, "candidates")
+        con.register("candidate_levels", candidate_levels)
         random_pairs(con, settings.u_sample_pairs, settings.seed)
         random_levels = compare(con, "random_pairs")
         model = fit(con, random_levels, profiles.height, settings.em_iterations)
