@@ -1,8 +1,10 @@
 """Ingest one source's landing folder through its contract, and write it to the warehouse.
 
-The landing folder is read whole on every run, so a rerun over the same files
+The landing folder is taken whole on every run, so a rerun over the same files
 gives the same tables (idempotent) and a later file can restate an earlier
-one. For each source:
+one; files the last run loaded and that have not changed are not read again
+(`read_source`'s `previous`), and the tables come out as a reading of every
+file would leave them. For each source:
 
 - files are taken in name order (partners name them by period); a file whose
   bytes equal an earlier file's is recorded as a duplicate and not loaded again;
@@ -39,7 +41,8 @@ from ingestion.readers import (
 from ingestion.readers import column as file_column
 from ingestion.readers import normalise_header, read_extract
 from ingestion.validate import typed_expr, validate_rows
-from warehouse import LANDED_FILES, LEDGER_TABLES, QUARANTINE, SET_ASIDE_FIELDS, ensure_tables, scratch
+from ingestion.validate import IN_FUTURE
+from warehouse import EXPIRED_KEYS, LANDED_FILES, LEDGER_TABLES, QUARANTINE, SET_ASIDE_FIELDS, ensure_tables, read_table, scratch, table_exists
 
 FILE = "_file"
 SHA = "_sha256"
@@ -67,6 +70,8 @@ class FileReport:
     missing_optional_columns: list[str] = field(default_factory=list)
     saved_by: str | None = None  # who last saved the file, as the file records it (XLSX)
     saved_at: dt.datetime | None = None
+    contract_sha256: str | None = None  # the contract the file was checked under
+    validated_on: dt.date | None = None  # the day it was checked (the future-date rule's today)
 
 
 @dataclass
@@ -77,6 +82,8 @@ class SourceIngest:
     superseded: pl.DataFrame
     files: list[FileReport]
     set_aside: pl.DataFrame  # SET_ASIDE_FIELDS' columns
+    expired_keys: pl.DataFrame = field(default_factory=lambda: EXPIRED_KEYS.empty().drop("source"))  # rows removed under retention
+    files_read: int = 0  # files read and checked this time (the rest were unchanged since the last load)
 
     @property
     def received(self) -> int:
@@ -105,6 +112,7 @@ class SourceIngest:
             "rows_duplicate_file": sum(f.received for f in self.files if f.status == "duplicate"),
             "rows_current": self.raw.height,
             "fields_set_aside": sum(f.set_aside for f in self.files),
+            "files_read": self.files_read,
         }
 
 
@@ -117,6 +125,63 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def contract_digest(contract: Contract) -> str:
+    return hashlib.sha256(contract.path.read_bytes()).hexdigest()
+
+
+@dataclass
+class PreviousLoad:
+    """What the warehouse holds of a source's last load: its files' reports (name order), the
+    current rows, and the ledgers' rows for the source."""
+
+    files: list[FileReport]
+    raw: pl.DataFrame
+    quarantine: pl.DataFrame
+    set_aside: pl.DataFrame
+    superseded: pl.DataFrame  # _file, _row, replaced_by_file, replaced_by_row
+    expired_keys: pl.DataFrame  # _file, _row, key_sha256
+    judged_by_day: set[str]  # files with a value refused or set aside as in the future
+
+    def reusable(self, paths: list[Path], shas: dict[str, str], contract: Contract, today: dt.date) -> list[FileReport]:
+        """The last load's file reports when they can stand for reading those files again: every
+        file it read still first in name order with its bytes, under the same contract, checked no
+        later than today, and none with a value the day judged. Otherwise none (read every file)."""
+        digest = contract_digest(contract)
+        if not self.files or len(self.files) > len(paths):
+            return []
+        for report, path in zip(self.files, paths):
+            if (
+                report.file != path.name or not report.sha256 or report.sha256 != shas[path.name] or report.contract_sha256 != digest
+                or report.validated_on is None or report.validated_on > today or (report.validated_on < today and report.file in self.judged_by_day)
+            ):
+                return []
+        return [FileReport(**{k: v for k, v in asdict(r).items()}) for r in self.files]
+
+
+def previous_load(con: duckdb.DuckDBPyConnection, contract: Contract) -> PreviousLoad | None:
+    """The source's last load as the warehouse holds it, or None before its first."""
+    if not table_exists(con, contract.raw_table) or not table_exists(con, LANDED_FILES.name):
+        return None
+    ensure_ingestion_tables(con)
+    fields = [f for f in FileReport.__dataclass_fields__]
+    source = [contract.source]
+    files = con.sql(f"SELECT {', '.join(fields)} FROM landed_files WHERE source = ? ORDER BY file", params=source).pl()
+    problems = con.execute(
+        "SELECT DISTINCT _file FROM quarantine WHERE source = $source AND contains(reason, $day) "
+        "UNION SELECT DISTINCT _file FROM set_aside_fields WHERE source = $source AND contains(reason, $day)",
+        {"source": contract.source, "day": IN_FUTURE},
+    ).fetchall()
+    return PreviousLoad(
+        files=[FileReport(**row) for row in files.iter_rows(named=True)],
+        raw=con.sql(f'SELECT * FROM "{contract.raw_table}"').pl(),
+        quarantine=con.sql("SELECT * FROM quarantine WHERE source = ?", params=source).pl().cast(QUARANTINE_SCHEMA),
+        set_aside=con.sql("SELECT * FROM set_aside_fields WHERE source = ?", params=source).pl().cast(SET_ASIDE_FIELDS.schema),
+        superseded=con.sql("SELECT _file, _row, replaced_by_file, replaced_by_row FROM superseded_rows WHERE source = ?", params=source).pl(),
+        expired_keys=con.sql("SELECT _file, _row, key_sha256 FROM retention_keys WHERE source = ?", params=source).pl(),
+        judged_by_day={f for (f,) in problems},
+    )
 
 
 def landing_files(landing: Path, source: str) -> list[Path]:
@@ -220,93 +285,147 @@ def _natural_key(contract: Contract) -> pl.Expr:
     return pl.concat_str(parts, separator="|").alias(KEY)
 
 
-def read_source(contract: Contract, landing: Path, today: dt.date) -> SourceIngest:
-    """Read, check and reconcile every file of one source. Writes nothing."""
+def _read_file(contract: Contract, path: Path, order: int, sha: str, today: dt.date, date_formats: dict[str, str]) -> tuple[FileReport, pl.DataFrame | None, pl.DataFrame | None, pl.DataFrame | None]:
+    """Read and check one landing file: (its report, the rows that load, its quarantine, its set-aside fields)."""
+    report = FileReport(source=contract.source, file=path.name, sha256=sha, status="loaded", contract_sha256=contract_digest(contract), validated_on=today)
+    try:
+        extract = read_extract(path, date_formats)
+    except FileRefused as exc:
+        report.status, report.message = "refused", str(exc)
+        return report, None, None, None
+    report.received = extract.frame.height
+    report.saved_by, report.saved_at = extract.saved_by, extract.saved_at
+    mapped = _map_columns(extract, contract, report)
+    if isinstance(mapped, str):
+        report.status, report.message = "refused", mapped
+        report.quarantined = report.received
+        known = _known_columns(extract, contract)
+        problems = extract.frame.select(
+            ROW, pl.lit(None, pl.String).alias("column"), pl.lit(f"file refused: {mapped}").alias("reason")
+        )
+        return report, None, _quarantine_rows(contract.source, report, known, problems, known.columns[1:]), None
+    validated = validate_rows(mapped, contract, today)
+    # A malformed record's fields cannot be placed in columns, so only the reader's
+    # reason is kept for it, and its text is not: the file, its SHA-256 and the row
+    # number point to it at the partner.
+    malformed = list(extract.raw_records)
+    problems = validated.problems.filter(~pl.col(ROW).is_in(malformed))
+    if extract.row_problems:
+        reader_problems = pl.DataFrame(
+            {
+                ROW: [p.row for p in extract.row_problems],
+                "column": [p.column for p in extract.row_problems],
+                "reason": [f"{p.column or 'the record'} {p.reason}" for p in extract.row_problems],
+            },
+            schema=PROBLEM_COLUMNS,
+        )
+        problems = pl.concat([problems, reader_problems])
+    bad = problems[ROW].unique()
+    good = validated.good.filter(~pl.col(ROW).is_in(bad.implode()))
+    aside = validated.set_aside.filter(~pl.col(ROW).is_in(bad.implode()))
+    report.set_aside = aside.height
+    bad_rows = mapped.filter(pl.col(ROW).is_in(bad.implode()) & ~pl.col(ROW).is_in(malformed))
+    report.loaded = good.height
+    report.quarantined = bad.len()
+    return (
+        report,
+        good.with_columns(pl.lit(path.name).alias(FILE), pl.lit(sha).alias(SHA), pl.lit(order).alias(FILE_ORDER)),
+        _quarantine_rows(contract.source, report, bad_rows, problems, [n for n in bad_rows.columns if n != ROW]),
+        aside.select(pl.lit(contract.source).alias("source"), pl.lit(path.name).alias(FILE), pl.lit(sha).alias(SHA), pl.all()),
+    )
+
+
+def read_source(contract: Contract, landing: Path, today: dt.date, previous: PreviousLoad | None = None) -> SourceIngest:
+    """Read, check and reconcile every file of one source. Writes nothing.
+
+    previous: what the warehouse holds of this source's last load (`previous_load`). Files it
+    loaded whose name and SHA-256 are unchanged are not read or checked again when they are
+    still the first files in name order, under the same contract, read no later than `today`
+    and with no value judged by the day (a date in the future): their rows, quarantine and
+    counts are taken from the warehouse, and only the new files are read. The tables come out
+    as a reading of every file would give them (a test compares the two)."""
     date_formats = {
         normalise_header(c.partner_name): c.strptime_format for c in contract.columns if c.strptime_format
     }
     names = [c.name for c in contract.columns]
+    paths = landing_files(landing, contract.source)
+    shas = {path.name: ("" if path.is_symlink() else sha256_of(path)) for path in paths}
+    kept = previous.reusable(paths, shas, contract, today) if previous is not None else []
+    kept_files = pl.Series([r.file for r in kept], dtype=pl.String).implode()
     reports: list[FileReport] = []
     loaded_frames: list[pl.DataFrame] = []
     quarantine_frames: list[pl.DataFrame] = []
     set_aside_frames: list[pl.DataFrame] = [SET_ASIDE_FIELDS.empty()]
     seen: dict[str, str] = {}
-    for order, path in enumerate(landing_files(landing, contract.source)):
+    for report in kept:
+        reports.append(report)
+        if report.status != "duplicate":
+            seen[report.sha256] = report.file
+    if kept:
+        current = previous.raw.filter(pl.col(FILE).is_in(kept_files))
+        order = pl.DataFrame({FILE: [p.name for p in paths], FILE_ORDER: list(range(len(paths)))}, schema={FILE: pl.String, FILE_ORDER: pl.Int32})
+        loaded_frames.append(current.join(order, on=FILE))
+        quarantine_frames.append(previous.quarantine.filter(pl.col(FILE).is_in(kept_files)))
+        set_aside_frames.append(previous.set_aside.filter(pl.col(FILE).is_in(kept_files)))
+    for order, path in enumerate(paths):
+        if order < len(kept):
+            continue
+        sha = shas[path.name]
         if path.is_symlink():
             reports.append(FileReport(contract.source, path.name, "", "refused", message="a link, not a plain file: not followed, not read"))
             continue
-        sha = sha256_of(path)
-        report = FileReport(source=contract.source, file=path.name, sha256=sha, status="loaded")
-        reports.append(report)
         if sha in seen:
             original = next(r for r in reports if r.file == seen[sha])
-            report.status, report.duplicate_of, report.received = "duplicate", seen[sha], original.received
-            report.message = f"same bytes as {seen[sha]}; loaded once"
+            reports.append(FileReport(
+                contract.source, path.name, sha, "duplicate", received=original.received, duplicate_of=seen[sha],
+                message=f"same bytes as {seen[sha]}; loaded once", contract_sha256=contract_digest(contract), validated_on=today,
+            ))
             continue
         seen[sha] = path.name
-        try:
-            extract = read_extract(path, date_formats)
-        except FileRefused as exc:
-            report.status, report.message = "refused", str(exc)
-            continue
-        report.received = extract.frame.height
-        report.saved_by, report.saved_at = extract.saved_by, extract.saved_at
-        mapped = _map_columns(extract, contract, report)
-        if isinstance(mapped, str):
-            report.status, report.message = "refused", mapped
-            report.quarantined = report.received
-            known = _known_columns(extract, contract)
-            problems = extract.frame.select(
-                ROW, pl.lit(None, pl.String).alias("column"), pl.lit(f"file refused: {mapped}").alias("reason")
-            )
-            quarantine_frames.append(_quarantine_rows(contract.source, report, known, problems, known.columns[1:]))
-            continue
-        validated = validate_rows(mapped, contract, today)
-        # A malformed record's fields cannot be placed in columns, so only the reader's
-        # reason is kept for it, and its text is not: the file, its SHA-256 and the row
-        # number point to it at the partner.
-        malformed = list(extract.raw_records)
-        problems = validated.problems.filter(~pl.col(ROW).is_in(malformed))
-        if extract.row_problems:
-            reader_problems = pl.DataFrame(
-                {
-                    ROW: [p.row for p in extract.row_problems],
-                    "column": [p.column for p in extract.row_problems],
-                    "reason": [f"{p.column or 'the record'} {p.reason}" for p in extract.row_problems],
-                },
-                schema=PROBLEM_COLUMNS,
-            )
-            problems = pl.concat([problems, reader_problems])
-        bad = problems[ROW].unique()
-        good = validated.good.filter(~pl.col(ROW).is_in(bad.implode()))
-        aside = validated.set_aside.filter(~pl.col(ROW).is_in(bad.implode()))
-        report.set_aside = aside.height
-        set_aside_frames.append(aside.select(pl.lit(contract.source).alias("source"), pl.lit(path.name).alias(FILE), pl.lit(sha).alias(SHA), pl.all()))
-        bad_rows = mapped.filter(pl.col(ROW).is_in(bad.implode()) & ~pl.col(ROW).is_in(malformed))
-        report.loaded = good.height
-        report.quarantined = bad.len()
-        quarantine_frames.append(
-            _quarantine_rows(contract.source, report, bad_rows, problems, [n for n in bad_rows.columns if n != ROW])
-        )
-        loaded_frames.append(
-            good.with_columns(pl.lit(path.name).alias(FILE), pl.lit(sha).alias(SHA), pl.lit(order).alias(FILE_ORDER))
-        )
+        report, good, quarantined, aside = _read_file(contract, path, order, sha, today, date_formats)
+        reports.append(report)
+        for frames, frame in ((loaded_frames, good), (quarantine_frames, quarantined), (set_aside_frames, aside)):
+            if frame is not None:
+                frames.append(frame)
     raw, superseded = _reconcile(contract, loaded_frames, names)
+    expired_before = previous.expired_keys.filter(pl.col(FILE).is_in(kept_files)) if kept else EXPIRED_KEYS.empty()
+    if kept and contract.natural_key and expired_before.height:
+        # a row past retention whose key a new file sends again is replaced by it, as it would be
+        # had every file been read today: it counts as replaced, no longer as expired
+        digests = key_digests(raw.filter(~pl.col(FILE).is_in(kept_files)), contract)
+        restated = expired_before.join(digests.rename({FILE: "replaced_by_file", ROW: "replaced_by_row"}), on="key_sha256")
+        superseded = pl.concat([superseded, restated.select(FILE, ROW, "replaced_by_file", "replaced_by_row")])
+        expired_before = expired_before.join(restated.select(FILE, ROW), on=[FILE, ROW], how="anti")
+    if kept:
+        superseded = pl.concat([_repointed(previous.superseded.filter(pl.col(FILE).is_in(kept_files)), superseded), superseded])
+    for report in reports:
+        report.superseded = 0
     if superseded.height:
         counts = dict(superseded.group_by(FILE).len().iter_rows())
         for report in reports:
             report.superseded = counts.get(report.file, 0)
-    raw, expired = apply_retention(contract, raw, today)
+    raw, expired_now = apply_retention(contract, raw, today)
+    expired_keys = pl.concat([expired_before.select(FILE, ROW, "key_sha256"), expired_now]).sort(FILE, ROW)
+    expired = dict(expired_keys.group_by(FILE).len().iter_rows())
     for report in reports:
         report.expired = expired.get(report.file, 0)
     quarantine = pl.concat(quarantine_frames) if quarantine_frames else pl.DataFrame(schema=QUARANTINE_SCHEMA)
     quarantine, quarantine_expired = expire_quarantine(contract, quarantine, today)
-    for report in reports:
-        report.quarantine_expired = quarantine_expired.get(report.file, 0)
+    for i, report in enumerate(reports):
+        # records removed in an earlier load are gone from its quarantine: their count carries over
+        report.quarantine_expired = (report.quarantine_expired if i < len(kept) else 0) + quarantine_expired.get(report.file, 0)
     set_aside = pl.concat(set_aside_frames).cast(SET_ASIDE_FIELDS.schema)
     # a set-aside field of a row later replaced, or past retention, goes with its row
     set_aside = set_aside.join(raw.select(FILE, ROW), on=[FILE, ROW], how="semi")
-    return SourceIngest(contract.source, raw, quarantine, superseded, reports, set_aside)
+    return SourceIngest(contract.source, raw, quarantine, superseded.sort(FILE, ROW), reports, set_aside, expired_keys, files_read=len(reports) - len(kept))
+
+
+def _repointed(earlier: pl.DataFrame, now: pl.DataFrame) -> pl.DataFrame:
+    """Rows replaced in an earlier load, pointed at the row that replaces their replacement now."""
+    hop = now.select(pl.col(FILE).alias("replaced_by_file"), pl.col(ROW).alias("replaced_by_row"), pl.col("replaced_by_file").alias("_file2"), pl.col("replaced_by_row").alias("_row2"))
+    return earlier.join(hop, on=["replaced_by_file", "replaced_by_row"], how="left").select(
+        FILE, ROW, pl.coalesce("_file2", "replaced_by_file").alias("replaced_by_file"), pl.coalesce("_row2", "replaced_by_row").alias("replaced_by_row")
+    )
 
 
 def retention_cutoff(contract: Contract, today: dt.date) -> dt.date | None:
@@ -329,15 +448,28 @@ def _past_retention(contract: Contract, typed: pl.DataFrame, cutoff: dt.date) ->
         con.close()
 
 
-def apply_retention(contract: Contract, raw: pl.DataFrame, today: dt.date) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Drop rows past the contract's retention; returns the rows kept and how many were removed
-    per file (counts only)."""
+def apply_retention(contract: Contract, raw: pl.DataFrame, today: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Drop rows past the contract's retention; returns the rows kept and, for each row removed,
+    its file, row and the digest of its natural key (`EXPIRED_KEYS`: never a field of the row)."""
     cutoff = retention_cutoff(contract, today)
     if cutoff is None or raw.is_empty():
-        return raw, {}
+        return raw, EXPIRED_KEYS.empty().drop("source")
     expired = _past_retention(contract, raw, cutoff)
-    counts = dict(raw.filter(expired).group_by(FILE).len().iter_rows())
-    return raw.filter(~expired), counts
+    return raw.filter(~expired), key_digests(raw.filter(expired), contract)
+
+
+def key_digests(rows: pl.DataFrame, contract: Contract) -> pl.DataFrame:
+    """(file, row, SHA-256 of the natural key) for each row: how a row past retention is known
+    again if a partner restates it, without keeping its key (the key: none when the contract has none)."""
+    if not contract.natural_key or rows.is_empty():
+        return rows.select(FILE, ROW, pl.lit(None, pl.String).alias("key_sha256"))
+    keyed = rows.select(FILE, ROW, _natural_key(contract))
+    con = scratch()
+    try:
+        con.register("keyed", keyed)
+        return con.sql(f'SELECT "{FILE}", "{ROW}", sha256("{KEY}") AS key_sha256 FROM keyed').pl()
+    finally:
+        con.close()
 
 
 def expire_quarantine(contract: Contract, quarantine: pl.DataFrame, today: dt.date) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -409,6 +541,7 @@ def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: Sou
         con.register("_files", files)
         con.register("_superseded", superseded)
         con.register("_set_aside", result.set_aside)
+        con.register("_expired_keys", result.expired_keys)
         con.execute(f'CREATE OR REPLACE TABLE "{contract.raw_table}" AS SELECT * FROM _raw')
         con.execute("DELETE FROM quarantine WHERE source = ?", [contract.source])
         con.execute("INSERT INTO quarantine SELECT source, _file, _sha256, _row, \"column\", reason, record FROM _quarantine")
@@ -425,10 +558,12 @@ def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: Sou
         con.execute("INSERT INTO set_aside_fields BY NAME SELECT * FROM _set_aside")
         con.execute("DELETE FROM superseded_rows WHERE source = ?", [contract.source])
         con.execute("INSERT INTO superseded_rows SELECT * FROM _superseded")
+        con.execute("DELETE FROM retention_keys WHERE source = ?", [contract.source])
+        con.execute("INSERT INTO retention_keys SELECT ?, _file, _row, key_sha256 FROM _expired_keys", [contract.source])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
     finally:
-        for name in ("_raw", "_quarantine", "_files", "_superseded", "_set_aside"):
+        for name in ("_raw", "_quarantine", "_files", "_superseded", "_set_aside", "_expired_keys"):
             con.unregister(name)

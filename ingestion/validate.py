@@ -31,6 +31,9 @@ MAX_TEXT_LENGTH = 500
 PROBLEM_SCHEMA = {ROW: pl.Int64, "column": pl.String, "reason": pl.String}
 SET_ASIDE_SCHEMA = {ROW: pl.Int64, "field": pl.String, "column": pl.String, "reason": pl.String, "value": pl.String}
 REQUIRED_BUT_BLANK = "is required but blank"
+#: The one rule whose answer depends on the day a file is read: a date after it. A file with a
+#: value refused or set aside for it is read again on a later day (ingestion.load's reuse).
+IN_FUTURE = "is in the future"
 
 
 @dataclass
@@ -80,7 +83,7 @@ def _column_rules(column: Column, today: dt.date) -> list[tuple[pl.Expr, str]]:
             rules.append((parsed > pl.lit(bound), f"is after {column.maximum}"))
         if column.not_in_future:
             limit = dt.datetime.combine(today, dt.time.max) if kind == "timestamp" else today
-            rules.append((parsed > pl.lit(limit), "is in the future"))
+            rules.append((parsed > pl.lit(limit), IN_FUTURE))
     elif kind == "integer":
         number = v.str.replace(r"^\+", "").cast(pl.Int64, strict=False)
         rules.append((present & (~v.str.contains(r"^[+-]?[0-9]{1,15}$")), "is not a whole number"))

@@ -120,8 +120,10 @@ LANDED_FILES = Table("landed_files", {
     "duplicate_of": pl.String, "message": pl.String, "ignored_columns": pl.List(pl.String),
     "missing_optional_columns": pl.List(pl.String), "ingested_at": pl.Datetime("us"), "expired": pl.Int64, "set_aside": pl.Int64,
     "quarantine_expired": pl.Int64, "saved_by": pl.String, "saved_at": pl.Datetime("us"),
+    "contract_sha256": pl.String, "validated_on": pl.Date,
 }, "every landing file received: its outcome and its row counts (received = loaded + quarantined), the fields set aside in rows "
-   "that loaded, and who last saved it and when where the file records that (a returned XLSX pack: who recorded the decisions)")
+   "that loaded, who last saved it and when where the file records that (a returned XLSX pack: who recorded the decisions), "
+   "and the contract and day it was checked under (a monthly run reads again only what is new)")
 RETENTION_LOG = Table("retention_log", {
     "removed_at": pl.Datetime("us"), "source": pl.String, "retention_years": pl.Float64, "cutoff": pl.Date, "rows_removed": pl.Int64,
 }, "rows removed under each contract's retention, counts only")
@@ -134,11 +136,15 @@ SET_ASIDE_FIELDS = Table("set_aside_fields", {
 SUPERSEDED_ROWS = Table("superseded_rows", {
     "source": pl.String, "_file": pl.String, "_row": pl.Int64, "replaced_by_file": pl.String, "replaced_by_row": pl.Int64,
 }, "rows replaced by a later row with the same natural key")
+EXPIRED_KEYS = Table("retention_keys", {
+    "source": pl.String, "_file": pl.String, "_row": pl.Int64, "key_sha256": pl.String,
+}, "for each row removed under retention: its file, row and the SHA-256 digest of its natural key (no field of the row), so that "
+   "a monthly run reading only new files counts a row a partner sends again as replaced, as a reading of every file would")
 AUDIT_LOG = Table("audit_log", {
     "recorded_at": pl.Datetime("us"), "action": pl.String, "run_id": pl.String, "run_by": pl.String, "detail": pl.String,
 }, "every run and every export: when, who, which run, counts and paths (never a value from a row)")
 #: The tables appended to run after run.
-LEDGER_TABLES = (LANDED_FILES, RETENTION_LOG, QUARANTINE, SET_ASIDE_FIELDS, SUPERSEDED_ROWS, AUDIT_LOG)
+LEDGER_TABLES = (LANDED_FILES, RETENTION_LOG, QUARANTINE, SET_ASIDE_FIELDS, SUPERSEDED_ROWS, EXPIRED_KEYS, AUDIT_LOG)
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection, *tables: Table) -> None:

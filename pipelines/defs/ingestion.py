@@ -5,7 +5,7 @@ import dagster as dg
 import polars as pl
 
 from data_contracts import Contract, load_contracts
-from ingestion.load import read_source, write_source
+from ingestion.load import previous_load, read_source, write_source
 from pipelines.partitions import PARTITIONS
 from pipelines.resources import EarlyhelpSettings
 from reports.partner_quality import partner_quality, write_partner_reports
@@ -30,14 +30,16 @@ def _raw_asset(contract: Contract) -> dg.AssetsDefinition:
         today = settings.run_date
         # the council's own contract for this extract (on a deployment, its authority's)
         council_contract = settings.contracts()[contract.source]
-        result = read_source(council_contract, settings.landing, today=today)
         with settings.warehouse() as con:
+            # files loaded before and unchanged are not read again (a monthly run reads its new month)
+            result = read_source(council_contract, settings.landing, today=today, previous=previous_load(con, council_contract))
             write_source(con, council_contract, result, today)
         summary = result.summary()
         context.log.info(
             f"{contract.source}: {summary['files']} files, {summary['rows_received']:,} rows received, "
             f"{summary['rows_loaded']:,} loaded, {summary['rows_quarantined']:,} quarantined, "
-            f"{summary['rows_superseded']:,} replaced by later files, {summary['rows_expired']:,} past retention"
+            f"{summary['rows_superseded']:,} replaced by later files, {summary['rows_expired']:,} past retention; "
+            f"{summary['files_read']} files read, the rest unchanged since the last run"
         )
         refused = {f.file: f.message for f in result.files if f.status == "refused"}
         ignored = sorted({c for f in result.files for c in f.ignored_columns})

@@ -1,0 +1,130 @@
+"""A monthly run reads only the files that are new since the last: unchanged files (same name,
+same SHA-256) are not read or checked again, and the warehouse comes out as a reading of every
+file would leave it, table by table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from data_contracts import load_contracts
+from ingestion.load import landing_files, previous_load, read_source, write_source
+from tests.conftest import TODAY
+
+LEDGERS = ("quarantine", "set_aside_fields", "superseded_rows", "retention_keys")
+#: When a file was checked and loaded differs by nature between the two ways; nothing else may.
+WHEN = ("ingested_at", "validated_on")
+RESTATED = "ae_attendances_2026-09_restated.csv"
+
+
+def _ingest(con: duckdb.DuckDBPyConnection, landing: Path, today: dt.date, incremental: bool) -> dict[str, tuple[int, int]]:
+    """Every source through read_source and write_source, as the pipeline's raw assets call them;
+    returns (files read, files) per source."""
+    read = {}
+    for contract in load_contracts().values():
+        result = read_source(contract, landing, today, previous_load(con, contract) if incremental else None)
+        write_source(con, contract, result, today)
+        read[contract.source] = (result.files_read, len(result.files))
+    return read
+
+
+def _tables(path: Path) -> dict[str, pl.DataFrame]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        tables = {c.raw_table: con.sql(f'SELECT * FROM "{c.raw_table}"').pl() for c in load_contracts().values()}
+        tables.update({name: con.sql(f"SELECT * FROM {name}").pl() for name in LEDGERS})
+        tables["landed_files"] = con.sql("SELECT * FROM landed_files").pl().drop(WHEN)
+        # the retention log gains a row per run: the last run's rows are what a reading of every file gives
+        tables["retention_log"] = con.sql(
+            "SELECT source, retention_years, cutoff, rows_removed FROM retention_log QUALIFY removed_at = max(removed_at) OVER (PARTITION BY source)"
+        ).pl()
+    finally:
+        con.close()
+    return {name: frame.sort(frame.columns) for name, frame in tables.items()}
+
+
+@pytest.fixture(scope="module")
+def months(village, tmp_path_factory) -> tuple[Path, Path]:
+    """(last month's landing folder: every source without its latest file; this month's: every
+    file, and one more A&E file restating the county's oldest attendance with a new date)."""
+    folder = tmp_path_factory.mktemp("months")
+    this_month, last_month = folder / "this", folder / "last"
+    shutil.copytree(village, this_month)
+    oldest, second = [p.read_text().splitlines() for p in sorted((this_month / "ae_attendances").glob("*.csv"))[:2]]
+    header = oldest[0].split(",")
+    # the county's oldest attendance (past retention on the day of the last run), and one the
+    # second file already restated from the first (a replacement of a replacement)
+    first_ids = {line.split(",")[0] for line in oldest[1:]}
+    twice = next(line for line in second[1:] if line.split(",")[0] in first_ids)
+    restated = []
+    for line in (oldest[1], twice):
+        fields = line.split(",")
+        fields[header.index("ARRIVAL_DATE")] = "20260901"
+        restated.append(",".join(fields))
+    (this_month / "ae_attendances" / RESTATED).write_text("\n".join([oldest[0], *restated]) + "\n")
+    shutil.copytree(village, last_month)
+    for contract in load_contracts().values():
+        files = landing_files(last_month, contract.source)
+        if len(files) > 1:
+            files[-1].unlink()
+    return last_month, this_month
+
+
+@pytest.mark.parametrize("last_run", [TODAY, TODAY - dt.timedelta(days=200)], ids=["same day", "200 days before"])
+def test_a_monthly_run_reads_only_new_files_and_matches_a_reading_of_every_file(months, tmp_path, last_run):
+    last_month, this_month = months
+    cold = tmp_path / "cold.duckdb"
+    with duckdb.connect(str(cold)) as con:
+        _ingest(con, this_month, TODAY, incremental=False)
+    monthly = tmp_path / "monthly.duckdb"
+    with duckdb.connect(str(monthly)) as con:
+        _ingest(con, last_month, last_run, incremental=True)
+        read = _ingest(con, this_month, TODAY, incremental=True)
+
+    expected, got = _tables(cold), _tables(monthly)
+    for name in expected:
+        assert got[name].equals(expected[name]), f"{name} differs from a reading of every file"
+    # not vacuous: the new month's files alone were read where nothing else had to be
+    assert read["ae_attendances"] == (2, 5), "the new month's file and the restatement"
+    reused = [s for s, (n, files) in read.items() if n < files]
+    assert len(reused) >= 5, read
+    if last_run == TODAY:
+        assert all(n == 0 for s, (n, files) in read.items() if files == 1), "an unchanged single file is not read again"
+    # the restated attendances replace the originals, whether or not an original had passed
+    # retention, and the row the second file had replaced points at its new replacement
+    replaced = expected["superseded_rows"].filter(pl.col("replaced_by_file") == RESTATED)
+    files = sorted(p.name for p in (this_month / "ae_attendances").glob("*.csv"))
+    assert replaced.height == 3 and (files[0], 1) in replaced.select("_file", "_row").rows()
+    assert sorted(replaced["_file"]) == sorted([files[0], files[0], files[1]])
+
+
+def test_a_rerun_on_the_same_day_reads_nothing_and_changes_nothing(months, tmp_path):
+    _, this_month = months
+    path = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(path)) as con:
+        _ingest(con, this_month, TODAY, incremental=True)
+    first = _tables(path)
+    with duckdb.connect(str(path)) as con:
+        read = _ingest(con, this_month, TODAY, incremental=True)
+    assert all(n == 0 for n, _ in read.values()), read
+    second = _tables(path)
+    assert all(second[name].equals(first[name]) for name in first)
+
+
+def test_a_changed_file_or_contract_is_read_again(months, tmp_path):
+    _, this_month = months
+    landing = tmp_path / "landing"
+    shutil.copytree(this_month, landing)
+    path = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(path)) as con:
+        _ingest(con, landing, TODAY, incremental=True)
+        first = sorted((landing / "school_attendance").glob("*.csv"))[0]
+        first.write_text(first.read_text().replace("\n", "\r\n"))  # same rows, other bytes
+        read = _ingest(con, landing, TODAY, incremental=True)
+    assert read["school_attendance"][0] == read["school_attendance"][1], "every file read again after one changed"
+    assert read["asb_incidents"][0] == 0
