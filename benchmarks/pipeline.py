@@ -8,9 +8,11 @@ For each size it generates a county (cached under benchmarks/cache/ by size,
 seed and month), times the floor (DuckDB reading every landing CSV into tables, in a fresh
 process), runs `earlyhelp run` on it in a fresh process (the same entry point a user runs),
 and prints each Dagster step's wall time, the run's wall
-time and the peak resident memory of the run process, then Markdown tables: the
-sizes side by side, and each stage's growth from the second-largest size to the
-largest. With --repeat N each size runs N times, the sizes interleaved so that the
+time and the peak resident memory of the run process. Then the monthly run: the previous
+month is run into a second output folder on a landing folder without each source's latest
+file (hard links, no copy), and the month itself on every file after it, timed as the cold
+run is. Then Markdown tables: the sizes side by side, and each stage's growth from the
+second-largest size to the largest, cold and monthly. With --repeat N each size runs N times, the sizes interleaved so that the
 machine's noise falls on both alike, and every figure is the median of the N runs.
 The tables are also written to benchmarks/results/pipeline.md with the machine
 they ran on.
@@ -28,6 +30,9 @@ import time
 from pathlib import Path
 
 from common import CACHE, county_arguments
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from features.calendar import previous_month  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -86,6 +91,27 @@ def county(people: int, seed: int, month: str) -> tuple[Path, float | None, int 
     return landing, time.perf_counter() - began, peak
 
 
+def last_month(landing: Path) -> Path:
+    """The landing folder as it stood a month before: every file but each source's latest (hard links)."""
+    target = landing.parent / f"{landing.name}_last_month"
+    if target.exists():
+        return target
+    for folder in sorted(p for p in landing.iterdir() if p.is_dir()):
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        (target / folder.name).mkdir(parents=True)
+        for path in files[:-1] if len(files) > 1 else files:
+            os.link(path, target / folder.name / path.name)
+    return target
+
+
+def _timed_run(landing: Path, month: str, out: Path) -> tuple[float, int, dict[str, float]]:
+    began = time.perf_counter()
+    peak = _child(["run", "--landing", str(landing), "--month", month, "--out", str(out)])
+    seconds = time.perf_counter() - began
+    steps = json.loads(subprocess.run([sys.executable, "-c", STEP_TIMES, str(out)], capture_output=True, text=True, check=True).stdout)
+    return seconds, peak, steps
+
+
 def _child(args: list[str]) -> int:
     """Run an earlyhelp command in a child process; return that process's peak RSS in MiB."""
     child = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], stdout=subprocess.DEVNULL)
@@ -99,20 +125,22 @@ def main() -> None:
     landings = {people: county(people, args.seed, args.month) for people in args.people}
     runs: dict[int, list[tuple[float, int, dict[str, float]]]] = {people: [] for people in args.people}
     floors: dict[int, list[tuple[float, int]]] = {people: [] for people in args.people}
+    monthly: dict[int, list[tuple[float, int, dict[str, float]]]] = {people: [] for people in args.people}
     for attempt in range(args.repeat):
         for people in args.people:
             floors[people].append(floor(landings[people][0]))
             out = CACHE / f"out_{people}"
             shutil.rmtree(out, ignore_errors=True)
-            began = time.perf_counter()
-            peak = _child(["run", "--landing", str(landings[people][0]), "--month", args.month, "--out", str(out)])
-            seconds = time.perf_counter() - began
-            steps = json.loads(subprocess.run([sys.executable, "-c", STEP_TIMES, str(out)], capture_output=True, text=True, check=True).stdout)
-            print(f"\n{people:,} residents, run {attempt + 1} of {args.repeat}: {seconds:.1f}s, peak {peak} MiB")
-            for key, value in sorted(steps.items(), key=lambda kv: -kv[1])[:12]:
-                print(f"  {key:<45} {value:6.1f}s")
+            seconds, peak, steps = _timed_run(landings[people][0], args.month, out)
+            _show(f"{people:,} residents, cold run {attempt + 1} of {args.repeat}", seconds, peak, steps)
             runs[people].append((seconds, peak, steps))
-    rows, stages = [], {}
+            out = CACHE / f"out_{people}_monthly"
+            shutil.rmtree(out, ignore_errors=True)
+            _child(["run", "--landing", str(last_month(landings[people][0])), "--month", previous_month(args.month), "--out", str(out)])
+            seconds, peak, steps = _timed_run(landings[people][0], args.month, out)
+            _show(f"{people:,} residents, monthly run {attempt + 1} of {args.repeat} (last month's run before it)", seconds, peak, steps)
+            monthly[people].append((seconds, peak, steps))
+    rows, stages, monthly_stages = [], {}, {}
     for people in args.people:
         _, gen_seconds, gen_peak = landings[people]
         steps = _median_steps([s for _, _, s in runs[people]])
@@ -121,29 +149,42 @@ def main() -> None:
         seconds = statistics.median(r for r, _, _ in runs[people])
         peak = max(p for _, p, _ in runs[people])  # memory: the worst run, not the middle one
         floor_seconds, floor_peak = statistics.median(f for f, _ in floors[people]), max(p for _, p in floors[people])
-        rows.append((people, gen_seconds, gen_peak, seconds, peak, ingest, suites, steps.get("person_records", 0.0), floor_seconds, floor_peak))
+        month_seconds = statistics.median(r for r, _, _ in monthly[people])
+        month_peak = max(p for _, p, _ in monthly[people])
+        rows.append((people, gen_seconds, gen_peak, seconds, peak, month_seconds, month_peak, ingest, suites, floor_seconds, floor_peak))
         stages[people] = _stages(steps)
+        monthly_stages[people] = _stages(_median_steps([s for _, _, s in monthly[people]]))
     lines = [
         f"Machine: {machine()}; month {args.month}, seed {args.seed}; "
         + (f"times are medians of {args.repeat} runs of each size, interleaved; peak memory is the highest." if args.repeat > 1 else "one run of each size."),
         "",
-        "| residents | generate (s) | generate peak (MiB) | run (s) | run peak (MiB) | ingest steps (s) | GX suites (s) | person_records (s) | floor: DuckDB reads the CSVs (s) | floor peak (MiB) | run / floor |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| residents | generate (s) | generate peak (MiB) | cold run (s) | cold peak (MiB) | monthly run (s) | monthly peak (MiB) | cold ingest steps (s) | cold GX suites (s) | floor: DuckDB reads the CSVs (s) | floor peak (MiB) | cold / floor |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for people, gs, gp, rs, rp, ing, gx, pr, fs, fp in rows:
+    for people, gs, gp, rs, rp, ms, mp, ing, gx, fs, fp in rows:
         gen = f"{gs:.1f}" if gs is not None else "cached"
-        lines.append(f"| {people:,} | {gen} | {gp or '-'} | {rs:.1f} | {rp:,} | {ing:.1f} | {gx:.1f} | {pr:.1f} | {fs:.1f} | {fp:,} | {rs / fs:.0f}x |")
+        lines.append(f"| {people:,} | {gen} | {gp or '-'} | {rs:.1f} | {rp:,} | {ms:.1f} | {mp:,} | {ing:.1f} | {gx:.1f} | {fs:.1f} | {fp:,} | {rs / fs:.0f}x |")
     if len(stages) >= 2:
         small, large = sorted(stages)[-2:]
-        lines += ["", f"| stage | {small:,} (s) | {large:,} (s) | growth (data grew {large / small:.1f}x) |", "| --- | ---: | ---: | ---: |"]
+        lines += [
+            "", f"| stage | cold {small:,} (s) | cold {large:,} (s) | growth (data grew {large / small:.1f}x) | monthly {small:,} (s) | monthly {large:,} (s) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
         for stage in stages[large]:
             before, after = stages[small].get(stage, 0.0), stages[large][stage]
-            lines.append(f"| {stage} | {before:.1f} | {after:.1f} | {after / before:.1f}x |" if before else f"| {stage} | - | {after:.1f} | - |")
+            growth = f"{after / before:.1f}x" if before else "-"
+            lines.append(f"| {stage} | {before:.1f} | {after:.1f} | {growth} | {monthly_stages[small].get(stage, 0.0):.1f} | {monthly_stages[large].get(stage, 0.0):.1f} |")
     text = "\n".join(lines)
     print("\n" + text)
     RESULTS.mkdir(exist_ok=True)
     repeat = f" --repeat {args.repeat}" if args.repeat > 1 else ""
     (RESULTS / "pipeline.md").write_text(f"# `benchmarks/pipeline.py --people {' '.join(map(str, args.people))}{repeat}`\n\n{text}\n")
+
+
+def _show(title: str, seconds: float, peak: int, steps: dict[str, float]) -> None:
+    print(f"\n{title}: {seconds:.1f}s, peak {peak} MiB")
+    for key, value in sorted(steps.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"  {key:<45} {value:6.1f}s")
 
 
 def _median_steps(runs: list[dict[str, float]]) -> dict[str, float]:
