@@ -28,6 +28,7 @@ link cannot chain two large clusters together.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 
 import jellyfish
@@ -50,6 +51,9 @@ class _Cluster:
     birth_years: set[int] = field(default_factory=set)
     # identifier -> value -> mentions carrying it
     ids: dict[str, dict[str, int]] = field(default_factory=lambda: {"nhs_number": {}, "upn": {}, "nino": {}})
+    # the identifiers some value of which is established (ESTABLISHED_BY mentions): kept as
+    # clusters merge, so a check is a set lookup rather than a walk over every value held
+    established: set[str] = field(default_factory=set)
     # (dob, forename, surname) -> mentions: the name a person mostly goes by on a birth date
     names_by_dob: dict[tuple[dt.date, str, str], int] = field(default_factory=dict)
     # (forename, surname) -> mentions, birth date or not: the name a person mostly goes by
@@ -57,6 +61,7 @@ class _Cluster:
     forbidden: set[int] = field(default_factory=set)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a large cluster's dates meet the same dates link after link
 def _dob_compatible(a: dt.date, b: dt.date) -> bool:
     if a == b:
         return True
@@ -79,10 +84,6 @@ def _dob_compatible(a: dt.date, b: dt.date) -> bool:
 def _most_used(names: dict[tuple[str, str], int]) -> tuple[str, str]:
     # ties go to the longer name: the formal one, not the nickname (Oliver, not Ollie)
     return max(names, key=lambda n: (names[n], len(n[0]), n))
-
-
-def _established(values: dict[str, int]) -> bool:
-    return any(count >= ESTABLISHED_BY for count in values.values())
 
 
 class ConstrainedClusterer:
@@ -130,6 +131,8 @@ class ConstrainedClusterer:
             for key, value in (("nhs_number", nhs_number), ("upn", upn), ("nino", nino)):
                 if value:
                     cluster.ids[key][value] = mentions
+                    if mentions >= ESTABLISHED_BY:
+                        cluster.established.add(key)
             self.clusters[root] = cluster
         return cluster
 
@@ -164,8 +167,9 @@ class ConstrainedClusterer:
         return bool(surname_x and surname_y) and self._names_alike(forename_x, surname_y) and self._names_alike(surname_x, forename_y)
 
     def contradicts(self, a: _Cluster, b: _Cluster) -> bool:
-        for key in ("nhs_number", "upn", "nino") if self.check_identifiers else ():
-            if _established(a.ids[key]) and _established(b.ids[key]) and a.ids[key].keys().isdisjoint(b.ids[key]):
+        both = a.established & b.established
+        for key in both if self.check_identifiers else ():
+            if a.ids[key].keys().isdisjoint(b.ids[key]):
                 return True
         if self.check_birth_dates:
             if a.dobs and b.dobs and not all(_dob_compatible(x, y) for x in a.dobs for y in b.dobs):
@@ -176,7 +180,7 @@ class ConstrainedClusterer:
                 return True
         # twins have numbers of their own: one established number on both sides is one person
         # known by two names (a middle name used as a forename), not twins
-        one_person = any(_established(a.ids[key]) and _established(b.ids[key]) and not a.ids[key].keys().isdisjoint(b.ids[key]) for key in a.ids)
+        one_person = any(not a.ids[key].keys().isdisjoint(b.ids[key]) for key in both)
         twin_dates = {d for d, _, _ in a.names_by_dob} & {d for d, _, _ in b.names_by_dob} if self.check_twins and not one_person else set()
         # names that are not alike join only on a shared birth date (a middle name used as a
         # forename): a record with no birth date, keyed with another member's NHS number, does
@@ -214,7 +218,10 @@ class ConstrainedClusterer:
         a.forbidden |= b.forbidden
         for key in a.ids:
             for value, count in b.ids[key].items():
-                a.ids[key][value] = a.ids[key].get(value, 0) + count
+                a.ids[key][value] = total = a.ids[key].get(value, 0) + count
+                if total >= ESTABLISHED_BY:
+                    a.established.add(key)
+        a.established |= b.established
         del self.clusters[rb]
         return True
 
@@ -249,10 +256,50 @@ def cluster_persons(
     for l, r in must_link:
         clusterer.link(l, r, force=True)
     careful_links = links.join(careful.select(pl.col("pid").alias("l")), on="l", how="semi")
+    refused_at_once = 0
+    if birth_dates:
+        # a link between two profiles whose own birth dates no slip explains is refused whatever
+        # their clusters hold by then (the rule only gains dates as clusters grow): those are
+        # counted here, in one pass, instead of link by link (most of the refusals at 1.2M)
+        forced = component.filter(pl.col("pid").is_in([p for pair in must_link for p in pair]))["component"].implode()
+        reviewed = careful.filter(pl.col("component").is_in(forced))["pid"].implode()
+        judged = _with_birth_dates_conflict(careful_links, profiles).with_columns(pl.col("birth_dates_conflict") & ~pl.col("l").is_in(reviewed))
+        refused_at_once = int(judged["birth_dates_conflict"].sum())
+        careful_links = judged.filter(~pl.col("birth_dates_conflict")).drop("birth_dates_conflict")
     for l, r in careful_links.sort(["match_weight", "l", "r"], descending=[True, False, False]).select("l", "r").iter_rows():
         clusterer.link(l, r)
     whole = whole.select("pid", pl.col("pid").min().over("component").alias("cluster"))
-    return pl.concat([clusterer.assignments(), whole]).sort("pid"), clusterer.refused
+    return pl.concat([clusterer.assignments(), whole]).sort("pid"), clusterer.refused + refused_at_once
+
+
+def _with_birth_dates_conflict(links: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:
+    """links with `birth_dates_conflict`: True where the two profiles' birth dates `_dob_compatible`
+    refuses, or their birth years lie more than one apart (the birth-date rule of
+    `ConstrainedClusterer.contradicts`, column-wise). Dates before the year 1000 are left to the rule."""
+    dates = profiles.select("pid", "dob", pl.coalesce(pl.col("dob").dt.year(), pl.col("birth_year")).alias("year"))
+    joined = links.join(dates.rename({"pid": "l", "dob": "dob_l", "year": "year_l"}), on="l", how="left").join(
+        dates.rename({"pid": "r", "dob": "dob_r", "year": "year_r"}), on="r", how="left"
+    )
+    a, b = pl.col("dob_l"), pl.col("dob_r")
+    ya, ma, da, yb, mb, db = a.dt.year(), a.dt.month(), a.dt.day(), b.dt.year(), b.dt.month(), b.dt.day()
+
+    def yyyymmdd(y: pl.Expr, m: pl.Expr, d: pl.Expr) -> pl.Expr:
+        return y.cast(pl.Int64) * 10_000 + m.cast(pl.Int64) * 100 + d.cast(pl.Int64)
+
+    # the digits of the two dates written YYYYMMDD that differ (one keyed wrong)
+    digits_apart = pl.sum_horizontal([((yyyymmdd(ya, ma, da) // 10**i) % 10 != (yyyymmdd(yb, mb, db) // 10**i) % 10).cast(pl.Int32) for i in range(8)])
+    compatible = (
+        (a == b)
+        | ((ya == yb) & (ma == db) & (da == mb))
+        | ((a - b).dt.total_days().abs() == 1)
+        | ((da == 1) & (ya == yb) & ((ma == 1) | (ma == mb)))
+        | ((db == 1) & (ya == yb) & ((mb == 1) | (mb == ma)))
+        | (((ya - yb).abs() == 1) & (ma == mb) & (da == db))
+        | (digits_apart == 1)
+    )
+    dates_conflict = (a.is_not_null() & b.is_not_null() & (ya >= 1000) & (yb >= 1000) & ~compatible).fill_null(False)
+    years_conflict = ((pl.col("year_l") - pl.col("year_r")).abs() > 1).fill_null(False)
+    return joined.with_columns((dates_conflict | years_conflict).alias("birth_dates_conflict")).drop("dob_l", "dob_r", "year_l", "year_r")
 
 
 def _components(pids: pl.Series, links: pl.DataFrame, must_link: list[tuple[int, int]]) -> pl.DataFrame:

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from warehouse import scratch
-from linkage.cluster import ConstrainedClusterer, cluster_persons
+from linkage.cluster import ConstrainedClusterer, _dob_compatible, _with_birth_dates_conflict, cluster_persons
 from linkage.evaluate import pairwise_score
 from linkage.model import COMPARISONS, compare
 from linkage.stable_ids import assign_stable_ids
@@ -135,6 +135,26 @@ def test_stable_ids_survive_new_records_splits_and_merges():
     # re-running on the same clusters gives the same ids
     rerun = assign_stable_ids(pl.DataFrame({"record": list(ids), "cluster": [9, 9, 8, 7, 9, 9, 6]}), "record", "cluster", again.ids, "P", 3)
     assert dict(rerun.ids.iter_rows()) == ids
+
+
+def test_links_refused_at_once_are_those_the_birth_date_rule_refuses():
+    """Links whose two birth dates no slip explains are refused in one column-wise pass: it must
+    agree with the rule itself on every kind of slip and on dates that are simply different."""
+    base = [dt.date(1984, 3, 7), dt.date(2010, 1, 1), dt.date(2019, 12, 31), dt.date(2012, 10, 10), dt.date(1999, 11, 1)]
+    others = set()
+    for d in base:
+        others |= {d, d + dt.timedelta(days=1), d - dt.timedelta(days=1), d + dt.timedelta(days=40), d.replace(year=d.year + 1), d.replace(year=d.year - 3)}
+        others |= {d.replace(day=1), d.replace(month=1, day=1), d.replace(day=min(d.month, 28), month=min(d.day, 12))}
+        others |= {d.replace(year=d.year + 10), d.replace(year=d.year - 100)}  # one digit of the year keyed wrong
+    pairs = [(a, b) for a in base for b in sorted(others)]
+    dobs = sorted({d for pair in pairs for d in pair})
+    pid = {d: i for i, d in enumerate(dobs)}
+    profiles = pl.DataFrame({"pid": list(range(len(dobs))), "dob": dobs, "birth_year": [d.year for d in dobs]})
+    links = pl.DataFrame({"l": [pid[a] for a, _ in pairs], "r": [pid[b] for _, b in pairs], "match_weight": [1.0] * len(pairs)})
+    judged = _with_birth_dates_conflict(links, profiles)
+    expected = {(pid[a], pid[b]): not _dob_compatible(a, b) or abs(a.year - b.year) > 1 for a, b in pairs}
+    assert {(l, r): c for l, r, c in judged.select("l", "r", "birth_dates_conflict").iter_rows()} == expected
+    assert 0 < sum(expected.values()) < len(expected)
 
 
 def test_pairwise_scores():
