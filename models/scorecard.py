@@ -72,13 +72,37 @@ METRICS = ("roc_auc", "pr_auc", "precision_at_list_size", "recall_at_list_size")
 GROUPS = ("locality", "youngest_child_age_band", "youngest_child_sex", "household")
 
 
-def snapshot(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date, linked: pl.DataFrame | None = None) -> pl.DataFrame:
+@dataclass(frozen=True)
+class History:
+    """What every month's snapshot reads alike, read once: the linked records families form from,
+    the council's statutory cases, the sex each person's records mostly state, and the localities."""
+
+    linked: pl.DataFrame
+    cases: pl.DataFrame  # person_id, open_date, close_date
+    sex: pl.DataFrame  # person_id, sex
+    localities: pl.DataFrame  # postcode, locality
+
+    @classmethod
+    def read(cls, con: duckdb.DuckDBPyConnection) -> History:
+        linked = household_records(con)
+        # the outcome, from the council's own case records, linked to persons like any source
+        cases = con.sql(f"{linked_rows('open_cases', 'pl.person_id, r.open_date, r.close_date')} WHERE r.service IN {STATUTORY_SERVICES}").pl()
+        # sex as the partners state it, the most frequent across a person's mentions
+        sex = (
+            linked.filter(pl.col("sex").is_in(["M", "F"]))
+            .group_by("person_id", "sex").len().sort(["person_id", "len", "sex"], descending=[False, True, False])
+            .group_by("person_id", maintain_order=True).agg(pl.col("sex").first())
+        )
+        return cls(linked, cases, sex, con.sql("SELECT postcode, locality FROM raw_postcode_localities").pl())
+
+
+def snapshot(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date, history: History | None = None) -> pl.DataFrame:
     """One row per family as it stood at `reference`: indicators (0/1 columns), the transparent
     score, headline outcomes met, locality, and the escalation outcome in the next 12 months.
     Families are formed as of `reference`; indicators are computed over the warehouse's own
     tables with those families' members (no copy of the partners' rows)."""
-    linked = linked if linked is not None else household_records(con)
-    families = form_families(linked, reference)
+    history = history or History.read(con)
+    families = form_families(history.linked, reference)
     con.register("snapshot_members", families.members)
     try:
         hits = compute_indicators(con, registry, reference, members="snapshot_members")
@@ -91,36 +115,23 @@ def snapshot(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.d
         if indicator.id not in frame.columns:
             frame = frame.with_columns(pl.lit(0).alias(indicator.id))
     frame = frame.with_columns([pl.col(i.id).fill_null(0).cast(pl.Int8) for i in registry.indicators])
-    # the outcome, from the council's own case records, linked to persons like any source
-    cases = con.sql(f"{linked_rows('open_cases', 'pl.person_id, r.open_date, r.close_date')} WHERE r.service IN {STATUTORY_SERVICES}").pl()
     members = families.members.select("person_id", "family_ref", "age")
     children = members.filter(is_child(pl.col("age")))
-    cases = cases.join(children, on="person_id")
+    cases = history.cases.join(children, on="person_id")
     horizon = shift_months(reference, 12)
     already = cases.filter((pl.col("open_date") <= reference) & (pl.col("close_date").is_null() | (pl.col("close_date") > reference)))["family_ref"].unique()
     escalated = cases.filter((pl.col("open_date") > reference) & (pl.col("open_date") <= horizon))["family_ref"].unique()
-    locality = _localities(con, families.members)
+    household_postcode = families.members.select("family_ref", pl.col("household_postcode").alias("postcode"))
+    locality = household_postcode.join(history.localities, on="postcode", how="left").group_by("family_ref").agg(pl.col("locality").drop_nulls().first())
     frame = frame.filter(~pl.col("family_ref").is_in(already.implode())).with_columns(
         pl.col("family_ref").is_in(escalated.implode()).cast(pl.Int8).alias("escalated"), pl.lit(reference).alias("reference")
     )
-    # sex as the partners state it, the most frequent across a person's mentions
-    sex = (
-        linked.filter(pl.col("sex").is_in(["M", "F"]))
-        .group_by("person_id", "sex").len().sort(["person_id", "len", "sex"], descending=[False, True, False])
-        .group_by("person_id", maintain_order=True).agg(pl.col("sex").first())
-    )
     youngest = (
-        members.filter(is_child(pl.col("age"))).join(sex, on="person_id", how="left").sort(["family_ref", "age", "person_id"])
+        members.filter(is_child(pl.col("age"))).join(history.sex, on="person_id", how="left").sort(["family_ref", "age", "person_id"])
         .group_by("family_ref", maintain_order=True).agg(pl.col("age").first().alias("youngest_child_age"), pl.col("sex").first().alias("youngest_child_sex"))
     )
     adults = members.filter(is_adult(pl.col("age"))).group_by("family_ref").len().rename({"len": "adults"})
     return frame.join(locality, on="family_ref", how="left").join(youngest, on="family_ref", how="left").join(adults, on="family_ref", how="left")
-
-
-def _localities(con, members: pl.DataFrame) -> pl.DataFrame:
-    postcodes = con.sql("SELECT postcode, locality FROM raw_postcode_localities").pl()
-    household_postcode = members.select("family_ref", pl.col("household_postcode").alias("postcode"))
-    return household_postcode.join(postcodes, on="postcode", how="left").group_by("family_ref").agg(pl.col("locality").drop_nulls().first())
 
 
 class NotEnoughOutcomes(ValueError):
@@ -321,9 +332,9 @@ def evaluate(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.d
             f"no test month has a usable training month {OUTCOME_MONTHS} months before it: every source must hold "
             f"{MIN_WINDOW_HELD:.0%} of its look-back window, and the history is too short"
         )
-    linked = household_records(con)
+    history = History.read(con)
     months = sorted({o.test_month for o in origins} | {m for o in origins for m in o.train_months})
-    snapshots = {m: snapshot(con, registry, m, linked) for m in months}
+    snapshots = {m: snapshot(con, registry, m, history) for m in months}
     shortfall = pl.DataFrame(
         [{"month": m, "source": s, "share_held": v} for m in months for s, v in sorted(held[m].items()) if v < 1],
         schema={"month": pl.Date, "source": pl.String, "share_held": pl.Float64},
