@@ -86,7 +86,7 @@ def prepare_dagster_home(path: Path) -> Path:
 def run_pipeline(
     landing: Path, month: str, out: Path, log_level: str = "INFO", registry: Path | None = None, programme: str = DEFAULT_PROGRAMME,
     progress: TextIO | None = None, verbose: bool = False, retrain_model: bool = False, log_path: Path | None = None,
-    authority: str | None = None,
+    authority: str | None = None, read_every_file: bool = False,
 ):
     """Run the `monthly_run` job (every asset and check) for `month`; returns the Dagster execution
     result. progress: where to show one line per step as the run goes (Dagster's own console log
@@ -115,7 +115,7 @@ def run_pipeline(
     settings = EarlyhelpSettings(
         landing_dir=str(landing.resolve()), output_dir=str(out.resolve()), month=month,
         registry_path=str(registry.resolve()) if registry else "", programme=programme,
-        today=os.environ.get("EARLYHELP_TODAY", ""),
+        today=os.environ.get("EARLYHELP_TODAY", ""), read_every_file=read_every_file,
     )
     # the job the UI and the schedule know, with this run's settings
     job = dg.Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[monthly_run], resources={"settings": settings}).resolve_job_def(monthly_run.name)
@@ -189,7 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             landing, args.month, out, log_level=args.log_level,
             registry=Path(args.registry) if args.registry else None, programme=args.programme,
             progress=sys.stderr, verbose=args.verbose, retrain_model=args.retrain_model, log_path=log_path,
-            authority=getattr(args, "authority_code", None),
+            authority=getattr(args, "authority_code", None), read_every_file=args.read_every_file,
         )
     except ValueError as exc:
         _say(f"earlyhelp run: {exc}")
@@ -306,7 +306,8 @@ def cmd_run_deployment(args: argparse.Namespace) -> int:
 
     def run_one(code: str) -> int:
         command = [sys.executable, "-m", "pipelines.cli", "run", "--authorities", str(path), "--authority", code, "--month", args.month,
-                   "--log-level", args.log_level, *(["-v"] if args.verbose else []), *(["--retrain-model"] if args.retrain_model else [])]
+                   "--log-level", args.log_level, *(["-v"] if args.verbose else []), *(["--retrain-model"] if args.retrain_model else []),
+                   *(["--read-every-file"] if args.read_every_file else [])]
         child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         for line in child.stdout:
             with echo:
@@ -525,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true", help="show Dagster's own event log live as well as the progress lines")
     run.add_argument("--retrain-model", action="store_true",
                      help="evaluate the scorecard model again even when this quarter's evaluation is stored (it is evaluated once a quarter)")
+    run.add_argument("--read-every-file", action="store_true",
+                     help="read and check every landing file again (by default a file the last run loaded, unchanged, is taken from the warehouse)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                      help="the level of Dagster's log shown with -v (default INFO)")
     run.set_defaults(func=cmd_run)

@@ -128,3 +128,23 @@ def test_a_changed_file_or_contract_is_read_again(months, tmp_path):
         read = _ingest(con, landing, TODAY, incremental=True)
     assert read["school_attendance"][0] == read["school_attendance"][1], "every file read again after one changed"
     assert read["asb_incidents"][0] == 0
+
+
+def test_a_monthly_run_leaves_every_table_as_a_run_reading_every_file_does(months, tmp_path):
+    """The whole pipeline, last month then this month: taking unchanged files from the warehouse
+    changes nothing downstream (persons, families, indicators, scores, lists) either."""
+    from pipelines.cli import run_pipeline
+    from tests.conftest import MONTH
+    from tests.test_pipeline import warehouse_snapshot
+
+    last_month, this_month = months
+    snapshots = {}
+    for way, every_file in (("monthly", False), ("every file", True)):
+        out = tmp_path / way.replace(" ", "_")
+        assert run_pipeline(last_month, "2026-08", out).success
+        assert run_pipeline(this_month, MONTH, out, read_every_file=every_file).success
+        snapshots[way] = warehouse_snapshot(out / "warehouse.duckdb")
+    monthly, every = snapshots["monthly"], snapshots["every file"]
+    assert set(monthly) == set(every) and len(monthly) > 30
+    for table, frame in every.items():
+        assert monthly[table].equals(frame), table

@@ -32,7 +32,8 @@ def _raw_asset(contract: Contract) -> dg.AssetsDefinition:
         council_contract = settings.contracts()[contract.source]
         with settings.warehouse() as con:
             # files loaded before and unchanged are not read again (a monthly run reads its new month)
-            result = read_source(council_contract, settings.landing, today=today, previous=previous_load(con, council_contract))
+            previous = None if settings.read_every_file else previous_load(con, council_contract)
+            result = read_source(council_contract, settings.landing, today=today, previous=previous)
             write_source(con, council_contract, result, today)
         summary = result.summary()
         context.log.info(
