@@ -363,8 +363,8 @@ def read_source(contract: Contract, landing: Path, today: dt.date, previous: Pre
             seen[report.sha256] = report.file
     if kept:
         current = previous.raw.filter(pl.col(FILE).is_in(kept_files))
-        order = pl.DataFrame({FILE: [p.name for p in paths], FILE_ORDER: list(range(len(paths)))}, schema={FILE: pl.String, FILE_ORDER: pl.Int32})
-        loaded_frames.append(current.join(order, on=FILE))
+        file_order = pl.DataFrame({FILE: [p.name for p in paths], FILE_ORDER: list(range(len(paths)))}, schema={FILE: pl.String, FILE_ORDER: pl.Int32})
+        loaded_frames.append(current.join(file_order, on=FILE))
         quarantine_frames.append(previous.quarantine.filter(pl.col(FILE).is_in(kept_files)))
         set_aside_frames.append(previous.set_aside.filter(pl.col(FILE).is_in(kept_files)))
     for order, path in enumerate(paths):
