@@ -89,6 +89,10 @@ def test_a_monthly_run_reads_only_new_files_and_matches_a_reading_of_every_file(
     expected, got = _tables(cold), _tables(monthly)
     for name in expected:
         assert got[name].equals(expected[name]), f"{name} differs from a reading of every file"
+    # a removed row leaves its file, row and key's digest, never a field of it
+    keys = expected["retention_keys"]
+    assert keys.columns == ["source", "_file", "_row", "key_sha256"] and keys.filter(pl.col("source") == "ae_attendances").height
+    assert keys["key_sha256"].drop_nulls().str.contains("^[0-9a-f]{64}$").all()
     # not vacuous: the new month's files alone were read where nothing else had to be
     assert read["ae_attendances"] == (2, 5), "the new month's file and the restatement"
     reused = [s for s, (n, files) in read.items() if n < files]
