@@ -165,7 +165,9 @@ def household_records(con: duckdb.DuckDBPyConnection, matches: pl.DataFrame | No
     address. `matches`: this run's (`match_person_addresses`); by default those the monthly run
     stored in `address_matches`, so the scorecard's months form families as the monthly run does."""
     if matches is None:
-        matches = con.sql(f"SELECT {', '.join(MATCH_COLUMNS)} FROM {ADDRESS_MATCHES}").pl() if table_exists(con, ADDRESS_MATCHES) else pl.DataFrame()
+        stored = {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?", [ADDRESS_MATCHES]).fetchall()}
+        # a warehouse whose last run predates the property columns forms households as that run did
+        matches = con.sql(f"SELECT {', '.join(MATCH_COLUMNS)} FROM {ADDRESS_MATCHES}").pl() if stored >= set(MATCH_COLUMNS) else pl.DataFrame()
     return canonical_addresses(linked_person_records(con), matches)
 
 
