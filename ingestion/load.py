@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import duckdb
@@ -157,7 +157,7 @@ class PreviousLoad:
                 or report.validated_on is None or report.validated_on > today or (report.validated_on < today and report.file in self.judged_by_day)
             ):
                 return []
-        return [FileReport(**{k: v for k, v in asdict(r).items()}) for r in self.files]
+        return [replace(r) for r in self.files]  # copies: this load recounts what it replaced and removed
 
 
 def previous_load(con: duckdb.DuckDBPyConnection, contract: Contract) -> PreviousLoad | None:
