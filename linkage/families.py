@@ -10,7 +10,8 @@ As of the reference date:
    record is at a new postcode) joins the household at their latest postcode
    that holds someone of their surname; failing that, the household of the
    victim of a domestic abuse notification that names them as a child; failing
-   that, the new address of people of their surname who were seen at that
+   that, the home of a brother or sister named with them in one contact at the
+   children's front door; failing that, the new address of people of their surname who were seen at that
    postcode and have since moved on; failing that, others of their surname at
    that postcode with no address either.
 3. Moves. Someone last seen at an address (or its postcode) well before people
@@ -24,8 +25,8 @@ As of the reference date:
 5. Two families at one address (a concealed family, or two sharing a house) are
    told apart where their children carry surnames not alike and nothing the
    partners recorded joins them: no child's school contact is an adult of the
-   other's surname, and no domestic abuse notification names a child of one as
-   the other's. Adults of a third surname (a partner who kept their own, a
+   other's surname, no domestic abuse notification names a child of one as
+   the other's, and no front-door contact names children of both. Adults of a third surname (a partner who kept their own, a
    grandparent caring for the children) join the family they are named with,
    or else the larger.
 """
@@ -167,11 +168,15 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
     child_links = _child_of_victim(records).join(addresses.select(pl.col("person_id").alias("adult_id"), pl.col("address_key").alias("victim_address")), on="adult_id")
     child_links = child_links.group_by("person_id").agg(pl.col("victim_address").sort().first())
     placed = placed.join(child_links, on="person_id", how="left")
+    # ... or the home of a brother or sister named with them in one contact at the children's front door
+    housed_now = placed.filter(pl.col("address_key").is_not_null()).select(pl.col("person_id").alias("other_id"), pl.col("address_key").alias("sibling_address"))
+    placed = placed.join(_named_together(records).join(housed_now, on="other_id").pipe(_most_voted, "sibling_address"), on="person_id", how="left")
     placed = placed.join(_kin_moved_from_postcode(placed, postcodes_seen), on="person_id", how="left")
     placed = placed.with_columns(
         pl.when(pl.col("address_key").is_not_null()).then(pl.col("address_key"))
         .when(pl.col("surname_address").is_not_null()).then(pl.col("surname_address"))
         .when(pl.col("victim_address").is_not_null()).then(pl.col("victim_address"))
+        .when(pl.col("sibling_address").is_not_null()).then(pl.col("sibling_address"))
         .when(pl.col("kin_address").is_not_null()).then(pl.col("kin_address"))
         .when(pl.col("former_address").is_not_null()).then(pl.lit("moved from:") + pl.col("former_address"))
         .when(pl.col("latest_postcode").is_not_null() & pl.col("surname").is_not_null())
@@ -182,6 +187,7 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
         .when(pl.col("address_key").is_not_null()).then(pl.lit("address"))
         .when(pl.col("surname_address").is_not_null()).then(pl.lit("postcode and surname"))
         .when(pl.col("victim_address").is_not_null()).then(pl.lit("domestic abuse notification"))
+        .when(pl.col("sibling_address").is_not_null()).then(pl.lit(NAMED_WITH_SIBLING))
         .when(pl.col("kin_address").is_not_null()).then(pl.lit("moved with their household"))
         .when(pl.col("former_address").is_not_null()).then(pl.lit("moved away together"))
         .when(pl.col("latest_postcode").is_not_null() & pl.col("surname").is_not_null()).then(pl.lit("postcode and surname, no address"))
@@ -231,6 +237,7 @@ def separate_families_at_one_address(placed: pl.DataFrame, records: pl.DataFrame
         named.join(at.select(pl.col("person_id").alias("adult_id"), pl.col("forename").alias("contact_forename"), pl.col("surname").alias("contact_surname")),
                    on=["contact_forename", "contact_surname"]).select("person_id", "adult_id"),
         _child_of_victim(records),
+        _named_together(records).rename({"other_id": "adult_id"}),
     ])
     # people at one address are one family where their surnames are alike or a record ties them
     people = at.select("person_id", "household_key", "surname", "dependent_child", "dob").sort("household_key", "person_id").with_row_index("i")
@@ -277,11 +284,13 @@ def separate_families_at_one_address(placed: pl.DataFrame, records: pl.DataFrame
 #: another at one address by their surnames (rule 5) is likely; a postcode and a surname alone
 #: (an adult seen only at A&E, say) is a guess the meeting must check.
 SHARED_ADDRESS = "address, told apart from another family there"
+NAMED_WITH_SIBLING = "named with a sibling at the front door"
 PLACEMENT_CONFIDENCE = {
     "address": "high",
     SHARED_ADDRESS: "medium",
     "school contact": "medium",
     "domestic abuse notification": "medium",
+    NAMED_WITH_SIBLING: "medium",
     "moved with their household": "medium",
     "postcode and surname": "low",
     "moved away together": "low",
@@ -421,6 +430,18 @@ def _school_contacts(records: pl.DataFrame, addresses: pl.DataFrame) -> pl.DataF
         named.sort("event_date", descending=True)
         .group_by("contact_forename", "contact_surname", pl.col("postcode").alias("contact_postcode"), maintain_order=True)
         .agg(pl.col("address_key").first().alias("contact_address"))
+    )
+
+
+def _named_together(records: pl.DataFrame) -> pl.DataFrame:
+    """(person_id, other_id): children named in one contact at the children's front door, which
+    names a household's children together."""
+    named = records.filter(pl.col("source") == "front_door_contacts").select("event_ref", "person_id").unique()
+    return (
+        named.join(named.rename({"person_id": "other_id"}), on="event_ref")
+        .filter(pl.col("person_id") != pl.col("other_id"))
+        .select("person_id", "other_id")
+        .unique()
     )
 
 

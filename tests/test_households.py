@@ -129,3 +129,25 @@ def test_two_families_sharing_one_house_are_two_families_and_a_blended_family_st
     assert placed["adeyemi_kid"][0].startswith(f"{OLD}||7|")
     assert placed["adeyemi_kid"][1] == placed["nowak_kid"][1] == "address, told apart from another family there"
     assert placed["mum"][0] == placed["step_kid"][0] == placed["baby"][0] == f"{NEW}||3"
+
+
+def test_a_child_known_only_by_postcode_joins_the_sibling_named_with_them_at_the_front_door():
+    placed = households([
+        record("mum", "worklessness", D(2026, 3, 1), "RUTH", "KELLY", D(1988, 1, 1), OLD, "5"),
+        record("kid", "school_attendance", D(2026, 5, 1), "FINN", "KELLY", D(2016, 1, 1), OLD, "5"),
+        # a half-sister of her father's surname, seen at A&E and named with him in one contact
+        record("half_sister", "ae_attendances", D(2026, 6, 1), "ELLA", "BRODIE", D(2021, 2, 2), OLD),
+        record("kid", "front_door_contacts", D(2026, 7, 1), "FINN", "KELLY", D(2016, 1, 1), OLD, event_ref="FD1"),
+        record("half_sister", "front_door_contacts", D(2026, 7, 1), "ELLA", "BRODIE", D(2021, 2, 2), OLD, event_ref="FD1"),
+        # a child of the same postcode named in a contact of their own stays where the records put them
+        record("neighbour", "front_door_contacts", D(2026, 7, 1), "AMY", "STONE", D(2019, 3, 3), OLD, event_ref="FD2"),
+        # two families at one address: siblings named together stay one family whatever their surnames
+        record("mum_b", "worklessness", D(2026, 3, 1), "ANA", "DIAZ", D(1985, 1, 1), NEW, "8"),
+        record("kid_b", "school_attendance", D(2026, 5, 1), "LEO", "DIAZ", D(2015, 1, 1), NEW, "8"),
+        record("kid_b2", "school_attendance", D(2026, 5, 1), "MAX", "FROST", D(2017, 1, 1), NEW, "8"),
+        record("kid_b", "front_door_contacts", D(2026, 7, 1), "LEO", "DIAZ", D(2015, 1, 1), NEW, event_ref="FD3"),
+        record("kid_b2", "front_door_contacts", D(2026, 7, 1), "MAX", "FROST", D(2017, 1, 1), NEW, event_ref="FD3"),
+    ])
+    assert placed["half_sister"] == (f"{OLD}||5", "named with a sibling at the front door")
+    assert placed["neighbour"][0] != placed["kid"][0]
+    assert placed["kid_b"][0] == placed["kid_b2"][0] == placed["mum_b"][0] == f"{NEW}||8"
