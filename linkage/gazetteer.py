@@ -66,6 +66,11 @@ _STREET_IN_POSTCODE = """
 """
 
 
+#: A flat's number as the letter partners sometimes write it after the house number (14B: flat 2 of 14).
+FLAT_LETTERS = {str(n): letter for n, letter in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZ", start=1)}
+_LETTER_NUMBERS = {letter: n for n, letter in FLAT_LETTERS.items()}
+
+
 def _gazetteer(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """The gazetteer standardised as partners' addresses are: street tokens spelt out, the flat's number."""
     raw = con.sql(f"SELECT uprn, parent_uprn, sao, pao, street, postcode FROM {GAZETTEER_TABLE}").pl()
@@ -80,9 +85,7 @@ def _gazetteer(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
         pl.col("uprn").is_in(buildings["uprn"].implode()).alias("is_building"),
     ).with_columns(
         # the letter a flat's number is sometimes written as (14B for flat 2 of 14)
-        pl.when(pl.col("sao_number").cast(pl.Int32, strict=False).is_between(1, 26))
-        .then(pl.lit("ABCDEFGHIJKLMNOPQRSTUVWXYZ").str.slice(pl.col("sao_number").cast(pl.Int32, strict=False) - 1, 1))
-        .alias("sao_letter")
+        pl.col("sao_number").replace_strict(FLAT_LETTERS, default=None, return_dtype=pl.String).alias("sao_letter")
     )
 
 
@@ -172,14 +175,59 @@ def household_records(con: duckdb.DuckDBPyConnection, matches: pl.DataFrame | No
 
 
 def canonical_addresses(records: pl.DataFrame, matches: pl.DataFrame) -> pl.DataFrame:
-    """records (with record_key, postcode, house_number, flat) with each matched record's address
-    replaced by its property's, so people at one property share one household key."""
+    """records (with record_key, postcode, address, house_number, flat) with each matched record's
+    address replaced by its property's, so people at one property share one household key; the
+    addresses the gazetteer does not hold are read as one property however they are written
+    (`one_reading_per_property`)."""
     if matches.is_empty():
-        return records
+        return one_reading_per_property(records)
     joined = records.join(matches.select("record_key", "property_postcode", "property_house_number", "property_flat"), on="record_key", how="left")
     matched = pl.col("property_postcode").is_not_null()
     return joined.with_columns(
         pl.when(matched).then(pl.col("property_postcode")).otherwise(pl.col("postcode")).alias("postcode"),
         pl.when(matched).then(pl.col("property_house_number")).otherwise(pl.col("house_number")).alias("house_number"),
         pl.when(matched).then(pl.col("property_flat")).otherwise(pl.col("flat")).alias("flat"),
-    ).drop("property_postcode", "property_house_number", "property_flat")
+    ).pipe(one_reading_per_property, ~matched).drop("property_postcode", "property_house_number", "property_flat")
+
+
+def one_reading_per_property(records: pl.DataFrame, unmatched: pl.Expr | None = None) -> pl.DataFrame:
+    """A property no gazetteer holds is written many ways: "Flat 3, 4 Lewis Gardens", "4/3 Lewis
+    Gardens", "3 4 Lewis Gardens", "4C Lewis Gardens"; read alone they are four households. Lines
+    at one postcode naming the same street with the same numbers (a flat's letter read as its
+    number, as the gazetteer's `sao_letter`: 4C is flat 3 of 4) are one property, and each takes
+    the reading (house number, flat) most of those lines give, ties to the first in order.
+    `unmatched`: the records this applies to (default: every record with an address line)."""
+    eligible = pl.col("address").is_not_null() & pl.col("postcode").is_not_null()
+    if unmatched is not None:
+        eligible = eligible & unmatched
+    lines = records.filter(eligible).select("postcode", "address", "house_number", "flat")
+    if lines.is_empty():
+        return records
+    numbers = pl.col("address").str.extract_all(r"\b[0-9]+[A-Z]?\b")
+    written = (
+        lines.unique(["postcode", "address"]).select("postcode", "address")
+        .with_columns(
+            numbers.list.eval(
+                pl.concat_list(
+                    pl.element().str.extract(r"^([0-9]+)", 1),
+                    pl.element().str.extract(r"([A-Z])$", 1).replace_strict(_LETTER_NUMBERS, default=None, return_dtype=pl.String),
+                ).list.drop_nulls()
+            ).list.eval(pl.element().explode()).list.sort().list.join(" ").alias("numbers"),
+            pl.col("address").str.replace_all(r"\b([0-9]+[A-Z]?|FLAT|APARTMENT|UNIT|APT)\b", "").str.replace_all(r"\s+", " ").str.strip_chars().alias("street"),
+        )
+        .filter(pl.col("numbers") != "")
+    )
+    readings = (
+        lines.join(written, on=["postcode", "address"])
+        .group_by("postcode", "street", "numbers", "house_number", "flat").len()
+        .sort(["postcode", "street", "numbers", "len", "house_number", "flat"], descending=[False, False, False, True, False, False], nulls_last=True)
+        .group_by("postcode", "street", "numbers", maintain_order=True)
+        .agg(pl.col("house_number").first().alias("read_house_number"), pl.col("flat").first().alias("read_flat"))
+    )
+    readings = written.join(readings, on=["postcode", "street", "numbers"]).select("postcode", "address", "read_house_number", "read_flat")
+    joined = records.with_columns(eligible.alias("_eligible")).join(readings, on=["postcode", "address"], how="left", maintain_order="left")
+    use = pl.col("_eligible") & pl.col("read_house_number").is_not_null()
+    return joined.with_columns(
+        pl.when(use).then(pl.col("read_house_number")).otherwise(pl.col("house_number")).alias("house_number"),
+        pl.when(use).then(pl.col("read_flat")).otherwise(pl.col("flat")).alias("flat"),
+    ).drop("_eligible", "read_house_number", "read_flat")

@@ -109,7 +109,7 @@ def standardise_mentions(mentions: pl.DataFrame) -> pl.DataFrame:
 #: The columns households are formed from (`linkage.families`), with each record's person.
 HOUSEHOLD_COLUMNS = (
     "record_key", "source", "event_date", "address_date", "forename", "surname", "dob", "age_stated", "sex",
-    "postcode", "house_number", "flat", "role", "event_ref", "contact_forename", "contact_surname",
+    "postcode", "address", "house_number", "flat", "role", "event_ref", "contact_forename", "contact_surname",
 )
 
 

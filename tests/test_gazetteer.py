@@ -61,11 +61,28 @@ def test_an_address_written_many_ways_is_read_as_the_property_it_can_only_be(tmp
     assert flats["r7"] == "5", "flats under one building stay separate households"
 
 
-def test_households_form_on_the_property_and_without_a_gazetteer_nothing_changes(tmp_path):
+def test_households_form_on_the_property_with_a_gazetteer_or_without(tmp_path):
     con = _warehouse(tmp_path)
     records = _records([("Flat 2, 14 Mill Lane", "AL10 0AA"), ("2/14 Mill Lane", "AL10 0AA"), ("14B Mill Lane", "AL10 0AA")])
     canonical = canonical_addresses(records, match_addresses(con, records))
     assert canonical.select("postcode", "flat", "house_number").unique().rows() == [("AL10 0AA", "2", "14")]
     empty = duckdb.connect(str(tmp_path / "none.duckdb"))
     assert match_addresses(empty, records).is_empty()
-    assert canonical_addresses(records, match_addresses(empty, records)).equals(records)
+    without = canonical_addresses(records, match_addresses(empty, records))
+    assert without.select("postcode", "flat", "house_number").unique().rows() == [("AL10 0AA", "2", "14")]
+    assert without.drop("flat", "house_number").equals(records.drop("flat", "house_number"))
+
+
+def test_a_property_the_gazetteer_lacks_is_one_household_however_written_and_no_other_joins_it():
+    written = [
+        ("Flat 3, 4 Lewis Gardens", "AL14 8QP"), ("Flat 3, 4 Lewis Gardens", "AL14 8QP"), ("4C Lewis Gardens", "AL14 8QP"),
+        ("3 4 Lewis Gardens", "AL14 8QP"), ("4/3 Lewis Gardens", "AL14 8QP"),
+        ("Flat 4, 3 Campbell Avenue", "AL14 8QP"),  # the same numbers in another street of the postcode
+        ("4 Lewis Gardens", "AL14 8QP"),  # the building, no flat
+        ("Flat 3, 4 Lewis Gardens", "AL14 8QA"),  # another postcode
+        ("Flat 3, 5 Lewis Gardens", "AL14 8QP"),  # another building
+    ]
+    read = canonical_addresses(_records(written), pl.DataFrame())
+    readings = list(read.select("postcode", "flat", "house_number").iter_rows())
+    assert readings[:5] == [("AL14 8QP", "3", "4")] * 5, "the reading most lines give"
+    assert readings[5:] == [("AL14 8QP", "4", "3"), ("AL14 8QP", None, "4"), ("AL14 8QA", "3", "4"), ("AL14 8QP", "3", "5")]
