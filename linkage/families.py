@@ -11,24 +11,29 @@ As of the reference date:
    that holds someone of their surname; failing that, the household of the
    victim of a domestic abuse notification that names them as a child; failing
    that, the home of a brother or sister named with them in one contact at the
-   children's front door; failing that, the new address of people of their surname who were seen at that
-   postcode and have since moved on; failing that, others of their surname at
-   that postcode with no address either.
+   children's front door; failing that, the new address of people of their
+   surname who were seen at that postcode and have since moved on; failing
+   that, others of their surname at that postcode with no address either.
 3. Moves. Someone last seen at an address (or its postcode) well before people
    of another surname were seen there has moved away; they follow those they
    lived with if those were seen since at a new address. Someone whose address
    is known only from old records, whose kin of their surname were seen at that
-   postcode and since only elsewhere, moved with them.
+   postcode and since only elsewhere, moved with them; so did someone a record
+   names as one household with another (siblings in one front-door contact, a
+   victim and the children at a notification, a claimant and partner) whose
+   records still give the home the other has left, never the new one.
 4. People at one address form one household. A household with at least one
    dependent child (0-15, or 16-18 and still at school) is a family for early
    help; other households are kept but never listed.
 5. Two families at one address (a concealed family, or two sharing a house) are
    told apart where their children carry surnames not alike and nothing the
    partners recorded joins them: no child's school contact is an adult of the
-   other's surname, no domestic abuse notification names a child of one as
-   the other's, and no front-door contact names children of both. Adults of a third surname (a partner who kept their own, a
-   grandparent caring for the children) join the family they are named with,
-   or else the larger.
+   other's surname, and no record names people of both as one household (a
+   front-door contact naming children of both, a domestic abuse notification
+   naming a child of one as the other's, a claim with a partner of each).
+   Adults of a third surname (a partner who kept their own, a grandparent
+   caring for the children) join the family they are named with, or else the
+   larger.
 """
 
 from __future__ import annotations
@@ -195,6 +200,7 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
         .alias("placed_by"),
     )
     placed = _follow_kin_who_moved_on(placed, postcodes_seen)
+    placed = _moved_with_those_named_with_them(placed, records, summaries["addresses_seen"])
     placed = separate_families_at_one_address(placed, records).with_columns(household_parts(pl.col("household_key")))
     placed = placed.with_columns(pl.col("placed_by").replace_strict(PLACEMENT_CONFIDENCE).alias("placement_confidence"))
     members = placed.select(
@@ -236,8 +242,7 @@ def separate_families_at_one_address(placed: pl.DataFrame, records: pl.DataFrame
     ties = pl.concat([
         named.join(at.select(pl.col("person_id").alias("adult_id"), pl.col("forename").alias("contact_forename"), pl.col("surname").alias("contact_surname")),
                    on=["contact_forename", "contact_surname"]).select("person_id", "adult_id"),
-        _child_of_victim(records),
-        _named_together(records).rename({"other_id": "adult_id"}),
+        _named_as_one_household(records).rename({"other_id": "adult_id"}),
     ])
     # people at one address are one family where their surnames are alike or a record ties them
     people = at.select("person_id", "household_key", "surname", "dependent_child", "dob").sort("household_key", "person_id").with_row_index("i")
@@ -392,6 +397,30 @@ def household_parts(key: pl.Expr) -> list[pl.Expr]:
     ]
 
 
+def _moved_with_those_named_with_them(placed: pl.DataFrame, records: pl.DataFrame, history: pl.DataFrame) -> pl.DataFrame:
+    """Someone a record names with another as one household (`_named_as_one_household`) whose
+    records still give the address the other has left, never the other's new one, moved with
+    them: a partner's records catch up with a move months late (a school's roll, a police
+    system), and a family is not split by the one record that has not.
+    history: (person_id, former_address), every full address each person was recorded at."""
+    at_address = placed.filter(pl.col("placed_by") == "address")
+    stale = (
+        _named_as_one_household(records)
+        .join(at_address.select("person_id", "household_key"), on="person_id")
+        .join(at_address.select(pl.col("person_id").alias("other_id"), pl.col("household_key").alias("their_household")), on="other_id")
+        .filter(pl.col("household_key") != pl.col("their_household"))
+        # the other lived here before, and this one was never recorded at the other's new address
+        .join(history.rename({"person_id": "other_id", "former_address": "household_key"}), on=["other_id", "household_key"], how="semi")
+        .join(history.rename({"former_address": "their_household"}), on=["person_id", "their_household"], how="anti")
+        .pipe(_most_voted, "their_household")
+    )
+    placed = placed.join(stale, on="person_id", how="left")
+    return placed.with_columns(
+        pl.coalesce("their_household", "household_key").alias("household_key"),
+        pl.when(pl.col("their_household").is_not_null()).then(pl.lit("moved with their household")).otherwise(pl.col("placed_by")).alias("placed_by"),
+    ).drop("their_household")
+
+
 def _follow_kin_who_moved_on(placed: pl.DataFrame, postcodes_seen: pl.DataFrame) -> pl.DataFrame:
     """Someone whose address is known only from old records (a school leaver, say), whose kin of
     their surname were seen at that postcode too and since then only somewhere else, went with
@@ -443,6 +472,20 @@ def _named_together(records: pl.DataFrame) -> pl.DataFrame:
         .select("person_id", "other_id")
         .unique()
     )
+
+
+def _named_as_one_household(records: pl.DataFrame) -> pl.DataFrame:
+    """(person_id, other_id), both ways: people a record names as living together: children named
+    in one front-door contact, a domestic abuse victim and the children resident or present, a
+    benefit claimant and the partner on the claim."""
+    claims = records.filter(pl.col("source") == "worklessness").select("event_ref", "person_id").unique()
+    victims = _child_of_victim(records).rename({"adult_id": "other_id"})
+    one_way = pl.concat([
+        _named_together(records),
+        claims.join(claims.rename({"person_id": "other_id"}), on="event_ref").filter(pl.col("person_id") != pl.col("other_id")).select("person_id", "other_id"),
+        victims,
+    ])
+    return pl.concat([one_way, one_way.select(pl.col("other_id").alias("person_id"), pl.col("person_id").alias("other_id"))]).unique()
 
 
 def _child_of_victim(records: pl.DataFrame) -> pl.DataFrame:

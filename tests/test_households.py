@@ -151,3 +151,31 @@ def test_a_child_known_only_by_postcode_joins_the_sibling_named_with_them_at_the
     assert placed["half_sister"] == (f"{OLD}||5", "named with a sibling at the front door")
     assert placed["neighbour"][0] != placed["kid"][0]
     assert placed["kid_b"][0] == placed["kid_b2"][0] == placed["mum_b"][0] == f"{NEW}||8"
+
+
+def test_a_child_whose_school_has_not_caught_up_with_the_move_goes_with_the_sibling_named_with_them():
+    rows = [
+        # two brothers at OLD; the elder's school records the move to NEW, the younger's does not yet
+        record("elder", "school_attendance", D(2025, 12, 20), "ADAM", "PRICE", D(2012, 1, 1), OLD, "6"),
+        record("elder", "school_attendance", D(2026, 7, 20), "ADAM", "PRICE", D(2012, 1, 1), NEW, "2"),
+        record("younger", "school_attendance", D(2025, 12, 20), "BEN", "PRICE", D(2015, 1, 1), OLD, "6"),
+        record("younger", "school_attendance", D(2026, 7, 20), "BEN", "PRICE", D(2015, 1, 1), OLD, "6"),
+        record("elder", "front_door_contacts", D(2025, 1, 5), "ADAM", "PRICE", D(2012, 1, 1), OLD, event_ref="FD1"),
+        record("younger", "front_door_contacts", D(2025, 1, 5), "BEN", "PRICE", D(2015, 1, 1), OLD, event_ref="FD1"),
+        # siblings no record names together are placed by their own records
+        record("sister", "school_attendance", D(2025, 12, 20), "CAT", "HUNT", D(2013, 1, 1), NEW, "9"),
+        record("sister", "school_attendance", D(2026, 7, 20), "CAT", "HUNT", D(2013, 1, 1), OLD, "4"),
+        record("brother", "school_attendance", D(2026, 7, 20), "DAN", "HUNT", D(2014, 1, 1), NEW, "9"),
+        # one recorded at the new home once and at the old since has not been left behind by a late record
+        record("twin_a", "school_attendance", D(2025, 12, 20), "EVE", "COLE", D(2013, 1, 1), OLD, "1"),
+        record("twin_a", "school_attendance", D(2026, 7, 20), "EVE", "COLE", D(2013, 1, 1), NEW, "5"),
+        record("twin_b", "school_attendance", D(2025, 12, 20), "FAY", "COLE", D(2013, 1, 1), NEW, "5"),
+        record("twin_b", "school_attendance", D(2026, 7, 20), "FAY", "COLE", D(2013, 1, 1), OLD, "1"),
+        record("twin_a", "front_door_contacts", D(2025, 1, 5), "EVE", "COLE", D(2013, 1, 1), OLD, event_ref="FD2"),
+        record("twin_b", "front_door_contacts", D(2025, 1, 5), "FAY", "COLE", D(2013, 1, 1), OLD, event_ref="FD2"),
+    ]
+    placed = households(rows)
+    assert placed["younger"] == (f"{NEW}||2", "moved with their household")
+    assert placed["elder"] == (f"{NEW}||2", "address")
+    assert placed["sister"] == (f"{OLD}||4", "address") and placed["brother"][0] == f"{NEW}||9"
+    assert placed["twin_b"] == (f"{OLD}||1", "address")
