@@ -4,7 +4,9 @@ As of the reference date:
 
 1. A person's current address is the latest full address (postcode, house
    number and flat) any source recorded for them up to the reference date;
-   recency wins, so a house move or a separation shows.
+   recency wins, so a house move or a separation shows. A record giving a home
+   they had left, after several at the address they moved to, is late
+   (LATE_RECORD_DAYS), not a move back.
 2. A person no source gives a current full address for (an infant seen only
    at A&E, a child known only to children's services, someone whose latest
    record is at a new postcode) joins the household at their latest postcode
@@ -56,6 +58,14 @@ def _age(dob: pl.Expr, on: dt.date) -> pl.Expr:
     return (years - before_birthday.cast(pl.Int32)).cast(pl.Int32)
 
 
+#: A person's records go on giving the home they left for up to this long after a move (a school
+#: roll or a police system updated late; the ONS linkage study links movers least well) ...
+LATE_RECORD_DAYS = 540
+#: ... so an address first recorded after the latest-seen one, on at least this many records,
+#: seen within LATE_RECORD_DAYS of it, is where they moved to, and the later sighting of the old
+#: home is a late record. Moving back to a former home is rarer than a record that is late.
+MOVED_INTO_RECORDS = 2
+
 #: What each person's records say, as of the reference date, in one pass of DuckDB over a
 #: county's millions of records (its parallel aggregation is where Polars' sorts were slow).
 #: Every choice has a complete order, so reruns choose alike.
@@ -90,16 +100,32 @@ LEFT JOIN (SELECT person_id, first(forename ORDER BY n DESC, last DESC, forename
 LEFT JOIN (SELECT person_id, first(dob ORDER BY n DESC, last DESC, dob) AS dob FROM dobs GROUP BY person_id) d USING (person_id)
     """,
     """
--- the latest full address (postcode, flat, house number): recency first, then how often
+-- the current full address (postcode, flat, house number): the latest seen, recency first, then
+-- how often; unless an address first seen after it (moved into) is on enough records seen since
+-- its own first sighting, within the time records run late (left_postcode: the home left)
 CREATE TEMP TABLE addresses AS
 WITH seen AS (
-    SELECT person_id, address_key, max(address_date) AS last, count(*) AS n, any_value(postcode) AS postcode
+    SELECT person_id, address_key, max(address_date) AS last, min(address_date) AS since, count(*) AS n, any_value(postcode) AS postcode
     FROM cur WHERE address_key IS NOT NULL GROUP BY ALL
+), latest AS (
+    SELECT person_id, first(address_key ORDER BY last DESC, n DESC, address_key) AS address_key,
+           first(postcode ORDER BY last DESC, n DESC, address_key) AS postcode,
+           first(since ORDER BY last DESC, n DESC, address_key) AS since,
+           max(last) AS address_seen
+    FROM seen GROUP BY person_id
+), moved_into AS (
+    SELECT s.person_id, first(s.address_key ORDER BY s.since DESC, s.n DESC, s.address_key) AS address_key,
+           first(s.postcode ORDER BY s.since DESC, s.n DESC, s.address_key) AS postcode,
+           first(s.last ORDER BY s.since DESC, s.n DESC, s.address_key) AS address_seen
+    FROM seen s JOIN latest l USING (person_id)
+    WHERE s.since > l.since AND s.n >= $moved_into_records AND s.last >= l.address_seen - INTERVAL (CAST($stale_days AS INTEGER)) DAY
+      AND s.n > (SELECT count(*) FROM cur c WHERE c.person_id = s.person_id AND c.address_key = l.address_key AND c.address_date > s.since)
+    GROUP BY s.person_id
 )
-SELECT person_id, first(address_key ORDER BY last DESC, n DESC, address_key) AS address_key,
-       first(postcode ORDER BY last DESC, n DESC, address_key) AS postcode,
-       max(last) AS address_seen
-FROM seen GROUP BY person_id
+SELECT l.person_id, coalesce(m.address_key, l.address_key) AS address_key, coalesce(m.postcode, l.postcode) AS postcode,
+       coalesce(m.address_seen, l.address_seen) AS address_seen,
+       CASE WHEN m.address_key IS NOT NULL THEN l.postcode END AS left_postcode
+FROM latest l LEFT JOIN moved_into m USING (person_id)
     """,
     """
 -- the latest postcode from any source, with or without a street (A&E records none)
@@ -126,7 +152,8 @@ def summarise_records(records: pl.DataFrame, reference: dt.date) -> dict[str, pl
     con = scratch()
     try:
         con.register("linked", records)
-        parameters = {"reference": reference, "school_cutoff": reference - dt.timedelta(days=366)}
+        parameters = {"reference": reference, "school_cutoff": reference - dt.timedelta(days=366),
+                      "moved_into_records": MOVED_INTO_RECORDS, "stale_days": LATE_RECORD_DAYS}
         for statement in SUMMARIES:
             con.execute(statement, {k: v for k, v in parameters.items() if f"${k}" in statement})
         frames = {name: con.sql(f"SELECT * FROM {name} ORDER BY ALL").pl() for name in ("people", "addresses", "postcodes", "postcodes_seen", "addresses_seen")}
@@ -149,7 +176,7 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
     placed = summaries["people"].join(addresses, on="person_id", how="left").join(summaries["postcodes"], on="person_id", how="left")
     # a later record at another postcode means the full address is out of date: they moved
     placed = placed.with_columns(
-        pl.when(pl.col("latest_postcode") != pl.col("postcode")).then(None).otherwise(pl.col("address_key")).alias("address_key")
+        pl.when((pl.col("latest_postcode") != pl.col("postcode")) & (pl.col("latest_postcode") != pl.col("left_postcode")).fill_null(True)).then(None).otherwise(pl.col("address_key")).alias("address_key")
     )
     placed = placed.with_columns(pl.lit(None, dtype=pl.String).alias("placed_by"))
     placed = _evict_former_occupants(placed)

@@ -32,8 +32,10 @@ GAZETTEER_TABLE = "raw_address_gazetteer"
 ADDRESS_MATCHES = "address_matches"
 
 # A candidate's score: its house number explained (4), its flat explained (2), the street
-# found exactly in the line (1) or alike (0), the partner's own reading of the house number
-# agreeing (0.5), less one for each number in the line the property does not explain.
+# found exactly in the line (1) or alike (0), less one for each number in the line the property
+# does not explain. The partner's own reading of the line is no evidence: "8 4 Ronald Rise" is
+# number 8 or flat 8 of number 4, and where the gazetteer holds both houses and not the flat the
+# two tie and the line is left to its property's other lines (`one_reading_per_property`).
 _MATCH_SQL = """
 WITH candidates AS (
     SELECT a.address_id, g.uprn, g.is_building, g.postcode, g.pao, g.sao_number,
@@ -43,12 +45,11 @@ WITH candidates AS (
            g.sao_number IS NULL OR list_contains(a.numbers, g.sao_number) OR list_contains(a.numbers, g.pao || g.sao_letter) AS sao_ok,
            contains(' ' || a.address || ' ', ' ' || g.street || ' ') AS street_exact,
            jaro_winkler_similarity(a.street_part, g.street) >= 0.88 AS street_alike,
-           len(list_filter(a.numbers, lambda n: n <> g.pao AND n <> coalesce(g.sao_number, '') AND n <> g.pao || coalesce(g.sao_letter, ''))) AS unexplained,
-           a.house_number = g.pao AS read_alike
+           len(list_filter(a.numbers, lambda n: n <> g.pao AND n <> coalesce(g.sao_number, '') AND n <> g.pao || coalesce(g.sao_letter, ''))) AS unexplained
     FROM addresses a JOIN gazetteer g ON {block}
 ), scored AS (
     SELECT *, 4 + CASE WHEN sao_number IS NOT NULL THEN 2 ELSE 0 END + CASE WHEN street_exact THEN 1 ELSE 0 END
-              + CASE WHEN read_alike THEN 0.5 ELSE 0 END - unexplained AS score
+              - unexplained AS score
     FROM candidates WHERE pao_ok AND sao_ok AND (street_exact OR street_alike)
 ), ranked AS (
     SELECT *, row_number() OVER (PARTITION BY address_id ORDER BY score DESC, uprn) AS rank,
@@ -195,12 +196,13 @@ def one_reading_per_property(records: pl.DataFrame, unmatched: pl.Expr | None = 
     Gardens", "3 4 Lewis Gardens", "4C Lewis Gardens"; read alone they are four households. Lines
     at one postcode naming the same street with the same numbers (a flat's letter read as its
     number, as the gazetteer's `sao_letter`: 4C is flat 3 of 4) are one property, and each takes
-    the reading (house number, flat) most of those lines give, ties to the first in order.
+    the reading (house number, flat) most of those lines give, ties to the first in order; lines
+    the gazetteer matched vote with their property's reading, so a form it could not match joins
+    the property the others were matched to (a flat it lacks, written "18G", with "Flat 7, 18").
     `unmatched`: the records this applies to (default: every record with an address line)."""
-    eligible = pl.col("address").is_not_null() & pl.col("postcode").is_not_null()
-    if unmatched is not None:
-        eligible = eligible & unmatched
-    lines = records.filter(eligible).select("postcode", "address", "house_number", "flat")
+    with_line = pl.col("address").is_not_null() & pl.col("postcode").is_not_null()
+    eligible = with_line if unmatched is None else with_line & unmatched
+    lines = records.filter(with_line).select("postcode", "address", "house_number", "flat")
     if lines.is_empty():
         return records
     numbers = pl.col("address").str.extract_all(r"\b[0-9]+[A-Z]?\b")

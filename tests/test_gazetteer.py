@@ -20,6 +20,8 @@ GAZETTEER = """UPRN,PARENT_UPRN,SAO,PAO,STREET,TOWN,POSTCODE
 400,,,9,Station Road,Hatfield,AL10 0AB
 500,,,7,Rose Walk,Hatfield,AL10 0AD
 600,,,7,Rose Walk,Hatfield,AL10 0AD
+700,,,4,Ronald Rise,Hatfield,AL10 0AE
+800,,,8,Ronald Rise,Hatfield,AL10 0AE
 """
 
 
@@ -43,7 +45,7 @@ def _records(rows: list[tuple[str, str]]) -> pl.DataFrame:
 
 def test_an_address_written_many_ways_is_read_as_the_property_it_can_only_be(tmp_path):
     con = _warehouse(tmp_path)
-    assert con.execute("SELECT count(*) FROM raw_address_gazetteer").fetchall()[0][0] == 8
+    assert con.execute("SELECT count(*) FROM raw_address_gazetteer").fetchall()[0][0] == 10
     written = [
         ("Flat 2, 14 Mill Lane", "AL10 0AA"), ("14/2 Mill Lane", "al100aa"), ("2/14 Mill Lane", "AL10 0AA"),
         ("14B Mill Ln", "AL10 0AA"), ("2 14 Mill Lane, Hatfield", "AL10 0AA"), ("2 Mill Lane", "AL10 0AA"),
@@ -86,3 +88,13 @@ def test_a_property_the_gazetteer_lacks_is_one_household_however_written_and_no_
     readings = list(read.select("postcode", "flat", "house_number").iter_rows())
     assert readings[:5] == [("AL14 8QP", "3", "4")] * 5, "the reading most lines give"
     assert readings[5:] == [("AL14 8QP", "4", "3"), ("AL14 8QP", None, "4"), ("AL14 8QA", "3", "4"), ("AL14 8QP", "3", "5")]
+
+
+def test_a_line_two_properties_explain_is_not_guessed_but_read_as_its_property_s_other_lines(tmp_path):
+    con = _warehouse(tmp_path)
+    # 4 and 8 Ronald Rise are houses in the gazetteer; the family's flat 8 in number 4 is not
+    records = _records([("Flat 8, 4 Ronald Rise", "AL10 0AE"), ("Flat 8, 4 Ronald Rise", "AL10 0AE"), ("8 4 Ronald Rise", "AL10 0AE")])
+    matches = match_addresses(con, records)
+    assert matches["record_key"].to_list() == ["r0", "r1"], "number 8 or flat 8 of number 4: a tie, left unmatched"
+    canonical = canonical_addresses(records, matches)
+    assert canonical.select("postcode", "flat", "house_number").unique().rows() == [("AL10 0AE", None, "4")]

@@ -179,3 +179,28 @@ def test_a_child_whose_school_has_not_caught_up_with_the_move_goes_with_the_sibl
     assert placed["elder"] == (f"{NEW}||2", "address")
     assert placed["sister"] == (f"{OLD}||4", "address") and placed["brother"][0] == f"{NEW}||9"
     assert placed["twin_b"] == (f"{OLD}||1", "address")
+
+
+def test_a_late_record_of_the_home_left_is_not_a_move_back():
+    placed = households([
+        # at OLD for years, then two records at NEW, then the police still write OLD
+        record("dad", "worklessness", D(2023, 1, 10), "OMAR", "SHAH", D(1987, 1, 1), OLD, "8"),
+        record("dad", "worklessness", D(2025, 9, 6), "OMAR", "SHAH", D(1987, 1, 1), NEW, "6"),
+        record("dad", "asb_incidents", D(2025, 11, 21), "OMAR", "SHAH", D(1987, 1, 1), NEW, "6"),
+        record("dad", "domestic_abuse", D(2026, 8, 19), "OMAR", "SHAH", D(1987, 1, 1), OLD, "8"),
+        # one record somewhere else, and the old home since on more records: they stayed
+        record("mum", "worklessness", D(2023, 1, 10), "ANA", "LEE", D(1987, 1, 1), OLD, "3"),
+        record("mum", "asb_incidents", D(2025, 9, 6), "ANA", "LEE", D(1987, 1, 1), NEW, "2"),
+        record("mum", "asb_incidents", D(2025, 9, 7), "ANA", "LEE", D(1987, 1, 1), NEW, "2"),
+        record("mum", "worklessness", D(2026, 2, 1), "ANA", "LEE", D(1987, 1, 1), OLD, "3"),
+        record("mum", "domestic_abuse", D(2026, 3, 1), "ANA", "LEE", D(1987, 1, 1), OLD, "3"),
+        record("mum", "worklessness", D(2026, 8, 1), "ANA", "LEE", D(1987, 1, 1), OLD, "3"),
+        # back at the old home long after the new one was last seen: a move back
+        record("gran", "worklessness", D(2022, 1, 10), "UNA", "ROSS", D(1950, 1, 1), OLD, "5"),
+        record("gran", "worklessness", D(2023, 3, 1), "UNA", "ROSS", D(1950, 1, 1), NEW, "7"),
+        record("gran", "worklessness", D(2023, 6, 1), "UNA", "ROSS", D(1950, 1, 1), NEW, "7"),
+        record("gran", "worklessness", D(2026, 6, 1), "UNA", "ROSS", D(1950, 1, 1), OLD, "5"),
+    ])
+    assert placed["dad"][0] == f"{NEW}||6"
+    assert placed["mum"][0] == f"{OLD}||3"
+    assert placed["gran"][0] == f"{OLD}||5"
