@@ -15,7 +15,9 @@ As of the reference date:
    that, the home of a brother or sister named with them in one contact at the
    children's front door; failing that, the new address of people of their
    surname who were seen at that postcode and have since moved on; failing
-   that, others of their surname at that postcode with no address either.
+   that, for names recorded surname first, the household there of the surname
+   their forename is; failing that, others of their surname at that postcode
+   with no address either.
 3. Moves. Someone last seen at an address (or its postcode) well before people
    of another surname were seen there has moved away; they follow those they
    lived with if those were seen since at a new address. Someone whose address
@@ -204,12 +206,18 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
     housed_now = placed.filter(pl.col("address_key").is_not_null()).select(pl.col("person_id").alias("other_id"), pl.col("address_key").alias("sibling_address"))
     placed = placed.join(_named_together(records).join(housed_now, on="other_id").pipe(_most_voted, "sibling_address"), on="person_id", how="left")
     placed = placed.join(_kin_moved_from_postcode(placed, postcodes_seen), on="person_id", how="left")
+    # ... or, for names recorded surname first, the household there of the surname their forename is
+    swapped = _names_the_other_way_round(summaries["people"])
+    placed = placed.join(best.rename({"surname": "forename", "surname_address": "swapped_address"}), on=["latest_postcode", "forename"], how="left").with_columns(
+        pl.when(pl.col("person_id").is_in(swapped.implode())).then(pl.col("swapped_address")).alias("swapped_address")
+    )
     placed = placed.with_columns(
         pl.when(pl.col("address_key").is_not_null()).then(pl.col("address_key"))
         .when(pl.col("surname_address").is_not_null()).then(pl.col("surname_address"))
         .when(pl.col("victim_address").is_not_null()).then(pl.col("victim_address"))
         .when(pl.col("sibling_address").is_not_null()).then(pl.col("sibling_address"))
         .when(pl.col("kin_address").is_not_null()).then(pl.col("kin_address"))
+        .when(pl.col("swapped_address").is_not_null()).then(pl.col("swapped_address"))
         .when(pl.col("former_address").is_not_null()).then(pl.lit("moved from:") + pl.col("former_address"))
         .when(pl.col("latest_postcode").is_not_null() & pl.col("surname").is_not_null())
         .then(pl.lit("postcode:") + pl.col("latest_postcode") + "|" + pl.col("surname"))
@@ -221,6 +229,7 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
         .when(pl.col("victim_address").is_not_null()).then(pl.lit("domestic abuse notification"))
         .when(pl.col("sibling_address").is_not_null()).then(pl.lit(NAMED_WITH_SIBLING))
         .when(pl.col("kin_address").is_not_null()).then(pl.lit("moved with their household"))
+        .when(pl.col("swapped_address").is_not_null()).then(pl.lit("postcode and surname"))
         .when(pl.col("former_address").is_not_null()).then(pl.lit("moved away together"))
         .when(pl.col("latest_postcode").is_not_null() & pl.col("surname").is_not_null()).then(pl.lit("postcode and surname, no address"))
         .otherwise(pl.lit("alone"))
@@ -381,6 +390,25 @@ def _follow_household(placed: pl.DataFrame, history: pl.DataFrame) -> pl.DataFra
         pl.coalesce("new_address", "address_key").alias("address_key"),
         pl.when(pl.col("new_address").is_not_null()).then(None).otherwise(pl.col("former_address")).alias("former_address"),
     ).drop("new_address")
+
+
+def _names_the_other_way_round(people: pl.DataFrame) -> pl.Series:
+    """The person ids whose names were recorded surname first (names that do not follow a
+    forename-surname order, keyed the other way round): the county's people carry their surname
+    more often as a forename, and their forename more often as a surname."""
+    as_forename = people.group_by(pl.col("forename").alias("name")).len().rename({"len": "as_forename"})
+    as_surname = people.group_by(pl.col("surname").alias("name")).len().rename({"len": "as_surname"})
+    counted = (
+        people.select("person_id", "forename", "surname")
+        .join(as_forename.rename({"name": "surname", "as_forename": "surname_as_forename"}), on="surname", how="left")
+        .join(as_surname.rename({"name": "surname", "as_surname": "surname_as_surname"}), on="surname", how="left")
+        .join(as_forename.rename({"name": "forename", "as_forename": "forename_as_forename"}), on="forename", how="left")
+        .join(as_surname.rename({"name": "forename", "as_surname": "forename_as_surname"}), on="forename", how="left")
+        .fill_null(0)
+    )
+    return counted.filter(
+        (pl.col("surname_as_forename") > pl.col("surname_as_surname")) & (pl.col("forename_as_surname") > pl.col("forename_as_forename"))
+    )["person_id"]
 
 
 def _kin_moved_from_postcode(placed: pl.DataFrame, postcodes_seen: pl.DataFrame) -> pl.DataFrame:

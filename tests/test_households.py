@@ -204,3 +204,21 @@ def test_a_late_record_of_the_home_left_is_not_a_move_back():
     assert placed["dad"][0] == f"{NEW}||6"
     assert placed["mum"][0] == f"{OLD}||3"
     assert placed["gran"][0] == f"{OLD}||5"
+
+
+def test_a_name_recorded_surname_first_finds_the_household_of_its_surname():
+    placed = households([
+        record("dad", "worklessness", D(2026, 3, 1), "IMRAN", "AKHTAR", D(1985, 1, 1), OLD, "29"),
+        record("kid", "school_attendance", D(2026, 5, 1), "SARA", "AKHTAR", D(2016, 1, 1), OLD, "29"),
+        # Kamran Akhtar at A&E, keyed surname first; Kamran is a forename elsewhere in the county
+        record("uncle", "ae_attendances", D(2026, 6, 1), "AKHTAR", "KAMRAN", D(1990, 1, 1), OLD),
+        record("other_kamran", "worklessness", D(2026, 3, 1), "KAMRAN", "IQBAL", D(1980, 1, 1), NEW, "3"),
+        record("third_kamran", "worklessness", D(2026, 3, 1), "KAMRAN", "ALI", D(1982, 1, 1), NEW, "5"),
+        # Lewis Price is in the usual order (Price is a surname here): not taken to the Lewises
+        record("mum_lewis", "worklessness", D(2026, 3, 1), "ANN", "LEWIS", D(1985, 1, 1), OLD, "12"),
+        record("kid_lewis", "school_attendance", D(2026, 5, 1), "TOM", "LEWIS", D(2016, 1, 1), OLD, "12"),
+        record("lewis_price", "ae_attendances", D(2026, 6, 1), "LEWIS", "PRICE", D(1990, 1, 1), OLD),
+        record("a_price", "worklessness", D(2026, 3, 1), "JOHN", "PRICE", D(1970, 1, 1), NEW, "8"),
+    ])
+    assert placed["uncle"] == (f"{OLD}||29", "postcode and surname")
+    assert placed["lewis_price"][0] != placed["kid_lewis"][0]
