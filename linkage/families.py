@@ -19,7 +19,8 @@ As of the reference date:
    their forename is; failing that, others of their surname at that postcode
    with no address either.
 3. Moves. Someone last seen at an address (or its postcode) well before people
-   of another surname were seen there has moved away; they follow those they
+   of another surname, whom no record names as their household, were seen there
+   has moved away; they follow those they
    lived with if those were seen since at a new address. Someone whose address
    is known only from old records, whose kin of their surname were seen at that
    postcode and since only elsewhere, moved with them; so did someone a record
@@ -51,6 +52,7 @@ import polars as pl
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from rules import NAMES_IN_PLACE_OF_A_FAMILY_NAME
 from warehouse import scratch
 
 
@@ -181,7 +183,7 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
         pl.when((pl.col("latest_postcode") != pl.col("postcode")) & (pl.col("latest_postcode") != pl.col("left_postcode")).fill_null(True)).then(None).otherwise(pl.col("address_key")).alias("address_key")
     )
     placed = placed.with_columns(pl.lit(None, dtype=pl.String).alias("placed_by"))
-    placed = _evict_former_occupants(placed)
+    placed = _evict_former_occupants(placed, _named_as_one_household(records))
     placed = _follow_household(placed, summaries["addresses_seen"])
     # 2. no full address: named as a pupil's contact at that postcode (a parent seen only at A&E) ...
     contacts = _school_contacts(records, addresses)
@@ -344,10 +346,12 @@ PLACEMENT_CONFIDENCE = {
 MOVED_AWAY_AFTER = dt.timedelta(days=180)
 
 
-def _evict_former_occupants(placed: pl.DataFrame) -> pl.DataFrame:
-    """People last seen at an address well before others (of other surnames) were seen
-    there have moved away: someone else lives there now. They keep the old address only
-    as `former_address`, so those who left together stay together."""
+def _evict_former_occupants(placed: pl.DataFrame, ties: pl.DataFrame) -> pl.DataFrame:
+    """People last seen at an address well before others were seen there have moved away:
+    someone else lives there now. The others must be strangers: not of their surname (nor
+    carrying a name in place of a family name, `NAMES_IN_PLACE_OF_A_FAMILY_NAME`), and no
+    record names them as one household (`ties`: person_id, other_id). Those who moved away
+    keep the old address only as `former_address`, so those who left together stay together."""
     # last seen there: at the address, or at its postcode by a source that records no street (A&E)
     at = placed.filter(pl.col("address_key").is_not_null()).select(
         "person_id", "address_key", "surname", "address_seen", pl.max_horizontal("address_seen", "postcode_seen").alias("last_there")
@@ -355,8 +359,14 @@ def _evict_former_occupants(placed: pl.DataFrame) -> pl.DataFrame:
     later = at.join(at, on="address_key", suffix="_other").filter(
         pl.col("address_seen_other") > pl.col("last_there") + MOVED_AWAY_AFTER
     )
-    shares_surname = later.group_by("person_id").agg((pl.col("surname") == pl.col("surname_other")).any().alias("kin"))
-    moved = shares_surname.filter(~pl.col("kin")).select("person_id", pl.lit(True).alias("moved_away"))
+    tied = ties.rename({"other_id": "person_id_other"}).with_columns(pl.lit(True).alias("tied"))
+    kin = (
+        (pl.col("surname") == pl.col("surname_other"))
+        | pl.col("surname").is_in(NAMES_IN_PLACE_OF_A_FAMILY_NAME) | pl.col("surname_other").is_in(NAMES_IN_PLACE_OF_A_FAMILY_NAME)
+        | pl.col("tied").fill_null(False)
+    )
+    strangers = later.join(tied, on=["person_id", "person_id_other"], how="left").group_by("person_id").agg(kin.any().alias("kin"))
+    moved = strangers.filter(~pl.col("kin")).select("person_id", pl.lit(True).alias("moved_away"))
     placed = placed.join(moved, on="person_id", how="left")
     return placed.with_columns(
         pl.when(pl.col("moved_away")).then(pl.col("address_key")).alias("former_address"),

@@ -154,3 +154,10 @@ def looks_like_formula_expr(expr: pl.Expr) -> pl.Expr:
 POSTCODE_COMPACT = r"^[A-Z]{1,2}[0-9][A-Z0-9]?[0-9][A-Z]{2}$"
 #: The same shape written with its one space ('WD9 2WN'), as the pipeline stores it.
 POSTCODE_SPACED = POSTCODE_COMPACT.replace("?[0-9]", "? [0-9]")
+
+# --- names ----------------------------------------------------------------------------------
+#: Names many women of Bangladeshi and Pakistani families carry where a surname is asked for,
+#: in place of the family name their husband and children carry (ONS, "Names in the Census";
+#: NHS Digital's PDS tracing guidance names them the commonest cause of failed traces). As
+#: written by name_key. Such a name says nothing about which household a woman is of.
+NAMES_IN_PLACE_OF_A_FAMILY_NAME = ("BEGUM", "KHATUN", "BIBI")

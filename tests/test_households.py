@@ -222,3 +222,21 @@ def test_a_name_recorded_surname_first_finds_the_household_of_its_surname():
     ])
     assert placed["uncle"] == (f"{OLD}||29", "postcode and surname")
     assert placed["lewis_price"][0] != placed["kid_lewis"][0]
+
+
+def test_people_seen_at_the_address_since_replace_only_strangers():
+    placed = households([
+        # a mother named at a notification with her son, who carries his father's surname and is seen there since
+        record("mum", "domestic_abuse", D(2024, 3, 1), "MARIE", "MACDONALD", D(1987, 1, 1), OLD, "3", role="VICTIM", event_ref="DA1"),
+        record("son", "domestic_abuse", D(2024, 3, 1), "DAVID", "ROBINSON", D(2015, 1, 1), OLD, "3", role="CHILD_RESIDENT", event_ref="DA1"),
+        record("son", "school_attendance", D(2026, 7, 20), "DAVID", "ROBINSON", D(2015, 1, 1), OLD, "3"),
+        # a brother last seen at school in 2024; his sister, recorded as Bibi, since
+        record("brother", "school_attendance", D(2024, 7, 20), "KAMRAN", "KHAN", D(2006, 1, 1), NEW, "5"),
+        record("sister", "school_attendance", D(2026, 7, 20), "HIRA", "BIBI", D(2010, 1, 1), NEW, "5"),
+        # a tenant last seen in 2023, and a stranger since: the tenant has moved away
+        record("tenant", "worklessness", D(2023, 1, 10), "JOHN", "FOX", D(1970, 1, 1), NEW, "9"),
+        record("newcomer", "worklessness", D(2026, 6, 1), "AMY", "WOLF", D(1990, 1, 1), NEW, "9"),
+    ])
+    assert placed["mum"][0] == placed["son"][0] == f"{OLD}||3"
+    assert placed["brother"][0] == placed["sister"][0] == f"{NEW}||5"
+    assert placed["tenant"][0] == f"moved from:{NEW}||9" and placed["newcomer"][0] == f"{NEW}||9"
