@@ -10,7 +10,7 @@ As of the reference date:
 2. A person no source gives a current full address for (an infant seen only
    at A&E, a child known only to children's services, someone whose latest
    record is at a new postcode) joins the household at their latest postcode
-   that holds someone of their surname; failing that, the household of the
+   that holds someone of their surname, where only one there does; failing that, the household of the
    victim of a domestic abuse notification that names them as a child; failing
    that, the home of a brother or sister named with them in one contact at the
    children's front door; failing that, the new address of people of their
@@ -193,11 +193,13 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
         pl.coalesce("address_key", "contact_address").alias("address_key"),
         pl.coalesce("postcode", pl.when(pl.col("contact_address").is_not_null()).then(pl.col("latest_postcode"))).alias("postcode"),
     )
-    # ... or the household at their latest postcode with someone of their surname
+    # ... or the household at their latest postcode with someone of their surname, where only one
+    # household there has it (between two, the surname does not say which)
     housed = placed.filter(pl.col("address_key").is_not_null()).select("address_key", "postcode", "surname")
-    by_surname = housed.group_by("postcode", "surname", "address_key").len().sort(["postcode", "surname", "len", "address_key"], descending=[False, False, True, False])
-    best = by_surname.group_by("postcode", "surname", maintain_order=True).first().select(
-        pl.col("postcode").alias("latest_postcode"), "surname", pl.col("address_key").alias("surname_address")
+    best = (
+        housed.unique(["postcode", "surname", "address_key"])
+        .filter(pl.len().over("postcode", "surname") == 1)
+        .select(pl.col("postcode").alias("latest_postcode"), "surname", pl.col("address_key").alias("surname_address"))
     )
     placed = placed.join(best, on=["latest_postcode", "surname"], how="left")
     # ... or the address of the victim at a domestic abuse notification naming them as a child

@@ -240,3 +240,17 @@ def test_people_seen_at_the_address_since_replace_only_strangers():
     assert placed["mum"][0] == placed["son"][0] == f"{OLD}||3"
     assert placed["brother"][0] == placed["sister"][0] == f"{NEW}||5"
     assert placed["tenant"][0] == f"moved from:{NEW}||9" and placed["newcomer"][0] == f"{NEW}||9"
+
+
+def test_a_surname_two_households_at_the_postcode_share_places_no_one():
+    placed = households([
+        record("a_mum", "worklessness", D(2026, 3, 1), "ANA", "SMITH", D(1988, 1, 1), OLD, "1"),
+        record("a_kid", "school_attendance", D(2026, 5, 1), "ION", "SMITH", D(2016, 1, 1), OLD, "1"),
+        record("b_mum", "worklessness", D(2026, 3, 1), "EVA", "SMITH", D(1979, 6, 6), OLD, "7"),
+        record("c_dad", "worklessness", D(2026, 3, 1), "LEE", "HART", D(1979, 6, 6), OLD, "9"),
+        # seen only at A&E, by postcode: which Smiths? Not said; the Harts are the only Harts
+        record("smith", "ae_attendances", D(2026, 7, 1), "OANA", "SMITH", D(1950, 5, 5), OLD),
+        record("hart", "ae_attendances", D(2026, 7, 1), "AMY", "HART", D(2015, 5, 5), OLD),
+    ])
+    assert placed["smith"] == (f"postcode:{OLD}|SMITH", "postcode and surname, no address")
+    assert placed["hart"] == (f"{OLD}||9", "postcode and surname")
