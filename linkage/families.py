@@ -20,8 +20,8 @@ As of the reference date:
    with no address either.
 3. Moves. Someone last seen at an address (or its postcode) well before people
    of another surname, whom no record names as their household, were seen there
-   has moved away; they follow those they
-   lived with if those were seen since at a new address. Someone whose address
+   has moved away; they follow kin they lived with (of their surname, or named
+   as their household by a record) if those were seen since at a new address. Someone whose address
    is known only from old records, whose kin of their surname were seen at that
    postcode and since only elsewhere, moved with them; so did someone a record
    names as one household with another (siblings in one front-door contact, a
@@ -183,8 +183,9 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
         pl.when((pl.col("latest_postcode") != pl.col("postcode")) & (pl.col("latest_postcode") != pl.col("left_postcode")).fill_null(True)).then(None).otherwise(pl.col("address_key")).alias("address_key")
     )
     placed = placed.with_columns(pl.lit(None, dtype=pl.String).alias("placed_by"))
-    placed = _evict_former_occupants(placed, _named_as_one_household(records))
-    placed = _follow_household(placed, summaries["addresses_seen"])
+    ties = _named_as_one_household(records)
+    placed = _evict_former_occupants(placed, ties)
+    placed = _follow_household(placed, summaries["addresses_seen"], ties)
     # 2. no full address: named as a pupil's contact at that postcode (a parent seen only at A&E) ...
     contacts = _school_contacts(records, addresses)
     placed = placed.join(contacts, left_on=["forename", "surname", "latest_postcode"], right_on=["contact_forename", "contact_surname", "contact_postcode"], how="left")
@@ -240,8 +241,8 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
         .alias("placed_by"),
     )
     placed = _follow_kin_who_moved_on(placed, postcodes_seen)
-    placed = _moved_with_those_named_with_them(placed, records, summaries["addresses_seen"])
-    placed = separate_families_at_one_address(placed, records).with_columns(household_parts(pl.col("household_key")))
+    placed = _moved_with_those_named_with_them(placed, ties, summaries["addresses_seen"])
+    placed = separate_families_at_one_address(placed, records, ties).with_columns(household_parts(pl.col("household_key")))
     placed = placed.with_columns(pl.col("placed_by").replace_strict(PLACEMENT_CONFIDENCE).alias("placement_confidence"))
     members = placed.select(
         "person_id", "household_key", "household_postcode", "household_house_number", "placed_by", "placement_confidence",
@@ -266,7 +267,7 @@ def _surnames_alike(a: str | None, b: str | None) -> bool:
     return any(jellyfish.jaro_winkler_similarity(x, y) >= SURNAMES_ALIKE for x in re.split(r"[ -]+", a) for y in re.split(r"[ -]+", b) if x and y)
 
 
-def separate_families_at_one_address(placed: pl.DataFrame, records: pl.DataFrame) -> pl.DataFrame:
+def separate_families_at_one_address(placed: pl.DataFrame, records: pl.DataFrame, ties: pl.DataFrame) -> pl.DataFrame:
     """Split a household whose dependent children fall into groups of surnames not alike, with no
     record joining the groups, into one family per group (rule 5 of the module's docstring).
     A second family's key is the address's key with its eldest child's person id appended, so
@@ -277,19 +278,19 @@ def separate_families_at_one_address(placed: pl.DataFrame, records: pl.DataFrame
     at = placed.filter(pl.col("household_key").is_in(mixed.implode()) & ~pl.col("household_key").str.starts_with("postcode:"))
     if at.is_empty():
         return placed
-    # recorded ties between two people: a pupil's contact, a child named at a victim's notification
+    # recorded ties between two people: a pupil's contact, and those a record names as one household (`ties`)
     named = records.filter(pl.col("contact_surname").is_not_null()).select("person_id", "contact_forename", "contact_surname").unique()
-    ties = pl.concat([
+    recorded = pl.concat([
         named.join(at.select(pl.col("person_id").alias("adult_id"), pl.col("forename").alias("contact_forename"), pl.col("surname").alias("contact_surname")),
                    on=["contact_forename", "contact_surname"]).select("person_id", "adult_id"),
-        _named_as_one_household(records).rename({"other_id": "adult_id"}),
+        ties.rename({"other_id": "adult_id"}),
     ])
     # people at one address are one family where their surnames are alike or a record ties them
     people = at.select("person_id", "household_key", "surname", "dependent_child", "dob").sort("household_key", "person_id").with_row_index("i")
     pairs = people.join(people, on="household_key", suffix="_b").filter(pl.col("i") < pl.col("i_b"))
     surnames = pairs.select("surname", "surname_b").unique()
     alike = surnames.filter(pl.Series([_surnames_alike(x, y) for x, y in surnames.iter_rows()], dtype=pl.Boolean))
-    tied = pl.concat([ties, ties.select(pl.col("adult_id").alias("person_id"), pl.col("person_id").alias("adult_id"))]).rename({"adult_id": "person_id_b"})
+    tied = pl.concat([recorded, recorded.select(pl.col("adult_id").alias("person_id"), pl.col("person_id").alias("adult_id"))]).rename({"adult_id": "person_id_b"})
     joined = pl.concat([
         pairs.join(alike, on=["surname", "surname_b"], how="semi"),
         pairs.join(tied.cast(pairs.select("person_id", "person_id_b").schema), on=["person_id", "person_id_b"], how="semi"),
@@ -377,9 +378,11 @@ def _evict_former_occupants(placed: pl.DataFrame, ties: pl.DataFrame) -> pl.Data
     ).drop("moved_away")
 
 
-def _follow_household(placed: pl.DataFrame, history: pl.DataFrame) -> pl.DataFrame:
-    """Someone who moved away joins the people they used to live with, where those were
-    seen since at a new address: households usually move together.
+def _follow_household(placed: pl.DataFrame, history: pl.DataFrame, ties: pl.DataFrame) -> pl.DataFrame:
+    """Someone who moved away joins their kin they used to live with (of their surname, or named
+    as their household by a record: `ties`, person_id and other_id), where those were seen
+    since at a new address: households usually move together. Others seen at the old address
+    may have lived there at another time, so they are not followed.
     history: (person_id, former_address), every full address each person was recorded at."""
     now = placed.filter(pl.col("address_key").is_not_null()).select(pl.col("person_id").alias("other"), pl.col("address_key").alias("new_address"), pl.col("surname").alias("other_surname"))
     movers = placed.filter(pl.col("former_address").is_not_null()).select("person_id", "former_address", "surname")
@@ -388,10 +391,11 @@ def _follow_household(placed: pl.DataFrame, history: pl.DataFrame) -> pl.DataFra
         .filter(pl.col("other") != pl.col("person_id"))
         .join(now, on="other")
         .filter(pl.col("new_address") != pl.col("former_address"))
-        .with_columns((pl.col("surname") == pl.col("other_surname")).alias("kin"))
+        .join(ties.rename({"other_id": "other"}).with_columns(pl.lit(True).alias("tied")), on=["person_id", "other"], how="left")
+        .filter((pl.col("surname") == pl.col("other_surname")) | pl.col("tied").fill_null(False))
         .group_by("person_id", "new_address")
-        .agg(pl.len().alias("n"), pl.col("kin").any())
-        .sort(["person_id", "kin", "n", "new_address"], descending=[False, True, True, False])
+        .agg(pl.len().alias("n"))
+        .sort(["person_id", "n", "new_address"], descending=[False, True, False])
         .group_by("person_id", maintain_order=True)
         .first()
         .select("person_id", "new_address")
@@ -464,15 +468,15 @@ def household_parts(key: pl.Expr) -> list[pl.Expr]:
     ]
 
 
-def _moved_with_those_named_with_them(placed: pl.DataFrame, records: pl.DataFrame, history: pl.DataFrame) -> pl.DataFrame:
-    """Someone a record names with another as one household (`_named_as_one_household`) whose
+def _moved_with_those_named_with_them(placed: pl.DataFrame, ties: pl.DataFrame, history: pl.DataFrame) -> pl.DataFrame:
+    """Someone a record names with another as one household (`ties`: `_named_as_one_household`) whose
     records still give the address the other has left, never the other's new one, moved with
     them: a partner's records catch up with a move months late (a school's roll, a police
     system), and a family is not split by the one record that has not.
     history: (person_id, former_address), every full address each person was recorded at."""
     at_address = placed.filter(pl.col("placed_by") == "address")
     stale = (
-        _named_as_one_household(records)
+        ties
         .join(at_address.select("person_id", "household_key"), on="person_id")
         .join(at_address.select(pl.col("person_id").alias("other_id"), pl.col("household_key").alias("their_household")), on="other_id")
         .filter(pl.col("household_key") != pl.col("their_household"))

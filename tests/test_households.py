@@ -254,3 +254,20 @@ def test_a_surname_two_households_at_the_postcode_share_places_no_one():
     ])
     assert placed["smith"] == (f"postcode:{OLD}|SMITH", "postcode and surname, no address")
     assert placed["hart"] == (f"{OLD}||9", "postcode and surname")
+
+
+def test_someone_who_moved_away_follows_kin_not_whoever_else_lived_there():
+    placed = households([
+        # the Greens lived at OLD 1 until 2024, then strangers; the Greens' son is seen at NEW since
+        record("green", "worklessness", D(2023, 6, 1), "ROSE", "GREEN", D(1970, 1, 1), OLD, "1"),
+        record("green_son", "worklessness", D(2023, 6, 1), "IVAN", "GREEN", D(2000, 1, 1), OLD, "1"),
+        record("green_son", "worklessness", D(2026, 5, 1), "IVAN", "GREEN", D(2000, 1, 1), NEW, "4"),
+        record("lodger", "asb_incidents", D(2022, 1, 1), "TIM", "BLACK", D(1960, 1, 1), OLD, "1"),
+        record("lodger", "worklessness", D(2026, 5, 1), "TIM", "BLACK", D(1960, 1, 1), NEW, "6"),
+        record("stranger", "worklessness", D(2026, 6, 1), "AMY", "WOLF", D(1990, 1, 1), OLD, "1"),
+        # a tenant of another surname there in 2023, with no kin seen since: moved away, to where no record says
+        record("tenant", "worklessness", D(2023, 6, 1), "OLGA", "BLUE", D(1980, 1, 1), OLD, "1"),
+    ])
+    assert placed["green"] == (f"{NEW}||4", "moved with their household")
+    assert placed["tenant"] == (f"moved from:{OLD}||1", "moved away together")
+    assert placed["lodger"][0] == f"{NEW}||6" and placed["stranger"][0] == f"{OLD}||1"
