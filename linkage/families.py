@@ -204,7 +204,8 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
     )
     placed = placed.join(best, on=["latest_postcode", "surname"], how="left")
     # ... or the address of the victim at a domestic abuse notification naming them as a child
-    child_links = _child_of_victim(records).join(addresses.select(pl.col("person_id").alias("adult_id"), pl.col("address_key").alias("victim_address")), on="adult_id")
+    victims_now = placed.filter(pl.col("address_key").is_not_null()).select(pl.col("person_id").alias("adult_id"), pl.col("address_key").alias("victim_address"))
+    child_links = _child_of_victim(records).join(victims_now, on="adult_id")
     child_links = child_links.group_by("person_id").agg(pl.col("victim_address").sort().first())
     placed = placed.join(child_links, on="person_id", how="left")
     # ... or the home of a brother or sister named with them in one contact at the children's front door

@@ -271,3 +271,17 @@ def test_someone_who_moved_away_follows_kin_not_whoever_else_lived_there():
     assert placed["green"] == (f"{NEW}||4", "moved with their household")
     assert placed["tenant"] == (f"moved from:{OLD}||1", "moved away together")
     assert placed["lodger"][0] == f"{NEW}||6" and placed["stranger"][0] == f"{OLD}||1"
+
+
+def test_a_child_named_at_a_notification_joins_the_victim_where_the_victim_lives_now():
+    placed = households([
+        record("gran", "domestic_abuse", D(2023, 6, 1), "ROSE", "GREEN", D(1970, 1, 1), OLD, "1", role="VICTIM", event_ref="DA9"),
+        record("grandchild", "domestic_abuse", D(2023, 6, 1), "LILY", "SHAW", D(2018, 1, 1), OLD, role="CHILD_RESIDENT", event_ref="DA9"),
+        record("grandchild", "ae_attendances", D(2026, 6, 1), "LILY", "SHAW", D(2018, 1, 1), NEW),
+        # her son is seen at NEW since; strangers live at OLD 1 now
+        record("son", "worklessness", D(2023, 6, 1), "IVAN", "GREEN", D(1995, 1, 1), OLD, "1"),
+        record("son", "worklessness", D(2026, 5, 1), "IVAN", "GREEN", D(1995, 1, 1), NEW, "4"),
+        record("stranger", "worklessness", D(2026, 6, 1), "AMY", "WOLF", D(1990, 1, 1), OLD, "1"),
+    ])
+    assert placed["gran"][0] == placed["son"][0] == f"{NEW}||4"
+    assert placed["grandchild"] == (f"{NEW}||4", "domestic abuse notification")
