@@ -184,7 +184,7 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
     )
     placed = placed.with_columns(pl.lit(None, dtype=pl.String).alias("placed_by"))
     ties = _named_as_one_household(records)
-    placed = _evict_former_occupants(placed, ties)
+    placed = _evict_former_occupants(placed, pl.concat([ties, _recorded_at_home_together(records)]).unique())
     placed = _follow_household(placed, summaries["addresses_seen"], ties)
     # 2. no full address: named as a pupil's contact at that postcode (a parent seen only at A&E) ...
     contacts = _school_contacts(records, addresses)
@@ -354,7 +354,7 @@ def _evict_former_occupants(placed: pl.DataFrame, ties: pl.DataFrame) -> pl.Data
     """People last seen at an address well before others were seen there have moved away:
     someone else lives there now. The others must be strangers: not of their surname (nor
     carrying a name in place of a family name, `NAMES_IN_PLACE_OF_A_FAMILY_NAME`), and no
-    record names them as one household (`ties`: person_id, other_id). Those who moved away
+    record names them as one household or at home together (`ties`: person_id, other_id). Those who moved away
     keep the old address only as `former_address`, so those who left together stay together."""
     # last seen there: at the address, or at its postcode by a source that records no street (A&E)
     at = placed.filter(pl.col("address_key").is_not_null()).select(
@@ -558,6 +558,18 @@ def _named_as_one_household(records: pl.DataFrame) -> pl.DataFrame:
         victims,
     ])
     return pl.concat([one_way, one_way.select(pl.col("other_id").alias("person_id"), pl.col("person_id").alias("other_id"))]).unique()
+
+
+def _recorded_at_home_together(records: pl.DataFrame) -> pl.DataFrame:
+    """(person_id, other_id), both ways: the victim and perpetrator of one domestic abuse
+    notification recorded at one address, a couple at home when the police came. Not a household
+    for good (they may have separated since), but not strangers to each other's address either."""
+    at = ["event_ref", "postcode", "house_number", "flat"]
+    notified = records.filter((pl.col("source") == "domestic_abuse") & pl.col("house_number").is_not_null()).select("person_id", "role", *at)
+    couples = notified.filter(pl.col("role") == "VICTIM").drop("role").join(
+        notified.filter(pl.col("role") == "PERPETRATOR").drop("role").rename({"person_id": "other_id"}), on=at, nulls_equal=True
+    ).select("person_id", "other_id")
+    return pl.concat([couples, couples.select(pl.col("other_id").alias("person_id"), pl.col("person_id").alias("other_id"))])
 
 
 def _child_of_victim(records: pl.DataFrame) -> pl.DataFrame:

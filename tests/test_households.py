@@ -285,3 +285,18 @@ def test_a_child_named_at_a_notification_joins_the_victim_where_the_victim_lives
     ])
     assert placed["gran"][0] == placed["son"][0] == f"{NEW}||4"
     assert placed["grandchild"] == (f"{NEW}||4", "domestic abuse notification")
+
+
+def test_a_partner_the_police_found_at_home_is_not_replaced_by_the_other_partner():
+    placed = households([
+        # a couple at home at a notification; only he is recorded there since
+        record("her", "domestic_abuse", D(2024, 5, 31), "ANNA", "DUNN", D(1987, 1, 1), OLD, "3", role="VICTIM", event_ref="DA7"),
+        record("him", "domestic_abuse", D(2024, 5, 31), "MARC", "PAGE", D(1985, 1, 1), OLD, "3", role="PERPETRATOR", event_ref="DA7"),
+        record("him", "worklessness", D(2026, 5, 1), "MARC", "PAGE", D(1985, 1, 1), OLD, "3"),
+        # a perpetrator recorded at another address at that notification is no one's household here
+        record("victim2", "domestic_abuse", D(2024, 5, 31), "JO", "RYAN", D(1990, 1, 1), NEW, "1", role="VICTIM", event_ref="DA8"),
+        record("ex", "domestic_abuse", D(2024, 5, 31), "AL", "COX", D(1988, 1, 1), OLD, "9", role="PERPETRATOR", event_ref="DA8"),
+        record("newcomer", "worklessness", D(2026, 6, 1), "AMY", "WOLF", D(1990, 1, 1), NEW, "1"),
+    ])
+    assert placed["her"][0] == placed["him"][0] == f"{OLD}||3"
+    assert placed["victim2"][0] == f"moved from:{NEW}||1"
