@@ -191,12 +191,18 @@ def canonical_addresses(records: pl.DataFrame, matches: pl.DataFrame) -> pl.Data
     ).pipe(one_reading_per_property, ~matched).drop("property_postcode", "property_house_number", "property_flat")
 
 
+#: Lines of a property under a postcode other than most of its lines' are a slip when at least
+#: this many times fewer (a neighbouring unit picked from a list); more are a namesake street.
+SLIP_RATIO = 2
+
+
 def one_reading_per_property(records: pl.DataFrame, unmatched: pl.Expr | None = None) -> pl.DataFrame:
     """A property no gazetteer holds is written many ways: "Flat 3, 4 Lewis Gardens", "4/3 Lewis
-    Gardens", "3 4 Lewis Gardens", "4C Lewis Gardens"; read alone they are four households. Lines
-    at one postcode naming the same street with the same numbers (a flat's letter read as its
-    number, as the gazetteer's `sao_letter`: 4C is flat 3 of 4) are one property, and each takes
-    the reading (house number, flat) most of those lines give, ties to the first in order; lines
+    Gardens", "3 4 Lewis Gardens", "4C Lewis Gardens", sometimes under a neighbouring postcode;
+    read alone they are several households. Lines in one postcode district naming the same
+    street (town included) with the same numbers (a flat's letter read as its number, as the
+    gazetteer's `sao_letter`: 4C is flat 3 of 4) are one property, and each takes the reading
+    (postcode, house number, flat) most of those lines give, ties to the first in order; lines
     the gazetteer matched vote with their property's reading, so a form it could not match joins
     the property the others were matched to (a flat it lacks, written "18G", with "Flat 7, 18").
     `unmatched`: the records this applies to (default: every record with an address line)."""
@@ -219,17 +225,32 @@ def one_reading_per_property(records: pl.DataFrame, unmatched: pl.Expr | None = 
         )
         .filter(pl.col("numbers") != "")
     )
-    readings = (
-        lines.join(written, on=["postcode", "address"])
-        .group_by("postcode", "street", "numbers", "house_number", "flat").len()
-        .sort(["postcode", "street", "numbers", "len", "house_number", "flat"], descending=[False, False, False, True, False, False], nulls_last=True)
-        .group_by("postcode", "street", "numbers", maintain_order=True)
-        .agg(pl.col("house_number").first().alias("read_house_number"), pl.col("flat").first().alias("read_flat"))
-    )
-    readings = written.join(readings, on=["postcode", "street", "numbers"]).select("postcode", "address", "read_house_number", "read_flat")
+    written = written.with_columns(pl.col("postcode").str.split(" ").list.first().alias("district"))
+    counted = lines.join(written, on=["postcode", "address"]).group_by("district", "street", "numbers", "postcode", "house_number", "flat").len()
+
+    def most_given(within: list[str]) -> pl.DataFrame:
+        reading = [c for c in ("postcode", "house_number", "flat") if c not in within]
+        return (
+            counted.group_by(*within, *reading).agg(pl.col("len").sum())
+            .sort([*within, "len", *reading], descending=[*(False for _ in within), True, *(False for _ in reading)], nulls_last=True)
+            .group_by(*within, maintain_order=True)
+            .agg(pl.col("postcode").first().alias("read_postcode"), pl.col("house_number").first().alias("read_house_number"),
+                 pl.col("flat").first().alias("read_flat"), pl.col("len").sum().alias("read_lines"), pl.col("len").first().alias("most_lines"))
+        )
+
+    # within the postcode; then across the postcode district, where a property's lines under one
+    # postcode are a few beside its many under another (a neighbouring unit picked from a list),
+    # not where as many are there (a street of the same name elsewhere in the district)
+    in_postcode = written.join(most_given(["postcode", "street", "numbers"]), on=["postcode", "street", "numbers"])
+    in_district = written.join(most_given(["district", "street", "numbers"]).drop("read_lines"), on=["district", "street", "numbers"]).join(
+        in_postcode.select("postcode", "address", pl.col("read_lines").alias("own_lines")), on=["postcode", "address"]
+    ).filter((pl.col("read_postcode") != pl.col("postcode")) & (pl.col("own_lines") * SLIP_RATIO <= pl.col("most_lines")))
+    reading = ["postcode", "address", "read_postcode", "read_house_number", "read_flat"]
+    readings = pl.concat([in_district.select(reading), in_postcode.join(in_district, on=["postcode", "address"], how="anti").select(reading)])
     joined = records.with_columns(eligible.alias("_eligible")).join(readings, on=["postcode", "address"], how="left", maintain_order="left")
     use = pl.col("_eligible") & pl.col("read_house_number").is_not_null()
     return joined.with_columns(
+        pl.when(use).then(pl.col("read_postcode")).otherwise(pl.col("postcode")).alias("postcode"),
         pl.when(use).then(pl.col("read_house_number")).otherwise(pl.col("house_number")).alias("house_number"),
         pl.when(use).then(pl.col("read_flat")).otherwise(pl.col("flat")).alias("flat"),
-    ).drop("_eligible", "read_house_number", "read_flat")
+    ).drop("_eligible", "read_postcode", "read_house_number", "read_flat")

@@ -81,13 +81,17 @@ def test_a_property_the_gazetteer_lacks_is_one_household_however_written_and_no_
         ("3 4 Lewis Gardens", "AL14 8QP"), ("4/3 Lewis Gardens", "AL14 8QP"),
         ("Flat 4, 3 Campbell Avenue", "AL14 8QP"),  # the same numbers in another street of the postcode
         ("4 Lewis Gardens", "AL14 8QP"),  # the building, no flat
-        ("Flat 3, 4 Lewis Gardens", "AL14 8QA"),  # another postcode
         ("Flat 3, 5 Lewis Gardens", "AL14 8QP"),  # another building
+        ("Flat 3, 4 Lewis Gardens", "AL14 8QA"),  # a neighbouring unit keyed: the same property
+        ("Flat 3, 4 Lewis Gardens", "AL15 1AA"),  # another district: another Lewis Gardens
+        ("2 Church Road", "AL14 1AA"), ("2 Church Road", "AL14 1AA"),  # two villages' Church Roads in one district,
+        ("2 Church Road", "AL14 9ZZ"), ("2 Church Road", "AL14 9ZZ"),  # each with as many lines: two properties
     ]
     read = canonical_addresses(_records(written), pl.DataFrame())
     readings = list(read.select("postcode", "flat", "house_number").iter_rows())
     assert readings[:5] == [("AL14 8QP", "3", "4")] * 5, "the reading most lines give"
-    assert readings[5:] == [("AL14 8QP", "4", "3"), ("AL14 8QP", None, "4"), ("AL14 8QA", "3", "4"), ("AL14 8QP", "3", "5")]
+    assert readings[5:] == [("AL14 8QP", "4", "3"), ("AL14 8QP", None, "4"), ("AL14 8QP", "3", "5"), ("AL14 8QP", "3", "4"), ("AL15 1AA", "3", "4"),
+                            ("AL14 1AA", None, "2"), ("AL14 1AA", None, "2"), ("AL14 9ZZ", None, "2"), ("AL14 9ZZ", None, "2")]
 
 
 def test_a_line_two_properties_explain_is_not_guessed_but_read_as_its_property_s_other_lines(tmp_path):
