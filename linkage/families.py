@@ -10,23 +10,28 @@ As of the reference date:
 2. A person no source gives a current full address for (an infant seen only
    at A&E, a child known only to children's services, someone whose latest
    record is at a new postcode) joins the household at their latest postcode
-   that holds someone of their surname, where only one there does; failing that, the household of the
-   victim of a domestic abuse notification that names them as a child; failing
-   that, the home of a brother or sister named with them in one contact at the
+   where a pupil names them as contact; failing that, the one household there
+   that holds someone of their surname (between two, the surname says
+   nothing); failing that, the household, where it lives now, of the victim of
+   a domestic abuse notification that names them as a child; failing that, the
+   home of a brother or sister named with them in one contact at the
    children's front door; failing that, the new address of people of their
    surname who were seen at that postcode and have since moved on; failing
    that, for names recorded surname first, the household there of the surname
    their forename is; failing that, others of their surname at that postcode
    with no address either.
-3. Moves. Someone last seen at an address (or its postcode) well before people
-   of another surname, whom no record names as their household, were seen there
-   has moved away; they follow kin they lived with (of their surname, or named
-   as their household by a record) if those were seen since at a new address. Someone whose address
-   is known only from old records, whose kin of their surname were seen at that
-   postcode and since only elsewhere, moved with them; so did someone a record
-   names as one household with another (siblings in one front-door contact, a
-   victim and the children at a notification, a claimant and partner) whose
-   records still give the home the other has left, never the new one.
+3. Moves. Someone last seen at an address (or its postcode) well before
+   strangers were seen there has moved away: people of another surname, whom
+   no record names as their household or the police found at home with them,
+   and not women recorded as Begum, Khatun or Bibi in place of the family
+   name. They follow kin they lived with (of their surname, or named as their
+   household by a record) if those were seen since at a new address. Someone
+   whose address is known only from old records, whose kin of their surname
+   were seen at that postcode and since only elsewhere, moved with them; so
+   did someone a record names as one household with another (siblings in one
+   front-door contact, a victim and the children at a notification, a claimant
+   and partner) whose records still give the home the other has left, never
+   the new one.
 4. People at one address form one household. A household with at least one
    dependent child (0-15, or 16-18 and still at school) is a family for early
    help; other households are kept but never listed.
