@@ -18,8 +18,10 @@ As of the reference date:
    children's front door; failing that, the new address of people of their
    surname who were seen at that postcode and have since moved on; failing
    that, for names recorded surname first, the household there of the surname
-   their forename is; failing that, others of their surname at that postcode
-   with no address either.
+   their forename is; failing that, for a dependent child, the one household
+   of their surname at a postcode they were recorded at before (children do
+   not move out on their own); failing that, others of their surname at that
+   postcode with no address either.
 3. Moves. Someone last seen at an address (or its postcode) well before
    strangers were seen there has moved away: people of another surname, whom
    no record names as their household or the police found at home with them,
@@ -222,6 +224,8 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
     placed = placed.join(best.rename({"surname": "forename", "surname_address": "swapped_address"}), on=["latest_postcode", "forename"], how="left").with_columns(
         pl.when(pl.col("person_id").is_in(swapped.implode())).then(pl.col("swapped_address")).alias("swapped_address")
     )
+    # ... or, for a child, the one household of their surname at a postcode they were recorded at before
+    placed = placed.join(_child_at_an_earlier_postcode(placed, postcodes_seen, best), on="person_id", how="left")
     placed = placed.with_columns(
         pl.when(pl.col("address_key").is_not_null()).then(pl.col("address_key"))
         .when(pl.col("surname_address").is_not_null()).then(pl.col("surname_address"))
@@ -229,6 +233,7 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
         .when(pl.col("sibling_address").is_not_null()).then(pl.col("sibling_address"))
         .when(pl.col("kin_address").is_not_null()).then(pl.col("kin_address"))
         .when(pl.col("swapped_address").is_not_null()).then(pl.col("swapped_address"))
+        .when(pl.col("earlier_address").is_not_null()).then(pl.col("earlier_address"))
         .when(pl.col("former_address").is_not_null()).then(pl.lit("moved from:") + pl.col("former_address"))
         .when(pl.col("latest_postcode").is_not_null() & pl.col("surname").is_not_null())
         .then(pl.lit("postcode:") + pl.col("latest_postcode") + "|" + pl.col("surname"))
@@ -241,6 +246,7 @@ def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataF
         .when(pl.col("sibling_address").is_not_null()).then(pl.lit(NAMED_WITH_SIBLING))
         .when(pl.col("kin_address").is_not_null()).then(pl.lit("moved with their household"))
         .when(pl.col("swapped_address").is_not_null()).then(pl.lit("postcode and surname"))
+        .when(pl.col("earlier_address").is_not_null()).then(pl.lit("postcode and surname"))
         .when(pl.col("former_address").is_not_null()).then(pl.lit("moved away together"))
         .when(pl.col("latest_postcode").is_not_null() & pl.col("surname").is_not_null()).then(pl.lit("postcode and surname, no address"))
         .otherwise(pl.lit("alone"))
@@ -412,6 +418,25 @@ def _follow_household(placed: pl.DataFrame, history: pl.DataFrame, ties: pl.Data
         pl.coalesce("new_address", "address_key").alias("address_key"),
         pl.when(pl.col("new_address").is_not_null()).then(None).otherwise(pl.col("former_address")).alias("former_address"),
     ).drop("new_address")
+
+
+def _child_at_an_earlier_postcode(placed: pl.DataFrame, postcodes_seen: pl.DataFrame, by_surname: pl.DataFrame) -> pl.DataFrame:
+    """person_id -> earlier_address, for a dependent child with no address whose latest postcode
+    holds no household of their surname: the one household of their surname at the postcodes
+    they were recorded at before, where there is only one. Children do not move out on their own;
+    an A&E visit gives where the child was (or a neighbouring postcode keyed), not a new home.
+    by_surname: (latest_postcode, surname) -> surname_address, one household each."""
+    children = placed.filter(pl.col("dependent_child") & pl.col("address_key").is_null()).select("person_id", "surname", "latest_postcode")
+    return (
+        postcodes_seen.rename({"kin": "person_id"})
+        .join(children, on="person_id")
+        .filter(pl.col("postcode") != pl.col("latest_postcode"))
+        .join(by_surname.rename({"latest_postcode": "postcode", "surname_address": "earlier_address"}), on=["postcode", "surname"])
+        .group_by("person_id")
+        .agg(pl.col("earlier_address").unique())
+        .filter(pl.col("earlier_address").list.len() == 1)
+        .select("person_id", pl.col("earlier_address").list.first())
+    )
 
 
 def _names_the_other_way_round(people: pl.DataFrame) -> pl.Series:

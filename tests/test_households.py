@@ -300,3 +300,16 @@ def test_a_partner_the_police_found_at_home_is_not_replaced_by_the_other_partner
     ])
     assert placed["her"][0] == placed["him"][0] == f"{OLD}||3"
     assert placed["victim2"][0] == f"moved from:{NEW}||1"
+
+
+def test_a_child_seen_last_at_another_postcode_stays_with_the_household_of_their_surname_seen_before():
+    placed = households([
+        record("mum", "worklessness", D(2026, 3, 1), "JO", "BRENNAN", D(1988, 1, 1), OLD, "6"),
+        record("kid", "ae_attendances", D(2025, 4, 1), "MIA", "BRENNAN", D(2019, 1, 1), OLD),
+        record("kid", "ae_attendances", D(2026, 8, 1), "MIA", "BRENNAN", D(2019, 1, 1), NEW),  # at a friend's, or keyed wrong
+        # an adult in the same case may have left home: not placed
+        record("adult", "ae_attendances", D(2025, 4, 1), "SEAN", "BRENNAN", D(2001, 1, 1), OLD),
+        record("adult", "ae_attendances", D(2026, 8, 1), "SEAN", "BRENNAN", D(2001, 1, 1), NEW),
+    ])
+    assert placed["kid"] == (f"{OLD}||6", "postcode and surname")
+    assert placed["adult"][0] == f"postcode:{NEW}|BRENNAN"
