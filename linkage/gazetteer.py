@@ -11,7 +11,8 @@ better than any other property there; a tie is left unmatched rather than guesse
 
 Each distinct (postcode, address line) is matched once. The result, per person mention:
 `uprn`, `match` (property, building: the flat is not in the gazetteer, so the building's UPRN
-with the partner's flat; sector: found in a neighbouring postcode), and the property's own
+with the partner's flat; sector: found in a neighbouring postcode; street: a line sent without a
+postcode, found by its street and numbers in the whole gazetteer), and the property's own
 postcode, house number and flat, which replace the partner's when households are formed
 (`canonical_addresses`): a flat stays a household of its own under its building.
 """
@@ -124,11 +125,13 @@ def match_addresses(con: duckdb.DuckDBPyConnection, records: pl.DataFrame) -> pl
         local.close()
     found = pl.concat([exact, rest]).join(addresses.select("address_id", "postcode", "address", "house_number"), on="address_id")
     flat_of_record = with_line.select("record_key", "postcode", "address", "flat")
+    matched = pl.concat([flat_of_record.join(found, on=["postcode", "address"]), _match_without_postcode(records, gazetteer)], how="diagonal_relaxed")
     return (
-        flat_of_record.join(found, on=["postcode", "address"])
+        matched
         .select(
             "record_key", "uprn",
-            pl.when(pl.col("pass") == "sector").then(pl.lit("sector")).when(pl.col("is_building") & pl.col("property_flat").is_null() & pl.col("flat").is_not_null())
+            pl.when(pl.col("pass").is_in(["sector", "street"])).then(pl.col("pass"))
+            .when(pl.col("is_building") & pl.col("property_flat").is_null() & pl.col("flat").is_not_null())
             .then(pl.lit("building")).otherwise(pl.lit("property")).alias("match"),
             pl.col("property_postcode").cast(pl.String),
             pl.col("property_house_number").cast(pl.String),
@@ -137,6 +140,40 @@ def match_addresses(con: duckdb.DuckDBPyConnection, records: pl.DataFrame) -> pl
         )
         .sort("record_key")
     )
+
+
+def _match_without_postcode(records: pl.DataFrame, gazetteer: pl.DataFrame) -> pl.DataFrame:
+    """Lines a partner sent without a postcode (police records: "may be blank"), matched by their
+    street and numbers across the whole gazetteer: the same scoring, a tie (one street name in
+    two towns, say) left unmatched. Streets are found by the line's leading words after its
+    numbers, so the join is on equal names, never a scan of every property for every line."""
+    no_postcode = records.filter(pl.col("address").is_not_null() & pl.col("postcode").is_null())
+    if no_postcode.is_empty():
+        return pl.DataFrame()
+    lines = (
+        no_postcode.select("address", "house_number", "flat").unique()
+        .with_row_index("address_id")
+        .with_columns(
+            pl.col("address").str.extract_all(r"\b[0-9]+[A-Z]?\b").alias("numbers"),
+            pl.col("address").str.replace(r"^((FLAT|APARTMENT|UNIT|APT) )?([0-9]+[A-Z]? )+", "").alias("street_part"),
+            pl.lit(None, dtype=pl.String).alias("postcode"),
+        )
+    )
+    words = lines.select("address_id", pl.col("street_part").str.split(" ").alias("words"))
+    streets = (
+        words.with_columns(pl.int_ranges(1, pl.col("words").list.len() + 1).alias("n")).explode("n")
+        .select("address_id", pl.col("words").list.head(pl.col("n")).list.join(" ").alias("street"))
+    )
+    candidates = streets.join(gazetteer, on="street")
+    local = scratch()
+    try:
+        local.register("gazetteer", candidates)
+        local.register("addresses", lines)
+        found = local.sql(_MATCH_SQL.format(block="a.address_id = g.address_id")).pl()
+    finally:
+        local.close()
+    found = found.join(lines.select("address_id", "address"), on="address_id")
+    return no_postcode.select("record_key", "address", "flat").join(found, on="address").with_columns(pl.lit("street").alias("pass"))
 
 
 @dataclass

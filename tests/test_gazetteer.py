@@ -102,3 +102,15 @@ def test_a_line_two_properties_explain_is_not_guessed_but_read_as_its_property_s
     assert matches["record_key"].to_list() == ["r0", "r1"], "number 8 or flat 8 of number 4: a tie, left unmatched"
     canonical = canonical_addresses(records, matches)
     assert canonical.select("postcode", "flat", "house_number").unique().rows() == [("AL10 0AE", None, "4")]
+
+
+def test_a_line_sent_without_a_postcode_is_found_by_its_street_and_numbers_where_only_one_property_fits(tmp_path):
+    con = _warehouse(tmp_path)
+    records = _records([("Flat 2, 14 Mill Lane, Hatfield", ""), ("20 Mill Lane", ""), ("7 Rose Walk", ""), ("33 Mill Lane", "")])
+    assert records["postcode"].null_count() == 4
+    matches = match_addresses(con, records)
+    uprn = dict(zip(matches["record_key"], matches["uprn"]))
+    assert [uprn.get(f"r{i}") for i in range(4)] == ["202", "300", None, None], "7 Rose Walk is two properties; 33 Mill Lane none"
+    assert set(matches["match"]) == {"street"}
+    canonical = canonical_addresses(records, matches)
+    assert canonical.select("postcode", "flat", "house_number").rows()[:2] == [("AL10 0AA", "2", "14"), ("AL10 0AA", None, "20")]
