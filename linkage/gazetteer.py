@@ -242,26 +242,15 @@ def one_reading_per_property(records: pl.DataFrame, unmatched: pl.Expr | None = 
     (postcode, house number, flat) most of those lines give, ties to the first in order; lines
     the gazetteer matched vote with their property's reading, so a form it could not match joins
     the property the others were matched to (a flat it lacks, written "18G", with "Flat 7, 18").
+    A line sent without a postcode takes the reading of the one property in the county's lines
+    with its street and numbers, where there is only one.
     `unmatched`: the records this applies to (default: every record with an address line)."""
     with_line = pl.col("address").is_not_null() & pl.col("postcode").is_not_null()
     eligible = with_line if unmatched is None else with_line & unmatched
     lines = records.filter(with_line).select("postcode", "address", "house_number", "flat")
     if lines.is_empty():
         return records
-    numbers = pl.col("address").str.extract_all(r"\b[0-9]+[A-Z]?\b")
-    written = (
-        lines.unique(["postcode", "address"]).select("postcode", "address")
-        .with_columns(
-            numbers.list.eval(
-                pl.concat_list(
-                    pl.element().str.extract(r"^([0-9]+)", 1),
-                    pl.element().str.extract(r"([A-Z])$", 1).replace_strict(_LETTER_NUMBERS, default=None, return_dtype=pl.String),
-                ).list.drop_nulls()
-            ).list.eval(pl.element().explode()).list.sort().list.join(" ").alias("numbers"),
-            pl.col("address").str.replace_all(r"\b([0-9]+[A-Z]?|FLAT|APARTMENT|UNIT|APT)\b", "").str.replace_all(r"\s+", " ").str.strip_chars().alias("street"),
-        )
-        .filter(pl.col("numbers") != "")
-    )
+    written = _street_and_numbers(lines.unique(["postcode", "address"]).select("postcode", "address"))
     written = written.with_columns(pl.col("postcode").str.split(" ").list.first().alias("district"))
     counted = lines.join(written, on=["postcode", "address"]).group_by("district", "street", "numbers", "postcode", "house_number", "flat").len()
 
@@ -284,10 +273,37 @@ def one_reading_per_property(records: pl.DataFrame, unmatched: pl.Expr | None = 
     ).filter((pl.col("read_postcode") != pl.col("postcode")) & (pl.col("own_lines") * SLIP_RATIO <= pl.col("most_lines")))
     reading = ["postcode", "address", "read_postcode", "read_house_number", "read_flat"]
     readings = pl.concat([in_district.select(reading), in_postcode.join(in_district, on=["postcode", "address"], how="anti").select(reading)])
-    joined = records.with_columns(eligible.alias("_eligible")).join(readings, on=["postcode", "address"], how="left", maintain_order="left")
-    use = pl.col("_eligible") & pl.col("read_house_number").is_not_null()
+    # a line sent without a postcode: the reading of the one property in the county's lines with its street and numbers
+    without = _street_and_numbers(records.filter(pl.col("address").is_not_null() & pl.col("postcode").is_null()).select("address").unique())
+    only_one = most_given(["street", "numbers"]).join(
+        counted.group_by("street", "numbers").agg(pl.col("postcode").n_unique().alias("postcodes")).filter(pl.col("postcodes") == 1), on=["street", "numbers"]
+    )
+    unposted = without.join(only_one, on=["street", "numbers"]).select("address", *reading[2:])
+    joined = (
+        records.with_columns(eligible.alias("_eligible"))
+        .join(readings, on=["postcode", "address"], how="left", maintain_order="left")
+        .join(unposted, on="address", how="left", maintain_order="left", suffix="_unposted")
+    )
+    posted = pl.col("_eligible") & pl.col("read_house_number").is_not_null()
+    unposted_use = pl.col("postcode").is_null() & pl.col("read_house_number_unposted").is_not_null() & (unmatched if unmatched is not None else pl.lit(True))
     return joined.with_columns(
-        pl.when(use).then(pl.col("read_postcode")).otherwise(pl.col("postcode")).alias("postcode"),
-        pl.when(use).then(pl.col("read_house_number")).otherwise(pl.col("house_number")).alias("house_number"),
-        pl.when(use).then(pl.col("read_flat")).otherwise(pl.col("flat")).alias("flat"),
-    ).drop("_eligible", "read_postcode", "read_house_number", "read_flat")
+        pl.when(posted).then(pl.col("read_postcode")).when(unposted_use).then(pl.col("read_postcode_unposted")).otherwise(pl.col("postcode")).alias("postcode"),
+        pl.when(posted).then(pl.col("read_house_number")).when(unposted_use).then(pl.col("read_house_number_unposted")).otherwise(pl.col("house_number")).alias("house_number"),
+        pl.when(posted).then(pl.col("read_flat")).when(unposted_use).then(pl.col("read_flat_unposted")).otherwise(pl.col("flat")).alias("flat"),
+    ).drop("_eligible", "read_postcode", "read_house_number", "read_flat", "read_postcode_unposted", "read_house_number_unposted", "read_flat_unposted")
+
+
+def _street_and_numbers(lines: pl.DataFrame) -> pl.DataFrame:
+    """lines (with `address`) with the line's numbers, a flat's letter read as its number (4C: 3
+    and 4), sorted, and its street: the words that are not numbers or a flat's marker. Lines
+    without a number are dropped: they name no property."""
+    numbers = pl.col("address").str.extract_all(r"\b[0-9]+[A-Z]?\b")
+    return lines.with_columns(
+        numbers.list.eval(
+            pl.concat_list(
+                pl.element().str.extract(r"^([0-9]+)", 1),
+                pl.element().str.extract(r"([A-Z])$", 1).replace_strict(_LETTER_NUMBERS, default=None, return_dtype=pl.String),
+            ).list.drop_nulls()
+        ).list.eval(pl.element().explode()).list.sort().list.join(" ").alias("numbers"),
+        pl.col("address").str.replace_all(r"\b([0-9]+[A-Z]?|FLAT|APARTMENT|UNIT|APT)\b", "").str.replace_all(r"\s+", " ").str.strip_chars().alias("street"),
+    ).filter(pl.col("numbers") != "")

@@ -114,3 +114,13 @@ def test_a_line_sent_without_a_postcode_is_found_by_its_street_and_numbers_where
     assert set(matches["match"]) == {"street"}
     canonical = canonical_addresses(records, matches)
     assert canonical.select("postcode", "flat", "house_number").rows()[:2] == [("AL10 0AA", "2", "14"), ("AL10 0AA", None, "20")]
+
+
+def test_without_a_gazetteer_a_line_sent_without_a_postcode_takes_the_one_property_of_its_street_and_numbers():
+    written = [
+        ("Flat 3, 4 Lewis Gardens", "AL14 8QP"), ("4C Lewis Gardens", ""),
+        ("2 Church Road", "AL14 1AA"), ("2 Church Road", "AL15 9ZZ"), ("2 Church Road", ""),  # two such properties: not said which
+    ]
+    read = canonical_addresses(_records(written), pl.DataFrame())
+    assert list(read.select("postcode", "flat", "house_number").iter_rows())[1] == ("AL14 8QP", "3", "4")
+    assert read["postcode"][4] is None
