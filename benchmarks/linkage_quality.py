@@ -13,6 +13,9 @@ Markdown tables: every run, the minimum per mode and overall, and the groups (th
 seeds per mode, so a group that one seed links badly shows); and writes them to
 benchmarks/results/linkage_quality_<people>.md with the machine.
 
+Each run's warehouse is kept beside its county (benchmarks/cache/quality_<...>.duckdb), so that
+benchmarks/family_rules.py can form the families again with changed rules in seconds.
+
 Never tune to one county: a change is an improvement only when the minimum rises.
 """
 
@@ -46,6 +49,11 @@ def county(people: int, seed: int, month: str, mode: str, nhs_number: bool, gaze
     return landing
 
 
+def kept_warehouse(people: int, seed: int, month: str, mode: str, nhs_number: bool, gazetteer: bool) -> Path:
+    """Where a run's warehouse is kept, beside its county."""
+    return CACHE / f"quality_{people}_{seed}_{month}_{mode}{variant(nhs_number, gazetteer)}.duckdb"
+
+
 def run_one(people: int, seed: int, month: str, mode: str, nhs_number: bool, gazetteer: bool) -> tuple[dict, pl.DataFrame]:
     from pipelines.cli import run_pipeline
 
@@ -64,6 +72,8 @@ def run_one(people: int, seed: int, month: str, mode: str, nhs_number: bool, gaz
         row.update({f"{level}_{k}": scores[level][k] for k in ("precision", "recall", "f1")})
     with open_warehouse(out / WAREHOUSE_FILE, read_only=True) as con:
         placements = con.sql("SELECT person_id, placed_by FROM family_members").pl()
+    # kept for benchmarks/family_rules.py, which forms families again on it in seconds
+    shutil.copyfile(out / WAREHOUSE_FILE, kept_warehouse(people, seed, month, mode, nhs_number, gazetteer))
     row["family_f1_ceiling"] = family_ceiling(linked, landing / "truth.csv", placements)["f1"]
     groups = score_by_group(linked, landing / "truth.csv", landing / "truth_people.csv").with_columns(
         pl.lit(seed).alias("seed"), pl.lit(mode).alias("mode")
