@@ -365,8 +365,9 @@ def _evict_former_occupants(placed: pl.DataFrame, ties: pl.DataFrame) -> pl.Data
     """People last seen at an address well before others were seen there have moved away:
     someone else lives there now. The others must be strangers: not of their surname (nor
     carrying a name in place of a family name, `NAMES_IN_PLACE_OF_A_FAMILY_NAME`), and no
-    record names them as one household or at home together (`ties`: person_id, other_id). Those who moved away
-    keep the old address only as `former_address`, so those who left together stay together."""
+    record names them as one household or at home together (`ties`: person_id, other_id).
+    Those who moved away keep the old address only as `former_address`, so those who left
+    together stay together."""
     # last seen there: at the address, or at its postcode by a source that records no street (A&E)
     at = placed.filter(pl.col("address_key").is_not_null()).select(
         "person_id", "address_key", "surname", "address_seen", pl.max_horizontal("address_seen", "postcode_seen").alias("last_there")
