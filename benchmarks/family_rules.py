@@ -17,18 +17,16 @@ Never tune to one county: keep a change only where no mode's minimum falls.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import duckdb
 import polars as pl
-from linkage_quality import county, kept_warehouse
+from linkage_quality import county, grid_arguments, kept_warehouse
 
 from features.calendar import reference_date
 from linkage import form_families
 from linkage.evaluate import pairwise_score
 from linkage.gazetteer import household_records, match_person_addresses
-from synthetic.modes import RECORDING_MODES
 
 
 def family_scores(warehouse, truth_path, reference, gazetteer: bool = True) -> dict:
@@ -52,12 +50,7 @@ def family_scores(warehouse, truth_path, reference, gazetteer: bool = True) -> d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--people", type=int, default=20_000)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[3, 7, 11, 19, 23])
-    parser.add_argument("--modes", nargs="+", choices=RECORDING_MODES, default=list(RECORDING_MODES))
-    parser.add_argument("--month", default="2026-10")
-    parser.add_argument("--no-nhs-number", dest="nhs_number", action="store_false", help="the runs of counties with NHS numbers in A&E only")
+    parser = grid_arguments(__doc__)
     parser.add_argument("--no-gazetteer", dest="gazetteer", action="store_false", help="households without the gazetteer the runs had")
     args = parser.parse_args()
     rows = []

@@ -92,13 +92,19 @@ def _table(frame: pl.DataFrame) -> str:
     return header + body
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def grid_arguments(description: str) -> argparse.ArgumentParser:
+    """The grid of counties: size, seeds, recording modes, month and which NHS numbers they carry."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--people", type=int, default=20_000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[3, 7, 11, 19, 23])
     parser.add_argument("--modes", nargs="+", choices=RECORDING_MODES, default=list(RECORDING_MODES))
     parser.add_argument("--month", default="2026-10")
     parser.add_argument("--no-nhs-number", dest="nhs_number", action="store_false", help="NHS numbers in A&E only (spec version 1)")
+    return parser
+
+
+def main() -> None:
+    parser = grid_arguments(__doc__)
     parser.add_argument("--no-gazetteer", dest="gazetteer", action="store_false", help="no address gazetteer (households from partners' addresses alone)")
     args = parser.parse_args()
     rows, groups = [], []
