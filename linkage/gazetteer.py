@@ -91,6 +91,15 @@ def _gazetteer(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     )
 
 
+def _line_parts() -> list[pl.Expr]:
+    """An address line's numbers as written, and the line from its street on (numbers and a
+    flat's marker taken off the front): what the matcher compares with each property."""
+    return [
+        pl.col("address").str.extract_all(r"\b[0-9]+[A-Z]?\b").alias("numbers"),
+        pl.col("address").str.replace(r"^((FLAT|APARTMENT|UNIT|APT) )?([0-9]+[A-Z]? )+", "").alias("street_part"),
+    ]
+
+
 def match_addresses(con: duckdb.DuckDBPyConnection, records: pl.DataFrame) -> pl.DataFrame:
     """records: person_records' (record_key, postcode, postcode_sector, address, house_number, flat).
     Returns record_key -> uprn, match, property_postcode, property_house_number, property_flat,
@@ -104,10 +113,7 @@ def match_addresses(con: duckdb.DuckDBPyConnection, records: pl.DataFrame) -> pl
     addresses = (
         with_line.select("postcode", "postcode_sector", "address", "house_number", "flat").unique()
         .with_row_index("address_id")
-        .with_columns(
-            pl.col("address").str.extract_all(r"\b[0-9]+[A-Z]?\b").alias("numbers"),
-            pl.col("address").str.replace(r"^((FLAT|APARTMENT|UNIT|APT) )?([0-9]+[A-Z]? )+", "").alias("street_part"),
-        )
+        .with_columns(*_line_parts())
     )
     local = scratch()
     try:
@@ -153,11 +159,7 @@ def _match_without_postcode(records: pl.DataFrame, gazetteer: pl.DataFrame) -> p
     lines = (
         no_postcode.select("address", "house_number", "flat").unique()
         .with_row_index("address_id")
-        .with_columns(
-            pl.col("address").str.extract_all(r"\b[0-9]+[A-Z]?\b").alias("numbers"),
-            pl.col("address").str.replace(r"^((FLAT|APARTMENT|UNIT|APT) )?([0-9]+[A-Z]? )+", "").alias("street_part"),
-            pl.lit(None, dtype=pl.String).alias("postcode"),
-        )
+        .with_columns(*_line_parts(), pl.lit(None, dtype=pl.String).alias("postcode"))
     )
     words = lines.select("address_id", pl.col("street_part").str.split(" ").alias("words"))
     streets = (
