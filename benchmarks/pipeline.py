@@ -11,7 +11,9 @@ and prints each Dagster step's wall time, the run's wall
 time and the peak resident memory of the run process. Then the monthly run: the previous
 month is run into a second output folder on a landing folder without each source's latest
 file (hard links, no copy), and the month itself on every file after it, timed as the cold
-run is. Then Markdown tables: the sizes side by side, and each stage's growth from the
+run is. The county's files are yearly by default; with `--files monthly` they are a file a
+month, as partners send them, so the monthly run's increment is one month (yearly files make it
+a year's file). Monthly results go to benchmarks/results/pipeline_monthly.md. Then Markdown tables: the sizes side by side, and each stage's growth from the
 second-largest size to the largest, cold and monthly. With --repeat N each size runs N times, the sizes interleaved so that the
 machine's noise falls on both alike, and every figure is the median of the N runs.
 The tables are also written to benchmarks/results/pipeline.md with the machine
@@ -81,13 +83,13 @@ def floor(landing: Path) -> tuple[float, int]:
     return time.perf_counter() - began, usage.ru_maxrss // 1024
 
 
-def county(people: int, seed: int, month: str) -> tuple[Path, float | None, int | None]:
-    landing = CACHE / f"county_{people}_{seed}_{month}"
+def county(people: int, seed: int, month: str, files: str = "yearly") -> tuple[Path, float | None, int | None]:
+    landing = CACHE / (f"county_{people}_{seed}_{month}" + ("" if files == "yearly" else f"_{files}"))
     if (landing / "truth.csv").exists():
         return landing, None, None
     shutil.rmtree(landing, ignore_errors=True)
     began = time.perf_counter()
-    peak = _child(["generate", "--people", str(people), "--seed", str(seed), "--month", month, "--out", str(landing)])
+    peak = _child(["generate", "--people", str(people), "--seed", str(seed), "--month", month, "--files", files, "--out", str(landing)])
     return landing, time.perf_counter() - began, peak
 
 
@@ -121,8 +123,8 @@ def _child(args: list[str]) -> int:
 
 
 def main() -> None:
-    args = county_arguments(__doc__, [20_000, 200_000, 1_200_000], repeat=True)
-    landings = {people: county(people, args.seed, args.month) for people in args.people}
+    args = county_arguments(__doc__, [20_000, 200_000, 1_200_000], repeat=True, files=True)
+    landings = {people: county(people, args.seed, args.month, args.files) for people in args.people}
     runs: dict[int, list[tuple[float, int, dict[str, float]]]] = {people: [] for people in args.people}
     floors: dict[int, list[tuple[float, int]]] = {people: [] for people in args.people}
     monthly: dict[int, list[tuple[float, int, dict[str, float]]]] = {people: [] for people in args.people}
@@ -155,7 +157,7 @@ def main() -> None:
         stages[people] = _stages(steps)
         monthly_stages[people] = _stages(_median_steps([s for _, _, s in monthly[people]]))
     lines = [
-        f"Machine: {machine()}; month {args.month}, seed {args.seed}; "
+        f"Machine: {machine()}; month {args.month}, seed {args.seed}, {args.files} files; "
         + (f"times are medians of {args.repeat} runs of each size, interleaved; peak memory is the highest." if args.repeat > 1 else "one run of each size."),
         "",
         "| residents | generate (s) | generate peak (MiB) | cold run (s) | cold peak (MiB) | monthly run (s) | monthly peak (MiB) | cold ingest steps (s) | cold GX suites (s) | floor: DuckDB reads the CSVs (s) | floor peak (MiB) | cold / floor |",
@@ -178,7 +180,8 @@ def main() -> None:
     print("\n" + text)
     RESULTS.mkdir(exist_ok=True)
     repeat = f" --repeat {args.repeat}" if args.repeat > 1 else ""
-    (RESULTS / "pipeline.md").write_text(f"# `benchmarks/pipeline.py --people {' '.join(map(str, args.people))}{repeat}`\n\n{text}\n")
+    files = "" if args.files == "yearly" else f" --files {args.files}"
+    (RESULTS / f"pipeline{files.replace(' --files ', '_')}.md").write_text(f"# `benchmarks/pipeline.py --people {' '.join(map(str, args.people))}{repeat}{files}`\n\n{text}\n")
 
 
 def _show(title: str, seconds: float, peak: int, steps: dict[str, float]) -> None:

@@ -24,7 +24,7 @@ from typing import TextIO
 from data_contracts import CONTRACTS_DIR
 from governance.authorities import AUTHORITIES_ENV
 from rules import DEFAULT_PROGRAMME, PROGRAMMES
-from synthetic.modes import RECORDING_MODES
+from synthetic.modes import FILE_PERIODS, RECORDING_MODES
 
 PROJECT_DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
@@ -53,7 +53,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     summary = generate_county(
         args.people, args.seed, args.month, Path(args.out), progress=_say, keying_errors=args.keying_errors,
-        nhs_number=args.nhs_number, recording_mode=args.recording, gazetteer=args.gazetteer,
+        nhs_number=args.nhs_number, recording_mode=args.recording, gazetteer=args.gazetteer, files=args.files,
     )
     print(f"Synthetic county: {summary.people:,} residents in {summary.households:,} households, "
           f"{summary.files} files in {args.out} ({summary.seconds:.1f}s)")
@@ -508,6 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--recording", choices=RECORDING_MODES, default="standard",
                      help="standard: the generator's own habits; diverse: more names partners record inconsistently, with their "
                           "naming conventions; hard: diverse plus households as they are and habits from the field (synthetic/adversary.py)")
+    gen.add_argument("--files", choices=FILE_PERIODS, default="yearly",
+                     help="how each partner's rows are cut into files: yearly (default; few files) or monthly, as partners send them, "
+                          "each re-sending the week before its month (the rows are the same either way)")
     gen.set_defaults(func=cmd_generate)
 
     run = sub.add_parser("run", help="run the pipeline headless for a month on a landing folder (or for each council of a deployment)")

@@ -1,4 +1,4 @@
-"""Write the synthetic county as partner extracts, in yearly files that overlap, with truth."""
+"""Write the synthetic county as partner extracts, in yearly or monthly files that overlap, with truth."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from data_contracts import load_contracts
 from rules import age_band
 from synthetic import adversary, extracts, recording
 from synthetic.gazetteer import address_gazetteer, property_uprn
+from synthetic.modes import FILE_PERIODS
 from synthetic.population import build_county
 
 #: The extracts the generator writes, each from the people and timeline (and the extracts before it).
@@ -47,18 +48,25 @@ def _shift_months(day: dt.date, months: int) -> dt.date:
     return dt.date(index // 12, index % 12 + 1, 1)
 
 
-def _file_windows(start: dt.date, reference: dt.date) -> list[tuple[str, dt.date, dt.date]]:
-    """Yearly files ending at the reference month, each covering 13 months, so each
-    overlaps the one before by a month (an event sent twice must count once)."""
+#: A monthly file re-sends the last days of the month before it (an event sent twice counts once).
+MONTHLY_OVERLAP_DAYS = 7
+
+
+def _file_windows(start: dt.date, reference: dt.date, period: str = "yearly") -> list[tuple[str, dt.date, dt.date]]:
+    """Files ending at the reference month, each overlapping the one before: yearly files cover
+    13 months (a month's overlap), monthly files their month and the week before it."""
+    if period not in FILE_PERIODS:
+        raise ValueError(f"files are cut {' or '.join(FILE_PERIODS)}, not {period!r}")
+    months, overlap = (12, dt.timedelta(0)) if period == "yearly" else (1, dt.timedelta(days=MONTHLY_OVERLAP_DAYS))
     windows = []
     end_month = dt.date(reference.year, reference.month, 1)
     while True:
-        first = _shift_months(end_month, -12)
+        first = _shift_months(end_month, 1 - months - (1 if period == "yearly" else 0)) - overlap
         last = _shift_months(end_month, 1) - dt.timedelta(days=1)
         windows.append((end_month.strftime("%Y-%m"), max(first, start), last))
         if first <= start:
             break
-        end_month = _shift_months(end_month, -12)
+        end_month = _shift_months(end_month, -months)
     return windows[::-1]
 
 
@@ -101,7 +109,7 @@ def people_truth(county) -> pl.DataFrame:
 
 def generate_county(
     people: int, seed: int, month: str, out: Path, progress: Callable[[str], None] | None = None, keying_errors: bool = True,
-    nhs_number: bool = True, recording_mode: str = "standard", gazetteer: bool = True,
+    nhs_number: bool = True, recording_mode: str = "standard", gazetteer: bool = True, files: str = "yearly",
 ) -> GenerationSummary:
     """Generate a county of `people` residents with history up to the end of `month`. With
     `keying_errors` (the default) a few identifiers, postcodes and dates are broken as keying
@@ -109,6 +117,7 @@ def generate_county(
     that names people carries the consistent identifier at recording.NHS_NUMBER_RATES (else only
     A&E, as in version 1 of the spec); with `gazetteer` (the default) the council's address
     gazetteer, with its gaps (synthetic.gazetteer). `recording_mode`: synthetic.modes.RECORDING_MODES.
+    `files`: FILE_PERIODS, how each source's rows are cut into files (the rows are the same either way).
     Each of these draws from a random stream of its own, so the county is otherwise the same
     with and without it."""
     say = progress or (lambda message: None)
@@ -133,7 +142,7 @@ def generate_county(
     timeline = extracts.Timeline(county)
     family = county.people["household_id"].to_numpy()
     summary = GenerationSummary(people=county.people.height, households=county.households.height)
-    windows = _file_windows(county.start, county.reference)
+    windows = _file_windows(county.start, county.reference, files)
     truth_parts: list[pl.DataFrame] = []
     frames = {}
     contracts = load_contracts()

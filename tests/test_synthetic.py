@@ -149,3 +149,19 @@ def test_the_hard_recording_mode_records_people_as_the_field_does(tmp_path, vill
     assert pl.read_csv(hard / "truth_addresses.csv")["uprn"].null_count() == 0
     gazetteer = pl.read_csv(hard / "address_gazetteer" / "address_gazetteer.csv", infer_schema=False)
     assert gazetteer["PARENT_UPRN"].drop_nulls().is_in(gazetteer["UPRN"].implode()).all(), "a flat's building is in the gazetteer"
+
+
+def test_monthly_files_hold_the_same_rows_one_file_a_month(tmp_path, village):
+    """`files="monthly"` cuts the same rows into a file a month (as partners send them), each
+    re-sending the week before its month: every distinct row of the yearly county, nothing else."""
+    monthly = tmp_path / "monthly"
+    generate_county(people=2_000, seed=11, month=MONTH, out=monthly, files="monthly")
+    for source in ("asb_incidents", "ae_attendances", "school_attendance"):
+        files = sorted((monthly / source).glob("*.csv"))
+        # a file for each month with events in it: schools' rows are termly
+        assert len(files) >= (9 if source == "school_attendance" else 36), source
+        rows = lambda paths: pl.concat([pl.read_csv(p, infer_schema=False) for p in paths]).unique()  # noqa: E731
+        assert rows(files).sort(pl.all()).equals(rows((village / source).glob("*.csv")).sort(pl.all())), source
+    asb = [pl.read_csv(p, infer_schema=False)["INCIDENT_DATE"].str.to_date() for p in sorted((monthly / "asb_incidents").glob("*.csv"))]
+    assert any(later.min() < earlier.max() for earlier, later in zip(asb, asb[1:])), "a monthly file re-sends the days before its month"
+    assert [p.name for p in (monthly / "open_cases").glob("*.csv")] == [f"open_cases_{MONTH}.csv"]
