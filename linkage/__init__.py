@@ -13,7 +13,7 @@ import polars as pl
 
 from linkage.cluster import cluster_persons
 from linkage.families import form_households
-from linkage.model import COMPARISONS, FittedModel, LinkageSettings, score_profiles
+from linkage.model import COMPARISONS, ComparedPairs, FittedModel, LinkageSettings, score_profiles
 from linkage.stable_ids import assign_stable_ids
 
 REVIEW_FIELDS = ("forename", "surname", "dob", "postcode")
@@ -26,6 +26,7 @@ class PersonLinkage:
     model: FittedModel
     pairs: pl.DataFrame  # every candidate pair's match_weight and match_probability
     stats: dict = field(default_factory=dict)  # counts only
+    compared: ComparedPairs | None = None  # the candidate pairs' levels, for the next run to reuse
 
 
 def link_persons(
@@ -33,11 +34,14 @@ def link_persons(
     settings: LinkageSettings | None = None,
     previous_ids: pl.DataFrame | None = None,
     decisions: pl.DataFrame | None = None,
+    compared: ComparedPairs | None = None,
 ) -> PersonLinkage:
     """records: person_records. previous_ids: (record_key, id) of the last run.
-    decisions: clerical review (record_key_l, record_key_r, decision MATCH/NON_MATCH)."""
+    decisions: clerical review (record_key_l, record_key_r, decision MATCH/NON_MATCH).
+    compared: the last run's `PersonLinkage.compared`: only pairs touching a profile new since
+    then are compared again (the links are the same as without it)."""
     settings = settings or LinkageSettings()
-    scored = score_profiles(records, settings)
+    scored = score_profiles(records, settings, compared)
     pid_of = dict(scored.mapping.iter_rows())
     must, cannot = [], []
     if decisions is not None:
@@ -76,6 +80,7 @@ def link_persons(
         "records": records.height,
         "profiles": scored.profiles.height,
         "candidate_pairs": scored.pairs.height,
+        "profiles_compared_afresh": scored.blocking["profiles_compared_afresh"],
         "links_refused_as_contradictory": refused,
         "persons": clusters["cluster"].n_unique(),
         "review_queue": review.height,
@@ -85,7 +90,8 @@ def link_persons(
         "ids_merged": assignment.merges,
     }
     return PersonLinkage(
-        person_links=links, review_queue=review, model=scored.model, pairs=scored.pairs.select("match_weight", "match_probability"), stats=stats
+        person_links=links, review_queue=review, model=scored.model, pairs=scored.pairs.select("match_weight", "match_probability"), stats=stats,
+        compared=scored.compared,
     )
 
 
@@ -129,4 +135,4 @@ def form_families(linked: pl.DataFrame, reference: dt.date, previous_refs: pl.Da
     return Families(members=members.sort("person_id"), families=families, stats=stats)
 
 
-__all__ = ["COMPARISONS", "LinkageSettings", "PersonLinkage", "link_persons", "Families", "form_families"]
+__all__ = ["COMPARISONS", "ComparedPairs", "LinkageSettings", "PersonLinkage", "link_persons", "Families", "form_families"]

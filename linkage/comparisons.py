@@ -70,8 +70,8 @@ class BlockingRule:
     sql: str
     fields: frozenset[str] = field(default_factory=frozenset)
 
-    def pairs_sql(self) -> str:
-        return f"SELECT l.pid AS l, r.pid AS r FROM profiles l JOIN profiles r ON {self.sql} AND l.pid < r.pid"
+    def pairs_sql(self, left: str = "profiles", right: str = "profiles") -> str:
+        return f"SELECT l.pid AS l, r.pid AS r FROM {left} l JOIN {right} r ON {self.sql} AND l.pid < r.pid"
 
 
 def block_on(*fields: str, name: str, also: str | None = None) -> BlockingRule:
@@ -207,9 +207,12 @@ TF_FIELDS = tuple(c.name for c in COMPARISON_LIST if c.term_frequency)
 
 def comparison_sql() -> str:
     """The SELECT list of every comparison's level, then the values whose frequency adjusts an exact match."""
-    levels = [c.case_sql() for c in COMPARISON_LIST]
-    tf = [f"CASE WHEN l.{name} = r.{name} THEN l.{name} END AS tf_{name}_value" for name in TF_FIELDS]
-    return ",\n    ".join(levels + tf)
+    return ",\n    ".join([c.case_sql() for c in COMPARISON_LIST] + term_value_sql())
+
+
+def term_value_sql() -> list[str]:
+    """The SELECT items of the values whose frequency adjusts an exact match (a pair's shared name)."""
+    return [f"CASE WHEN l.{name} = r.{name} THEN l.{name} END AS tf_{name}_value" for name in TF_FIELDS]
 
 
 def free_in(rule: BlockingRule) -> tuple[str, ...]:

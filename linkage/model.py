@@ -19,17 +19,32 @@ The steps, Splink's split:
    comparison patterns; term frequencies adjust exact name matches, so two
    SMITHs weigh less than two OYELARANs.
 5. **Scoring.** Match weight (bits) and probability for every candidate pair.
+
+A month's run compares only what is new: the last run's candidate pairs and their levels are
+kept (`ComparedPairs`), keyed by digests of their two profiles, and only pairs touching a
+profile the last run did not hold are blocked and compared. Estimation, scoring and
+clustering run over every pair as before, so the result is the one a run from nothing gives.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
 import polars as pl
 
-from linkage.comparisons import BLOCKING_RULES, COMPARISON_LIST, PROFILE_FIELDS, TF_FIELDS, TRAINING_RULES, comparison_sql, free_in
+from linkage.comparisons import (
+    BLOCKING_RULES,
+    COMPARISON_LIST,
+    PROFILE_FIELDS,
+    TF_FIELDS,
+    TRAINING_RULES,
+    comparison_sql,
+    free_in,
+    term_value_sql,
+)
 from linkage.names import canonical_forename, nickname_pairs, phonetic
 from warehouse import scratch
 
@@ -117,6 +132,73 @@ def candidate_pairs(con: duckdb.DuckDBPyConnection) -> int:
     selects = [rule.pairs_sql() for rule in BLOCKING_RULES]
     con.execute("CREATE OR REPLACE TEMP TABLE candidates AS " + " UNION ".join(selects))
     return con.execute("SELECT count(*) FROM candidates").fetchall()[0][0]
+
+
+# ----------------------------------------------------------------- the last run's comparisons
+
+@dataclass
+class ComparedPairs:
+    """The candidate pairs a run compared, kept for the next run: each pair's comparison levels
+    by the digests of its two profiles, and the digest of every profile that run held.
+
+    A pair is a candidate, and its levels are what they are, by its two profiles alone, and a
+    profile's digest covers every field it has (derived ones too) and the comparisons, blocking
+    rules and nicknames in force; so the next run blocks and compares only the pairs that touch
+    a profile new to it, and finds every candidate and level a run from nothing would."""
+
+    profiles: pl.DataFrame  # digest (UInt64): every profile the run held
+    levels: pl.DataFrame  # digest_l, digest_r, one Int8 column per comparison
+
+    def __post_init__(self) -> None:
+        self.profiles = self.profiles.select(pl.col("digest").cast(pl.UInt64))
+
+
+def _comparisons_version() -> str:
+    """What a pair's levels rest on besides its two profiles; part of every profile's digest, so a
+    change to any of them leaves nothing the last run compared reusable."""
+    text = "\n".join([comparison_sql(), *(rule.sql for rule in BLOCKING_RULES), nickname_pairs().write_csv()])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _digest_sql(columns: list[str]) -> str:
+    """A profile's digest: MD5 (stable across versions of DuckDB) of the comparisons' version and
+    every field, so two profiles share one only if they are the same description of a person."""
+    fields = ", ".join(f"coalesce(CAST(\"{c}\" AS VARCHAR), '~')" for c in columns)
+    return f"md5_number_lower(concat_ws('|', '{_comparisons_version()}', {fields}))"
+
+
+def _compare_what_is_new(con: duckdb.DuckDBPyConnection, last: ComparedPairs) -> pl.DataFrame:
+    """Every candidate pair's levels: the last run's, for pairs of profiles it held, and compared
+    now for pairs touching a profile it did not. Also creates temp table `candidates(l, r)`."""
+    con.register("known_profiles", last.profiles)
+    con.register("known_levels", last.levels)
+    con.execute("CREATE OR REPLACE TEMP TABLE new_profiles AS SELECT p.* FROM profiles p ANTI JOIN known_profiles k USING (digest)")
+    selects = [f"{rule.pairs_sql('new_profiles', 'profiles')} UNION {rule.pairs_sql('profiles', 'new_profiles')}" for rule in BLOCKING_RULES]
+    con.execute("CREATE OR REPLACE TEMP TABLE new_candidates AS " + " UNION ".join(selects))
+    new = compare(con, "new_candidates")
+    # levels are stored small; a pair's shared name (for term frequencies) is read off its profiles again
+    levels = ", ".join(f"CAST(k.{name} AS {_level_type(new, name)}) AS {name}" for name in COMPARISONS)
+    kept = con.sql(
+        f"""SELECT l.pid AS l, r.pid AS r, {levels}, {", ".join(term_value_sql())}
+            FROM known_levels k JOIN profiles l ON l.digest = k.digest_l JOIN profiles r ON r.digest = k.digest_r"""
+    ).pl()
+    candidates = pl.concat([kept, new.select(kept.columns)])
+    con.register("candidate_pairs_frame", candidates.select("l", "r"))
+    con.execute("CREATE OR REPLACE TEMP TABLE candidates AS SELECT * FROM candidate_pairs_frame")
+    return candidates
+
+
+def _level_type(levels: pl.DataFrame, name: str) -> str:
+    return {pl.Int8: "TINYINT", pl.Int16: "SMALLINT", pl.Int32: "INTEGER", pl.Int64: "BIGINT"}[levels.schema[name]]
+
+
+def _reusable(con: duckdb.DuckDBPyConnection, last: ComparedPairs | None) -> bool:
+    """The last run's comparisons may be used: there are some, and no two of this run's profiles
+    share a digest (64 bits: all but impossible, and then everything is compared again)."""
+    if last is None or last.profiles.is_empty():
+        return False
+    distinct, total = con.execute("SELECT count(DISTINCT digest), count(*) FROM profiles").fetchall()[0]
+    return distinct == total
 
 
 # ----------------------------------------------------------------- comparison
@@ -276,22 +358,40 @@ class ScoredPairs:
     pairs: pl.DataFrame  # l, r, levels, match_weight, match_probability
     model: FittedModel
     blocking: dict[str, int] = field(default_factory=dict)
+    compared: ComparedPairs | None = None  # for the next run
 
 
-def score_profiles(records: pl.DataFrame, settings: LinkageSettings) -> ScoredPairs:
-    """Profiles, candidate pairs, the fitted model and every candidate pair's score."""
+def score_profiles(records: pl.DataFrame, settings: LinkageSettings, last: ComparedPairs | None = None) -> ScoredPairs:
+    """Profiles, candidate pairs, the fitted model and every candidate pair's score. With `last`
+    (the last run's `compared`), only pairs touching a profile new since then are compared."""
     profiles, mapping = build_profiles(records)
     con = scratch()
     try:
         con.register("profiles_frame", profiles)
-        con.execute("CREATE TEMP TABLE profiles AS SELECT * FROM profiles_frame")
-        n_candidates = candidate_pairs(con)
-        candidate_levels = compare(con, "candidates")
+        con.execute(f"CREATE TEMP TABLE profiles AS SELECT *, {_digest_sql(profiles.drop('pid', 'mentions').columns)} AS digest FROM profiles_frame")
+        reused = _reusable(con, last)
+        if reused:
+            candidate_levels = _compare_what_is_new(con, last)
+        else:
+            candidate_pairs(con)
+            candidate_levels = compare(con, "candidates")
+        # one order whichever way the levels came (scoring and estimation do not depend on it; a reader may)
+        candidate_levels = candidate_levels.sort("l", "r")
         con.register("candidate_levels", candidate_levels)
         random_pairs(con, settings.u_sample_pairs, settings.seed)
         random_levels = compare(con, "random_pairs")
         model = fit(con, random_levels, profiles.height, settings.em_iterations)
+        digests = con.sql("SELECT pid, digest FROM profiles").pl()
+        new_profiles = con.execute("SELECT count(*) FROM new_profiles").fetchall()[0][0] if reused else profiles.height
     finally:
         con.close()
     pairs = score(candidate_levels, model, profiles)
-    return ScoredPairs(profiles=profiles, mapping=mapping, pairs=pairs, model=model, blocking={"candidate_pairs": n_candidates})
+    compared = ComparedPairs(
+        profiles=digests.select("digest"),
+        levels=candidate_levels.select("l", "r", *[pl.col(name).cast(pl.Int8) for name in COMPARISONS])
+        .join(digests.rename({"pid": "l", "digest": "digest_l"}), on="l")
+        .join(digests.rename({"pid": "r", "digest": "digest_r"}), on="r")
+        .select("digest_l", "digest_r", *COMPARISONS),
+    )
+    blocking = {"candidate_pairs": candidate_levels.height, "profiles_compared_afresh": new_profiles}
+    return ScoredPairs(profiles=profiles, mapping=mapping, pairs=pairs, model=model, blocking=blocking, compared=compared)

@@ -530,7 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retrain-model", action="store_true",
                      help="evaluate the scorecard model again even when this quarter's evaluation is stored (it is evaluated once a quarter)")
     run.add_argument("--read-every-file", action="store_true",
-                     help="read and check every landing file again (by default a file the last run loaded, unchanged, is taken from the warehouse)")
+                     help="read and check every landing file again, and compare every pair of profiles again (by default a file the last run "
+                          "loaded, unchanged, is taken from the warehouse, and so are the pairs of profiles it compared)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                      help="the level of Dagster's log shown with -v (default INFO)")
     run.set_defaults(func=cmd_run)

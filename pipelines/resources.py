@@ -35,7 +35,9 @@ class EarlyhelpSettings(dg.ConfigurableResource):
     derived_retention_years: float = DERIVED_RETENTION_YEARS  # score history, list audit, outcomes, claim evidence
     subject_access_retention_days: int = SUBJECT_ACCESS_RETENTION_DAYS
     delete_expired_landing: bool = False  # the council's switch: delete landing files whose every row is past retention
-    read_every_file: bool = False  # read and check every landing file again, not only those new since the last run
+    # read and check every landing file again, not only those new since the last run, and compare
+    # every pair of profiles again, not only those touching a profile new since then
+    read_every_file: bool = False
     # Supporting Families money moved into the Children and Families Grant (April 2025) with no
     # payment by results: outcomes are reported against the framework, and claims only where a
     # council says it still makes them
