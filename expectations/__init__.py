@@ -23,6 +23,7 @@ link to Great Expectations' page.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -42,6 +43,7 @@ class SuiteResult:
     observed: list[dict] = field(default_factory=list)  # expectation, column, passed, observed: counts and shares only
     page: str | None = None  # Great Expectations' page of this validation, relative to the project folder
     validated_at: str = ""
+    inputs: str = ""  # `validation_inputs`: the same again, and this result stands without running the suite
 
 #: What Great Expectations is asked to return: counts and shares, never a sample of the values.
 RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0, "include_unexpected_rows": False}
@@ -52,26 +54,53 @@ RESULT_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0, "inclu
 SET_ASIDE_MOSTLY = 0.95
 
 
-def suite_for(contract: Contract):
-    """The expectation suite a contract implies, over the canonical (loaded) column names."""
-    import great_expectations as gx
-
-    suite = gx.ExpectationSuite(name=f"{contract.source}_contract")
-    E = gx.expectations
+def suite_plan(contract: Contract) -> list[tuple[str, dict]]:
+    """The expectations a contract implies, as (Great Expectations class, arguments) over the
+    canonical (loaded) column names: plain data, so a suite can be known unchanged without
+    building it."""
+    plan: list[tuple[str, dict]] = []
     if not contract.may_be_empty:
-        suite.add_expectation(E.ExpectTableRowCountToBeBetween(min_value=1))
-    suite.add_expectation(E.ExpectTableColumnsToMatchSet(column_set=[c.name for c in contract.columns] + ["_file", "_sha256", "_row"], exact_match=True))
+        plan.append(("ExpectTableRowCountToBeBetween", {"min_value": 1}))
+    plan.append(("ExpectTableColumnsToMatchSet", {"column_set": [c.name for c in contract.columns] + ["_file", "_sha256", "_row"], "exact_match": True}))
     for column in contract.columns:
-        name = column.name
         if column.required and column.set_aside:
             # a broken value was set aside and loads empty; most rows must still carry one
-            suite.add_expectation(E.ExpectColumnValuesToNotBeNull(column=name, mostly=SET_ASIDE_MOSTLY))
+            plan.append(("ExpectColumnValuesToNotBeNull", {"column": column.name, "mostly": SET_ASIDE_MOSTLY}))
         elif column.required:
-            suite.add_expectation(E.ExpectColumnValuesToNotBeNull(column=name))
+            plan.append(("ExpectColumnValuesToNotBeNull", {"column": column.name}))
     # codes, shapes and ranges are not checked again here: ingestion checked every row against
     # them and quarantined each failure with its reason (at 1.2M residents, checking them again in
     # pandas was most of the suites' time)
+    return plan
+
+
+def suite_for(contract: Contract):
+    """The expectation suite a contract implies (`suite_plan`), built in Great Expectations."""
+    import great_expectations as gx
+
+    suite = gx.ExpectationSuite(name=f"{contract.source}_contract")
+    for expectation, arguments in suite_plan(contract):
+        suite.add_expectation(getattr(gx.expectations, expectation)(**arguments))
     return suite
+
+
+def validation_inputs(contract: Contract, table_digest: str) -> str:
+    """What a validation's result rests on: the table (`warehouse.table_digest`), the suite and
+    Great Expectations' version. The same inputs give the same result, so it is not run again."""
+    from importlib.metadata import version
+
+    text = json.dumps({"table": table_digest, "suite": suite_plan(contract), "great_expectations": version("great_expectations")}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def latest_result(project_root: Path, source: str) -> SuiteResult | None:
+    """The source's latest result recorded by `write_offline_index`, if any."""
+    store = project_root / "results.json"
+    recorded = json.loads(store.read_text()).get(source) if store.exists() else None
+    if not recorded:
+        return None
+    fields = SuiteResult.__dataclass_fields__
+    return SuiteResult(**{k: v for k, v in recorded.items() if k in fields})
 
 
 def frame_for_validation(relation):
@@ -99,7 +128,7 @@ class ContractValidator:
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         self.datasource = self.context.data_sources.add_or_update_pandas("earlyhelp_warehouse")
 
-    def validate(self, contract: Contract, frame) -> SuiteResult:
+    def validate(self, contract: Contract, frame, inputs: str = "") -> SuiteResult:
         gx = self._gx
         name = contract.source
         try:
@@ -142,6 +171,7 @@ class ContractValidator:
             observed=observed,
             page=pages[-1].relative_to(self.project_root).as_posix() if pages else None,
             validated_at=dt.datetime.now().replace(microsecond=0).isoformat(sep=" "),
+            inputs=inputs,
         )
 
 
