@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from linkage.cluster import cluster_persons
+from linkage.cluster import ClusteredGroups, cluster_persons
 from linkage.families import form_households
 from linkage.model import COMPARISONS, ComparedPairs, FittedModel, LinkageSettings, score_profiles
 from linkage.stable_ids import assign_stable_ids
@@ -27,6 +27,7 @@ class PersonLinkage:
     pairs: pl.DataFrame  # every candidate pair's match_weight and match_probability
     stats: dict = field(default_factory=dict)  # counts only
     compared: ComparedPairs | None = None  # the candidate pairs' levels, for the next run to reuse
+    groups: ClusteredGroups | None = None  # what the clusterer made of each group it took apart, likewise
 
 
 def link_persons(
@@ -35,11 +36,14 @@ def link_persons(
     previous_ids: pl.DataFrame | None = None,
     decisions: pl.DataFrame | None = None,
     compared: ComparedPairs | None = None,
+    groups: ClusteredGroups | None = None,
 ) -> PersonLinkage:
     """records: person_records. previous_ids: (record_key, id) of the last run.
     decisions: clerical review (record_key_l, record_key_r, decision MATCH/NON_MATCH).
     compared: the last run's `PersonLinkage.compared`: only pairs touching a profile new since
-    then are compared again (the links are the same as without it)."""
+    then are compared again. groups: the last run's `PersonLinkage.groups`: a group of profiles
+    given the clusterer exactly as then is not taken apart again. Either way the links are the
+    same as without them."""
     settings = settings or LinkageSettings()
     scored = score_profiles(records, settings, compared)
     pid_of = dict(scored.mapping.iter_rows())
@@ -48,10 +52,10 @@ def link_persons(
         for left, right, decision in decisions.select("record_key_l", "record_key_r", "decision").iter_rows():
             if left in pid_of and right in pid_of and pid_of[left] != pid_of[right]:
                 (must if decision == "MATCH" else cannot).append((pid_of[left], pid_of[right]))
-    clusters, refused = cluster_persons(
+    clusters, refused, taken_apart = cluster_persons(
         scored.profiles, scored.pairs, settings.link_threshold, must, cannot,
         birth_dates=settings.refuse_conflicting_birth_dates, twins=settings.refuse_twins,
-        identifiers=settings.refuse_conflicting_identifiers,
+        identifiers=settings.refuse_conflicting_identifiers, last=groups,
     )
     records_clusters = scored.mapping.join(clusters, on="pid")
     assignment = assign_stable_ids(records_clusters, "record_key", "cluster", previous_ids, prefix="P", width=8)
@@ -82,6 +86,7 @@ def link_persons(
         "candidate_pairs": scored.pairs.height,
         "profiles_compared_afresh": scored.blocking["profiles_compared_afresh"],
         "links_refused_as_contradictory": refused,
+        "groups_taken_apart_afresh": taken_apart.afresh if taken_apart is not None else None,
         "persons": clusters["cluster"].n_unique(),
         "review_queue": review.height,
         "ids_kept": assignment.kept,
@@ -91,7 +96,7 @@ def link_persons(
     }
     return PersonLinkage(
         person_links=links, review_queue=review, model=scored.model, pairs=scored.pairs.select("match_weight", "match_probability"), stats=stats,
-        compared=scored.compared,
+        compared=scored.compared, groups=taken_apart,
     )
 
 
@@ -135,4 +140,4 @@ def form_families(linked: pl.DataFrame, reference: dt.date, previous_refs: pl.Da
     return Families(members=members.sort("person_id"), families=families, stats=stats)
 
 
-__all__ = ["COMPARISONS", "ComparedPairs", "LinkageSettings", "PersonLinkage", "link_persons", "Families", "form_families"]
+__all__ = ["COMPARISONS", "ClusteredGroups", "ComparedPairs", "LinkageSettings", "PersonLinkage", "link_persons", "Families", "form_families"]

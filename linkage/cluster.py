@@ -29,7 +29,10 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
 
 import jellyfish
 import numpy as np
@@ -233,6 +236,51 @@ class ConstrainedClusterer:
         return pl.concat([linked, alone]).sort("pid")
 
 
+@dataclass
+class ClusteredGroups:
+    """What the constrained clusterer made of each group it took apart, for the next run: per
+    group, the digest of all it was given (`_group_digests`) and, for each of its profiles (by
+    profile digest), the person it joined (labelled by one member's digest) and the links it
+    refused. A group given the same again is the same again: the clusterer is not run on it."""
+
+    groups: pl.DataFrame  # group (String), profile (UInt64), person (UInt64), refused (Int64)
+    afresh: int = 0  # of these, the groups this run took apart (the rest were as the last run gave them)
+
+    def __post_init__(self) -> None:
+        self.groups = self.groups.select(pl.col("group").cast(pl.String), pl.col("profile", "person").cast(pl.UInt64), pl.col("refused").cast(pl.Int64))
+
+
+def _clusterer_version() -> str:
+    """The clusterer's rules as this code states them: its source, the nicknames and the string
+    distance it reads. Part of every group's digest, so a change reuses nothing."""
+    text = Path(__file__).read_bytes() + nickname_pairs().write_csv().encode() + version("jellyfish").encode()
+    return hashlib.sha256(text).hexdigest()
+
+
+def _group_digests(careful: pl.DataFrame, profiles: pl.DataFrame, ordered_links: pl.DataFrame, decisions: list[tuple[int, int, str]], rules: str) -> pl.DataFrame:
+    """component -> group: the digest of what the clusterer is given for it (each profile's digest
+    and mentions, its links in the order they are taken, reviewers' decisions inside it, the rules)."""
+    digest = profiles.select("pid", "digest", (pl.col("mentions") if "mentions" in profiles.columns else pl.lit(1)).fill_null(1).alias("mentions"))
+    members = careful.join(digest, on="pid").group_by("component").agg(
+        pl.concat_str(pl.col("digest").cast(pl.String), pl.col("mentions").cast(pl.String), separator=":").sort().str.join(",").alias("members")
+    )
+    of = {"l": digest.select(pl.col("pid").alias("l"), pl.col("digest").alias("dl")), "r": digest.select(pl.col("pid").alias("r"), pl.col("digest").alias("dr"))}
+    links = (
+        ordered_links.with_row_index("order").join(careful.rename({"pid": "l"}), on="l").join(of["l"], on="l").join(of["r"], on="r")
+        .group_by("component").agg(pl.concat_str(pl.col("dl").cast(pl.String), pl.col("dr").cast(pl.String), separator="-").sort_by("order").str.join(",").alias("links"))
+    )
+    decided = pl.DataFrame(decisions, schema={"l": pl.Int64, "r": pl.Int64, "decision": pl.String}, orient="row")
+    decided = (
+        decided.join(careful.rename({"pid": "l"}), on="l").join(careful.rename({"pid": "r", "component": "component_r"}), on="r")
+        .filter(pl.col("component") == pl.col("component_r")).join(of["l"], on="l").join(of["r"], on="r")
+        .group_by("component").agg(pl.concat_str("decision", pl.col("dl").cast(pl.String), pl.col("dr").cast(pl.String), separator="-").sort().str.join(",").alias("decisions"))
+    )
+    given = members.join(links, on="component", how="left").join(decided, on="component", how="left")
+    texts = given.select(pl.concat_str(pl.lit(rules), "members", pl.col("links").fill_null(""), pl.col("decisions").fill_null(""), separator="|"))
+    group = [hashlib.sha256(text.encode()).hexdigest() for text in texts.to_series().to_list()]
+    return given.select("component").with_columns(pl.Series("group", group, dtype=pl.String))
+
+
 def cluster_persons(
     profiles: pl.DataFrame,
     pairs: pl.DataFrame,
@@ -242,9 +290,12 @@ def cluster_persons(
     birth_dates: bool = True,
     twins: bool = True,
     identifiers: bool = True,
-) -> tuple[pl.DataFrame, int]:
+    last: ClusteredGroups | None = None,
+) -> tuple[pl.DataFrame, int, ClusteredGroups | None]:
     """Cluster profiles: reviewers' matches first, then links at or above `threshold`, strongest first.
-    Returns (pid -> cluster, number of links refused as contradictory)."""
+    Returns (pid -> cluster, number of links refused as contradictory, the groups taken apart).
+    With a `digest` column in `profiles`, the groups are remembered, and with `last` (the last
+    run's) a group given exactly what it was given then is not taken apart again."""
     links = pairs.filter(pl.col("match_probability") >= threshold).select("l", "r", "match_weight")
     # Most linked groups cannot contradict themselves (one birth date, one forename, one of each
     # identifier): every link in them would be taken, so each is a person as it stands, found
@@ -252,9 +303,6 @@ def cluster_persons(
     component = _components(profiles["pid"], links, must_link)
     in_care = pl.col("component").is_in(_groups_that_may_contradict(profiles, component, must_link, cannot_link).implode())
     careful, whole = component.filter(in_care), component.filter(~in_care)
-    clusterer = ConstrainedClusterer(profiles.join(careful, on="pid", how="semi"), cannot_link, birth_dates, twins, identifiers)
-    for l, r in must_link:
-        clusterer.link(l, r, force=True)
     careful_links = links.join(careful.select(pl.col("pid").alias("l")), on="l", how="semi")
     refused_at_once = 0
     if birth_dates:
@@ -266,10 +314,46 @@ def cluster_persons(
         judged = _with_birth_dates_conflict(careful_links, profiles).with_columns(pl.col("birth_dates_conflict") & ~pl.col("l").is_in(reviewed))
         refused_at_once = int(judged["birth_dates_conflict"].sum())
         careful_links = judged.filter(~pl.col("birth_dates_conflict")).drop("birth_dates_conflict")
-    for l, r in careful_links.sort(["match_weight", "l", "r"], descending=[True, False, False]).select("l", "r").iter_rows():
-        clusterer.link(l, r)
+    ordered = careful_links.sort(["match_weight", "l", "r"], descending=[True, False, False]).select("l", "r")
+    groups = None
+    if "digest" in profiles.columns:
+        rules = f"{_clusterer_version()}|{birth_dates}|{twins}|{identifiers}"
+        decisions = [(a, b, "MATCH") for a, b in must_link] + [(a, b, "NON_MATCH") for a, b in cannot_link]
+        groups = careful.join(_group_digests(careful, profiles, ordered, decisions, rules), on="component")
+    known = last.groups if last is not None and groups is not None else ClusteredGroups(pl.DataFrame(schema={"group": pl.String, "profile": pl.UInt64, "person": pl.UInt64, "refused": pl.Int64})).groups
+    again = groups.join(known.select("group").unique(), on="group", how="semi") if groups is not None else careful.head(0)
+    fresh = careful.join(again, on="pid", how="anti")
+    clusterer = ConstrainedClusterer(profiles.join(fresh, on="pid", how="semi"), cannot_link, birth_dates, twins, identifiers)
+    fresh_pids = set(fresh["pid"].to_list())
+    for l, r in must_link:
+        if l in fresh_pids:
+            clusterer.link(l, r, force=True)
+    fresh_links = ordered.join(fresh.select(pl.col("pid").alias("l"), "component"), on="l")
+    refused: dict[int, int] = {}
+    for l, r, part in fresh_links.iter_rows():
+        if not clusterer.link(l, r):
+            refused[part] = refused.get(part, 0) + 1
+    taken_apart = clusterer.assignments()
+    if groups is not None:
+        digest = profiles.select("pid", "digest")
+        made = (
+            taken_apart.join(fresh, on="pid").join(digest, on="pid")
+            .with_columns(pl.col("digest").min().over("cluster").alias("person"))
+            .join(groups.select("pid", "group"), on="pid")
+            .with_columns(pl.col("component").replace_strict(refused, default=0, return_dtype=pl.Int64).alias("refused"))
+        )
+        kept = again.join(digest, on="pid").join(known, left_on=["group", "digest"], right_on=["group", "profile"])
+        reused = kept.select("pid", pl.col("pid").min().over("group", "person").alias("cluster"))
+        groups = ClusteredGroups(pl.concat([
+            made.select("group", pl.col("digest").alias("profile"), "person", "refused"),
+            kept.select("group", pl.col("digest").alias("profile"), "person", "refused"),
+        ]), afresh=made["group"].n_unique())
+        taken_apart = pl.concat([taken_apart, reused])
+        refused_again = int(kept.group_by("group").agg(pl.col("refused").first())["refused"].sum())
+    else:
+        refused_again = 0
     whole = whole.select("pid", pl.col("pid").min().over("component").alias("cluster"))
-    return pl.concat([clusterer.assignments(), whole]).sort("pid"), clusterer.refused + refused_at_once
+    return pl.concat([taken_apart, whole]).sort("pid"), clusterer.refused + refused_again + refused_at_once, groups
 
 
 def _with_birth_dates_conflict(links: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:

@@ -381,11 +381,12 @@ def score_profiles(records: pl.DataFrame, settings: LinkageSettings, last: Compa
         random_pairs(con, settings.u_sample_pairs, settings.seed)
         random_levels = compare(con, "random_pairs")
         model = fit(con, random_levels, profiles.height, settings.em_iterations)
-        digests = con.sql("SELECT pid, digest FROM profiles").pl()
+        digests = con.sql("SELECT pid, digest FROM profiles ORDER BY pid").pl()
         new_profiles = con.execute("SELECT count(*) FROM new_profiles").fetchall()[0][0] if reused else profiles.height
     finally:
         con.close()
     pairs = score(candidate_levels, model, profiles)
+    profiles = profiles.with_columns(digests["digest"])  # pids are 0..n-1 in order, as are the digests
     compared = ComparedPairs(
         profiles=digests.select("digest"),
         levels=candidate_levels.select("l", "r", *[pl.col(name).cast(pl.Int8) for name in COMPARISONS])

@@ -180,17 +180,22 @@ def test_linkage_compares_only_pairs_touching_a_new_profile_and_links_as_from_no
     before = link_persons(_person_records(last_month, tmp_path / "last.duckdb"))
     records = _person_records(this_month, tmp_path / "this.duckdb")
     afresh = link_persons(records)
-    reusing = link_persons(records, compared=before.compared)
+    reusing = link_persons(records, compared=before.compared, groups=before.groups)
     assert reusing.person_links.equals(afresh.person_links)
     assert reusing.review_queue.equals(afresh.review_queue)
     assert reusing.pairs.equals(afresh.pairs)
     assert reusing.model.summary() == afresh.model.summary()
-    assert {k: v for k, v in reusing.stats.items() if k != "profiles_compared_afresh"} == {k: v for k, v in afresh.stats.items() if k != "profiles_compared_afresh"}
+    how = ("profiles_compared_afresh", "groups_taken_apart_afresh")
+    assert {k: v for k, v in reusing.stats.items() if k not in how} == {k: v for k, v in afresh.stats.items() if k not in how}
     order = ["digest_l", "digest_r"]
     assert reusing.compared.levels.sort(order).equals(afresh.compared.levels.sort(order))
-    # not vacuous: most profiles were compared last month, and a run from nothing compares them all
+    assert reusing.groups.groups.sort(pl.all()).equals(afresh.groups.groups.sort(pl.all()))
+    # not vacuous: most profiles were compared last month, and some groups taken apart as they
+    # stand (here last month lacks a year's file; a month's file changes fewer), which a run
+    # from nothing does again
     assert 0 < reusing.stats["profiles_compared_afresh"] < afresh.stats["profiles"] / 2
     assert afresh.stats["profiles_compared_afresh"] == afresh.stats["profiles"]
+    assert 0 < reusing.stats["groups_taken_apart_afresh"] < afresh.stats["groups_taken_apart_afresh"]
     # comparisons changed since (here, in name): nothing the last run compared is taken
     monkeypatch.setattr(linkage.model, "_comparisons_version", lambda: "comparisons as they are after a change")
     changed = link_persons(records, compared=before.compared)

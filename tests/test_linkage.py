@@ -184,7 +184,7 @@ def test_clustering_takes_safe_groups_whole_and_still_keeps_twins_apart():
     pairs = pl.DataFrame(
         {"l": [0, 1, 3, 4, 5, 3, 4, 7], "r": [1, 2, 5, 6, 4, 6, 5, 8], "match_weight": [20.0, 19, 18, 18, 17, 16, 15, 21]}
     ).with_columns((1 / (1 + 2 ** -pl.col("match_weight"))).alias("match_probability"))
-    clusters, refused = cluster_persons(people, pairs, 0.99)
+    clusters, refused, _ = cluster_persons(people, pairs, 0.99)
     person = dict(clusters.iter_rows())
     assert person[0] == person[1] == person[2] == 0
     assert person[3] == person[5] != person[4] == person[6]

@@ -4,7 +4,7 @@ and (when the landing folder holds a synthetic county's truth) the linkage's qua
 import dagster as dg
 import polars as pl
 
-from linkage import ComparedPairs, LinkageSettings, form_families, link_persons
+from linkage import ClusteredGroups, ComparedPairs, LinkageSettings, form_families, link_persons
 from linkage.evaluate import group_link_rates, score_linked_records
 from linkage.gazetteer import ADDRESS_MATCHES, GAZETTEER_TABLE, MATCH_COLUMNS, household_records, match_person_addresses
 from data_contracts import load_contracts
@@ -24,6 +24,9 @@ LINKAGE = "linkage"
 #: The last run's candidate pairs and their comparison levels, by profile digest (no names), and
 #: the digests of the profiles it held: a month's run compares only pairs touching a new profile.
 COMPARED_PAIRS, COMPARED_PROFILES = "compared_pairs", "compared_profiles"
+#: What the clusterer made of each group of profiles it took apart, by the digest of all it was
+#: given: a group given the same next month is not taken apart again.
+CLUSTERED_GROUPS = "clustered_groups"
 LINKED_RECORDS_FILE = "linked_records.parquet"
 LINKAGE_REPORT_FILE = "linkage_report.html"
 
@@ -64,20 +67,23 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
     """Every mention linked to a person (Fellegi-Sunter, EM-estimated, constrained clustering).
     Person ids carry over from the previous run; reviewers' decisions in `review_decisions`
     are honoured; uncertain pairs left apart go to `review_queue`. Pairs of profiles the last run
-    compared (`compared_pairs`) are not compared again: the links are those of a run from nothing."""
+    compared (`compared_pairs`) are not compared again, nor groups it took apart given the same
+    (`clustered_groups`): the links are those of a run from nothing."""
     with settings.warehouse() as con:
         records = con.sql(f"SELECT * FROM {PERSON_RECORDS}").pl()
         previous = read_table(con, "person_links", "record_key, person_id AS id")
         decisions = read_table(con, "review_decisions")
         known = None if settings.read_every_file else read_table(con, COMPARED_PROFILES)
         compared = ComparedPairs(known, read_table(con, COMPARED_PAIRS)) if known is not None else None
+        taken_apart = None if settings.read_every_file else read_table(con, CLUSTERED_GROUPS)
         result = link_persons(
-            records, LinkageSettings(link_threshold=config.link_threshold, review_lower=config.review_lower), previous, decisions, compared
+            records, LinkageSettings(link_threshold=config.link_threshold, review_lower=config.review_lower), previous, decisions, compared,
+            ClusteredGroups(taken_apart) if taken_apart is not None else None,
         )
         model = pl.DataFrame({"parameters": [str(result.model.summary())]})
         replace_tables(con, {
             "person_links": result.person_links, "review_queue": result.review_queue, "linkage_model": model,
-            COMPARED_PAIRS: result.compared.levels, COMPARED_PROFILES: result.compared.profiles,
+            COMPARED_PAIRS: result.compared.levels, COMPARED_PROFILES: result.compared.profiles, CLUSTERED_GROUPS: result.groups.groups,
         })
     linked = records.select("record_key", "source", "dob", "sex", "postcode").join(result.person_links, on="record_key")
     groups = group_link_rates(linked, result.review_queue, settings.reference_date)
