@@ -17,7 +17,7 @@ from markupsafe import Markup, escape
 from models.chair_summary import ChairSummary
 from models.family_view import FamilyView
 from reports import page, render
-from rules import Programme, looks_like_formula
+from rules import Programme, looks_like_formula, looks_like_formula_expr
 from warehouse import write_atomically, write_text_atomically
 
 
@@ -84,6 +84,22 @@ def _decision_sheet(book, lists: pl.DataFrame) -> None:
     sheet.protect("", {"select_locked_cells": True, "select_unlocked_cells": True})
 
 
+def _as_cells(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[bool]]:
+    """A sheet's columns as its cells hold them: numbers as numbers, everything else as text as
+    Python writes it, neutralised where a spreadsheet would read a formula. Returns the frame and
+    which columns are numbers."""
+    numeric = [dtype.is_numeric() for dtype in frame.dtypes]
+    columns = []
+    for (name, dtype), is_number in zip(frame.schema.items(), numeric):
+        if is_number:
+            columns.append(pl.col(name))
+            continue
+        # text as str() gives it: Polars writes dates and text so; anything else goes through str()
+        text = pl.col(name).cast(pl.String) if dtype in (pl.String, pl.Date) else pl.col(name).map_elements(str, return_dtype=pl.String)
+        columns.append(pl.when(looks_like_formula_expr(text)).then(pl.lit("'") + text).otherwise(text).alias(name))
+    return frame.select(columns), numeric
+
+
 def write_xlsx(lists: pl.DataFrame, members: pl.DataFrame, path: Path, view: FamilyView | None = None) -> None:
     import xlsxwriter
 
@@ -108,14 +124,13 @@ def write_xlsx(lists: pl.DataFrame, members: pl.DataFrame, path: Path, view: Fam
                 bold = book.add_format({"bold": True})
                 for col, name in enumerate(frame.columns):
                     sheet.write_string(0, col, name, bold)
-                for r, row in enumerate(frame.iter_rows(), start=1):
+                cells, numeric = _as_cells(frame)
+                # one writer per column, chosen once: a pack's chronology is tens of thousands of cells
+                writers = [sheet.write_number if n else sheet.write_string for n in numeric]
+                for r, row in enumerate(cells.iter_rows(), start=1):
                     for c, value in enumerate(row):
-                        if value is None:
-                            continue
-                        if isinstance(value, (int, float)) and not isinstance(value, bool):
-                            sheet.write_number(r, c, value)
-                        else:
-                            sheet.write_string(r, c, str(neutralise(str(value))))
+                        if value is not None:
+                            writers[c](r, c, value)
         finally:
             book.close()
 
