@@ -21,6 +21,11 @@ The columns:
 
 from __future__ import annotations
 
+import hashlib
+import re
+import sys
+from pathlib import Path
+
 import duckdb
 import polars as pl
 
@@ -58,8 +63,9 @@ def _sex_sql(contract: Contract) -> str:
     return f"CASE sex {cases} ELSE NULL END"
 
 
-def source_mentions_sql(contract: Contract) -> str:
-    """SELECT the mentions of one source from its raw table, in person_records' shape (unstandardised)."""
+def source_mentions_sql(contract: Contract, where: str = "") -> str:
+    """SELECT the mentions of one source from its raw table, in person_records' shape (unstandardised);
+    `where`: a condition on the raw table's rows."""
     c = contract.custom
     optional = ", ".join(
         f"{name} AS {name}" if contract.has_column(name) else f"CAST(NULL AS VARCHAR) AS {name}" for name in _OPTIONAL_TEXT
@@ -74,7 +80,7 @@ def source_mentions_sql(contract: Contract) -> str:
                CAST({c['eventRef']} AS VARCHAR) AS event_ref,
                CAST({c['personRole']} AS VARCHAR) AS role,
                {optional}
-        FROM "{contract.raw_table}"
+        FROM "{contract.raw_table}" {f"WHERE {where}" if where else ""}
     """
 
 
@@ -123,15 +129,62 @@ def linked_person_records(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     ).pl()
 
 
-def build_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contract]) -> pl.DataFrame:
-    """Every mention of a person in every loaded source that holds people."""
-    frames = []
+#: For each landing file whose rows person_records holds: the file's SHA-256 and what its
+#: mentions were made with (`_made_with`), so the next run takes them as they are.
+PERSON_RECORDS_MADE = "person_records_made"
+
+
+def _made_with(contract: Contract) -> str | None:
+    """What a source's mentions rest on besides their own rows: its contract, the code that reads and
+    standardises them (this module and what it calls) and DuckDB's and Polars' versions. None where a
+    contract's expression reads beyond its row (a window), so a mention is not its row's alone."""
+    expressions = [str(v) for k, v in contract.custom.items() if k in ("eventDate", "addressDate", "eventRef", "personRole")]
+    if any(re.search(r"\bOVER\s*\(", e, re.IGNORECASE) for e in expressions):
+        return None
+    from ingestion import identifiers
+    from linkage import standardise
+    import rules
+
+    code = b"".join(Path(m.__file__).read_bytes() for m in (sys.modules[__name__], standardise, identifiers, rules))
+    text = code + source_mentions_sql(contract).encode() + f"duckdb {duckdb.__version__} polars {pl.__version__}".encode()
+    return hashlib.sha256(text).hexdigest()
+
+
+def mentions_made(con: duckdb.DuckDBPyConnection, contracts: list[Contract]) -> pl.DataFrame:
+    """source, file, sha256, made_with: the files whose rows the person_records built now hold."""
+    frames = [pl.DataFrame(schema={"source": pl.String, "file": pl.String, "sha256": pl.String, "made_with": pl.String})]
     for contract in contracts:
-        if not contract.holds_people:
+        if contract.holds_people and table_exists(con, contract.raw_table):
+            files = con.sql(f'SELECT DISTINCT _file AS file, _sha256 AS sha256 FROM "{contract.raw_table}" ORDER BY ALL').pl()
+            frames.append(files.select(pl.lit(contract.source).alias("source"), "file", "sha256", pl.lit(_made_with(contract), pl.String).alias("made_with")))
+    return pl.concat(frames)
+
+
+def build_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contract], previous: pl.DataFrame | None = None, made: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Every mention of a person in every loaded source that holds people. With the last run's
+    person_records (`previous`) and `made` (`mentions_made` as it stood then), the mentions of a
+    file loaded then, unchanged and read the same way, are taken from it (those of its rows still
+    loaded), and only the other files' rows are read and standardised: the same records either way."""
+    fresh, kept = [], []
+    for contract in contracts:
+        if not contract.holds_people or not table_exists(con, contract.raw_table):
             continue
-        if table_exists(con, contract.raw_table):
-            frames.append(con.sql(source_mentions_sql(contract)).pl())
-    if not frames:
+        reusable: list[str] = []
+        how = _made_with(contract)
+        if previous is not None and made is not None and how is not None:
+            files = con.sql(f'SELECT DISTINCT _file AS file, _sha256 AS sha256 FROM "{contract.raw_table}"').pl().with_columns(
+                pl.lit(contract.source).alias("source"), pl.lit(how).alias("made_with")
+            )
+            reusable = files.join(made, on=["source", "file", "sha256", "made_with"], how="semi")["file"].sort().to_list()
+        if reusable:
+            con.register("reused_files", pl.DataFrame({"file": reusable}))
+            loaded = con.sql(f'SELECT _file AS file, _row AS row FROM "{contract.raw_table}" WHERE _file IN (SELECT file FROM reused_files)').pl()
+            kept.append(previous.filter(pl.col("source") == contract.source).join(loaded, on=["file", "row"], how="semi"))
+            fresh.append(con.sql(source_mentions_sql(contract, "_file NOT IN (SELECT file FROM reused_files)")).pl())
+            con.unregister("reused_files")
+        else:
+            fresh.append(con.sql(source_mentions_sql(contract)).pl())
+    if not fresh:
         raise ValueError("no source holding people has been loaded")
-    mentions = pl.concat(frames, how="vertical_relaxed")
-    return standardise_mentions(mentions).sort("source", "file", "row")
+    made_now = standardise_mentions(pl.concat(fresh, how="vertical_relaxed"))
+    return pl.concat([made_now, *[k.select(made_now.columns).cast(made_now.schema) for k in kept]]).sort("source", "file", "row")

@@ -9,7 +9,7 @@ from linkage.evaluate import group_link_rates, score_linked_records
 from linkage.gazetteer import ADDRESS_MATCHES, GAZETTEER_TABLE, MATCH_COLUMNS, household_records, match_person_addresses
 from data_contracts import load_contracts
 from ingestion.load import not_covered
-from linkage.person_records import PERSON_RECORDS, build_person_records
+from linkage.person_records import PERSON_RECORDS, PERSON_RECORDS_MADE, build_person_records, mentions_made
 from reports.linkage_report import linkage_report
 from pipelines.partitions import PARTITIONS
 from pipelines.resources import EarlyhelpSettings
@@ -48,10 +48,15 @@ class LinkageConfig(dg.Config):
 def person_records(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """One row per person mention across all sources, standardised (names, dates, sex,
     postcode, address) with provenance (source, file, row) and the event attributes
-    linkage and families need."""
+    linkage and families need. The mentions of a file the last run read the same way
+    (`person_records_made`) are taken from its person_records rather than made again."""
+    contracts = list(settings.contracts().values())
     with settings.warehouse() as con:
-        records = build_person_records(con, list(settings.contracts().values()))
-        replace_tables(con, {PERSON_RECORDS: records})
+        # the mentions of files the last run read the same way are taken as they are
+        made = None if settings.read_every_file else read_table(con, PERSON_RECORDS_MADE)
+        previous = read_table(con, PERSON_RECORDS) if made is not None else None
+        records = build_person_records(con, contracts, previous, made)
+        replace_tables(con, {PERSON_RECORDS: records, PERSON_RECORDS_MADE: mentions_made(con, contracts)})
     by_source = dict(records.group_by("source").len().sort("source").iter_rows())
     unread = not_covered(settings.landing, list(settings.contracts()))
     context.log.info(f"person_records: {records.height:,} mentions")
