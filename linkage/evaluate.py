@@ -173,6 +173,13 @@ def read_truth(path) -> pl.DataFrame:
 OBSERVABLE_GROUPS = ("age_band", "sex", "postcodes")
 
 
+def _most_recorded(records: pl.DataFrame, column: str) -> pl.DataFrame:
+    """person_id -> the value of `column` on most of their mentions, the least value of those
+    tied (a mode per person that a rerun gives again, counted once rather than per group)."""
+    counts = records.group_by("person_id", column).len()
+    return counts.sort(["person_id", "len", column], descending=[False, True, False]).unique("person_id", keep="first", maintain_order=True).select("person_id", column)
+
+
 def group_link_rates(records: pl.DataFrame, review_queue: pl.DataFrame, reference) -> pl.DataFrame:
     """How well each observable group of persons is linked, in a run with no truth: of the
     persons in a group, the share whose mentions come from more than one source (linked across
@@ -185,9 +192,10 @@ def group_link_rates(records: pl.DataFrame, review_queue: pl.DataFrame, referenc
     persons = records.with_columns(pl.col("record_key").is_in(reviewed["record_key"].implode()).alias("in_review")).group_by("person_id").agg(
         pl.col("source").n_unique().alias("sources"),
         pl.col("in_review").any(),
-        pl.col("dob").drop_nulls().mode().first().alias("dob"),
-        pl.col("sex").filter(pl.col("sex").is_in(["M", "F"])).mode().first().alias("sex"),
         pl.col("postcode").drop_nulls().n_unique().alias("postcodes_seen"),
+    )
+    persons = persons.join(_most_recorded(records.drop_nulls("dob"), "dob"), on="person_id", how="left").join(
+        _most_recorded(records.filter(pl.col("sex").is_in(["M", "F"])), "sex"), on="person_id", how="left"
     )
     years = pl.lit(reference.year) - pl.col("dob").dt.year() - ((pl.lit(reference.month) < pl.col("dob").dt.month()) | ((pl.lit(reference.month) == pl.col("dob").dt.month()) & (pl.lit(reference.day) < pl.col("dob").dt.day()))).cast(pl.Int32)
     persons = persons.with_columns(
