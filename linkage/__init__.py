@@ -60,7 +60,9 @@ def link_persons(
     records_clusters = scored.mapping.join(clusters, on="pid")
     assignment = assign_stable_ids(records_clusters, "record_key", "cluster", previous_ids, prefix="P", width=8)
     # a record's match probability: the strongest link holding its profile in its person
-    pairs = scored.pairs.join(clusters.rename({"pid": "l", "cluster": "cl"}), on="l").join(clusters.rename({"pid": "r", "cluster": "cr"}), on="r")
+    # (the four columns read below, not every level: at 1.2M residents the pairs are 8 million rows)
+    pairs = scored.pairs.select("l", "r", "match_weight", "match_probability")
+    pairs = pairs.join(clusters.rename({"pid": "l", "cluster": "cl"}), on="l").join(clusters.rename({"pid": "r", "cluster": "cr"}), on="r")
     within = pairs.filter(pl.col("cl") == pl.col("cr"))
     strongest = pl.concat([within.select(pl.col("l").alias("pid"), "match_probability"), within.select(pl.col("r").alias("pid"), "match_probability")]).group_by("pid").agg(pl.col("match_probability").max())
     mentions = scored.profiles.select("pid", "mentions")

@@ -375,8 +375,8 @@ def score_profiles(records: pl.DataFrame, settings: LinkageSettings, last: Compa
         else:
             candidate_pairs(con)
             candidate_levels = compare(con, "candidates")
-        # one order whichever way the levels came (scoring and estimation do not depend on it; a reader may)
-        candidate_levels = candidate_levels.sort("l", "r")
+        # (in no particular order: estimation works on counts of patterns and clustering sorts the
+        # links itself; sorting 8 million pairs here held two copies at 1.2M residents)
         con.register("candidate_levels", candidate_levels)
         random_pairs(con, settings.u_sample_pairs, settings.seed)
         random_levels = compare(con, "random_pairs")

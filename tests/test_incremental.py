@@ -183,7 +183,7 @@ def test_linkage_compares_only_pairs_touching_a_new_profile_and_links_as_from_no
     reusing = link_persons(records, compared=before.compared, groups=before.groups)
     assert reusing.person_links.equals(afresh.person_links)
     assert reusing.review_queue.equals(afresh.review_queue)
-    assert reusing.pairs.equals(afresh.pairs)
+    assert reusing.pairs.sort(pl.all()).equals(afresh.pairs.sort(pl.all()))
     assert reusing.model.summary() == afresh.model.summary()
     how = ("profiles_compared_afresh", "groups_taken_apart_afresh")
     assert {k: v for k, v in reusing.stats.items() if k not in how} == {k: v for k, v in afresh.stats.items() if k not in how}
