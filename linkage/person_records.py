@@ -170,12 +170,10 @@ def build_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contrac
         if not contract.holds_people or not table_exists(con, contract.raw_table):
             continue
         reusable: list[str] = []
-        how = _made_with(contract)
-        if previous is not None and made is not None and how is not None:
-            files = con.sql(f'SELECT DISTINCT _file AS file, _sha256 AS sha256 FROM "{contract.raw_table}"').pl().with_columns(
-                pl.lit(contract.source).alias("source"), pl.lit(how).alias("made_with")
-            )
-            reusable = files.join(made, on=["source", "file", "sha256", "made_with"], how="semi")["file"].sort().to_list()
+        if previous is not None and made is not None:
+            # a file whose mentions would be made as they were (`made_with` is null where they cannot be reused)
+            now = mentions_made(con, [contract])
+            reusable = now.join(made, on=["source", "file", "sha256", "made_with"], how="semi")["file"].sort().to_list()
         if reusable:
             con.register("reused_files", pl.DataFrame({"file": reusable}))
             loaded = con.sql(f'SELECT _file AS file, _row AS row FROM "{contract.raw_table}" WHERE _file IN (SELECT file FROM reused_files)').pl()
