@@ -193,6 +193,18 @@ def window_held(first: dict[str, dt.date], registry: Registry, month: dt.date) -
     return held
 
 
+def _patterns(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Families with the same indicators as one row: (patterns, families, escalated among them).
+    The likelihood summed over a pattern's families is the pattern's, weighted: a county's
+    100,000 family-months become a few thousand rows to fit."""
+    if X.shape[1] < 63 and np.isin(X, (0.0, 1.0)).all():  # indicators: a row's pattern is one integer
+        _, first, inverse = np.unique(X @ (2.0 ** np.arange(X.shape[1])), return_index=True, return_inverse=True)
+        patterns = X[first]
+    else:
+        patterns, inverse = np.unique(X, axis=0, return_inverse=True)
+    return patterns, np.bincount(inverse.ravel()).astype(float), np.bincount(inverse.ravel(), weights=y)
+
+
 class NonNegativeLogistic(ClassifierMixin, BaseEstimator):
     """Logistic regression, penalised as scikit-learn's (C), whose coefficients cannot be
     negative: a need can raise a family's place or leave it, never lower it. scikit-learn's
@@ -205,15 +217,7 @@ class NonNegativeLogistic(ClassifierMixin, BaseEstimator):
         X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
         self.classes_ = np.array([0, 1])
         n_features = X.shape[1]
-        # families with the same indicators share one row, weighted: the same likelihood, a
-        # county's 100,000 family-months become a few thousand patterns
-        if n_features < 63 and np.isin(X, (0.0, 1.0)).all():  # indicators: a row's pattern is one integer
-            _, first, inverse = np.unique(X @ (2.0 ** np.arange(n_features)), return_index=True, return_inverse=True)
-            patterns = X[first]
-        else:
-            patterns, inverse = np.unique(X, axis=0, return_inverse=True)
-        families = np.bincount(inverse.ravel()).astype(float)
-        escalated = np.bincount(inverse.ravel(), weights=y)
+        patterns, families, escalated = _patterns(X, y)
 
         def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
             w, b = theta[:n_features], theta[n_features]
@@ -498,7 +502,14 @@ def _scorecard(features: list[str], x: np.ndarray, y: np.ndarray) -> pl.DataFram
     indicator it makes negative, the indicator that most often comes with it (the weight it
     carries instead: indicators that travel together share their evidence)."""
     constrained = NonNegativeLogistic().fit(x, y).coef_[0]
-    free = LogisticRegression(C=1.0, max_iter=5000, tol=1e-8).fit(x, y).coef_[0]
+    # the unconstrained fit on the same weighted patterns: scikit-learn's penalised likelihood with
+    # sample weights is the sum over the families each row stands for
+    patterns, families, escalated = _patterns(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
+    stacked = np.vstack([patterns, patterns])
+    outcome = np.concatenate([np.ones(len(patterns)), np.zeros(len(patterns))])
+    weight = np.concatenate([escalated, families - escalated])
+    kept = weight > 0
+    free = LogisticRegression(C=1.0, max_iter=5000, tol=1e-8).fit(stacked[kept], outcome[kept], sample_weight=weight[kept]).coef_[0]
     points = np.round(constrained / max(constrained.max(), 1e-9) * 10).astype(int)
     found_with = []
     for i, name in enumerate(features):

@@ -18,6 +18,7 @@ from models.metrics import Ranked, ranking_metrics, selected_share, wilson
 from models.scorecard import (
     OUTCOME_MONTHS,
     NonNegativeLogistic,
+    _scorecard,
     evaluate_snapshots,
     evaluation_plan,
     model_card,
@@ -167,6 +168,18 @@ def test_the_bounded_fit_equals_scikit_learns_when_no_bound_binds():
     ours, theirs = NonNegativeLogistic().fit(x, y), LogisticRegression(C=1.0, max_iter=5000, tol=1e-8).fit(x, y)
     assert ours.coef_[0] == pytest.approx(theirs.coef_[0], abs=2e-3)
     assert ours.intercept_[0] == pytest.approx(theirs.intercept_[0], abs=2e-3)
+
+
+def test_the_cards_unconstrained_fit_on_patterns_equals_the_fit_on_every_family():
+    # the card fits on one weighted row per pattern of indicators and outcome, not on every family-month
+    rng = np.random.default_rng(11)
+    x = (rng.random((40_000, 5)) < 0.25).astype(float)
+    y = (rng.random(40_000) < expit(-2.5 + x @ np.array([1.0, -0.8, 0.4, 0.0, 0.7]))).astype(int)
+    card = _scorecard([f"i{i}" for i in range(5)], x, y)
+    every_family = LogisticRegression(C=1.0, max_iter=5000, tol=1e-8).fit(x, y).coef_[0]
+    fitted = dict(zip(card["indicator"], card["unconstrained_coefficient"]))
+    assert [fitted[f"i{i}"] for i in range(5)] == pytest.approx(np.round(every_family, 4).tolist(), abs=1e-4)
+    assert fitted["i1"] < 0  # not vacuous: the unconstrained fit finds the negative weight the bounded one cannot
 
 
 def test_a_small_county_is_evaluated_but_no_model_orders_its_lists():
