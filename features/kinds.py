@@ -40,7 +40,7 @@ EVIDENCE_COLUMNS = ("person_id", "family_ref", "record_key", "source", "file", "
 
 def mentions_sql(indicator: Indicator, members: str) -> str:
     """The source's rows joined to the person and family each belongs to, filtered by age."""
-    linked = linked_rows(indicator.source, "r.*, pr.record_key, pr.source, pr.file, pr.row, pr.event_date, pl.person_id")
+    linked = linked_rows(indicator.source, "r.*, pr.record_key, pr.source, pr.file, pr.row, pr.event_date, pr.event_ref, pl.person_id")
     return f"""
         SELECT x.*, m.family_ref, m.age FROM ({linked}) x
         JOIN "{members}" m ON m.person_id = x.person_id
@@ -98,7 +98,6 @@ class _Events(IndicatorKind):
         return f"""
             SELECT {", ".join(EVIDENCE_COLUMNS)}, CAST({self.value_sql.format(measure=indicator.measure)} AS DOUBLE) AS value, event_ref
             FROM ({mentions_sql(indicator, members)}) x
-            JOIN (SELECT record_key AS rk, event_ref FROM person_records) e ON e.rk = x.record_key
             WHERE ({indicator.where}) AND event_date BETWEEN DATE '{start}' AND DATE '{reference}'
         """
 
