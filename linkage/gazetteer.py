@@ -47,7 +47,7 @@ WITH candidates AS (
            contains(' ' || a.address || ' ', ' ' || g.street || ' ') AS street_exact,
            jaro_winkler_similarity(a.street_part, g.street) >= 0.88 AS street_alike,
            len(list_filter(a.numbers, lambda n: n <> g.pao AND n <> coalesce(g.sao_number, '') AND n <> g.pao || coalesce(g.sao_letter, ''))) AS unexplained
-    FROM addresses a JOIN gazetteer g ON {block}
+    FROM addresses a JOIN house_numbers k USING (address_id) JOIN gazetteer g ON g.pao = k.pao AND {block}
 ), scored AS (
     SELECT *, 4 + CASE WHEN sao_number IS NOT NULL THEN 2 ELSE 0 END + CASE WHEN street_exact THEN 1 ELSE 0 END
               - unexplained AS score
@@ -91,6 +91,19 @@ def _gazetteer(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     )
 
 
+def _house_numbers(addresses: pl.DataFrame) -> pl.DataFrame:
+    """address_id -> every house number (pao) a property could have to explain the line: the
+    line's numbers, their digits without a flat's letter (14B: 14), the partner's house number.
+    The matcher joins the gazetteer on these, so a line is scored only against properties whose
+    number it holds (any other fails `pao_ok`) instead of every property in its sector."""
+    numbers = addresses.select("address_id", pl.col("numbers").alias("pao")).explode("pao")
+    return pl.concat([
+        numbers,
+        numbers.select("address_id", pl.col("pao").str.extract(r"^([0-9]+)", 1)),
+        addresses.select("address_id", pl.col("house_number").alias("pao")),
+    ]).drop_nulls().unique()
+
+
 def _line_parts() -> list[pl.Expr]:
     """An address line's numbers as written, and the line from its street on (numbers and a
     flat's marker taken off the front): what the matcher compares with each property."""
@@ -119,13 +132,15 @@ def match_addresses(con: duckdb.DuckDBPyConnection, records: pl.DataFrame) -> pl
     try:
         local.register("gazetteer", gazetteer)
         local.register("addresses", addresses)
+        local.register("house_numbers", _house_numbers(addresses))
         exact = local.sql(_MATCH_SQL.format(block="a.postcode = g.postcode")).pl().with_columns(pl.lit("postcode").alias("pass"))
-        local.register("matched", exact.select("address_id"))
+        # the lines left go on to the sector: only these are searched for their street in their
+        # own postcode (every line's search was most of the matcher's time, for the few left)
+        local.register("addresses", addresses.join(exact.select("address_id"), on="address_id", how="anti"))
         # only where the street is not in the postcode given: a street that is there, without the
         # number, is a property the gazetteer lacks (a new build), not a postcode keyed wrong
         rest = local.sql(
-            _MATCH_SQL.format(block="a.postcode_sector = g.postcode_sector AND a.postcode <> g.postcode AND a.address_id NOT IN (SELECT address_id FROM matched) "
-                                    f"AND a.address_id NOT IN ({_STREET_IN_POSTCODE})")
+            _MATCH_SQL.format(block=f"a.postcode_sector = g.postcode_sector AND a.postcode <> g.postcode AND a.address_id NOT IN ({_STREET_IN_POSTCODE})")
         ).pl().with_columns(pl.lit("sector").alias("pass"))
     finally:
         local.close()
@@ -171,6 +186,7 @@ def _match_without_postcode(records: pl.DataFrame, gazetteer: pl.DataFrame) -> p
     try:
         local.register("gazetteer", candidates)
         local.register("addresses", lines)
+        local.register("house_numbers", _house_numbers(lines))
         found = local.sql(_MATCH_SQL.format(block="a.address_id = g.address_id")).pl()
     finally:
         local.close()
