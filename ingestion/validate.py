@@ -139,19 +139,26 @@ def _column_problems(text: pl.DataFrame, columns: list[Column], today: dt.date) 
         for i, (condition, reason) in enumerate(_column_rules(column, today)):
             flags.append(condition.fill_null(False).alias(f"__{column.name}__{i}"))
             reasons.append((f"__{column.name}__{i}", column, reason))
-    flagged = text.select(ROW, *flags)
+    # lazily, so Polars computes a subexpression the rules share once (a date parsed for its format
+    # and its bounds, an NHS number's digits); eager selects evaluate every copy
+    flagged = text.lazy().select(ROW, *flags).collect()
     # few rows break anything: keep those first, so each rule's filter below reads a handful of rows
     if flags:
         flagged = flagged.filter(pl.any_horizontal(pl.all().exclude(ROW)))
-    frames = [
-        flagged.filter(pl.col(flag)).select(
-            ROW, pl.lit(column.name).alias("field"), pl.lit(column.partner_name).alias("column"),
-            pl.lit(f"{column.partner_name} {reason}").alias("reason"), pl.lit(column.set_aside and reason != REQUIRED_BUT_BLANK).alias("soft"),
-        )
-        for flag, column, reason in reasons
-    ]
     schema = {ROW: pl.Int64, "field": pl.String, "column": pl.String, "reason": pl.String, "soft": pl.Boolean}
-    return pl.concat(frames).cast(schema) if frames else pl.DataFrame(schema=schema)
+    if not flags:
+        return pl.DataFrame(schema=schema)
+    # one row per broken value, rule by rule in the contract's order, rows in file order
+    described = pl.DataFrame(
+        [
+            {"flag": flag, "field": column.name, "column": column.partner_name, "reason": f"{column.partner_name} {reason}",
+             "soft": column.set_aside and reason != REQUIRED_BUT_BLANK}
+            for flag, column, reason in reasons
+        ],
+        schema={"flag": pl.String, **{k: v for k, v in schema.items() if k != ROW}},
+    )
+    broken = flagged.unpivot(index=ROW, variable_name="flag", value_name="broken").filter(pl.col("broken"))
+    return broken.join(described, on="flag", maintain_order="left").select(list(schema)).cast(schema)
 
 
 def _row_rule_problems(typed: pl.DataFrame, contract: Contract) -> pl.DataFrame:
