@@ -8,7 +8,10 @@ written as text, never as formulas.
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
+import os
 import re
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -184,21 +187,47 @@ def pack_slug(locality: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", locality.lower()).strip("_")
 
 
+#: Families listed, across every locality, from which the packs are written by worker processes,
+#: a locality each: a workbook's cells are written one at a time in Python (at 1.2M residents,
+#: two-thirds of the step), and a second core halves that; below this, starting a process
+#: (importing Polars and the templates, about a second) costs more than it saves.
+PARALLEL_FROM_FAMILIES = 5_000
+
+
+def _write_locality_pack(locality: str, month: str, part: pl.DataFrame, people: pl.DataFrame, programme: Programme, own: FamilyView | None, folder: Path) -> list[Path]:
+    """One locality's pack: HTML for print, XLSX for the meeting to fill in, CSV for systems."""
+    slug = pack_slug(locality)
+    write_text_atomically(pack_html(locality, month, part, people, programme, own), folder / f"{slug}.html")
+    write_xlsx(part, people, folder / f"{slug}.xlsx", own)
+    write_csv(part, people, folder / f"{slug}.csv")
+    return [folder / f"{slug}.{ext}" for ext in ("html", "xlsx", "csv")]
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def write_packs(
     lists: pl.DataFrame, members: pl.DataFrame, month: str, folder: Path, summary: ChairSummary, programme: Programme, view: FamilyView | None = None,
+    parallel_from: int | None = None,
 ) -> list[Path]:
+    """Every locality's pack and the chair's summary. `parallel_from`: the families listed from
+    which packs are written in worker processes (PARALLEL_FROM_FAMILIES by default)."""
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
+    packs = []
     for (locality,), part in lists.group_by("locality", maintain_order=True):
-        slug = pack_slug(locality)
         listed = part.select("family_ref")
         people = members.join(listed, on="family_ref", how="semi")
         # each pack reads only its own families' chronology: at 1.2M residents, walking the whole
         # county's for every locality was a third of the step
         own = FamilyView(view.chronology.join(listed, on="family_ref", how="semi"), view.known_to.join(listed, on="family_ref", how="semi")) if view else None
-        write_text_atomically(pack_html(locality, month, part, people, programme, own), folder / f"{slug}.html")
-        write_xlsx(part, people, folder / f"{slug}.xlsx", own)
-        write_csv(part, people, folder / f"{slug}.csv")
-        written += [folder / f"{slug}.{ext}" for ext in ("html", "xlsx", "csv")]
+        packs.append((locality, month, part, people, programme, own, folder))
+    workers = min(len(packs), _cores())
+    if workers > 1 and lists.height >= (PARALLEL_FROM_FAMILIES if parallel_from is None else parallel_from):
+        # spawned, not forked: the parent holds Polars' and DuckDB's threads, which a fork would copy mid-lock
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            written = [path for paths in pool.map(_write_locality_pack, *zip(*packs)) for path in paths]
+    else:
+        written = [path for pack in packs for path in _write_locality_pack(*pack)]
     write_text_atomically(summary_html(summary), folder / "summary.html")
     return written + [folder / "summary.html"]

@@ -307,3 +307,32 @@ def test_front_door_contacts_ending_in_no_further_action_list_a_family_by_the_co
     by_rule = _four_families(ListSettings(list_front_door_nfa=True), front_door_nfa=nfa)
     assert by_rule["family_ref"].to_list() == ["F4", "F1", "F2", "F3"], "F4 listed by the council's rule, ranked by its score"
     assert _four_families(ListSettings(list_front_door_nfa=True))["family_ref"].to_list() == ["F1", "F2", "F3"], "a county without front door data"
+
+
+def test_packs_written_by_worker_processes_are_those_written_in_turn(listed, tmp_path, monkeypatch):
+    # a large county's packs are written a locality per process; the files must be the same
+    import datetime as dt
+    import zipfile
+
+    from data_contracts import load_contracts
+    from features.registry import load_registry
+    from models.lists import ListSettings, monthly_lists
+    from reports import packs
+    from rules import DEFAULT_PROGRAMME, programme
+
+    shutil.copy(listed / "warehouse.duckdb", tmp_path / "warehouse.duckdb")
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        made = monthly_lists(con, MONTH, dt.date(2026, 9, 30), ListSettings(), "test", "run", "tester", load_registry(), programme(DEFAULT_PROGRAMME), load_contracts())
+    assert made.result.lists["locality"].n_unique() > 1, "workers need more than one pack to share"
+    monkeypatch.setattr(packs, "_cores", lambda: 2)  # two workers even on a one-core machine
+    arguments = (made.result.lists, made.result.members, MONTH)
+    in_turn = packs.write_packs(*arguments, tmp_path / "in_turn", made.summary, programme(DEFAULT_PROGRAMME), made.view, parallel_from=10**9)
+    by_workers = packs.write_packs(*arguments, tmp_path / "by_workers", made.summary, programme(DEFAULT_PROGRAMME), made.view, parallel_from=0)
+    assert [p.name for p in in_turn] == [p.name for p in by_workers] and len(in_turn) == 3 * made.result.lists["locality"].n_unique() + 1
+    for a, b in zip(in_turn, by_workers):
+        if a.suffix == ".xlsx":  # the same sheets; only the workbook's creation time differs
+            za, zb = zipfile.ZipFile(a), zipfile.ZipFile(b)
+            assert za.namelist() == zb.namelist()
+            assert all(za.read(n) == zb.read(n) for n in za.namelist() if n != "docProps/core.xml")
+        else:
+            assert a.read_bytes() == b.read_bytes(), a.name
