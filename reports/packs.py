@@ -212,7 +212,9 @@ def write_packs(
     parallel_from: int | None = None,
 ) -> list[Path]:
     """Every locality's pack and the chair's summary. `parallel_from`: the families listed from
-    which packs are written in worker processes (PARALLEL_FROM_FAMILIES by default)."""
+    which packs are written in worker processes (PARALLEL_FROM_FAMILIES by default); the workers
+    are spawned, so a script calling this must guard its main (`if __name__ == "__main__":`), as
+    with any multiprocessing: Dagster's and earlyhelp's own entry points do."""
     folder.mkdir(parents=True, exist_ok=True)
     packs = []
     for (locality,), part in lists.group_by("locality", maintain_order=True):
