@@ -142,7 +142,7 @@ def _column_problems(text: pl.DataFrame, columns: list[Column], today: dt.date) 
     # lazily, so Polars computes a subexpression the rules share once (a date parsed for its format
     # and its bounds, an NHS number's digits); eager selects evaluate every copy
     flagged = text.lazy().select(ROW, *flags).collect()
-    # few rows break anything: keep those first, so each rule's filter below reads a handful of rows
+    # few rows break anything: keep those first, so the unpivot below reads a handful of rows
     if flags:
         flagged = flagged.filter(pl.any_horizontal(pl.all().exclude(ROW)))
     schema = {ROW: pl.Int64, "field": pl.String, "column": pl.String, "reason": pl.String, "soft": pl.Boolean}
