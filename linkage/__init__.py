@@ -106,8 +106,10 @@ def link_persons(
 
 def _review_queue(band: pl.DataFrame, scored) -> pl.DataFrame:
     """One row per uncertain pair of profiles, shown through one record of each."""
-    example = scored.mapping.group_by("pid").agg(pl.col("record_key").min())
-    fields = scored.profiles.select("pid", *REVIEW_FIELDS)
+    # only the profiles in the band: every profile's example record, twice, was the step's peak
+    shown = pl.concat([band["l"], band["r"]]).unique().implode()
+    example = scored.mapping.filter(pl.col("pid").is_in(shown)).group_by("pid").agg(pl.col("record_key").min())
+    fields = scored.profiles.filter(pl.col("pid").is_in(shown)).select("pid", *REVIEW_FIELDS)
     left = fields.join(example, on="pid").rename({c: f"{c}_l" for c in (*REVIEW_FIELDS, "record_key")})
     right = fields.join(example, on="pid").rename({c: f"{c}_r" for c in (*REVIEW_FIELDS, "record_key")})
     queue = band.select("l", "r", "match_weight", "match_probability").join(left, left_on="l", right_on="pid").join(right, left_on="r", right_on="pid")

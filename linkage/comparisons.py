@@ -52,6 +52,10 @@ class Comparison:
         return frozenset(self.fields) | frozenset(self.keys)
 
     def case_sql(self) -> str:
+        return f"{self.level_sql()} AS {self.name}"
+
+    def level_sql(self) -> str:
+        """The CASE expression giving a pair's level code."""
         whens = [f"WHEN {self.not_comparable} THEN {NOT_COMPARABLE}"] if self.not_comparable else []
         otherwise = NOT_COMPARABLE
         for code, level in zip(range(len(self.levels) - 1, -1, -1), self.levels):
@@ -59,7 +63,7 @@ class Comparison:
                 otherwise = code
             else:
                 whens.append(f"WHEN {level.sql} THEN {code}")
-        return "CASE " + "\n         ".join(whens) + f"\n         ELSE {otherwise} END AS {self.name}"
+        return "CASE " + "\n         ".join(whens) + f"\n         ELSE {otherwise} END"
 
 
 @dataclass(frozen=True)

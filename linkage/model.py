@@ -167,29 +167,25 @@ def _digest_sql(columns: list[str]) -> str:
     return f"md5_number_lower(concat_ws('|', '{_comparisons_version()}', {fields}))"
 
 
-def _compare_what_is_new(con: duckdb.DuckDBPyConnection, last: ComparedPairs) -> pl.DataFrame:
-    """Every candidate pair's levels: the last run's, for pairs of profiles it held, and compared
-    now for pairs touching a profile it did not. Also creates temp table `candidates(l, r)`."""
+def _compare_what_is_new(con: duckdb.DuckDBPyConnection, last: ComparedPairs) -> None:
+    """Temp table `candidate_levels`: every candidate pair's levels, the last run's for pairs of
+    profiles it held, compared now for pairs touching a profile it did not; and temp table
+    `candidates(l, r)`."""
     con.register("known_profiles", last.profiles)
     con.register("known_levels", last.levels)
     con.execute("CREATE OR REPLACE TEMP TABLE new_profiles AS SELECT p.* FROM profiles p ANTI JOIN known_profiles k USING (digest)")
     selects = [f"{rule.pairs_sql('new_profiles', 'profiles')} UNION {rule.pairs_sql('profiles', 'new_profiles')}" for rule in BLOCKING_RULES]
     con.execute("CREATE OR REPLACE TEMP TABLE new_candidates AS " + " UNION ".join(selects))
-    new = compare(con, "new_candidates")
+    compare_into(con, "new_candidates", "candidate_levels")
     # levels are stored small; a pair's shared name (for term frequencies) is read off its profiles again
-    levels = ", ".join(f"CAST(k.{name} AS {_level_type(new, name)}) AS {name}" for name in COMPARISONS)
-    kept = con.sql(
-        f"""SELECT l.pid AS l, r.pid AS r, {levels}, {", ".join(term_value_sql())}
+    levels = ", ".join(f"CAST(k.{name} AS {LEVEL_TYPE}) AS {name}" for name in COMPARISONS)
+    con.execute(
+        f"""INSERT INTO candidate_levels
+            SELECT l.pid AS l, r.pid AS r, {levels}, {", ".join(term_value_sql())}
             FROM known_levels k JOIN profiles l ON l.digest = k.digest_l JOIN profiles r ON r.digest = k.digest_r"""
-    ).pl()
-    candidates = pl.concat([kept, new.select(kept.columns)])
-    con.register("candidate_pairs_frame", candidates.select("l", "r"))
-    con.execute("CREATE OR REPLACE TEMP TABLE candidates AS SELECT * FROM candidate_pairs_frame")
-    return candidates
-
-
-def _level_type(levels: pl.DataFrame, name: str) -> str:
-    return {pl.Int8: "TINYINT", pl.Int16: "SMALLINT", pl.Int32: "INTEGER", pl.Int64: "BIGINT"}[levels.schema[name]]
+    )
+    con.unregister("known_levels")
+    con.execute("CREATE OR REPLACE TEMP TABLE candidates AS SELECT l, r FROM candidate_levels")
 
 
 def _reusable(con: duckdb.DuckDBPyConnection, last: ComparedPairs | None) -> bool:
@@ -203,15 +199,27 @@ def _reusable(con: duckdb.DuckDBPyConnection, last: ComparedPairs | None) -> boo
 
 # ----------------------------------------------------------------- comparison
 
-def compare(con: duckdb.DuckDBPyConnection, pairs_table: str) -> pl.DataFrame:
-    """Comparison levels for every pair in `pairs_table(l, r)`."""
+#: A level code is small (-1 to a comparison's few levels): the candidates' levels are held as such.
+LEVEL_TYPE = "TINYINT"
+
+
+def compare_into(con: duckdb.DuckDBPyConnection, pairs_table: str, target: str) -> None:
+    """Temp table `target`: comparison levels for every pair in `pairs_table(l, r)`, then the values
+    whose frequency adjusts an exact match. Kept in DuckDB: a county's millions of candidate pairs
+    are estimated and scored there, never copied out whole."""
     con.register("nicknames", nickname_pairs())
-    return con.sql(
-        f"""
-        SELECT p.l, p.r, {comparison_sql()}
-        FROM {pairs_table} p JOIN profiles l ON l.pid = p.l JOIN profiles r ON r.pid = p.r
-        """
-    ).pl()
+    items = [f"CAST({c.level_sql()} AS {LEVEL_TYPE}) AS {c.name}" for c in COMPARISON_LIST] + term_value_sql()
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE {target} AS
+            SELECT p.l, p.r, {", ".join(items)}
+            FROM {pairs_table} p JOIN profiles l ON l.pid = p.l JOIN profiles r ON r.pid = p.r"""
+    )
+
+
+def compare(con: duckdb.DuckDBPyConnection, pairs_table: str) -> pl.DataFrame:
+    """Comparison levels for every pair in `pairs_table(l, r)`, as a frame (a few pairs: random ones, a reviewer's)."""
+    compare_into(con, pairs_table, "compared_levels")
+    return con.sql("SELECT * FROM compared_levels").pl()
 
 
 def random_pairs(con: duckdb.DuckDBPyConnection, n: int, seed: int) -> None:
@@ -255,8 +263,9 @@ def prior_m(levels: int) -> np.ndarray:
     return shape / shape.sum()
 
 
-def _em_session(levels: pl.DataFrame, free: tuple[str, ...], u: dict[str, np.ndarray], iterations: int) -> tuple[dict[str, np.ndarray], int]:
-    patterns = levels.group_by(list(free)).len().sort(list(free))  # a fixed order: float sums repeat exactly
+def _em_session(patterns: pl.DataFrame, free: tuple[str, ...], u: dict[str, np.ndarray], iterations: int) -> tuple[dict[str, np.ndarray], int]:
+    """patterns: the session's pairs counted (`len`) by their levels in the `free` comparisons,
+    in a fixed order (float sums repeat exactly)."""
     lv = {n: patterns[n].to_numpy() for n in free}
     counts = patterns["len"].to_numpy().astype(float)
     m = {name: prior_m(len(COMPARISONS[name])) for name in free}
@@ -280,14 +289,21 @@ def _em_session(levels: pl.DataFrame, free: tuple[str, ...], u: dict[str, np.nda
     return m, iteration
 
 
-def _session_levels(con: duckdb.DuckDBPyConnection, rule) -> pl.DataFrame:
-    """The comparison levels of a training session's pairs: read from the candidates' (table
-    `candidate_levels`), which hold every pair a blocking rule made, and compared afresh only for
-    pairs no blocking rule made. The same levels, without comparing most pairs twice."""
+def _session_patterns(con: duckdb.DuckDBPyConnection, rule, free: tuple[str, ...]) -> pl.DataFrame:
+    """A training session's pairs counted by their levels in the comparisons `free` in it, sorted by
+    those levels. The levels are read from the candidates' (table `candidate_levels`), which hold
+    every pair a blocking rule made, and compared afresh only for pairs no blocking rule made: the
+    same levels, without comparing most pairs twice."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE session_pairs AS {rule.pairs_sql()}")
-    known = con.sql("SELECT c.* FROM candidate_levels c SEMI JOIN session_pairs s ON c.l = s.l AND c.r = s.r").pl()
     con.execute("CREATE OR REPLACE TEMP TABLE session_rest AS SELECT s.* FROM session_pairs s ANTI JOIN candidate_levels c ON c.l = s.l AND c.r = s.r")
-    return pl.concat([known, compare(con, "session_rest")])
+    compare_into(con, "session_rest", "session_rest_levels")
+    columns = ", ".join(free)
+    return con.sql(
+        f"""SELECT {columns}, count(*) AS len FROM (
+                SELECT {columns} FROM candidate_levels c SEMI JOIN session_pairs s ON c.l = s.l AND c.r = s.r
+                UNION ALL SELECT {columns} FROM session_rest_levels
+            ) GROUP BY ALL ORDER BY ALL"""
+    ).pl()
 
 
 def fit(con: duckdb.DuckDBPyConnection, random_levels: pl.DataFrame, n_profiles: int, iterations: int = 40) -> FittedModel:
@@ -298,10 +314,10 @@ def fit(con: duckdb.DuckDBPyConnection, random_levels: pl.DataFrame, n_profiles:
     total_iterations = 0
     for rule in TRAINING_RULES:
         free = free_in(rule)
-        levels = _session_levels(con, rule)
-        if levels.height == 0:
+        patterns = _session_patterns(con, rule, free)
+        if patterns.height == 0:
             continue
-        m, used = _em_session(levels, free, u, iterations)
+        m, used = _em_session(patterns, free, u, iterations)
         total_iterations += used
         for name in free:
             estimates[name].append(m[name])
@@ -325,37 +341,51 @@ def term_frequencies(profiles: pl.DataFrame, column: str) -> pl.DataFrame:
     return counts.select(pl.col(column).alias("value"), (pl.col("len") / total).alias("tf"))
 
 
-def score(levels: pl.DataFrame, model: FittedModel, profiles: pl.DataFrame) -> pl.DataFrame:
-    """Match weight (bits) and probability per pair, with term-frequency adjustment of exact names."""
+#: A term-frequency adjustment's bounds: one rare name cannot decide alone, nor a common one veto.
+TF_ADJUSTMENT_BITS = (-3.0, 6.0)
+#: A value's frequency is taken as at least this (a name no other profile holds is not infinitely telling).
+TF_FLOOR = 1e-6
+
+
+def score(con: duckdb.DuckDBPyConnection, model: FittedModel, profiles: pl.DataFrame, levels: str = "candidate_levels") -> pl.DataFrame:
+    """Match weight (bits) and probability of every pair in the table `levels` (`compare`'s
+    columns), with term-frequency adjustment of exact names: (l, r, match_weight, match_probability).
+    Computed in DuckDB, where the pairs are; the arithmetic is the Fellegi-Sunter sum in the
+    comparisons' order (a level not comparable adds nothing), Splink's log2(u_exact / u_value)."""
     weights = model.weights()
-    total = np.full(levels.height, np.log2(model.prior / (1 - model.prior)))
+    parameters: dict[str, object] = {"prior": float(np.log2(model.prior / (1 - model.prior))), "two": 2.0, "floor": TF_FLOOR,
+                                     "low": TF_ADJUSTMENT_BITS[0], "high": TF_ADJUSTMENT_BITS[1], "one": 1.0, "nothing": 0.0}
+    terms = ["$prior"]
     for name in COMPARISONS:
-        lv = levels[name].to_numpy()
-        ok = lv >= 0
-        total[ok] += weights[name][lv[ok]]
-    scored = levels.with_columns(pl.Series("base_weight", total))
+        parameters[f"w_{name}"] = [float(w) for w in weights[name]]
+        terms.append(f"CASE WHEN c.{name} >= 0 THEN $w_{name}[c.{name} + 1] ELSE $nothing END")
+    adjustments, joins = [], []
     for name in model.tf_fields:
         exact = len(COMPARISONS[name]) - 1
-        u_exact = model.u[name][exact]
-        tf = term_frequencies(profiles, name)
-        scored = scored.join(tf.rename({"value": f"tf_{name}_value", "tf": f"tf_{name}"}), on=f"tf_{name}_value", how="left")
-        # Splink's adjustment: log2(u_exact / u_value), bounded so one rare name cannot decide alone
-        adjustment = (pl.lit(u_exact) / pl.col(f"tf_{name}").clip(1e-6, 1.0)).log(2).clip(-3.0, 6.0)
-        scored = scored.with_columns(
-            pl.when(pl.col(name) == exact).then(adjustment).otherwise(0.0).fill_null(0.0).alias(f"tf_adjustment_{name}")
-        )
-    adjustments = [pl.col(f"tf_adjustment_{n}") for n in model.tf_fields]
-    scored = scored.with_columns((pl.col("base_weight") + pl.sum_horizontal(adjustments)).alias("match_weight"))
-    return scored.with_columns((1 / (1 + (2.0 ** (-pl.col("match_weight"))))).alias("match_probability")).drop(
-        [f"tf_{n}_value" for n in model.tf_fields] + [f"tf_{n}" for n in model.tf_fields]
-    )
+        parameters[f"u_{name}"] = float(model.u[name][exact])
+        con.register(f"tf_{name}", term_frequencies(profiles, name))
+        joins.append(f"LEFT JOIN tf_{name} ON tf_{name}.value = c.tf_{name}_value")
+        ratio = f"$u_{name} / least(greatest(tf_{name}.tf, $floor), $one)"
+        adjustment = f"least(greatest(ln({ratio}) / ln($two), $low), $high)"
+        # (an exact level whose value has no frequency, such as names agreeing the other way round, adds nothing)
+        adjustments.append(f"CASE WHEN c.{name} = {exact} AND tf_{name}.tf IS NOT NULL THEN {adjustment} ELSE $nothing END")
+    weight = f"({' + '.join(terms)}) + ({' + '.join(adjustments) or '$nothing'})"
+    try:
+        return con.sql(
+            f"""SELECT l, r, match_weight, $one / ($one + pow($two, -match_weight)) AS match_probability
+                FROM (SELECT c.l, c.r, {weight} AS match_weight FROM {levels} c {" ".join(joins)})""",
+            params=parameters,
+        ).pl()
+    finally:
+        for name in model.tf_fields:
+            con.unregister(f"tf_{name}")
 
 
 @dataclass
 class ScoredPairs:
     profiles: pl.DataFrame
     mapping: pl.DataFrame  # record_key -> pid
-    pairs: pl.DataFrame  # l, r, levels, match_weight, match_probability
+    pairs: pl.DataFrame  # l, r, match_weight, match_probability
     model: FittedModel
     blocking: dict[str, int] = field(default_factory=dict)
     compared: ComparedPairs | None = None  # for the next run
@@ -371,28 +401,28 @@ def score_profiles(records: pl.DataFrame, settings: LinkageSettings, last: Compa
         con.execute(f"CREATE TEMP TABLE profiles AS SELECT *, {_digest_sql(profiles.drop('pid', 'mentions').columns)} AS digest FROM profiles_frame")
         reused = _reusable(con, last)
         if reused:
-            candidate_levels = _compare_what_is_new(con, last)
+            _compare_what_is_new(con, last)
         else:
             candidate_pairs(con)
-            candidate_levels = compare(con, "candidates")
+            compare_into(con, "candidates", "candidate_levels")
         # (in no particular order: estimation works on counts of patterns and clustering sorts the
         # links itself; sorting 8 million pairs here held two copies at 1.2M residents)
-        con.register("candidate_levels", candidate_levels)
         random_pairs(con, settings.u_sample_pairs, settings.seed)
         random_levels = compare(con, "random_pairs")
         model = fit(con, random_levels, profiles.height, settings.em_iterations)
+        pairs = score(con, model, profiles)
         digests = con.sql("SELECT pid, digest FROM profiles ORDER BY pid").pl()
+        levels = ", ".join(f"c.{name}" for name in COMPARISONS)
+        compared = ComparedPairs(
+            profiles=digests.select("digest"),
+            levels=con.sql(
+                f"""SELECT l.digest AS digest_l, r.digest AS digest_r, {levels}
+                    FROM candidate_levels c JOIN profiles l ON l.pid = c.l JOIN profiles r ON r.pid = c.r"""
+            ).pl(),
+        )
         new_profiles = con.execute("SELECT count(*) FROM new_profiles").fetchall()[0][0] if reused else profiles.height
     finally:
         con.close()
-    pairs = score(candidate_levels, model, profiles)
     profiles = profiles.with_columns(digests["digest"])  # pids are 0..n-1 in order, as are the digests
-    compared = ComparedPairs(
-        profiles=digests.select("digest"),
-        levels=candidate_levels.select("l", "r", *[pl.col(name).cast(pl.Int8) for name in COMPARISONS])
-        .join(digests.rename({"pid": "l", "digest": "digest_l"}), on="l")
-        .join(digests.rename({"pid": "r", "digest": "digest_r"}), on="r")
-        .select("digest_l", "digest_r", *COMPARISONS),
-    )
-    blocking = {"candidate_pairs": candidate_levels.height, "profiles_compared_afresh": new_profiles}
+    blocking = {"candidate_pairs": pairs.height, "profiles_compared_afresh": new_profiles}
     return ScoredPairs(profiles=profiles, mapping=mapping, pairs=pairs, model=model, blocking=blocking, compared=compared)
