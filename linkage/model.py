@@ -98,6 +98,13 @@ class FittedModel:
 
 # ----------------------------------------------------------------- profiles
 
+#: Profile fields `build_profiles` derives (a birth year from a stated age, the street from the address).
+DERIVED_FIELDS = ("birth_year", "street")
+#: The columns of person_records a linkage reads: a county's mentions are millions of rows, and
+#: the columns it does not read (file, row, roles, contacts) are a third of their bytes.
+RECORD_COLUMNS = ("record_key", *(f for f in PROFILE_FIELDS if f not in DERIVED_FIELDS), "event_date", "age_stated")
+
+
 def build_profiles(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(profiles with pid and blocking keys, record_key -> pid)."""
     street = pl.col("address").str.replace(r"^(FLAT [0-9A-Z]+ )?[0-9]+[A-Z]? ", "")

@@ -7,6 +7,7 @@ import polars as pl
 from linkage import ClusteredGroups, ComparedPairs, LinkageSettings, form_families, link_persons
 from linkage.evaluate import group_link_rates, score_linked_records
 from linkage.gazetteer import ADDRESS_MATCHES, GAZETTEER_TABLE, MATCH_COLUMNS, household_records, match_person_addresses
+from linkage.model import RECORD_COLUMNS
 from data_contracts import load_contracts
 from ingestion.load import not_covered
 from linkage.person_records import PERSON_RECORDS, PERSON_RECORDS_MADE, build_person_records, mentions_made
@@ -75,7 +76,7 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
     compared (`compared_pairs`) are not compared again, nor groups it took apart given the same
     (`clustered_groups`): the links are those of a run from nothing."""
     with settings.warehouse() as con:
-        records = con.sql(f"SELECT * FROM {PERSON_RECORDS}").pl()
+        records = con.sql(f"SELECT {', '.join(RECORD_COLUMNS)}, source FROM {PERSON_RECORDS}").pl()
         previous = read_table(con, "person_links", "record_key, person_id AS id")
         decisions = read_table(con, "review_decisions")
         known = None if settings.read_every_file else read_table(con, COMPARED_PROFILES)
