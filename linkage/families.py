@@ -182,6 +182,9 @@ def summarise_records(records: pl.DataFrame, reference: dt.date) -> dict[str, pl
 def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
     """records: person_records with `person_id` and `birth_year_stated`.
     Returns (person_id -> household_key with how it was placed, households)."""
+    # what was recorded after the reference date was not known on it: families as they stood in an
+    # earlier month (the scorecard's evaluation) form from the records made by then, ties included
+    records = records.filter(pl.col("event_date").is_null() | (pl.col("event_date") <= reference))
     summaries = summarise_records(records, reference)
     addresses, postcodes_seen = summaries["addresses"], summaries["postcodes_seen"]
     placed = summaries["people"].join(addresses, on="person_id", how="left").join(summaries["postcodes"], on="person_id", how="left")

@@ -25,11 +25,11 @@ def record(person: str, source: str, day: dt.date, forename: str, surname: str, 
     }
 
 
-def households(rows: list[dict]) -> dict[str, tuple[str, str]]:
+def households(rows: list[dict], reference: dt.date = REFERENCE) -> dict[str, tuple[str, str]]:
     frame = pl.DataFrame(
         [{**{k: None for k in SCHEMA}, **r, "record_key": f"k{i}"} for i, r in enumerate(rows)], schema=SCHEMA
     )
-    members, _ = form_households(frame, REFERENCE)
+    members, _ = form_households(frame, reference)
     return {p: (key, how) for p, key, how in members.select("person_id", "household_key", "placed_by").iter_rows()}
 
 
@@ -151,6 +151,22 @@ def test_a_child_known_only_by_postcode_joins_the_sibling_named_with_them_at_the
     assert placed["half_sister"] == (f"{OLD}||5", "named with a sibling at the front door")
     assert placed["neighbour"][0] != placed["kid"][0]
     assert placed["kid_b"][0] == placed["kid_b2"][0] == placed["mum_b"][0] == f"{NEW}||8"
+
+
+def test_a_tie_recorded_after_the_reference_date_places_no_one_in_the_household_as_it_stood_then():
+    """The scorecard's evaluation forms families as they stood in earlier months: a front-door
+    contact naming two children together, made later, was not known then."""
+    rows = [
+        record("mum", "worklessness", D(2026, 3, 1), "RUTH", "KELLY", D(1988, 1, 1), OLD, "5"),
+        record("kid", "school_attendance", D(2026, 5, 1), "FINN", "KELLY", D(2016, 1, 1), OLD, "5"),
+        record("half_sister", "ae_attendances", D(2026, 6, 1), "ELLA", "BRODIE", D(2021, 2, 2), OLD),
+        record("kid", "front_door_contacts", D(2026, 7, 1), "FINN", "KELLY", D(2016, 1, 1), OLD, event_ref="FD1"),
+        record("half_sister", "front_door_contacts", D(2026, 7, 1), "ELLA", "BRODIE", D(2021, 2, 2), OLD, event_ref="FD1"),
+    ]
+    assert households(rows)["half_sister"] == (f"{OLD}||5", "named with a sibling at the front door")
+    in_june = households(rows, reference=D(2026, 6, 30))
+    assert in_june["half_sister"][0] != in_june["kid"][0] == f"{OLD}||5"
+    assert in_june["half_sister"][1] == "postcode and surname, no address"
 
 
 def test_a_child_whose_school_has_not_caught_up_with_the_move_goes_with_the_sibling_named_with_them():
