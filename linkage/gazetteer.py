@@ -237,13 +237,15 @@ def canonical_addresses(records: pl.DataFrame, matches: pl.DataFrame) -> pl.Data
     (`one_reading_per_property`)."""
     if matches.is_empty():
         return one_reading_per_property(records)
-    joined = records.join(matches.select("record_key", "property_postcode", "property_house_number", "property_flat"), on="record_key", how="left")
+    # joined on the key and address columns alone, and set back in place (see one_reading_per_property)
+    properties = matches.select("record_key", "property_postcode", "property_house_number", "property_flat")
+    address = records.select("record_key", "postcode", "house_number", "flat").join(properties, on="record_key", how="left", maintain_order="left")
     matched = pl.col("property_postcode").is_not_null()
-    return joined.with_columns(
-        pl.when(matched).then(pl.col("property_postcode")).otherwise(pl.col("postcode")).alias("postcode"),
-        pl.when(matched).then(pl.col("property_house_number")).otherwise(pl.col("house_number")).alias("house_number"),
-        pl.when(matched).then(pl.col("property_flat")).otherwise(pl.col("flat")).alias("flat"),
-    ).pipe(one_reading_per_property, ~matched).drop("property_postcode", "property_house_number", "property_flat")
+    address = address.select(
+        *(pl.when(matched).then(pl.col(f"property_{c}")).otherwise(pl.col(c)).alias(c) for c in ("postcode", "house_number", "flat")),
+        matched.alias("_matched"),
+    )
+    return one_reading_per_property(_set_in_place(records, address), ~pl.col("_matched")).drop("_matched")
 
 
 #: Lines of a property under a postcode other than most of its lines' are a slip when at least
@@ -297,18 +299,32 @@ def one_reading_per_property(records: pl.DataFrame, unmatched: pl.Expr | None = 
         counted.group_by("street", "numbers").agg(pl.col("postcode").n_unique().alias("postcodes")).filter(pl.col("postcodes") == 1), on=["street", "numbers"]
     )
     unposted = without.join(only_one, on=["street", "numbers"]).select("address", *reading[2:])
-    joined = (
-        records.with_columns(eligible.alias("_eligible"))
+    # the readings are joined to the address columns alone, one row each (a line has one reading),
+    # and set back in place: joining every record's columns copied a county's millions of records
+    unposted_use = pl.col("postcode").is_null() & pl.col("read_house_number_unposted").is_not_null() & pl.col("_unmatched")
+    address = (
+        records.select("postcode", "address", "house_number", "flat", eligible.alias("_eligible"), (pl.lit(True) if unmatched is None else unmatched).alias("_unmatched"))
         .join(readings, on=["postcode", "address"], how="left", maintain_order="left")
         .join(unposted, on="address", how="left", maintain_order="left", suffix="_unposted")
+        .select(_read_as(pl.col("_eligible") & pl.col("read_house_number").is_not_null(), unposted_use))
     )
-    posted = pl.col("_eligible") & pl.col("read_house_number").is_not_null()
-    unposted_use = pl.col("postcode").is_null() & pl.col("read_house_number_unposted").is_not_null() & (unmatched if unmatched is not None else pl.lit(True))
-    return joined.with_columns(
-        pl.when(posted).then(pl.col("read_postcode")).when(unposted_use).then(pl.col("read_postcode_unposted")).otherwise(pl.col("postcode")).alias("postcode"),
-        pl.when(posted).then(pl.col("read_house_number")).when(unposted_use).then(pl.col("read_house_number_unposted")).otherwise(pl.col("house_number")).alias("house_number"),
-        pl.when(posted).then(pl.col("read_flat")).when(unposted_use).then(pl.col("read_flat_unposted")).otherwise(pl.col("flat")).alias("flat"),
-    ).drop("_eligible", "read_postcode", "read_house_number", "read_flat", "read_postcode_unposted", "read_house_number_unposted", "read_flat_unposted")
+    return _set_in_place(records, address)
+
+
+def _read_as(posted: pl.Expr, unposted_use: pl.Expr) -> list[pl.Expr]:
+    """postcode, house number and flat: the line's reading where it has one (`posted`), else the
+    reading of a line sent without a postcode (`unposted_use`), else as written."""
+    return [
+        pl.when(posted).then(pl.col(f"read_{c}")).when(unposted_use).then(pl.col(f"read_{c}_unposted")).otherwise(pl.col(c)).alias(c)
+        for c in ("postcode", "house_number", "flat")
+    ]
+
+
+def _set_in_place(records: pl.DataFrame, columns: pl.DataFrame) -> pl.DataFrame:
+    """records with `columns` (one row per record, in its order) replacing its own of those names."""
+    if columns.height != records.height:
+        raise ValueError(f"{columns.height} rows of addresses for {records.height} records: a reading joined twice")
+    return records.with_columns(columns.get_columns())
 
 
 def _street_and_numbers(lines: pl.DataFrame) -> pl.DataFrame:
