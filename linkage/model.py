@@ -373,8 +373,10 @@ def score(con: duckdb.DuckDBPyConnection, model: FittedModel, profiles: pl.DataF
         con.register(f"tf_{name}", term_frequencies(profiles, name))
         joins.append(f"LEFT JOIN tf_{name} ON tf_{name}.value = c.tf_{name}_value")
         ratio = f"$u_{name} / least(greatest(tf_{name}.tf, $floor), $one)"
+        # ln(x) / ln(2), not log2: the arithmetic of the Polars scoring this replaced, so weights repeat bit for bit
         adjustment = f"least(greatest(ln({ratio}) / ln($two), $low), $high)"
-        # (an exact level whose value has no frequency, such as names agreeing the other way round, adds nothing)
+        # an exact level whose value has no frequency (forename and surname swapped) adds nothing; said
+        # outright, because DuckDB's greatest() skips a NULL where a clip would keep it
         adjustments.append(f"CASE WHEN c.{name} = {exact} AND tf_{name}.tf IS NOT NULL THEN {adjustment} ELSE $nothing END")
     weight = f"({' + '.join(terms)}) + ({' + '.join(adjustments) or '$nothing'})"
     try:
