@@ -1,4 +1,4 @@
-"""Fellegi-Sunter person linkage: blocking and comparison in DuckDB, EM in numpy.
+"""Fellegi-Sunter person linkage: blocking, comparison and scoring in DuckDB, EM in numpy.
 
 The steps, Splink's split:
 
@@ -18,7 +18,8 @@ The steps, Splink's split:
    the match prior by expectation-maximisation over the candidate pairs'
    comparison patterns; term frequencies adjust exact name matches, so two
    SMITHs weigh less than two OYELARANs.
-5. **Scoring.** Match weight (bits) and probability for every candidate pair.
+5. **Scoring.** Match weight (bits) and probability for every candidate pair, where the
+   pairs are (DuckDB); only each pair's weight and probability come out to Polars.
 
 A month's run compares only what is new: the last run's candidate pairs and their levels are
 kept (`ComparedPairs`), keyed by digests of their two profiles, and only pairs touching a
