@@ -361,8 +361,8 @@ def score(con: duckdb.DuckDBPyConnection, model: FittedModel, profiles: pl.DataF
     Computed in DuckDB, where the pairs are; the arithmetic is the Fellegi-Sunter sum in the
     comparisons' order (a level not comparable adds nothing), Splink's log2(u_exact / u_value)."""
     weights = model.weights()
-    parameters: dict[str, object] = {"prior": float(np.log2(model.prior / (1 - model.prior))), "two": 2.0, "floor": TF_FLOOR,
-                                     "low": TF_ADJUSTMENT_BITS[0], "high": TF_ADJUSTMENT_BITS[1], "one": 1.0, "nothing": 0.0}
+    # DuckDB refuses a parameter the query does not use: the adjustments' bounds join with the first
+    parameters: dict[str, object] = {"prior": float(np.log2(model.prior / (1 - model.prior))), "two": 2.0, "one": 1.0, "nothing": 0.0}
     terms = ["$prior"]
     for name in COMPARISONS:
         parameters[f"w_{name}"] = [float(w) for w in weights[name]]
@@ -370,7 +370,7 @@ def score(con: duckdb.DuckDBPyConnection, model: FittedModel, profiles: pl.DataF
     adjustments, joins = [], []
     for name in model.tf_fields:
         exact = len(COMPARISONS[name]) - 1
-        parameters[f"u_{name}"] = float(model.u[name][exact])
+        parameters.update({f"u_{name}": float(model.u[name][exact]), "floor": TF_FLOOR, "low": TF_ADJUSTMENT_BITS[0], "high": TF_ADJUSTMENT_BITS[1]})
         con.register(f"tf_{name}", term_frequencies(profiles, name))
         joins.append(f"LEFT JOIN tf_{name} ON tf_{name}.value = c.tf_{name}_value")
         ratio = f"$u_{name} / least(greatest(tf_{name}.tf, $floor), $one)"

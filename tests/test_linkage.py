@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -115,6 +116,45 @@ def test_an_identifier_keyed_with_one_slip_is_its_own_level():
     levels = dict(compare(con, "pairs").select("r", "identifier").iter_rows())
     labels = COMPARISONS["identifier"]
     assert {r: labels[level] for r, level in levels.items()} == {2: "same", 3: "one slip", 4: "different"}
+
+
+def test_a_pairs_weight_is_its_prior_odds_its_levels_weights_and_how_rare_its_shared_name_is():
+    """Fellegi-Sunter as scored in DuckDB: log2 prior odds, plus each comparable level's
+    log2(m/u), plus for an exact forename or surname log2(u_exact / the name's frequency), bounded;
+    a model without term frequencies adds only the levels."""
+    import math
+
+    from linkage.model import FittedModel, compare_into, prior_m, score, term_frequencies
+
+    con = scratch()
+    blank = {c: [None] * 4 for c in ("preferred_forename", "dob", "birth_year", "postcode", "postcode_sector", "postcode_district", "address",
+                                     "house_number", "street", "sex", "nhs_number", "upn", "nino")}
+    profiles = pl.DataFrame(
+        {"pid": [1, 2, 3, 4], "forename": ["ANN", "ANN", "ANN", "ZOE"], "surname": ["LEE", "LEE", "OYELARAN", "OYELARAN"], **blank},
+        schema_overrides={"dob": pl.Date, "birth_year": pl.Int32, **{c: pl.String for c in blank if c not in ("dob", "birth_year")}},
+    )
+    con.register("profiles", profiles)
+    con.register("pairs", pl.DataFrame({"l": [1, 1, 3], "r": [2, 3, 4]}))
+    compare_into(con, "pairs", "candidate_levels")
+    levels = con.sql("SELECT * FROM candidate_levels ORDER BY l, r").pl()
+    m = {name: prior_m(len(labels)) for name, labels in COMPARISONS.items()}
+    u = {name: np.full(len(labels), 1 / len(labels)) for name, labels in COMPARISONS.items()}
+    tf = {name: dict(term_frequencies(profiles, name).iter_rows()) for name in ("forename", "surname")}
+
+    def expected(row: dict, adjusted: bool) -> float:
+        weight = math.log2(0.01 / 0.99) + sum(math.log2(m[n][row[n]] / u[n][row[n]]) for n in COMPARISONS if row[n] >= 0)
+        for name, value in (("forename", row["tf_forename_value"]), ("surname", row["tf_surname_value"])):
+            if adjusted and row[name] == len(COMPARISONS[name]) - 1 and value is not None:
+                weight += min(max(math.log2(u[name][-1] / tf[name][value]), -3.0), 6.0)
+        return weight
+
+    for adjusted, model in ((True, FittedModel(0.01, m, u, 3, 0)), (False, FittedModel(0.01, m, u, 3, 0, tf_fields=()))):
+        scored = score(con, model, profiles).sort("l", "r")
+        want = [expected(row, adjusted) for row in levels.iter_rows(named=True)]
+        assert scored["match_weight"].to_list() == pytest.approx(want, abs=1e-9)
+        assert scored["match_probability"].to_list() == pytest.approx([1 / (1 + 2 ** -w) for w in want], abs=1e-12)
+    # not vacuous: the common forename shared by 1 and 2 and the surname shared by 3 and 4 were adjusted
+    assert {(1, 2), (3, 4)} <= {(r["l"], r["r"]) for r in levels.iter_rows(named=True) if r["tf_forename_value"] or r["tf_surname_value"]}
 
 
 def test_stable_ids_survive_new_records_splits_and_merges():
