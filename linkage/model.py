@@ -361,7 +361,7 @@ def score(con: duckdb.DuckDBPyConnection, model: FittedModel, profiles: pl.DataF
     Computed in DuckDB, where the pairs are; the arithmetic is the Fellegi-Sunter sum in the
     comparisons' order (a level not comparable adds nothing), Splink's log2(u_exact / u_value)."""
     weights = model.weights()
-    # DuckDB refuses a parameter the query does not use: the adjustments' bounds join with the first
+    # DuckDB refuses a parameter its query does not use, so the adjustments' bounds are passed only with an adjustment
     parameters: dict[str, object] = {"prior": float(np.log2(model.prior / (1 - model.prior))), "two": 2.0, "one": 1.0, "nothing": 0.0}
     terms = ["$prior"]
     for name in COMPARISONS:
