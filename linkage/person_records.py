@@ -160,29 +160,64 @@ def mentions_made(con: duckdb.DuckDBPyConnection, contracts: list[Contract]) -> 
     return pl.concat(frames)
 
 
-def build_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contract], previous: pl.DataFrame | None = None, made: pl.DataFrame | None = None) -> pl.DataFrame:
-    """Every mention of a person in every loaded source that holds people. With the last run's
-    person_records (`previous`) and `made` (`mentions_made` as it stood then), the mentions of a
-    file loaded then, unchanged and read the same way, are taken from it (those of its rows still
-    loaded), and only the other files' rows are read and standardised: the same records either way."""
-    fresh, kept = [], []
-    for contract in contracts:
-        if not contract.holds_people or not table_exists(con, contract.raw_table):
-            continue
-        reusable: list[str] = []
-        if previous is not None and made is not None:
-            # a file whose mentions would be made as they were (`made_with` is null where they cannot be reused)
-            now = mentions_made(con, [contract])
-            reusable = now.join(made, on=["source", "file", "sha256", "made_with"], how="semi")["file"].sort().to_list()
-        if reusable:
-            con.register("reused_files", pl.DataFrame({"file": reusable}))
-            loaded = con.sql(f'SELECT _file AS file, _row AS row FROM "{contract.raw_table}" WHERE _file IN (SELECT file FROM reused_files)').pl()
-            kept.append(previous.filter(pl.col("source") == contract.source).join(loaded, on=["file", "row"], how="semi"))
-            fresh.append(con.sql(source_mentions_sql(contract, "_file NOT IN (SELECT file FROM reused_files)")).pl())
-            con.unregister("reused_files")
-        else:
-            fresh.append(con.sql(source_mentions_sql(contract)).pl())
+def build_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contract]) -> pl.DataFrame:
+    """Every mention of a person in every loaded source that holds people, made from the raw tables."""
+    fresh = [con.sql(source_mentions_sql(c)).pl() for c in contracts if c.holds_people and table_exists(con, c.raw_table)]
     if not fresh:
         raise ValueError("no source holding people has been loaded")
+    return standardise_mentions(pl.concat(fresh, how="vertical_relaxed")).sort("source", "file", "row")
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def write_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contract], reuse: bool = True) -> dict[str, int]:
+    """Replace person_records and person_records_made in the warehouse, in one transaction; returns
+    the mentions by source. With `reuse` and the last run's tables, the mentions of a file loaded
+    then, unchanged and read the same way, stay as the table holds them (those of its rows still
+    loaded), and only the other files' rows are read and standardised: the same records either way,
+    and a month's run neither reads the county's millions of mentions out nor writes them back
+    from Python."""
+    held = [c for c in contracts if c.holds_people and table_exists(con, c.raw_table)]
+    if not held:
+        raise ValueError("no source holding people has been loaded")
+    made_then = mentions_made(con, held)
+    reused = pl.DataFrame(schema={"source": pl.String, "file": pl.String})
+    if reuse and table_exists(con, PERSON_RECORDS) and table_exists(con, PERSON_RECORDS_MADE):
+        # files whose mentions would be made as they were (`made_with` is null where they cannot be reused)
+        made = con.sql(f"SELECT * FROM {PERSON_RECORDS_MADE}").pl()
+        reused = made_then.join(made, on=["source", "file", "sha256", "made_with"], how="semi").select("source", "file")
+    fresh, kept = [], []
+    for contract in held:
+        # the files as literals: DuckDB cannot stream the millions of kept rows past a subquery on a
+        # registered frame (it ran out of its memory limit at 1.2M residents)
+        files = "(" + ", ".join(_literal(f) for f in reused.filter(pl.col("source") == contract.source)["file"]) + ")"
+        if files != "()":
+            kept.append(
+                f"""SELECT p.* FROM {PERSON_RECORDS} p
+                    SEMI JOIN (SELECT _file, _row FROM "{contract.raw_table}" WHERE _file IN {files}) r ON p.file = r._file AND p.row = r._row
+                    WHERE p.source = {_literal(contract.source)}"""
+            )
+        fresh.append(con.sql(source_mentions_sql(contract, f"_file NOT IN {files}" if files != "()" else "")).pl())
     made_now = standardise_mentions(pl.concat(fresh, how="vertical_relaxed"))
-    return pl.concat([made_now, *[k.select(made_now.columns).cast(made_now.schema) for k in kept]]).sort("source", "file", "row")
+    con.register("_fresh", made_now)
+    con.register("_made", made_then)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if kept:
+            rows = " UNION ALL BY NAME ".join([*kept, "SELECT * FROM _fresh"])
+            con.execute(f"CREATE OR REPLACE TABLE _person_records_next AS SELECT * FROM ({rows}) ORDER BY source, file, row")
+            con.execute(f"DROP TABLE {PERSON_RECORDS}")
+            con.execute(f"ALTER TABLE _person_records_next RENAME TO {PERSON_RECORDS}")
+        else:
+            con.execute(f"CREATE OR REPLACE TABLE {PERSON_RECORDS} AS SELECT * FROM _fresh ORDER BY source, file, row")
+        con.execute(f"CREATE OR REPLACE TABLE {PERSON_RECORDS_MADE} AS SELECT * FROM _made")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        for name in ("_fresh", "_made"):
+            con.unregister(name)
+    return dict(con.sql(f"SELECT source, count(*) FROM {PERSON_RECORDS} GROUP BY source ORDER BY source").fetchall())

@@ -204,24 +204,35 @@ def test_linkage_compares_only_pairs_touching_a_new_profile_and_links_as_from_no
     assert changed.person_links.equals(afresh.person_links)
 
 
-def test_person_records_take_unchanged_files_mentions_from_the_last_run(months, tmp_path):
-    """The mentions of a file the last run made, unchanged and read the same way, are taken from
-    its person_records (those of its rows still loaded); the records are those made afresh."""
-    from linkage.person_records import build_person_records, mentions_made
+def test_person_records_keep_unchanged_files_mentions_from_the_last_run(months, tmp_path):
+    """The mentions of a file the last run made, unchanged and read the same way, stay as the
+    warehouse holds them (those of its rows still loaded); the records are those made afresh."""
+    from linkage.person_records import PERSON_RECORDS, PERSON_RECORDS_MADE, build_person_records, write_person_records
 
     last_month, this_month = months
     contracts = list(load_contracts().values())
+    table = f"SELECT * FROM {PERSON_RECORDS}"
     with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
         _ingest(con, last_month, TODAY, incremental=True)
-        before, made = build_person_records(con, contracts), mentions_made(con, contracts)
+        write_person_records(con, contracts)
         read = _ingest(con, this_month, TODAY, incremental=True)
         afresh = build_person_records(con, contracts)
-        # a sentinel in last month's records: kept where reused, so the new run's copy shows it
-        marked = before.with_columns(pl.when(pl.col("file") == before["file"].max()).then(pl.lit("KEPT")).otherwise(pl.col("role")).alias("role"))
-        reusing = build_person_records(con, contracts, marked, made)
-        assert build_person_records(con, contracts, before, made).equals(afresh)
-        # made another way (other code, another contract): nothing is taken
-        otherwise = build_person_records(con, contracts, marked, made.with_columns(pl.lit("other code").alias("made_with")))
+        by_source = write_person_records(con, contracts)
+        assert con.sql(table).pl().equals(afresh), "kept and made, in person_records' order"
+        # a sentinel in the table: it stays where the mentions are kept, so the next run's copy shows it
+        con.execute(f"UPDATE {PERSON_RECORDS} SET role = 'KEPT' WHERE file = (SELECT max(file) FROM {PERSON_RECORDS})")
+        write_person_records(con, contracts)
+        reusing = con.sql(table).pl()
+        # made another way (other code, another contract): nothing is kept
+        con.execute(f"UPDATE {PERSON_RECORDS_MADE} SET made_with = 'other code'")
+        write_person_records(con, contracts)
+        otherwise = con.sql(table).pl()
+        # asked to read every file: nothing is kept either
+        con.execute(f"UPDATE {PERSON_RECORDS} SET role = 'KEPT' WHERE file = (SELECT max(file) FROM {PERSON_RECORDS})")
+        write_person_records(con, contracts, reuse=False)
+        every_file = con.sql(table).pl()
     assert sum(n for n, _ in read.values()) > 0
-    assert reusing.filter(pl.col("role") == "KEPT").height > 0, "not vacuous: some mentions were taken, not made"
-    assert otherwise.filter(pl.col("role") == "KEPT").is_empty() and otherwise.equals(afresh)
+    assert by_source == dict(afresh.group_by("source").len().iter_rows())
+    assert reusing.filter(pl.col("role") == "KEPT").height > 0, "not vacuous: some mentions were kept, not made"
+    assert reusing.filter(pl.col("role") != "KEPT").equals(afresh.filter(pl.col("file") != afresh["file"].max()))
+    assert otherwise.equals(afresh) and every_file.equals(afresh)

@@ -10,7 +10,7 @@ from linkage.gazetteer import ADDRESS_MATCHES, GAZETTEER_TABLE, MATCH_COLUMNS, h
 from linkage.model import RECORD_COLUMNS
 from data_contracts import load_contracts
 from ingestion.load import not_covered
-from linkage.person_records import PERSON_RECORDS, PERSON_RECORDS_MADE, build_person_records, mentions_made
+from linkage.person_records import PERSON_RECORDS, write_person_records
 from reports.linkage_report import linkage_report
 from pipelines.partitions import PARTITIONS
 from pipelines.resources import EarlyhelpSettings
@@ -50,21 +50,16 @@ def person_records(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
     """One row per person mention across all sources, standardised (names, dates, sex,
     postcode, address) with provenance (source, file, row) and the event attributes
     linkage and families need. The mentions of a file the last run read the same way
-    (`person_records_made`) are taken from its person_records rather than made again."""
-    contracts = list(settings.contracts().values())
+    (`person_records_made`) stay as the table holds them rather than being made again."""
     with settings.warehouse() as con:
-        # the mentions of files the last run read the same way are taken as they are
-        made = None if settings.read_every_file else read_table(con, PERSON_RECORDS_MADE)
-        previous = read_table(con, PERSON_RECORDS) if made is not None else None
-        records = build_person_records(con, contracts, previous, made)
-        replace_tables(con, {PERSON_RECORDS: records, PERSON_RECORDS_MADE: mentions_made(con, contracts)})
-    by_source = dict(records.group_by("source").len().sort("source").iter_rows())
+        by_source = write_person_records(con, list(settings.contracts().values()), reuse=not settings.read_every_file)
+    mentions = sum(by_source.values())
     unread = not_covered(settings.landing, list(settings.contracts()))
-    context.log.info(f"person_records: {records.height:,} mentions")
+    context.log.info(f"person_records: {mentions:,} mentions")
     if unread:
         context.log.warning(f"person_records: not read, no data contract covers them: {', '.join(unread)}")
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": records.height, "mentions_by_source": dg.MetadataValue.json(by_source), "landing_not_read": dg.MetadataValue.json(unread)}
+        metadata={"dagster/row_count": mentions, "mentions_by_source": dg.MetadataValue.json(by_source), "landing_not_read": dg.MetadataValue.json(unread)}
     )
 
 
