@@ -51,13 +51,13 @@ def _address_sql(contract: Contract) -> str:
         return "address"
     parts = [p for p in ("address_line_1", "address_line_2", "town") if contract.has_column(p)]
     if not parts:
-        return "NULL"
+        return "CAST(NULL AS VARCHAR)"
     return "concat_ws(', ', " + ", ".join(parts) + ")"
 
 
 def _sex_sql(contract: Contract) -> str:
     if not contract.has_column("sex"):
-        return "NULL"
+        return "CAST(NULL AS VARCHAR)"
     mapping = contract.column("sex").standard_values
     cases = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in mapping.items())
     return f"CASE sex {cases} ELSE NULL END"
@@ -174,50 +174,47 @@ def _literal(text: str) -> str:
 
 def write_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contract], reuse: bool = True) -> dict[str, int]:
     """Replace person_records and person_records_made in the warehouse, in one transaction; returns
-    the mentions by source. With `reuse` and the last run's tables, the mentions of a file loaded
+    the mentions by source. Made one source at a time, so no more than one source's mentions are
+    ever held in Python. With `reuse` and the last run's tables, the mentions of a file loaded
     then, unchanged and read the same way, stay as the table holds them (those of its rows still
-    loaded), and only the other files' rows are read and standardised: the same records either way,
-    and a month's run neither reads the county's millions of mentions out nor writes them back
-    from Python."""
-    held = [c for c in contracts if c.holds_people and table_exists(con, c.raw_table)]
+    loaded), and only the other files' rows are read and standardised: the same records either
+    way, and a month's run neither reads the county's millions of mentions out nor writes them
+    back from Python."""
+    held = sorted((c for c in contracts if c.holds_people and table_exists(con, c.raw_table)), key=lambda c: c.source)
     if not held:
         raise ValueError("no source holding people has been loaded")
-    made_then = mentions_made(con, held)
+    made_now = mentions_made(con, held)
     reused = pl.DataFrame(schema={"source": pl.String, "file": pl.String})
     if reuse and table_exists(con, PERSON_RECORDS) and table_exists(con, PERSON_RECORDS_MADE):
         # files whose mentions would be made as they were (`made_with` is null where they cannot be reused)
         made = con.sql(f"SELECT * FROM {PERSON_RECORDS_MADE}").pl()
-        reused = made_then.join(made, on=["source", "file", "sha256", "made_with"], how="semi").select("source", "file")
-    fresh, kept = [], []
-    for contract in held:
-        # the files as literals: DuckDB cannot stream the millions of kept rows past a subquery on a
-        # registered frame (it ran out of its memory limit at 1.2M residents)
-        files = "(" + ", ".join(_literal(f) for f in reused.filter(pl.col("source") == contract.source)["file"]) + ")"
-        if files != "()":
-            kept.append(
-                f"""SELECT p.* FROM {PERSON_RECORDS} p
-                    SEMI JOIN (SELECT _file, _row FROM "{contract.raw_table}" WHERE _file IN {files}) r ON p.file = r._file AND p.row = r._row
-                    WHERE p.source = {_literal(contract.source)}"""
-            )
-        fresh.append(con.sql(source_mentions_sql(contract, f"_file NOT IN {files}" if files != "()" else "")).pl())
-    made_now = standardise_mentions(pl.concat(fresh, how="vertical_relaxed"))
-    con.register("_fresh", made_now)
-    con.register("_made", made_then)
+        reused = made_now.join(made, on=["source", "file", "sha256", "made_with"], how="semi").select("source", "file")
     con.execute("BEGIN TRANSACTION")
     try:
-        if kept:
-            rows = " UNION ALL BY NAME ".join([*kept, "SELECT * FROM _fresh"])
-            con.execute(f"CREATE OR REPLACE TABLE _person_records_next AS SELECT * FROM ({rows}) ORDER BY source, file, row")
-            con.execute(f"DROP TABLE {PERSON_RECORDS}")
-            con.execute(f"ALTER TABLE _person_records_next RENAME TO {PERSON_RECORDS}")
-        else:
-            con.execute(f"CREATE OR REPLACE TABLE {PERSON_RECORDS} AS SELECT * FROM _fresh ORDER BY source, file, row")
+        for i, contract in enumerate(held):
+            # the files as literals: DuckDB cannot stream the millions of kept rows past a subquery
+            # on a registered frame (it ran out of its memory limit at 1.2M residents)
+            files = ", ".join(_literal(f) for f in reused.filter(pl.col("source") == contract.source)["file"])
+            mentions = con.sql(source_mentions_sql(contract, f"_file NOT IN ({files})" if files else "")).pl()
+            con.register("_fresh", standardise_mentions(mentions).sort("file", "row"))
+            # sources in order, each in its files' and rows' order: the table in person_records' order
+            rows = "SELECT * FROM _fresh"
+            if files:
+                rows = f"""SELECT * FROM (
+                               SELECT p.* FROM {PERSON_RECORDS} p
+                               SEMI JOIN (SELECT _file, _row FROM "{contract.raw_table}" WHERE _file IN ({files})) r ON p.file = r._file AND p.row = r._row
+                               WHERE p.source = {_literal(contract.source)}
+                               UNION ALL BY NAME SELECT * FROM _fresh
+                           ) ORDER BY file, row"""
+            con.execute(f"CREATE OR REPLACE TABLE _person_records_next AS {rows}" if i == 0 else f"INSERT INTO _person_records_next BY NAME {rows}")
+            con.unregister("_fresh")
+        con.execute(f"DROP TABLE IF EXISTS {PERSON_RECORDS}")
+        con.execute(f"ALTER TABLE _person_records_next RENAME TO {PERSON_RECORDS}")
+        con.register("_made", made_now)
         con.execute(f"CREATE OR REPLACE TABLE {PERSON_RECORDS_MADE} AS SELECT * FROM _made")
+        con.unregister("_made")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    finally:
-        for name in ("_fresh", "_made"):
-            con.unregister(name)
     return dict(con.sql(f"SELECT source, count(*) FROM {PERSON_RECORDS} GROUP BY source ORDER BY source").fetchall())
