@@ -501,17 +501,13 @@ def _reconcile(contract: Contract, frames: list[pl.DataFrame], names: list[str])
     combined = pl.concat(frames) if frames else empty
     if not contract.natural_key:
         return combined.drop(FILE_ORDER), pl.DataFrame(schema={FILE: pl.String, ROW: pl.Int64, "replaced_by_file": pl.String, "replaced_by_row": pl.Int64})
-    combined = combined.with_columns(_natural_key(contract)).sort([FILE_ORDER, ROW])
-    winner = combined.group_by(KEY, maintain_order=True).agg(
-        pl.col(FILE).last().alias("replaced_by_file"), pl.col(ROW).last().alias("replaced_by_row")
-    )
-    ranked = combined.with_columns(pl.int_range(pl.len()).over(KEY).alias("_n"), pl.len().over(KEY).alias("_count"))
-    current = ranked.filter(pl.col("_n") == pl.col("_count") - 1).drop("_n", "_count", KEY, FILE_ORDER)
-    superseded = (
-        ranked.filter(pl.col("_n") < pl.col("_count") - 1)
-        .join(winner, on=KEY, how="left")
-        .select(FILE, ROW, "replaced_by_file", "replaced_by_row")
-    )
+    # which row wins is worked out on the key and position alone (the last of its key, without a
+    # window over two million string keys), and the winners taken from the full rows once, in order
+    keyed = combined.select(_natural_key(contract), FILE, ROW, FILE_ORDER).with_row_index("_i").sort([FILE_ORDER, ROW])
+    keyed = keyed.with_columns(pl.col(KEY).is_last_distinct().alias("_last"))
+    winner = keyed.filter("_last").select(KEY, pl.col(FILE).alias("replaced_by_file"), pl.col(ROW).alias("replaced_by_row"))
+    current = combined.drop(FILE_ORDER)[keyed.filter("_last")["_i"]]
+    superseded = keyed.filter(~pl.col("_last")).join(winner, on=KEY, how="left").select(FILE, ROW, "replaced_by_file", "replaced_by_row")
     return current, superseded
 
 
