@@ -42,7 +42,7 @@ from ingestion.readers import column as file_column
 from ingestion.readers import normalise_header, read_extract
 from ingestion.validate import typed_expr, validate_rows
 from ingestion.validate import IN_FUTURE
-from warehouse import EXPIRED_KEYS, LANDED_FILES, LEDGER_TABLES, QUARANTINE, SET_ASIDE_FIELDS, ensure_tables, read_table, scratch, table_exists
+from warehouse import EXPIRED_KEYS, LANDED_FILES, LEDGER_TABLES, QUARANTINE, SET_ASIDE_FIELDS, ensure_tables, read_table, scratch, table_exists, transaction
 
 FILE = "_file"
 SHA = "_sha256"
@@ -530,36 +530,32 @@ def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: Sou
         schema=LANDED_FILES.schema,
     )
     superseded = result.superseded.select(pl.lit(contract.source).alias("source"), FILE, ROW, "replaced_by_file", "replaced_by_row")
-    con.execute("BEGIN TRANSACTION")
     try:
-        con.register("_raw", result.raw)
-        con.register("_quarantine", result.quarantine)
-        con.register("_files", files)
-        con.register("_superseded", superseded)
-        con.register("_set_aside", result.set_aside)
-        con.register("_expired_keys", result.expired_keys)
-        con.execute(f'CREATE OR REPLACE TABLE "{contract.raw_table}" AS SELECT * FROM _raw')
-        con.execute("DELETE FROM quarantine WHERE source = ?", [contract.source])
-        con.execute("INSERT INTO quarantine SELECT source, _file, _sha256, _row, \"column\", reason, record FROM _quarantine")
-        con.execute("DELETE FROM landed_files WHERE source = ?", [contract.source])
-        con.execute("INSERT INTO landed_files BY NAME SELECT * FROM _files")
-        removed = sum(r.expired for r in result.files)
-        cutoff = retention_cutoff(contract, today)
-        if cutoff is not None:
-            con.execute(
-                "INSERT INTO retention_log VALUES (?, ?, ?, ?, ?)",
-                [dt.datetime.now().replace(microsecond=0), contract.source, contract.retention_years, cutoff, removed],
-            )
-        con.execute("DELETE FROM set_aside_fields WHERE source = ?", [contract.source])
-        con.execute("INSERT INTO set_aside_fields BY NAME SELECT * FROM _set_aside")
-        con.execute("DELETE FROM superseded_rows WHERE source = ?", [contract.source])
-        con.execute("INSERT INTO superseded_rows SELECT * FROM _superseded")
-        con.execute("DELETE FROM retention_keys WHERE source = ?", [contract.source])
-        con.execute("INSERT INTO retention_keys SELECT ?, _file, _row, key_sha256 FROM _expired_keys", [contract.source])
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+        with transaction(con):
+            con.register("_raw", result.raw)
+            con.register("_quarantine", result.quarantine)
+            con.register("_files", files)
+            con.register("_superseded", superseded)
+            con.register("_set_aside", result.set_aside)
+            con.register("_expired_keys", result.expired_keys)
+            con.execute(f'CREATE OR REPLACE TABLE "{contract.raw_table}" AS SELECT * FROM _raw')
+            con.execute("DELETE FROM quarantine WHERE source = ?", [contract.source])
+            con.execute("INSERT INTO quarantine SELECT source, _file, _sha256, _row, \"column\", reason, record FROM _quarantine")
+            con.execute("DELETE FROM landed_files WHERE source = ?", [contract.source])
+            con.execute("INSERT INTO landed_files BY NAME SELECT * FROM _files")
+            removed = sum(r.expired for r in result.files)
+            cutoff = retention_cutoff(contract, today)
+            if cutoff is not None:
+                con.execute(
+                    "INSERT INTO retention_log VALUES (?, ?, ?, ?, ?)",
+                    [dt.datetime.now().replace(microsecond=0), contract.source, contract.retention_years, cutoff, removed],
+                )
+            con.execute("DELETE FROM set_aside_fields WHERE source = ?", [contract.source])
+            con.execute("INSERT INTO set_aside_fields BY NAME SELECT * FROM _set_aside")
+            con.execute("DELETE FROM superseded_rows WHERE source = ?", [contract.source])
+            con.execute("INSERT INTO superseded_rows SELECT * FROM _superseded")
+            con.execute("DELETE FROM retention_keys WHERE source = ?", [contract.source])
+            con.execute("INSERT INTO retention_keys SELECT ?, _file, _row, key_sha256 FROM _expired_keys", [contract.source])
     finally:
         for name in ("_raw", "_quarantine", "_files", "_superseded", "_set_aside", "_expired_keys"):
             con.unregister(name)

@@ -37,7 +37,7 @@ from linkage.standardise import (
     name_key,
     postcode_parts,
 )
-from warehouse import table_exists
+from warehouse import table_exists, transaction
 
 PERSON_RECORDS = "person_records"
 
@@ -189,8 +189,7 @@ def write_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contrac
         # files whose mentions would be made as they were (`made_with` is null where they cannot be reused)
         made = con.sql(f"SELECT * FROM {PERSON_RECORDS_MADE}").pl()
         reused = made_now.join(made, on=["source", "file", "sha256", "made_with"], how="semi").select("source", "file")
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         for i, contract in enumerate(held):
             # the files as literals: DuckDB cannot stream the millions of kept rows past a subquery
             # on a registered frame (it ran out of its memory limit at 1.2M residents)
@@ -213,8 +212,4 @@ def write_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contrac
         con.register("_made", made_now)
         con.execute(f"CREATE OR REPLACE TABLE {PERSON_RECORDS_MADE} AS SELECT * FROM _made")
         con.unregister("_made")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return dict(con.sql(f"SELECT source, count(*) FROM {PERSON_RECORDS} GROUP BY source ORDER BY source").fetchall())

@@ -287,18 +287,25 @@ class RunLock:
         self.release()
 
 
-def replace_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pl.DataFrame]) -> None:
-    """Replace every named table, or none of them (a crash leaves the previous tables)."""
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Every statement inside, or none of them: a crash leaves the tables as they were."""
     con.execute("BEGIN TRANSACTION")
     try:
-        for name, frame in tables.items():
-            con.register("_incoming", frame)
-            con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _incoming')
-            con.unregister("_incoming")
+        yield con
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+def replace_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pl.DataFrame]) -> None:
+    """Replace every named table, or none of them (a crash leaves the previous tables)."""
+    with transaction(con):
+        for name, frame in tables.items():
+            con.register("_incoming", frame)
+            con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _incoming')
+            con.unregister("_incoming")
 
 
 def table_digest(con: duckdb.DuckDBPyConnection, name: str) -> str:
