@@ -26,7 +26,7 @@ import duckdb
 import polars as pl
 
 from linkage.person_records import PERSON_RECORDS, linked_person_records
-from linkage.standardise import address_key, postcode_parts
+from linkage.standardise import address_key, per_distinct_value, postcode_parts
 from warehouse import scratch, table_exists
 
 GAZETTEER_TABLE = "raw_address_gazetteer"
@@ -78,12 +78,18 @@ def _gazetteer(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     raw = con.sql(f"SELECT uprn, parent_uprn, sao, pao, street, postcode FROM {GAZETTEER_TABLE}").pl()
     postcode, sector, _ = postcode_parts(pl.col("postcode"))
     buildings = raw.filter(pl.col("parent_uprn").is_not_null()).select(pl.col("parent_uprn").alias("uprn")).unique()
-    return raw.select(
+    # each distinct postcode, number and street read once: a county's properties share a few thousand streets
+    standard = raw.select("uprn", "postcode", "pao", "street", "sao")
+    standard = per_distinct_value(standard, "postcode", {"_postcode": postcode, "postcode_sector": sector})
+    standard = per_distinct_value(standard, "pao", {"_pao": address_key(pl.col("pao"))})
+    standard = per_distinct_value(standard, "street", {"_street": address_key(pl.col("street"))})
+    standard = per_distinct_value(standard, "sao", {"sao_number": address_key(pl.col("sao")).str.extract(r"([0-9]+)$", 1)})
+    return standard.select(
         "uprn",
-        postcode.alias("postcode"), sector.alias("postcode_sector"),
-        address_key(pl.col("pao")).alias("pao"),
-        address_key(pl.col("street")).alias("street"),
-        address_key(pl.col("sao")).str.extract(r"([0-9]+)$", 1).alias("sao_number"),
+        pl.col("_postcode").alias("postcode"), "postcode_sector",
+        pl.col("_pao").alias("pao"),
+        pl.col("_street").alias("street"),
+        "sao_number",
         pl.col("uprn").is_in(buildings["uprn"].implode()).alias("is_building"),
     ).with_columns(
         # the letter a flat's number is sometimes written as (14B for flat 2 of 14)

@@ -35,6 +35,7 @@ from linkage.standardise import (
     flat_number,
     house_number,
     name_key,
+    per_distinct_value,
     postcode_parts,
 )
 from warehouse import table_exists, transaction
@@ -84,24 +85,16 @@ def source_mentions_sql(contract: Contract, where: str = "") -> str:
     """
 
 
-def _per_distinct_value(frame: pl.DataFrame, column: str, derived: dict[str, pl.Expr]) -> pl.DataFrame:
-    """`derived` (expressions of `column`) computed once per distinct value and joined back: a
-    county's millions of mentions hold tens of thousands of names and postcodes, and the regular
-    expressions and Unicode normalisation are the cost."""
-    values = frame.select(pl.col(column).unique()).with_columns(**derived)
-    return frame.join(values, on=column, how="left", nulls_equal=True)
-
-
 def standardise_mentions(mentions: pl.DataFrame) -> pl.DataFrame:
     frame = mentions.with_columns(
         (pl.col("source") + "|" + pl.col("file") + "|" + pl.col("row").cast(pl.String)).alias("record_key"),
     )
     for column in ("forename", "preferred_forename", "surname", "contact_forename", "contact_surname"):
-        frame = _per_distinct_value(frame, column, {f"_{column}": name_key(pl.col(column))}).drop(column).rename({f"_{column}": column})
+        frame = per_distinct_value(frame, column, {f"_{column}": name_key(pl.col(column))}).drop(column).rename({f"_{column}": column})
     postcode = dict(zip(("postcode", "postcode_sector", "postcode_district"), postcode_parts(pl.col("postcode"))))
-    frame = _per_distinct_value(frame, "postcode", {f"_{k}": v for k, v in postcode.items()}).drop("postcode").rename({f"_{k}": k for k in postcode})
+    frame = per_distinct_value(frame, "postcode", {f"_{k}": v for k, v in postcode.items()}).drop("postcode").rename({f"_{k}": k for k in postcode})
     address = address_key(pl.col("address"))
-    frame = _per_distinct_value(
+    frame = per_distinct_value(
         frame, "address", {"_address": address, "house_number": house_number(address), "flat": flat_number(address)}
     ).drop("address").rename({"_address": "address"})
     return frame.select(

@@ -72,3 +72,12 @@ def postcode_parts(expr: pl.Expr, prefix: str = "postcode") -> list[pl.Expr]:
         full.str.slice(0, full.str.len_chars() - 2).alias(f"{prefix}_sector"),
         full.str.split(" ").list.first().alias(f"{prefix}_district"),
     ]
+
+
+def per_distinct_value(frame: pl.DataFrame, column: str, derived: dict[str, pl.Expr]) -> pl.DataFrame:
+    """`derived` (expressions of `column`) computed once per distinct value and joined back: a
+    county's millions of mentions hold tens of thousands of names and postcodes (its gazetteer,
+    hundreds of thousands of properties in a few thousand streets), and the regular expressions
+    and Unicode normalisation are the cost."""
+    values = frame.select(pl.col(column).unique()).with_columns(**derived)
+    return frame.join(values, on=column, how="left", nulls_equal=True, maintain_order="left")
