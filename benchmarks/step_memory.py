@@ -1,0 +1,126 @@
+"""Which step of a run holds the memory, by hand (not a test).
+
+    .venv/bin/python benchmarks/step_memory.py --people 1200000 --files monthly             # the cold run
+    .venv/bin/python benchmarks/step_memory.py --people 1200000 --files monthly --monthly   # the month after
+
+Runs `earlyhelp run` on a cached county (benchmarks/pipeline.py's, generated if missing) in a
+fresh process, reads that process's resident memory (VmRSS) five times a second, and gives
+each step the highest reading between the previous step's completion and its own, as the
+run's progress lines report them. With --monthly, last month is run first (every source
+without its latest file) and the month is measured on top of it, as benchmarks/pipeline.py
+does. Prints the steps by their peak and writes benchmarks/results/step_memory[_monthly].md.
+
+A step's figure is what the process held while it ran, including what earlier steps left
+allocated (neither Polars' allocator nor DuckDB's hands freed memory back at once), so the
+order of the steps matters; a sampled peak can miss a spike shorter than 0.2 s, so the run's
+own peak (ru_maxrss, as benchmarks/pipeline.py reports it) is printed beside it. The packs'
+worker processes are not counted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from common import CACHE, county_arguments
+from pipeline import RESULTS, county, last_month, machine
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from features.calendar import previous_month  # noqa: E402
+
+PROGRESS = re.compile(r"\[\s*\d+/\d+\]\s+(\S+)\s+(?:done|FAILED|skipped)\s+([\d.]+)s")
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    found = re.search(r"VmRSS:\s+(\d+)", status)
+    return int(found.group(1)) / 1024 if found else 0.0
+
+
+def sampled_run(landing: Path, month: str, out: Path) -> tuple[float, int, list[tuple[str, float, float]]]:
+    """(wall seconds, the process's own peak in MiB, [(step, seconds, sampled peak MiB)] in completion order)."""
+    began = time.perf_counter()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(landing), "--month", month, "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+    )
+    completions: list[tuple[float, str, float]] = []
+
+    def read() -> None:
+        for line in child.stdout:
+            found = PROGRESS.search(line)
+            if found:
+                completions.append((time.perf_counter() - began, found.group(1), float(found.group(2))))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    ended: dict = {}
+
+    def wait() -> None:
+        # wait4 reaps the child with its own resource usage: its peak, not the most of any child's
+        _, status, usage = os.wait4(child.pid, 0)
+        ended.update(code=os.waitstatus_to_exitcode(status), usage=usage)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    samples: list[tuple[float, float]] = []
+    while waiter.is_alive():
+        samples.append((time.perf_counter() - began, _rss_mib(child.pid)))
+        time.sleep(0.2)
+    child.returncode = ended["code"]
+    reader.join(timeout=5)
+    seconds = time.perf_counter() - began
+    if child.returncode:
+        raise SystemExit(f"earlyhelp run failed ({child.returncode}); its log is under {out}/logs")
+    steps, since = [], 0.0
+    for at, step, step_seconds in completions:
+        within = [rss for t, rss in samples if since <= t <= at]
+        # a step shorter than the sampling interval: the reading nearest its completion
+        nearest = min(samples, key=lambda sample: abs(sample[0] - at))[1] if samples else 0.0
+        steps.append((step, step_seconds, max(within) if within else nearest))
+        since = at
+    return seconds, ended["usage"].ru_maxrss // 1024, steps
+
+
+def main() -> None:
+    parser_args = county_arguments(__doc__, [1_200_000], files=True, monthly=True)
+    for people in parser_args.people:
+        landing, _, _ = county(people, parser_args.seed, parser_args.month, parser_args.files)
+        out = CACHE / f"step_memory_{people}"
+        shutil.rmtree(out, ignore_errors=True)
+        if parser_args.monthly:
+            # last month's run first, as benchmarks/pipeline.py's monthly run
+            subprocess.run(
+                [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(last_month(landing)), "--month", previous_month(parser_args.month), "--out", str(out)],
+                stdout=subprocess.DEVNULL, check=True,
+            )
+        seconds, peak, steps = sampled_run(landing, parser_args.month, out)
+        kind = "monthly run (last month's run before it)" if parser_args.monthly else "cold run"
+        lines = [
+            f"Machine: {machine()}; {people:,} residents, month {parser_args.month}, seed {parser_args.seed}, {parser_args.files} files; {kind}.",
+            "",
+            f"Run: {seconds:.1f} s, peak {peak:,} MiB (the process's own); each step's sampled peak below, highest first.",
+            "",
+            "| step | seconds | sampled peak (MiB) |",
+            "| --- | ---: | ---: |",
+            *[f"| {step} | {step_seconds:.1f} | {rss:,.0f} |" for step, step_seconds, rss in sorted(steps, key=lambda s: -s[2])],
+        ]
+        text = "\n".join(lines)
+        print("\n" + text)
+        RESULTS.mkdir(exist_ok=True)
+        suffix = "_monthly" if parser_args.monthly else ""
+        command = f"benchmarks/step_memory.py --people {people} --files {parser_args.files}" + (" --monthly" if parser_args.monthly else "")
+        (RESULTS / f"step_memory{suffix}.md").write_text(f"# `{command}`\n\n{text}\n")
+
+
+if __name__ == "__main__":
+    main()
