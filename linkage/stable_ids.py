@@ -35,7 +35,9 @@ def assign_stable_ids(
         frame = frame.join(previous.select(member, pl.col("id").alias("old_id")), on=member, how="left")
     else:
         frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("old_id"))
-    first_member = frame.group_by(cluster).agg(pl.col(member).min().alias("first")).sort("first")
+    # each cluster's first member, clusters in its order (one sort of the members: a minimum per
+    # cluster of millions of string keys, sorted after, took three times as long)
+    first_member = frame.sort(member).unique(cluster, keep="first", maintain_order=True).select(cluster, pl.col(member).alias("first"))
     votes = (
         frame.filter(pl.col("old_id").is_not_null())
         .group_by(cluster, "old_id")
@@ -46,11 +48,12 @@ def assign_stable_ids(
     )
     # A cluster voting for one old id that no other cluster votes for simply keeps it; the
     # greedy rule (strongest vote first) only has work to do where votes conflict.
-    votes = votes.with_columns(pl.len().over(cluster).alias("_per_cluster"), pl.len().over("old_id").alias("_per_id"))
-    plain = votes.filter((pl.col("_per_cluster") == 1) & (pl.col("_per_id") == 1))
+    alone = pl.col(cluster).is_unique() & pl.col("old_id").is_unique()
+    votes = votes.with_columns(alone.alias("_alone"))
+    plain = votes.filter("_alone")
     taken_ids: set[str] = set()
     cluster_id: dict = {}
-    for c, old in votes.filter((pl.col("_per_cluster") > 1) | (pl.col("_per_id") > 1)).select(cluster, "old_id").iter_rows():
+    for c, old in votes.filter(~pl.col("_alone")).select(cluster, "old_id").iter_rows():
         if c in cluster_id or old in taken_ids:
             continue
         cluster_id[c] = old
