@@ -153,14 +153,6 @@ def mentions_made(con: duckdb.DuckDBPyConnection, contracts: list[Contract]) -> 
     return pl.concat(frames)
 
 
-def build_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contract]) -> pl.DataFrame:
-    """Every mention of a person in every loaded source that holds people, made from the raw tables."""
-    fresh = [con.sql(source_mentions_sql(c)).pl() for c in contracts if c.holds_people and table_exists(con, c.raw_table)]
-    if not fresh:
-        raise ValueError("no source holding people has been loaded")
-    return standardise_mentions(pl.concat(fresh, how="vertical_relaxed")).sort("source", "file", "row")
-
-
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
