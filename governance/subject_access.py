@@ -25,7 +25,7 @@ from linkage.comparisons import COMPARISONS_BY_NAME, PROFILE_FIELDS
 from linkage.model import build_profiles, compare
 from linkage.standardise import name_key, postcode_parts
 from reports.packs import pack_slug
-from warehouse import linked_rows, scratch, table_exists
+from warehouse import linked_rows, scratch, sql_literal, table_exists
 
 #: Candidates at or above this probability are listed for the officer to confirm.
 CANDIDATE_PROBABILITY = 0.5
@@ -153,8 +153,8 @@ def find_subject(con: duckdb.DuckDBPyConnection, contracts: dict[str, Contract],
             formats = {dob.isoformat(), dob.strftime("%Y%m%d"), dob.strftime("%d/%m/%Y"), dob.strftime("%d-%m-%Y")}
             text = "upper(record)"
             dates = " OR ".join(f"contains(record, '{d}')" for d in formats)
-            wanted = surname.strip().upper().replace("'", "''")
-            possibly = con.sql(f"SELECT * FROM quarantine WHERE contains({text}, '{wanted}') AND ({dates}) ORDER BY source, _file, _row").pl()
+            wanted = sql_literal(surname.strip().upper())
+            possibly = con.sql(f"SELECT * FROM quarantine WHERE contains({text}, {wanted}) AND ({dates}) ORDER BY source, _file, _row").pl()
     finally:
         con.unregister("_subject")
     return SubjectAccess(persons, rows, derived, possibly)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import polars as pl
 
 from rules import LINKAGE_AGE_BANDS, age_band
-from warehouse import scratch
+from warehouse import scratch, sql_literal
 
 
 @dataclass(frozen=True)
@@ -138,8 +138,8 @@ def score_by_group(linked_path, truth_path, people_path) -> pl.DataFrame:
         rows = []
         for group in GROUPS:
             for (value,) in con.execute(f'SELECT DISTINCT "{group}" FROM grouped ORDER BY 1').fetchall():
-                literal = "'" + str(value).replace("'", "''") + "'"  # a view cannot take a parameter
-                con.execute(f'CREATE OR REPLACE TEMP VIEW in_group AS SELECT * FROM grouped WHERE "{group}" = {literal}')
+                # a view cannot take a parameter
+                con.execute(f'CREATE OR REPLACE TEMP VIEW in_group AS SELECT * FROM grouped WHERE "{group}" = {sql_literal(str(value))}')
                 persons = con.execute("SELECT count(DISTINCT true_person) FROM in_group").fetchone()[0]
                 for level, predicted, truth in (("person", "person_id", "true_person"), ("family", "family_id", "true_family")):
                     score = _score(con, "in_group", predicted, truth, level)

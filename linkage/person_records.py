@@ -38,7 +38,7 @@ from linkage.standardise import (
     per_distinct_value,
     postcode_parts,
 )
-from warehouse import table_exists, transaction
+from warehouse import sql_literal, table_exists, transaction
 
 PERSON_RECORDS = "person_records"
 
@@ -153,10 +153,6 @@ def mentions_made(con: duckdb.DuckDBPyConnection, contracts: list[Contract]) -> 
     return pl.concat(frames)
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def write_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contract], reuse: bool = True) -> dict[str, int]:
     """Replace person_records and person_records_made in the warehouse, in one transaction; returns
     the mentions by source. Made one source at a time, so no more than one source's mentions are
@@ -178,7 +174,7 @@ def write_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contrac
         for i, contract in enumerate(held):
             # the files as literals: DuckDB cannot stream the millions of kept rows past a subquery
             # on a registered frame (it ran out of its memory limit at 1.2M residents)
-            files = ", ".join(_literal(f) for f in reused.filter(pl.col("source") == contract.source)["file"])
+            files = ", ".join(sql_literal(f) for f in reused.filter(pl.col("source") == contract.source)["file"])
             mentions = con.sql(source_mentions_sql(contract, f"_file NOT IN ({files})" if files else "")).pl()
             con.register("_fresh", standardise_mentions(mentions).sort("file", "row"))
             # sources in order, each in its files' and rows' order: the table in person_records' order
@@ -187,7 +183,7 @@ def write_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contrac
                 rows = f"""SELECT * FROM (
                                SELECT p.* FROM {PERSON_RECORDS} p
                                SEMI JOIN (SELECT _file, _row FROM "{contract.raw_table}" WHERE _file IN ({files})) r ON p.file = r._file AND p.row = r._row
-                               WHERE p.source = {_literal(contract.source)}
+                               WHERE p.source = {sql_literal(contract.source)}
                                UNION ALL BY NAME SELECT * FROM _fresh
                            ) ORDER BY file, row"""
             con.execute(f"CREATE OR REPLACE TABLE _person_records_next AS {rows}" if i == 0 else f"INSERT INTO _person_records_next BY NAME {rows}")

@@ -183,6 +183,12 @@ class WarehouseError(RuntimeError):
     """The warehouse cannot be opened as configured. The message never holds the key."""
 
 
+def sql_literal(text: str) -> str:
+    """A value as an SQL string literal, for the few statements that cannot take a parameter
+    (ATTACH, a view, a list of files DuckDB must stream past)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 @contextmanager
 def open_warehouse(path: Path, read_only: bool = False, key: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection to the warehouse file. With a key (argument, else $EARLYHELP_WAREHOUSE_KEY)
@@ -206,10 +212,9 @@ def open_warehouse(path: Path, read_only: bool = False, key: str | None = None) 
                         "installed: run `INSTALL httpfs` once on this server (with access to extensions.duckdb.org, "
                         "or from a downloaded copy), or unset " + KEY_ENV
                     ) from None
-            options = "ENCRYPTION_KEY '" + key.replace("'", "''") + "'" + (", READ_ONLY" if read_only else "")
-            literal = str(path).replace("'", "''")
+            options = "ENCRYPTION_KEY " + sql_literal(key) + (", READ_ONLY" if read_only else "")
             try:
-                con.execute(f"ATTACH '{literal}' AS warehouse ({options})")
+                con.execute(f"ATTACH {sql_literal(str(path))} AS warehouse ({options})")
             except duckdb.Error as exc:
                 raise WarehouseError(f"the warehouse {path.name} could not be opened with the configured key ({type(exc).__name__})") from None
             con.execute("USE warehouse")
