@@ -13,7 +13,7 @@ import polars as pl
 
 from linkage.cluster import ClusteredGroups, cluster_persons
 from linkage.families import form_households
-from linkage.model import COMPARISONS, ComparedPairs, FittedModel, LinkageSettings, score_profiles
+from linkage.model import COMPARISONS, ComparedPairs, FittedModel, LinkageSettings, MentionsTable, score_profiles
 from linkage.stable_ids import assign_stable_ids
 
 REVIEW_FIELDS = ("forename", "surname", "dob", "postcode")
@@ -31,14 +31,15 @@ class PersonLinkage:
 
 
 def link_persons(
-    records: pl.DataFrame,
+    records: pl.DataFrame | MentionsTable,
     settings: LinkageSettings | None = None,
     previous_ids: pl.DataFrame | None = None,
     decisions: pl.DataFrame | None = None,
     compared: ComparedPairs | None = None,
     groups: ClusteredGroups | None = None,
 ) -> PersonLinkage:
-    """records: person_records. previous_ids: (record_key, id) of the last run.
+    """records: person_records, as a frame or as the warehouse's table (`MentionsTable`, so that a
+    county's mentions are grouped into profiles in DuckDB and never held in Python). previous_ids: (record_key, id) of the last run.
     decisions: clerical review (record_key_l, record_key_r, decision MATCH/NON_MATCH).
     compared: the last run's `PersonLinkage.compared`: only pairs touching a profile new since
     then are compared again. groups: the last run's `PersonLinkage.groups`: a group of profiles
@@ -85,7 +86,7 @@ def link_persons(
     )
     review = _review_queue(band, scored)
     stats = {
-        "records": records.height,
+        "records": scored.mapping.height,
         "profiles": scored.profiles.height,
         "candidate_pairs": scored.pairs.height,
         "profiles_compared_afresh": scored.blocking["profiles_compared_afresh"],
@@ -146,4 +147,4 @@ def form_families(linked: pl.DataFrame, reference: dt.date, previous_refs: pl.Da
     return Families(members=members.sort("person_id"), families=families, stats=stats)
 
 
-__all__ = ["COMPARISONS", "ClusteredGroups", "ComparedPairs", "LinkageSettings", "PersonLinkage", "link_persons", "Families", "form_families"]
+__all__ = ["COMPARISONS", "ClusteredGroups", "ComparedPairs", "LinkageSettings", "MentionsTable", "PersonLinkage", "link_persons", "Families", "form_families"]

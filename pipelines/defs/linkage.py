@@ -4,10 +4,9 @@ and (when the landing folder holds a synthetic county's truth) the linkage's qua
 import dagster as dg
 import polars as pl
 
-from linkage import ClusteredGroups, ComparedPairs, LinkageSettings, form_families, link_persons
+from linkage import ClusteredGroups, ComparedPairs, LinkageSettings, MentionsTable, form_families, link_persons
 from linkage.evaluate import group_link_rates, score_linked_records
 from linkage.gazetteer import ADDRESS_MATCHES, GAZETTEER_TABLE, MATCH_COLUMNS, household_records, match_person_addresses
-from linkage.model import RECORD_COLUMNS
 from data_contracts import load_contracts
 from ingestion.load import not_covered
 from linkage.person_records import PERSON_RECORDS, write_person_records
@@ -71,14 +70,13 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
     compared (`compared_pairs`) are not compared again, nor groups it took apart given the same
     (`clustered_groups`): the links are those of a run from nothing."""
     with settings.warehouse() as con:
-        records = con.sql(f"SELECT {', '.join(RECORD_COLUMNS)}, source FROM {PERSON_RECORDS}").pl()
         previous = read_table(con, "person_links", "record_key, person_id AS id")
         decisions = read_table(con, "review_decisions")
         known = None if settings.read_every_file else read_table(con, COMPARED_PROFILES)
         compared = ComparedPairs(known, read_table(con, COMPARED_PAIRS)) if known is not None else None
         taken_apart = None if settings.read_every_file else read_table(con, CLUSTERED_GROUPS)
         result = link_persons(
-            records, LinkageSettings(link_threshold=config.link_threshold, review_lower=config.review_lower), previous, decisions, compared,
+            MentionsTable(con, PERSON_RECORDS), LinkageSettings(link_threshold=config.link_threshold, review_lower=config.review_lower), previous, decisions, compared,
             ClusteredGroups(taken_apart) if taken_apart is not None else None,
         )
         model = pl.DataFrame({"parameters": [str(result.model.summary())]})
@@ -86,7 +84,7 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
             "person_links": result.person_links, "review_queue": result.review_queue, "linkage_model": model,
             COMPARED_PAIRS: result.compared.levels, COMPARED_PROFILES: result.compared.profiles, CLUSTERED_GROUPS: result.groups.groups,
         })
-    linked = records.select("record_key", "source", "dob", "sex", "postcode").join(result.person_links, on="record_key")
+        linked = con.sql(f"SELECT record_key, source, dob, sex, postcode FROM {PERSON_RECORDS}").pl().join(result.person_links, on="record_key")
     groups = group_link_rates(linked, result.review_queue, settings.reference_date)
     report = linkage_report(linked, result.pairs, result.stats, result.model.summary(), config.link_threshold, groups)
     write_text_atomically(report, settings.output / LINKAGE_REPORT_FILE)
