@@ -30,7 +30,6 @@ clustering run over every pair as before, so the result is the one a run from no
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import duckdb
@@ -100,13 +99,8 @@ class FittedModel:
 
 # ----------------------------------------------------------------- profiles
 
-#: Profile fields `build_profiles` derives, and how: a birth year from a stated age where no date
-#: of birth is given, the street from the address (its house and flat numbers dropped).
-DERIVED_FIELDS_SQL = {
-    "birth_year": "coalesce(CAST(year(dob) AS INTEGER), CAST(year(event_date) - age_stated AS INTEGER))",
-    "street": "regexp_replace(address, '^(FLAT [0-9A-Z]+ )?[0-9]+[A-Z]? ', '')",
-}
-DERIVED_FIELDS = tuple(DERIVED_FIELDS_SQL)
+#: Profile fields `build_profiles` derives (a birth year from a stated age, the street from the address).
+DERIVED_FIELDS = ("birth_year", "street")
 #: The columns of person_records a linkage reads: a county's mentions are millions of rows, and
 #: the columns it does not read (file, row, roles, contacts) are a third of their bytes.
 RECORD_COLUMNS = ("record_key", *(f for f in PROFILE_FIELDS if f not in DERIVED_FIELDS), "event_date", "age_stated")
@@ -114,54 +108,42 @@ RECORD_COLUMNS = ("record_key", *(f for f in PROFILE_FIELDS if f not in DERIVED_
 
 @dataclass(frozen=True)
 class MentionsTable:
-    """person_records as a table of a DuckDB connection (the warehouse's, in a run). Profiles are
-    grouped there, so a county's millions of mentions never come into Python whole: at 1.2M
-    residents their frame, and the profile keys made from it, were 4 GB of the linkage's peak."""
+    """person_records as a table of a DuckDB connection (the warehouse's, in a run): read by the
+    linkage itself, only the columns profiles are made of, and let go once they are made. At 1.2M
+    residents the frame is 2 GB that a caller's copy held through clustering."""
 
     con: duckdb.DuckDBPyConnection
     table: str
 
-
-def _quoted(column: str) -> str:
-    return f'"{column}"'
-
-
-def _as_text(columns: Iterable[str]) -> str:
-    """SQL for the columns as text, '~' for none, to be joined into one key."""
-    return ", ".join(f"coalesce(CAST({_quoted(c)} AS VARCHAR), '~')" for c in columns)
+    def read(self) -> pl.DataFrame:
+        return self.con.sql(f'SELECT {", ".join(RECORD_COLUMNS)} FROM "{self.table}"').pl()
 
 
-def build_profiles(records: pl.DataFrame | MentionsTable) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(profiles with pid and blocking keys, record_key -> pid in the mentions' order). A profile is
-    every mention with the same fields; profiles are numbered in the order of their key (the
-    fields as text, '~' for none, joined by '|'), so a pid depends on the profiles alone."""
-    if isinstance(records, pl.DataFrame):
-        con = scratch()
-        try:
-            con.register("mentions_frame", records)
-            return build_profiles(MentionsTable(con, "mentions_frame"))
-        finally:
-            con.close()
-    con = records.con
-    fields = ", ".join(_quoted(f) for f in PROFILE_FIELDS)
-    made = ", ".join(f"{DERIVED_FIELDS_SQL.get(f, _quoted(f))} AS {_quoted(f)}" for f in PROFILE_FIELDS)
-    key = f"concat_ws('|', {_as_text(PROFILE_FIELDS)})"
-    first = ", ".join(f"any_value({_quoted(f)}) AS {_quoted(f)}" for f in PROFILE_FIELDS)
-    try:
-        # a CREATE ... AS keeps its scan's order, so the mapping can be read back in the mentions' order
-        con.execute(f'CREATE OR REPLACE TEMP TABLE _mention_profiles AS SELECT record_key, {key} AS profile_key, {fields} FROM (SELECT record_key, {made} FROM "{records.table}")')
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _profiles AS SELECT profile_key, {first}, CAST(count(*) AS UINTEGER) AS mentions FROM _mention_profiles GROUP BY profile_key")
-        # numbered on the key alone: a window carrying every field sorted them all
-        con.execute("CREATE OR REPLACE TEMP TABLE _pids AS SELECT profile_key, CAST(row_number() OVER (ORDER BY profile_key) - 1 AS BIGINT) AS pid FROM _profiles")
-        profiles = con.sql(f"SELECT n.pid, {fields}, p.mentions FROM _profiles p JOIN _pids n USING (profile_key) ORDER BY n.pid").pl()
-        mapping = con.sql("SELECT m.record_key, n.pid FROM _mention_profiles m JOIN _pids n USING (profile_key) ORDER BY m.rowid").pl()
-    finally:
-        con.execute("DROP TABLE IF EXISTS _mention_profiles; DROP TABLE IF EXISTS _profiles; DROP TABLE IF EXISTS _pids")
+def build_profiles(records: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(profiles with pid and blocking keys, record_key -> pid)."""
+    street = pl.col("address").str.replace(r"^(FLAT [0-9A-Z]+ )?[0-9]+[A-Z]? ", "")
+    enriched = records.with_columns(
+        pl.coalesce(
+            pl.col("dob").dt.year(),
+            (pl.col("event_date").dt.year() - pl.col("age_stated")).cast(pl.Int32),
+        ).alias("birth_year"),
+        street.alias("street"),
+    )
+    key = pl.concat_str([pl.col(f).cast(pl.String).fill_null("~") for f in PROFILE_FIELDS], separator="|")
+    enriched = enriched.with_columns(key.alias("profile_key"))
+    profiles = (
+        enriched.group_by("profile_key")
+        .agg(*[pl.col(f).first() for f in PROFILE_FIELDS], pl.len().alias("mentions"))
+        .sort("profile_key")
+        .with_row_index("pid")
+        .with_columns(pl.col("pid").cast(pl.Int64))
+    )
     profiles = profiles.with_columns(
         canonical_forename(pl.col("forename")).alias("forename_canonical"),
         phonetic(profiles["surname"]).alias("surname_phonetic"),
     )
-    return profiles, mapping
+    mapping = enriched.select("record_key", "profile_key").join(profiles.select("profile_key", "pid"), on="profile_key").drop("profile_key")
+    return profiles.drop("profile_key"), mapping
 
 
 # ----------------------------------------------------------------- blocking
@@ -202,7 +184,8 @@ def _comparisons_version() -> str:
 def _digest_sql(columns: list[str]) -> str:
     """A profile's digest: MD5 (stable across versions of DuckDB) of the comparisons' version and
     every field, so two profiles share one only if they are the same description of a person."""
-    return f"md5_number_lower(concat_ws('|', '{_comparisons_version()}', {_as_text(columns)}))"
+    fields = ", ".join(f"coalesce(CAST(\"{c}\" AS VARCHAR), '~')" for c in columns)
+    return f"md5_number_lower(concat_ws('|', '{_comparisons_version()}', {fields}))"
 
 
 def _compare_what_is_new(con: duckdb.DuckDBPyConnection, last: ComparedPairs) -> None:
@@ -434,7 +417,7 @@ class ScoredPairs:
 def score_profiles(records: pl.DataFrame | MentionsTable, settings: LinkageSettings, last: ComparedPairs | None = None) -> ScoredPairs:
     """Profiles, candidate pairs, the fitted model and every candidate pair's score. With `last`
     (the last run's `compared`), only pairs touching a profile new since then are compared."""
-    profiles, mapping = build_profiles(records)
+    profiles, mapping = build_profiles(records.read() if isinstance(records, MentionsTable) else records)
     con = scratch()
     try:
         con.register("profiles_frame", profiles)
