@@ -38,8 +38,8 @@ def link_persons(
     compared: ComparedPairs | None = None,
     groups: ClusteredGroups | None = None,
 ) -> PersonLinkage:
-    """records: person_records, as a frame or as the warehouse's table (`MentionsTable`, so that a
-    county's mentions are grouped into profiles in DuckDB and never held in Python). previous_ids: (record_key, id) of the last run.
+    """records: person_records, as a frame or as the warehouse's table (`MentionsTable`: read here,
+    and let go once profiles are made). previous_ids: (record_key, id) of the last run.
     decisions: clerical review (record_key_l, record_key_r, decision MATCH/NON_MATCH).
     compared: the last run's `PersonLinkage.compared`: only pairs touching a profile new since
     then are compared again. groups: the last run's `PersonLinkage.groups`: a group of profiles
