@@ -5,8 +5,9 @@ Every kind honours one small contract, the way scikit-learn's estimators share
 
 - `check(indicator, columns)`: what is wrong with the registry entry, or None;
 - `fields(indicator)`: the source columns it reads (for the IG pack's field uses);
-- `evidence_sql(indicator, reference, members, con)`: one row per piece of evidence
-  (over the people in the table `members`), with `value` the row's contribution;
+- `evidence_sql(indicator, reference, mentions, con)`: one row per piece of evidence
+  (over the people's linked mentions in the table `mentions`, made by
+  `features.compute.people_mentions`), with `value` the row's contribution;
 - `person_hits(indicator, evidence)`: (hits per person, evidence kept);
 - `value_text(value)`: the value as a reason sentence shows it;
 - `window(indicator)`: the look-back as the ATRS record states it.
@@ -38,14 +39,11 @@ _WORD = re.compile(r"[a-z_][a-z0-9_]*")
 EVIDENCE_COLUMNS = ("person_id", "family_ref", "record_key", "source", "file", "row", "event_date")
 
 
-def mentions_sql(indicator: Indicator, members: str) -> str:
-    """The source's rows joined to the person and family each belongs to, filtered by age."""
-    linked = linked_rows(indicator.source, "r.*, pr.record_key, pr.source, pr.file, pr.row, pr.event_date, pr.event_ref, pl.person_id")
-    return f"""
-        SELECT x.*, m.family_ref, m.age FROM ({linked}) x
-        JOIN "{members}" m ON m.person_id = x.person_id
-        WHERE {AGE_GROUPS[indicator.applies_to]}
-    """
+def mentions_sql(indicator: Indicator, mentions: str) -> str:
+    """The source's rows joined to the person and family each belongs to, filtered by age.
+    mentions: the people's linked mentions with family_ref and age (`people_mentions`)."""
+    columns = "r.*, m.record_key, m.source, m.file, m.row, m.event_date, m.event_ref, m.person_id, m.family_ref, m.age"
+    return f"{linked_rows(indicator.source, columns, mentions)} WHERE {AGE_GROUPS[indicator.applies_to]}"
 
 
 def _words(*sql: str | None) -> set[str]:
@@ -70,7 +68,7 @@ class IndicatorKind:
     def fields(self, indicator: Indicator) -> set[str]:
         return _words(indicator.where)
 
-    def evidence_sql(self, indicator: Indicator, reference: dt.date, members: str, con: duckdb.DuckDBPyConnection) -> str:
+    def evidence_sql(self, indicator: Indicator, reference: dt.date, mentions: str, con: duckdb.DuckDBPyConnection) -> str:
         raise NotImplementedError
 
     def person_hits(self, indicator: Indicator, evidence: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -93,11 +91,11 @@ class _Events(IndicatorKind):
 
     value_sql: ClassVar[str] = "1"
 
-    def evidence_sql(self, indicator, reference, members, con):
+    def evidence_sql(self, indicator, reference, mentions, con):
         start = window_start(reference, indicator.window_months)
         return f"""
             SELECT {", ".join(EVIDENCE_COLUMNS)}, CAST({self.value_sql.format(measure=indicator.measure)} AS DOUBLE) AS value, event_ref
-            FROM ({mentions_sql(indicator, members)}) x
+            FROM ({mentions_sql(indicator, mentions)}) x
             WHERE ({indicator.where}) AND event_date BETWEEN DATE '{start}' AND DATE '{reference}'
         """
 
@@ -138,11 +136,11 @@ class OpenWithin(IndicatorKind):
     def fields(self, indicator):
         return _words(indicator.where, indicator.start, indicator.end)
 
-    def evidence_sql(self, indicator, reference, members, con):
+    def evidence_sql(self, indicator, reference, mentions, con):
         start = window_start(reference, indicator.window_months)
         return f"""
             SELECT person_id, family_ref, record_key, source, file, row, {indicator.start} AS event_date, 1.0 AS value
-            FROM ({mentions_sql(indicator, members)}) x
+            FROM ({mentions_sql(indicator, mentions)}) x
             WHERE ({indicator.where}) AND {indicator.start} <= DATE '{reference}'
               AND ({indicator.end} IS NULL OR {indicator.end} >= DATE '{start}')
         """
@@ -158,7 +156,7 @@ class Attendance(IndicatorKind):
     def fields(self, indicator):
         return _words(indicator.where) | set(self.COLUMNS)
 
-    def evidence_sql(self, indicator, reference, members, con):
+    def evidence_sql(self, indicator, reference, mentions, con):
         terms = con.execute(
             f"""SELECT DISTINCT event_date FROM person_records WHERE source = '{indicator.source}'
                 AND event_date <= DATE '{reference}' ORDER BY event_date DESC LIMIT {int(indicator.terms)}"""
@@ -168,7 +166,7 @@ class Attendance(IndicatorKind):
             SELECT {", ".join(EVIDENCE_COLUMNS)},
                    CAST(sessions_possible AS DOUBLE) AS possible,
                    CAST(authorised_absence + unauthorised_absence AS DOUBLE) AS absent
-            FROM ({mentions_sql(indicator, members)}) x WHERE event_date IN ({dates})
+            FROM ({mentions_sql(indicator, mentions)}) x WHERE event_date IN ({dates})
         """
 
     def person_hits(self, indicator, evidence):
@@ -202,14 +200,15 @@ class Household(IndicatorKind):
         return "-"
 
     def family_hits(
-        self, indicator: Indicator, of: Indicator, reference: dt.date, persons: pl.DataFrame, members: str, con: duckdb.DuckDBPyConnection
+        self, indicator: Indicator, of: Indicator, reference: dt.date, persons: pl.DataFrame, mentions: str, con: duckdb.DuckDBPyConnection
     ) -> pl.DataFrame:
-        """family_ref, latest, persons, indicator_id, from the members' hits (`persons`) of `of`."""
+        """family_ref, latest, persons, indicator_id, from the members' hits (`persons`) of `of`;
+        `mentions` as `evidence_sql`'s, for the exception."""
         with_of = persons.filter(pl.col("indicator_id") == of.id)
         blocked = pl.DataFrame(schema={"family_ref": pl.String})
         if indicator.unless_source and indicator.unless_where:
             unless = dataclasses.replace(of, id="_unless", where=indicator.unless_where, source=indicator.unless_source, applies_to="any")
-            blocked = con.sql(unless.rule.evidence_sql(unless, reference, members, con)).pl().select("family_ref").unique()
+            blocked = con.sql(unless.rule.evidence_sql(unless, reference, mentions, con)).pl().select("family_ref").unique()
         return (
             with_of.join(blocked, on="family_ref", how="anti")
             .group_by("family_ref")

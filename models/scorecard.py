@@ -43,6 +43,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss
 
 from features import compute_indicators
+from features.compute import indicator_sources, sources_mentions
 from features.calendar import shift_months, window_start
 from features.registry import Registry
 from linkage import form_families
@@ -96,16 +97,19 @@ class History:
         return cls(linked, cases, sex, con.sql("SELECT postcode, locality FROM raw_postcode_localities").pl())
 
 
-def snapshot(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date, history: History | None = None) -> pl.DataFrame:
+def snapshot(
+    con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date, history: History | None = None, linked: str | None = None
+) -> pl.DataFrame:
     """One row per family as it stood at `reference`: indicators (0/1 columns), the transparent
     score, headline outcomes met, locality, and the escalation outcome in the next 12 months.
     Families are formed as of `reference`; indicators are computed over the warehouse's own
-    tables with those families' members (no copy of the partners' rows)."""
+    tables with those families' members (no copy of the partners' rows). `linked`: the
+    mentions every month's indicators start from (`features.compute.sources_mentions`)."""
     history = history or History.read(con)
     families = form_families(history.linked, reference)
     con.register("snapshot_members", families.members)
     try:
-        hits = compute_indicators(con, registry, reference, members="snapshot_members")
+        hits = compute_indicators(con, registry, reference, members="snapshot_members", linked=linked)
     finally:
         con.unregister("snapshot_members")
     scores = score_families(registry, hits.person_indicators, hits.family_indicators, families.families, families.members).scores
@@ -338,7 +342,8 @@ def evaluate(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.d
         )
     history = History.read(con)
     months = sorted({o.test_month for o in origins} | {m for o in origins for m in o.train_months})
-    snapshots = {m: snapshot(con, registry, m, history) for m in months}
+    with sources_mentions(con, indicator_sources(registry)) as linked:
+        snapshots = {m: snapshot(con, registry, m, history, linked) for m in months}
     shortfall = pl.DataFrame(
         [{"month": m, "source": s, "share_held": v} for m in months for s, v in sorted(held[m].items()) if v < 1],
         schema={"month": pl.Date, "source": pl.String, "share_held": pl.Float64},

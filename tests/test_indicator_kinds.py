@@ -13,6 +13,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from features.compute import people_mentions
 from features.kinds import KINDS
 from features.registry import Indicator
 
@@ -60,7 +61,8 @@ def con(tmp_path):
 
 def _hits(con, indicator: Indicator) -> dict[str, float]:
     kind = indicator.rule
-    evidence = con.sql(kind.evidence_sql(indicator, REFERENCE, "family_members", con)).pl()
+    with people_mentions(con, "family_members", ["demo"]) as mentions:
+        evidence = con.sql(kind.evidence_sql(indicator, REFERENCE, mentions, con)).pl()
     hits, _ = kind.person_hits(indicator, evidence)
     return dict(hits.select("person_id", "value").iter_rows())
 
@@ -105,15 +107,16 @@ def test_applies_to_limits_the_people_an_indicator_reads(con):
 
 def test_household_needs_a_member_with_the_indicator_and_no_exception(con):
     of = _indicator(id="asb", kind="count", where="kind = 'ASB'")
-    evidence = con.sql(of.rule.evidence_sql(of, REFERENCE, "family_members", con)).pl()
-    hits, _ = of.rule.person_hits(of, evidence)
-    persons = hits.with_columns(pl.lit("asb").alias("indicator_id"))
-    household = _indicator(id="household_asb", kind="household", source=None, of="asb")
-    found = household.rule.family_hits(household, of, REFERENCE, persons, "family_members", con)
-    assert dict(found.select("family_ref", "persons").iter_rows()) == {"F1": 2, "F2": 1}
-    # a domestic abuse row in F1 is the exception: F1 no longer counts
-    excepted = _indicator(id="household_asb", kind="household", source=None, of="asb", unless_source="demo", unless_where="kind = 'DA'")
-    found = excepted.rule.family_hits(excepted, of, REFERENCE, persons, "family_members", con)
+    with people_mentions(con, "family_members", ["demo"]) as mentions:
+        evidence = con.sql(of.rule.evidence_sql(of, REFERENCE, mentions, con)).pl()
+        hits, _ = of.rule.person_hits(of, evidence)
+        persons = hits.with_columns(pl.lit("asb").alias("indicator_id"))
+        household = _indicator(id="household_asb", kind="household", source=None, of="asb")
+        found = household.rule.family_hits(household, of, REFERENCE, persons, mentions, con)
+        assert dict(found.select("family_ref", "persons").iter_rows()) == {"F1": 2, "F2": 1}
+        # a domestic abuse row in F1 is the exception: F1 no longer counts
+        excepted = _indicator(id="household_asb", kind="household", source=None, of="asb", unless_source="demo", unless_where="kind = 'DA'")
+        found = excepted.rule.family_hits(excepted, of, REFERENCE, persons, mentions, con)
     assert found["family_ref"].to_list() == ["F2"]
     assert not household.rule.person_level and household.rule.window(household) == "-"
 
