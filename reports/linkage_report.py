@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import html
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 from markupsafe import Markup
 
 from reports import page, render
+
+if TYPE_CHECKING:
+    from linkage.evaluate import LinkedPersons
 
 WIDTH, BAR_HEIGHT = 640, 22
 
@@ -54,25 +58,16 @@ def _figure(title: str, svg: str, note: str) -> str:
     return f"<section><h2>{html.escape(title)}</h2>{svg}<p class=note>{html.escape(note)}</p></section>"
 
 
-def link_rates(records: pl.DataFrame) -> pl.DataFrame:
-    """For each pair of sources: of the persons one source mentions, the share the other also mentions."""
-    seen = records.select("person_id", "source").unique()
-    sizes = seen.group_by("source").len().rename({"len": "persons"})
-    both = seen.join(seen, on="person_id", suffix="_other").filter(pl.col("source") != pl.col("source_other"))
-    shared = both.group_by("source", "source_other").len()
-    return shared.join(sizes, on="source").with_columns((pl.col("len") / pl.col("persons")).alias("rate")).sort("source", "source_other")
-
-
-def linkage_report(records: pl.DataFrame, pairs: pl.DataFrame, stats: dict, model_summary: dict, threshold: float, groups: pl.DataFrame | None = None) -> str:
-    """records: person_records joined to person_id; pairs: scored candidate pairs; groups: linkage
-    by observable group (linkage.evaluate.group_link_rates), counts and shares only."""
+def linkage_report(linked: LinkedPersons, pairs: pl.DataFrame, stats: dict, model_summary: dict, threshold: float, groups: pl.DataFrame | None = None) -> str:
+    """linked: the persons linked and how often sources share them; pairs: scored candidate pairs;
+    groups: linkage by observable group (linkage.evaluate.group_link_rates), counts and shares only."""
     weights = pairs["match_weight"].to_numpy()
     threshold_weight = math.log2(threshold / (1 - threshold))
     lo, hi = (math.floor(weights.min()), math.ceil(weights.max())) if len(weights) else (-10, 10)
     sections = [
         _histogram(weights, np.linspace(lo, hi, 41), "Match weight of candidate pairs", "match weight (bits)", threshold_weight),
     ]
-    rates = link_rates(records)
+    rates = linked.source_rates
     sections.append(
         _bars(
             [f"{a} → {b}" for a, b in rates.select("source", "source_other").iter_rows()],
@@ -82,7 +77,7 @@ def linkage_report(records: pl.DataFrame, pairs: pl.DataFrame, stats: dict, mode
             percent=True,
         )
     )
-    sizes = records.group_by("person_id").len()["len"].to_numpy()
+    sizes = linked.persons["mentions"].to_numpy()
     sections.append(_histogram(sizes, np.arange(0.5, min(int(sizes.max()) if len(sizes) else 1, 60) + 1.5), "Mentions per person", "mentions linked to one person"))
     bands = pairs.filter(pl.col("match_probability") < threshold).with_columns(
         (pl.col("match_probability") * 10).floor().clip(0, 9).alias("band")

@@ -232,19 +232,31 @@ def test_clustering_takes_safe_groups_whole_and_still_keeps_twins_apart():
     assert refused == 4
 
 
-def test_linkage_by_observable_group_counts_persons_linked_across_sources_and_left_for_review():
-    from linkage.evaluate import group_link_rates
+def test_linkage_by_observable_group_counts_persons_linked_across_sources_and_left_for_review(tmp_path):
+    import duckdb
+
+    from linkage.evaluate import LinkedPersons, group_link_rates
 
     records = pl.DataFrame({
-        "record_key": ["a1", "a2", "b1", "c1", "c2"],
-        "person_id": [1, 1, 2, 3, 3],
-        "source": ["school_attendance", "ae_attendances", "ae_attendances", "worklessness", "worklessness"],
-        "dob": [D(2015, 3, 4), D(2015, 3, 4), D(2024, 1, 1), D(1990, 6, 6), D(1990, 6, 6)],
-        "sex": ["F", "F", "9", "M", "M"],
-        "postcode": ["AL10 1AA", "AL10 1AA", "AL10 1AA", "AL10 1AA", "AL10 2BB"],
+        "record_key": ["a1", "a2", "b1", "c1", "c2", "c3"],
+        "source": ["school_attendance", "ae_attendances", "ae_attendances", "worklessness", "worklessness", "worklessness"],
+        "dob": [D(2015, 3, 4), D(2015, 3, 4), D(2024, 1, 1), D(1990, 6, 6), D(1990, 6, 6), D(1990, 6, 7)],
+        "sex": ["F", "F", "9", "M", "F", "M"],
+        "postcode": ["AL10 1AA", "AL10 1AA", "AL10 1AA", "AL10 1AA", "AL10 2BB", None],
     })
+    links = pl.DataFrame({"record_key": records["record_key"], "person_id": [1, 1, 2, 3, 3, 3]})
     queue = pl.DataFrame({"record_key_l": ["b1"], "record_key_r": ["a2"]})
-    rates = group_link_rates(records, queue, D(2026, 10, 31))
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        for name, frame in {"person_records": records, "person_links": links, "review_queue": queue}.items():
+            con.execute(f"CREATE TABLE {name} AS SELECT * FROM frame")
+        linked = LinkedPersons.read(con)
+    # person 3: two postcodes (a blank is none), born 1990-06-06 and male on most mentions
+    assert linked.persons.rows() == [
+        (1, 2, 2, 1, True, D(2015, 3, 4), "F"), (2, 1, 1, 1, True, D(2024, 1, 1), None), (3, 3, 1, 2, False, D(1990, 6, 6), "M"),
+    ]
+    # of the persons A&E mentions (1 and 2), one is mentioned by a school too
+    assert linked.source_rates.select("source", "source_other", "rate").rows() == [("ae_attendances", "school_attendance", 0.5), ("school_attendance", "ae_attendances", 1.0)]
+    rates = group_link_rates(linked.persons, D(2026, 10, 31))
     row = {(g, v): (n, linked, review) for g, v, n, linked, review in rates.iter_rows()}
     assert row[("age_band", "5-15")] == (1, 1.0, 1.0)
     assert row[("age_band", "0-4")] == (1, 0.0, 1.0)

@@ -5,7 +5,7 @@ import dagster as dg
 import polars as pl
 
 from linkage import ClusteredGroups, ComparedPairs, LinkageSettings, MentionsTable, form_families, link_persons
-from linkage.evaluate import group_link_rates, score_linked_records
+from linkage.evaluate import LinkedPersons, group_link_rates, score_linked_records
 from linkage.gazetteer import ADDRESS_MATCHES, GAZETTEER_TABLE, MATCH_COLUMNS, household_records, match_person_addresses
 from data_contracts import load_contracts
 from ingestion.load import not_covered
@@ -84,8 +84,8 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
             "person_links": result.person_links, "review_queue": result.review_queue, "linkage_model": model,
             COMPARED_PAIRS: result.compared.levels, COMPARED_PROFILES: result.compared.profiles, CLUSTERED_GROUPS: result.groups.groups,
         })
-        linked = con.sql(f"SELECT record_key, source, dob, sex, postcode FROM {PERSON_RECORDS}").pl().join(result.person_links, on="record_key")
-    groups = group_link_rates(linked, result.review_queue, settings.reference_date)
+        linked = LinkedPersons.read(con)
+    groups = group_link_rates(linked.persons, settings.reference_date)
     report = linkage_report(linked, result.pairs, result.stats, result.model.summary(), config.link_threshold, groups)
     write_text_atomically(report, settings.output / LINKAGE_REPORT_FILE)
     context.log.info(f"person_links: {result.stats['records']:,} mentions -> {result.stats['persons']:,} persons; {result.stats['review_queue']:,} pairs for review")
