@@ -20,7 +20,7 @@ import polars as pl
 from data_contracts import Contract, load_contracts
 from features.registry import Registry
 from features.calendar import window_start
-from warehouse import linked_rows, read_table, table_exists
+from warehouse import linked_mentions, linked_rows, read_table, table_exists
 
 #: How far back the chronology and the agencies that know the family look, besides every event
 #: behind the family's indicators.
@@ -50,9 +50,15 @@ def family_view(
     contracts = contracts or load_contracts()
     since = window_start(reference, CHRONOLOGY_MONTHS)
     listed = members.select("family_ref", "person_id", pl.col("name").alias("member"))
-    mentions = con.sql(
-        "SELECT r.record_key, r.source, r.file, r.row, r.event_date, r.role, l.person_id FROM person_records r JOIN person_links l USING (record_key)"
-    ).pl().join(listed, on="person_id")
+    # only the listed people's mentions leave DuckDB (a few thousand families of a county's million people)
+    con.register("_listed_people", listed.select("person_id"))
+    try:
+        mentions = con.sql(
+            f"{linked_mentions('pr.record_key, pr.source, pr.file, pr.row, pr.event_date, pr.role, pl.person_id')} "
+            "WHERE pl.person_id IN (SELECT person_id FROM _listed_people) ORDER BY pr.source, pr.file, pr.row, pr.record_key"
+        ).pl().join(listed, on="person_id", maintain_order="left")
+    finally:
+        con.unregister("_listed_people")
     evidence = read_table(con, "indicator_evidence")
     titles = {i.id: i.title for i in registry.indicators}
     behind = (
@@ -87,7 +93,12 @@ def _known_to(con: duckdb.DuckDBPyConnection, events: pl.DataFrame, listed: pl.D
     if table_exists(con, "raw_school_attendance"):
         # the schools of the last 12 months' termly records, by name: who to call
         terms = recent.filter(pl.col("source") == "school_attendance").select("family_ref", "file", "row", "event_date")
-        schools = con.sql(linked_rows("school_attendance", "r._file AS file, r._row AS row, r.school_name")).pl().join(terms, on=["file", "row"])
+        con.register("_listed_terms", terms.select("file", "row").unique())
+        try:
+            names = con.sql("SELECT r._file AS file, r._row AS row, r.school_name FROM raw_school_attendance r SEMI JOIN _listed_terms t ON t.file = r._file AND t.row = r._row").pl()
+        finally:
+            con.unregister("_listed_terms")
+        schools = names.join(terms, on=["file", "row"])
         parts.append(schools.group_by("family_ref", "school_name").agg(pl.col("event_date").max().alias("since")).select(
             "family_ref", pl.lit("school").alias("kind"), ("School: " + pl.col("school_name")).alias("detail"), "since"
         ))

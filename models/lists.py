@@ -25,7 +25,7 @@ from features.registry import Registry
 from models.chair_summary import ChairSummary, allocations_waiting, chair_summary
 from models.family_view import FamilyView, family_view
 from rules import LEAD_PRACTITIONER_SERVICES, STATUTORY_SERVICES, Programme, is_child
-from warehouse import linked_rows, read_table
+from warehouse import linked_mentions, linked_rows, read_table
 
 STEP_DOWN_MONTHS = 3
 
@@ -110,23 +110,29 @@ def _title(expr: pl.Expr) -> pl.Expr:
     return expr.str.to_titlecase()
 
 
-def family_addresses(records: pl.DataFrame, links: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
-    """family_ref -> the household's postcode and a readable address line."""
-    keyed = members.select("person_id", "family_ref", pl.col("household_postcode").alias("postcode"), pl.col("household_house_number").alias("house_number"))
-    texts = (
-        records.filter(pl.col("address").is_not_null())
-        .join(links.select("record_key", "person_id"), on="record_key")
-        .join(keyed.select("person_id", "postcode", "house_number"), on=["person_id", "postcode", "house_number"])
-        .sort("address_date", descending=True)
-        .group_by("person_id", maintain_order=True)
-        .agg(pl.col("address").first())
-    )
-    return (
-        keyed.join(texts, on="person_id", how="left")
-        .group_by("family_ref")
-        .agg(pl.col("postcode").drop_nulls().first(), pl.col("address").drop_nulls().first())
-        .with_columns(_title(pl.col("address")).alias("address"))
-    )
+#: family_ref -> the household's postcode and the address line its members were last recorded
+#: at there: per person, the latest line (ties to the first record) at the household's postcode
+#: and house number; per family, the first member's (by person_id) that has one. In DuckDB over
+#: the warehouse, so a county's millions of mentions are not read out for it.
+_FAMILY_ADDRESSES = f"""
+WITH texts AS (
+    SELECT m.person_id, first(r.address ORDER BY r.address_date DESC, r.record_key) AS address
+    FROM ({linked_mentions("pr.record_key, pr.address, pr.address_date, pr.postcode, pr.house_number, pl.person_id")}) r
+    JOIN family_members m ON m.person_id = r.person_id AND m.household_postcode = r.postcode AND m.household_house_number = r.house_number
+    WHERE r.address IS NOT NULL
+    GROUP BY m.person_id
+)
+SELECT m.family_ref,
+       first(m.household_postcode ORDER BY m.person_id) FILTER (WHERE m.household_postcode IS NOT NULL) AS postcode,
+       first(t.address ORDER BY m.person_id) FILTER (WHERE t.address IS NOT NULL) AS address
+FROM family_members m LEFT JOIN texts t USING (person_id)
+GROUP BY m.family_ref
+"""
+
+
+def family_addresses(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """family_ref -> the household's postcode and a readable address line (`_FAMILY_ADDRESSES`)."""
+    return con.sql(_FAMILY_ADDRESSES).pl().with_columns(_title(pl.col("address")).alias("address"))
 
 
 def linked_cases(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
@@ -258,8 +264,6 @@ def monthly_lists(
     if settings.order_by not in ("score", "model"):
         raise ValueError(f"order_by must be 'score' or 'model', not {settings.order_by!r}")
     members = con.sql("SELECT * FROM family_members").pl()
-    records = con.sql("SELECT record_key, address, address_date, postcode, house_number FROM person_records").pl()
-    links = con.sql("SELECT record_key, person_id FROM person_links").pl()
     model_scores = read_table(con, MODEL_SCORES) if settings.order_by == "model" else None
     audit = read_table(con, "list_audit")
     previous = audit.filter(pl.col("month") == previous_month(month)) if audit is not None else None
@@ -271,7 +275,7 @@ def monthly_lists(
     result = build_lists(
         con.sql("SELECT * FROM family_scores").pl(),
         members,
-        family_addresses(records, links, members),
+        family_addresses(con),
         con.sql("SELECT postcode, ward, locality FROM raw_postcode_localities").pl(),
         case_flags(cases, members, reference, settings.step_down_months),
         history.filter(pl.col("month") == previous_month(month)) if history is not None else None,

@@ -175,10 +175,7 @@ def needs_analysis(con: duckdb.DuckDBPyConnection, month: str, reference: dt.dat
     """The needs analysis of the warehouse as it stands after this month's run."""
     from warehouse import read_table
 
-    members = con.sql("SELECT * FROM family_members").pl()
-    records = con.sql("SELECT record_key, address, address_date, postcode, house_number FROM person_records").pl()
-    links = con.sql("SELECT record_key, person_id FROM person_links").pl()
-    places = family_addresses(records, links, members).select("family_ref", "postcode").join(
+    places = family_addresses(con).select("family_ref", "postcode").join(
         con.sql("SELECT postcode, ward, locality FROM raw_postcode_localities").pl(), on="postcode", how="left"
     )
     families = (
