@@ -336,3 +336,30 @@ def test_packs_written_by_worker_processes_are_those_written_in_turn(listed, tmp
             assert all(za.read(n) == zb.read(n) for n in za.namelist() if n != "docProps/core.xml")
         else:
             assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_a_familys_address_is_the_line_its_members_were_last_recorded_at_home(tmp_path):
+    import datetime as dt
+
+    from models.lists import family_addresses
+
+    day = dt.date
+    records = pl.DataFrame({
+        "record_key": ["s|a|1", "s|a|2", "s|a|3", "s|b|1", "s|b|2", "s|c|1"],
+        "address": ["1 old road", "1 new road", "5 elsewhere lane", "2 mill lane", "2 mill ln", "9 quay street"],
+        "address_date": [day(2025, 1, 1), day(2026, 1, 1), day(2026, 6, 1), day(2026, 3, 1), day(2026, 3, 1), day(2026, 2, 1)],
+        "postcode": ["AL1 1AA", "AL1 1AA", "AL9 9ZZ", "AL2 2BB", "AL2 2BB", "AL3 3CC"],
+        "house_number": ["1", "1", "5", "2", "2", "9"],
+    })
+    links = pl.DataFrame({"record_key": records["record_key"], "person_id": ["P1", "P1", "P1", "P2", "P2", "P4"]})
+    members = pl.DataFrame({
+        "person_id": ["P1", "P2", "P3", "P4"], "family_ref": ["F1", "F2", "F3", "F3"],
+        "household_postcode": ["AL1 1AA", "AL2 2BB", None, "AL3 3CC"], "household_house_number": ["1", "2", None, "9"],
+    })
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        for name, frame in {"person_records": records, "person_links": links, "family_members": members}.items():
+            con.execute(f"CREATE TABLE {name} AS SELECT * FROM frame")
+        addresses = {ref: (postcode, address) for ref, postcode, address in family_addresses(con).iter_rows()}
+    # the latest line at the household's own postcode and number, not a later one elsewhere;
+    # two lines of one day: the first record's; a member with no line: the next member's
+    assert addresses == {"F1": ("AL1 1AA", "1 New Road"), "F2": ("AL2 2BB", "2 Mill Lane"), "F3": ("AL3 3CC", "9 Quay Street")}
