@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import polars as pl
 
 from rules import LINKAGE_AGE_BANDS, age_band
-from warehouse import scratch, sql_literal
+from warehouse import linked_mentions, scratch, sql_literal
 
 
 @dataclass(frozen=True)
@@ -177,9 +177,8 @@ OBSERVABLE_GROUPS = ("age_band", "sex", "postcodes")
 #: mentions, the sources and postcodes they come from, whether one is in a review-queue pair, and
 #: the date of birth and sex recorded on most of them (ties to the least value, so a rerun gives
 #: the same), counted by DuckDB rather than read into Python (3.7M mentions at 1.2M residents).
-_LINKED_PERSONS = """
-CREATE OR REPLACE TEMP TABLE linked_persons_mentions AS
-    SELECT pl.person_id, pr.record_key, pr.source, pr.dob, pr.sex, pr.postcode FROM person_records pr JOIN person_links pl USING (record_key);
+_LINKED_PERSONS = f"""
+CREATE OR REPLACE TEMP TABLE linked_persons_mentions AS {linked_mentions("pl.person_id, pr.record_key, pr.source, pr.dob, pr.sex, pr.postcode")};
 CREATE OR REPLACE TEMP TABLE linked_persons AS
 WITH reviewed AS (SELECT record_key_l AS record_key FROM review_queue UNION SELECT record_key_r FROM review_queue),
 per_person AS (
