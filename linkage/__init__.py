@@ -129,7 +129,6 @@ class Families:
 def form_families(linked: pl.DataFrame, reference: dt.date, previous_refs: pl.DataFrame | None = None) -> Families:
     """Households and families as of `reference`, with family references stable across runs.
     linked: person_records with `person_id` (`linked_person_records`)."""
-    linked = linked.with_columns((pl.col("event_date").dt.year() - pl.col("age_stated")).cast(pl.Int32).alias("birth_year_stated"))
     members, households = form_households(linked, reference)
     assignment = assign_stable_ids(members, "person_id", "household_key", previous_refs, prefix="F", width=7)
     members = members.join(assignment.ids.rename({"id": "family_ref"}), on="person_id")

@@ -116,9 +116,23 @@ def linked_person_records(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """person_records with each record's person_id, only the columns households need: the join
     and the narrow read are DuckDB's, so a county's millions of mentions never travel whole."""
     columns = ", ".join(f"r.{c}" for c in HOUSEHOLD_COLUMNS)
-    # in person_records' own order: a join's output order is the threads', and ties must not be
+    return con.sql(f"SELECT {columns}, l.person_id FROM {PERSON_RECORDS} r JOIN person_links l USING (record_key) ORDER BY {IN_RECORDS_ORDER}").pl()
+
+
+#: person_records' own order (source, file, row: `write_person_records` writes the table so), for a
+#: join of it (`r`) to come out in: a join's output order is the threads', and ties must not be.
+#: The row's place in the table is an integer; ordering by the three key columns took a second
+#: longer at 1.2M residents and now and then spilled past the memory cap (3 s became 11-17 s).
+IN_RECORDS_ORDER = "r.rowid"
+
+
+def linked_records(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """source, file, row, person_id, family_id, match_probability: every mention's person and
+    family, in person_records' order (the `linked_records.parquet` export)."""
     return con.sql(
-        f"SELECT {columns}, l.person_id FROM {PERSON_RECORDS} r JOIN person_links l USING (record_key) ORDER BY r.source, r.file, r.row"
+        f"""SELECT r.source, r.file, r.row, l.person_id, m.family_ref AS family_id, l.match_probability
+            FROM {PERSON_RECORDS} r JOIN person_links l USING (record_key) JOIN family_members m USING (person_id)
+            ORDER BY {IN_RECORDS_ORDER}"""
     ).pl()
 
 

@@ -47,6 +47,7 @@ from features.compute import indicator_sources, sources_mentions
 from features.calendar import shift_months, window_start
 from features.registry import Registry
 from linkage import form_families
+from linkage.families import family_records
 from linkage.gazetteer import household_records
 from models.metrics import Ranked, ranking_metrics, selected_share, wilson
 from models.score import score_families
@@ -85,7 +86,8 @@ class History:
 
     @classmethod
     def read(cls, con: duckdb.DuckDBPyConnection) -> History:
-        linked = household_records(con)
+        # prepared once for the months' family formation, not once a month
+        linked = family_records(household_records(con))
         # the outcome, from the council's own case records, linked to persons like any source
         cases = con.sql(f"{linked_rows('open_cases', 'pl.person_id, r.open_date, r.close_date')} WHERE r.service IN {STATUTORY_SERVICES}").pl()
         # sex as the partners state it, the most frequent across a person's mentions

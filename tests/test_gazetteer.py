@@ -8,7 +8,8 @@ import polars as pl
 
 from data_contracts import load_contract
 from ingestion.load import read_source, write_source
-from linkage.gazetteer import canonical_addresses, match_addresses
+from linkage.gazetteer import HOUSEHOLD_ADDRESSES, MATCH_COLUMNS, canonical_addresses, household_records, match_addresses
+from linkage.person_records import linked_person_records
 from linkage.standardise import address_key, flat_number, house_number, postcode_parts
 
 GAZETTEER = """UPRN,PARENT_UPRN,SAO,PAO,STREET,TOWN,POSTCODE
@@ -124,3 +125,16 @@ def test_without_a_gazetteer_a_line_sent_without_a_postcode_takes_the_one_proper
     read = canonical_addresses(_records(written), pl.DataFrame())
     assert list(read.select("postcode", "flat", "house_number").iter_rows())[1] == ("AL14 8QP", "3", "4")
     assert read["postcode"][4] is None
+
+
+def test_the_scorecard_forms_households_on_the_addresses_the_monthly_run_read(listed):
+    """The scorecard's months read the addresses family_members read (`household_addresses`, only
+    the records read at another address than sent) rather than matching every address again:
+    the same records as reading them again from the run's matches."""
+    con = duckdb.connect(str(listed / "warehouse.duckdb"), read_only=True)
+    sent = linked_person_records(con)
+    stored = con.sql(f"SELECT * FROM {HOUSEHOLD_ADDRESSES}").pl()
+    assert 0 < stored.height < sent.height / 10, "a few records are read at another address; most as sent"
+    assert stored["record_key"].is_unique().all()
+    matches = con.sql(f"SELECT {', '.join(MATCH_COLUMNS)} FROM address_matches").pl()
+    assert household_records(con).equals(canonical_addresses(sent, matches))

@@ -6,10 +6,10 @@ import polars as pl
 
 from linkage import ClusteredGroups, ComparedPairs, LinkageSettings, MentionsTable, form_families, link_persons
 from linkage.evaluate import LinkedPersons, group_link_rates, score_linked_records
-from linkage.gazetteer import ADDRESS_MATCHES, GAZETTEER_TABLE, MATCH_COLUMNS, household_records, match_person_addresses
+from linkage.gazetteer import ADDRESS_MATCHES, GAZETTEER_TABLE, HOUSEHOLD_ADDRESSES, MATCH_COLUMNS, household_addresses, match_person_addresses
 from data_contracts import load_contracts
 from ingestion.load import not_covered
-from linkage.person_records import PERSON_RECORDS, write_person_records
+from linkage.person_records import PERSON_RECORDS, linked_records, write_person_records
 from reports.linkage_report import linkage_report
 from pipelines.partitions import PARTITIONS
 from pipelines.resources import EarlyhelpSettings
@@ -109,13 +109,13 @@ def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
     with settings.warehouse() as con:
         previous = read_table(con, "family_members", "person_id, family_ref AS id")
         matching = match_person_addresses(con)
-        result = form_families(household_records(con, matching.matches), settings.reference_date, previous)
-        replace_tables(con, {"family_members": result.members, "families": result.families, ADDRESS_MATCHES: matching.matches.select(MATCH_COLUMNS)})
-        linked = con.sql(
-            f"""SELECT r.source, r.file, r.row, l.person_id, m.family_ref AS family_id, l.match_probability
-                FROM {PERSON_RECORDS} r JOIN person_links l USING (record_key) JOIN family_members m USING (person_id)
-                ORDER BY r.source, r.file, r.row"""
-        ).pl()
+        records, read = household_addresses(con, matching.matches)
+        result = form_families(records, settings.reference_date, previous)
+        replace_tables(con, {
+            "family_members": result.members, "families": result.families,
+            ADDRESS_MATCHES: matching.matches.select(MATCH_COLUMNS), HOUSEHOLD_ADDRESSES: read,
+        })
+        linked = linked_records(con)
     write_parquet_atomically(linked, settings.output / LINKED_RECORDS_FILE)
     context.log.info(f"family_members: {result.stats['households']:,} households, {result.stats['families']:,} families")
     return dg.MaterializeResult(metadata={**result.stats, **matching.stats, "linked_records": dg.MetadataValue.path(str(settings.output / LINKED_RECORDS_FILE))})
