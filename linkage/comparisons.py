@@ -252,7 +252,7 @@ BLOCKING_RULES = (
     block_on("nino", name="NINO"),
     BlockingRule("names swapped, same district", "l.forename = r.surname AND l.surname = r.forename AND l.postcode_district = r.postcode_district"),
     # one name swapped is two rules: joined on "l.forename = r.surname OR l.surname = r.forename",
-    # DuckDB paired every two profiles of a birth date and then filtered (3 s of 10 at 1.2M residents)
+    # DuckDB paired every two profiles of a birth date and then filtered (3 s of the 10 blocking took at 1.2M)
     BlockingRule("names swapped, same birth date (forename as surname)", "l.dob = r.dob AND l.forename = r.surname"),
     BlockingRule("names swapped, same birth date (surname as forename)", "l.dob = r.dob AND l.surname = r.forename"),
 )
