@@ -9,14 +9,13 @@ from linkage.evaluate import LinkedPersons, group_link_rates, score_linked_recor
 from linkage.gazetteer import ADDRESS_MATCHES, GAZETTEER_TABLE, HOUSEHOLD_ADDRESSES, MATCH_COLUMNS, household_addresses, match_person_addresses
 from data_contracts import load_contracts
 from ingestion.load import not_covered
-from linkage.person_records import PERSON_RECORDS, linked_records, write_person_records
+from linkage.person_records import PERSON_RECORDS, write_linked_records, write_person_records
 from reports.linkage_report import linkage_report
 from pipelines.partitions import PARTITIONS
 from pipelines.resources import EarlyhelpSettings
 from warehouse import (
     read_table,
     replace_tables,
-    write_parquet_atomically,
     write_text_atomically,
 )
 
@@ -115,8 +114,7 @@ def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
             "family_members": result.members, "families": result.families,
             ADDRESS_MATCHES: matching.matches.select(MATCH_COLUMNS), HOUSEHOLD_ADDRESSES: read,
         })
-        linked = linked_records(con)
-    write_parquet_atomically(linked, settings.output / LINKED_RECORDS_FILE)
+        write_linked_records(con, settings.output / LINKED_RECORDS_FILE)
     context.log.info(f"family_members: {result.stats['households']:,} households, {result.stats['families']:,} families")
     return dg.MaterializeResult(metadata={**result.stats, **matching.stats, "linked_records": dg.MetadataValue.path(str(settings.output / LINKED_RECORDS_FILE))})
 
