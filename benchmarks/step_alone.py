@@ -5,8 +5,10 @@
 
 benchmarks/step_memory.py gives each step the memory the run's one process held while it ran,
 which includes what earlier steps left with Polars' and DuckDB's allocators. This runs each
-step alone, as a run from nothing would (every file read again, every pair compared, the
-scorecard evaluated), in a fresh process on a copy of a finished cold run's output folder, and
+step alone as `earlyhelp run --read-every-file` does it (every mention made again, every pair
+compared, every group clustered, the scorecard evaluated; only the last run's person ids and
+family references are read, to carry them over), in a fresh process on a copy of a finished
+cold run's output folder, and
 reports its wall time, its own peak (ru_maxrss) and where the peak was (the innermost
 earlyhelp frame when the sampled resident memory was highest). A step that needs more than a
 memory target alone cannot be brought under it by running steps in processes of their own.
@@ -121,8 +123,9 @@ def main() -> None:
         lines = [
             f"Machine: {machine()}; {people:,} residents, month {args.month}, seed {args.seed}, {args.files} files; code at {_revision()}.",
             "",
-            "Each step alone in a fresh process, on a copy of a finished cold run's output, as from nothing (every file read,",
-            "every pair compared, the scorecard evaluated). Peak: the process's own (ru_maxrss); where: the innermost",
+            "Each step alone in a fresh process, on a copy of a finished cold run's output, as `--read-every-file` runs it",
+            "(every mention made, every pair compared, every group clustered, the scorecard evaluated; the last run's person",
+            "ids and family references are read, to carry over). Peak: the process's own (ru_maxrss); where: the innermost",
             "earlyhelp frame at the highest sampled reading.",
             "",
             "| step | seconds | peak (MiB) | where the peak was |",
