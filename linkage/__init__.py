@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 
@@ -37,6 +38,7 @@ def link_persons(
     decisions: pl.DataFrame | None = None,
     compared: ComparedPairs | None = None,
     groups: ClusteredGroups | None = None,
+    levels_to: Path | None = None,
 ) -> PersonLinkage:
     """records: person_records, as a frame or as the warehouse's table (`MentionsTable`: read here,
     and let go once profiles are made). previous_ids: (record_key, id) of the last run.
@@ -44,9 +46,10 @@ def link_persons(
     compared: the last run's `PersonLinkage.compared`: only pairs touching a profile new since
     then are compared again. groups: the last run's `PersonLinkage.groups`: a group of profiles
     given the clusterer exactly as then is not taken apart again. Either way the links are the
-    same as without them."""
+    same as without them. levels_to: a folder for the compared pairs' levels as Parquet
+    (`score_profiles`), so they are never held in Python."""
     settings = settings or LinkageSettings()
-    scored = score_profiles(records, settings, compared)
+    scored = score_profiles(records, settings, compared, levels_to)
     must, cannot = [], []
     if decisions is not None:
         # only the reviewed mentions' profiles: a dict of every mention took seconds at 1.2M residents

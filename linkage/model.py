@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -47,7 +48,7 @@ from linkage.comparisons import (
     term_value_sql,
 )
 from linkage.names import canonical_forename, nickname_pairs, phonetic
-from warehouse import scratch
+from warehouse import scratch, sql_literal
 
 #: Each comparison's level labels by code (0 the worst); -1 (not comparable) adds no evidence.
 COMPARISONS: dict[str, tuple[str, ...]] = {c.name: c.labels for c in COMPARISON_LIST}
@@ -168,7 +169,9 @@ class ComparedPairs:
     a profile new to it, and finds every candidate and level a run from nothing would."""
 
     profiles: pl.DataFrame  # digest (UInt64): every profile the run held
-    levels: pl.DataFrame  # digest_l, digest_r, one Int8 column per comparison
+    # digest_l, digest_r, one Int8 column per comparison; or a Parquet file of them, as the pipeline
+    # passes a county's (8.4M pairs at 1.2M residents) between the warehouse and the linkage
+    levels: pl.DataFrame | Path
 
     def __post_init__(self) -> None:
         self.profiles = self.profiles.select(pl.col("digest").cast(pl.UInt64))
@@ -193,7 +196,10 @@ def _compare_what_is_new(con: duckdb.DuckDBPyConnection, last: ComparedPairs) ->
     profiles it held, compared now for pairs touching a profile it did not; and temp table
     `candidates(l, r)`."""
     con.register("known_profiles", last.profiles)
-    con.register("known_levels", last.levels)
+    if isinstance(last.levels, Path):
+        con.execute(f"CREATE OR REPLACE TEMP VIEW known_levels AS SELECT * FROM read_parquet({sql_literal(str(last.levels))})")
+    else:
+        con.register("known_levels", last.levels)
     con.execute("CREATE OR REPLACE TEMP TABLE new_profiles AS SELECT p.* FROM profiles p ANTI JOIN known_profiles k USING (digest)")
     selects = [f"{rule.pairs_sql('new_profiles', 'profiles')} UNION {rule.pairs_sql('profiles', 'new_profiles')}" for rule in BLOCKING_RULES]
     con.execute("CREATE OR REPLACE TEMP TABLE new_candidates AS " + " UNION ".join(selects))
@@ -205,7 +211,10 @@ def _compare_what_is_new(con: duckdb.DuckDBPyConnection, last: ComparedPairs) ->
             SELECT l.pid AS l, r.pid AS r, {levels}, {", ".join(term_value_sql())}
             FROM known_levels k JOIN profiles l ON l.digest = k.digest_l JOIN profiles r ON r.digest = k.digest_r"""
     )
-    con.unregister("known_levels")
+    if isinstance(last.levels, Path):
+        con.execute("DROP VIEW known_levels")
+    else:
+        con.unregister("known_levels")
     con.execute("CREATE OR REPLACE TEMP TABLE candidates AS SELECT l, r FROM candidate_levels")
 
 
@@ -414,9 +423,13 @@ class ScoredPairs:
     compared: ComparedPairs | None = None  # for the next run
 
 
-def score_profiles(records: pl.DataFrame | MentionsTable, settings: LinkageSettings, last: ComparedPairs | None = None) -> ScoredPairs:
+def score_profiles(
+    records: pl.DataFrame | MentionsTable, settings: LinkageSettings, last: ComparedPairs | None = None, levels_to: Path | None = None,
+) -> ScoredPairs:
     """Profiles, candidate pairs, the fitted model and every candidate pair's score. With `last`
-    (the last run's `compared`), only pairs touching a profile new since then are compared."""
+    (the last run's `compared`), only pairs touching a profile new since then are compared.
+    levels_to: a folder where the pairs' levels for the next run are written as Parquet
+    (`compared.levels` is then that file), rather than returned as a frame."""
     profiles, mapping = build_profiles(records.read() if isinstance(records, MentionsTable) else records)
     con = scratch()
     try:
@@ -436,13 +449,14 @@ def score_profiles(records: pl.DataFrame | MentionsTable, settings: LinkageSetti
         pairs = score(con, model, profiles)
         digests = con.sql("SELECT pid, digest FROM profiles ORDER BY pid").pl()
         levels = ", ".join(f"c.{name}" for name in COMPARISONS)
-        compared = ComparedPairs(
-            profiles=digests.select("digest"),
-            levels=con.sql(
-                f"""SELECT l.digest AS digest_l, r.digest AS digest_r, {levels}
-                    FROM candidate_levels c JOIN profiles l ON l.pid = c.l JOIN profiles r ON r.pid = c.r"""
-            ).pl(),
-        )
+        kept = f"""SELECT l.digest AS digest_l, r.digest AS digest_r, {levels}
+                   FROM candidate_levels c JOIN profiles l ON l.pid = c.l JOIN profiles r ON r.pid = c.r"""
+        if levels_to is None:
+            kept_levels: pl.DataFrame | Path = con.sql(kept).pl()
+        else:
+            kept_levels = levels_to / "compared_levels.parquet"
+            con.execute(f"COPY ({kept}) TO {sql_literal(str(kept_levels))} (FORMAT parquet)")
+        compared = ComparedPairs(profiles=digests.select("digest"), levels=kept_levels)
         new_profiles = con.execute("SELECT count(*) FROM new_profiles").fetchall()[0][0] if reused else profiles.height
     finally:
         con.close()

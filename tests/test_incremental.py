@@ -199,6 +199,15 @@ def test_linkage_compares_only_pairs_touching_a_new_profile_and_links_as_from_no
     assert 0 < reusing.stats["profiles_compared_afresh"] < afresh.stats["profiles"] / 2
     assert afresh.stats["profiles_compared_afresh"] == afresh.stats["profiles"]
     assert 0 < reusing.stats["groups_taken_apart_afresh"] < afresh.stats["groups_taken_apart_afresh"]
+    # the pipeline's way: the levels handed on as Parquet files, never a frame, and the same links
+    (tmp_path / "last").mkdir()
+    (tmp_path / "this").mkdir()
+    on_disk = link_persons(_person_records(last_month, tmp_path / "last.duckdb"), levels_to=tmp_path / "last")
+    assert isinstance(on_disk.compared.levels, Path)
+    from_disk = link_persons(records, compared=on_disk.compared, groups=on_disk.groups, levels_to=tmp_path / "this")
+    assert from_disk.person_links.equals(afresh.person_links)
+    assert from_disk.stats == reusing.stats
+    assert pl.read_parquet(from_disk.compared.levels).sort(order).equals(afresh.compared.levels.sort(order))
     # comparisons changed since (here, in name): nothing the last run compared is taken
     monkeypatch.setattr(linkage.model, "_comparisons_version", lambda: "comparisons as they are after a change")
     changed = link_persons(records, compared=before.compared)

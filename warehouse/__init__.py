@@ -85,6 +85,17 @@ def bounded(con: duckdb.DuckDBPyConnection, spill: Path | None = None) -> duckdb
     return con
 
 
+@contextmanager
+def handoff_folder(warehouse: Path) -> Iterator[Path]:
+    """A private folder, removed afterwards, for a large table passed as Parquet between two DuckDB
+    connections (the warehouse's and the process's scratch database) rather than through Python,
+    where it would be held whole, twice while converted. Beside the warehouse, in its own spill
+    folder: on its disk, not in a runtime folder that may be memory."""
+    spill = private_folder(warehouse.parent / f"{warehouse.name}.tmp")
+    with tempfile.TemporaryDirectory(dir=spill, prefix="handoff-") as folder:
+        yield Path(folder)
+
+
 _SCRATCH: dict[int, duckdb.DuckDBPyConnection] = {}
 
 
@@ -326,10 +337,14 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         raise
 
 
-def replace_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pl.DataFrame]) -> None:
-    """Replace every named table, or none of them (a crash leaves the previous tables)."""
+def replace_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pl.DataFrame | Path]) -> None:
+    """Replace every named table, or none of them (a crash leaves the previous tables). A table
+    may be given as a Parquet file (`handoff_folder`), which DuckDB reads as it writes."""
     with transaction(con):
         for name, frame in tables.items():
+            if isinstance(frame, Path):
+                con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM read_parquet({sql_literal(str(frame))})')
+                continue
             con.register("_incoming", frame)
             con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _incoming')
             con.unregister("_incoming")

@@ -14,8 +14,10 @@ from reports.linkage_report import linkage_report
 from pipelines.partitions import PARTITIONS
 from pipelines.resources import EarlyhelpSettings
 from warehouse import (
+    handoff_folder,
     read_table,
     replace_tables,
+    sql_literal,
     write_text_atomically,
 )
 
@@ -68,15 +70,21 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
     are honoured; uncertain pairs left apart go to `review_queue`. Pairs of profiles the last run
     compared (`compared_pairs`) are not compared again, nor groups it took apart given the same
     (`clustered_groups`): the links are those of a run from nothing."""
-    with settings.warehouse() as con:
+    # the compared pairs' levels (8.4M rows at 1.2M residents) go from the warehouse to the linkage
+    # and back as Parquet in a private folder: profile digests and level codes, no names
+    with settings.warehouse() as con, handoff_folder(settings.warehouse_path) as handoff:
         previous = read_table(con, "person_links", "record_key, person_id AS id")
         decisions = read_table(con, "review_decisions")
         known = None if settings.read_every_file else read_table(con, COMPARED_PROFILES)
-        compared = ComparedPairs(known, read_table(con, COMPARED_PAIRS)) if known is not None else None
+        compared = None
+        if known is not None:
+            known_levels = handoff / "known_levels.parquet"
+            con.execute(f"COPY {COMPARED_PAIRS} TO {sql_literal(str(known_levels))} (FORMAT parquet)")
+            compared = ComparedPairs(known, known_levels)
         taken_apart = None if settings.read_every_file else read_table(con, CLUSTERED_GROUPS)
         result = link_persons(
             MentionsTable(con, PERSON_RECORDS), LinkageSettings(link_threshold=config.link_threshold, review_lower=config.review_lower), previous, decisions, compared,
-            ClusteredGroups(taken_apart) if taken_apart is not None else None,
+            ClusteredGroups(taken_apart) if taken_apart is not None else None, levels_to=handoff,
         )
         model = pl.DataFrame({"parameters": [str(result.model.summary())]})
         replace_tables(con, {
