@@ -248,3 +248,20 @@ def test_person_records_keep_unchanged_files_mentions_from_the_last_run(months, 
     assert reusing.filter(pl.col("role") == "KEPT").height > 0, "not vacuous: some mentions were kept, not made"
     assert reusing.filter(pl.col("role") != "KEPT").equals(afresh.filter(pl.col("file") != afresh["file"].max()))
     assert otherwise.equals(afresh) and every_file.equals(afresh)
+
+
+def test_a_handoff_folder_is_private_and_what_a_killed_run_left_is_removed(tmp_path):
+    """Pairs handed between the warehouse and the linkage as Parquet lie in a private folder beside
+    the warehouse, gone afterwards; one a killed run left behind is removed by the next."""
+    from warehouse import handoff_folder
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    left = tmp_path / "warehouse.duckdb.tmp" / "handoff-killed"
+    left.mkdir(parents=True)
+    (left / "known_levels.parquet").write_bytes(b"left by a killed run")
+    with handoff_folder(warehouse) as folder:
+        assert folder.parent == tmp_path / "warehouse.duckdb.tmp"
+        assert folder.stat().st_mode & 0o077 == 0 and folder.parent.stat().st_mode & 0o077 == 0
+        assert not left.exists()
+        (folder / "compared_levels.parquet").write_bytes(b"levels")
+    assert not folder.exists()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -92,6 +93,9 @@ def handoff_folder(warehouse: Path) -> Iterator[Path]:
     where it would be held whole, twice while converted. Beside the warehouse, in its own spill
     folder: on its disk, not in a runtime folder that may be memory."""
     spill = private_folder(warehouse.parent / f"{warehouse.name}.tmp")
+    # one run holds a warehouse at a time (RunLock): another's folder is a killed run's, left behind
+    for stale in spill.glob("handoff-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     with tempfile.TemporaryDirectory(dir=spill, prefix="handoff-") as folder:
         yield Path(folder)
 
