@@ -39,6 +39,14 @@ from features.calendar import previous_month  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def publish(name: str, command: str, lines: list[str]) -> None:
+    """Print a benchmark's figures and keep them as results/<name>, headed by the command that made them."""
+    text = "\n".join(lines)
+    print("\n" + text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / name).write_text(f"# `{command}`\n\n{text}\n")
+
+
 STEP_TIMES = """
 import json, sys
 from pathlib import Path
@@ -176,12 +184,9 @@ def main() -> None:
             before, after = stages[small].get(stage, 0.0), stages[large][stage]
             growth = f"{after / before:.1f}x" if before else "-"
             lines.append(f"| {stage} | {before:.1f} | {after:.1f} | {growth} | {monthly_stages[small].get(stage, 0.0):.1f} | {monthly_stages[large].get(stage, 0.0):.1f} |")
-    text = "\n".join(lines)
-    print("\n" + text)
-    RESULTS.mkdir(exist_ok=True)
     repeat = f" --repeat {args.repeat}" if args.repeat > 1 else ""
     files = "" if args.files == "yearly" else f" --files {args.files}"
-    (RESULTS / f"pipeline{files.replace(' --files ', '_')}.md").write_text(f"# `benchmarks/pipeline.py --people {' '.join(map(str, args.people))}{repeat}{files}`\n\n{text}\n")
+    publish(f"pipeline{files.replace(' --files ', '_')}.md", f"benchmarks/pipeline.py --people {' '.join(map(str, args.people))}{repeat}{files}", lines)
 
 
 def _show(title: str, seconds: float, peak: int, steps: dict[str, float]) -> None:

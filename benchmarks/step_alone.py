@@ -88,7 +88,7 @@ def _revision() -> str:
 
 def main() -> None:
     from common import CACHE, county_arguments  # noqa: F401 (county_arguments parses the shared options)
-    from pipeline import RESULTS, county, machine
+    from pipeline import county, machine, publish
 
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(*sys.argv[2:6])
@@ -132,11 +132,7 @@ def main() -> None:
             "| --- | ---: | ---: | --- |",
             *[f"| {step} | {f['seconds']:.1f} | {f['peak']:,} | `{f['where']}` |" for step, f in rows],
         ]
-        text = "\n".join(lines)
-        print("\n" + text)
-        RESULTS.mkdir(exist_ok=True)
-        command = f"benchmarks/step_alone.py --people {people} --files {args.files}"
-        (RESULTS / "step_alone.md").write_text(f"# `{command}`\n\n{text}\n")
+        publish("step_alone.md", f"benchmarks/step_alone.py --people {people} --files {args.files}", lines)
 
 
 if __name__ == "__main__":

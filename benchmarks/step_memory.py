@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from common import CACHE, county_arguments
-from pipeline import RESULTS, county, last_month, machine
+from pipeline import county, last_month, machine, publish
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from features.calendar import previous_month  # noqa: E402
@@ -114,12 +114,9 @@ def main() -> None:
             "| --- | ---: | ---: |",
             *[f"| {step} | {step_seconds:.1f} | {rss:,.0f} |" for step, step_seconds, rss in sorted(steps, key=lambda s: -s[2])],
         ]
-        text = "\n".join(lines)
-        print("\n" + text)
-        RESULTS.mkdir(exist_ok=True)
         suffix = "_monthly" if parser_args.monthly else ""
         command = f"benchmarks/step_memory.py --people {people} --files {parser_args.files}" + (" --monthly" if parser_args.monthly else "")
-        (RESULTS / f"step_memory{suffix}.md").write_text(f"# `{command}`\n\n{text}\n")
+        publish(f"step_memory{suffix}.md", command, lines)
 
 
 if __name__ == "__main__":
