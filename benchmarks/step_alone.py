@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -87,7 +86,7 @@ def _revision() -> str:
 
 
 def main() -> None:
-    from common import CACHE, county_arguments  # noqa: F401 (county_arguments parses the shared options)
+    from common import CACHE, county_arguments
     from pipeline import county, machine, publish
 
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
