@@ -102,7 +102,7 @@ def run_pipeline(
     from pipelines.definitions import ALL_ASSETS, ALL_CHECKS, monthly_run
     from pipelines.partitions import MONTHS, partition_key
     from pipelines.progress import WATCH_TAG, RunWatcher, previous_step_seconds
-    from pipelines.resources import EarlyhelpSettings
+    from pipelines.resources import EarlyhelpSettings, steps_apart_by_default
     from warehouse import RunLock, who_ran
 
     months = MONTHS.get_partition_keys()
@@ -115,7 +115,7 @@ def run_pipeline(
     settings = EarlyhelpSettings(
         landing_dir=str(landing.resolve()), output_dir=str(out.resolve()), month=month,
         registry_path=str(registry.resolve()) if registry else "", programme=programme,
-        today=os.environ.get("EARLYHELP_TODAY", ""), read_every_file=read_every_file,
+        today=os.environ.get("EARLYHELP_TODAY", ""), read_every_file=read_every_file, steps_apart=steps_apart_by_default(),
     )
     # the job the UI and the schedule know, with this run's settings
     job = dg.Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[monthly_run], resources={"settings": settings}).resolve_job_def(monthly_run.name)
@@ -166,6 +166,21 @@ def ingestion_summary(warehouse: Path) -> list[tuple]:
         ).fetchall()
 
 
+def _stopped() -> int:
+    _say(
+        "\nearlyhelp run: stopped (Ctrl-C). Every file already written is whole (outputs are replaced atomically) and "
+        "the warehouse keeps its last finished step; run the same command again to finish the month."
+    )
+    return 130
+
+
+def _interrupted(result) -> bool:
+    """Whether the run ended because it was interrupted (Ctrl-C) rather than because a step failed."""
+    return not result.success and any(
+        e.event_type_value == "PIPELINE_FAILURE" and "interrupted" in (e.message or "") for e in result.all_events
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from warehouse import WarehouseBusy
 
@@ -198,11 +213,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         _say(f"earlyhelp run: {exc}")
         return 3
     except KeyboardInterrupt:
-        _say(
-            "\nearlyhelp run: stopped (Ctrl-C). Every file already written is whole (outputs are replaced atomically) and "
-            "the warehouse keeps its last finished step; run the same command again to finish the month."
-        )
-        return 130
+        return _stopped()
+    if _interrupted(result):
+        # Dagster catches Ctrl-C inside a step and ends the run as failed
+        return _stopped()
     warehouse = out / "warehouse.duckdb"
     print(f"\nRun {result.run_id} ({result.job_def.name}) {'succeeded' if result.success else 'FAILED'} in {time.perf_counter() - began:.1f}s")
     print(f"Dagster's log of the run: {log_path}")

@@ -38,6 +38,10 @@ class EarlyhelpSettings(dg.ConfigurableResource):
     # read and check every landing file again, not only those new since the last run, and compare
     # every pair of profiles again, not only those touching a profile new since then
     read_every_file: bool = False
+    # heavy steps run in child processes, so the run's process does not carry one step's memory
+    # into the next (pipelines/apart.py); False: every step in the run's own process; None: by the
+    # size of the landing folder's extracts (pipelines.apart.APART_FROM_BYTES)
+    steps_apart: bool | None = None
     # Supporting Families money moved into the Children and Families Grant (April 2025) with no
     # payment by results: outcomes are reported against the framework, and claims only where a
     # council says it still makes them
@@ -71,6 +75,7 @@ class EarlyhelpSettings(dg.ConfigurableResource):
     _partition_month: str | None = PrivateAttr(default=None)
     _authority: Authority | None = PrivateAttr(default=None)
     _lock: RunLock | None = PrivateAttr(default=None)
+    _apart: bool = PrivateAttr(default=False)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # a run of one monthly partition (schedule, sensor, backfill, `earlyhelp run`) is for that
@@ -85,11 +90,25 @@ class EarlyhelpSettings(dg.ConfigurableResource):
         # one run at a time on a warehouse, however it was started: a second waits, then refuses
         if run is not None:
             self._lock = RunLock(self.output, run.run_id).acquire()
+        from pipelines.apart import start_children, steps_apart_for
+
+        self._apart = self.steps_apart if self.steps_apart is not None else steps_apart_for(self.landing, self.contracts())
+        if self._apart:
+            start_children()
+        if context.log is not None:
+            how = "in child processes of their own" if self._apart else "in the run's own process"
+            why = "as configured" if self.steps_apart is not None else "by the size of the landing folder's extracts"
+            context.log.info(f"heavy steps run {how}, {why}")
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+    @property
+    def runs_steps_apart(self) -> bool:
+        """Whether this run's heavy steps run in child processes (decided as the run starts)."""
+        return self._apart
 
     @property
     def reference_month(self) -> str:
@@ -136,4 +155,11 @@ def default_settings() -> EarlyhelpSettings:
         today=os.environ.get("EARLYHELP_TODAY", ""),
         delete_expired_landing=os.environ.get("EARLYHELP_DELETE_EXPIRED_LANDING", "") == "1",
         payment_claims=os.environ.get("EARLYHELP_PAYMENT_CLAIMS", "") == "1",
+        steps_apart=steps_apart_by_default(),
     )
+
+
+def steps_apart_by_default() -> bool | None:
+    """EARLYHELP_STEPS_APART: 1, heavy steps in child processes; 0, every step in the run's own
+    process; unset, by the size of the landing folder's extracts."""
+    return {"1": True, "0": False}.get(os.environ.get("EARLYHELP_STEPS_APART", ""))

@@ -17,7 +17,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from pipelines.cli import run_pipeline
+from pipelines.cli import instance_for, run_pipeline
 from pipelines.definitions import defs
 from tests.conftest import MONTH, REPO
 
@@ -181,6 +181,27 @@ def test_rerun_gives_identical_tables(village_run, village):
     assert set(after) == set(before)
     for table, frame in before.items():
         assert after[table].equals(frame), table
+
+
+def test_steps_run_apart_leave_every_table_and_pack_as_steps_in_the_runs_process(village_run, village, tmp_path, monkeypatch):
+    """A council's county runs its heavy steps in child processes (pipelines/apart.py); the village,
+    told to, gets the same warehouse and the same packs as its run in one process."""
+    _, out = village_run
+    monkeypatch.setenv("EARLYHELP_STEPS_APART", "1")
+    apart = tmp_path / "apart"
+    result = run_pipeline(village, MONTH, apart)
+    assert result.success
+    with instance_for(apart) as instance:
+        logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert "heavy steps run in child processes of their own, as configured" in logged
+    before, after = warehouse_snapshot(out / "warehouse.duckdb"), warehouse_snapshot(apart / "warehouse.duckdb")
+    assert set(after) == set(before) and len(before) > 30
+    for table, frame in before.items():
+        assert after[table].equals(frame), table
+    packs = sorted(p.relative_to(out) for p in (out / "packs" / MONTH).glob("*.csv"))
+    assert packs and packs == sorted(p.relative_to(apart) for p in (apart / "packs" / MONTH).glob("*.csv"))
+    for pack in packs:
+        assert (apart / pack).read_bytes() == (out / pack).read_bytes(), pack
 
 
 def test_subject_access_finds_every_row_linked_to_the_person(village_run, village, tmp_path):

@@ -6,6 +6,7 @@ import polars as pl
 
 from data_contracts import Contract, load_contracts
 from ingestion.load import previous_load, read_source, write_source
+from pipelines.apart import apart
 from pipelines.partitions import PARTITIONS
 from pipelines.resources import EarlyhelpSettings
 from reports.partner_quality import partner_quality, write_partner_reports
@@ -26,6 +27,7 @@ def _raw_asset(contract: Contract) -> dg.AssetsDefinition:
         ),
         metadata={"contract": dg.MetadataValue.path(str(contract.path)), "natural_key": ", ".join(contract.natural_key)},
     )
+    @apart(key=contract.source)
     def raw_table(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
         today = settings.run_date
         # the council's own contract for this extract (on a deployment, its authority's)

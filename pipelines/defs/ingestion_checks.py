@@ -11,6 +11,7 @@ import dagster as dg
 
 from data_contracts import Contract, load_contracts
 from expectations import ContractValidator, frame_for_validation, latest_result, validation_inputs, write_offline_index
+from pipelines.apart import apart
 from pipelines.resources import EarlyhelpSettings
 from warehouse import table_digest
 
@@ -43,6 +44,7 @@ def _checks_for(contract: Contract) -> list[dg.AssetChecksDefinition]:
     must_arrive = not contract.may_be_empty
 
     @dg.asset_check(asset=asset, name=MEETS_CONTRACT, blocking=True, description=f"The loaded table passes the Great Expectations suite generated from {contract.path.name}.")
+    @apart(key=contract.source)
     def meets_contract(context: dg.AssetCheckExecutionContext, settings: EarlyhelpSettings) -> dg.AssetCheckResult:
         council_contract = settings.contracts()[contract.source]
         project = settings.output / "great_expectations"

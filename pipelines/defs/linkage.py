@@ -11,6 +11,7 @@ from data_contracts import load_contracts
 from ingestion.load import not_covered
 from linkage.person_records import PERSON_RECORDS, write_linked_records, write_person_records
 from reports.linkage_report import linkage_report
+from pipelines.apart import apart
 from pipelines.partitions import PARTITIONS
 from pipelines.resources import EarlyhelpSettings
 from warehouse import (
@@ -46,6 +47,7 @@ class LinkageConfig(dg.Config):
     kinds={"duckdb", "polars"},
     deps=[dg.AssetKey(c.raw_table) for c in load_contracts().values() if c.holds_people],
 )
+@apart
 def person_records(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """One row per person mention across all sources, standardised (names, dates, sex,
     postcode, address) with provenance (source, file, row) and the event attributes
@@ -64,6 +66,7 @@ def person_records(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
 
 
 @dg.asset(partitions_def=PARTITIONS, group_name=LINKAGE, kinds={"duckdb", "polars"}, deps=[dg.AssetKey(PERSON_RECORDS)])
+@apart
 def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Every mention linked to a person (Fellegi-Sunter, EM-estimated, constrained clustering).
     Person ids carry over from the previous run; reviewers' decisions in `review_decisions`
@@ -107,6 +110,7 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
 
 
 @dg.asset(partitions_def=PARTITIONS, group_name=LINKAGE, kinds={"duckdb", "polars"}, deps=["person_links", GAZETTEER_TABLE])
+@apart
 def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Households as of the reference month, from current address, stated relationships and
     recency; a household with a dependent child is a family. Where the council sends its address
@@ -128,6 +132,7 @@ def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
 
 
 @dg.asset(partitions_def=PARTITIONS, group_name="evaluation", kinds={"polars"}, deps=["family_members"])
+@apart
 def linkage_quality(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Pairwise precision, recall and F1 of persons and families against `truth.csv`, when the
     landing folder is a synthetic county that has one (figures only, never personal data)."""

@@ -6,6 +6,7 @@ import dagster as dg
 
 from models.lists import ListSettings, monthly_lists
 from models.needs_analysis import needs_analysis as build_needs_analysis
+from pipelines.apart import apart
 from pipelines.partitions import PARTITIONS
 from pipelines.resources import EarlyhelpSettings
 from reports.needs_analysis import write_needs_analysis
@@ -24,6 +25,7 @@ class ListConfig(dg.Config):
 
 
 @dg.asset(partitions_def=PARTITIONS, group_name=LISTS, kinds={"duckdb", "html"}, deps=["family_scores", "scorecard_model"])
+@apart
 def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """One list per locality for the reference month: eligible families ranked, with members,
     needs, score and reasons, and flags; packs (HTML, XLSX, CSV) and a summary under
@@ -75,6 +77,7 @@ def locality_lists(context: dg.AssetExecutionContext, config: ListConfig, settin
 
 
 @dg.asset(partitions_def=PARTITIONS, group_name=LISTS, kinds={"duckdb", "html"}, deps=["locality_lists"])
+@apart
 def needs_analysis(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """The partnership's needs analysis, with no personal data and every count under 5
     suppressed (with secondary suppression): families and children with each need by locality

@@ -12,6 +12,7 @@ from features.calendar import previous_month
 from reports import markdown_page
 from models.score import ScoreSettings, score_families
 from models.scorecard import MODEL_SCORES, NotEnoughOutcomes, evaluate, evaluation_key, model_card, predict
+from pipelines.apart import apart
 from pipelines.partitions import PARTITIONS
 from pipelines.resources import EarlyhelpSettings
 from warehouse import (
@@ -32,6 +33,7 @@ MAX_PREVALENCE = 0.25
 
 
 @dg.asset(partitions_def=PARTITIONS, group_name=SCORING, kinds={"duckdb", "polars"}, deps=["family_members"])
+@apart
 def indicators(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Every indicator of the registry for every person and family as of the reference month,
     with its evidence: the source rows (source, file, row), dates and values behind each hit."""
@@ -59,6 +61,7 @@ def indicators(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -
 
 
 @dg.asset(partitions_def=PARTITIONS, group_name=SCORING, kinds={"duckdb", "polars"}, deps=["indicators"])
+@apart
 def family_scores(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """The transparent score of every family: points per indicator capped per source, the
     headline needs met, eligibility under the programme rule, a band, the top reasons in plain
@@ -154,6 +157,7 @@ STORED_EVALUATION = "scorecard_evaluation"
 
 
 @dg.asset(partitions_def=PARTITIONS, group_name=SCORING, kinds={"scikitlearn"}, deps=["family_scores"])
+@apart
 def scorecard_model(context: dg.AssetExecutionContext, config: ScorecardConfig, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """The scorecard model tested by rolling origin (training outcome windows closed before each
     test month) against the transparent score and the headline count at the meetings' list
