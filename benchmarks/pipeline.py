@@ -8,7 +8,8 @@ For each size it generates a county (cached under benchmarks/cache/ by size,
 seed and month), times the floor (DuckDB reading every landing CSV into tables, in a fresh
 process), runs `earlyhelp run` on it in a fresh process (the same entry point a user runs),
 and prints each Dagster step's wall time, the run's wall
-time and the peak resident memory of the run process. Then the monthly run: the previous
+time and the peak memory of the run: the run's process and every process it starts (the
+steps it runs apart, the packs' workers), their resident memory summed five times a second. Then the monthly run: the previous
 month is run into a second output folder on a landing folder without each source's latest
 file (hard links, no copy), and the month itself on every file after it, timed as the cold
 run is. The county's files are yearly by default; with `--files monthly` they are a file a
@@ -31,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import CACHE, county_arguments
+from common import CACHE, county_arguments, measured
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from features.calendar import previous_month  # noqa: E402
@@ -123,11 +124,10 @@ def _timed_run(landing: Path, month: str, out: Path) -> tuple[float, int, dict[s
 
 
 def _child(args: list[str]) -> int:
-    """Run an earlyhelp command in a child process; return that process's peak RSS in MiB."""
-    child = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], stdout=subprocess.DEVNULL)
-    _, _, usage = os.wait4(child.pid, 0)  # this child's own peak, not the maximum over all children
-    child.returncode = 0
-    return usage.ru_maxrss // 1024
+    """Run an earlyhelp command in a child process; return the peak memory in MiB of it and every
+    process it started (its steps' and packs' processes): their summed RSS, sampled."""
+    _, _, tree = measured([sys.executable, "-m", "pipelines.cli", *args], stdout=subprocess.DEVNULL)
+    return round(tree)
 
 
 def main() -> None:
@@ -166,6 +166,7 @@ def main() -> None:
         monthly_stages[people] = _stages(_median_steps([s for _, _, s in monthly[people]]))
     lines = [
         f"Machine: {machine()}; month {args.month}, seed {args.seed}, {args.files} files; "
+        + "peak memory: the run's process and every process it started, summed (RSS, sampled five times a second); "
         + (f"times are medians of {args.repeat} runs of each size, interleaved; peak memory is the highest." if args.repeat > 1 else "one run of each size."),
         "",
         "| residents | generate (s) | generate peak (MiB) | cold run (s) | cold peak (MiB) | monthly run (s) | monthly peak (MiB) | cold ingest steps (s) | cold GX suites (s) | floor: DuckDB reads the CSVs (s) | floor peak (MiB) | cold / floor |",

@@ -4,17 +4,17 @@
     .venv/bin/python benchmarks/step_memory.py --people 1200000 --files monthly --monthly   # the month after
 
 Runs `earlyhelp run` on a cached county (benchmarks/pipeline.py's, generated if missing) in a
-fresh process, reads that process's resident memory (VmRSS) five times a second, and gives
+fresh process, reads the memory of that process and every process it starts (the steps it runs
+apart, the packs' workers; their resident memory summed) five times a second, and gives
 each step the highest reading between the previous step's completion and its own, as the
 run's progress lines report them. With --monthly, last month is run first (every source
 without its latest file) and the month is measured on top of it, as benchmarks/pipeline.py
 does. Prints the steps by their peak and writes benchmarks/results/step_memory[_monthly].md.
 
-A step's figure is what the process held while it ran, including what earlier steps left
-allocated (neither Polars' allocator nor DuckDB's hands freed memory back at once), so the
-order of the steps matters; a sampled peak can miss a spike shorter than 0.2 s, so the run's
-own peak (ru_maxrss, as benchmarks/pipeline.py reports it) is printed beside it. The packs'
-worker processes are not counted.
+A step's figure is what the run held while it ran, including what earlier steps run in the
+run's own process left allocated (neither Polars' allocator nor DuckDB's hands freed memory back
+at once), so the order of the steps matters; a sampled peak can miss a spike shorter than 0.2 s.
+The run's own process's peak (ru_maxrss) is printed beside it.
 """
 
 from __future__ import annotations
@@ -28,22 +28,13 @@ import threading
 import time
 from pathlib import Path
 
-from common import CACHE, county_arguments
+from common import CACHE, county_arguments, tree_memory_mib
 from pipeline import county, last_month, machine, publish
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from features.calendar import previous_month  # noqa: E402
 
 PROGRESS = re.compile(r"\[\s*\d+/\d+\]\s+(\S+)\s+(?:done|FAILED|skipped)\s+([\d.]+)s")
-
-
-def _rss_mib(pid: int) -> float:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    found = re.search(r"VmRSS:\s+(\d+)", status)
-    return int(found.group(1)) / 1024 if found else 0.0
 
 
 def sampled_run(landing: Path, month: str, out: Path) -> tuple[float, int, list[tuple[str, float, float]]]:
@@ -74,7 +65,7 @@ def sampled_run(landing: Path, month: str, out: Path) -> tuple[float, int, list[
     waiter.start()
     samples: list[tuple[float, float]] = []
     while waiter.is_alive():
-        samples.append((time.perf_counter() - began, _rss_mib(child.pid)))
+        samples.append((time.perf_counter() - began, tree_memory_mib(child.pid)))
         time.sleep(0.2)
     child.returncode = ended["code"]
     reader.join(timeout=5)
@@ -108,9 +99,9 @@ def main() -> None:
         lines = [
             f"Machine: {machine()}; {people:,} residents, month {parser_args.month}, seed {parser_args.seed}, {parser_args.files} files; {kind}.",
             "",
-            f"Run: {seconds:.1f} s, peak {peak:,} MiB (the process's own); each step's sampled peak below, highest first.",
+            f"Run: {seconds:.1f} s; the run's own process peaked at {peak:,} MiB (ru_maxrss); each step's sampled peak of the run's process and all it started (RSS summed) below, highest first.",
             "",
-            "| step | seconds | sampled peak (MiB) |",
+            "| step | seconds | sampled peak, whole run (MiB) |",
             "| --- | ---: | ---: |",
             *[f"| {step} | {step_seconds:.1f} | {rss:,.0f} |" for step, step_seconds, rss in sorted(steps, key=lambda s: -s[2])],
         ]
