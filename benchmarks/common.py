@@ -1,9 +1,14 @@
-"""What the benchmarks share: the cache of generated counties, and their command line."""
+"""What the benchmarks share: the cache of generated counties, their command line, and a run measured with its memory."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 CACHE = Path(__file__).resolve().parent / "cache"
@@ -59,16 +64,30 @@ def tree_memory_mib(pid: int) -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def measured(command: list[str], every: float = 0.2, **popen) -> tuple[float, int, float]:
-    """Run a command; return (wall seconds, its own peak RSS in MiB, the sampled peak of its whole
-    process tree's summed RSS in MiB). A spike shorter than `every` seconds can be missed by the sample."""
-    import os
-    import subprocess
-    import threading
-    import time
+@dataclass
+class Measured:
+    seconds: float
+    own_peak: int  # MiB: the command's own process (ru_maxrss)
+    tree_peak: float  # MiB: the sampled peak of it and all its descendants, summed
+    samples: list[tuple[float, float]]  # (seconds since the start, the tree's MiB)
 
+
+def measured(command: list[str], every: float = 0.2, on_line: Callable[[float, str], None] | None = None, **popen) -> Measured:
+    """Run a command, sampling the memory of its whole process tree every `every` seconds (a spike
+    shorter than that can be missed). on_line: called with (seconds since the start, line) for
+    each line the command writes, stdout and stderr together."""
     began = time.perf_counter()
+    if on_line is not None:
+        popen.update(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     child = subprocess.Popen(command, **popen)
+    reader = None
+    if on_line is not None:
+        def read() -> None:
+            for line in child.stdout:
+                on_line(time.perf_counter() - began, line)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
     ended: dict = {}
 
     def wait() -> None:
@@ -78,12 +97,15 @@ def measured(command: list[str], every: float = 0.2, **popen) -> tuple[float, in
 
     waiter = threading.Thread(target=wait, daemon=True)
     waiter.start()
-    tree = 0.0
+    samples: list[tuple[float, float]] = []
     while waiter.is_alive():
-        tree = max(tree, tree_memory_mib(child.pid))
+        samples.append((time.perf_counter() - began, tree_memory_mib(child.pid)))
         time.sleep(every)
     waiter.join()
+    if reader is not None:
+        reader.join(timeout=5)
     child.returncode = ended["code"]
     if child.returncode:
         raise subprocess.CalledProcessError(child.returncode, command)
-    return time.perf_counter() - began, ended["usage"].ru_maxrss // 1024, tree
+    tree = max((mib for _, mib in samples), default=0.0)
+    return Measured(time.perf_counter() - began, ended["usage"].ru_maxrss // 1024, tree, samples)

@@ -126,8 +126,7 @@ def _timed_run(landing: Path, month: str, out: Path) -> tuple[float, int, dict[s
 def _child(args: list[str]) -> int:
     """Run an earlyhelp command in a child process; return the peak memory in MiB of it and every
     process it started (its steps' and packs' processes): their summed RSS, sampled."""
-    _, _, tree = measured([sys.executable, "-m", "pipelines.cli", *args], stdout=subprocess.DEVNULL)
-    return round(tree)
+    return round(measured([sys.executable, "-m", "pipelines.cli", *args], stdout=subprocess.DEVNULL).tree_peak)
 
 
 def main() -> None:

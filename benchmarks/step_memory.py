@@ -19,16 +19,13 @@ The run's own process's peak (ru_maxrss) is printed beside it.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
-from common import CACHE, county_arguments, tree_memory_mib
+from common import CACHE, county_arguments, measured
 from pipeline import county, last_month, machine, publish
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,48 +35,26 @@ PROGRESS = re.compile(r"\[\s*\d+/\d+\]\s+(\S+)\s+(?:done|FAILED|skipped)\s+([\d.
 
 
 def sampled_run(landing: Path, month: str, out: Path) -> tuple[float, int, list[tuple[str, float, float]]]:
-    """(wall seconds, the process's own peak in MiB, [(step, seconds, sampled peak MiB)] in completion order)."""
-    began = time.perf_counter()
-    child = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(landing), "--month", month, "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-    )
+    """(wall seconds, the run process's own peak in MiB, [(step, seconds, sampled peak MiB)] in completion order)."""
     completions: list[tuple[float, str, float]] = []
 
-    def read() -> None:
-        for line in child.stdout:
-            found = PROGRESS.search(line)
-            if found:
-                completions.append((time.perf_counter() - began, found.group(1), float(found.group(2))))
+    def completed(at: float, line: str) -> None:
+        found = PROGRESS.search(line)
+        if found:
+            completions.append((at, found.group(1), float(found.group(2))))
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    ended: dict = {}
-
-    def wait() -> None:
-        # wait4 reaps the child with its own resource usage: its peak, not the most of any child's
-        _, status, usage = os.wait4(child.pid, 0)
-        ended.update(code=os.waitstatus_to_exitcode(status), usage=usage)
-
-    waiter = threading.Thread(target=wait, daemon=True)
-    waiter.start()
-    samples: list[tuple[float, float]] = []
-    while waiter.is_alive():
-        samples.append((time.perf_counter() - began, tree_memory_mib(child.pid)))
-        time.sleep(0.2)
-    child.returncode = ended["code"]
-    reader.join(timeout=5)
-    seconds = time.perf_counter() - began
-    if child.returncode:
-        raise SystemExit(f"earlyhelp run failed ({child.returncode}); its log is under {out}/logs")
+    try:
+        run = measured([sys.executable, "-m", "pipelines.cli", "run", "--landing", str(landing), "--month", month, "--out", str(out)], on_line=completed)
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(f"earlyhelp run failed ({exc.returncode}); its log is under {out}/logs") from None
     steps, since = [], 0.0
     for at, step, step_seconds in completions:
-        within = [rss for t, rss in samples if since <= t <= at]
+        within = [mib for t, mib in run.samples if since <= t <= at]
         # a step shorter than the sampling interval: the reading nearest its completion
-        nearest = min(samples, key=lambda sample: abs(sample[0] - at))[1] if samples else 0.0
+        nearest = min(run.samples, key=lambda sample: abs(sample[0] - at))[1] if run.samples else 0.0
         steps.append((step, step_seconds, max(within) if within else nearest))
         since = at
-    return seconds, ended["usage"].ru_maxrss // 1024, steps
+    return run.seconds, run.own_peak, steps
 
 
 def main() -> None:
