@@ -15,9 +15,12 @@ CACHE = Path(__file__).resolve().parent / "cache"
 
 
 def county_arguments(
-    description: str, sizes: list[int], splink_blocking: bool = False, repeat: bool = False, files: bool = False, monthly: bool = False
+    description: str, sizes: list[int], splink_blocking: bool = False, repeat: bool = False, files: bool = False, monthly: bool = False,
+    steps_apart: bool = False,
 ) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if steps_apart:
+        parser.add_argument("--steps-apart", action="store_true", help="runs with their heavy steps in child processes (earlyhelp run --steps-apart)")
     if repeat:
         parser.add_argument("--repeat", type=int, default=1, help="runs of each size, interleaved; medians are reported")
     if splink_blocking:

@@ -15,7 +15,9 @@ file (hard links, no copy), and the month itself on every file after it, timed a
 run is. The county's files are yearly by default; with `--files monthly` they are a file a
 month, as partners send them, so the monthly run's increment is one month (yearly files make it
 a year's file). Monthly results go to benchmarks/results/pipeline_monthly.md. Then Markdown tables: the sizes side by side, and each stage's growth from the
-second-largest size to the largest, cold and monthly. With --repeat N each size runs N times, the sizes interleaved so that the
+second-largest size to the largest, cold and monthly. With --steps-apart every run has its heavy
+steps in child processes (`earlyhelp run --steps-apart`), results in
+benchmarks/results/pipeline[_monthly]_steps_apart.md. With --repeat N each size runs N times, the sizes interleaved so that the
 machine's noise falls on both alike, and every figure is the median of the N runs.
 The tables are also written to benchmarks/results/pipeline.md with the machine
 they ran on.
@@ -130,7 +132,9 @@ def _child(args: list[str]) -> int:
 
 
 def main() -> None:
-    args = county_arguments(__doc__, [20_000, 200_000, 1_200_000], repeat=True, files=True)
+    args = county_arguments(__doc__, [20_000, 200_000, 1_200_000], repeat=True, files=True, steps_apart=True)
+    if args.steps_apart:
+        os.environ["EARLYHELP_STEPS_APART"] = "1"  # every run below, last month's included
     landings = {people: county(people, args.seed, args.month, args.files) for people in args.people}
     runs: dict[int, list[tuple[float, int, dict[str, float]]]] = {people: [] for people in args.people}
     floors: dict[int, list[tuple[float, int]]] = {people: [] for people in args.people}
@@ -186,7 +190,9 @@ def main() -> None:
             lines.append(f"| {stage} | {before:.1f} | {after:.1f} | {growth} | {monthly_stages[small].get(stage, 0.0):.1f} | {monthly_stages[large].get(stage, 0.0):.1f} |")
     repeat = f" --repeat {args.repeat}" if args.repeat > 1 else ""
     files = "" if args.files == "yearly" else f" --files {args.files}"
-    publish(f"pipeline{files.replace(' --files ', '_')}.md", f"benchmarks/pipeline.py --people {' '.join(map(str, args.people))}{repeat}{files}", lines)
+    apart = " --steps-apart" if args.steps_apart else ""
+    name = f"pipeline{files.replace(' --files ', '_')}{apart.replace(' --steps-apart', '_steps_apart')}.md"
+    publish(name, f"benchmarks/pipeline.py --people {' '.join(map(str, args.people))}{repeat}{files}{apart}", lines)
 
 
 def _show(title: str, seconds: float, peak: int, steps: dict[str, float]) -> None:

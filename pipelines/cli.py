@@ -102,7 +102,7 @@ def run_pipeline(
     from pipelines.definitions import ALL_ASSETS, ALL_CHECKS, monthly_run
     from pipelines.partitions import MONTHS, partition_key
     from pipelines.progress import WATCH_TAG, RunWatcher, previous_step_seconds
-    from pipelines.resources import EarlyhelpSettings, steps_apart_by_default
+    from pipelines.resources import EarlyhelpSettings, steps_apart_from_environment
     from warehouse import RunLock, who_ran
 
     months = MONTHS.get_partition_keys()
@@ -115,7 +115,7 @@ def run_pipeline(
     settings = EarlyhelpSettings(
         landing_dir=str(landing.resolve()), output_dir=str(out.resolve()), month=month,
         registry_path=str(registry.resolve()) if registry else "", programme=programme,
-        today=os.environ.get("EARLYHELP_TODAY", ""), read_every_file=read_every_file, steps_apart=steps_apart_by_default(),
+        today=os.environ.get("EARLYHELP_TODAY", ""), read_every_file=read_every_file, steps_apart=steps_apart_from_environment(),
     )
     # the job the UI and the schedule know, with this run's settings
     job = dg.Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[monthly_run], resources={"settings": settings}).resolve_job_def(monthly_run.name)
@@ -183,6 +183,10 @@ def _interrupted(result) -> bool:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from warehouse import WarehouseBusy
+    from pipelines.resources import STEPS_APART_ENV
+
+    if args.steps_apart:
+        os.environ[STEPS_APART_ENV] = "1"  # read by the run's settings, and by a deployment's runs of each authority
 
     if args.authorities:
         return cmd_run_deployment(args) if len(args.authority) != 1 else _run_one_authority(args)
@@ -546,6 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--read-every-file", action="store_true",
                      help="read and check every landing file again, and compare every pair of profiles again (by default a file the last run "
                           "loaded, unchanged, is taken from the warehouse, and so are the pairs of profiles it compared)")
+    run.add_argument("--steps-apart", action="store_true",
+                     help="run the heavy steps in child processes of their own: the run needs its largest step's memory rather than what "
+                          "every step before it left, and takes longer (EARLYHELP_STEPS_APART=1 does the same)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                      help="the level of Dagster's log shown with -v (default INFO)")
     run.set_defaults(func=cmd_run)

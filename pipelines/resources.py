@@ -39,9 +39,8 @@ class EarlyhelpSettings(dg.ConfigurableResource):
     # every pair of profiles again, not only those touching a profile new since then
     read_every_file: bool = False
     # heavy steps run in child processes, so the run's process does not carry one step's memory
-    # into the next (pipelines/apart.py); False: every step in the run's own process; None: by the
-    # size of the landing folder's extracts (pipelines.apart.APART_FROM_BYTES)
-    steps_apart: bool | None = None
+    # into the next (pipelines/apart.py): less memory, more time; off by default
+    steps_apart: bool = False
     # Supporting Families money moved into the Children and Families Grant (April 2025) with no
     # payment by results: outcomes are reported against the framework, and claims only where a
     # council says it still makes them
@@ -90,15 +89,13 @@ class EarlyhelpSettings(dg.ConfigurableResource):
         # one run at a time on a warehouse, however it was started: a second waits, then refuses
         if run is not None:
             self._lock = RunLock(self.output, run.run_id).acquire()
-        from pipelines.apart import start_children, steps_apart_for
-
-        self._apart = self.steps_apart if self.steps_apart is not None else steps_apart_for(self.landing, self.contracts())
+        self._apart = self.steps_apart
         if self._apart:
+            from pipelines.apart import start_children
+
             start_children()
         if context.log is not None:
-            how = "in child processes of their own" if self._apart else "in the run's own process"
-            why = "as configured" if self.steps_apart is not None else "by the size of the landing folder's extracts"
-            context.log.info(f"heavy steps run {how}, {why}")
+            context.log.info("heavy steps run in child processes of their own" if self._apart else "every step runs in the run's own process")
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._lock is not None:
@@ -155,11 +152,13 @@ def default_settings() -> EarlyhelpSettings:
         today=os.environ.get("EARLYHELP_TODAY", ""),
         delete_expired_landing=os.environ.get("EARLYHELP_DELETE_EXPIRED_LANDING", "") == "1",
         payment_claims=os.environ.get("EARLYHELP_PAYMENT_CLAIMS", "") == "1",
-        steps_apart=steps_apart_by_default(),
+        steps_apart=steps_apart_from_environment(),
     )
 
 
-def steps_apart_by_default() -> bool | None:
-    """EARLYHELP_STEPS_APART: 1, heavy steps in child processes; 0, every step in the run's own
-    process; unset, by the size of the landing folder's extracts."""
-    return {"1": True, "0": False}.get(os.environ.get("EARLYHELP_STEPS_APART", ""))
+#: Set to 1, heavy steps run in child processes of their own (`earlyhelp run --steps-apart`).
+STEPS_APART_ENV = "EARLYHELP_STEPS_APART"
+
+
+def steps_apart_from_environment() -> bool:
+    return os.environ.get(STEPS_APART_ENV, "") == "1"

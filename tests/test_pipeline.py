@@ -184,8 +184,8 @@ def test_rerun_gives_identical_tables(village_run, village):
 
 
 def test_steps_run_apart_leave_every_table_and_pack_as_steps_in_the_runs_process(village_run, village, tmp_path, monkeypatch):
-    """A council's county runs its heavy steps in child processes (pipelines/apart.py); the village,
-    told to, gets the same warehouse and the same packs as its run in one process."""
+    """Heavy steps run in child processes when asked (pipelines/apart.py): the village gets the same
+    warehouse and the same packs as its run in one process."""
     _, out = village_run
     monkeypatch.setenv("EARLYHELP_STEPS_APART", "1")
     apart = tmp_path / "apart"
@@ -193,7 +193,7 @@ def test_steps_run_apart_leave_every_table_and_pack_as_steps_in_the_runs_process
     assert result.success
     with instance_for(apart) as instance:
         logged = [entry.user_message for entry in instance.all_logs(result.run_id)]
-    assert "heavy steps run in child processes of their own, as configured" in logged
+    assert "heavy steps run in child processes of their own" in logged
     before, after = warehouse_snapshot(out / "warehouse.duckdb"), warehouse_snapshot(apart / "warehouse.duckdb")
     assert set(after) == set(before) and len(before) > 30
     for table, frame in before.items():
