@@ -181,7 +181,7 @@ def apart(body: Callable | None = None, *, key: str = "") -> Callable:
             with ProcessPoolExecutor(1, mp_context=_forkserver(), max_tasks_per_child=1) as pool:
                 outcome = pool.submit(_run_in_child, call).result()
         except BrokenProcessPool:
-            raise StepProcessLost(f"the process running this step ended without a result (killed, or out of memory?); nothing it wrote was committed unless its log says so") from None
+            raise StepProcessLost("the process running this step ended without a result (killed, or out of memory?): the tables it was replacing keep their last whole state") from None
         for level, message in outcome.log:
             getattr(context.log, level)(message)
         if outcome.error is not None:
