@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import dagster as dg
 import pytest
@@ -38,6 +39,12 @@ def checked_in_a_child(context: dg.AssetCheckExecutionContext, settings: Earlyhe
 def refused_in_a_child(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> None:
     context.log.info("read the file before refusing it")
     raise ValueError("school_attendance/2026-09.csv row 3, column ATTENDANCE_PCT: not a number")
+
+
+@dg.asset
+@apart
+def killed_in_a_child(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)  # as the kernel does to a process out of memory
 
 
 def _settings(tmp_path, apart_: bool) -> EarlyhelpSettings:
@@ -76,3 +83,11 @@ def test_an_error_in_a_child_fails_the_step_with_its_message_and_the_childs_log(
         assert raised.cause.cls_name == "ChildTraceback" and 'raise ValueError("school_attendance' in raised.cause.message
         logs = [entry.user_message for entry in instance.all_logs(result.run_id)]
         assert "read the file before refusing it" in logs
+
+
+def test_a_child_killed_mid_step_fails_the_step_saying_so(tmp_path):
+    result = dg.materialize([killed_in_a_child], resources={"settings": _settings(tmp_path, True)}, raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    raised = failure.step_failure_data.error.cause
+    assert raised.cls_name == "StepProcessLost" and "ended without a result" in raised.message
