@@ -174,7 +174,7 @@ def apart(body: Callable | None = None, *, key: str = "") -> Callable:
     @functools.wraps(body)
     def step(context, **arguments):
         settings = next((v for v in arguments.values() if isinstance(v, EarlyhelpSettings)), None)
-        if settings is None or not settings.runs_steps_apart:
+        if settings is None or not settings.steps_apart:
             return body(context, **arguments)
         call = _Call(key, context.run.run_id, dict(os.environ), os.getcwd(), {n: _carried(v) for n, v in arguments.items()})
         try:

@@ -74,7 +74,6 @@ class EarlyhelpSettings(dg.ConfigurableResource):
     _partition_month: str | None = PrivateAttr(default=None)
     _authority: Authority | None = PrivateAttr(default=None)
     _lock: RunLock | None = PrivateAttr(default=None)
-    _apart: bool = PrivateAttr(default=False)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # a run of one monthly partition (schedule, sensor, backfill, `earlyhelp run`) is for that
@@ -89,23 +88,17 @@ class EarlyhelpSettings(dg.ConfigurableResource):
         # one run at a time on a warehouse, however it was started: a second waits, then refuses
         if run is not None:
             self._lock = RunLock(self.output, run.run_id).acquire()
-        self._apart = self.steps_apart
-        if self._apart:
+        if self.steps_apart:
             from pipelines.apart import start_children
 
             start_children()
         if context.log is not None:
-            context.log.info("heavy steps run in child processes of their own" if self._apart else "every step runs in the run's own process")
+            context.log.info("heavy steps run in child processes of their own" if self.steps_apart else "every step runs in the run's own process")
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-
-    @property
-    def runs_steps_apart(self) -> bool:
-        """Whether this run's heavy steps run in child processes (decided as the run starts)."""
-        return self._apart
 
     @property
     def reference_month(self) -> str:
