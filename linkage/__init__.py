@@ -34,14 +34,15 @@ class PersonLinkage:
 def link_persons(
     records: pl.DataFrame | MentionsTable,
     settings: LinkageSettings | None = None,
-    previous_ids: pl.DataFrame | None = None,
+    previous_ids: pl.DataFrame | pl.LazyFrame | None = None,
     decisions: pl.DataFrame | None = None,
     compared: ComparedPairs | None = None,
     groups: ClusteredGroups | None = None,
     levels_to: Path | None = None,
 ) -> PersonLinkage:
-    """records: person_records, as a frame or as the warehouse's table (`MentionsTable`: read here,
-    and let go once profiles are made). previous_ids: (record_key, id) of the last run.
+    """records: person_records, as a frame or as the warehouse's table (`MentionsTable`: profiles are
+    made where it is, never read whole into Python). previous_ids: (record_key, id) of the last run (lazy: read only
+    while ids are assigned).
     decisions: clerical review (record_key_l, record_key_r, decision MATCH/NON_MATCH).
     compared: the last run's `PersonLinkage.compared`: only pairs touching a profile new since
     then are compared again. groups: the last run's `PersonLinkage.groups`: a group of profiles
@@ -63,7 +64,8 @@ def link_persons(
         birth_dates=settings.refuse_conflicting_birth_dates, twins=settings.refuse_twins,
         identifiers=settings.refuse_conflicting_identifiers, last=groups,
     )
-    records_clusters = scored.mapping.join(clusters, on="pid")
+    # in the mapping's order, record_key's, as person_links is written
+    records_clusters = scored.mapping.join(clusters, on="pid", maintain_order="left")
     assignment = assign_stable_ids(records_clusters, "record_key", "cluster", previous_ids, prefix="P", width=8)
     # a record's match probability: the strongest link holding its profile in its person
     # (the four columns read below, not every level: at 1.2M residents the pairs are 8 million rows)
@@ -71,16 +73,16 @@ def link_persons(
     pairs = pairs.join(clusters.rename({"pid": "l", "cluster": "cl"}), on="l").join(clusters.rename({"pid": "r", "cluster": "cr"}), on="r")
     within = pairs.filter(pl.col("cl") == pl.col("cr"))
     strongest = pl.concat([within.select(pl.col("l").alias("pid"), "match_probability"), within.select(pl.col("r").alias("pid"), "match_probability")]).group_by("pid").agg(pl.col("match_probability").max())
+    del within
     mentions = scored.profiles.select("pid", "mentions")
     links = (
-        records_clusters.join(assignment.ids.rename({"id": "person_id"}), on="record_key")
-        .join(strongest, on="pid", how="left")
-        .join(mentions, on="pid")
-        .with_columns(
-            pl.when(pl.col("match_probability").is_null() & (pl.col("mentions") > 1)).then(1.0).otherwise(pl.col("match_probability")).alias("match_probability")
+        records_clusters.join(assignment.of_cluster.rename({"id": "person_id"}), on="cluster", maintain_order="left")
+        .join(strongest, on="pid", how="left", maintain_order="left")
+        .join(mentions, on="pid", maintain_order="left")
+        .select(
+            "record_key", "person_id",
+            pl.when(pl.col("match_probability").is_null() & (pl.col("mentions") > 1)).then(1.0).otherwise(pl.col("match_probability")).alias("match_probability"),
         )
-        .select("record_key", "person_id", "match_probability")
-        .sort("record_key")
     )
     # pairs in the uncertain band that clustering left apart go to a reviewer
     band = pairs.filter(

@@ -365,9 +365,10 @@ def table_digest(con: duckdb.DuckDBPyConnection, name: str) -> str:
     return f"duckdb {duckdb.__version__}; {columns}; {rows} rows; {total}"
 
 
-def read_table(con: duckdb.DuckDBPyConnection, name: str, columns: str = "*") -> pl.DataFrame | None:
-    """A table as a frame, or None when it does not exist yet (the first run)."""
-    return con.sql(f'SELECT {columns} FROM "{name}"').pl() if table_exists(con, name) else None
+def read_table(con: duckdb.DuckDBPyConnection, name: str, columns: str = "*", lazy: bool = False) -> pl.DataFrame | pl.LazyFrame | None:
+    """A table as a frame, or None when it does not exist yet (the first run). `lazy`: read from
+    `con` when collected, so the caller holds it only while it is used."""
+    return con.sql(f'SELECT {columns} FROM "{name}"').pl(lazy=lazy) if table_exists(con, name) else None
 
 
 def write_atomically(path: Path, write) -> None:

@@ -76,7 +76,7 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
     # the compared pairs' levels (8.4M rows at 1.2M residents) go from the warehouse to the linkage
     # and back as Parquet in a private folder: profile digests and level codes, no names
     with settings.warehouse() as con, handoff_folder(settings.warehouse_path) as handoff:
-        previous = read_table(con, "person_links", "record_key, person_id AS id")
+        previous = read_table(con, "person_links", "record_key, person_id AS id", lazy=True)
         decisions = read_table(con, "review_decisions")
         known = None if settings.read_every_file else read_table(con, COMPARED_PROFILES)
         compared = None
