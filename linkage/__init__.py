@@ -131,7 +131,7 @@ class Families:
     stats: dict = field(default_factory=dict)
 
 
-def form_families(linked: pl.DataFrame, reference: dt.date, previous_refs: pl.DataFrame | None = None) -> Families:
+def form_families(linked: pl.DataFrame, reference: dt.date, previous_refs: pl.DataFrame | pl.LazyFrame | None = None) -> Families:
     """Households and families as of `reference`, with family references stable across runs.
     linked: person_records with `person_id` (`linked_person_records`)."""
     members, households = form_households(linked, reference)

@@ -118,10 +118,12 @@ def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
     households form on the property. Also writes `families` and the `linked_records.parquet`
     export (source, file, row, person_id, family_id, match_probability)."""
     with settings.warehouse() as con:
-        previous = read_table(con, "family_members", "person_id, family_ref AS id")
+        previous = read_table(con, "family_members", "person_id, family_ref AS id", lazy=True)
         matching = match_person_addresses(con)
         records, read = household_addresses(con, matching.matches)
         result = form_families(records, settings.reference_date, previous)
+        # let go before the tables and the export are written: a county's mentions (1.5 GB at 1.2M residents)
+        del records
         replace_tables(con, {
             "family_members": result.members, "families": result.families,
             ADDRESS_MATCHES: matching.matches.select(MATCH_COLUMNS), HOUSEHOLD_ADDRESSES: read,
