@@ -131,7 +131,7 @@ def _profile_fields_sql(table: str) -> str:
 def build_profiles(records: pl.DataFrame | MentionsTable) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(profiles with pid and blocking keys, record_key -> pid in record_key order).
 
-    In DuckDB, over the warehouse's table where the records are one: a county's 3.7M mentions
+    In DuckDB, over the warehouse's table when the records are one: a county's 3.7M mentions
     never come into Polars, where every text value costs 16 bytes beside its characters and the
     grouping held 2.7 GB more than its result at 1.2M residents (DuckDB's is bounded, and spills)."""
     if isinstance(records, MentionsTable):

@@ -280,3 +280,43 @@ def test_the_family_ceiling_places_only_those_no_record_places(tmp_path):
     # c joins a and b (3 true pairs of 3 found); d, placed by an address, stays where the rules put it
     assert now["recall"] == pytest.approx(1 / 3) and ceiling["recall"] == 1.0
     assert ceiling["predicted_pairs"] == 6 and ceiling["precision"] == pytest.approx(3 / 6)
+
+
+def test_profiles_are_the_same_made_from_a_frame_or_where_the_warehouse_holds_the_mentions(tmp_path):
+    import duckdb
+
+    from linkage.comparisons import PROFILE_FIELDS
+    from linkage.model import DERIVED_FIELDS, MentionsTable, build_profiles
+
+    def mention(key, forename, surname, dob=None, age=None, address="FLAT 2 14 MILL LANE", event=D(2026, 3, 1)):
+        return {"record_key": key, "forename": forename, "preferred_forename": None, "surname": surname, "dob": dob, "sex": "F",
+                "postcode": "AB1 2CD", "postcode_sector": "AB1 2", "postcode_district": "AB1", "address": address, "house_number": "14",
+                "nhs_number": None, "upn": None, "nino": None, "event_date": event, "age_stated": age}
+
+    frame = pl.DataFrame([
+        mention("school:b.csv:2", "AMY", "STONE", D(2014, 5, 1)),
+        mention("school:a.csv:1", "AMY", "STONE", D(2014, 5, 1)),  # the same description: one profile of two mentions
+        mention("police:c.csv:7", "ZOE", "ÅBERG", age=40, address="9 HIGH STREET"),  # a birth year from a stated age
+        mention("ae:d.csv:3", "AMY", "STONE", D(2014, 5, 1), address=None),
+    ], schema_overrides={"dob": pl.Date, "event_date": pl.Date, "age_stated": pl.Int64})
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.register("frame", frame)
+    con.execute("CREATE TABLE person_records AS SELECT * FROM frame")
+
+    from_frame = build_profiles(frame)
+    where_held = build_profiles(MentionsTable(con, "person_records"))
+    assert from_frame[0].equals(where_held[0]) and from_frame[1].equals(where_held[1])
+    profiles, mapping = where_held
+    assert profiles.columns == ["pid", *PROFILE_FIELDS, "mentions", "forename_canonical", "surname_phonetic"]
+    assert set(DERIVED_FIELDS) <= set(profiles.columns)
+    assert mapping["record_key"].to_list() == sorted(frame["record_key"]), "in record_key order"
+    assert profiles["pid"].to_list() == [0, 1, 2]
+    by_key = dict(mapping.iter_rows())
+    assert by_key["school:a.csv:1"] == by_key["school:b.csv:2"] != by_key["ae:d.csv:3"]
+    amy = profiles.filter(pl.col("pid") == by_key["school:a.csv:1"]).row(0, named=True)
+    assert (amy["mentions"], amy["birth_year"], amy["street"]) == (2, 2014, "MILL LANE")
+    zoe = profiles.filter(pl.col("surname") == "ÅBERG").row(0, named=True)
+    assert (zoe["birth_year"], zoe["street"], zoe["dob"]) == (1986, "HIGH STREET", None)
+    # numbered in the order of the profiles' keys: every field as text, a missing one as "~"
+    keys = profiles.select(pl.concat_str([pl.col(f).cast(pl.String).fill_null("~") for f in PROFILE_FIELDS], separator="|"))
+    assert keys.to_series().is_sorted()
