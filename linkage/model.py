@@ -121,11 +121,11 @@ class MentionsTable:
 _PROFILE_KEY_SQL = "concat_ws('|', " + ", ".join(f"coalesce(CAST(\"{f}\" AS VARCHAR), '~')" for f in PROFILE_FIELDS) + ")"
 
 
-def _profile_fields_sql(table: str) -> str:
+def _profile_fields_sql(table: str, row: str) -> str:
     """The mentions of `table` as profile fields (a birth year from a stated age, the street from
-    the address) with their record_key and profile_key."""
+    the address), each with its place in the table (`row`: a column giving it) as _row."""
     fields = ", ".join(f'{DERIVED_FIELDS[f]} AS "{f}"' if f in DERIVED_FIELDS else f'"{f}"' for f in PROFILE_FIELDS)
-    return f'SELECT *, {_PROFILE_KEY_SQL} AS profile_key FROM (SELECT record_key, {fields} FROM "{table}")'
+    return f'SELECT {row} AS _row, record_key, {fields} FROM "{table}"'
 
 
 def build_profiles(records: pl.DataFrame | MentionsTable) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -133,22 +133,27 @@ def build_profiles(records: pl.DataFrame | MentionsTable) -> tuple[pl.DataFrame,
 
     In DuckDB, over the warehouse's table when the records are one: a county's 3.7M mentions
     never come into Polars, where every text value costs 16 bytes beside its characters and the
-    grouping held 2.7 GB more than its result at 1.2M residents (DuckDB's is bounded, and spills)."""
+    grouping held 2.7 GB more than its result at 1.2M residents (DuckDB's is bounded). The
+    mentions are grouped by their key alone, each profile's fields read from its first mention
+    after: grouping with every field spilled past the 1 GB bound and took twice as long."""
     if isinstance(records, MentionsTable):
-        con, table, own = records.con, records.table, False
+        con, table, row, own = records.con, records.table, "rowid", False
     else:
-        con, table, own = scratch(), "profile_mentions", True
-        con.register(table, records)
-    fields = ", ".join(f'"{f}"' for f in PROFILE_FIELDS)
+        con, table, row, own = scratch(), "profile_mentions", "_row", True
+        con.register(table, records.with_row_index("_row"))
+    described = f"SELECT *, {_PROFILE_KEY_SQL} AS profile_key FROM ({_profile_fields_sql(table, row)})"
+    fields = ", ".join(f'd."{f}"' for f in PROFILE_FIELDS)
     try:
+        # in the key's order, so a profile's place in the table is its pid
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE profile_keys AS
-            SELECT CAST(row_number() OVER (ORDER BY profile_key) - 1 AS BIGINT) AS pid, *
-            FROM (SELECT profile_key, {", ".join(f'first("{f}") AS "{f}"' for f in PROFILE_FIELDS)}, CAST(count(*) AS UINTEGER) AS mentions
-                  FROM ({_profile_fields_sql(table)}) GROUP BY profile_key)
+            SELECT profile_key, min(_row) AS first_row, CAST(count(*) AS UINTEGER) AS mentions
+            FROM ({described}) GROUP BY profile_key ORDER BY profile_key
         """)
-        profiles = con.sql(f"SELECT pid, {fields}, mentions FROM profile_keys ORDER BY pid").pl()
-        mapping = con.sql(f"SELECT m.record_key, k.pid FROM ({_profile_fields_sql(table)}) m JOIN profile_keys k USING (profile_key) ORDER BY m.record_key").pl()
+        profiles = con.sql(f"""SELECT CAST(k.rowid AS BIGINT) AS pid, {fields}, k.mentions
+                               FROM profile_keys k JOIN ({_profile_fields_sql(table, row)}) d ON d._row = k.first_row ORDER BY pid""").pl()
+        mapping = con.sql(f"""SELECT m.record_key, CAST(k.rowid AS BIGINT) AS pid
+                              FROM ({described}) m JOIN profile_keys k USING (profile_key) ORDER BY m.record_key""").pl()
     finally:
         con.execute("DROP TABLE IF EXISTS profile_keys")
         if own:
