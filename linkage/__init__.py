@@ -40,9 +40,9 @@ def link_persons(
     groups: ClusteredGroups | None = None,
     levels_to: Path | None = None,
 ) -> PersonLinkage:
-    """records: person_records, as a frame or as the warehouse's table (`MentionsTable`: profiles are
-    made where it is, never read whole into Python). previous_ids: (record_key, id) of the last run (lazy: read only
-    while ids are assigned).
+    """records: person_records, as a frame or as the warehouse's table (`MentionsTable`: profiles
+    are made where it is, never read whole into Python). previous_ids: (record_key, id) of the last
+    run (lazy: read only while ids are assigned).
     decisions: clerical review (record_key_l, record_key_r, decision MATCH/NON_MATCH).
     compared: the last run's `PersonLinkage.compared`: only pairs touching a profile new since
     then are compared again. groups: the last run's `PersonLinkage.groups`: a group of profiles
