@@ -25,7 +25,7 @@ from linkage.comparisons import COMPARISONS_BY_NAME, PROFILE_FIELDS
 from linkage.model import build_profiles, compare
 from linkage.standardise import name_key, postcode_parts
 from reports.packs import pack_slug
-from warehouse import linked_rows, scratch, sql_literal, table_exists
+from warehouse import linked_rows, register, scratch, sql_literal, table_exists
 
 #: Candidates at or above this probability are listed for the officer to confirm.
 CANDIDATE_PROBABILITY = 0.5
@@ -81,8 +81,8 @@ def find_candidates(
     request = _request_profile(forename, surname, dob, postcode)
     scratchpad = scratch()
     try:
-        scratchpad.register("profiles", pl.concat([request, profiles.select(request.columns)]))
-        scratchpad.register("pairs", profiles.select(pl.lit(-1, pl.Int64).alias("l"), pl.col("pid").alias("r")))
+        register(scratchpad, "profiles", pl.concat([request, profiles.select(request.columns)]))
+        register(scratchpad, "pairs", profiles.select(pl.lit(-1, pl.Int64).alias("l"), pl.col("pid").alias("r")))
         levels = compare(scratchpad, "pairs")
     finally:
         scratchpad.close()
@@ -108,7 +108,7 @@ def find_subject(con: duckdb.DuckDBPyConnection, contracts: dict[str, Contract],
     """Everything held about the persons the officer confirmed (person references from
     `find_candidates`); `surname` and `dob` look for quarantined rows that may be theirs."""
     sur = _key(surname)
-    con.register("_subject", pl.DataFrame({"person_id": persons}, schema={"person_id": pl.String}))
+    register(con, "_subject", pl.DataFrame({"person_id": persons}, schema={"person_id": pl.String}))
     try:
         rows = {}
         for contract in contracts.values():

@@ -42,7 +42,7 @@ from ingestion.readers import column as file_column
 from ingestion.readers import normalise_header, read_extract
 from ingestion.validate import typed_expr, validate_rows
 from ingestion.validate import IN_FUTURE
-from warehouse import EXPIRED_KEYS, LANDED_FILES, LEDGER_TABLES, QUARANTINE, SET_ASIDE_FIELDS, ensure_tables, read_table, scratch, table_exists, transaction
+from warehouse import EXPIRED_KEYS, LANDED_FILES, LEDGER_TABLES, QUARANTINE, SET_ASIDE_FIELDS, ensure_tables, read_table, register, scratch, table_exists, transaction
 
 FILE = "_file"
 SHA = "_sha256"
@@ -442,7 +442,7 @@ def _past_retention(contract: Contract, typed: pl.DataFrame, cutoff: dt.date) ->
     expression = contract.custom.get("retentionDate") or contract.custom["eventDate"]
     con = scratch()
     try:
-        con.register("raw", typed)
+        register(con, "raw", typed)
         return con.sql(f"SELECT coalesce(({expression}) < DATE '{cutoff}', false) AS expired FROM raw").pl()["expired"]
     finally:
         con.close()
@@ -466,7 +466,7 @@ def key_digests(rows: pl.DataFrame, contract: Contract) -> pl.DataFrame:
     keyed = rows.select(FILE, ROW, _natural_key(contract))
     con = scratch()
     try:
-        con.register("keyed", keyed)
+        register(con, "keyed", keyed)
         return con.sql(f'SELECT "{FILE}", "{ROW}", sha256("{KEY}") AS key_sha256 FROM keyed').pl()
     finally:
         con.close()
@@ -532,12 +532,12 @@ def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: Sou
     superseded = result.superseded.select(pl.lit(contract.source).alias("source"), FILE, ROW, "replaced_by_file", "replaced_by_row")
     try:
         with transaction(con):
-            con.register("_raw", result.raw)
-            con.register("_quarantine", result.quarantine)
-            con.register("_files", files)
-            con.register("_superseded", superseded)
-            con.register("_set_aside", result.set_aside)
-            con.register("_expired_keys", result.expired_keys)
+            register(con, "_raw", result.raw)
+            register(con, "_quarantine", result.quarantine)
+            register(con, "_files", files)
+            register(con, "_superseded", superseded)
+            register(con, "_set_aside", result.set_aside)
+            register(con, "_expired_keys", result.expired_keys)
             con.execute(f'CREATE OR REPLACE TABLE "{contract.raw_table}" AS SELECT * FROM _raw')
             con.execute("DELETE FROM quarantine WHERE source = ?", [contract.source])
             con.execute("INSERT INTO quarantine SELECT source, _file, _sha256, _row, \"column\", reason, record FROM _quarantine")

@@ -23,7 +23,7 @@ from data_contracts import Column, Contract
 from ingestion.identifiers import COLUMN_CHECKS
 from ingestion.readers import REPLACEMENT_CHAR, ROW
 from rules import looks_like_formula_expr
-from warehouse import scratch
+from warehouse import register, scratch
 
 #: Longest text value accepted in any column; longer cells are quarantined.
 MAX_TEXT_LENGTH = 500
@@ -168,7 +168,7 @@ def _row_rule_problems(typed: pl.DataFrame, contract: Contract) -> pl.DataFrame:
         return problems[0]
     con = scratch()
     try:
-        con.register("extract_rows", typed)
+        register(con, "extract_rows", typed)
         for rule in contract.row_rules:
             failing = con.sql(f"SELECT {ROW} FROM extract_rows WHERE NOT coalesce(({rule.predicate}), TRUE)").pl()
             problems.append(

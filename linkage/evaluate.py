@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import polars as pl
 
 from rules import LINKAGE_AGE_BANDS, age_band
-from warehouse import linked_mentions, scratch, sql_literal
+from warehouse import linked_mentions, register, scratch, sql_literal
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def pairwise_score(frame: pl.DataFrame, predicted: str, truth: str, level: str) 
     """frame: one row per record with a predicted and a true cluster id."""
     con = scratch()
     try:
-        con.register("scored", frame)
+        register(con, "scored", frame)
         return _score(con, "scored", predicted, truth, level)
     finally:
         con.close()
@@ -88,7 +88,7 @@ def family_ceiling(linked_path, truth_path, placements: pl.DataFrame) -> dict:
     shortfall is read as the records' limit rather than the linker's."""
     con = scratch()
     try:
-        con.register("placements", placements.select("person_id", "placed_by"))
+        register(con, "placements", placements.select("person_id", "placed_by"))
         con.execute(
             """CREATE TEMP TABLE scored AS
                SELECT l.person_id, l.family_id, t.family_id AS true_family, p.placed_by IN $unplaceable AS unplaceable

@@ -48,7 +48,7 @@ from linkage.comparisons import (
     term_value_sql,
 )
 from linkage.names import canonical_forename, nickname_pairs, phonetic
-from warehouse import scratch, sql_literal
+from warehouse import register, scratch, sql_literal
 
 #: Each comparison's level labels by code (0 the worst); -1 (not comparable) adds no evidence.
 COMPARISONS: dict[str, tuple[str, ...]] = {c.name: c.labels for c in COMPARISON_LIST}
@@ -140,7 +140,7 @@ def build_profiles(records: pl.DataFrame | MentionsTable) -> tuple[pl.DataFrame,
         con, table, row, own = records.con, records.table, "rowid", False
     else:
         con, table, row, own = scratch(), "profile_mentions", "_row", True
-        con.register(table, records.with_row_index("_row"))
+        register(con, table, records.with_row_index("_row"))
     described = f"SELECT *, {_PROFILE_KEY_SQL} AS profile_key FROM ({_profile_fields_sql(table, row)})"
     fields = ", ".join(f'd."{f}"' for f in PROFILE_FIELDS)
     try:
@@ -213,11 +213,11 @@ def _compare_what_is_new(con: duckdb.DuckDBPyConnection, last: ComparedPairs) ->
     """Temp table `candidate_levels`: every candidate pair's levels, the last run's for pairs of
     profiles it held, compared now for pairs touching a profile it did not; and temp table
     `candidates(l, r)`."""
-    con.register("known_profiles", last.profiles)
+    register(con, "known_profiles", last.profiles)
     if isinstance(last.levels, Path):
         con.execute(f"CREATE OR REPLACE TEMP VIEW known_levels AS SELECT * FROM read_parquet({sql_literal(str(last.levels))})")
     else:
-        con.register("known_levels", last.levels)
+        register(con, "known_levels", last.levels)
     con.execute("CREATE OR REPLACE TEMP TABLE new_profiles AS SELECT p.* FROM profiles p ANTI JOIN known_profiles k USING (digest)")
     selects = [f"{rule.pairs_sql('new_profiles', 'profiles')} UNION {rule.pairs_sql('profiles', 'new_profiles')}" for rule in BLOCKING_RULES]
     con.execute("CREATE OR REPLACE TEMP TABLE new_candidates AS " + " UNION ".join(selects))
@@ -255,7 +255,7 @@ def compare_into(con: duckdb.DuckDBPyConnection, pairs_table: str, target: str) 
     """Temp table `target`: comparison levels for every pair in `pairs_table(l, r)`, then the values
     whose frequency adjusts an exact match. Kept in DuckDB: a county's millions of candidate pairs
     are estimated and scored there, never copied out whole."""
-    con.register("nicknames", nickname_pairs())
+    register(con, "nicknames", nickname_pairs())
     items = [f"CAST({c.level_sql()} AS {LEVEL_TYPE}) AS {c.name}" for c in COMPARISON_LIST] + term_value_sql()
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE {target} AS
@@ -411,7 +411,7 @@ def score(con: duckdb.DuckDBPyConnection, model: FittedModel, profiles: pl.DataF
     for name in model.tf_fields:
         exact = len(COMPARISONS[name]) - 1
         parameters.update({f"u_{name}": float(model.u[name][exact]), "floor": TF_FLOOR, "low": TF_ADJUSTMENT_BITS[0], "high": TF_ADJUSTMENT_BITS[1]})
-        con.register(f"tf_{name}", term_frequencies(profiles, name))
+        register(con, f"tf_{name}", term_frequencies(profiles, name))
         joins.append(f"LEFT JOIN tf_{name} ON tf_{name}.value = c.tf_{name}_value")
         ratio = f"$u_{name} / least(greatest(tf_{name}.tf, $floor), $one)"
         # ln(x) / ln(2), not log2: the arithmetic of the Polars scoring this replaced, so weights repeat bit for bit
@@ -451,7 +451,7 @@ def score_profiles(
     profiles, mapping = build_profiles(records)
     con = scratch()
     try:
-        con.register("profiles_frame", profiles)
+        register(con, "profiles_frame", profiles)
         con.execute(f"CREATE TEMP TABLE profiles AS SELECT *, {_digest_sql(profiles.drop('pid', 'mentions').columns)} AS digest FROM profiles_frame")
         reused = _reusable(con, last)
         if reused:

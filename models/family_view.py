@@ -20,7 +20,7 @@ import polars as pl
 from data_contracts import Contract, load_contracts
 from features.registry import Registry
 from features.calendar import window_start
-from warehouse import linked_mentions, linked_rows, read_table, table_exists
+from warehouse import linked_mentions, linked_rows, read_table, register, table_exists
 
 #: How far back the chronology and the agencies that know the family look, besides every event
 #: behind the family's indicators.
@@ -51,7 +51,7 @@ def family_view(
     since = window_start(reference, CHRONOLOGY_MONTHS)
     listed = members.select("family_ref", "person_id", pl.col("name").alias("member"))
     # only the listed people's mentions leave DuckDB (a few thousand families of a county's million people)
-    con.register("_listed_people", listed.select("person_id"))
+    register(con, "_listed_people", listed.select("person_id"))
     try:
         mentions = con.sql(
             f"{linked_mentions('pr.record_key, pr.source, pr.file, pr.row, pr.event_date, pr.role, pl.person_id')} "
@@ -93,7 +93,7 @@ def _known_to(con: duckdb.DuckDBPyConnection, events: pl.DataFrame, listed: pl.D
     if table_exists(con, "raw_school_attendance"):
         # the schools of the last 12 months' termly records, by name: who to call
         terms = recent.filter(pl.col("source") == "school_attendance").select("family_ref", "file", "row", "event_date")
-        con.register("_listed_terms", terms.select("file", "row").unique())
+        register(con, "_listed_terms", terms.select("file", "row").unique())
         try:
             names = con.sql("SELECT r._file AS file, r._row AS row, r.school_name FROM raw_school_attendance r SEMI JOIN _listed_terms t ON t.file = r._file AND t.row = r._row").pl()
         finally:

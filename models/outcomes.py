@@ -35,6 +35,7 @@ from features.calendar import previous_month, reference_date
 from features.registry import Registry
 from rules import LEAD_PRACTITIONER_SERVICES
 from rules import programme as programme_rule
+from warehouse import register
 
 SUSTAIN_MONTHS = 6
 
@@ -283,8 +284,8 @@ def needs_by_month(
         return NeedsHistory({}, pl.DataFrame(schema=EVIDENCE_SCHEMA), pl.DataFrame(schema={"person_id": pl.String, "family_ref": pl.String}))
     tracked = allocations.select("family_ref", "identified_month").unique()
     listed = listed_members if listed_members is not None else pl.DataFrame(schema={"month": pl.String, "family_ref": pl.String, "person_id": pl.String})
-    con.register("_allocated_families", tracked)
-    con.register("_listed_members", listed)
+    register(con, "_allocated_families", tracked)
+    register(con, "_listed_members", listed)
     try:
         # the people the meeting saw on the list, as persons now (ages as now); families
         # listed before members were audited: their members as linked now
