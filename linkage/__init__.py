@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from linkage.cluster import ClusteredGroups, cluster_persons
-from linkage.families import form_households
+from linkage.families import FamilyRecords, form_households
 from linkage.model import COMPARISONS, ComparedPairs, FittedModel, LinkageSettings, MentionsTable, score_profiles
 from linkage.stable_ids import assign_stable_ids
 
@@ -131,9 +131,10 @@ class Families:
     stats: dict = field(default_factory=dict)
 
 
-def form_families(linked: pl.DataFrame, reference: dt.date, previous_refs: pl.DataFrame | pl.LazyFrame | None = None) -> Families:
+def form_families(linked: pl.DataFrame | FamilyRecords, reference: dt.date, previous_refs: pl.DataFrame | pl.LazyFrame | None = None) -> Families:
     """Households and families as of `reference`, with family references stable across runs.
-    linked: person_records with `person_id` (`linked_person_records`)."""
+    linked: person_records with `person_id` (`linked_person_records`), or those held in DuckDB
+    (`FamilyRecords`)."""
     members, households = form_households(linked, reference)
     assignment = assign_stable_ids(members, "person_id", "household_key", previous_refs, prefix="F", width=7)
     members = members.join(assignment.ids.rename({"id": "family_ref"}), on="person_id")
@@ -151,4 +152,4 @@ def form_families(linked: pl.DataFrame, reference: dt.date, previous_refs: pl.Da
     return Families(members=members.sort("person_id"), families=families, stats=stats)
 
 
-__all__ = ["COMPARISONS", "ClusteredGroups", "ComparedPairs", "LinkageSettings", "MentionsTable", "PersonLinkage", "link_persons", "Families", "form_families"]
+__all__ = ["COMPARISONS", "ClusteredGroups", "ComparedPairs", "LinkageSettings", "MentionsTable", "PersonLinkage", "link_persons", "Families", "FamilyRecords", "form_families"]

@@ -51,7 +51,10 @@ As of the reference date:
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import jellyfish
 import numpy as np
@@ -60,7 +63,10 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from rules import NAMES_IN_PLACE_OF_A_FAMILY_NAME
-from warehouse import scratch
+from warehouse import register, scratch
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 def _age(dob: pl.Expr, on: dt.date) -> pl.Expr:
@@ -157,27 +163,97 @@ CREATE TEMP TABLE addresses_seen AS SELECT DISTINCT person_id, address_key AS fo
 )
 
 
-def family_records(records: pl.DataFrame) -> pl.DataFrame:
-    """Person records with person_id as family formation reads them: with the birth year an age
-    stated gives (`birth_year_stated`) and each record's place in record_key order
-    (`record_order`, see SUMMARIES), where they lack them. Made once for several months' families
-    from one set of records (the scorecard's six): ranking 3.7M keys took a second a month."""
-    made = []
-    if "birth_year_stated" not in records.columns:
-        made.append((pl.col("event_date").dt.year() - pl.col("age_stated")).cast(pl.Int32).alias("birth_year_stated"))
-    if "record_order" not in records.columns:
-        made.append(pl.col("record_key").rank("ordinal").alias("record_order"))
-    return records.with_columns(made) if made else records
+#: What the household rules read of the records beyond the summaries (SUMMARIES): the records
+#: that name people together or name a pupil's contact, with these columns. Half a county's
+#: records and a third of their columns: the rest are read only by DuckDB.
+TIE_SOURCES = ("worklessness", "front_door_contacts", "domestic_abuse")
+TIE_COLUMNS = ("person_id", "source", "event_date", "event_ref", "role", "postcode", "house_number", "flat", "contact_forename", "contact_surname")
+#: What family formation reads of each record: the summaries' columns and the rules'.
+HELD_COLUMNS = ("record_order", "address_date", "forename", "surname", "dob", "sex", "birth_year_stated", *TIE_COLUMNS)
+#: The birth year an age stated gives, made by DuckDB where the records lack it.
+_BIRTH_YEAR_STATED = "CAST(year(event_date) - age_stated AS INTEGER)"
+
+#: The scratch database's compressed in-memory database the records are held in: held
+#: uncompressed, they took the room DuckDB's summaries work in, and spilled them (8.2 against
+#: 6.4 s a month at 1.2M residents; compressed, 7.1 s).
+HELD_DATABASE = "held_records"
+
+_HELD = itertools.count()
 
 
-def summarise_records(records: pl.DataFrame, reference: dt.date) -> dict[str, pl.DataFrame]:
+@dataclass
+class FamilyRecords:
+    """The linked person records families form from, held as a table of the process's scratch
+    database (memory bounded, spilling to disk beyond it) rather than as a Polars frame: at 1.2M
+    residents the 3.7M records held 1.6 GB in Polars for the whole of family formation, or of the
+    scorecard's six months of it. Made once from a frame (only HELD_COLUMNS), which the caller
+    can then let go; `close` (or leaving a `with` block) drops the table."""
+
+    table: str
+
+    @classmethod
+    def of(cls, records: pl.DataFrame | pa.RecordBatchReader) -> FamilyRecords:
+        """records: a frame, or batches streamed from the warehouse with each record's place in
+        person_records (`_order`) and in record_key order (`record_order`), as
+        `linkage.gazetteer.held_household_records` streams them."""
+        if isinstance(records, pl.DataFrame):
+            given, records = records.columns, records.with_row_index("_order")
+        else:
+            given = records.schema.names
+        columns = [f"r.{c}" if c in given else f"{_BIRTH_YEAR_STATED} AS {c}" for c in HELD_COLUMNS if c != "record_order"]
+        held = cls(f"{HELD_DATABASE}.family_records_{next(_HELD)}")
+        con = scratch()
+        try:
+            con.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {HELD_DATABASE} (COMPRESS)")
+            register(con, "_given", records)
+            source = "_given r"
+            if "record_order" not in given:
+                # each record's place in record_key order (see SUMMARIES): its place in a table made
+                # in that order (a window over 3.7M keys runs on one thread: 13 s at 1.2M residents)
+                con.execute("CREATE TEMP TABLE _in_key_order AS SELECT _order FROM _given ORDER BY record_key, _order")
+                source += " JOIN (SELECT rowid + 1 AS record_order, _order FROM _in_key_order) o USING (_order)"
+            con.execute(f'CREATE TABLE {held.table} AS SELECT r._order, {", ".join(columns)}, record_order FROM {source}')
+        finally:
+            con.close()
+        return held
+
+    def close(self) -> None:
+        con = scratch()
+        try:
+            con.execute(f"DROP TABLE IF EXISTS {self.table}")
+        finally:
+            con.close()
+
+    def __enter__(self) -> FamilyRecords:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    def ties(self, reference: dt.date) -> pl.DataFrame:
+        """The records made by `reference` that the household rules read in Polars (TIE_COLUMNS),
+        in the frame's order."""
+        con = scratch()
+        try:
+            return con.sql(
+                f"""SELECT {", ".join(TIE_COLUMNS)} FROM {self.table}
+                    WHERE (event_date IS NULL OR event_date <= $reference)
+                      AND (source IN (SELECT unnest($sources)) OR contact_surname IS NOT NULL)
+                    ORDER BY _order""",
+                params={"reference": reference, "sources": list(TIE_SOURCES)},
+            ).pl()
+        finally:
+            con.close()
+
+
+def summarise_records(records: FamilyRecords, reference: dt.date) -> dict[str, pl.DataFrame]:
     """people (person_id, name, dob, sex, age, dependent_child, in_education, last_seen),
     addresses (person_id -> latest full address_key, postcode, address_seen),
     postcodes (person_id -> latest_postcode, postcode_seen), postcodes_seen (kin, postcode),
     addresses_seen (person_id, former_address)."""
     con = scratch()
     try:
-        con.register("linked", family_records(records))
+        con.execute(f"CREATE TEMP VIEW linked AS SELECT * FROM {records.table}")
         parameters = {"reference": reference, "school_cutoff": reference - dt.timedelta(days=366),
                       "moved_into_records": MOVED_INTO_RECORDS, "stale_days": LATE_RECORD_DAYS}
         for statement in SUMMARIES:
@@ -194,13 +270,16 @@ def summarise_records(records: pl.DataFrame, reference: dt.date) -> dict[str, pl
     return frames
 
 
-def form_households(records: pl.DataFrame, reference: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """records: person_records with `person_id` (and the columns `family_records` makes, made here if not).
+def form_households(records: pl.DataFrame | FamilyRecords, reference: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """records: person_records with `person_id`, or those records held in DuckDB (`FamilyRecords`).
     Returns (person_id -> household_key with how it was placed, households)."""
+    if isinstance(records, pl.DataFrame):
+        with FamilyRecords.of(records) as held:
+            return form_households(held, reference)
     # what was recorded after the reference date was not known on it: families as they stood in an
     # earlier month (the scorecard's evaluation) form from the records made by then, ties included
-    records = records.filter(pl.col("event_date").is_null() | (pl.col("event_date") <= reference))
     summaries = summarise_records(records, reference)
+    records = records.ties(reference)
     addresses, postcodes_seen = summaries["addresses"], summaries["postcodes_seen"]
     placed = summaries["people"].join(addresses, on="person_id", how="left").join(summaries["postcodes"], on="person_id", how="left")
     # a later record at another postcode means the full address is out of date: they moved

@@ -38,7 +38,7 @@ from linkage.standardise import (
     per_distinct_value,
     postcode_parts,
 )
-from warehouse import sql_literal, table_exists, transaction, write_atomically
+from warehouse import register, sql_literal, table_exists, transaction, write_atomically
 
 PERSON_RECORDS = "person_records"
 
@@ -112,11 +112,12 @@ HOUSEHOLD_COLUMNS = (
 )
 
 
-def linked_person_records(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """person_records with each record's person_id, only the columns households need: the join
-    and the narrow read are DuckDB's, so a county's millions of mentions never travel whole."""
-    columns = ", ".join(f"r.{c}" for c in HOUSEHOLD_COLUMNS)
-    return con.sql(f"SELECT {columns}, l.person_id FROM {PERSON_RECORDS} r JOIN person_links l USING (record_key) ORDER BY {IN_RECORDS_ORDER}").pl()
+def linked_person_records(con: duckdb.DuckDBPyConnection, columns: tuple[str, ...] = HOUSEHOLD_COLUMNS) -> pl.DataFrame:
+    """person_records with each record's person_id, only the columns households need (or
+    `columns`), in person_records' order: the join and the narrow read are DuckDB's, so a
+    county's millions of mentions never travel whole."""
+    chosen = ", ".join(f"r.{c}" for c in columns)
+    return con.sql(f"SELECT {chosen}, l.person_id FROM {PERSON_RECORDS} r JOIN person_links l USING (record_key) ORDER BY {IN_RECORDS_ORDER}").pl()
 
 
 #: person_records' own order (source, file, row: `write_person_records` writes the table so), for a
@@ -193,7 +194,7 @@ def write_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contrac
             # on a registered frame (it ran out of its memory limit at 1.2M residents)
             files = ", ".join(sql_literal(f) for f in reused.filter(pl.col("source") == contract.source)["file"])
             mentions = con.sql(source_mentions_sql(contract, f"_file NOT IN ({files})" if files else "")).pl()
-            con.register("_fresh", standardise_mentions(mentions).sort("file", "row"))
+            register(con, "_fresh", standardise_mentions(mentions).sort("file", "row"))
             # sources in order, each in its files' and rows' order: the table in person_records' order
             rows = "SELECT * FROM _fresh"
             if files:
@@ -207,7 +208,7 @@ def write_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contrac
             con.unregister("_fresh")
         con.execute(f"DROP TABLE IF EXISTS {PERSON_RECORDS}")
         con.execute(f"ALTER TABLE _person_records_next RENAME TO {PERSON_RECORDS}")
-        con.register("_made", made_now)
+        register(con, "_made", made_now)
         con.execute(f"CREATE OR REPLACE TABLE {PERSON_RECORDS_MADE} AS SELECT * FROM _made")
         con.unregister("_made")
     return dict(con.sql(f"SELECT source, count(*) FROM {PERSON_RECORDS} GROUP BY source ORDER BY source").fetchall())

@@ -46,13 +46,13 @@ from features import compute_indicators
 from features.compute import indicator_sources, sources_mentions
 from features.calendar import shift_months, window_start
 from features.registry import Registry
-from linkage import form_families
-from linkage.families import family_records
-from linkage.gazetteer import household_records
+from linkage import FamilyRecords, form_families
+from linkage.gazetteer import held_household_records
+from linkage.person_records import PERSON_RECORDS
 from models.metrics import Ranked, ranking_metrics, selected_share, wilson
 from models.score import score_families
 from rules import STATUTORY_SERVICES, is_adult, is_child
-from warehouse import linked_rows
+from warehouse import linked_rows, register
 
 #: The warehouse table of this month's model probabilities, read when a council orders lists by the model.
 MODEL_SCORES = "family_model_scores"
@@ -76,10 +76,11 @@ GROUPS = ("locality", "youngest_child_age_band", "youngest_child_sex", "househol
 
 @dataclass(frozen=True)
 class History:
-    """What every month's snapshot reads alike, read once: the linked records families form from,
-    the council's statutory cases, the sex each person's records mostly state, and the localities."""
+    """What every month's snapshot reads alike, read once: the linked records families form from
+    (held in DuckDB: `close`, or leave a `with` block, to let them go), the council's statutory
+    cases, the sex each person's records mostly state, and the localities."""
 
-    linked: pl.DataFrame
+    linked: FamilyRecords
     cases: pl.DataFrame  # person_id, open_date, close_date
     sex: pl.DataFrame  # person_id, sex
     localities: pl.DataFrame  # postcode, locality
@@ -87,16 +88,24 @@ class History:
     @classmethod
     def read(cls, con: duckdb.DuckDBPyConnection) -> History:
         # prepared once for the months' family formation, not once a month
-        linked = family_records(household_records(con))
+        linked = held_household_records(con)
+        # sex as the partners state it, the most frequent across a person's mentions
+        sex = con.sql(f"""SELECT person_id, first(sex ORDER BY n DESC, sex) AS sex
+                          FROM (SELECT l.person_id, r.sex, count(*) AS n FROM {PERSON_RECORDS} r JOIN person_links l USING (record_key)
+                                WHERE r.sex IN ('M', 'F') GROUP BY ALL)
+                          GROUP BY person_id ORDER BY person_id""").pl()
         # the outcome, from the council's own case records, linked to persons like any source
         cases = con.sql(f"{linked_rows('open_cases', 'pl.person_id, r.open_date, r.close_date')} WHERE r.service IN {STATUTORY_SERVICES}").pl()
-        # sex as the partners state it, the most frequent across a person's mentions
-        sex = (
-            linked.filter(pl.col("sex").is_in(["M", "F"]))
-            .group_by("person_id", "sex").len().sort(["person_id", "len", "sex"], descending=[False, True, False])
-            .group_by("person_id", maintain_order=True).agg(pl.col("sex").first())
-        )
         return cls(linked, cases, sex, con.sql("SELECT postcode, locality FROM raw_postcode_localities").pl())
+
+    def close(self) -> None:
+        self.linked.close()
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
 
 
 def snapshot(
@@ -107,9 +116,11 @@ def snapshot(
     Families are formed as of `reference`; indicators are computed over the warehouse's own
     tables with those families' members (no copy of the partners' rows). `linked`: the
     mentions every month's indicators start from (`features.compute.sources_mentions`)."""
-    history = history or History.read(con)
+    if history is None:
+        with History.read(con) as history:
+            return snapshot(con, registry, reference, history, linked)
     families = form_families(history.linked, reference)
-    con.register("snapshot_members", families.members)
+    register(con, "snapshot_members", families.members)
     try:
         hits = compute_indicators(con, registry, reference, members="snapshot_members", linked=linked)
     finally:
@@ -342,9 +353,8 @@ def evaluate(con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.d
             f"no test month has a usable training month {OUTCOME_MONTHS} months before it: every source must hold "
             f"{MIN_WINDOW_HELD:.0%} of its look-back window, and the history is too short"
         )
-    history = History.read(con)
     months = sorted({o.test_month for o in origins} | {m for o in origins for m in o.train_months})
-    with sources_mentions(con, indicator_sources(registry)) as linked:
+    with History.read(con) as history, sources_mentions(con, indicator_sources(registry)) as linked:
         snapshots = {m: snapshot(con, registry, m, history, linked) for m in months}
     shortfall = pl.DataFrame(
         [{"month": m, "source": s, "share_held": v} for m in months for s, v in sorted(held[m].items()) if v < 1],

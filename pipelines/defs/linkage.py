@@ -6,7 +6,7 @@ import polars as pl
 
 from linkage import ClusteredGroups, ComparedPairs, LinkageSettings, MentionsTable, form_families, link_persons
 from linkage.evaluate import LinkedPersons, group_link_rates, score_linked_records
-from linkage.gazetteer import ADDRESS_MATCHES, GAZETTEER_TABLE, HOUSEHOLD_ADDRESSES, MATCH_COLUMNS, household_addresses, match_person_addresses
+from linkage.gazetteer import ADDRESS_MATCHES, GAZETTEER_TABLE, HOUSEHOLD_ADDRESSES, MATCH_COLUMNS, addresses_read, held_household_records, match_person_addresses
 from data_contracts import load_contracts
 from ingestion.load import not_covered
 from linkage.person_records import PERSON_RECORDS, write_linked_records, write_person_records
@@ -117,20 +117,24 @@ def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
     gazetteer, partners' addresses are matched to its properties first (`address_matches`) and
     households form on the property. Also writes `families` and the `linked_records.parquet`
     export (source, file, row, person_id, family_id, match_probability)."""
-    with settings.warehouse() as con:
+    with settings.warehouse() as con, handoff_folder(settings.warehouse_path) as handoff:
         previous = read_table(con, "family_members", "person_id, family_ref AS id", lazy=True)
         matching = match_person_addresses(con)
-        records, read = household_addresses(con, matching.matches)
-        result = form_families(records, settings.reference_date, previous)
-        # let go before the tables and the export are written: a county's mentions (1.5 GB at 1.2M residents)
-        del records
+        read = addresses_read(con, matching.matches)
+        # while families form, the matches wait on disk (500 MB in Polars at 1.2M residents) and the
+        # records are held in DuckDB, not in Polars (1.6 GB)
+        matches = handoff / f"{ADDRESS_MATCHES}.parquet"
+        matching.matches.select(MATCH_COLUMNS).write_parquet(matches)
+        stats = matching.stats
+        del matching
+        with held_household_records(con, read) as records:
+            result = form_families(records, settings.reference_date, previous)
         replace_tables(con, {
-            "family_members": result.members, "families": result.families,
-            ADDRESS_MATCHES: matching.matches.select(MATCH_COLUMNS), HOUSEHOLD_ADDRESSES: read,
+            "family_members": result.members, "families": result.families, ADDRESS_MATCHES: matches, HOUSEHOLD_ADDRESSES: read,
         })
         write_linked_records(con, settings.output / LINKED_RECORDS_FILE)
     context.log.info(f"family_members: {result.stats['households']:,} households, {result.stats['families']:,} families")
-    return dg.MaterializeResult(metadata={**result.stats, **matching.stats, "linked_records": dg.MetadataValue.path(str(settings.output / LINKED_RECORDS_FILE))})
+    return dg.MaterializeResult(metadata={**result.stats, **stats, "linked_records": dg.MetadataValue.path(str(settings.output / LINKED_RECORDS_FILE))})
 
 
 @dg.asset(partitions_def=PARTITIONS, group_name="evaluation", kinds={"polars"}, deps=["family_members"])
