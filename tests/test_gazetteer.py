@@ -8,9 +8,11 @@ import polars as pl
 
 from data_contracts import load_contract
 from ingestion.load import read_source, write_source
-from linkage.gazetteer import HOUSEHOLD_ADDRESSES, MATCH_COLUMNS, canonical_addresses, household_records, match_addresses
+from linkage.families import FamilyRecords, form_households
+from linkage.gazetteer import HOUSEHOLD_ADDRESSES, MATCH_COLUMNS, canonical_addresses, held_household_records, household_records, match_addresses
 from linkage.person_records import linked_person_records
 from linkage.standardise import address_key, flat_number, house_number, postcode_parts
+from warehouse import scratch
 
 GAZETTEER = """UPRN,PARENT_UPRN,SAO,PAO,STREET,TOWN,POSTCODE
 100,,,2,Mill Lane,Hatfield,AL10 0AA
@@ -138,3 +140,22 @@ def test_the_scorecard_forms_households_on_the_addresses_the_monthly_run_read(li
     assert stored["record_key"].is_unique().all()
     matches = con.sql(f"SELECT {', '.join(MATCH_COLUMNS)} FROM address_matches").pl()
     assert household_records(con).equals(canonical_addresses(sent, matches))
+
+
+def test_records_held_in_duckdb_are_the_frames_records_and_form_the_same_households(listed):
+    """Family formation streams a county's records from the warehouse into DuckDB
+    (`held_household_records`) rather than holding them in Polars: the same records as the frame
+    `household_records` reads, each numbered alike in record_key order, and the same households."""
+    con = duckdb.connect(str(listed / "warehouse.duckdb"), read_only=True)
+    frame = household_records(con)
+    reference = con.sql("SELECT max(event_date) FROM person_records").fetchall()[0][0]
+    with held_household_records(con) as held, FamilyRecords.of(frame) as of_frame:
+        rows = scratch()
+        streamed = rows.sql(f"SELECT * EXCLUDE (_order) FROM {held.table} ORDER BY _order").pl()
+        given = rows.sql(f"SELECT * EXCLUDE (_order) FROM {of_frame.table} ORDER BY _order").pl()
+        rows.close()
+        assert streamed.height == frame.height > 0
+        assert streamed.equals(given)
+        assert sorted(streamed["record_order"]) == list(range(1, frame.height + 1))
+        from_warehouse = form_households(held, reference)[0]
+    assert from_warehouse.equals(form_households(frame, reference)[0])
