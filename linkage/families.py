@@ -186,8 +186,8 @@ class FamilyRecords:
     """The linked person records families form from, held as a table of the process's scratch
     database (memory bounded, spilling to disk beyond it) rather than as a Polars frame: at 1.2M
     residents the 3.7M records held 1.6 GB in Polars for the whole of family formation, or of the
-    scorecard's six months of it. Made once from a frame (only HELD_COLUMNS), which the caller
-    can then let go; `close` (or leaving a `with` block) drops the table."""
+    scorecard's six months of it. Made once (only HELD_COLUMNS), from a frame the caller can then
+    let go or streamed from the warehouse; `close` (or leaving a `with` block) drops the table."""
 
     table: str
 
@@ -232,7 +232,7 @@ class FamilyRecords:
 
     def ties(self, reference: dt.date) -> pl.DataFrame:
         """The records made by `reference` that the household rules read in Polars (TIE_COLUMNS),
-        in the frame's order."""
+        in the records' order (a frame's, or person_records')."""
         con = scratch()
         try:
             return con.sql(

@@ -87,8 +87,6 @@ class History:
 
     @classmethod
     def read(cls, con: duckdb.DuckDBPyConnection) -> History:
-        # prepared once for the months' family formation, not once a month
-        linked = held_household_records(con)
         # sex as the partners state it, the most frequent across a person's mentions
         sex = con.sql(f"""SELECT person_id, first(sex ORDER BY n DESC, sex) AS sex
                           FROM (SELECT l.person_id, r.sex, count(*) AS n FROM {PERSON_RECORDS} r JOIN person_links l USING (record_key)
@@ -96,7 +94,10 @@ class History:
                           GROUP BY person_id ORDER BY person_id""").pl()
         # the outcome, from the council's own case records, linked to persons like any source
         cases = con.sql(f"{linked_rows('open_cases', 'pl.person_id, r.open_date, r.close_date')} WHERE r.service IN {STATUTORY_SERVICES}").pl()
-        return cls(linked, cases, sex, con.sql("SELECT postcode, locality FROM raw_postcode_localities").pl())
+        localities = con.sql("SELECT postcode, locality FROM raw_postcode_localities").pl()
+        # prepared once for the months' family formation, not once a month; last, so nothing above
+        # can fail with the records held
+        return cls(held_household_records(con), cases, sex, localities)
 
     def close(self) -> None:
         self.linked.close()
