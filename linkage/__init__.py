@@ -17,6 +17,7 @@ from linkage.cluster import ClusteredGroups, cluster_persons
 from linkage.families import FamilyRecords, form_households
 from linkage.model import COMPARISONS, ComparedPairs, FittedModel, LinkageSettings, MentionsTable, score_profiles
 from linkage.stable_ids import assign_stable_ids
+from warehouse import return_freed_memory
 
 REVIEW_FIELDS = ("forename", "surname", "dob", "postcode")
 
@@ -52,6 +53,8 @@ def link_persons(
     (`score_profiles`), so they are never held in Python."""
     settings = settings or LinkageSettings()
     scored = score_profiles(records, settings, compared, levels_to)
+    # the pair work is DuckDB's and done; what it freed is not kept through the clustering
+    return_freed_memory()
     must, cannot = [], []
     if decisions is not None:
         # only the reviewed mentions' profiles: a dict of every mention took seconds at 1.2M residents
