@@ -128,15 +128,15 @@ def _duckdb_mallctl():
         return None
 
 
-def return_freed_memory() -> None:
+def return_freed_memory() -> bool:
     """Hand the memory DuckDB has freed back to the system now, not seconds later. DuckDB's
     allocator (jemalloc, on Linux) keeps freed pages for its next queries and lets them go slowly:
     after person_links made a 1.2M county's profiles and pairs it still held 700 MB it had freed,
     through the clustering that followed in Polars (purging them took 60 ms). jemalloc's
-    `arena.<i>.purge` for every arena, through DuckDB's copy of it; where there is none, nothing."""
+    `arena.<i>.purge` for every arena, through DuckDB's copy of it; where there is none, nothing.
+    Returns whether it was purged."""
     mallctl = _duckdb_mallctl()
-    if mallctl is not None:
-        mallctl(f"arena.{_ALL_ARENAS}.purge".encode(), None, None, None, ctypes.c_size_t(0))
+    return mallctl is not None and mallctl(f"arena.{_ALL_ARENAS}.purge".encode(), None, None, None, ctypes.c_size_t(0)) == 0
 
 
 _SCRATCH: dict[int, duckdb.DuckDBPyConnection] = {}
