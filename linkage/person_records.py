@@ -100,12 +100,13 @@ PERSON_RECORD_COLUMNS = (
 
 
 @contextmanager
-def standardised(con: duckdb.DuckDBPyConnection, mentions: str) -> Iterator[str]:
+def standardised(con: duckdb.DuckDBPyConnection, mentions: str, order: str = "m.file, m.row") -> Iterator[str]:
     """A query of the mentions `mentions` (a SELECT in source_mentions_sql's shape) standardised, in
-    person_records' columns and in file and row order, for as long as the context lasts. Only each
-    column's distinct values come into Polars: the mentions stay in DuckDB, which joins them to
-    their standard forms within its memory cap (at 1.2M residents school attendance's 2.16M
-    mentions, read into Polars, standardised and sorted there, took 2.3 GB more)."""
+    person_records' columns and in file and row order (or `order`, where the mentions are `m`), for
+    as long as the context lasts. Only each column's distinct values come into Polars: the mentions
+    stay in DuckDB, which joins them to their standard forms within its memory cap (at 1.2M
+    residents school attendance's 2.16M mentions, read into Polars, standardised and sorted there,
+    took 2.3 GB more)."""
     views = []
     joins = []
     made = {}
@@ -120,7 +121,7 @@ def standardised(con: duckdb.DuckDBPyConnection, mentions: str) -> Iterator[str]
             made.update({derived: f"{view}.{derived}" for derived in derive(pl.col("value"))})
         chosen = ", ".join(f"{made.get(c, f'm.{c}')} AS {c}" for c in PERSON_RECORD_COLUMNS if c != "record_key")
         yield f"""SELECT m.source || '|' || m.file || '|' || CAST(m.row AS VARCHAR) AS record_key, {chosen}
-                  FROM ({mentions}) m {' '.join(joins)} ORDER BY m.file, m.row"""
+                  FROM ({mentions}) m {' '.join(joins)} ORDER BY {order}"""
     finally:
         for view in views:
             con.unregister(view)
@@ -132,8 +133,8 @@ def standardise_mentions(mentions: pl.DataFrame) -> pl.DataFrame:
     con = scratch()
     try:
         register(con, "_mentions", mentions.with_columns(pl.int_range(pl.len()).alias("_order")))
-        with standardised(con, "SELECT * FROM _mentions") as query:
-            return con.sql(query.replace("ORDER BY m.file, m.row", "ORDER BY m._order")).pl()
+        with standardised(con, "SELECT * FROM _mentions", order="m._order") as query:
+            return con.sql(query).pl()
     finally:
         con.close()
 
