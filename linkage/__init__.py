@@ -70,12 +70,12 @@ def link_persons(
     )
     # Profiles are numbered 0..n-1 and `clusters` is in that order, so a profile's cluster, its
     # strongest link and its mentions are found at its number: joining the 8M scored pairs to the
-    # clusters twice and grouping them held about 700 MB more at 1.2M residents.
+    # clusters twice and grouping them held about 500 MB more at 1.2M residents.
     if not clusters["pid"].equals(pl.Series("pid", range(scored.profiles.height), pl.Int64), check_names=False):
         raise RuntimeError("clustering did not return every profile once, in profile order")
     cluster_of = clusters["cluster"].to_numpy()
     # in the mapping's order, record_key's, as person_links is written
-    records_clusters = scored.mapping.with_columns(cluster=pl.Series(cluster_of).gather(scored.mapping["pid"]))
+    records_clusters = scored.mapping.with_columns(cluster=clusters["cluster"].gather(scored.mapping["pid"]))
     assignment = assign_stable_ids(records_clusters, "record_key", "cluster", previous_ids, prefix="P", width=8)
     # a record's match probability: the strongest link holding its profile in its person; a profile
     # of several mentions held by no link is as sure as its mentions are alike

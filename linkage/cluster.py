@@ -115,7 +115,7 @@ class ConstrainedClusterer:
         self._nicknames = set(zip(nickname_pairs()["name_a"].to_list(), nickname_pairs()["name_b"].to_list()))
         # Most profiles are never linked: their state is built only when a link first touches
         # them, from plain tuples (a county has millions of profiles; a Python object each is slow).
-        columns = CLUSTERER_COLUMNS[1:-1]
+        columns = [c for c in CLUSTERER_COLUMNS if c not in ("pid", "mentions")]
         frame = profiles.select("pid", *columns, (pl.col("mentions") if "mentions" in profiles.columns else pl.lit(1)).fill_null(1).alias("mentions"))
         self.pids = frame["pid"]
         self._rows = dict(zip(frame["pid"].to_list(), zip(*(frame[c].to_list() for c in (*columns, "mentions")))))
