@@ -56,17 +56,22 @@ _NOTHING: frozenset = frozenset()
 class _Cluster:
     members: list[int]
     dobs: set[dt.date] = field(default_factory=set)
-    birth_years: frozenset[int] | set[int] = _NOTHING
+    # the birth years its dates and its stated ages give, kept as clusters merge rather than
+    # worked out from the dates at every link
+    years: frozenset[int] | set[int] = _NOTHING
     # identifier -> value -> mentions carrying it (an identifier appears with its first value)
     ids: dict[str, dict[str, int]] = field(default_factory=dict)
     # the identifiers some value of which is established (ESTABLISHED_BY mentions): kept as
     # clusters merge, so a check is a set lookup rather than a walk over every value held
     established: frozenset[str] | set[str] = _NOTHING
-    # (dob, forename, surname) -> mentions: the name a person mostly goes by on a birth date
-    names_by_dob: dict[tuple[dt.date, str, str], int] = field(default_factory=dict)
+    # dob -> (forename, surname) -> mentions: the name a person mostly goes by on a birth date
+    names_by_dob: dict[dt.date, dict[tuple[str, str], int]] = field(default_factory=dict)
     # (forename, surname) -> mentions, birth date or not: the name a person mostly goes by
     names: dict[tuple[str, str], int] = field(default_factory=dict)
     forbidden: frozenset[int] | set[int] = _NOTHING
+    # `_most_used(names)`, worked out when first asked and forgotten when the cluster grows: a
+    # large cluster is asked again at every link that reaches it
+    usual_name: tuple[str, str] | None = None
 
 
 @functools.lru_cache(maxsize=1 << 16)  # a large cluster's dates meet the same dates link after link
@@ -134,10 +139,11 @@ class ConstrainedClusterer:
             cluster = _Cluster(members=[root])
             if dob is not None:
                 cluster.dobs.add(dob)
+                cluster.years = {dob.year}
                 if forename:
-                    cluster.names_by_dob[(dob, forename, surname or "")] = mentions
+                    cluster.names_by_dob[dob] = {(forename, surname or ""): mentions}
             elif birth_year is not None:
-                cluster.birth_years = {birth_year}
+                cluster.years = {birth_year}
             if forename:
                 cluster.names[(forename, surname or "")] = mentions
             for key, value in (("nhs_number", nhs_number), ("upn", upn), ("nino", nino)):
@@ -169,8 +175,10 @@ class ConstrainedClusterer:
         return len(short) >= 3 and long.startswith(short)
 
     @staticmethod
-    def _primary(cluster: _Cluster, dob: dt.date) -> tuple[str, str]:
-        return _most_used({(forename, surname): count for (d, forename, surname), count in cluster.names_by_dob.items() if d == dob})
+    def _usual_name(cluster: _Cluster) -> tuple[str, str]:
+        if cluster.usual_name is None:
+            cluster.usual_name = _most_used(cluster.names)
+        return cluster.usual_name
 
     def _alike(self, x: tuple[str, str], y: tuple[str, str]) -> bool:
         (forename_x, surname_x), (forename_y, surname_y) = x, y
@@ -186,24 +194,23 @@ class ConstrainedClusterer:
         if self.check_birth_dates:
             if a.dobs and b.dobs and not all(_dob_compatible(x, y) for x in a.dobs for y in b.dobs):
                 return True
-            years_a = a.birth_years | {d.year for d in a.dobs}
-            years_b = b.birth_years | {d.year for d in b.dobs}
-            if years_a and years_b and not all(abs(x - y) <= 1 for x in years_a for y in years_b):
+            # every year on one side within a year of every year on the other
+            if a.years and b.years and (max(a.years) - min(b.years) > 1 or max(b.years) - min(a.years) > 1):
                 return True
         # twins have numbers of their own: one established number on both sides is one person
         # known by two names (a middle name used as a forename), not twins
-        one_person = any(not a.ids[key].keys().isdisjoint(b.ids[key]) for key in both)
-        twin_dates = {d for d, _, _ in a.names_by_dob} & {d for d, _, _ in b.names_by_dob} if self.check_twins and not one_person else set()
+        one_person = bool(both) and any(not a.ids[key].keys().isdisjoint(b.ids[key]) for key in both)
+        twin_dates = a.names_by_dob.keys() & b.names_by_dob.keys() if self.check_twins and not one_person else ()
         # names that are not alike join only on a shared birth date (a middle name used as a
         # forename): a record with no birth date, keyed with another member's NHS number, does
         # not carry one person's name into another's
-        if self.check_twins and not one_person and a.names and b.names and not (a.dobs & b.dobs):
-            if not self._alike(_most_used(a.names), _most_used(b.names)):
+        if self.check_twins and not one_person and a.names and b.names and a.dobs.isdisjoint(b.dobs):
+            if not self._alike(self._usual_name(a), self._usual_name(b)):
                 return True
         for dob in twin_dates:
             # the name each side mostly uses on that date must be alike (a typo, a nickname,
             # forename and surname swapped); twins go by different names
-            if not self._alike(self._primary(a, dob), self._primary(b, dob)):
+            if not self._alike(_most_used(a.names_by_dob[dob]), _most_used(b.names_by_dob[dob])):
                 return True
         if (a.forbidden and not a.forbidden.isdisjoint(b.members)) or (b.forbidden and not b.forbidden.isdisjoint(a.members)):
             return True
@@ -222,11 +229,17 @@ class ConstrainedClusterer:
         self.parent[rb] = ra
         a.members += b.members
         a.dobs |= b.dobs
-        a.birth_years |= b.birth_years
-        for key, count in b.names_by_dob.items():
-            a.names_by_dob[key] = a.names_by_dob.get(key, 0) + count
+        a.years |= b.years
+        for dob, names in b.names_by_dob.items():
+            held = a.names_by_dob.get(dob)
+            if held is None:
+                a.names_by_dob[dob] = names  # b is let go below: its counts are a's now
+                continue
+            for key, count in names.items():
+                held[key] = held.get(key, 0) + count
         for key, count in b.names.items():
             a.names[key] = a.names.get(key, 0) + count
+        a.usual_name = None
         a.forbidden |= b.forbidden
         for key, values in b.ids.items():
             held = a.ids.setdefault(key, {})
