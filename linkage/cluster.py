@@ -385,18 +385,20 @@ def _with_birth_dates_conflict(links: pl.DataFrame, profiles: pl.DataFrame) -> p
     """links with `birth_dates_conflict`: True where the two profiles' birth dates `_dob_compatible`
     refuses, or their birth years lie more than one apart (the birth-date rule of
     `ConstrainedClusterer.contradicts`, column-wise). Dates before the year 1000 are left to the rule."""
-    dates = profiles.select("pid", "dob", pl.coalesce(pl.col("dob").dt.year(), pl.col("birth_year")).alias("year"))
-    joined = links.join(dates.rename({"pid": "l", "dob": "dob_l", "year": "year_l"}), on="l", how="left").join(
-        dates.rename({"pid": "r", "dob": "dob_r", "year": "year_r"}), on="r", how="left"
+    # each date's parts worked out once per profile, not per link and expression (Polars repeats
+    # a shared part of an eager expression): 2.1 -> 0.9 s over the 1.6M links at 1.2M residents
+    parts = [pl.col("dob").dt.year().cast(pl.Int64).alias("y"), pl.col("dob").dt.month().cast(pl.Int64).alias("m"), pl.col("dob").dt.day().cast(pl.Int64).alias("d")]
+    dates = profiles.select("pid", "dob", *parts, pl.coalesce(pl.col("dob").dt.year(), pl.col("birth_year")).alias("year")).with_columns(
+        (pl.col("y") * 10_000 + pl.col("m") * 100 + pl.col("d")).alias("ymd")
+    )
+    side = {name: [c for c in dates.columns if c != "pid"] for name in ("l", "r")}
+    joined = links.join(dates.rename({"pid": "l", **{c: f"{c}_l" for c in side["l"]}}), on="l", how="left").join(
+        dates.rename({"pid": "r", **{c: f"{c}_r" for c in side["r"]}}), on="r", how="left"
     )
     a, b = pl.col("dob_l"), pl.col("dob_r")
-    ya, ma, da, yb, mb, db = a.dt.year(), a.dt.month(), a.dt.day(), b.dt.year(), b.dt.month(), b.dt.day()
-
-    def yyyymmdd(y: pl.Expr, m: pl.Expr, d: pl.Expr) -> pl.Expr:
-        return y.cast(pl.Int64) * 10_000 + m.cast(pl.Int64) * 100 + d.cast(pl.Int64)
-
+    ya, ma, da, yb, mb, db = (pl.col(f"{part}_{s}") for s in ("l", "r") for part in ("y", "m", "d"))
     # the digits of the two dates written YYYYMMDD that differ (one keyed wrong)
-    digits_apart = pl.sum_horizontal([((yyyymmdd(ya, ma, da) // 10**i) % 10 != (yyyymmdd(yb, mb, db) // 10**i) % 10).cast(pl.Int32) for i in range(8)])
+    digits_apart = pl.sum_horizontal([((pl.col("ymd_l") // 10**i) % 10 != (pl.col("ymd_r") // 10**i) % 10).cast(pl.Int32) for i in range(8)])
     compatible = (
         (a == b)
         | ((ya == yb) & (ma == db) & (da == mb))
@@ -408,7 +410,7 @@ def _with_birth_dates_conflict(links: pl.DataFrame, profiles: pl.DataFrame) -> p
     )
     dates_conflict = (a.is_not_null() & b.is_not_null() & (ya >= 1000) & (yb >= 1000) & ~compatible).fill_null(False)
     years_conflict = ((pl.col("year_l") - pl.col("year_r")).abs() > 1).fill_null(False)
-    return joined.with_columns((dates_conflict | years_conflict).alias("birth_dates_conflict")).drop("dob_l", "dob_r", "year_l", "year_r")
+    return joined.with_columns((dates_conflict | years_conflict).alias("birth_dates_conflict")).select(*links.columns, "birth_dates_conflict")
 
 
 def _components(pids: pl.Series, links: pl.DataFrame, must_link: list[tuple[int, int]]) -> pl.DataFrame:
