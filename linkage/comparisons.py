@@ -88,8 +88,32 @@ _SWAPPED = f"({jaro_winkler('l.forename', 'r.surname')} >= 0.92 AND {jaro_winkle
 _NAMES_SWAPPED = "(l.forename = r.surname AND l.surname = r.forename)"
 
 
+def one_slip(a: str, b: str) -> str:
+    """SQL: `a` and `b` are one keying slip apart (Damerau-Levenshtein distance 1: a character
+    changed, added or dropped, or two neighbours swapped), null where either is. The distance is
+    the costly part of a county's comparisons (8M pairs, most of them two people's different
+    numbers), so it is worked out only where the strings share their first three characters or
+    their last three: one slip in a string of seven or more leaves one of those as it was (it
+    touches at most two neighbouring places, and what follows an added or dropped character is
+    the same counted from the end). Shorter strings are always measured."""
+    return (
+        f"CASE WHEN left({a}, 3) = left({b}, 3) OR right({a}, 3) = right({b}, 3) OR least(length({a}), length({b})) < 7 "
+        f"THEN damerau_levenshtein({a}, {b}) = 1 END"
+    )
+
+
+#: Birth dates written YYYYMMDD: a slip touches at most two neighbouring digits, so it leaves the
+#: year or the day as it was. Only there is the distance measured (2.1 rather than 6.7 s over the
+#: 8.4M candidate pairs at 1.2M residents, the same levels); a year outside four digits always is.
+_DOB_DIGITS = "strftime({side}.dob, '%Y%m%d')"
+_DOB_SLIP_POSSIBLE = (
+    "year(l.dob) = year(r.dob) OR day(l.dob) = day(r.dob) OR year(l.dob) NOT BETWEEN 1000 AND 9999 OR year(r.dob) NOT BETWEEN 1000 AND 9999"
+)
+
+
 def _same_dob_slip() -> str:
-    return "abs(date_diff('day', l.dob, r.dob)) = 1 OR damerau_levenshtein(strftime(l.dob, '%Y%m%d'), strftime(r.dob, '%Y%m%d')) = 1"
+    digits = f"damerau_levenshtein({_DOB_DIGITS.format(side='l')}, {_DOB_DIGITS.format(side='r')}) = 1"
+    return f"abs(date_diff('day', l.dob, r.dob)) = 1 OR CASE WHEN {_DOB_SLIP_POSSIBLE} THEN {digits} END"
 
 
 def _identifiers(test: str) -> str:
@@ -194,7 +218,8 @@ IDENTIFIER = Comparison(
     levels=(
         Level("same", _identifiers("l.{f} = r.{f}"), ({"nhs_number": "9434765919"}, {"nhs_number": "9434765919"})),
         # a keying slip: one digit changed, or two neighbours swapped
-        Level("one slip", _identifiers("damerau_levenshtein(l.{f}, r.{f}) = 1"), ({"nhs_number": "9434765919"}, {"nhs_number": "9434769519"})),
+        # (measured only where a slip is possible: 3.9 rather than 8.3 s over the candidate pairs at 1.2M residents)
+        Level("one slip", _identifiers(one_slip("l.{f}", "r.{f}")), ({"nhs_number": "9434765919"}, {"nhs_number": "9434769519"})),
         Level("different", _identifiers("l.{f} <> r.{f}"), ({"nhs_number": "9434765919"}, {"nhs_number": "4010232137"})),
     ),
     # not comparable: no identifier held by both sides (the levels' conditions are all null)

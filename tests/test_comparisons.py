@@ -74,3 +74,75 @@ def test_profiles_blocking_and_training_are_generated_from_the_comparisons():
         "dob and forename": ("surname", "sex", "postcode", "address", "identifier"),
     }
     assert set().union(*map(set, sessions.values())) == set(COMPARISONS), "every comparison is estimated by some session"
+
+
+def _slipped(rng: np.random.Generator, text: str) -> str:
+    """`text` with one keying slip: a character changed, added or dropped, or two neighbours swapped."""
+    at = int(rng.integers(0, len(text)))
+    kind = int(rng.integers(0, 4))
+    digit = str(int(rng.integers(0, 10)))
+    if kind == 0:
+        return text[:at] + digit + text[at + 1:]
+    if kind == 1:
+        return text[:at] + digit + text[at:]
+    if kind == 2 and len(text) > 1:
+        return text[:at] + text[at + 1:]
+    at = min(at, len(text) - 2)
+    return text[:at] + text[at + 1] + text[at] + text[at + 2:] if len(text) > 1 else text
+
+
+def test_a_slip_is_found_only_where_the_distance_says_so_however_long_the_strings():
+    """`one_slip` measures the distance only where a slip is possible; over slipped and unrelated
+    strings of every length an identifier takes, it agrees with measuring every pair."""
+    from linkage.comparisons import one_slip
+
+    rng = np.random.default_rng(5)
+    left, right = [], []
+    for _ in range(6_000):
+        text = "".join(str(d) for d in rng.integers(0, 10, int(rng.integers(1, 14))))
+        other = _slipped(rng, text) if rng.random() < 0.6 else "".join(str(d) for d in rng.integers(0, 10, int(rng.integers(1, 14))))
+        left.append(text)
+        right.append(other if rng.random() < 0.97 else None)
+    con = scratch()
+    try:
+        con.register("pairs", pl.DataFrame({"a": left, "b": right}))
+        found = con.sql(f"SELECT coalesce({one_slip('a', 'b')}, false) AS guarded, coalesce(damerau_levenshtein(a, b) = 1, false) AS measured FROM pairs").pl()
+    finally:
+        con.close()
+    assert found["measured"].sum() > 2_000  # the slips are there to be found
+    assert found["guarded"].equals(found["measured"])
+
+
+def test_a_birth_date_slip_is_found_wherever_the_distance_finds_one():
+    """The birth-date comparison measures the digits' distance only where the year or the day is
+    unchanged; over slipped and unrelated dates it gives every pair the level measuring all would."""
+    from linkage.comparisons import COMPARISON_LIST
+
+    dob = next(c for c in COMPARISON_LIST if c.name == "dob")
+    rng = np.random.default_rng(11)
+    rows = []
+    for i in range(5_000):
+        day = dt.date(1940, 1, 1) + dt.timedelta(days=int(rng.integers(0, 80 * 365)))
+        other = None
+        while other is None:
+            text = _slipped(rng, day.strftime("%Y%m%d")) if rng.random() < 0.7 else str(int(rng.integers(19400101, 20251231)))
+            try:
+                other = dt.datetime.strptime(text, "%Y%m%d").date() if len(text) == 8 else None
+            except ValueError:
+                other = None
+        rows += [_profile(2 * i, {"dob": day.isoformat()}), _profile(2 * i + 1, {"dob": other.isoformat()})]
+    profiles = pl.DataFrame(rows, schema=SCHEMA).with_columns(pl.col("dob").dt.year().cast(pl.Int32).alias("birth_year"))
+    measured = dob.level_sql().replace(next(level.sql for level in dob.levels if "damerau" in (level.sql or "")), (
+        "abs(date_diff('day', l.dob, r.dob)) = 1 OR damerau_levenshtein(strftime(l.dob, '%Y%m%d'), strftime(r.dob, '%Y%m%d')) = 1"
+    ))
+    con = scratch()
+    try:
+        con.register("profiles", profiles)
+        con.register("pairs", pl.DataFrame({"l": list(range(0, 10_000, 2)), "r": list(range(1, 10_000, 2))}))
+        levels = con.sql(
+            f"SELECT {dob.level_sql()} AS guarded, {measured} AS measured FROM pairs p JOIN profiles l ON l.pid = p.l JOIN profiles r ON r.pid = p.r"
+        ).pl()
+    finally:
+        con.close()
+    assert (levels["measured"] == 3).sum() > 1_000  # one slip apart: the level the guard could lose
+    assert levels["guarded"].equals(levels["measured"])
