@@ -391,9 +391,9 @@ def _with_birth_dates_conflict(links: pl.DataFrame, profiles: pl.DataFrame) -> p
     dates = profiles.select("pid", "dob", *parts, pl.coalesce(pl.col("dob").dt.year(), pl.col("birth_year")).alias("year")).with_columns(
         (pl.col("y") * 10_000 + pl.col("m") * 100 + pl.col("d")).alias("ymd")
     )
-    side = {name: [c for c in dates.columns if c != "pid"] for name in ("l", "r")}
-    joined = links.join(dates.rename({"pid": "l", **{c: f"{c}_l" for c in side["l"]}}), on="l", how="left").join(
-        dates.rename({"pid": "r", **{c: f"{c}_r" for c in side["r"]}}), on="r", how="left"
+    read = [c for c in dates.columns if c != "pid"]
+    joined = links.join(dates.rename({"pid": "l", **{c: f"{c}_l" for c in read}}), on="l", how="left").join(
+        dates.rename({"pid": "r", **{c: f"{c}_r" for c in read}}), on="r", how="left"
     )
     a, b = pl.col("dob_l"), pl.col("dob_r")
     ya, ma, da, yb, mb, db = (pl.col(f"{part}_{s}") for s in ("l", "r") for part in ("y", "m", "d"))
