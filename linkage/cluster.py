@@ -30,6 +30,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import io
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -39,6 +42,7 @@ import numpy as np
 import polars as pl
 
 from linkage.names import nickname_pairs
+from warehouse import usable_cores
 
 
 #: Mentions that must carry an identifier before it can keep two clusters apart: a number keyed
@@ -347,18 +351,9 @@ def cluster_persons(
     again = groups.join(known.select("group").unique(), on="group", how="semi") if groups is not None else careful.head(0)
     fresh = careful.join(again, on="pid", how="anti")
     given = profiles.select(c for c in CLUSTERER_COLUMNS if c in profiles.columns).join(fresh, on="pid", how="semi")
-    clusterer = ConstrainedClusterer(given, cannot_link, birth_dates, twins, identifiers)
-    del given
-    fresh_pids = set(fresh["pid"].to_list())
-    for l, r in must_link:
-        if l in fresh_pids:
-            clusterer.link(l, r, force=True)
     fresh_links = ordered.join(fresh.select(pl.col("pid").alias("l"), "component"), on="l")
-    refused: dict[int, int] = {}
-    for l, r, part in fresh_links.iter_rows():
-        if not clusterer.link(l, r):
-            refused[part] = refused.get(part, 0) + 1
-    taken_apart = clusterer.assignments()
+    taken_apart, refused, refused_by_clusterer = _take_apart(given, fresh, fresh_links, list(must_link), list(cannot_link), (birth_dates, twins, identifiers))
+    del given
     if groups is not None:
         digest = profiles.select("pid", "digest")
         made = (
@@ -378,7 +373,77 @@ def cluster_persons(
     else:
         refused_again = 0
     whole = whole.select("pid", pl.col("pid").min().over("component").alias("cluster"))
-    return pl.concat([taken_apart, whole]).sort("pid"), clusterer.refused + refused_again + refused_at_once, groups
+    return pl.concat([taken_apart, whole]).sort("pid"), refused_by_clusterer + refused_again + refused_at_once, groups
+
+
+#: Links to take before the groups are shared between this process and a second one: the
+#: clusterer is plain Python, on one core, while a council's machine has two or more. Groups are
+#: apart (no link joins two), so each share is clustered as it would be with the others.
+SHARED_FROM_LINKS = 200_000
+
+
+def _take_apart(
+    given: pl.DataFrame, fresh: pl.DataFrame, links: pl.DataFrame, must_link: list[tuple[int, int]], cannot_link: list[tuple[int, int]], rules: tuple[bool, bool, bool],
+) -> tuple[pl.DataFrame, dict[int, int], int]:
+    """The constrained clusterer over the groups in `fresh` (pid, component), given their
+    profiles and their links (l, r, component) in the order they are taken. Returns (pid ->
+    cluster, links refused by component, links refused). From SHARED_FROM_LINKS links, half the
+    work (by links) goes to a worker process while this one does the rest: the same clusters."""
+    if links.height < SHARED_FROM_LINKS or usable_cores() < 2 or multiprocessing.current_process().daemon:
+        return _cluster_share(given, links.select("l", "r", "component"), must_link, cannot_link, rules)
+    # the largest groups first, each to the share with fewer links so far
+    sizes = links.group_by("component").len().sort(["len", "component"], descending=[True, False])
+    loads, share_of = [0, 0], {}
+    for component, n in sizes.iter_rows():
+        share = 0 if loads[0] <= loads[1] else 1
+        share_of[component] = share
+        loads[share] += n
+    share = pl.col("component").replace_strict(share_of, default=0, return_dtype=pl.Int8)
+    fresh = fresh.with_columns(share.alias("share"))
+    links = links.with_columns(share.alias("share"))
+    shares = []
+    for k in (0, 1):
+        pids = fresh.filter(pl.col("share") == k)["pid"]
+        inside = set(pids.to_list())
+        shares.append((
+            given.join(pids.to_frame(), on="pid", how="semi"),
+            links.filter(pl.col("share") == k).select("l", "r", "component"),
+            [pair for pair in must_link if pair[0] in inside],
+            [pair for pair in cannot_link if pair[0] in inside or pair[1] in inside],
+        ))
+    # spawned, not forked: a fork of a process running Polars' and DuckDB's threads may hang
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        other = pool.submit(_cluster_share_ipc, *(_to_ipc(f) for f in shares[1][:2]), *shares[1][2:], rules)
+        taken, refused, total = _cluster_share(*shares[0], rules)
+        taken_other, refused_other, total_other = other.result()
+    return pl.concat([taken, pl.read_ipc(taken_other)]).sort("pid"), {**refused, **refused_other}, total + total_other
+
+
+def _cluster_share(
+    given: pl.DataFrame, links: pl.DataFrame, must_link: list[tuple[int, int]], cannot_link: list[tuple[int, int]], rules: tuple[bool, bool, bool],
+) -> tuple[pl.DataFrame, dict[int, int], int]:
+    clusterer = ConstrainedClusterer(given, cannot_link, *rules)
+    inside = set(given["pid"].to_list())
+    for l, r in must_link:
+        if l in inside:
+            clusterer.link(l, r, force=True)
+    refused: dict[int, int] = {}
+    for l, r, part in links.iter_rows():
+        if not clusterer.link(l, r):
+            refused[part] = refused.get(part, 0) + 1
+    return clusterer.assignments(), refused, clusterer.refused
+
+
+def _to_ipc(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_ipc(buffer)
+    return buffer.getvalue()
+
+
+def _cluster_share_ipc(given: bytes, links: bytes, must_link, cannot_link, rules) -> tuple[bytes, dict[int, int], int]:
+    """`_cluster_share` in the worker process: frames travel as Arrow IPC, not pickled rows."""
+    taken, refused, total = _cluster_share(pl.read_ipc(given), pl.read_ipc(links), must_link, cannot_link, rules)
+    return _to_ipc(taken), refused, total
 
 
 def _with_birth_dates_conflict(links: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:

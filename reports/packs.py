@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
-import os
 import re
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -21,7 +20,7 @@ from models.chair_summary import ChairSummary
 from models.family_view import FamilyView
 from reports import page, render
 from rules import Programme, looks_like_formula, looks_like_formula_expr
-from warehouse import write_atomically, write_text_atomically
+from warehouse import usable_cores, write_atomically, write_text_atomically
 
 
 def neutralise(value: object) -> object:
@@ -204,10 +203,6 @@ def _write_locality_pack(locality: str, month: str, part: pl.DataFrame, people: 
     return [folder / f"{slug}.{ext}" for ext in ("html", "xlsx", "csv")]
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def write_packs(
     lists: pl.DataFrame, members: pl.DataFrame, month: str, folder: Path, summary: ChairSummary, programme: Programme, view: FamilyView | None = None,
     parallel_from: int | None = None,
@@ -225,7 +220,7 @@ def write_packs(
         # county's for every locality was a third of the step
         own = FamilyView(view.chronology.join(listed, on="family_ref", how="semi"), view.known_to.join(listed, on="family_ref", how="semi")) if view else None
         packs.append((locality, month, part, people, programme, own, folder))
-    workers = min(len(packs), _cores())
+    workers = min(len(packs), usable_cores())
     if workers > 1 and lists.height >= (PARALLEL_FROM_FAMILIES if parallel_from is None else parallel_from):
         # spawned, not forked: the parent holds Polars' and DuckDB's threads, which a fork would copy mid-lock
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:

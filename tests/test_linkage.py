@@ -320,3 +320,41 @@ def test_profiles_are_the_same_made_from_a_frame_or_where_the_warehouse_holds_th
     # numbered in the order of the profiles' keys: every field as text, a missing one as "~"
     keys = profiles.select(pl.concat_str([pl.col(f).cast(pl.String).fill_null("~") for f in PROFILE_FIELDS], separator="|"))
     assert keys.to_series().is_sorted()
+
+
+def test_groups_shared_with_a_worker_process_are_clustered_as_in_one(monkeypatch):
+    import linkage.cluster as clustering
+
+    rng = np.random.default_rng(5)
+    rows, links, must, cannot = [], [], [], []
+    forenames, surnames = ["AMY", "AMIE", "JACK", "OSCAR", "KAY", "LEO", "MIA"], ["REES", "LEE", "OKAFOR", "STONE"]
+    for group in range(1_500):
+        first = len(rows)
+        surname, born = surnames[group % 4], D(1970 + group % 45, 1 + group % 12, 1 + group % 28)
+        for _ in range(int(rng.integers(2, 7))):
+            # twins, a parent and child of one name, typos and other numbers: links the rules refuse
+            dob = born if rng.random() < 0.7 else D(born.year + int(rng.choice([0, 1, 25])), born.month, born.day)
+            rows.append({
+                "pid": len(rows), "forename": forenames[int(rng.integers(0, 7))], "surname": surname, "dob": dob, "birth_year": dob.year,
+                "nhs_number": str(rng.integers(1, 3)) if rng.random() < 0.3 else None, "mentions": int(rng.integers(1, 4)),
+            })
+        members = range(first, len(rows))
+        for l in members:
+            for r in members:
+                if l < r and rng.random() < 0.7:
+                    links.append((l, r, float(rng.uniform(5, 25))))
+        if group % 50 == 0:
+            must.append((first, first + 1))
+        if group % 40 == 7:
+            cannot.append((first, len(rows) - 1))
+    people = profiles(rows).with_columns(pl.col("pid").cast(pl.UInt64).alias("digest"))
+    pairs = pl.DataFrame(links, schema={"l": pl.Int64, "r": pl.Int64, "match_weight": pl.Float64}, orient="row").with_columns(
+        (1 / (1 + 2 ** -pl.col("match_weight"))).alias("match_probability")
+    )
+    alone, refused_alone, groups_alone = cluster_persons(people, pairs, 0.99, must, cannot)
+    monkeypatch.setattr(clustering, "SHARED_FROM_LINKS", 0)
+    monkeypatch.setattr(clustering, "usable_cores", lambda: 2)  # a worker even on a one-core machine
+    shared, refused_shared, groups_shared = cluster_persons(people, pairs, 0.99, must, cannot)
+    assert refused_alone > 100 and alone["cluster"].n_unique() < people.height, "the rules refused links and took others"
+    assert shared.equals(alone) and refused_shared == refused_alone
+    assert groups_shared.groups.sort("group", "profile").equals(groups_alone.groups.sort("group", "profile"))

@@ -324,7 +324,7 @@ def test_packs_written_by_worker_processes_are_those_written_in_turn(listed, tmp
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
         made = monthly_lists(con, MONTH, dt.date(2026, 9, 30), ListSettings(), "test", "run", "tester", load_registry(), programme(DEFAULT_PROGRAMME), load_contracts())
     assert made.result.lists["locality"].n_unique() > 1, "workers need more than one pack to share"
-    monkeypatch.setattr(packs, "_cores", lambda: 2)  # two workers even on a one-core machine
+    monkeypatch.setattr(packs, "usable_cores", lambda: 2)  # two workers even on a one-core machine
     arguments = (made.result.lists, made.result.members, MONTH)
     in_turn = packs.write_packs(*arguments, tmp_path / "in_turn", made.summary, programme(DEFAULT_PROGRAMME), made.view, parallel_from=10**9)
     by_workers = packs.write_packs(*arguments, tmp_path / "by_workers", made.summary, programme(DEFAULT_PROGRAMME), made.view, parallel_from=0)

@@ -128,6 +128,12 @@ def _duckdb_mallctl():
         return None
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, where the system says), for the work
+    shared with worker processes: packs, the clusterer's groups."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def return_freed_memory() -> bool:
     """Hand the memory DuckDB has freed back to the system now, not seconds later. DuckDB's
     allocator (jemalloc, on Linux) keeps freed pages for its next queries and lets them go slowly:
