@@ -84,6 +84,9 @@ class SourceIngest:
     set_aside: pl.DataFrame  # SET_ASIDE_FIELDS' columns
     expired_keys: pl.DataFrame = field(default_factory=lambda: EXPIRED_KEYS.empty().drop("source"))  # rows removed under retention
     files_read: int = 0  # files read and checked this time (the rest were unchanged since the last load)
+    # the rows (_file, _row) the warehouse's table held, in its order, when this load took the
+    # unchanged files' rows from it: the table is then changed in place (`write_source`)
+    held_before: pl.DataFrame | None = None
 
     @property
     def received(self) -> int:
@@ -417,7 +420,10 @@ def read_source(contract: Contract, landing: Path, today: dt.date, previous: Pre
     set_aside = pl.concat(set_aside_frames).cast(SET_ASIDE_FIELDS.schema)
     # a set-aside field of a row later replaced, or past retention, goes with its row
     set_aside = set_aside.join(raw.select(FILE, ROW), on=[FILE, ROW], how="semi")
-    return SourceIngest(contract.source, raw, quarantine, superseded.sort(FILE, ROW), reports, set_aside, expired_keys, files_read=len(reports) - len(kept))
+    return SourceIngest(
+        contract.source, raw, quarantine, superseded.sort(FILE, ROW), reports, set_aside, expired_keys, files_read=len(reports) - len(kept),
+        held_before=previous.raw.select(FILE, ROW) if kept else None,
+    )
 
 
 def _repointed(earlier: pl.DataFrame, now: pl.DataFrame) -> pl.DataFrame:
@@ -511,6 +517,22 @@ def _reconcile(contract: Contract, frames: list[pl.DataFrame], names: list[str])
     return current, superseded
 
 
+def _rows_changed(before: pl.DataFrame, raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """(rows removed: _file and _row, rows added: whole) that turn a table holding `before`
+    (_file, _row, in the table's order) into `raw`, row for row and in order: where `raw` is what
+    remains of `before`, in its order, then rows it did not hold (a load that kept the unchanged
+    files' rows: `read_source`). Otherwise None, and the table is written whole."""
+    key = [FILE, ROW]
+    held = raw.select(key).join(before.with_columns(pl.lit(True).alias("_held")), on=key, how="left", maintain_order="left")["_held"].fill_null(False)
+    remaining = int(held.sum())
+    if not held.head(remaining).all():
+        return None
+    still = before.join(raw.select(key).with_columns(pl.lit(True).alias("_still")), on=key, how="left", maintain_order="left")["_still"].fill_null(False)
+    if not before.filter(still).equals(raw.select(key).head(remaining)):
+        return None
+    return before.filter(~still), raw.slice(remaining)
+
+
 # ---------------------------------------------------------------- warehouse
 
 def ensure_ingestion_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -538,7 +560,17 @@ def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: Sou
             register(con, "_superseded", superseded)
             register(con, "_set_aside", result.set_aside)
             register(con, "_expired_keys", result.expired_keys)
-            con.execute(f'CREATE OR REPLACE TABLE "{contract.raw_table}" AS SELECT * FROM _raw')
+            change = _rows_changed(result.held_before, result.raw) if result.held_before is not None and table_exists(con, contract.raw_table) else None
+            if change is not None and con.table(f'"{contract.raw_table}"').columns == result.raw.columns:
+                # most of a month's rows are last month's: only the rows replaced or past retention
+                # go, and the new files' rows are added, rather than the table written again whole
+                removed, added = change
+                register(con, "_removed", removed)
+                register(con, "_added", added)
+                con.execute(f'DELETE FROM "{contract.raw_table}" t USING _removed r WHERE t."{FILE}" = r."{FILE}" AND t."{ROW}" = r."{ROW}"')
+                con.execute(f'INSERT INTO "{contract.raw_table}" BY NAME SELECT * FROM _added')
+            else:
+                con.execute(f'CREATE OR REPLACE TABLE "{contract.raw_table}" AS SELECT * FROM _raw')
             con.execute("DELETE FROM quarantine WHERE source = ?", [contract.source])
             con.execute("INSERT INTO quarantine SELECT source, _file, _sha256, _row, \"column\", reason, record FROM _quarantine")
             con.execute("DELETE FROM landed_files WHERE source = ?", [contract.source])
@@ -557,5 +589,5 @@ def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: Sou
             con.execute("DELETE FROM retention_keys WHERE source = ?", [contract.source])
             con.execute("INSERT INTO retention_keys SELECT ?, _file, _row, key_sha256 FROM _expired_keys", [contract.source])
     finally:
-        for name in ("_raw", "_quarantine", "_files", "_superseded", "_set_aside", "_expired_keys"):
+        for name in ("_raw", "_quarantine", "_files", "_superseded", "_set_aside", "_expired_keys", "_removed", "_added"):
             con.unregister(name)

@@ -344,3 +344,16 @@ def test_a_well_formed_csv_is_read_the_fast_way_and_reads_as_the_slow_way_would(
     fast = readers._read_csv(data)
     assert_frame_equal(fast.frame, slow.frame)
     assert fast.row_problems == slow.row_problems == []
+
+
+def test_a_table_is_changed_in_place_only_where_its_rows_remain_in_order_before_the_new():
+    from ingestion.load import _rows_changed
+
+    before = pl.DataFrame({"_file": ["a.csv", "a.csv", "a.csv", "b.csv"], "_row": [1, 2, 3, 1]})
+    raw = pl.DataFrame({"_file": ["a.csv", "a.csv", "b.csv", "c.csv", "c.csv"], "_row": [1, 3, 1, 1, 2], "value": ["x", "y", "z", "new", "newer"]})
+    removed, added = _rows_changed(before, raw)
+    assert removed.rows() == [("a.csv", 2)] and added["value"].to_list() == ["new", "newer"]
+    # a new row before one the table held, or held rows in another order: written whole
+    assert _rows_changed(before, raw.select(pl.all().reverse())) is None
+    assert _rows_changed(before, pl.concat([raw.slice(3, 1), raw.slice(0, 3)])) is None
+    assert _rows_changed(before, raw.filter(pl.col("_file") != "a.csv")) is not None, "rows removed, the rest in order"
