@@ -89,10 +89,13 @@ def test_a_monthly_run_reads_only_new_files_and_matches_a_reading_of_every_file(
         _ingest(con, last_month, last_run, incremental=True)
         in_place, rows_changed = [], load._rows_changed
         monkeypatch.setattr(load, "_rows_changed", lambda before, raw: in_place.append(rows_changed(before, raw)) or in_place[-1])
+        ranked_new, reconcile_new = [], load._reconcile_new_files
+        monkeypatch.setattr(load, "_reconcile_new_files", lambda *given: ranked_new.append(reconcile_new(*given)) or ranked_new[-1])
         read = _ingest(con, this_month, TODAY, incremental=True)
     # the tables of sources whose unchanged files were kept are changed in place, and hold their
     # rows in the order a reading of every file writes them
     assert sum(change is not None for change in in_place) >= 5
+    assert sum(reconciled is not None for reconciled in ranked_new) >= 4, "only the new files' rows ranked"
     with duckdb.connect(str(cold), read_only=True) as a, duckdb.connect(str(monthly), read_only=True) as b:
         for contract in load_contracts().values():
             assert b.sql(f'SELECT * FROM "{contract.raw_table}"').pl().equals(a.sql(f'SELECT * FROM "{contract.raw_table}"').pl()), contract.source
