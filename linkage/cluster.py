@@ -322,7 +322,10 @@ def cluster_persons(
     """Cluster profiles: reviewers' matches first, then links at or above `threshold`, strongest first.
     Returns (pid -> cluster, number of links refused as contradictory, the groups taken apart).
     With a `digest` column in `profiles`, the groups are remembered, and with `last` (the last
-    run's) a group given exactly what it was given then is not taken apart again."""
+    run's) a group given exactly what it was given then is not taken apart again. From
+    SHARED_FROM_LINKS links a worker process is spawned (`_take_apart`), so a script calling this
+    on a large county must guard its main (`if __name__ == "__main__":`), as with any
+    multiprocessing: Dagster's and earlyhelp's own entry points do."""
     links = pairs.filter(pl.col("match_probability") >= threshold).select("l", "r", "match_weight")
     # Most linked groups cannot contradict themselves (one birth date, one forename, one of each
     # identifier): every link in them would be taken, so each is a person as it stands, found
@@ -422,6 +425,8 @@ def _take_apart(
 def _cluster_share(
     given: pl.DataFrame, links: pl.DataFrame, must_link: list[tuple[int, int]], cannot_link: list[tuple[int, int]], rules: tuple[bool, bool, bool],
 ) -> tuple[pl.DataFrame, dict[int, int], int]:
+    """One share of the groups through the constrained clusterer: reviewers' matches, then the
+    links in order (see `_take_apart`)."""
     clusterer = ConstrainedClusterer(given, cannot_link, *rules)
     inside = set(given["pid"].to_list())
     for l, r in must_link:
