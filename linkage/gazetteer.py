@@ -249,15 +249,16 @@ def held_household_records(con: duckdb.DuckDBPyConnection, read: pl.DataFrame | 
     register(con, "_addresses_read", read.select("record_key", *HOUSEHOLD_ADDRESS).with_columns(pl.lit(True).alias("_read")))
     try:
         # each record's place in record_key order, as `FamilyRecords` numbers a frame's: its place in
-        # a table made in that order, sorted where the records are
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _in_key_order AS SELECT record_key FROM {PERSON_RECORDS} JOIN person_links USING (record_key) ORDER BY record_key")
+        # a table made in that order, sorted where the records are, of their rows in person_records
+        # (joined back on that integer: on the key, 1.1 s more at 1.2M residents)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _in_key_order AS SELECT r.rowid AS _row FROM {PERSON_RECORDS} r JOIN person_links USING (record_key) ORDER BY record_key")
         address = [f"CASE WHEN a._read THEN a.{c} ELSE r.{c} END AS {c}" for c in HOUSEHOLD_ADDRESS]
         columns = [f"r.{c}" for c in HOUSEHOLD_COLUMNS if c not in HOUSEHOLD_ADDRESS]
         # each record's place in person_records (`_order`), the order `linked_person_records` reads them in
         batches = con.sql(
             f"""SELECT {IN_RECORDS_ORDER} AS _order, {", ".join(columns + address)}, l.person_id, o.record_order
                 FROM {PERSON_RECORDS} r JOIN person_links l USING (record_key) LEFT JOIN _addresses_read a USING (record_key)
-                JOIN (SELECT rowid + 1 AS record_order, record_key FROM _in_key_order) o USING (record_key)"""
+                JOIN (SELECT rowid + 1 AS record_order, _row FROM _in_key_order) o ON o._row = r.rowid"""
         ).to_arrow_reader(STREAMED_ROWS)
         return FamilyRecords.of(batches)
     finally:
