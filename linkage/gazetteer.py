@@ -28,7 +28,7 @@ import polars as pl
 from linkage.families import FamilyRecords
 from linkage.person_records import HOUSEHOLD_COLUMNS, IN_RECORDS_ORDER, PERSON_RECORDS, linked_person_records
 from linkage.standardise import address_key, per_distinct_value, postcode_parts
-from warehouse import register, scratch, table_exists
+from warehouse import register, scratch, table_columns, table_exists
 
 GAZETTEER_TABLE = "raw_address_gazetteer"
 ADDRESS_MATCHES = "address_matches"
@@ -277,7 +277,7 @@ def addresses_as_read(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     evaluation's 75 s at 1.2M residents), else its `address_matches` read again."""
     if table_exists(con, HOUSEHOLD_ADDRESSES):
         return con.sql(f"SELECT record_key, {', '.join(HOUSEHOLD_ADDRESS)} FROM {HOUSEHOLD_ADDRESSES}").pl()
-    stored = {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?", [ADDRESS_MATCHES]).fetchall()}
+    stored = table_columns(con, ADDRESS_MATCHES)
     # a warehouse whose last run predates the property columns forms households as that run did
     matches = con.sql(f"SELECT {', '.join(MATCH_COLUMNS)} FROM {ADDRESS_MATCHES}").pl() if stored >= set(MATCH_COLUMNS) else pl.DataFrame()
     return addresses_read(con, matches)

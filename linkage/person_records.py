@@ -16,7 +16,8 @@ The columns:
 - event: `event_date`, `address_date` (when the address was recorded: a school census day,
   else the event date), `event_ref` (an incident, notification, claim, case or school term),
   `role` (SUSPECT, VICTIM, CLAIMANT, PUPIL, ...);
-- contacts (school records): `contact_forename`, `contact_surname`, `contact_relationship`.
+- contacts (school records): `contact_forename`, `contact_surname`, `contact_relationship`;
+- `record_position`: the record's place in the table's order (source, file, row), as one integer.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import polars as pl
 
 from data_contracts import Contract
 from linkage.standardise import address_key, flat_number, house_number, name_key, postcode_parts
-from warehouse import register, scratch, sql_literal, table_exists, transaction, write_atomically
+from warehouse import register, scratch, sql_literal, table_columns, table_exists, transaction, write_atomically
 
 PERSON_RECORDS = "person_records"
 
@@ -102,8 +103,8 @@ PERSON_RECORD_COLUMNS = (
 @contextmanager
 def standardised(con: duckdb.DuckDBPyConnection, mentions: str, order: str = "m.file, m.row") -> Iterator[str]:
     """A query of the mentions `mentions` (a SELECT in source_mentions_sql's shape) standardised, in
-    person_records' columns and in file and row order (or `order`, where the mentions are `m`), for
-    as long as the context lasts. Only each column's distinct values come into Polars: the mentions
+    person_records' columns and in file and row order (or `order`, where the mentions are `m`; "":
+    any), for as long as the context lasts. Only each column's distinct values come into Polars: the mentions
     stay in DuckDB, which joins them to their standard forms within its memory cap (at 1.2M
     residents school attendance's 2.16M mentions, read into Polars, standardised and sorted there,
     took 2.3 GB more)."""
@@ -121,7 +122,7 @@ def standardised(con: duckdb.DuckDBPyConnection, mentions: str, order: str = "m.
             made.update({derived: f"{view}.{derived}" for derived in derive(pl.col("value"))})
         chosen = ", ".join(f"{made.get(c, f'm.{c}')} AS {c}" for c in PERSON_RECORD_COLUMNS if c != "record_key")
         yield f"""SELECT m.source || '|' || m.file || '|' || CAST(m.row AS VARCHAR) AS record_key, {chosen}
-                  FROM ({mentions}) m {' '.join(joins)} ORDER BY {order}"""
+                  FROM ({mentions}) m {' '.join(joins)} {f"ORDER BY {order}" if order else ""}"""
     finally:
         for view in views:
             con.unregister(view)
@@ -154,11 +155,17 @@ def linked_person_records(con: duckdb.DuckDBPyConnection, columns: tuple[str, ..
     return con.sql(f"SELECT {chosen}, l.person_id FROM {PERSON_RECORDS} r JOIN person_links l USING (record_key) ORDER BY {IN_RECORDS_ORDER}").pl()
 
 
-#: person_records' own order (source, file, row: `write_person_records` writes the table so), for a
-#: join of it (`r`) to come out in: a join's output order is the threads', and ties must not be.
-#: The row's place in the table is an integer; ordering by the three key columns took 4.3 s
-#: against 2.8 s at 1.2M residents (medians of six), and now and then 11-17 s.
-IN_RECORDS_ORDER = "r.rowid"
+#: person_records' own order (source, file, row), for a join of it (`r`) to come out in: a join's
+#: output order is the threads', and ties must not be. One integer the table holds
+#: (`_file_places`): ordering by the three key columns took 4.3 s against 2.8 s at 1.2M
+#: residents (medians of six), and now and then 11-17 s; and a month's records are changed in
+#: place, the new files' added after the rest, so a row's place in the table is not its place in
+#: that order.
+RECORD_POSITION = "record_position"
+IN_RECORDS_ORDER = f"r.{RECORD_POSITION}"
+#: The bits of record_position below a record's file (its row) and below its source (its file's
+#: place among the source's files).
+_ROW_BITS, _FILE_BITS = 32, 20
 
 
 def write_linked_records(con: duckdb.DuckDBPyConnection, path: Path) -> None:
@@ -209,38 +216,82 @@ def write_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contrac
     """Replace person_records and person_records_made in the warehouse, in one transaction; returns
     the mentions by source. Made one source at a time, so no more than one source's mentions are
     ever held in Python. With `reuse` and the last run's tables, the mentions of a file loaded
-    then, unchanged and read the same way, stay as the table holds them (those of its rows still
-    loaded), and only the other files' rows are read and standardised: the same records either
-    way, and a month's run neither reads the county's millions of mentions out nor writes them
-    back from Python."""
+    then, unchanged and read the same way, stay in the table as they are (those of its rows still
+    loaded), and only the other files' rows are read, standardised and added: the same records
+    either way, and a month's run neither reads the county's millions of mentions out nor writes
+    them again (at 1.2M residents a month's table was 11 s of rewriting)."""
     held = sorted((c for c in contracts if c.holds_people and table_exists(con, c.raw_table)), key=lambda c: c.source)
     if not held:
         raise ValueError("no source holding people has been loaded")
     made_now = mentions_made(con, held)
     reused = pl.DataFrame(schema={"source": pl.String, "file": pl.String})
-    if reuse and table_exists(con, PERSON_RECORDS) and table_exists(con, PERSON_RECORDS_MADE):
+    if reuse and table_exists(con, PERSON_RECORDS) and table_exists(con, PERSON_RECORDS_MADE) and RECORD_POSITION in table_columns(con, PERSON_RECORDS):
         # files whose mentions would be made as they were (`made_with` is null where they cannot be reused)
         made = con.sql(f"SELECT * FROM {PERSON_RECORDS_MADE}").pl()
         reused = made_now.join(made, on=["source", "file", "sha256", "made_with"], how="semi").select("source", "file")
-    with transaction(con):
-        for i, contract in enumerate(held):
-            # the files as literals: DuckDB cannot stream the millions of kept rows past a subquery
-            # on a registered frame (it ran out of its memory limit at 1.2M residents)
-            files = ", ".join(sql_literal(f) for f in reused.filter(pl.col("source") == contract.source)["file"])
-            with standardised(con, source_mentions_sql(contract, f"_file NOT IN ({files})" if files else "")) as fresh:
-                # sources in order, each in its files' and rows' order: the table in person_records' order
-                rows = fresh
-                if files:
-                    rows = f"""SELECT * FROM (
-                                   SELECT p.* FROM {PERSON_RECORDS} p
-                                   SEMI JOIN (SELECT _file, _row FROM "{contract.raw_table}" WHERE _file IN ({files})) r ON p.file = r._file AND p.row = r._row
-                                   WHERE p.source = {sql_literal(contract.source)}
-                                   UNION ALL BY NAME SELECT * FROM ({fresh})
-                               ) ORDER BY file, row"""
-                con.execute(f"CREATE OR REPLACE TABLE _person_records_next AS {rows}" if i == 0 else f"INSERT INTO _person_records_next BY NAME {rows}")
-        con.execute(f"DROP TABLE IF EXISTS {PERSON_RECORDS}")
-        con.execute(f"ALTER TABLE _person_records_next RENAME TO {PERSON_RECORDS}")
-        register(con, "_made", made_now)
-        con.execute(f"CREATE OR REPLACE TABLE {PERSON_RECORDS_MADE} AS SELECT * FROM _made")
-        con.unregister("_made")
+    register(con, "_record_files", _file_places(made_now))
+    try:
+        with transaction(con):
+            if reused.is_empty():
+                _make_person_records(con, held)
+            else:
+                _change_person_records(con, held, reused)
+            register(con, "_made", made_now)
+            con.execute(f"CREATE OR REPLACE TABLE {PERSON_RECORDS_MADE} AS SELECT * FROM _made")
+            con.unregister("_made")
+    finally:
+        con.unregister("_record_files")
     return dict(con.sql(f"SELECT source, count(*) FROM {PERSON_RECORDS} GROUP BY source ORDER BY source").fetchall())
+
+
+def _file_places(files: pl.DataFrame) -> pl.DataFrame:
+    """source, file, first_position: the record_position of each file's row 0, from the source's
+    place among the sources and the file's among the source's files (`files`: every file loaded)."""
+    places = files.select("source", "file").unique().sort("source", "file").with_columns(
+        (pl.col("source").rank("dense") - 1).cast(pl.Int64).alias("source_place"),
+        pl.col("file").cum_count().over("source").cast(pl.Int64).sub(1).alias("file_place"),
+    )
+    if places.height and places["file_place"].max() >= 1 << _FILE_BITS:
+        raise ValueError(f"person_records: a source of more than {1 << _FILE_BITS:,} files is past what record_position numbers")
+    return places.select("source", "file", (pl.col("source_place") * (1 << (_ROW_BITS + _FILE_BITS)) + pl.col("file_place") * (1 << _ROW_BITS)).alias("first_position"))
+
+
+#: A mention (`m`) with its record_position, from `_record_files` (`_file_places`).
+_POSITIONED = f"""SELECT m.*, f.first_position + m.row AS {RECORD_POSITION}
+                  FROM ({{mentions}}) m JOIN _record_files f ON f.source = m.source AND f.file = m.file"""
+
+
+def _make_person_records(con: duckdb.DuckDBPyConnection, held: list[Contract]) -> None:
+    """person_records made from every loaded row: sources in order, each in its files' and rows'."""
+    for i, contract in enumerate(held):
+        with standardised(con, source_mentions_sql(contract), order="") as fresh:
+            rows = f"{_POSITIONED.format(mentions=fresh)} ORDER BY {RECORD_POSITION}"
+            con.execute(f"CREATE OR REPLACE TABLE _person_records_next AS {rows}" if i == 0 else f"INSERT INTO _person_records_next BY NAME {rows}")
+    _check_rows(con, "_person_records_next")
+    con.execute(f"DROP TABLE IF EXISTS {PERSON_RECORDS}")
+    con.execute(f"ALTER TABLE _person_records_next RENAME TO {PERSON_RECORDS}")
+
+
+def _change_person_records(con: duckdb.DuckDBPyConnection, held: list[Contract], reused: pl.DataFrame) -> None:
+    """person_records changed in place: the mentions of rows no longer loaded, or of files not
+    reused, removed; the other files' rows made and added (after the rest: record_position gives
+    the order), and the kept ones renumbered where their file's place moved (an older file gone)."""
+    sources = ", ".join(sql_literal(c.source) for c in held)
+    con.execute(f"DELETE FROM {PERSON_RECORDS} WHERE source NOT IN ({sources})")
+    for contract in held:
+        # the files as literals: DuckDB cannot stream the millions of kept rows past a subquery
+        # on a registered frame (it ran out of its memory limit at 1.2M residents)
+        files = ", ".join(sql_literal(f) for f in reused.filter(pl.col("source") == contract.source)["file"])
+        kept = f"""p.file IN ({files}) AND EXISTS (SELECT 1 FROM "{contract.raw_table}" r WHERE r._file = p.file AND r._row = p.row)""" if files else "false"
+        con.execute(f"DELETE FROM {PERSON_RECORDS} p WHERE p.source = {sql_literal(contract.source)} AND NOT ({kept})")
+        with standardised(con, source_mentions_sql(contract, f"_file NOT IN ({files})" if files else ""), order="") as fresh:
+            con.execute(f"INSERT INTO {PERSON_RECORDS} BY NAME {_POSITIONED.format(mentions=fresh)}")
+    con.execute(f"""UPDATE {PERSON_RECORDS} p SET {RECORD_POSITION} = f.first_position + p.row FROM _record_files f
+                    WHERE f.source = p.source AND f.file = p.file AND p.{RECORD_POSITION} IS DISTINCT FROM f.first_position + p.row""")
+    _check_rows(con, PERSON_RECORDS)
+
+
+def _check_rows(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    (rows,) = con.execute(f"SELECT max(row) FROM {table}").fetchall()[0]
+    if (rows or 0) >= 1 << _ROW_BITS:
+        raise ValueError(f"person_records: a file of more than {1 << _ROW_BITS:,} rows is past what record_position numbers")

@@ -177,12 +177,12 @@ def test_a_monthly_run_leaves_every_table_as_a_run_reading_every_file_does(month
 
 def _person_records(landing: Path, path: Path) -> pl.DataFrame:
     """person_records made from nothing: every file read, every mention made."""
-    from linkage.person_records import PERSON_RECORDS, write_person_records
+    from linkage.person_records import PERSON_RECORDS, RECORD_POSITION, write_person_records
 
     with duckdb.connect(str(path)) as con:
         _ingest(con, landing, TODAY, incremental=False)
         write_person_records(con, list(load_contracts().values()), reuse=False)
-        return con.sql(f"SELECT * FROM {PERSON_RECORDS}").pl()
+        return con.sql(f"SELECT * FROM {PERSON_RECORDS} ORDER BY {RECORD_POSITION}").pl()
 
 
 def test_linkage_compares_only_pairs_touching_a_new_profile_and_links_as_from_nothing(months, tmp_path, monkeypatch):
@@ -231,17 +231,21 @@ def test_linkage_compares_only_pairs_touching_a_new_profile_and_links_as_from_no
 def test_person_records_keep_unchanged_files_mentions_from_the_last_run(months, tmp_path):
     """The mentions of a file the last run made, unchanged and read the same way, stay as the
     warehouse holds them (those of its rows still loaded); the records are those made afresh."""
-    from linkage.person_records import PERSON_RECORDS, PERSON_RECORDS_MADE, write_person_records
+    from linkage.person_records import PERSON_RECORDS, PERSON_RECORDS_MADE, RECORD_POSITION, write_person_records
 
     last_month, this_month = months
     contracts = list(load_contracts().values())
-    table = f"SELECT * FROM {PERSON_RECORDS}"
+    table = f"SELECT * FROM {PERSON_RECORDS} ORDER BY {RECORD_POSITION}"
     with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
         _ingest(con, last_month, TODAY, incremental=True)
         write_person_records(con, contracts)
         read = _ingest(con, this_month, TODAY, incremental=True)
         by_source = write_person_records(con, contracts)
         kept_and_made = con.sql(table).pl()
+        # changed in place, not written again: the new files' mentions follow every kept one in
+        # the table, so its rows are out of person_records' order (record_position restores it)
+        as_stored = con.sql(f"SELECT {RECORD_POSITION} FROM {PERSON_RECORDS}").pl().to_series()
+        assert not as_stored.is_sorted() and as_stored.sort().equals(kept_and_made[RECORD_POSITION])
         # a sentinel in the table: it stays where the mentions are kept, so the next run's copy shows it
         con.execute(f"UPDATE {PERSON_RECORDS} SET role = 'KEPT' WHERE file = (SELECT max(file) FROM {PERSON_RECORDS})")
         write_person_records(con, contracts)
@@ -256,6 +260,7 @@ def test_person_records_keep_unchanged_files_mentions_from_the_last_run(months, 
         every_file = con.sql(table).pl()
     afresh = _person_records(this_month, tmp_path / "afresh.duckdb")
     assert sum(n for n, _ in read.values()) > 0
+    assert afresh.equals(afresh.sort("source", "file", "row")), "record_position numbers person_records' order: source, file, row"
     assert kept_and_made.equals(afresh), "kept and made, in person_records' order"
     assert by_source == dict(afresh.group_by("source").len().iter_rows())
     assert reusing.filter(pl.col("role") == "KEPT").height > 0, "not vacuous: some mentions were kept, not made"

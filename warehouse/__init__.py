@@ -234,6 +234,11 @@ def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     return con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchall()[0][0] > 0
 
 
+def table_columns(con: duckdb.DuckDBPyConnection, name: str) -> set[str]:
+    """The columns the table `name` holds (none where there is no such table)."""
+    return {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?", [name]).fetchall()}
+
+
 #: Every mention (`pr`, person_records) with the person it is linked to (`pl.person_id`).
 _MENTION_TO_PERSON = "person_records pr JOIN person_links pl ON pl.record_key = pr.record_key"
 
