@@ -104,10 +104,10 @@ PERSON_RECORD_COLUMNS = (
 def standardised(con: duckdb.DuckDBPyConnection, mentions: str, order: str = "m.file, m.row") -> Iterator[str]:
     """A query of the mentions `mentions` (a SELECT in source_mentions_sql's shape) standardised, in
     person_records' columns and in file and row order (or `order`, where the mentions are `m`; "":
-    any), for as long as the context lasts. Only each column's distinct values come into Polars: the mentions
-    stay in DuckDB, which joins them to their standard forms within its memory cap (at 1.2M
-    residents school attendance's 2.16M mentions, read into Polars, standardised and sorted there,
-    took 2.3 GB more)."""
+    any), for as long as the context lasts. Only each column's distinct values come into Polars:
+    the mentions stay in DuckDB, which joins them to their standard forms within its memory cap (at
+    1.2M residents school attendance's 2.16M mentions, read into Polars, standardised and sorted
+    there, took 2.3 GB more)."""
     views = []
     joins = []
     made = {}
@@ -225,7 +225,7 @@ def write_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contrac
         raise ValueError("no source holding people has been loaded")
     made_now = mentions_made(con, held)
     reused = pl.DataFrame(schema={"source": pl.String, "file": pl.String})
-    if reuse and table_exists(con, PERSON_RECORDS) and table_exists(con, PERSON_RECORDS_MADE) and RECORD_POSITION in table_columns(con, PERSON_RECORDS):
+    if reuse and RECORD_POSITION in table_columns(con, PERSON_RECORDS) and table_exists(con, PERSON_RECORDS_MADE):
         # files whose mentions would be made as they were (`made_with` is null where they cannot be reused)
         made = con.sql(f"SELECT * FROM {PERSON_RECORDS_MADE}").pl()
         reused = made_now.join(made, on=["source", "file", "sha256", "made_with"], how="semi").select("source", "file")
