@@ -128,6 +128,13 @@ def _profile_fields_sql(table: str, row: str) -> str:
     return f'SELECT {row} AS _row, record_key, {fields} FROM "{table}"'
 
 
+def mention_keys_sql(table: str, row: str = "rowid") -> str:
+    """SQL: each mention of `table` (person_records' columns) with its place in the table (`row`:
+    a column giving it) as _row, its record_key and its profile key (profile_key): mentions of
+    one key are one profile."""
+    return f"SELECT _row, record_key, {_PROFILE_KEY_SQL} AS profile_key FROM ({_profile_fields_sql(table, row)})"
+
+
 def build_profiles(records: pl.DataFrame | MentionsTable) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(profiles with pid and blocking keys, record_key -> pid in record_key order).
 
@@ -146,7 +153,7 @@ def build_profiles(records: pl.DataFrame | MentionsTable) -> tuple[pl.DataFrame,
         # each mention's key made once, for the grouping and the mapping both: made twice, a 1.2M
         # county's profiles took 11.8 s rather than 9.8. (person_records holding every mention's key
         # would save 3.5 s more in a month, but writing that table cold took 9 s longer.)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE mention_keys AS SELECT _row, record_key, {_PROFILE_KEY_SQL} AS profile_key FROM ({_profile_fields_sql(table, row)})")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE mention_keys AS {mention_keys_sql(table, row)}")
         # in the key's order, so a profile's place in the table is its pid
         con.execute("""
             CREATE OR REPLACE TEMP TABLE profile_keys AS
