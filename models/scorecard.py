@@ -126,7 +126,7 @@ def snapshot(
         hits = compute_indicators(con, registry, reference, members="snapshot_members", linked=linked)
     finally:
         con.unregister("snapshot_members")
-    scores = score_families(registry, hits.person_indicators, hits.family_indicators, families.families, families.members).scores
+    scores = score_families(registry, hits.person_indicators, hits.family_indicators, families.families, families.members, explained=False).scores
     wide = hits.family_indicators.with_columns(pl.lit(1).alias("hit")).pivot(on="indicator_id", index="family_ref", values="hit", aggregate_function="max")
     frame = scores.select("family_ref", "score", "needs_met", "eligible").join(wide, on="family_ref", how="left")
     for indicator in registry.indicators:

@@ -100,6 +100,20 @@ def test_every_breakdown_sums_and_reasons_are_plain_english(scored):
     assert wrong == 0
 
 
+def test_scores_without_their_explanation_are_the_same_scores(scored):
+    """The scorecard's earlier months are scored without sentences: every score, need and
+    eligibility must be what the explained scoring gives, only the reasons left out."""
+    from models.score import score_families
+
+    con = duckdb.connect(str(scored / "warehouse.duckdb"), read_only=True)
+    tables = [con.sql(f"SELECT * FROM {t}").pl() for t in ("person_indicators", "family_indicators", "families", "family_members")]
+    explained = score_families(load_registry(), *tables)
+    plain = score_families(load_registry(), *tables, explained=False)
+    assert explained.scores.filter(pl.col("eligible")).height > 0 and explained.scores["score"].n_unique() > 3
+    assert plain.scores.equals(explained.scores.drop("top_reasons"))
+    assert plain.breakdown["points_awarded"].sum() == explained.breakdown["points_awarded"].sum()
+
+
 def test_a_council_changes_a_weight_and_a_threshold_without_code(village, scored, tmp_path):
     document = yaml.safe_load(DEFAULT_REGISTRY.read_text())
     for item in document["indicators"]:
