@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -338,6 +339,12 @@ def _read_file(contract: Contract, path: Path, order: int, sha: str, today: dt.d
     )
 
 
+#: Landing files of one source read at once, in threads: Polars lets go of the GIL while it parses
+#: and checks a file, so another file's Python work (the csv module counting each record's
+#: fields) runs meanwhile. Five 1.2M sources' files 21.3 -> 18.5 s (medians of two, alternating).
+FILES_READ_AT_ONCE = 2
+
+
 def read_source(contract: Contract, landing: Path, today: dt.date, previous: PreviousLoad | None = None) -> SourceIngest:
     """Read, check and reconcile every file of one source. Writes nothing.
 
@@ -371,22 +378,32 @@ def read_source(contract: Contract, landing: Path, today: dt.date, previous: Pre
         loaded_frames.append(current.with_columns(pl.col(FILE).replace_strict(file_order[FILE], file_order[FILE_ORDER], return_dtype=pl.Int32).alias(FILE_ORDER)))
         quarantine_frames.append(previous.quarantine.filter(pl.col(FILE).is_in(kept_files)))
         set_aside_frames.append(previous.set_aside.filter(pl.col(FILE).is_in(kept_files)))
+    # which files are read is known from their names and digests alone; they are read two at a
+    # time and taken in order, as if read one by one
+    to_read = []
     for order, path in enumerate(paths):
-        if order < len(kept):
-            continue
+        if order >= len(kept) and not path.is_symlink() and shas[path.name] not in seen:
+            seen[shas[path.name]] = path.name
+            to_read.append((order, path))
+    def read_one(chosen: tuple[int, Path]):
+        order, path = chosen
+        return _read_file(contract, path, order, shas[path.name], today, date_formats)
+
+    with ThreadPoolExecutor(max_workers=FILES_READ_AT_ONCE) as pool:
+        read = {path.name: done for (_, path), done in zip(to_read, pool.map(read_one, to_read))}
+    for path in paths[len(kept):]:
         sha = shas[path.name]
         if path.is_symlink():
             reports.append(FileReport(contract.source, path.name, "", "refused", message="a link, not a plain file: not followed, not read"))
             continue
-        if sha in seen:
+        if path.name not in read:
             original = next(r for r in reports if r.file == seen[sha])
             reports.append(FileReport(
                 contract.source, path.name, sha, "duplicate", received=original.received, duplicate_of=seen[sha],
                 message=f"same bytes as {seen[sha]}; loaded once", contract_sha256=contract_digest(contract), validated_on=today,
             ))
             continue
-        seen[sha] = path.name
-        report, good, quarantined, aside = _read_file(contract, path, order, sha, today, date_formats)
+        report, good, quarantined, aside = read.pop(path.name)
         reports.append(report)
         for frames, frame in ((loaded_frames, good), (quarantine_frames, quarantined), (set_aside_frames, aside)):
             if frame is not None:
