@@ -91,9 +91,9 @@ def score_families(
     hits = hits.with_columns(
         pl.min_horizontal(pl.col("points"), (pl.col("cap") - before).clip(0)).cast(pl.Int64).alias("points_awarded")
     ).with_columns((pl.col("points_awarded") < pl.col("points")).alias("capped"))
+    totals = _totals(hits, families, rule)
     if not explained:
-        scores = _banded(_totals(hits, families, rule), rule, settings)
-        return FamilyScores(scores=scores.sort(["score", "family_ref"], descending=[True, False]), breakdown=hits)
+        return FamilyScores(scores=_banded(totals, rule, settings).sort(["score", "family_ref"], descending=[True, False]), breakdown=hits)
     ages = members.select("person_id", "age")
     breakdown = hits.join(ages, on="person_id", how="left").with_columns(
         _member_label(pl.col("age")).alias("member"),
@@ -105,7 +105,7 @@ def score_families(
     top = breakdown.filter(pl.col("points_awarded") > 0).group_by("family_ref", maintain_order=True).agg(
         (pl.col("member") + ": " + pl.col("reason")).head(settings.reasons).alias("top_reasons")
     )
-    scores = _banded(_totals(breakdown, families, rule).join(top, on="family_ref", how="left"), rule, settings)
+    scores = _banded(totals.join(top, on="family_ref", how="left"), rule, settings)
     return FamilyScores(scores=scores.sort(["score", "family_ref"], descending=[True, False]), breakdown=breakdown)
 
 
