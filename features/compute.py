@@ -69,10 +69,8 @@ def people_mentions(con: duckdb.DuckDBPyConnection, members: str, sources: list[
         con.execute(f'DROP TABLE IF EXISTS "{name}"')
 
 
-def _person_hits(con: duckdb.DuckDBPyConnection, indicator: Indicator, reference: dt.date, mentions: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    kind = indicator.rule
-    evidence = con.sql(kind.evidence_sql(indicator, reference, mentions, con)).pl()
-    hits, evidence = kind.person_hits(indicator, evidence)
+def _person_hits(indicator: Indicator, evidence: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    hits, evidence = indicator.rule.person_hits(indicator, evidence)
     evidence = evidence.join(hits.select("person_id"), on="person_id", how="semi")
     tag = pl.lit(indicator.id).alias("indicator_id")
     return hits.select(tag, "person_id", "family_ref", "value", "latest", "evidence_rows"), evidence.select(
@@ -88,13 +86,20 @@ def compute_indicators(
     the sources' mentions with their persons made ahead (`sources_mentions`), when several
     months' indicators are computed from one warehouse."""
     with people_mentions(con, members, indicator_sources(registry), linked) as mentions:
-        persons, evidence = [], []
+        # indicators reading the same rows (persistent and severe absence: the same terms, other
+        # thresholds) read them once; the results are sorted below, so the order read is free
+        reading: dict[str, list[Indicator]] = {}
         for indicator in registry.indicators:
-            if not indicator.rule.person_level:
-                continue
-            hits, rows = _person_hits(con, indicator, reference, mentions)
-            persons.append(hits)
-            evidence.append(rows)
+            if indicator.rule.person_level:
+                reading.setdefault(indicator.rule.evidence_sql(indicator, reference, mentions, con), []).append(indicator)
+        persons, evidence = [], []
+        for sql, indicators in reading.items():
+            rows_read = con.sql(sql).pl()
+            for indicator in indicators:
+                hits, rows = _person_hits(indicator, rows_read)
+                persons.append(hits)
+                evidence.append(rows)
+            del rows_read
         person_indicators = pl.concat(persons) if persons else pl.DataFrame()
         evidence_rows = pl.concat(evidence) if evidence else pl.DataFrame()
         family = person_indicators.group_by("family_ref", "indicator_id").agg(
