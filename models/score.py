@@ -93,7 +93,7 @@ def score_families(
     ).with_columns((pl.col("points_awarded") < pl.col("points")).alias("capped"))
     totals = _totals(hits, families, rule)
     if not explained:
-        return FamilyScores(scores=_banded(totals, rule, settings).sort(["score", "family_ref"], descending=[True, False]), breakdown=hits)
+        return FamilyScores(scores=_banded(totals, rule, settings), breakdown=hits)
     ages = members.select("person_id", "age")
     breakdown = hits.join(ages, on="person_id", how="left").with_columns(
         _member_label(pl.col("age")).alias("member"),
@@ -105,8 +105,7 @@ def score_families(
     top = breakdown.filter(pl.col("points_awarded") > 0).group_by("family_ref", maintain_order=True).agg(
         (pl.col("member") + ": " + pl.col("reason")).head(settings.reasons).alias("top_reasons")
     )
-    scores = _banded(totals.join(top, on="family_ref", how="left"), rule, settings)
-    return FamilyScores(scores=scores.sort(["score", "family_ref"], descending=[True, False]), breakdown=breakdown)
+    return FamilyScores(scores=_banded(totals.join(top, on="family_ref", how="left"), rule, settings), breakdown=breakdown)
 
 
 def _totals(hits: pl.DataFrame, families: pl.DataFrame, rule: Programme) -> pl.DataFrame:
@@ -127,11 +126,11 @@ def _totals(hits: pl.DataFrame, families: pl.DataFrame, rule: Programme) -> pl.D
 
 
 def _banded(scores: pl.DataFrame, rule: Programme, settings: ScoreSettings) -> pl.DataFrame:
-    """Eligibility under the programme's rule and the score's band."""
+    """Eligibility under the programme's rule and the score's band, highest score first."""
     return scores.with_columns(
         ((pl.col("dependent_children") > 0) & (pl.col("needs_met") >= rule.minimum)).alias("eligible"),
         pl.when(pl.col("score") >= settings.high_band).then(pl.lit("high"))
         .when(pl.col("score") >= settings.medium_band).then(pl.lit("medium"))
         .otherwise(pl.lit("low")).alias("band"),
         pl.lit(settings.programme).alias("programme"),
-    )
+    ).sort(["score", "family_ref"], descending=[True, False])
