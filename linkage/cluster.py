@@ -60,6 +60,10 @@ _NOTHING: frozenset = frozenset()
 class _Cluster:
     members: list[int]
     dobs: set[dt.date] = field(default_factory=set)
+    # every two of its birth dates a slip apart: true of any cluster the rules made (each link
+    # checked every date across it), so a link need only check the dates one side lacks; a
+    # reviewer's match, which skips the rules, may join dates that are not
+    dobs_agree: bool = True
     # the birth years its dates and its stated ages give, kept as clusters merge rather than
     # worked out from the dates at every link
     years: frozenset[int] | set[int] = _NOTHING
@@ -99,6 +103,8 @@ def _dob_compatible(a: dt.date, b: dt.date) -> bool:
 
 
 def _most_used(names: dict[tuple[str, str], int]) -> tuple[str, str]:
+    if len(names) == 1:  # most profiles, at most links: one name on a date
+        return next(iter(names))
     # ties go to the longer name: the formal one, not the nickname (Oliver, not Ollie)
     return max(names, key=lambda n: (names[n], len(n[0]), n))
 
@@ -150,11 +156,12 @@ class ConstrainedClusterer:
                 cluster.years = {birth_year}
             if forename:
                 cluster.names[(forename, surname or "")] = mentions
-            for key, value in (("nhs_number", nhs_number), ("upn", upn), ("nino", nino)):
-                if value:
-                    cluster.ids[key] = {value: mentions}
-                    if mentions >= ESTABLISHED_BY:
-                        cluster.established |= {key}
+            if nhs_number or upn or nino:  # most profiles carry none
+                for key, value in (("nhs_number", nhs_number), ("upn", upn), ("nino", nino)):
+                    if value:
+                        cluster.ids[key] = {value: mentions}
+                        if mentions >= ESTABLISHED_BY:
+                            cluster.established |= {key}
             self.clusters[root] = cluster
         return cluster
 
@@ -196,7 +203,7 @@ class ConstrainedClusterer:
             if a.ids[key].keys().isdisjoint(b.ids[key]):
                 return True
         if self.check_birth_dates:
-            if a.dobs and b.dobs and not all(_dob_compatible(x, y) for x in a.dobs for y in b.dobs):
+            if a.dobs and b.dobs and not self._dobs_compatible(a, b):
                 return True
             # every year on one side within a year of every year on the other
             if a.years and b.years and (max(a.years) - min(b.years) > 1 or max(b.years) - min(a.years) > 1):
@@ -220,6 +227,17 @@ class ConstrainedClusterer:
             return True
         return False
 
+    @staticmethod
+    def _dobs_compatible(a: _Cluster, b: _Cluster) -> bool:
+        """Every birth date of one cluster a slip from every date of the other. Where both sides'
+        own dates agree, a date both hold meets the other side's as one of its own: only the
+        dates each side lacks are compared (usually none: a person's links carry their date)."""
+        if a.dobs_agree and b.dobs_agree:
+            if a.dobs <= b.dobs or b.dobs <= a.dobs:
+                return True
+            return all(_dob_compatible(x, y) for x in a.dobs - b.dobs for y in b.dobs - a.dobs)
+        return all(_dob_compatible(x, y) for x in a.dobs for y in b.dobs)
+
     def link(self, l: int, r: int, force: bool = False) -> bool:
         ra, rb = self.find(l), self.find(r)
         if ra == rb:
@@ -228,8 +246,14 @@ class ConstrainedClusterer:
         if not force and self.contradicts(a, b):
             self.refused += 1
             return False
+        if force or not self.check_birth_dates:
+            # joined without the birth-date rule: its dates may not agree, and are compared whole from now on
+            agree = a.dobs_agree and b.dobs_agree and (not a.dobs or not b.dobs or self._dobs_compatible(a, b))
+        else:
+            agree = a.dobs_agree and b.dobs_agree
         if len(a.members) < len(b.members):
             ra, rb, a, b = rb, ra, b, a
+        a.dobs_agree = agree
         self.parent[rb] = ra
         a.members += b.members
         a.dobs |= b.dobs

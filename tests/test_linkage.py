@@ -61,6 +61,22 @@ def test_parent_and_child_of_one_name_stay_two_and_cannot_be_chained():
     assert not c.link(4, 1) and c.link(4, 2)
 
 
+def test_birth_dates_a_reviewer_joined_are_each_checked_against_the_next_link():
+    # a reviewer's match joins two dates no slip explains (the reviewer knew better); a later
+    # record with one of those dates is checked against both, as if the person held them apart
+    c = ConstrainedClusterer(profiles([
+        {"pid": 1, "dob": D(2012, 5, 17), "forename": "AMY", "surname": "COLE"},
+        {"pid": 2, "dob": D(2012, 9, 3), "forename": "AMY", "surname": "COLE"},
+        {"pid": 3, "dob": D(2012, 5, 17), "forename": "AMY", "surname": "COLE"},
+        {"pid": 4, "dob": D(2012, 5, 18), "forename": "AMY", "surname": "COLE"},  # a day out
+        {"pid": 5, "dob": D(2012, 5, 17), "forename": "AMY", "surname": "COLE"},
+    ]))
+    assert c.link(1, 2, force=True)
+    assert not c.link(3, 1), "2012-09-03 is no slip from 2012-05-17, whoever joined it to the person"
+    assert c.link(3, 4) and c.link(5, 3), "dates the rules joined stay a slip apart, and one already held is no news"
+    assert c.find(3) == c.find(4) == c.find(5) != c.find(1)
+
+
 def test_different_identifiers_and_reviewer_decisions_are_respected():
     c = ConstrainedClusterer(
         profiles([
