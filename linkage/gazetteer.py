@@ -286,12 +286,16 @@ def addresses_as_read(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 def addresses_read(con: duckdb.DuckDBPyConnection, matches: pl.DataFrame) -> pl.DataFrame:
     """What `household_addresses` stores: record_key and HOUSEHOLD_ADDRESS of the records read at
     another address than the one sent (a matched property's, or the reading most of a property's
-    lines give). Read from the records' key and address columns alone (`canonical_addresses`
-    reads no other), a third of what `linked_person_records` holds."""
-    sent = linked_person_records(con, ("record_key", "address", *HOUSEHOLD_ADDRESS))
+    lines give), in record_key order. Read from the records' key and address columns alone
+    (`canonical_addresses` reads no other), a third of what `linked_person_records` holds, and
+    as person_records holds them: not joined to person_links, which holds every one of them (a
+    mention is one profile's, a profile one person's), nor sorted, since a reading does not
+    depend on the records' order (each choice is made on counts, ties broken by the reading's
+    own columns). At 1.2M residents the read took 0.25 rather than 1.1-1.6 s."""
+    sent = con.sql(f"SELECT {', '.join(('record_key', 'address', *HOUSEHOLD_ADDRESS))} FROM {PERSON_RECORDS}").pl()
     records = canonical_addresses(sent, matches)
     changed = pl.any_horizontal(records[c].ne_missing(sent[c]) for c in HOUSEHOLD_ADDRESS)
-    return records.filter(changed).select("record_key", *HOUSEHOLD_ADDRESS)
+    return records.filter(changed).select("record_key", *HOUSEHOLD_ADDRESS).sort("record_key")
 
 
 def read_as(sent: pl.DataFrame, read: pl.DataFrame) -> pl.DataFrame:
