@@ -345,6 +345,38 @@ def test_a_well_formed_csv_is_read_the_fast_way_and_reads_as_the_slow_way_would(
     assert_frame_equal(fast.frame, slow.frame)
     assert fast.row_problems == slow.row_problems == []
 
+#: Files whose records are counted by the plain-line check or by the csv module: each must be
+#: counted as the csv module counts it (a record of the wrong width anywhere: None).
+COUNTED_CSVS = [
+    "a,b,c\n1,2,3\n4,,6\n",  # plain lines
+    'a,b,c\r\n"x, y","say ""hi""",3\r\n',  # CRLF, commas and doubled quotes inside quotes
+    "a,b,c\n1,2,3",  # no line break after the last record
+    "a,b,c\n1,2\n4,5,6\n",  # a short record
+    "a,b,c\n1,2,3,4\n",  # a long one
+    "a,b,c\n1,2,3\n\n4,5,6\n",  # a blank line is no record
+    "a,b,c\n1,2,3\n\n",  # nor a blank line at the end
+    'a,b,c\n1,"two\nlines",3\n',  # a record over two lines
+    "a,b,c\n1,2\r3,4\n",  # a bare carriage return ends a record (here, two short ones)
+    'a,b,c\n1,x"y,3\n',  # a quote inside an unquoted field
+    'a,b,c\n1,"x"y,3\n',  # text after a closing quote
+    'a,b,c\n1, "x,y",3\n',  # a quote after a space opens no quoted field
+    "a\n1\n\n2\n",  # one field: a blank line would match
+]
+
+
+@pytest.mark.parametrize("text", COUNTED_CSVS)
+def test_records_are_counted_as_the_csv_module_counts_them(text):
+    import csv
+    import io
+
+    from ingestion.readers import _records_if_well_formed
+
+    header = next(csv.reader(io.StringIO(text, newline="")))
+    lengths = [len(record) for record in csv.reader(io.StringIO(text, newline=""))]
+    expected = len(lengths) if all(n == len(header) for n in lengths[1:]) else None
+    assert _records_if_well_formed(text, len(header)) == expected
+
+
 
 def test_a_table_is_changed_in_place_only_where_its_rows_remain_in_order_before_the_new():
     from ingestion.load import _rows_changed
