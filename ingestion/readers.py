@@ -92,7 +92,7 @@ def read_extract(path: Path, date_formats: dict[str, str] | None = None) -> Extr
 def _read_csv(data: bytes) -> ExtractFile:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
-    if not data.strip():
+    if not data or data.isspace():  # (not strip(), which copies the file)
         raise FileRefused("the file is empty")
     try:
         text = data.decode("utf-8")
@@ -100,13 +100,13 @@ def _read_csv(data: bytes) -> ExtractFile:
     except UnicodeDecodeError:
         text = data.decode("utf-8", errors="replace")
         lossy = True
-    if "\x00" in text:
+    if b"\x00" in data:  # a NUL byte is a NUL character, and the bytes are searched faster
         if "\x00" in text.split("\n", 1)[0]:
             raise FileRefused("the header row contains NUL bytes; it is not a text CSV file")
         # a NUL inside a record spoils that record only: marked like any unreadable byte
         text, lossy = text.replace("\x00", REPLACEMENT_CHAR), True
     try:
-        header = next(csv.reader(io.StringIO(text, newline="")))
+        header = _first_record(text)
     except (csv.Error, StopIteration) as exc:
         raise FileRefused(f"the header row could not be read as CSV ({type(exc).__name__})") from None
     _check_header(header)
@@ -138,6 +138,25 @@ def _read_csv(data: bytes) -> ExtractFile:
     if lossy:
         result.row_problems.extend(_replacement_problems(result.frame, header))
     return result
+
+
+#: Characters of a CSV file in which its header is looked for first (see `_first_record`).
+HEADER_PREFIX = 1 << 16
+
+
+def _first_record(text: str) -> list[str]:
+    """The first record of a CSV text, read from its first HEADER_PREFIX characters when it ends
+    within them: a StringIO of the whole text (which the reader would read one line of) copied a
+    school month's file, 0.06 s of its 0.5. A record not ended there is read from the whole text."""
+    if len(text) > HEADER_PREFIX:
+        prefix = io.StringIO(text[:HEADER_PREFIX], newline="")
+        try:
+            record = next(csv.reader(prefix))
+        except (csv.Error, StopIteration):
+            record = None  # the cut may have made the trouble: the whole text decides
+        if record is not None and prefix.tell() < HEADER_PREFIX:
+            return record
+    return next(csv.reader(io.StringIO(text, newline="")))
 
 
 def _plain_record(width: int) -> str:
