@@ -246,11 +246,11 @@ class ConstrainedClusterer:
         if not force and self.contradicts(a, b):
             self.refused += 1
             return False
-        if force or not self.check_birth_dates:
-            # joined without the birth-date rule: its dates may not agree, and are compared whole from now on
-            agree = a.dobs_agree and b.dobs_agree and (not a.dobs or not b.dobs or self._dobs_compatible(a, b))
-        else:
-            agree = a.dobs_agree and b.dobs_agree
+        agree = a.dobs_agree and b.dobs_agree
+        if force and self.check_birth_dates and agree and a.dobs and b.dobs:
+            # joined past the birth-date rule: dates that do not agree are compared whole from now on
+            # (with the rule off, the dates are never compared)
+            agree = self._dobs_compatible(a, b)
         if len(a.members) < len(b.members):
             ra, rb, a, b = rb, ra, b, a
         a.dobs_agree = agree
