@@ -141,6 +141,9 @@ class ConstrainedClusterer:
                 self._cluster(a).forbidden |= {b}
                 self._cluster(b).forbidden |= {a}
         self.refused = 0
+        # set when a decision turned on which name a cluster uses most, so on how many mentions
+        # carry each (a profile's `mentions`): read and cleared by the caller after each link
+        self.weighed = False
 
     def _cluster(self, root: int) -> _Cluster:
         cluster = self.clusters.get(root)
@@ -212,20 +215,45 @@ class ConstrainedClusterer:
         # known by two names (a middle name used as a forename), not twins
         one_person = bool(both) and any(not a.ids[key].keys().isdisjoint(b.ids[key]) for key in both)
         twin_dates = a.names_by_dob.keys() & b.names_by_dob.keys() if self.check_twins and not one_person else ()
+        # whether the names most used decided (`weighed`): asked only where a side has a choice
+        chosen = False
         # names that are not alike join only on a shared birth date (a middle name used as a
         # forename): a record with no birth date, keyed with another member's NHS number, does
         # not carry one person's name into another's
         if self.check_twins and not one_person and a.names and b.names and a.dobs.isdisjoint(b.dobs):
-            if not self._alike(self._usual_name(a), self._usual_name(b)):
-                return True
+            alike = self._alike(self._usual_name(a), self._usual_name(b))
+            chosen = (len(a.names) > 1 or len(b.names) > 1) and not self._whichever(a.names, b.names, alike)
+            if not alike:
+                return self._refused_on_names(a, b, chosen)
         for dob in twin_dates:
             # the name each side mostly uses on that date must be alike (a typo, a nickname,
             # forename and surname swapped); twins go by different names
-            if not self._alike(_most_used(a.names_by_dob[dob]), _most_used(b.names_by_dob[dob])):
-                return True
-        if (a.forbidden and not a.forbidden.isdisjoint(b.members)) or (b.forbidden and not b.forbidden.isdisjoint(a.members)):
+            on_a, on_b = a.names_by_dob[dob], b.names_by_dob[dob]
+            alike = self._alike(_most_used(on_a), _most_used(on_b))
+            chose = (len(on_a) > 1 or len(on_b) > 1) and not self._whichever(on_a, on_b, alike)
+            if not alike:
+                return self._refused_on_names(a, b, chose)
+            chosen = chosen or chose
+        if self._forbidden(a, b):
             return True
+        self.weighed = self.weighed or chosen
         return False
+
+    @staticmethod
+    def _forbidden(a: _Cluster, b: _Cluster) -> bool:
+        return bool((a.forbidden and not a.forbidden.isdisjoint(b.members)) or (b.forbidden and not b.forbidden.isdisjoint(a.members)))
+
+    def _whichever(self, names_a: dict[tuple[str, str], int], names_b: dict[tuple[str, str], int], alike: bool) -> bool:
+        """Whether every name of one side is as alike to every name of the other as the two most
+        used are: then how often each is used (any of them may be the most used) changes nothing."""
+        return all(self._alike(x, y) == alike for x in names_a for y in names_b)
+
+    def _refused_on_names(self, a: _Cluster, b: _Cluster, chosen: bool) -> bool:
+        """A link refused because the names most used are not alike: `weighed` where other names
+        would have been alike (`chosen`), unless a reviewer's decision refuses it anyway."""
+        if chosen and not self._forbidden(a, b):
+            self.weighed = True
+        return True
 
     @staticmethod
     def _dobs_compatible(a: _Cluster, b: _Cluster) -> bool:
@@ -292,13 +320,23 @@ class ClusteredGroups:
     """What the constrained clusterer made of each group it took apart, for the next run: per
     group, the digest of all it was given (`_group_digests`) and, for each of its profiles (by
     profile digest), the person it joined (labelled by one member's digest) and the links it
-    refused. A group given the same again is the same again: the clusterer is not run on it."""
+    refused. A group given the same again is the same again: the clusterer is not run on it; so is
+    one given the same but for its profiles' counts of mentions, where no link in it turned on
+    the name a cluster went by most and no identifier's count crossed ESTABLISHED_BY (`plain`)."""
 
-    groups: pl.DataFrame  # group (String), profile (UInt64), person (UInt64), refused (Int64)
+    # group (String), profile (UInt64), person (UInt64), refused (Int64), plain (String), weighed
+    # (Boolean): the group's digest with mentions read only for identifiers, and whether the names
+    # most used decided a link in it (`_group_digests`)
+    groups: pl.DataFrame
     afresh: int = 0  # of these, the groups this run took apart (the rest were as the last run gave them)
 
     def __post_init__(self) -> None:
-        self.groups = self.groups.select(pl.col("group").cast(pl.String), pl.col("profile", "person").cast(pl.UInt64), pl.col("refused").cast(pl.Int64))
+        # a table written before `plain` and `weighed` were kept: its groups are reused only given the same
+        missing = [pl.lit(None, pl.String).alias("plain")] * ("plain" not in self.groups.columns) + [pl.lit(True).alias("weighed")] * ("weighed" not in self.groups.columns)
+        self.groups = self.groups.with_columns(missing).select(
+            pl.col("group").cast(pl.String), pl.col("profile", "person").cast(pl.UInt64), pl.col("refused").cast(pl.Int64),
+            pl.col("plain").cast(pl.String), pl.col("weighed").cast(pl.Boolean),
+        )
 
 
 def _clusterer_version() -> str:
@@ -309,11 +347,21 @@ def _clusterer_version() -> str:
 
 
 def _group_digests(careful: pl.DataFrame, profiles: pl.DataFrame, ordered_links: pl.DataFrame, decisions: list[tuple[int, int, str]], rules: str) -> pl.DataFrame:
-    """component -> group: the digest of what the clusterer is given for it (each profile's digest
-    and mentions, its links in the order they are taken, reviewers' decisions inside it, the rules)."""
-    digest = profiles.select("pid", "digest", (pl.col("mentions") if "mentions" in profiles.columns else pl.lit(1)).fill_null(1).alias("mentions"))
+    """component -> group and plain: the digest of what the clusterer is given for it (each
+    profile's digest and mentions, its links in the order they are taken, reviewers' decisions
+    inside it, the rules); and the same with each profile's mentions read only as far as they
+    count for its identifiers (`plain`: at least ESTABLISHED_BY or not, and only where it carries
+    one). A group whose clustering the names most used never decided (`weighed` false) is the same
+    again given the same `plain`: its mentions are read for nothing else. A child's attendance
+    adds a mention to its profile every month."""
+    mentions = (pl.col("mentions") if "mentions" in profiles.columns else pl.lit(1)).fill_null(1)
+    identified = pl.any_horizontal([pl.col(c).cast(pl.String).fill_null("") != "" for c in ("nhs_number", "upn", "nino") if c in profiles.columns] or [pl.lit(False)])
+    digest = profiles.select(
+        "pid", "digest", mentions.alias("mentions"), pl.when(identified).then(mentions.clip(upper_bound=ESTABLISHED_BY)).otherwise(1).alias("counted"),
+    )
     members = careful.join(digest, on="pid").group_by("component").agg(
-        pl.concat_str(pl.col("digest").cast(pl.String), pl.col("mentions").cast(pl.String), separator=":").sort().str.join(",").alias("members")
+        pl.concat_str(pl.col("digest").cast(pl.String), pl.col(counts).cast(pl.String), separator=":").sort().str.join(",").alias(name)
+        for name, counts in (("members", "mentions"), ("members_plain", "counted"))
     )
     of = {"l": digest.select(pl.col("pid").alias("l"), pl.col("digest").alias("dl")), "r": digest.select(pl.col("pid").alias("r"), pl.col("digest").alias("dr"))}
     links = (
@@ -327,9 +375,11 @@ def _group_digests(careful: pl.DataFrame, profiles: pl.DataFrame, ordered_links:
         .group_by("component").agg(pl.concat_str("decision", pl.col("dl").cast(pl.String), pl.col("dr").cast(pl.String), separator="-").sort().str.join(",").alias("decisions"))
     )
     given = members.join(links, on="component", how="left").join(decided, on="component", how="left")
-    texts = given.select(pl.concat_str(pl.lit(rules), "members", pl.col("links").fill_null(""), pl.col("decisions").fill_null(""), separator="|"))
-    group = [hashlib.sha256(text.encode()).hexdigest() for text in texts.to_series().to_list()]
-    return given.select("component").with_columns(pl.Series("group", group, dtype=pl.String))
+    digests = {}
+    for name, held in (("group", "members"), ("plain", "members_plain")):
+        texts = given.select(pl.concat_str(pl.lit(rules), held, pl.col("links").fill_null(""), pl.col("decisions").fill_null(""), separator="|"))
+        digests[name] = pl.Series(name, [hashlib.sha256(text.encode()).hexdigest() for text in texts.to_series().to_list()], dtype=pl.String)
+    return given.select("component").with_columns(digests["group"], digests["plain"])
 
 
 def cluster_persons(
@@ -375,26 +425,34 @@ def cluster_persons(
         decisions = [(a, b, "MATCH") for a, b in must_link] + [(a, b, "NON_MATCH") for a, b in cannot_link]
         groups = careful.join(_group_digests(careful, profiles, ordered, decisions, rules), on="component")
     known = last.groups if last is not None and groups is not None else ClusteredGroups(pl.DataFrame(schema={"group": pl.String, "profile": pl.UInt64, "person": pl.UInt64, "refused": pl.Int64})).groups
-    again = groups.join(known.select("group").unique(), on="group", how="semi") if groups is not None else careful.head(0)
+    if groups is not None:
+        # each group given as the last run's was: the same digest, or the same plain one where the
+        # names most used decided nothing (`source`: the last run's group it is taken from)
+        same = groups.join(known.select("group").unique(), on="group", how="semi").with_columns(pl.col("group").alias("source"))
+        plain = known.filter(pl.col("weighed").not_()).group_by("plain").agg(pl.col("group").first().alias("source"))
+        again = pl.concat([same, groups.join(same, on="pid", how="anti").join(plain, on="plain")])
+    else:
+        again = careful.head(0)
     fresh = careful.join(again, on="pid", how="anti")
     given = profiles.select(c for c in CLUSTERER_COLUMNS if c in profiles.columns).join(fresh, on="pid", how="semi")
     fresh_links = ordered.join(fresh.select(pl.col("pid").alias("l"), "component"), on="l")
-    taken_apart, refused, refused_by_clusterer = _take_apart(given, fresh, fresh_links, list(must_link), list(cannot_link), (birth_dates, twins, identifiers))
+    taken_apart, refused, weighed, refused_by_clusterer = _take_apart(given, fresh, fresh_links, list(must_link), list(cannot_link), (birth_dates, twins, identifiers))
     del given
     if groups is not None:
         digest = profiles.select("pid", "digest")
         made = (
             taken_apart.join(fresh, on="pid").join(digest, on="pid")
             .with_columns(pl.col("digest").min().over("cluster").alias("person"))
-            .join(groups.select("pid", "group"), on="pid")
-            .with_columns(pl.col("component").replace_strict(refused, default=0, return_dtype=pl.Int64).alias("refused"))
+            .join(groups.select("pid", "group", "plain"), on="pid")
+            .with_columns(
+                pl.col("component").replace_strict(refused, default=0, return_dtype=pl.Int64).alias("refused"),
+                pl.col("component").is_in(pl.Series(list(weighed), dtype=fresh["component"].dtype).implode()).alias("weighed"),
+            )
         )
-        kept = again.join(digest, on="pid").join(known, left_on=["group", "digest"], right_on=["group", "profile"])
+        kept = again.join(digest, on="pid").join(known.drop("plain"), left_on=["source", "digest"], right_on=["group", "profile"])
         reused = kept.select("pid", pl.col("pid").min().over("group", "person").alias("cluster"))
-        groups = ClusteredGroups(pl.concat([
-            made.select("group", pl.col("digest").alias("profile"), "person", "refused"),
-            kept.select("group", pl.col("digest").alias("profile"), "person", "refused"),
-        ]), afresh=made["group"].n_unique())
+        stored = ["group", pl.col("digest").alias("profile"), "person", "refused", "plain", "weighed"]
+        groups = ClusteredGroups(pl.concat([made.select(stored), kept.select(stored)]), afresh=made["group"].n_unique())
         taken_apart = pl.concat([taken_apart, reused])
         refused_again = int(kept.group_by("group").agg(pl.col("refused").first())["refused"].sum())
     else:
@@ -411,10 +469,11 @@ SHARED_FROM_LINKS = 200_000
 
 def _take_apart(
     given: pl.DataFrame, fresh: pl.DataFrame, links: pl.DataFrame, must_link: list[tuple[int, int]], cannot_link: list[tuple[int, int]], rules: tuple[bool, bool, bool],
-) -> tuple[pl.DataFrame, dict[int, int], int]:
+) -> tuple[pl.DataFrame, dict[int, int], set[int], int]:
     """The constrained clusterer over the groups in `fresh` (pid, component), given their
     profiles and their links (l, r, component) in the order they are taken. Returns (pid ->
-    cluster, links refused by component, links refused). From SHARED_FROM_LINKS links, half the
+    cluster, links refused by component, the components where the names most used decided a
+    link (`ConstrainedClusterer.weighed`), links refused). From SHARED_FROM_LINKS links, half the
     work (by links) goes to a worker process while this one does the rest: the same clusters."""
     if links.height < SHARED_FROM_LINKS or usable_cores() < 2 or multiprocessing.current_process().daemon:
         return _cluster_share(given, links.select("l", "r", "component"), must_link, cannot_link, rules)
@@ -441,14 +500,14 @@ def _take_apart(
     # spawned, not forked: a fork of a process running Polars' and DuckDB's threads may hang
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         other = pool.submit(_cluster_share_ipc, *(_to_ipc(f) for f in shares[1][:2]), *shares[1][2:], rules)
-        taken, refused, total = _cluster_share(*shares[0], rules)
-        taken_other, refused_other, total_other = other.result()
-    return pl.concat([taken, pl.read_ipc(taken_other)]).sort("pid"), {**refused, **refused_other}, total + total_other
+        taken, refused, weighed, total = _cluster_share(*shares[0], rules)
+        taken_other, refused_other, weighed_other, total_other = other.result()
+    return pl.concat([taken, pl.read_ipc(taken_other)]).sort("pid"), {**refused, **refused_other}, weighed | weighed_other, total + total_other
 
 
 def _cluster_share(
     given: pl.DataFrame, links: pl.DataFrame, must_link: list[tuple[int, int]], cannot_link: list[tuple[int, int]], rules: tuple[bool, bool, bool],
-) -> tuple[pl.DataFrame, dict[int, int], int]:
+) -> tuple[pl.DataFrame, dict[int, int], set[int], int]:
     """One share of the groups through the constrained clusterer: reviewers' matches, then the
     links in order (see `_take_apart`)."""
     clusterer = ConstrainedClusterer(given, cannot_link, *rules)
@@ -457,10 +516,14 @@ def _cluster_share(
         if l in inside:
             clusterer.link(l, r, force=True)
     refused: dict[int, int] = {}
+    weighed: set[int] = set()
     for l, r, part in links.iter_rows():
         if not clusterer.link(l, r):
             refused[part] = refused.get(part, 0) + 1
-    return clusterer.assignments(), refused, clusterer.refused
+        if clusterer.weighed:
+            weighed.add(part)
+            clusterer.weighed = False
+    return clusterer.assignments(), refused, weighed, clusterer.refused
 
 
 def _to_ipc(frame: pl.DataFrame) -> bytes:
@@ -469,10 +532,10 @@ def _to_ipc(frame: pl.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def _cluster_share_ipc(given: bytes, links: bytes, must_link, cannot_link, rules) -> tuple[bytes, dict[int, int], int]:
+def _cluster_share_ipc(given: bytes, links: bytes, must_link, cannot_link, rules) -> tuple[bytes, dict[int, int], set[int], int]:
     """`_cluster_share` in the worker process: frames travel as Arrow IPC, not pickled rows."""
-    taken, refused, total = _cluster_share(pl.read_ipc(given), pl.read_ipc(links), must_link, cannot_link, rules)
-    return _to_ipc(taken), refused, total
+    taken, refused, weighed, total = _cluster_share(pl.read_ipc(given), pl.read_ipc(links), must_link, cannot_link, rules)
+    return _to_ipc(taken), refused, weighed, total
 
 
 def _with_birth_dates_conflict(links: pl.DataFrame, profiles: pl.DataFrame) -> pl.DataFrame:

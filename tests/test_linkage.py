@@ -374,3 +374,94 @@ def test_groups_shared_with_a_worker_process_are_clustered_as_in_one(monkeypatch
     assert refused_alone > 100 and alone["cluster"].n_unique() < people.height, "the rules refused links and took others"
     assert shared.equals(alone) and refused_shared == refused_alone
     assert groups_shared.groups.sort("group", "profile").equals(groups_alone.groups.sort("group", "profile"))
+
+
+def _next_month(people: pl.DataFrame, mentions: dict[int, int]) -> pl.DataFrame:
+    """The same profiles a month on, some carrying more mentions (a child's monthly attendance)."""
+    return people.with_columns(pl.col("pid").replace_strict(mentions, default=pl.col("mentions"), return_dtype=pl.Int64).alias("mentions"))
+
+
+def test_a_group_whose_only_change_is_its_mentions_is_taken_apart_again_only_where_the_names_most_used_decided():
+    """The clusterer reads a profile's count of mentions only for the name its cluster goes by
+    most and for an identifier carried twice or more: a group given the same profiles and links
+    with other counts is taken as the last run left it, unless a link in it was decided by which
+    name was most used."""
+    people = profiles([
+        # one person who goes by a middle name: JOHN and OLIVER SMITH share a birth date and an
+        # NHS number carried twice each, so they join; a record of OLIVER SMITH without a birth
+        # date joins the person only if OLIVER is the name they go by most
+        {"pid": 0, "forename": "JOHN", "surname": "SMITH", "dob": D(2011, 6, 1), "birth_year": 2011, "nhs_number": "9434765919", "mentions": 3},
+        {"pid": 1, "forename": "OLIVER", "surname": "SMITH", "dob": D(2011, 6, 1), "birth_year": 2011, "nhs_number": "9434765919", "mentions": 2},
+        {"pid": 2, "forename": "OLIVER", "surname": "SMITH", "mentions": 1},
+        # a typo in a forename and in a birth date: whatever is used most, the names are alike
+        {"pid": 3, "forename": "JON", "surname": "BROWN", "dob": D(2009, 2, 3), "birth_year": 2009, "mentions": 1},
+        {"pid": 4, "forename": "JOHN", "surname": "BROWN", "dob": D(2009, 2, 4), "birth_year": 2009, "mentions": 1},
+        {"pid": 5, "forename": "JOHN", "surname": "BROWN", "mentions": 1},
+        # the same person's records as the SMITH ones, all with the birth date, going by OLIVER
+        # most: a record of OLIVER TAYLOR born that day joins them while OLIVER is used most
+        {"pid": 6, "forename": "JOHN", "surname": "TAYLOR", "dob": D(2013, 8, 9), "birth_year": 2013, "nhs_number": "4010232137", "mentions": 2},
+        {"pid": 7, "forename": "OLIVER", "surname": "TAYLOR", "dob": D(2013, 8, 9), "birth_year": 2013, "nhs_number": "4010232137", "mentions": 5},
+        {"pid": 8, "forename": "OLIVER", "surname": "TAYLOR", "dob": D(2013, 8, 9), "birth_year": 2013, "mentions": 1},
+    ]).with_columns(pl.col("pid").cast(pl.UInt64).alias("digest"))
+    pairs = pl.DataFrame({"l": [0, 0, 3, 3, 6, 6], "r": [1, 2, 4, 5, 7, 8], "match_weight": [30.0, 20, 25, 22, 30, 20]}).with_columns(
+        (1 / (1 + 2 ** -pl.col("match_weight"))).alias("match_probability")
+    )
+    clusters, _, last = cluster_persons(people, pairs, 0.99)
+    person = dict(clusters.iter_rows())
+    assert person[0] == person[1] != person[2] and person[3] == person[4] == person[5], "JOHN is used most: the record of OLIVER stays apart"
+    assert person[6] == person[7] == person[8], "OLIVER is used most: the record of OLIVER born that day joins"
+    assert last.afresh == 3 and last.groups.group_by("group").agg(pl.col("weighed").first()).sort("weighed")["weighed"].to_list() == [False, True, True]
+    # a month on, OLIVER is used most, and the BROWN records are attended more
+    later = _next_month(people, {1: 5, 3: 4, 4: 9})
+    clusters, refused, groups = cluster_persons(later, pairs, 0.99, last=last)
+    afresh_clusters, afresh_refused, afresh_groups = cluster_persons(later, pairs, 0.99)
+    person = dict(clusters.iter_rows())
+    assert person[0] == person[1] == person[2], "the SMITH group is taken apart again: OLIVER is the name most used now"
+    assert clusters.equals(afresh_clusters) and refused == afresh_refused
+    assert groups.groups.sort("group", "profile").equals(afresh_groups.groups.sort("group", "profile"))
+    assert groups.afresh == 1, "the BROWN group is as it was: its names are alike whichever is used most"
+    # and back: JOHN is used most, and the records of OLIVER the links took are left apart
+    latest = _next_month(later, {0: 9, 6: 9})
+    clusters, _, groups = cluster_persons(latest, pairs, 0.99, last=groups)
+    person = dict(clusters.iter_rows())
+    assert person[0] == person[1] != person[2] and person[6] == person[7] != person[8] and clusters.equals(cluster_persons(latest, pairs, 0.99)[0])
+    # a count an identifier rests on (carried once, now twice) takes the group apart again
+    numbered = people.with_columns(pl.when(pl.col("pid") == 3).then(pl.lit("4010232137")).otherwise(pl.col("nhs_number")).alias("nhs_number"))
+    _, _, numbered_last = cluster_persons(numbered, pairs, 0.99)
+    _, _, again = cluster_persons(_next_month(numbered, {3: 2}), pairs, 0.99, last=numbered_last)
+    _, _, once_more = cluster_persons(_next_month(numbered, {3: 3}), pairs, 0.99, last=again)
+    assert again.afresh == 1 and once_more.afresh == 0, "established once carried twice: a third mention changes nothing"
+
+
+def test_groups_clustered_a_month_on_with_other_counts_of_mentions_are_those_clustered_from_nothing():
+    """Random groups of profiles (twins, namesakes, typos, identifiers keyed wrongly), then the same
+    with mentions added at random: reusing the last run's groups gives what clustering from
+    nothing gives, and reuses some of the groups whose counts changed."""
+    rng = np.random.default_rng(11)
+    rows, links = [], []
+    forenames, surnames = ["AMY", "AMIE", "JACK", "OSCAR", "KAY", "LEO", "MIA"], ["REES", "LEE", "OKAFOR", "STONE"]
+    for group in range(600):
+        first = len(rows)
+        surname, born = surnames[group % 4], D(1970 + group % 45, 1 + group % 12, 1 + group % 28)
+        for _ in range(int(rng.integers(2, 6))):
+            dob = born if rng.random() < 0.7 else (None if rng.random() < 0.5 else D(born.year + int(rng.choice([0, 1, 25])), born.month, born.day))
+            rows.append({
+                "pid": len(rows), "forename": forenames[int(rng.integers(0, 7))], "surname": surname, "dob": dob, "birth_year": dob.year if dob else None,
+                "nhs_number": str(rng.integers(1, 3)) if rng.random() < 0.3 else None, "mentions": int(rng.integers(1, 4)),
+            })
+        for l in range(first, len(rows)):
+            for r in range(l + 1, len(rows)):
+                if rng.random() < 0.7:
+                    links.append((l, r, float(rng.uniform(5, 25))))
+    people = profiles(rows).with_columns(pl.col("pid").cast(pl.UInt64).alias("digest"))
+    pairs = pl.DataFrame(links, schema={"l": pl.Int64, "r": pl.Int64, "match_weight": pl.Float64}, orient="row").with_columns(
+        (1 / (1 + 2 ** -pl.col("match_weight"))).alias("match_probability")
+    )
+    _, _, last = cluster_persons(people, pairs, 0.99)
+    later = _next_month(people, {pid: int(rng.integers(1, 8)) for pid in range(len(rows)) if rng.random() < 0.4})
+    clusters, refused, groups = cluster_persons(later, pairs, 0.99, last=last)
+    afresh_clusters, afresh_refused, afresh_groups = cluster_persons(later, pairs, 0.99)
+    assert clusters.equals(afresh_clusters) and refused == afresh_refused
+    assert groups.groups.sort("group", "profile").equals(afresh_groups.groups.sort("group", "profile"))
+    changed = groups.groups.join(last.groups.select("group").unique(), on="group", how="anti")["plain"].n_unique()
+    assert 0 < groups.afresh < changed, "of the groups whose counts changed, some were reused and some taken apart again"
