@@ -465,3 +465,44 @@ def test_groups_clustered_a_month_on_with_other_counts_of_mentions_are_those_clu
     assert groups.groups.sort("group", "profile").equals(afresh_groups.groups.sort("group", "profile"))
     changed = groups.groups.join(last.groups.select("group").unique(), on="group", how="anti")["plain"].n_unique()
     assert 0 < groups.afresh < changed, "of the groups whose counts changed, some were reused and some taken apart again"
+
+
+def test_the_prior_counts_the_candidates_that_meet_the_deterministic_rule(monkeypatch):
+    """A candidate pair is sure (`SURE_SQL`, worked out as its levels are) when its names and birth
+    date are the same, or an NHS number, UPN or NI number is; the fitted prior is the sure pairs
+    over the recall the rule is given, among every two profiles. An unknown value is no agreement."""
+    import linkage.model
+    from linkage.model import DETERMINISTIC_RECALL, compare_into, fit
+
+    con = scratch()
+    n = 12
+    blank = {c: [None] * n for c in ("preferred_forename", "birth_year", "postcode", "postcode_sector", "postcode_district", "address", "house_number", "street", "sex")}
+    born = D(2014, 4, 4)
+    profiles = pl.DataFrame(
+        {
+            "pid": list(range(1, n + 1)),
+            "forename": ["ANN", "ANN", "BO", "CY", "DI", "ED", "FAY", "GUS", "GUS", "HAL", "IDA", "JO"],
+            "surname": ["LEE"] * n,
+            "dob": [born, born, None, None, None, None, None, None, None, born, D(2015, 5, 5), None],
+            "nhs_number": [None, None, "9434765919", None, None, None, None, None, None, None, None, None],
+            "upn": [None, None, None, "A123", "A123", None, None, None, None, None, None, None],
+            "nino": [None, None, None, None, None, "QQ123456C", "QQ123456C", None, None, None, None, None],
+            **blank,
+        },
+        schema_overrides={"dob": pl.Date, "birth_year": pl.Int32, **{c: pl.String for c in blank if c != "birth_year"}},
+    )
+    # the A&E record of ANN carries the NHS number BO's does: 1-3 agree on it, as 1-2 on names and date
+    profiles = profiles.with_columns(pl.when(pl.col("pid") == 1).then(pl.lit("9434765919")).otherwise(pl.col("nhs_number")).alias("nhs_number"))
+    con.register("profiles", profiles)
+    # sure: 1-2 (names and date), 1-3 (NHS number), 4-5 (UPN), 6-7 (NI number); not: 8-9 (names, no
+    # date either side), 2-10 and 10-11 (a date each, names not the same), 11-12 (nothing shared)
+    con.register("pairs", pl.DataFrame({"l": [1, 1, 4, 6, 8, 10, 11, 2], "r": [2, 3, 5, 7, 9, 11, 12, 10]}))
+    compare_into(con, "pairs", "candidate_levels", sure=True)
+    sure = con.sql("SELECT l, r FROM candidate_levels WHERE sure ORDER BY l, r").fetchall()
+    assert sure == [(1, 2), (1, 3), (4, 5), (6, 7)]
+    monkeypatch.setattr(linkage.model, "TRAINING_RULES", ())  # no EM session: only u and the prior are fitted
+    con.register("random_pairs", pl.DataFrame({"l": [1, 4], "r": [12, 9]}))
+    compare_into(con, "random_pairs", "random_levels")
+    model = fit(con, con.sql("SELECT * FROM random_levels").pl(), n)
+    assert model.pairs == 8
+    assert model.prior == pytest.approx(len(sure) / DETERMINISTIC_RECALL / (n * (n - 1) / 2))
