@@ -109,8 +109,10 @@ def _most_used(names: dict[tuple[str, str], int]) -> tuple[str, str]:
     return max(names, key=lambda n: (names[n], len(n[0]), n))
 
 
+#: The identifiers a profile may carry, each of which keeps clusters apart once established.
+IDENTIFIERS = ("nhs_number", "upn", "nino")
 #: What the clusterer reads of each profile (`mentions`, where profiles count them).
-CLUSTERER_COLUMNS = ("pid", "dob", "birth_year", "forename", "surname", "nhs_number", "upn", "nino", "mentions")
+CLUSTERER_COLUMNS = ("pid", "dob", "birth_year", "forename", "surname", *IDENTIFIERS, "mentions")
 
 
 class ConstrainedClusterer:
@@ -355,7 +357,7 @@ def _group_digests(careful: pl.DataFrame, profiles: pl.DataFrame, ordered_links:
     again given the same `plain`: its mentions are read for nothing else. A child's attendance
     adds a mention to its profile every month."""
     mentions = (pl.col("mentions") if "mentions" in profiles.columns else pl.lit(1)).fill_null(1)
-    identified = pl.any_horizontal([pl.col(c).cast(pl.String).fill_null("") != "" for c in ("nhs_number", "upn", "nino") if c in profiles.columns] or [pl.lit(False)])
+    identified = pl.any_horizontal(pl.col(c).cast(pl.String).fill_null("") != "" for c in IDENTIFIERS)
     digest = profiles.select(
         "pid", "digest", mentions.alias("mentions"), pl.when(identified).then(mentions.clip(upper_bound=ESTABLISHED_BY)).otherwise(1).alias("counted"),
     )
@@ -589,13 +591,13 @@ def _groups_that_may_contradict(
     """Components where some link could be refused: more than one birth date, forename (any record's) or value
     of an identifier, birth years more than one apart, or a reviewer's decision inside."""
     # the columns read, not every profile's fields: the join copies what it is given
-    read = profiles.select("pid", "dob", "forename", "birth_year", "nhs_number", "upn", "nino")
+    read = profiles.select("pid", "dob", "forename", "birth_year", *IDENTIFIERS)
     grouped = read.join(component, on="pid").group_by("component").agg(
         pl.len().alias("profiles"),
         pl.col("dob").drop_nulls().n_unique().alias("dobs"),
         pl.col("forename").drop_nulls().n_unique().alias("forenames"),  # with a birth date or not: names that are not alike
         (pl.col("birth_year").max() - pl.col("birth_year").min()).fill_null(0).alias("year_span"),
-        *[pl.col(c).drop_nulls().n_unique().alias(c) for c in ("nhs_number", "upn", "nino")],
+        *[pl.col(c).drop_nulls().n_unique().alias(c) for c in IDENTIFIERS],
     )
     may = grouped.filter(
         (pl.col("profiles") > 1)
