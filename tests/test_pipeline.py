@@ -367,6 +367,33 @@ def test_missing_source_blocks_person_records(village, tmp_path):
     assert "raw_school_attendance" in materialised and "person_records" not in materialised
 
 
+def test_a_sources_checks_run_as_one_step_and_any_one_alone(village_run, tmp_path):
+    """Each source's four checks are one step of the run (each evaluated, under its own name), and
+    any one of them can be run by itself, as from the UI's checks tab: only it is evaluated."""
+    from data_contracts import load_contracts
+    from pipelines.definitions import ALL_ASSETS, ALL_CHECKS
+    from pipelines.resources import EarlyhelpSettings
+
+    result, out = village_run
+    evaluated = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            check = event.asset_check_evaluation_data
+            evaluated.setdefault(event.step_key, set()).add((check.asset_key.to_user_string(), check.check_name))
+    four = {"meets_contract", "rows_accounted_for", "source_received", "quarantine_share"}
+    for contract in load_contracts().values():
+        assert evaluated[f"{contract.raw_table}_checks"] == {(contract.raw_table, name) for name in four}, contract.source
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns(".run.lock"))
+    key = dg.AssetCheckKey(dg.AssetKey("raw_worklessness"), "rows_accounted_for")
+    job = dg.define_asset_job("one_check", selection=dg.AssetSelection.checks(key))
+    settings = EarlyhelpSettings(landing_dir=str(tmp_path / "unused"), output_dir=str(copy), month=MONTH)
+    alone = dg.Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[job], resources={"settings": settings}).resolve_job_def(job.name).execute_in_process()
+    [check] = [e.asset_check_evaluation_data for e in alone.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    rows = duckdb.connect(str(copy / "warehouse.duckdb"), read_only=True).execute("SELECT count(*) FROM raw_worklessness").fetchall()[0][0]
+    assert (check.check_name, check.passed, check.metadata["current_rows"].value) == ("rows_accounted_for", True, rows)
+
+
 def test_a_council_without_the_optional_sources_of_spec_v2_still_runs(village, tmp_path):
     landing = tmp_path / "landing"
     shutil.copytree(village, landing)
