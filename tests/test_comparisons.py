@@ -146,3 +146,26 @@ def test_a_birth_date_slip_is_found_wherever_the_distance_finds_one():
         con.close()
     assert (levels["measured"] == 3).sum() > 1_000  # one slip apart: the level the guard could lose
     assert levels["guarded"].equals(levels["measured"])
+
+
+def test_the_not_comparable_shortcut_gives_the_levels_the_comparison_gives_without_it():
+    """A comparison's not-comparable test is said first only to skip work: every pair of values
+    (blank, the same, one slip apart, different, short) lands where the levels alone put it."""
+    import dataclasses
+    import itertools
+
+    values = [None, "9434765919", "9434769519", "4010232137", "94347", "A123456789012"]
+    rows = [dict.fromkeys(PROFILE_FIELDS) | {"pid": i, "nhs_number": a, "upn": b, "nino": c}
+            for i, (a, b, c) in enumerate(itertools.product(values, [None, "A123456789012", "A123456789021"], [None, "AB123456C"]))]
+    identifier = next(c for c in COMPARISON_LIST if c.name == "identifier")
+    assert identifier.not_comparable
+    con = scratch()
+    try:
+        con.register("profiles", pl.DataFrame(rows, schema=SCHEMA))
+        pairs = "FROM profiles l, profiles r"
+        with_shortcut = con.sql(f"SELECT {identifier.level_sql()} AS code {pairs} ORDER BY l.pid, r.pid").fetchall()
+        without = con.sql(f"SELECT {dataclasses.replace(identifier, not_comparable=None).level_sql()} AS code {pairs} ORDER BY l.pid, r.pid").fetchall()
+    finally:
+        con.close()
+    assert with_shortcut == without
+    assert {code for (code,) in without} == {-1, 0, 1, 2}
