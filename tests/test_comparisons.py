@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from warehouse import scratch
-from linkage.comparisons import BLOCKING_RULES, COMPARISON_LIST, PROFILE_FIELDS, TF_FIELDS, TRAINING_RULES, free_in
+from linkage.comparisons import BLOCKING_RULES, COMPARISON_LIST, COMPARISONS_BY_NAME, PROFILE_FIELDS, TF_FIELDS, TRAINING_RULES, free_in
 from linkage.model import COMPARISONS, FittedModel, compare, prior_m
 
 SCHEMA = {f: pl.String for f in PROFILE_FIELDS} | {"pid": pl.Int64, "dob": pl.Date, "birth_year": pl.Int32}
@@ -157,7 +157,7 @@ def test_the_not_comparable_shortcut_gives_the_levels_the_comparison_gives_witho
     values = [None, "9434765919", "9434769519", "4010232137", "94347", "A123456789012"]
     rows = [dict.fromkeys(PROFILE_FIELDS) | {"pid": i, "nhs_number": a, "upn": b, "nino": c}
             for i, (a, b, c) in enumerate(itertools.product(values, [None, "A123456789012", "A123456789021"], [None, "AB123456C"]))]
-    identifier = next(c for c in COMPARISON_LIST if c.name == "identifier")
+    identifier = COMPARISONS_BY_NAME["identifier"]
     assert identifier.not_comparable
     con = scratch()
     try:

@@ -49,12 +49,12 @@ def _checks_for(contract: Contract) -> dg.AssetChecksDefinition:
     three, alternating)."""
     asset = dg.AssetKey(contract.raw_table)
     must_arrive = not contract.may_be_empty
-    specs = {
-        MEETS_CONTRACT: dg.AssetCheckSpec(MEETS_CONTRACT, asset=asset, blocking=True, description=f"The loaded table passes the Great Expectations suite generated from {contract.path.name}."),
-        ROWS_ACCOUNTED: dg.AssetCheckSpec(ROWS_ACCOUNTED, asset=asset, blocking=True, description="For every file, rows received = rows loaded + rows quarantined (a duplicate file is recorded, not loaded); the table holds every loaded row not replaced by a later one or removed under retention."),
-        RECEIVED: dg.AssetCheckSpec(RECEIVED, asset=asset, blocking=must_arrive, description="The source sent at least one file that could be read, and not every file was refused."),
-        QUARANTINE_SHARE: dg.AssetCheckSpec(QUARANTINE_SHARE, asset=asset, description=f"Warns when more than {QUARANTINE_WARNING_SHARE:.0%} of received rows were quarantined."),
-    }
+    specs = [
+        dg.AssetCheckSpec(MEETS_CONTRACT, asset=asset, blocking=True, description=f"The loaded table passes the Great Expectations suite generated from {contract.path.name}."),
+        dg.AssetCheckSpec(ROWS_ACCOUNTED, asset=asset, blocking=True, description="For every file, rows received = rows loaded + rows quarantined (a duplicate file is recorded, not loaded); the table holds every loaded row not replaced by a later one or removed under retention."),
+        dg.AssetCheckSpec(RECEIVED, asset=asset, blocking=must_arrive, description="The source sent at least one file that could be read, and not every file was refused."),
+        dg.AssetCheckSpec(QUARANTINE_SHARE, asset=asset, description=f"Warns when more than {QUARANTINE_WARNING_SHARE:.0%} of received rows were quarantined."),
+    ]
 
     @apart(key=contract.source)
     def meets_contract(context: dg.AssetCheckExecutionContext, settings: EarlyhelpSettings) -> dg.AssetCheckResult:
@@ -124,7 +124,7 @@ def _checks_for(contract: Contract) -> dg.AssetChecksDefinition:
             metadata={"rows_received": received, "rows_quarantined": quarantined, "share": round(share, 4)},
         )
 
-    @dg.multi_asset_check(specs=list(specs.values()), name=f"{contract.raw_table}_checks", can_subset=True)
+    @dg.multi_asset_check(specs=specs, name=f"{contract.raw_table}_checks", can_subset=True)
     def checks(context: dg.AssetCheckExecutionContext, settings: EarlyhelpSettings) -> Iterator[dg.AssetCheckResult]:
         selected = {key.name for key in context.selected_asset_check_keys}
         if selected - {MEETS_CONTRACT}:
