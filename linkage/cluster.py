@@ -41,6 +41,7 @@ import jellyfish
 import numpy as np
 import polars as pl
 
+from linkage.comparisons import IDENTIFIER_FIELDS
 from linkage.names import nickname_pairs
 from warehouse import usable_cores
 
@@ -110,7 +111,7 @@ def _most_used(names: dict[tuple[str, str], int]) -> tuple[str, str]:
 
 
 #: The identifiers a profile may carry, each of which keeps clusters apart once established.
-IDENTIFIERS = ("nhs_number", "upn", "nino")
+IDENTIFIERS = IDENTIFIER_FIELDS
 #: What the clusterer reads of each profile (`mentions`, where profiles count them).
 CLUSTERER_COLUMNS = ("pid", "dob", "birth_year", "forename", "surname", *IDENTIFIERS, "mentions")
 

@@ -116,8 +116,12 @@ def _same_dob_slip() -> str:
     return f"abs(date_diff('day', l.dob, r.dob)) = 1 OR CASE WHEN {_DOB_SLIP_POSSIBLE} THEN {digits} END"
 
 
+#: The identifiers partners copy from a register, one comparison between them.
+IDENTIFIER_FIELDS = ("nhs_number", "upn", "nino")
+
+
 def _identifiers(test: str) -> str:
-    return " OR ".join(test.format(f=f) for f in ("nhs_number", "upn", "nino"))
+    return " OR ".join(test.format(f=f) for f in IDENTIFIER_FIELDS)
 
 
 FORENAME = Comparison(
@@ -226,8 +230,8 @@ IDENTIFIER = Comparison(
     # first, so the slip's string functions are not worked out for the most of a county's candidate
     # pairs, whose two profiles hold no identifier in common (4.6M of 8.4M at 1.2M residents: their
     # comparison 11.3 -> 10.4 s, the same levels).
-    fields=("nhs_number", "upn", "nino"),
-    not_comparable=" AND ".join(f"(l.{f} IS NULL OR r.{f} IS NULL)" for f in ("nhs_number", "upn", "nino")),
+    fields=IDENTIFIER_FIELDS,
+    not_comparable=" AND ".join(f"(l.{f} IS NULL OR r.{f} IS NULL)" for f in IDENTIFIER_FIELDS),
 )
 
 #: The comparisons, in the order the model weighs them.
