@@ -221,6 +221,13 @@ def test_linkage_compares_only_pairs_touching_a_new_profile_and_links_as_from_no
     assert from_disk.person_links.equals(afresh.person_links)
     assert from_disk.stats == reusing.stats
     assert pl.read_parquet(from_disk.compared.levels).sort(order).equals(afresh.compared.levels.sort(order))
+    # a month whose profiles the last run mostly lacked compares every pair afresh (cheaper than
+    # blocking the new against all), and links alike
+    monkeypatch.setattr(linkage.model, "MIN_KNOWN_SHARE", 0.99)
+    mostly_new = link_persons(records, compared=before.compared)
+    assert mostly_new.stats["profiles_compared_afresh"] == afresh.stats["profiles"]
+    assert mostly_new.person_links.equals(afresh.person_links)
+    monkeypatch.undo()
     # comparisons changed since (here, in name): nothing the last run compared is taken
     monkeypatch.setattr(linkage.model, "_comparisons_version", lambda: "comparisons as they are after a change")
     changed = link_persons(records, compared=before.compared)
