@@ -177,14 +177,22 @@ OBSERVABLE_GROUPS = ("age_band", "sex", "postcodes")
 #: mentions, the sources and postcodes they come from, whether one is in a review-queue pair, and
 #: the date of birth and sex recorded on most of them (ties to the least value, so a rerun gives
 #: the same), counted by DuckDB rather than read into Python (3.7M mentions at 1.2M residents).
+#: Each person's sources and postcodes are made distinct first, then counted: two
+#: count(DISTINCT ...) in one grouping made all of it 3.9 rather than 3.45 s at 1.2M residents
+#: (medians of six, alternating); the persons' sources serve the rates between sources too.
 _LINKED_PERSONS = f"""
 CREATE OR REPLACE TEMP TABLE linked_persons_mentions AS {linked_mentions("pl.person_id, pr.record_key, pr.source, pr.dob, pr.sex, pr.postcode")};
+CREATE OR REPLACE TEMP TABLE linked_persons_sources AS SELECT DISTINCT person_id, source FROM linked_persons_mentions;
 CREATE OR REPLACE TEMP TABLE linked_persons AS
 WITH reviewed AS (SELECT record_key_l AS record_key FROM review_queue UNION SELECT record_key_r FROM review_queue),
 per_person AS (
-    SELECT person_id, count(*) AS mentions, count(DISTINCT source) AS sources, count(DISTINCT postcode) AS postcodes_seen,
-           bool_or(record_key IN (SELECT record_key FROM reviewed)) AS in_review
+    SELECT person_id, count(*) AS mentions, bool_or(record_key IN (SELECT record_key FROM reviewed)) AS in_review
     FROM linked_persons_mentions GROUP BY person_id
+), sources AS (
+    SELECT person_id, count(source) AS sources FROM linked_persons_sources GROUP BY person_id
+), postcodes AS (
+    SELECT person_id, count(*) AS postcodes_seen
+    FROM (SELECT DISTINCT person_id, postcode FROM linked_persons_mentions WHERE postcode IS NOT NULL) GROUP BY person_id
 ), dobs AS (
     SELECT person_id, first(dob ORDER BY n DESC, dob) AS dob
     FROM (SELECT person_id, dob, count(*) AS n FROM linked_persons_mentions WHERE dob IS NOT NULL GROUP BY ALL) GROUP BY person_id
@@ -192,14 +200,16 @@ per_person AS (
     SELECT person_id, first(sex ORDER BY n DESC, sex) AS sex
     FROM (SELECT person_id, sex, count(*) AS n FROM linked_persons_mentions WHERE sex IN ('M', 'F') GROUP BY ALL) GROUP BY person_id
 )
-SELECT * FROM per_person LEFT JOIN dobs USING (person_id) LEFT JOIN sexes USING (person_id);
+SELECT p.person_id, p.mentions, s.sources, coalesce(c.postcodes_seen, 0) AS postcodes_seen, p.in_review, d.dob, x.sex
+FROM per_person p JOIN sources s USING (person_id) LEFT JOIN postcodes c USING (person_id)
+LEFT JOIN dobs d USING (person_id) LEFT JOIN sexes x USING (person_id);
 CREATE OR REPLACE TEMP TABLE linked_sources AS
-WITH seen AS (SELECT DISTINCT person_id, source FROM linked_persons_mentions),
-persons AS (SELECT source, count(*) AS persons FROM seen GROUP BY source)
+WITH persons AS (SELECT source, count(*) AS persons FROM linked_persons_sources GROUP BY source)
 SELECT a.source, b.source AS source_other, count(*) AS len, any_value(p.persons) AS persons, count(*) / any_value(p.persons) AS rate
-FROM seen a JOIN seen b ON a.person_id = b.person_id AND a.source <> b.source JOIN persons p ON p.source = a.source
+FROM linked_persons_sources a JOIN linked_persons_sources b ON a.person_id = b.person_id AND a.source <> b.source JOIN persons p ON p.source = a.source
 GROUP BY ALL ORDER BY a.source, source_other;
 DROP TABLE linked_persons_mentions;
+DROP TABLE linked_persons_sources;
 """
 
 
