@@ -215,7 +215,8 @@ def _patterns(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     """Families with the same indicators as one row: (patterns, families, escalated among them).
     The likelihood summed over a pattern's families is the pattern's, weighted: a county's
     100,000 family-months become a few thousand rows to fit."""
-    if X.shape[1] < 63 and np.isin(X, (0.0, 1.0)).all():  # indicators: a row's pattern is one integer
+    # indicators: a row's pattern is one integer (0/1 tested by comparison: np.isin sorts, 2.5x slower)
+    if X.shape[1] < 63 and ((X == 0.0) | (X == 1.0)).all():
         _, first, inverse = np.unique(X @ (2.0 ** np.arange(X.shape[1])), return_index=True, return_inverse=True)
         patterns = X[first]
     else:
