@@ -404,7 +404,7 @@ def evaluate_snapshots(
         eligible = test["eligible"].fill_null(False).to_numpy().astype(float)
         rankings = {"scorecard model": Ranked.of(p), "transparent score": Ranked.of(test["score"].to_numpy()), "headline needs met": Ranked.of(test["needs_met"].to_numpy())}
 
-        def list_size(weights: np.ndarray) -> float:
+        def list_size(weights: np.ndarray, eligible: np.ndarray = eligible) -> float:
             # the meeting's list: every family eligible under the programme rule (5% of families if none is)
             size = float((weights * eligible).sum())
             return size if size else 0.05 * float(weights.sum())
@@ -419,12 +419,19 @@ def evaluate_snapshots(
                 "roc_auc": roc, "pr_auc": pr, "precision_at_list_size": precision, "recall_at_list_size": recall,
                 "brier": float(brier_score_loss(y, p)) if method == "scorecard model" else None,
             })
+        # families alike in every ranking's value, in escalating and in eligibility count alike in
+        # every metric: a replicate's draws are counted once per such group, not once per family and
+        # ranking (the counts are whole numbers, so the sums, and the figures, are the same)
+        alike = np.column_stack([*(rankings[m].value_index for m in METHODS), y, eligible]).astype(np.int64)
+        _, first, group = np.unique(alike, axis=0, return_index=True, return_inverse=True)
+        group = group.ravel()
+        grouped = {m: Ranked(rankings[m].value_index[first], rankings[m].values) for m in METHODS}
         draws = np.empty((replicates, len(METHODS), len(METRICS)))
         for b in range(replicates):
-            weights = np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)).astype(float)
-            size = list_size(weights)
+            weights = np.bincount(group[rng.integers(0, len(y), len(y))], minlength=len(first)).astype(float)
+            size = list_size(weights, eligible[first])
             for j, method in enumerate(METHODS):
-                draws[b, j] = ranking_metrics(rankings[method], y, weights, size)
+                draws[b, j] = ranking_metrics(grouped[method], y[first], weights, size)
         replicate_metrics.append(draws)
         tested.append(test.with_columns(
             pl.Series("model_probability", p),
