@@ -69,22 +69,25 @@ def people_mentions(con: duckdb.DuckDBPyConnection, members: str, sources: list[
         con.execute(f'DROP TABLE IF EXISTS "{name}"')
 
 
-def _person_hits(indicator: Indicator, evidence: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _person_hits(indicator: Indicator, evidence: pl.DataFrame, with_evidence: bool = True) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     hits, evidence = indicator.rule.person_hits(indicator, evidence)
-    evidence = evidence.join(hits.select("person_id"), on="person_id", how="semi")
     tag = pl.lit(indicator.id).alias("indicator_id")
-    return hits.select(tag, "person_id", "family_ref", "value", "latest", "evidence_rows"), evidence.select(
-        tag, "person_id", "family_ref", "record_key", "source", "file", "row", "event_date", pl.col("value").cast(pl.Float64)
-    )
+    hits = hits.select(tag, "person_id", "family_ref", "value", "latest", "evidence_rows")
+    if not with_evidence:
+        return hits, None
+    evidence = evidence.join(hits.select("person_id"), on="person_id", how="semi")
+    return hits, evidence.select(tag, "person_id", "family_ref", "record_key", "source", "file", "row", "event_date", pl.col("value").cast(pl.Float64))
 
 
 def compute_indicators(
-    con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date, members: str = "family_members", linked: str | None = None
+    con: duckdb.DuckDBPyConnection, registry: Registry, reference: dt.date, members: str = "family_members", linked: str | None = None,
+    with_evidence: bool = True,
 ) -> IndicatorResult:
     """Every indicator at `reference`, for the people in the table `members` (by default all of
     `family_members`; outcome tracking passes just the allocated families' members). `linked`:
     the sources' mentions with their persons made ahead (`sources_mentions`), when several
-    months' indicators are computed from one warehouse."""
+    months' indicators are computed from one warehouse. `with_evidence` false: the hits alone,
+    `evidence` left empty (the scorecard's past months, which show no one their evidence)."""
     with people_mentions(con, members, indicator_sources(registry), linked) as mentions:
         # indicators reading the same rows (persistent and severe absence: the same terms, other
         # thresholds) read them once; the results are sorted below, so the order read is free
@@ -96,12 +99,13 @@ def compute_indicators(
         for sql, indicators in reading.items():
             rows_read = con.sql(sql).pl()
             for indicator in indicators:
-                hits, rows = _person_hits(indicator, rows_read)
+                hits, rows = _person_hits(indicator, rows_read, with_evidence)
                 persons.append(hits)
-                evidence.append(rows)
+                if rows is not None:
+                    evidence.append(rows)
             del rows_read
         person_indicators = pl.concat(persons) if persons else pl.DataFrame()
-        evidence_rows = pl.concat(evidence) if evidence else pl.DataFrame()
+        evidence_rows = pl.concat(evidence).sort("indicator_id", "person_id", "source", "file", "row") if evidence else pl.DataFrame()
         family = person_indicators.group_by("family_ref", "indicator_id").agg(
             pl.col("person_id").n_unique().alias("persons"), pl.col("latest").max()
         )
@@ -114,6 +118,6 @@ def compute_indicators(
         family = pl.concat([family, *[h.select(family.columns) for h in households]])
     return IndicatorResult(
         person_indicators=person_indicators.sort("indicator_id", "person_id"),
-        evidence=evidence_rows.sort("indicator_id", "person_id", "source", "file", "row"),
+        evidence=evidence_rows,
         family_indicators=family.sort("family_ref", "indicator_id"),
     )

@@ -130,7 +130,7 @@ def snapshot(
     families = form_families(history.linked, reference)
     register(con, "snapshot_members", families.members)
     try:
-        hits = compute_indicators(con, registry, reference, members="snapshot_members", linked=linked)
+        hits = compute_indicators(con, registry, reference, members="snapshot_members", linked=linked, with_evidence=False)
     finally:
         con.unregister("snapshot_members")
     scores = score_families(registry, hits.person_indicators, hits.family_indicators, families.families, families.members, explained=False).scores
