@@ -53,7 +53,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import jellyfish
@@ -194,6 +194,9 @@ class FamilyRecords:
     let go or streamed from the warehouse; `close` (or leaving a `with` block) drops the table."""
 
     table: str
+    # the records the household rules read, whatever their date (`ties`): read once for the
+    # scorecard's six months, each taking those made by its date
+    _ties: pl.DataFrame | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, records: pl.DataFrame | pa.RecordBatchReader) -> FamilyRecords:
@@ -222,6 +225,7 @@ class FamilyRecords:
         return held
 
     def close(self) -> None:
+        self._ties = None
         con = scratch()
         try:
             con.execute(f"DROP TABLE IF EXISTS {self.table}")
@@ -237,17 +241,17 @@ class FamilyRecords:
     def ties(self, reference: dt.date) -> pl.DataFrame:
         """The records made by `reference` that the household rules read in Polars (TIE_COLUMNS),
         in the records' order (a frame's, or person_records')."""
-        con = scratch()
-        try:
-            return con.sql(
-                f"""SELECT {", ".join(TIE_COLUMNS)} FROM {self.table}
-                    WHERE (event_date IS NULL OR event_date <= $reference)
-                      AND (source IN (SELECT unnest($sources)) OR contact_surname IS NOT NULL)
-                    ORDER BY _order""",
-                params={"reference": reference, "sources": list(TIE_SOURCES)},
-            ).pl()
-        finally:
-            con.close()
+        if self._ties is None:
+            con = scratch()
+            try:
+                self._ties = con.sql(
+                    f"""SELECT {", ".join(TIE_COLUMNS)} FROM {self.table}
+                        WHERE source IN (SELECT unnest($sources)) OR contact_surname IS NOT NULL ORDER BY _order""",
+                    params={"sources": list(TIE_SOURCES)},
+                ).pl()
+            finally:
+                con.close()
+        return self._ties.filter(pl.col("event_date").is_null() | (pl.col("event_date") <= reference))
 
 
 def summarise_records(records: FamilyRecords, reference: dt.date) -> dict[str, pl.DataFrame]:
