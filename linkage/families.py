@@ -251,6 +251,9 @@ class FamilyRecords:
                 ).pl()
             finally:
                 con.close()
+        latest = self._ties["event_date"].max()
+        if latest is None or latest <= reference:
+            return self._ties  # all made by then (a monthly run's): no copy
         return self._ties.filter(pl.col("event_date").is_null() | (pl.col("event_date") <= reference))
 
 
