@@ -201,9 +201,38 @@ class ComparedPairs:
     # digest_l, digest_r, one Int8 column per comparison; or a Parquet file of them, as the pipeline
     # passes a county's (8.4M pairs at 1.2M residents) between the warehouse and the linkage
     levels: pl.DataFrame | Path
+    # the Parquet file holds only the pairs compared this run: the others are the pairs of the
+    # run before (the `last` it was given) whose two profiles this run holds (`store_compared_pairs`)
+    added_to_last: bool = False
 
     def __post_init__(self) -> None:
         self.profiles = self.profiles.select(pl.col("digest").cast(pl.UInt64))
+
+
+def store_compared_pairs(con: duckdb.DuckDBPyConnection, table: str, compared: ComparedPairs) -> None:
+    """Make `table` hold every pair `compared` stands for: where it holds only the pairs compared
+    this run (`added_to_last`), the table (the run before's pairs) loses those with a profile this
+    run lacks and gains those; otherwise it is written whole. A month at 1.2M residents adds
+    500,000 pairs to 7.9M, and writing 8.4M again, and the file of them, took 2 s more."""
+    source = f"read_parquet({sql_literal(str(compared.levels))})" if isinstance(compared.levels, Path) else "_compared_levels"
+    if not isinstance(compared.levels, Path):
+        register(con, "_compared_levels", compared.levels)
+    try:
+        if not compared.added_to_last:
+            con.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM {source}')
+            return
+        register(con, "_compared_profiles", compared.profiles)
+        try:
+            con.execute(
+                f"""DELETE FROM "{table}" WHERE digest_l NOT IN (SELECT digest FROM _compared_profiles)
+                    OR digest_r NOT IN (SELECT digest FROM _compared_profiles)"""
+            )
+        finally:
+            con.unregister("_compared_profiles")
+        con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM {source}')
+    finally:
+        if not isinstance(compared.levels, Path):
+            con.unregister("_compared_levels")
 
 
 def _comparisons_version() -> str:
@@ -501,9 +530,12 @@ def score_profiles(
         if levels_to is None:
             kept_levels: pl.DataFrame | Path = con.sql(kept).pl()
         else:
+            # the pipeline's: where the last run's pairs were reused, only the pairs compared now
+            # are written out, and the warehouse's table of the last run's gains them
             kept_levels = levels_to / "compared_levels.parquet"
-            con.execute(f"COPY ({kept}) TO {sql_literal(str(kept_levels))} (FORMAT parquet)")
-        compared = ComparedPairs(profiles=digests.select("digest"), levels=kept_levels)
+            added = f"{kept} SEMI JOIN new_candidates n ON n.l = c.l AND n.r = c.r" if reused else kept
+            con.execute(f"COPY ({added}) TO {sql_literal(str(kept_levels))} (FORMAT parquet)")
+        compared = ComparedPairs(profiles=digests.select("digest"), levels=kept_levels, added_to_last=reused and levels_to is not None)
         new_profiles = con.execute("SELECT count(*) FROM new_profiles").fetchall()[0][0] if reused else profiles.height
     finally:
         con.close()

@@ -191,6 +191,7 @@ def test_linkage_compares_only_pairs_touching_a_new_profile_and_links_as_from_no
     this month's records from nothing gives. A change to the comparisons reuses nothing."""
     import linkage.model
     from linkage import link_persons
+    from linkage.model import store_compared_pairs
 
     last_month, this_month = months
     before = link_persons(_person_records(last_month, tmp_path / "last.duckdb"))
@@ -220,7 +221,17 @@ def test_linkage_compares_only_pairs_touching_a_new_profile_and_links_as_from_no
     from_disk = link_persons(records, compared=on_disk.compared, groups=on_disk.groups, levels_to=tmp_path / "this")
     assert from_disk.person_links.equals(afresh.person_links)
     assert from_disk.stats == reusing.stats
-    assert pl.read_parquet(from_disk.compared.levels).sort(order).equals(afresh.compared.levels.sort(order))
+    # only the pairs compared now are handed on; the warehouse's table of last month's pairs,
+    # updated with them, holds this month's
+    added = pl.read_parquet(from_disk.compared.levels)
+    assert from_disk.compared.added_to_last and 0 < added.height < afresh.compared.levels.height / 2
+    with duckdb.connect(str(tmp_path / "pairs.duckdb")) as con:
+        store_compared_pairs(con, "compared_pairs", on_disk.compared)
+        assert con.sql("SELECT count(*) FROM compared_pairs").fetchall()[0][0] == pl.read_parquet(on_disk.compared.levels).height
+        # a pair of a profile this month no longer has (a record past retention, say) goes
+        con.execute("INSERT INTO compared_pairs SELECT * REPLACE (CAST(1 AS UBIGINT) AS digest_l) FROM compared_pairs LIMIT 1")
+        store_compared_pairs(con, "compared_pairs", from_disk.compared)
+        assert con.sql("SELECT * FROM compared_pairs").pl().sort(order).equals(afresh.compared.levels.sort(order))
     # a month whose profiles the last run mostly lacked compares every pair afresh (cheaper than
     # blocking the new against all), and links alike
     monkeypatch.setattr(linkage.model, "MIN_KNOWN_SHARE", 0.99)

@@ -24,7 +24,7 @@ import datetime as dt
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -393,10 +393,15 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         raise
 
 
-def replace_tables(con: duckdb.DuckDBPyConnection, tables: dict[str, pl.DataFrame | Path]) -> None:
+def replace_tables(
+    con: duckdb.DuckDBPyConnection, tables: dict[str, pl.DataFrame | Path], also: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+) -> None:
     """Replace every named table, or none of them (a crash leaves the previous tables). A table
-    may be given as a Parquet file (`handoff_folder`), which DuckDB reads as it writes."""
+    may be given as a Parquet file (`handoff_folder`), which DuckDB reads as it writes. `also`:
+    what else to write in the same transaction (a table updated rather than replaced)."""
     with transaction(con):
+        if also is not None:
+            also(con)
         for name, frame in tables.items():
             if isinstance(frame, Path):
                 con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM read_parquet({sql_literal(str(frame))})')

@@ -7,6 +7,7 @@ import polars as pl
 from linkage import ClusteredGroups, ComparedPairs, LinkageSettings, MentionsTable, form_families, link_persons
 from linkage.evaluate import LinkedPersons, group_link_rates, score_linked_records
 from linkage.gazetteer import ADDRESS_MATCHES, GAZETTEER_TABLE, HOUSEHOLD_ADDRESSES, MATCH_COLUMNS, addresses_read, held_household_records, match_person_addresses
+from linkage.model import store_compared_pairs
 from data_contracts import load_contracts
 from ingestion.load import not_covered
 from linkage.person_records import PERSON_RECORDS, write_linked_records, write_person_records
@@ -92,8 +93,8 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
         model = pl.DataFrame({"parameters": [str(result.model.summary())]})
         replace_tables(con, {
             "person_links": result.person_links, "review_queue": result.review_queue, "linkage_model": model,
-            COMPARED_PAIRS: result.compared.levels, COMPARED_PROFILES: result.compared.profiles, CLUSTERED_GROUPS: result.groups.groups,
-        })
+            COMPARED_PROFILES: result.compared.profiles, CLUSTERED_GROUPS: result.groups.groups,
+        }, also=lambda con: store_compared_pairs(con, COMPARED_PAIRS, result.compared))
         linked = LinkedPersons.read(con)
     groups = group_link_rates(linked.persons, settings.reference_date)
     report = linkage_report(linked, result.pairs, result.stats, result.model.summary(), config.link_threshold, groups)
