@@ -240,7 +240,7 @@ class FamilyRecords:
 
     def ties(self, reference: dt.date) -> pl.DataFrame:
         """The records made by `reference` that the household rules read in Polars (TIE_COLUMNS),
-        in the records' order (a frame's, or person_records')."""
+        in the records' order (a frame's, or person_records'): fetched once, whatever their date."""
         if self._ties is None:
             con = scratch()
             try:
