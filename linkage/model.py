@@ -256,8 +256,7 @@ def _digest_sql(columns: list[str]) -> str:
 
 def _compare_what_is_new(con: duckdb.DuckDBPyConnection, last: ComparedPairs) -> None:
     """Temp table `candidate_levels`: every candidate pair's levels, the last run's for pairs of
-    profiles it held (`known_profiles`, registered by `_reusable`), compared now for pairs
-    touching a profile it did not."""
+    profiles it held (`known_profiles`), compared now for pairs touching a profile it did not."""
     if isinstance(last.levels, Path):
         con.execute(f"CREATE OR REPLACE TEMP VIEW known_levels AS SELECT * FROM read_parquet({sql_literal(str(last.levels))})")
     else:
@@ -288,11 +287,10 @@ MIN_KNOWN_SHARE = 0.5
 
 def _reusable(con: duckdb.DuckDBPyConnection, last: ComparedPairs | None) -> bool:
     """The last run's comparisons are worth using: it held most of this run's profiles
-    (MIN_KNOWN_SHARE), and no two of this run's profiles share a digest (64 bits: all but
-    impossible, and then everything is compared again)."""
+    (MIN_KNOWN_SHARE; its digests registered as `known_profiles`), and no two of this run's
+    profiles share a digest (64 bits: all but impossible, and then everything is compared again)."""
     if last is None or last.profiles.is_empty():
         return False
-    register(con, "known_profiles", last.profiles)
     distinct, total, known = con.execute(
         "SELECT count(DISTINCT digest), count(*), count(*) FILTER (WHERE digest IN (SELECT digest FROM known_profiles)) FROM profiles"
     ).fetchall()[0]
@@ -512,6 +510,8 @@ def score_profiles(
     try:
         register(con, "profiles_frame", profiles)
         con.execute(f"CREATE TEMP TABLE profiles AS SELECT *, {_digest_sql(profiles.drop('pid', 'mentions').columns)} AS digest FROM profiles_frame")
+        if last is not None:
+            register(con, "known_profiles", last.profiles)
         reused = _reusable(con, last)
         if reused:
             _compare_what_is_new(con, last)
