@@ -23,7 +23,7 @@ from data_contracts import load_contract
 from features.calendar import window_start
 from features.registry import Registry
 from models.chair_summary import last_locality
-from models.lists import family_addresses
+from models.lists import family_postcodes
 from rules import Programme
 
 SUPPRESS_BELOW = 5
@@ -175,7 +175,7 @@ def needs_analysis(con: duckdb.DuckDBPyConnection, month: str, reference: dt.dat
     """The needs analysis of the warehouse as it stands after this month's run."""
     from warehouse import read_table
 
-    places = family_addresses(con).select("family_ref", "postcode").join(
+    places = family_postcodes(con).join(
         con.sql("SELECT postcode, ward, locality FROM raw_postcode_localities").pl(), on="postcode", how="left"
     )
     families = (

@@ -341,7 +341,7 @@ def test_packs_written_by_worker_processes_are_those_written_in_turn(listed, tmp
 def test_a_familys_address_is_the_line_its_members_were_last_recorded_at_home(tmp_path):
     import datetime as dt
 
-    from models.lists import family_addresses
+    from models.lists import family_addresses, family_postcodes
 
     day = dt.date
     records = pl.DataFrame({
@@ -353,13 +353,16 @@ def test_a_familys_address_is_the_line_its_members_were_last_recorded_at_home(tm
     })
     links = pl.DataFrame({"record_key": records["record_key"], "person_id": ["P1", "P1", "P1", "P2", "P2", "P4"]})
     members = pl.DataFrame({
-        "person_id": ["P1", "P2", "P3", "P4"], "family_ref": ["F1", "F2", "F3", "F3"],
-        "household_postcode": ["AL1 1AA", "AL2 2BB", None, "AL3 3CC"], "household_house_number": ["1", "2", None, "9"],
+        "person_id": ["P1", "P2", "P3", "P4", "P5"], "family_ref": ["F1", "F2", "F3", "F3", "F1"],
+        "household_postcode": ["AL1 1AA", "AL2 2BB", None, "AL3 3CC", "AL5 5EE"], "household_house_number": ["1", "2", None, "9", "5"],
     })
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
         for name, frame in {"person_records": records, "person_links": links, "family_members": members}.items():
             con.execute(f"CREATE TABLE {name} AS SELECT * FROM frame")
         addresses = {ref: (postcode, address) for ref, postcode, address in family_addresses(con).iter_rows()}
+        postcodes = dict(family_postcodes(con).iter_rows())
     # the latest line at the household's own postcode and number, not a later one elsewhere;
     # two lines of one day: the first record's; a member with no line: the next member's
     assert addresses == {"F1": ("AL1 1AA", "1 New Road"), "F2": ("AL2 2BB", "2 Mill Lane"), "F3": ("AL3 3CC", "9 Quay Street")}
+    # the needs analysis' postcodes, read without the lines, are the same (the first member's that has one)
+    assert postcodes == {ref: postcode for ref, (postcode, _) in addresses.items()}
