@@ -219,6 +219,11 @@ def test_pairwise_scores():
     # predicted pairs: 3 + 1 = 4; true pairs: 1 + 3 = 4; both: (0,1) and (3,4) = 2
     assert (s.predicted_pairs, s.true_pairs, s.true_positive_pairs) == (4, 4, 2)
     assert s.precision == pytest.approx(0.5) and s.recall == pytest.approx(0.5) and s.f1 == pytest.approx(0.5)
+    # a record without a predicted cluster is not counted; more true clusters than predicted
+    frame = pl.DataFrame({"pred": [1, 1, 1, 1, 2, 3, None], "true": [1, 1, 2, 2, 4, 3, 9]})
+    s = pairwise_score(frame, "pred", "true", "person")
+    assert (s.records, s.predicted_clusters, s.true_clusters) == (6, 3, 4)
+    assert (s.predicted_pairs, s.true_pairs, s.true_positive_pairs) == (6, 2, 2)
 
 
 def test_clustering_takes_safe_groups_whole_and_still_keeps_twins_apart():
