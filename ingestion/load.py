@@ -567,11 +567,19 @@ def _rows_changed(before: pl.DataFrame, raw: pl.DataFrame) -> tuple[pl.DataFrame
     remains of `before`, in its order, then rows it did not hold (a load that kept the unchanged
     files' rows: `read_source`). Otherwise None, and the table is written whole."""
     key = [FILE, ROW]
-    held = raw.select(key).join(before.with_columns(pl.lit(True).alias("_held")), on=key, how="left", maintain_order="left")["_held"].fill_null(False)
+    # a row's file and row as one number, the source's few files numbered: looked up rather than
+    # joined on the name and row: 0.58 -> 0.30 s for a 1.2M county's 1.7M school rows
+    if before.height and before[ROW].max() >= 1 << 32 or raw.height and raw[ROW].max() >= 1 << 32:
+        return None
+    files = pl.concat([before[FILE], raw[FILE]]).unique()
+    place_before, place_raw = (
+        frame[FILE].replace_strict(files, pl.int_range(files.len(), eager=True), return_dtype=pl.Int64) * (1 << 32) + frame[ROW] for frame in (before, raw)
+    )
+    held = place_raw.is_in(place_before.implode())
     remaining = int(held.sum())
     if not held.head(remaining).all():
         return None
-    still = before.join(raw.select(key).with_columns(pl.lit(True).alias("_still")), on=key, how="left", maintain_order="left")["_still"].fill_null(False)
+    still = place_before.is_in(place_raw.implode())
     if not before.filter(still).equals(raw.select(key).head(remaining)):
         return None
     return before.filter(~still), raw.slice(remaining)

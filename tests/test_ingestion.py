@@ -389,3 +389,5 @@ def test_a_table_is_changed_in_place_only_where_its_rows_remain_in_order_before_
     assert _rows_changed(before, raw.select(pl.all().reverse())) is None
     assert _rows_changed(before, pl.concat([raw.slice(3, 1), raw.slice(0, 3)])) is None
     assert _rows_changed(before, raw.filter(pl.col("_file") != "a.csv")) is not None, "rows removed, the rest in order"
+    # a row number past what a file and row numbered as one can hold: written whole
+    assert _rows_changed(before, raw.with_columns(pl.col("_row") + (1 << 32))) is None
