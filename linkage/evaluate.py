@@ -153,7 +153,7 @@ def score_by_group(linked_path, truth_path, people_path) -> pl.DataFrame:
 def _score(con, table: str, predicted: str, truth: str, level: str) -> PairwiseScore:
     """Pairwise counts from cluster sizes: a cluster of n records holds n(n-1)/2 pairs. The three
     groupings (predicted and true together, each alone) in one pass over the records: at 3.7M
-    records, 0.6 rather than 1.2 s for persons and families."""
+    records, persons and families 0.50-0.58 rather than 1.27-1.37 s (three each, alternating)."""
     p, t = f'"{predicted}"', f'"{truth}"'
     sizes = con.execute(f"""
         SELECT no_predicted, no_truth, count(*) AS clusters, sum(n) AS records, sum(n * (n - 1) // 2) AS pairs
