@@ -303,9 +303,10 @@ def test_the_family_ceiling_places_only_those_no_record_places(tmp_path):
     assert ceiling["predicted_pairs"] == 6 and ceiling["precision"] == pytest.approx(3 / 6)
 
 
-def test_profiles_are_the_same_made_from_a_frame_or_where_the_warehouse_holds_the_mentions(tmp_path):
+def test_profiles_are_the_same_made_from_a_frame_or_where_the_warehouse_holds_the_mentions(tmp_path, monkeypatch):
     import duckdb
 
+    from linkage import model
     from linkage.comparisons import PROFILE_FIELDS
     from linkage.model import DERIVED_FIELDS, MentionsTable, build_profiles
 
@@ -327,6 +328,10 @@ def test_profiles_are_the_same_made_from_a_frame_or_where_the_warehouse_holds_th
     from_frame = build_profiles(frame)
     where_held = build_profiles(MentionsTable(con, "person_records"))
     assert from_frame[0].equals(where_held[0]) and from_frame[1].equals(where_held[1])
+    # mentions join their profiles on the key's text where two keys share a hash: the same profiles
+    monkeypatch.setattr(model, "_mentions_joined_on", lambda con: "profile_key")
+    on_text = build_profiles(MentionsTable(con, "person_records"))
+    assert on_text[0].equals(where_held[0]) and on_text[1].equals(where_held[1])
     profiles, mapping = where_held
     assert profiles.columns == ["pid", *PROFILE_FIELDS, "mentions", "forename_canonical", "surname_phonetic"]
     assert set(DERIVED_FIELDS) <= set(profiles.columns)
