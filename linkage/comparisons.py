@@ -243,13 +243,16 @@ TF_FIELDS = tuple(c.name for c in COMPARISON_LIST if c.term_frequency)
 
 
 def comparison_sql() -> str:
-    """The SELECT list of every comparison's level, then the values whose frequency adjusts an exact match."""
+    """The SELECT list of every comparison's level, then whether the pair shares each name whose
+    frequency adjusts an exact match."""
     return ",\n    ".join([c.case_sql() for c in COMPARISON_LIST] + term_value_sql())
 
 
 def term_value_sql() -> list[str]:
-    """The SELECT items of the values whose frequency adjusts an exact match (a pair's shared name)."""
-    return [f"CASE WHEN l.{name} = r.{name} THEN l.{name} END AS tf_{name}_value" for name in TF_FIELDS]
+    """The SELECT items saying whether a pair shares each name whose frequency adjusts an exact
+    match (`same_forename`, ...; null where either lacks it): the name itself is the left
+    profile's, whose frequency the scoring looks up by the profile, so a pair carries no text."""
+    return [f"l.{name} = r.{name} AS same_{name}" for name in TF_FIELDS]
 
 
 def free_in(rule: BlockingRule) -> tuple[str, ...]:

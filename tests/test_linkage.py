@@ -143,25 +143,29 @@ def test_a_pairs_weight_is_its_prior_odds_its_levels_weights_and_how_rare_its_sh
     from linkage.model import FittedModel, compare_into, prior_m, score, term_frequencies
 
     con = scratch()
-    blank = {c: [None] * 4 for c in ("preferred_forename", "dob", "birth_year", "postcode", "postcode_sector", "postcode_district", "address",
+    blank = {c: [None] * 5 for c in ("preferred_forename", "dob", "birth_year", "postcode", "postcode_sector", "postcode_district", "address",
                                      "house_number", "street", "sex", "nhs_number", "upn", "nino")}
     profiles = pl.DataFrame(
-        {"pid": [1, 2, 3, 4], "forename": ["ANN", "ANN", "ANN", "ZOE"], "surname": ["LEE", "LEE", "OYELARAN", "OYELARAN"], **blank},
+        # 5 is 1 with forename and surname swapped: exact on both, sharing neither
+        {"pid": [1, 2, 3, 4, 5], "forename": ["ANN", "ANN", "ANN", "ZOE", "LEE"], "surname": ["LEE", "LEE", "OYELARAN", "OYELARAN", "ANN"], **blank},
         schema_overrides={"dob": pl.Date, "birth_year": pl.Int32, **{c: pl.String for c in blank if c not in ("dob", "birth_year")}},
     )
     con.register("profiles", profiles)
-    con.register("pairs", pl.DataFrame({"l": [1, 1, 3], "r": [2, 3, 4]}))
+    con.register("pairs", pl.DataFrame({"l": [1, 1, 3, 1], "r": [2, 3, 4, 5]}))
     compare_into(con, "pairs", "candidate_levels")
     levels = con.sql("SELECT * FROM candidate_levels ORDER BY l, r").pl()
     m = {name: prior_m(len(labels)) for name, labels in COMPARISONS.items()}
     u = {name: np.full(len(labels), 1 / len(labels)) for name, labels in COMPARISONS.items()}
     tf = {name: dict(term_frequencies(profiles, name).iter_rows()) for name in ("forename", "surname")}
 
+    names = {row["pid"]: row for row in profiles.iter_rows(named=True)}
+
     def expected(row: dict, adjusted: bool) -> float:
         weight = math.log2(0.01 / 0.99) + sum(math.log2(m[n][row[n]] / u[n][row[n]]) for n in COMPARISONS if row[n] >= 0)
-        for name, value in (("forename", row["tf_forename_value"]), ("surname", row["tf_surname_value"])):
-            if adjusted and row[name] == len(COMPARISONS[name]) - 1 and value is not None:
-                weight += min(max(math.log2(u[name][-1] / tf[name][value]), -3.0), 6.0)
+        for name in ("forename", "surname"):
+            shared = names[row["l"]][name] if names[row["l"]][name] == names[row["r"]][name] else None
+            if adjusted and row[name] == len(COMPARISONS[name]) - 1 and shared is not None:
+                weight += min(max(math.log2(u[name][-1] / tf[name][shared]), -3.0), 6.0)
         return weight
 
     for adjusted, model in ((True, FittedModel(0.01, m, u, 3, 0)), (False, FittedModel(0.01, m, u, 3, 0, tf_fields=()))):
@@ -170,7 +174,10 @@ def test_a_pairs_weight_is_its_prior_odds_its_levels_weights_and_how_rare_its_sh
         assert scored["match_weight"].to_list() == pytest.approx(want, abs=1e-9)
         assert scored["match_probability"].to_list() == pytest.approx([1 / (1 + 2 ** -w) for w in want], abs=1e-12)
     # not vacuous: the common forename shared by 1 and 2 and the surname shared by 3 and 4 were adjusted
-    assert {(1, 2), (3, 4)} <= {(r["l"], r["r"]) for r in levels.iter_rows(named=True) if r["tf_forename_value"] or r["tf_surname_value"]}
+    assert {(1, 2), (3, 4)} <= {(r["l"], r["r"]) for r in levels.iter_rows(named=True) if r["same_forename"] or r["same_surname"]}
+    swapped = levels.filter((pl.col("l") == 1) & (pl.col("r") == 5)).row(0, named=True)
+    assert (swapped["forename"], swapped["surname"]) == (len(COMPARISONS["forename"]) - 1, len(COMPARISONS["surname"]) - 1)
+    assert not swapped["same_forename"] and not swapped["same_surname"]
 
 
 def test_stable_ids_survive_new_records_splits_and_merges():
