@@ -254,8 +254,8 @@ def store_compared_pairs(con: duckdb.DuckDBPyConnection, table: str, compared: C
 def _comparisons_version() -> str:
     """What a pair's levels (with its shared names and `sure`) rest on besides its two profiles;
     part of every profile's digest, so a change to any of them leaves nothing the last run
-    compared reusable. DuckDB's version too: its
-    string functions measure the levels, and its hash makes the digest (`_digest_sql`)."""
+    compared reusable. DuckDB's version too: its string functions measure the levels, and its
+    hash makes the digest (`_digest_sql`)."""
     text = "\n".join([comparison_sql(), SURE_SQL, *(rule.sql for rule in BLOCKING_RULES), nickname_pairs().write_csv(), f"duckdb {duckdb.__version__}"])
     return hashlib.sha256(text.encode()).hexdigest()
 
