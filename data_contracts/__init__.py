@@ -285,6 +285,18 @@ def parse_contract(document: dict, path: Path) -> Contract:
     )
 
 
+#: libyaml's parser where PyYAML has it (its wheels do), else PyYAML's own: both safe (no objects
+#: built from tags) and read the same documents; libyaml reads the contracts in 0.04 s rather than
+#: 0.41 and the indicator registry in 6 rather than 56 ms, and every run's process reads them.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def read_yaml(stream: Any) -> Any:
+    """A YAML document (text or an open file) as `yaml.safe_load` reads it: contracts, the
+    indicator registry and a deployment's authorities file are read with this one reader."""
+    return yaml.load(stream, Loader=_SAFE_LOADER)
+
+
 def contract_paths(directory: Path = CONTRACTS_DIR) -> list[Path]:
     return sorted(directory.glob("*.yaml"))
 
@@ -295,7 +307,7 @@ def load_contracts(directory: Path = CONTRACTS_DIR) -> dict[str, Contract]:
     contracts = {}
     for path in contract_paths(directory):
         with path.open(encoding="utf-8") as fh:
-            contract = parse_contract(yaml.safe_load(fh), path)
+            contract = parse_contract(read_yaml(fh), path)
         contracts[contract.source] = contract
     return contracts
 

@@ -6,9 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from data_contracts import load_contracts
+from data_contracts import load_contracts, read_yaml
 from features.kinds import KINDS, IndicatorKind
 from rules import AGE_GROUPS, PROGRAMMES
 
@@ -94,7 +92,7 @@ def _check(ind: Indicator, ids: set[str]) -> None:
 def load_registry(path: Path | None = None) -> Registry:
     path = Path(path or DEFAULT_REGISTRY)
     with path.open(encoding="utf-8") as fh:
-        document: dict[str, Any] = yaml.safe_load(fh)
+        document: dict[str, Any] = read_yaml(fh)
     raw = document.get("indicators") or []
     fields = set(Indicator.__dataclass_fields__)
     indicators = []

@@ -29,9 +29,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from data_contracts import CONTRACTS_DIR, load_contracts
+from data_contracts import CONTRACTS_DIR, load_contracts, read_yaml
 from rules import DEFAULT_PROGRAMME, PROGRAMMES
 
 #: The environment variable naming a deployment's authorities file.
@@ -59,7 +57,7 @@ def load_authorities(path: Path) -> dict[str, Authority]:
     """The deployment's authorities by code, checked (see the module's docstring)."""
     path = Path(path).resolve()
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        document = read_yaml(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise AuthoritiesError(f"{path}: no such authorities file") from None
     entries = document.get("authorities") if isinstance(document, dict) else None

@@ -1,3 +1,4 @@
+import datetime as dt
 import json
 from importlib import resources
 
@@ -11,8 +12,22 @@ from data_contracts import (
     contract_paths,
     load_contracts,
     parse_contract,
+    read_yaml,
     sources_of_kind,
 )
+
+
+def test_the_yaml_reader_reads_what_safe_load_reads_and_builds_no_objects():
+    """Contracts, the registry and an authorities file are read by libyaml's parser where PyYAML
+    has it: the same documents as yaml.safe_load, and just as unwilling to run a tag's code."""
+    from features.registry import DEFAULT_REGISTRY
+
+    for path in [*contract_paths(), DEFAULT_REGISTRY]:
+        assert read_yaml(path.read_text(encoding="utf-8")) == yaml.safe_load(path.read_text(encoding="utf-8")), path.name
+    assert read_yaml("when: 2026-10-01\ncode: 010\nflag: yes\n") == {"when": dt.date(2026, 10, 1), "code": 8, "flag": True}
+    # an unsafe loader would call os.path.join and return "a/b"
+    with pytest.raises(yaml.constructor.ConstructorError):
+        read_yaml("!!python/object/apply:os.path.join ['a', 'b']")
 
 
 @pytest.fixture(scope="module")
