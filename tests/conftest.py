@@ -113,9 +113,10 @@ def dagster_instance(request, tmp_path):
     embedded default) or a PostgreSQL server (dagster-postgres, a council server's choice)."""
     import dagster as dg
 
-    overrides = {}
+    # the project's instance class (dagster.yaml), whose default storage is the SQLite one earlyhelp keeps
+    overrides = {"instance_class": {"module": "pipelines.instance", "class": "EarlyhelpInstance"}}
     if request.param == "postgres":
-        overrides = {"storage": {"postgres": {"postgres_url": request.getfixturevalue("postgres_url")}}}
+        overrides["storage"] = {"postgres": {"postgres_url": request.getfixturevalue("postgres_url")}}
     home = tmp_path / "dagster_home"
     home.mkdir()
     with dg.instance_for_test(temp_dir=str(home), overrides=overrides) as instance:
