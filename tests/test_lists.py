@@ -12,7 +12,7 @@ import pytest
 
 from pipelines.cli import run_pipeline
 from reports.packs import neutralise, write_csv, write_xlsx
-from tests.conftest import MONTH, assert_renders_as_document, chromium
+from tests.conftest import MONTH, assert_renders_as_document, chromium, run_from
 
 LOCALITIES = {"North", "Central", "South West", "Coast"}
 
@@ -118,13 +118,12 @@ def test_documents_render_as_documents_in_headless_chromium(listed, tmp_path, do
     assert_renders_as_document(listed / f"{document}.html", tmp_path)
 
 
-def test_second_month_honours_every_meeting_decision(village, tmp_path):
+def test_second_month_honours_every_meeting_decision(village, august, tmp_path):
     """Month one's list goes to the meetings; their decisions come back as a meeting_outcomes
     file; month two's lists honour each one."""
     landing = tmp_path / "landing"
     shutil.copytree(village, landing)
-    out = tmp_path / "out"
-    assert run_pipeline(landing, "2026-08", out).success
+    out = run_from(august, tmp_path / "out")
     con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
     first = con.sql("SELECT family_ref, locality, latest_event FROM locality_lists ORDER BY locality, rank").pl()
     con.close()
@@ -176,7 +175,7 @@ def _assert_decisions_honoured(con, refs, lead_agency) -> set[str]:
     return listed
 
 
-def test_decisions_typed_into_the_returned_workbook_are_honoured_and_say_who_recorded_them(village, tmp_path):
+def test_decisions_typed_into_the_returned_workbook_are_honoured_and_say_who_recorded_them(village, august, tmp_path):
     """The chair fills the pack's decision sheet (one decision of each kind, two rows left blank, a
     note that starts like a formula) and returns the workbook to the landing folder as it is."""
     import datetime as dt
@@ -185,8 +184,7 @@ def test_decisions_typed_into_the_returned_workbook_are_honoured_and_say_who_rec
 
     landing = tmp_path / "landing"
     shutil.copytree(village, landing)
-    out = tmp_path / "out"
-    assert run_pipeline(landing, "2026-08", out).success
+    out = run_from(august, tmp_path / "out")
     packs = sorted((out / "packs" / "2026-08").glob("*.xlsx"))
     books = [(path, openpyxl.load_workbook(path)) for path in packs]
     rows = [(book, sheet_row) for _, book in books for sheet_row in range(2, book["Decisions"].max_row + 1)]
