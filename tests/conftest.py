@@ -41,10 +41,22 @@ def august(village, tmp_path_factory) -> Path:
     return out
 
 
-def run_from(august: Path, out: Path) -> Path:
+@pytest.fixture(scope="session")
+def september(village, tmp_path_factory):
+    """The village run for MONTH from nothing: (the Dagster result, the output folder), shared and
+    read only; a module that runs on it again takes its own copy (`run_from`)."""
+    from pipelines.cli import run_pipeline
+
+    out = tmp_path_factory.mktemp("september") / "out"
+    result = run_pipeline(village, MONTH, out)
+    assert result.success
+    return result, out
+
+
+def run_from(ran: Path, out: Path) -> Path:
     """A copy of an output folder as its run left it (warehouse, Dagster instance, packs), for a
     test's next run: what the month before costs one run a session, not one a test."""
-    shutil.copytree(august, out, symlinks=True)
+    shutil.copytree(ran, out, symlinks=True)
     return out
 
 

@@ -194,7 +194,10 @@ def test_the_deployment_instance_runs_authorities_side_by_side_never_two_of_one(
     import dagster as dg
 
     shutil.copy(REPO / "docs" / "deployment" / "dagster.yaml", tmp_path / "dagster.yaml")
+    from pipelines.instance import EarlyhelpInstance
+
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert isinstance(instance, EarlyhelpInstance), "the instance whose SQLite event log keeps its connections"
         queue = instance.get_concurrency_config().run_queue_config
         assert queue.max_concurrent_runs > 1
         [limit] = queue.tag_concurrency_limits

@@ -32,10 +32,10 @@ def test_definitions_load():
 
 
 @pytest.fixture(scope="module")
-def village_run(village, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "out"
-    result = run_pipeline(village, MONTH, out)
-    return result, out
+def village_run(september, tmp_path_factory):
+    """The village's run from nothing (the session's), in this module's own folder: a test here runs it again."""
+    result, out = september
+    return result, run_from(out, tmp_path_factory.mktemp("run") / "out")
 
 
 def test_village_runs_end_to_end(village_run, village):
@@ -549,9 +549,8 @@ def test_a_new_month_keeps_references(village, tmp_path):
     assert (unchanged["family_ref"] == unchanged["family_ref_after"]).all()
 
 
-def test_a_reviewers_match_and_non_match_are_honoured_on_the_next_run(village, tmp_path):
-    out = tmp_path / "out"
-    assert run_pipeline(village, MONTH, out).success
+def test_a_reviewers_match_and_non_match_are_honoured_on_the_next_run(village, september, tmp_path):
+    out = run_from(september[1], tmp_path / "out")
     con = duckdb.connect(str(out / "warehouse.duckdb"))
     try:
         left, right = con.execute("SELECT record_key_l, record_key_r FROM review_queue ORDER BY match_probability DESC, 1, 2 LIMIT 1").fetchall()[0]

@@ -14,17 +14,15 @@ import yaml
 
 from features.registry import DEFAULT_REGISTRY, RegistryError, load_registry
 from pipelines.cli import run_pipeline
-from tests.conftest import MONTH, assert_renders_as_document
+from tests.conftest import MONTH, assert_renders_as_document, run_from
 
 REFERENCE = dt.date(2026, 9, 30)
 
 
 @pytest.fixture(scope="module")
-def scored(village, tmp_path_factory):
-    out = tmp_path_factory.mktemp("scored") / "out"
-    result = run_pipeline(village, MONTH, out)
-    assert result.success
-    return out
+def scored(september, tmp_path_factory):
+    """The village's run from nothing (the session's), in this module's own folder: its last test runs it again."""
+    return run_from(september[1], tmp_path_factory.mktemp("scored") / "out")
 
 
 def _raw_row(con, source: str, file: str, row: int) -> dict:
