@@ -152,7 +152,7 @@ def test_a_monthly_run_leaves_every_table_as_a_run_reading_every_file_does(month
     """The whole pipeline, last month then this month: taking unchanged files from the warehouse
     changes nothing downstream (persons, families, indicators, scores, lists) either."""
     from pipelines.cli import run_pipeline
-    from tests.conftest import MONTH
+    from tests.conftest import MONTH, run_from
     from tests.test_pipeline import warehouse_snapshot
 
     last_month, this_month = months
@@ -163,7 +163,7 @@ def test_a_monthly_run_leaves_every_table_as_a_run_reading_every_file_does(month
     snapshots, validated = {}, {}
     for way, every_file in (("monthly", False), ("every file", True)):
         out = tmp_path / way.replace(" ", "_")
-        shutil.copytree(august, out, symlinks=True)
+        run_from(august, out)
         result = run_pipeline(this_month, MONTH, out, read_every_file=every_file)
         assert result.success
         snapshots[way] = warehouse_snapshot(out / "warehouse.duckdb")
