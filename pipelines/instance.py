@@ -57,8 +57,9 @@ class SqliteEventLog(SqliteEventLogStorage):
 
     def _engine(self, shard: str) -> Engine:
         if self._kept_by != os.getpid():
-            # a forked child: its parent's connections are the parent's to use and to close
-            self._kept, self._kept_by = OrderedDict(), os.getpid()
+            # a forked child: its parent's connections are the parent's to use and to close, so the
+            # child holds on to them unused (dropped, they would be closed here)
+            self._inherited, self._kept, self._kept_by = self._kept, OrderedDict(), os.getpid()
         engine = self._kept.pop(shard, None)
         if engine is None:
             # one connection kept: every use is under the storage's lock (Dagster's first look at a

@@ -116,3 +116,26 @@ def test_the_projects_dagster_yaml_names_the_instance_and_a_storage_block_still_
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert isinstance(instance, EarlyhelpInstance)
         assert type(instance.event_log_storage) is not SqliteEventLog, "the council's storage block is used as written"
+
+
+def test_a_forked_child_opens_its_own_connections_and_leaves_its_parents(tmp_path):
+    import os
+
+    with instance_for(tmp_path / "out") as instance:
+        storage = instance.event_log_storage
+        run_id = str(uuid.uuid4())
+        storage.store_event(_entry(run_id, "parent's first"))
+        parents = dict(storage._kept)
+        child = os.fork()
+        if child == 0:  # the child stores through connections of its own, then exits without cleanup
+            try:
+                storage.store_event(_entry(run_id, "child's"))
+                ok = all(storage._kept[k] is not parents.get(k) for k in storage._kept) and storage._inherited == parents
+            except BaseException:
+                ok = False
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child used its own connections"
+        storage.store_event(_entry(run_id, "parent's second"))
+        assert dict(storage._kept) == parents, "the parent's connections are still its own"
+        assert [e.user_message for e in instance.all_logs(run_id)] == ["parent's first", "child's", "parent's second"]
