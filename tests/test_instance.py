@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import sqlalchemy as db
 from dagster._core.events.log import EventLogEntry
@@ -108,7 +107,7 @@ def test_the_projects_dagster_yaml_names_the_instance_and_a_storage_block_still_
 
     import dagster as dg
 
-    config = yaml.safe_load((Path(REPO) / "dagster.yaml").read_text())
+    config = yaml.safe_load((REPO / "dagster.yaml").read_text())
     assert config["instance_class"] == {"module": "pipelines.instance", "class": "EarlyhelpInstance"}
     home = tmp_path / "home"
     home.mkdir()
@@ -139,3 +138,32 @@ def test_a_forked_child_opens_its_own_connections_and_leaves_its_parents(tmp_pat
         storage.store_event(_entry(run_id, "parent's second"))
         assert dict(storage._kept) == parents, "the parent's connections are still its own"
         assert [e.user_message for e in instance.all_logs(run_id)] == ["parent's first", "child's", "parent's second"]
+
+
+def test_a_folder_made_before_keeps_its_dagster_yaml_and_either_storage_reads_the_others_history(tmp_path):
+    """The README's word: an instance folder made before keeps the dagster.yaml copied into it then
+    (Dagster's own storage), and copying the project's over it changes storage, not history."""
+    import shutil
+
+    import dagster as dg
+    import yaml
+
+    out = tmp_path / "out"
+    home = out / ".dagster"
+    home.mkdir(parents=True)
+    plain = {k: v for k, v in yaml.safe_load((REPO / "dagster.yaml").read_text()).items() if k != "instance_class"}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(plain))
+    before = (home / "dagster.yaml").read_text()
+    run_id = str(uuid.uuid4())
+    with instance_for(out) as old:
+        assert type(old) is dg.DagsterInstance and type(old.event_log_storage) is not SqliteEventLog
+        old.event_log_storage.store_event(_entry(run_id, "kept by Dagster's own storage"))
+    assert (home / "dagster.yaml").read_text() == before, "the folder's own file is left as it was"
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    with instance_for(out) as new:
+        assert isinstance(new.event_log_storage, SqliteEventLog)
+        assert [e.user_message for e in new.all_logs(run_id)] == ["kept by Dagster's own storage"]
+        new.event_log_storage.store_event(_entry(run_id, "kept by earlyhelp's"))
+    (home / "dagster.yaml").write_text(before)
+    with instance_for(out) as old_again:
+        assert [e.user_message for e in old_again.all_logs(run_id)] == ["kept by Dagster's own storage", "kept by earlyhelp's"]
