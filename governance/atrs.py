@@ -45,7 +45,10 @@ def atrs_record(
         }
         for c in contracts.values()
     ]
-    performance = markdown_section(model_card or "", "Performance") or "The scorecard model has not been evaluated yet: the history does not hold enough escalations (see model_card.md after a run)."
+    performance = markdown_section(model_card or "", "Performance") or (
+        "The scorecard model has not been evaluated: a run evaluates it when the council orders its lists by the model, or when "
+        "asked (`earlyhelp model`, `earlyhelp run --retrain-model`), and only once the history holds enough escalations (model_card.md then says how it compares)."
+    )
     fairness = markdown_section(model_card or "", "Fairness") or "Not yet measured (needs the model evaluation above)."
     linkage = (
         f"Measured on the synthetic county against its truth: person F1 {run['person_f1']}, family F1 {run['family_f1']}."

@@ -237,6 +237,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     ):
         if path.exists():
             print(f"{label + ':':<24}{path}")
+    if not (out / "model_card.html").exists():
+        print(f"{'Model card:':<24}none: the scorecard model orders no list, so it was not evaluated (`--retrain-model` evaluates it)")
     from data_contracts import load_contracts
     from ingestion.load import not_covered
 
@@ -546,7 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"the programme whose needs and eligibility rule the lists follow (default {DEFAULT_PROGRAMME})")
     run.add_argument("-v", "--verbose", action="store_true", help="show Dagster's own event log live as well as the progress lines")
     run.add_argument("--retrain-model", action="store_true",
-                     help="evaluate the scorecard model again even when this quarter's evaluation is stored (it is evaluated once a quarter)")
+                     help="evaluate the scorecard model and write its card (by default a run evaluates it only when its lists are ordered by "
+                          "the model, once a quarter), or again though this quarter's evaluation is stored")
     run.add_argument("--read-every-file", action="store_true",
                      help="read and check every landing file again, and compare every pair of profiles again (by default a file the last run "
                           "loaded, unchanged, is taken from the warehouse, and so are the pairs of profiles it compared)")

@@ -64,7 +64,7 @@ def test_atrs_record_marks_what_the_council_must_complete():
         assert heading in record
     assert record.count(COUNCIL) >= 8
     assert "at least 3" in record and "persistent_absence" in record
-    assert "not been evaluated yet" in record
+    assert "not been evaluated" in record and "earlyhelp model" in record
 
 
 def test_the_ig_pack_opens_with_what_a_dpia_reviewer_reads_first():

@@ -164,7 +164,8 @@ def test_model_card_compares_the_model_with_the_transparent_score(tmp_path):
     # a small town: a village holds too few escalations to train on honestly
     landing, out = tmp_path / "town", tmp_path / "out"
     generate_county(people=8_000, seed=5, month=MONTH, out=landing)
-    assert run_pipeline(landing, MONTH, out).success
+    # asked: no list is ordered by the model, so a run leaves it unevaluated unless told to evaluate it
+    assert run_pipeline(landing, MONTH, out, retrain_model=True).success
     run = subprocess.run([sys.executable, "-m", "pipelines.cli", "model", "--out", str(out), "--month", MONTH], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     card = (out / "model_card.md").read_text()
@@ -186,7 +187,7 @@ def test_model_card_compares_the_model_with_the_transparent_score(tmp_path):
     scores = con.sql("SELECT * FROM family_model_scores ORDER BY family_ref").pl()
     con.close()
     again = run_pipeline(landing, MONTH, out)
-    metadata = next(e.materialization.metadata for e in again.all_events if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key.to_user_string() == "scorecard_model")
+    metadata = _scorecard_metadata(again)
     assert metadata["reused"].value is True
     con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
     assert con.sql("SELECT evaluated_at, card FROM scorecard_evaluation").fetchall() == first
@@ -210,14 +211,50 @@ def test_too_few_outcomes_is_said_not_papered_over(scored):
         pytest.skip("this village holds enough escalations to train on")
 
 
+def _scorecard_metadata(result) -> dict:
+    return next(
+        e.materialization.metadata for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key.to_user_string() == "scorecard_model"
+    )
+
+
+def _materialise(village: Path, out: Path, selection: list[str], run_config: dict):
+    import dagster as dg
+
+    from pipelines.definitions import ALL_ASSETS
+    from pipelines.partitions import partition_key
+    from pipelines.resources import EarlyhelpSettings
+
+    settings = EarlyhelpSettings(landing_dir=str(village), output_dir=str(out), month=MONTH)
+    return dg.materialize(ALL_ASSETS, selection=selection, resources={"settings": settings}, partition_key=partition_key(MONTH, None), run_config=run_config)
+
+
+def test_a_run_evaluates_the_model_only_for_lists_ordered_by_it_or_when_asked(september, village, tmp_path):
+    """The model orders nothing by default: a run from nothing does not spend six months of
+    families on evaluating it, and says so; a run whose lists it orders evaluates it."""
+    result, out = september
+    metadata = _scorecard_metadata(result)
+    assert metadata["evaluated"].value is False and "order_by" in metadata["reason"].value
+    con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    con.close()
+    assert "scorecard_evaluation" not in tables and "family_model_scores" not in tables
+    assert "not been evaluated" in (out / "governance" / "atrs_record.md").read_text()
+    ordered = _materialise(village, run_from(out, tmp_path / "out"), ["scorecard_model", "locality_lists"], {"ops": {"locality_lists": {"config": {"order_by": "model"}}}})
+    assert ordered.success and _scorecard_metadata(ordered)["evaluated"].value is True
+    con = duckdb.connect(str(tmp_path / "out" / "warehouse.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM scorecard_evaluation").fetchall() == [(1,)]
+    con.close()
+
+
 def test_retrain_model_evaluates_again_though_the_quarter_is_stored(scored, village):
     """Last in this module: it runs the shared village again."""
+    assert _materialise(village, scored, ["scorecard_model"], {"ops": {"scorecard_model": {"config": {"retrain": True}}}}).success
     con = duckdb.connect(str(scored / "warehouse.duckdb"), read_only=True)
     ((key, made),) = con.sql("SELECT key, evaluated_at FROM scorecard_evaluation").fetchall()
     con.close()
     result = run_pipeline(village, MONTH, scored, retrain_model=True)
-    metadata = next(e.materialization.metadata for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key.to_user_string() == "scorecard_model")
-    assert metadata["reused"].value is False
+    metadata = _scorecard_metadata(result)
+    assert metadata["reused"].value is False and metadata["evaluated"].value is True
     con = duckdb.connect(str(scored / "warehouse.duckdb"), read_only=True)
     ((again_key, again_made),) = con.sql("SELECT key, evaluated_at FROM scorecard_evaluation").fetchall()
     con.close()

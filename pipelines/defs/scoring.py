@@ -149,22 +149,46 @@ def score_distribution_shift(settings: EarlyhelpSettings) -> dg.AssetCheckResult
 
 
 class ScorecardConfig(dg.Config):
-    retrain: bool = False  # evaluate again even when this quarter's evaluation is stored
+    # evaluate in this run: though no list is ordered by the model, or again though this quarter's
+    # evaluation is stored
+    retrain: bool = False
 
 
 #: The stored evaluation: its key, the card, the pickled model that would order lists, when it was made.
 STORED_EVALUATION = "scorecard_evaluation"
 
 
+#: Why a run left the model unevaluated, as its log and metadata say it.
+NOT_ASKED = (
+    "not evaluated: no list in this run is ordered by the model (locality_lists order_by=score, the default); "
+    "`earlyhelp run --retrain-model` or `earlyhelp model` evaluates it and writes its card"
+)
+
+
+def lists_ordered_by_model(run_config: dict) -> bool:
+    """Whether a run's lists are ordered by the scorecard model (`ListConfig.order_by`), read from
+    the run's configuration: the model is evaluated for the runs that use it."""
+    from pipelines.defs.lists import ListConfig
+
+    given = ((run_config.get("ops") or {}).get("locality_lists") or {}).get("config") or {}
+    return ListConfig(**given).order_by == "model"
+
+
 @dg.asset(partitions_def=PARTITIONS, group_name=SCORING, kinds={"scikitlearn"}, deps=["family_scores"])
-@apart
 def scorecard_model(context: dg.AssetExecutionContext, config: ScorecardConfig, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """The scorecard model tested by rolling origin (training outcome windows closed before each
     test month) against the transparent score and the headline count at the meetings' list
     size, with bootstrap intervals, calibration and fairness by group: model_card.md and
-    model_card.html in the output folder. Evaluated as of each quarter's end and stored; the
-    months between reuse the stored evaluation unless `retrain` is set. It orders nothing unless
-    a council switches it on, and never adds or removes a family."""
+    model_card.html in the output folder. Evaluated in a run whose lists it orders, or when
+    asked (`retrain`), as of the quarter's end, and stored; the months between reuse the stored
+    evaluation. It orders nothing unless a council switches it on, and never adds or removes a
+    family: a run that neither orders by it nor asks leaves it unevaluated (at 1.2M residents the
+    evaluation forms six months of families, a quarter of a run from nothing)."""
+    return _scorecard_model(context, config=config, settings=settings, ordering=lists_ordered_by_model(context.run.run_config))
+
+
+@apart
+def _scorecard_model(context: dg.AssetExecutionContext, config: ScorecardConfig, settings: EarlyhelpSettings, ordering: bool) -> dg.MaterializeResult:
     registry = settings.registry()
     key = evaluation_key(settings.reference_date, registry, settings.council_programme)
     with settings.warehouse(read_only=True) as con:
@@ -173,6 +197,11 @@ def scorecard_model(context: dg.AssetExecutionContext, config: ScorecardConfig, 
     if reused:
         kept = stored.row(0, named=True)
         context.log.info(f"scorecard_model: this quarter's evaluation (made {kept['evaluated_at']}) reused; set retrain to evaluate again")
+    elif not (ordering or config.retrain):
+        context.log.info(f"scorecard_model: {NOT_ASKED}")
+        with settings.warehouse() as con:
+            con.execute(f"DROP TABLE IF EXISTS {MODEL_SCORES}")  # no stale model to order a list by
+        return dg.MaterializeResult(metadata={"trained": False, "evaluated": False, "reason": NOT_ASKED, "reused": False})
     else:
         try:
             with settings.warehouse(read_only=True) as con:
@@ -200,7 +229,7 @@ def scorecard_model(context: dg.AssetExecutionContext, config: ScorecardConfig, 
         context.log.warning(f"scorecard_model: {kept['reason']}")
         with settings.warehouse() as con:
             con.execute(f"DROP TABLE IF EXISTS {MODEL_SCORES}")  # no stale month's model to order a list by
-        return dg.MaterializeResult(metadata={"trained": False, "reason": kept["reason"], "reused": reused})
+        return dg.MaterializeResult(metadata={"trained": False, "evaluated": True, "reason": kept["reason"], "reused": reused})
     with settings.warehouse() as con:
         current = con.sql("SELECT * FROM family_indicators").pl()
         families = con.sql("SELECT family_ref FROM family_scores").pl()["family_ref"]
@@ -209,6 +238,7 @@ def scorecard_model(context: dg.AssetExecutionContext, config: ScorecardConfig, 
     return dg.MaterializeResult(
         metadata={
             "trained": True,
+            "evaluated": True,
             "reused": reused,
             "evaluated_at": str(kept["evaluated_at"]),
             "earned_its_place": kept["earned_its_place"],
