@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import re
 import weakref
 
 import duckdb
@@ -49,3 +50,48 @@ def test_a_validated_table_is_not_kept_once_its_suite_has_run(examples, tmp_path
     assert validated() is None
     # and the next suite on the same validator still runs
     assert validator.validate(contract, frame_for_validation(con.sql("SELECT * FROM loaded"))).evaluated
+
+
+def test_data_docs_templates_are_compiled_once_a_process(examples, tmp_path, monkeypatch):
+    # Great Expectations makes a Jinja environment per view of every page: without the shared
+    # bytecode cache, each validation's page compiled its templates again (most of a page's time)
+    import jinja2
+
+    contract = load_contracts()["school_attendance"]
+    con = duckdb.connect()
+    con.register("loaded", read_source(contract, examples, today=dt.date(2026, 11, 23)).raw)
+    first = ContractValidator(tmp_path / "first").validate(contract, frame_for_validation(con.sql("SELECT * FROM loaded")))
+    compiled = []
+    made = jinja2.Environment.compile
+
+    def compile(environment, source, name=None, filename=None, *args, **kwargs):
+        if name is not None:  # a template from a file; strings made on the fly are not cached by Jinja
+            compiled.append(name)
+        return made(environment, source, name, filename, *args, **kwargs)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", compile)
+    second = ContractValidator(tmp_path / "second").validate(contract, frame_for_validation(con.sql("SELECT * FROM loaded")))
+    assert compiled == [], compiled
+    assert second.page and first.page and second.observed == first.observed
+    # the page is Great Expectations' whole page: the first's but for its run's stamps
+    stamps = re.compile(r"\d{8}T\d{6}\.\d+Z|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ|dataContextId=[0-9a-f-]+")
+    pages = [stamps.sub("", (tmp_path / name / result.page).read_text()) for name, result in (("first", first), ("second", second))]
+    assert pages[0] == pages[1] and "school_attendance_contract" in pages[1] and len(pages[1]) > 10_000
+
+
+def test_great_expectations_does_not_read_a_config_variables_file_at_every_setting(examples, tmp_path, monkeypatch):
+    # its file-backed context read and parsed uncommitted/config_variables.yml at every read of a
+    # setting (593 times for ten suites); the project names none, so there is nothing to read
+    from great_expectations.core.config_provider import _ConfigurationVariablesConfigurationProvider
+
+    contract = load_contracts()["school_attendance"]
+    con = duckdb.connect()
+    con.register("loaded", read_source(contract, examples, today=dt.date(2026, 11, 23)).raw)
+    validator = ContractValidator(tmp_path / "gx")
+    reads = []
+    made = _ConfigurationVariablesConfigurationProvider.get_values
+    monkeypatch.setattr(_ConfigurationVariablesConfigurationProvider, "get_values", lambda provider: reads.append(1) or made(provider))
+    assert validator.validate(contract, frame_for_validation(con.sql("SELECT * FROM loaded"))).evaluated
+    again = ContractValidator(tmp_path / "gx")  # a later run's, on the project the first made
+    assert again.validate(contract, frame_for_validation(con.sql("SELECT * FROM loaded"))).success is not None
+    assert reads == []
