@@ -95,3 +95,20 @@ def test_great_expectations_does_not_read_a_config_variables_file_at_every_setti
     again = ContractValidator(tmp_path / "gx")  # a later run's, on the project the first made
     assert again.validate(contract, frame_for_validation(con.sql("SELECT * FROM loaded"))).success is not None
     assert reads == []
+
+
+def test_a_suite_the_project_holds_is_not_written_once_an_expectation(examples, tmp_path, monkeypatch):
+    # a suite built by adding its expectations one by one, under a name the project already held
+    # (every month's run), wrote the stored suite at each addition
+    from great_expectations.data_context.store.expectations_store import ExpectationsStore
+
+    contract = load_contracts()["school_attendance"]
+    con = duckdb.connect()
+    con.register("loaded", read_source(contract, examples, today=dt.date(2026, 11, 23)).raw)
+    first = ContractValidator(tmp_path / "gx").validate(contract, frame_for_validation(con.sql("SELECT * FROM loaded")))
+    added = []
+    made = ExpectationsStore.add_expectation
+    monkeypatch.setattr(ExpectationsStore, "add_expectation", lambda store, *args, **kwargs: added.append(1) or made(store, *args, **kwargs))
+    again = ContractValidator(tmp_path / "gx").validate(contract, frame_for_validation(con.sql("SELECT * FROM loaded")))
+    assert added == []
+    assert again.evaluated == first.evaluated > 3 and again.observed == first.observed
