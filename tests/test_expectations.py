@@ -10,6 +10,7 @@ import weakref
 
 import duckdb
 import polars as pl
+import pytest
 
 from data_contracts import load_contracts
 from expectations import ContractValidator, frame_for_validation
@@ -35,32 +36,38 @@ def test_the_suites_observe_and_fail_alike_on_the_arrow_frame_and_the_pandas_cop
     ]
 
 
-def test_a_validated_table_is_not_kept_once_its_suite_has_run(examples, tmp_path):
-    # the validator lives as long as the run's process: a frame it kept would be carried through
-    # every step after the suites (a county's raw tables, 1.4 GB at 1.2M residents)
+@pytest.fixture
+def school(examples):
+    """The spec's school attendance example as loaded: its contract, and a fresh frame of it each call."""
     contract = load_contracts()["school_attendance"]
     con = duckdb.connect()
     con.register("loaded", read_source(contract, examples, today=dt.date(2026, 11, 23)).raw)
+    yield contract, lambda: frame_for_validation(con.sql("SELECT * FROM loaded"))
+    con.close()
+
+
+def test_a_validated_table_is_not_kept_once_its_suite_has_run(school, tmp_path):
+    # the validator lives as long as the run's process: a frame it kept would be carried through
+    # every step after the suites (a county's raw tables, 1.4 GB at 1.2M residents)
+    contract, frame = school
     validator = ContractValidator(tmp_path / "gx")
-    frame = frame_for_validation(con.sql("SELECT * FROM loaded"))
-    validated = weakref.ref(frame)
-    assert validator.validate(contract, frame).evaluated
-    del frame
+    given = frame()
+    validated = weakref.ref(given)
+    assert validator.validate(contract, given).evaluated
+    del given
     gc.collect()
     assert validated() is None
     # and the next suite on the same validator still runs
-    assert validator.validate(contract, frame_for_validation(con.sql("SELECT * FROM loaded"))).evaluated
+    assert validator.validate(contract, frame()).evaluated
 
 
-def test_data_docs_templates_are_compiled_once_a_process(examples, tmp_path, monkeypatch):
+def test_data_docs_templates_are_compiled_once_a_process(school, tmp_path, monkeypatch):
     # Great Expectations makes a Jinja environment per view of every page: without the shared
     # bytecode cache, each validation's page compiled its templates again (most of a page's time)
     import jinja2
 
-    contract = load_contracts()["school_attendance"]
-    con = duckdb.connect()
-    con.register("loaded", read_source(contract, examples, today=dt.date(2026, 11, 23)).raw)
-    first = ContractValidator(tmp_path / "first").validate(contract, frame_for_validation(con.sql("SELECT * FROM loaded")))
+    contract, frame = school
+    first = ContractValidator(tmp_path / "first").validate(contract, frame())
     compiled = []
     made = jinja2.Environment.compile
 
@@ -70,7 +77,7 @@ def test_data_docs_templates_are_compiled_once_a_process(examples, tmp_path, mon
         return made(environment, source, name, filename, *args, **kwargs)
 
     monkeypatch.setattr(jinja2.Environment, "compile", compile)
-    second = ContractValidator(tmp_path / "second").validate(contract, frame_for_validation(con.sql("SELECT * FROM loaded")))
+    second = ContractValidator(tmp_path / "second").validate(contract, frame())
     assert compiled == [], compiled
     assert second.page and first.page and second.observed == first.observed
     # the page is Great Expectations' whole page: the first's but for its run's stamps
@@ -79,36 +86,32 @@ def test_data_docs_templates_are_compiled_once_a_process(examples, tmp_path, mon
     assert pages[0] == pages[1] and "school_attendance_contract" in pages[1] and len(pages[1]) > 10_000
 
 
-def test_great_expectations_does_not_read_a_config_variables_file_at_every_setting(examples, tmp_path, monkeypatch):
+def test_great_expectations_does_not_read_a_config_variables_file_at_every_setting(school, tmp_path, monkeypatch):
     # its file-backed context read and parsed uncommitted/config_variables.yml at every read of a
     # setting (593 times for ten suites); the project names none, so there is nothing to read
     from great_expectations.core.config_provider import _ConfigurationVariablesConfigurationProvider
 
-    contract = load_contracts()["school_attendance"]
-    con = duckdb.connect()
-    con.register("loaded", read_source(contract, examples, today=dt.date(2026, 11, 23)).raw)
+    contract, frame = school
     validator = ContractValidator(tmp_path / "gx")
     reads = []
     made = _ConfigurationVariablesConfigurationProvider.get_values
     monkeypatch.setattr(_ConfigurationVariablesConfigurationProvider, "get_values", lambda provider: reads.append(1) or made(provider))
-    assert validator.validate(contract, frame_for_validation(con.sql("SELECT * FROM loaded"))).evaluated
+    assert validator.validate(contract, frame()).evaluated
     again = ContractValidator(tmp_path / "gx")  # a later run's, on the project the first made
-    assert again.validate(contract, frame_for_validation(con.sql("SELECT * FROM loaded"))).success is not None
+    assert again.validate(contract, frame()).success is not None
     assert reads == []
 
 
-def test_a_suite_the_project_holds_is_not_written_once_an_expectation(examples, tmp_path, monkeypatch):
+def test_a_suite_the_project_holds_is_not_written_once_an_expectation(school, tmp_path, monkeypatch):
     # a suite built by adding its expectations one by one, under a name the project already held
     # (every month's run), wrote the stored suite at each addition
     from great_expectations.data_context.store.expectations_store import ExpectationsStore
 
-    contract = load_contracts()["school_attendance"]
-    con = duckdb.connect()
-    con.register("loaded", read_source(contract, examples, today=dt.date(2026, 11, 23)).raw)
-    first = ContractValidator(tmp_path / "gx").validate(contract, frame_for_validation(con.sql("SELECT * FROM loaded")))
+    contract, frame = school
+    first = ContractValidator(tmp_path / "gx").validate(contract, frame())
     added = []
     made = ExpectationsStore.add_expectation
     monkeypatch.setattr(ExpectationsStore, "add_expectation", lambda store, *args, **kwargs: added.append(1) or made(store, *args, **kwargs))
-    again = ContractValidator(tmp_path / "gx").validate(contract, frame_for_validation(con.sql("SELECT * FROM loaded")))
+    again = ContractValidator(tmp_path / "gx").validate(contract, frame())
     assert added == []
     assert again.evaluated == first.evaluated > 3 and again.observed == first.observed
