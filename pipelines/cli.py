@@ -238,7 +238,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if path.exists():
             print(f"{label + ':':<24}{path}")
     if not (out / "model_card.html").exists():
-        print(f"{'Model card:':<24}none: the scorecard model orders no list, so it was not evaluated (`--retrain-model` evaluates it)")
+        # why not, as the step said it: not asked for, or too few outcomes to evaluate on
+        said = [
+            e.materialization.metadata.get("reason") for e in result.all_events
+            if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key.to_user_string() == "scorecard_model"
+        ]
+        if said and said[-1] is not None:
+            print(f"{'Model card:':<24}none: {said[-1].value}")
     from data_contracts import load_contracts
     from ingestion.load import not_covered
 

@@ -420,6 +420,8 @@ def test_cli_generate_and_run(tmp_path):
     assert {"person_links", "locality_lists", "governance_pack"} <= {step for _, _, step in steps}
     assert " - dagster - " not in run.stderr, "Dagster's own log goes to the file unless -v"
     assert "(monthly_run) succeeded" in run.stdout and f"Packs for the meetings: {out / 'packs' / MONTH}" in " ".join(run.stdout.split())
+    # the model orders no list by default, so it is not evaluated, and the summary says why and how to ask
+    assert re.search(r"^Model card: +none: not evaluated: no list in this run is ordered by the model.*--retrain-model", run.stdout, re.M), run.stdout
     log = Path(re.search(r"Dagster's log of the run: (\S+)", run.stdout).group(1))
     assert log.parent == out / "logs" and "STEP_SUCCESS" in log.read_text() and "person_links" in log.read_text()
     assert log.stat().st_mode & 0o077 == 0 and log.parent.stat().st_mode & 0o077 == 0, "the run's log is owner-only"
