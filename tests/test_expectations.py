@@ -7,6 +7,7 @@ import datetime as dt
 import gc
 import re
 import weakref
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -115,3 +116,21 @@ def test_a_suite_the_project_holds_is_not_written_once_an_expectation(school, tm
     again = ContractValidator(tmp_path / "gx").validate(contract, frame())
     assert added == []
     assert again.evaluated == first.evaluated > 3 and again.observed == first.observed
+
+
+def test_great_expectations_keeps_a_suites_latest_results_and_their_pages(school, tmp_path):
+    # building a page, it walks every result and every page it holds: a project that only grew
+    # made every month's suites slower than the last
+    from expectations import RESULTS_KEPT
+
+    contract, frame = school
+    validator = ContractValidator(tmp_path / "gx")
+    for _ in range(RESULTS_KEPT + 2):
+        latest = validator.validate(contract, frame())
+    gx = tmp_path / "gx" / "gx" / "uncommitted"
+    results = sorted(gx.glob("validations/school_attendance_contract/*/*/*.json"))
+    assert len(results) == RESULTS_KEPT
+    pages = sorted(gx.glob("data_docs/local_site/validations/school_attendance_contract/*/*/*.html"))
+    assert len(pages) == RESULTS_KEPT and [p.parent.name for p in pages] == [r.parent.name for r in results]
+    # the one kept last is the latest run's, whose page the offline index links to
+    assert results[-1].parent.name == Path(latest.page).parent.name
