@@ -13,6 +13,7 @@ import duckdb
 import pytest
 
 from pipelines.cli import run_pipeline
+from pipelines.defs.scoring import lists_ordered_by_model
 from pipelines.definitions import ALL_ASSETS, ALL_CHECKS, defs
 from pipelines.partitions import MONTHS
 from pipelines.resources import default_settings
@@ -43,12 +44,21 @@ def test_partitions_begin_three_years_back_unless_the_council_says_otherwise(mon
     assert first_month(dt.date(2026, 12, 2)) == "2019-04"
 
 
+def _asks_for_the_model(request: dg.RunRequest) -> bool:
+    """Whether a run request would evaluate the scorecard model: its lists ordered by it, or `retrain`."""
+    config = request.run_config or {}
+    retrain = (((config.get("ops") or {}).get("scorecard_model") or {}).get("config") or {}).get("retrain", False)
+    return lists_ordered_by_model(config) or bool(retrain)
+
+
 def test_schedule_runs_the_month_just_ended_early_in_the_next(dagster_instance):
     schedule = next(s for s in defs.schedules if s.name == "monthly_before_meetings")
     assert schedule.cron_schedule == "0 6 3 * *"
     context = dg.build_schedule_context(instance=dagster_instance, scheduled_execution_time=dt.datetime(2026, 12, 3, 6))
     result = schedule.evaluate_tick(context)
     assert [r.partition_key for r in result.run_requests] == ["2026-11"]
+    # the README's word: the schedule's runs never evaluate the scorecard model
+    assert not any(_asks_for_the_model(r) for r in result.run_requests)
 
 
 def test_sensor_requests_a_run_only_when_landing_files_change(tmp_path, monkeypatch, dagster_instance):
@@ -64,6 +74,7 @@ def test_sensor_requests_a_run_only_when_landing_files_change(tmp_path, monkeypa
     extract.write_text("ATTENDANCE_ID\n1\n")
     first = tick(None)
     assert [r.partition_key for r in first.run_requests] == [MONTHS.get_last_partition_key()]
+    assert not any(_asks_for_the_model(r) for r in first.run_requests), "the sensor's runs never evaluate the model"
     assert tick(first.cursor).run_requests == [] and tick(first.cursor).skip_message
     (landing / "truth.csv").write_text("not a partner's file\n")  # outside the contracts' folders
     assert tick(first.cursor).run_requests == []
