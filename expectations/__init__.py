@@ -47,6 +47,7 @@ class SuiteResult:
     validated_at: str = ""
     inputs: str = ""  # `validation_inputs`: the same again, and this result stands without running the suite
 
+
 #: A suite's latest results, and their pages, that Great Expectations keeps (`ContractValidator._keep_latest_results`).
 RESULTS_KEPT = 12
 
@@ -223,8 +224,9 @@ class ContractValidator:
                 if not result.success:
                     failed.append(f"{config.type}" + (f" on {column}" if column else ""))
                 observed.append({"expectation": config.type, "column": column or "", "passed": bool(result.success), "observed": _observed(result.result)})
-        self._keep_latest_results(suite.name)
-        pages = sorted((self.project_root / "gx" / "uncommitted" / "data_docs" / "local_site" / "validations" / f"{name}_contract").rglob("*.html"))
+        results, site = self._folders(suite.name)
+        self._keep_latest_results(results, site)
+        pages = sorted(site.rglob("*.html"))
         return SuiteResult(
             source=name,
             success=bool(outcome.success),
@@ -237,14 +239,19 @@ class ContractValidator:
             inputs=inputs,
         )
 
-    def _keep_latest_results(self, suite: str) -> None:
+    def _folders(self, suite: str) -> tuple[Path, Path]:
+        """Where Great Expectations keeps a suite's results, and their Data Docs pages."""
+        uncommitted = self.project_root / "gx" / "uncommitted"
+        return uncommitted / "validations" / suite, uncommitted / "data_docs" / "local_site" / "validations" / suite
+
+    @staticmethod
+    def _keep_latest_results(*folders: Path) -> None:
         """Great Expectations keeps a suite's latest RESULTS_KEPT results and their pages: building a
         page, it walks its whole store of results and its whole site of pages, so with every one
         kept each run's suites took longer than the last (ten suites 3.5 -> 4.9 s over 27 runs of
         one project). What a run shows is the latest (`results.json`, the offline index), and
         every run's figures stay in `data_quality_history`."""
-        uncommitted = self.project_root / "gx" / "uncommitted"
-        for held in (uncommitted / "validations" / suite, uncommitted / "data_docs" / "local_site" / "validations" / suite):
+        for held in folders:
             # <run name>/<run time>/: run times are written YYYYMMDDTHHMMSS.ffffffZ, so sort as they ran
             runs = sorted((run for run in held.glob("*/*") if run.is_dir()), key=lambda run: run.name)
             for old in runs[:-RESULTS_KEPT]:
