@@ -54,8 +54,8 @@ import datetime as dt
 import itertools
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+import duckdb
 import jellyfish
 import numpy as np
 import polars as pl
@@ -65,8 +65,6 @@ from scipy.sparse.csgraph import connected_components
 from rules import NAMES_IN_PLACE_OF_A_FAMILY_NAME
 from warehouse import register, scratch
 
-if TYPE_CHECKING:
-    import pyarrow as pa
 
 
 def _age(dob: pl.Expr, on: dt.date) -> pl.Expr:
@@ -177,7 +175,7 @@ HELD_COLUMNS = ("record_order", "address_date", "forename", "surname", "dob", "s
 #: The birth year an age stated gives, made by DuckDB where the records lack it.
 _BIRTH_YEAR_STATED = "CAST(year(event_date) - age_stated AS INTEGER)"
 
-#: The scratch database's compressed in-memory database the records are held in: held
+#: The compressed in-memory database the records are held in (the scratch database's or the warehouse's): held
 #: uncompressed, they took the room DuckDB's summaries work in, and spilled them (8.2 against
 #: 6.4 s a month at 1.2M residents; compressed, 7.1 s).
 HELD_DATABASE = "held_records"
@@ -187,46 +185,61 @@ _HELD = itertools.count()
 
 @dataclass
 class FamilyRecords:
-    """The linked person records families form from, held as a table of the process's scratch
-    database (memory bounded, spilling to disk beyond it) rather than as a Polars frame: at 1.2M
-    residents the 3.7M records held 1.6 GB in Polars for the whole of family formation, or of the
-    scorecard's six months of it. Made once (only HELD_COLUMNS), from a frame the caller can then
-    let go or streamed from the warehouse; `close` (or leaving a `with` block) drops the table."""
+    """The linked person records families form from, held as a table of a DuckDB database (memory
+    bounded, spilling to disk beyond it) rather than as a Polars frame: at 1.2M residents the
+    3.7M records held 1.6 GB in Polars for the whole of family formation, or of the scorecard's
+    six months of it. Made once (only HELD_COLUMNS): from a frame the caller can then let go, in
+    the process's scratch database (`of`), or from the warehouse's tables, in the warehouse's
+    database (`held_in`); `close` (or leaving a `with` block) drops the table."""
 
     table: str
+    # the connection whose database holds the table (`held_in`); None: this process's scratch database
+    con: duckdb.DuckDBPyConnection | None = field(default=None, repr=False)
     # the records the household rules read, whatever their date (`ties`): read once for the
     # scorecard's six months, each taking those made by its date
     _ties: pl.DataFrame | None = field(default=None, repr=False)
 
     @classmethod
-    def of(cls, records: pl.DataFrame | pa.RecordBatchReader) -> FamilyRecords:
-        """records: a frame, or batches streamed from the warehouse with each record's place in
-        person_records (`_order`) and in record_key order (`record_order`), as
-        `linkage.gazetteer.held_household_records` streams them."""
-        if isinstance(records, pl.DataFrame):
-            given, records = records.columns, records.with_row_index("_order")
-        else:
-            given = records.schema.names
+    def of(cls, records: pl.DataFrame) -> FamilyRecords:
+        """records: a frame of linked person records (HOUSEHOLD_COLUMNS and person_id), held in
+        this process's scratch database."""
+        given, records = records.columns, records.with_row_index("_order")
         columns = [f"r.{c}" if c in given else f"{_BIRTH_YEAR_STATED} AS {c}" for c in HELD_COLUMNS if c != "record_order"]
         held = cls(f"{HELD_DATABASE}.family_records_{next(_HELD)}")
         con = scratch()
         try:
             con.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {HELD_DATABASE} (COMPRESS)")
             register(con, "_given", records)
-            source = "_given r"
-            if "record_order" not in given:
-                # each record's place in record_key order (see SUMMARIES): its place in a table made
-                # in that order (a window over 3.7M keys runs on one thread: 13 s at 1.2M residents)
-                con.execute("CREATE TEMP TABLE _in_key_order AS SELECT _order FROM _given ORDER BY record_key, _order")
-                source += " JOIN (SELECT rowid + 1 AS record_order, _order FROM _in_key_order) o USING (_order)"
+            # each record's place in record_key order (see SUMMARIES): its place in a table made
+            # in that order (a window over 3.7M keys runs on one thread: 13 s at 1.2M residents)
+            con.execute("CREATE TEMP TABLE _in_key_order AS SELECT _order FROM _given ORDER BY record_key, _order")
+            source = "_given r JOIN (SELECT rowid + 1 AS record_order, _order FROM _in_key_order) o USING (_order)"
             con.execute(f'CREATE TABLE {held.table} AS SELECT r._order, {", ".join(columns)}, record_order FROM {source}')
         finally:
             con.close()
         return held
 
+    @classmethod
+    def held_in(cls, con: duckdb.DuckDBPyConnection, query: str) -> FamilyRecords:
+        """The records `query` gives (HOUSEHOLD_COLUMNS, person_id, each record's place in
+        person_records as `_order` and in record_key order as `record_order`), held in the
+        database `con` is a connection to, beside the tables they come from: not streamed to the
+        scratch database through Arrow (at 1.2M residents family_members took 1.4 s less, medians
+        of five alternating runs alone). They go when that database is closed, if not before."""
+        held = cls(f"{HELD_DATABASE}.family_records_{next(_HELD)}", con)
+        # written though the warehouse be open read-only: the database is the process's own
+        con.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {HELD_DATABASE} (READ_WRITE, COMPRESS)")
+        columns = [f"r.{c}" if c != "birth_year_stated" else f"{_BIRTH_YEAR_STATED} AS {c}" for c in HELD_COLUMNS if c != "record_order"]
+        con.execute(f'CREATE TABLE {held.table} AS SELECT r._order, {", ".join(columns)}, record_order FROM ({query}) r')
+        return held
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A connection of its own to the database holding the records."""
+        return self.con.cursor() if self.con is not None else scratch()
+
     def close(self) -> None:
         self._ties = None
-        con = scratch()
+        con = self.connect()
         try:
             con.execute(f"DROP TABLE IF EXISTS {self.table}")
         finally:
@@ -242,7 +255,7 @@ class FamilyRecords:
         """The records made by `reference` that the household rules read in Polars (TIE_COLUMNS),
         in the records' order (a frame's, or person_records'): fetched once, whatever their date."""
         if self._ties is None:
-            con = scratch()
+            con = self.connect()
             try:
                 self._ties = con.sql(
                     f"""SELECT {", ".join(TIE_COLUMNS)} FROM {self.table}
@@ -262,7 +275,7 @@ def summarise_records(records: FamilyRecords, reference: dt.date) -> dict[str, p
     addresses (person_id -> latest full address_key, postcode, address_seen),
     postcodes (person_id -> latest_postcode, postcode_seen), postcodes_seen (kin, postcode),
     addresses_seen (person_id, former_address)."""
-    con = scratch()
+    con = records.connect()
     try:
         con.execute(f"CREATE TEMP VIEW linked AS SELECT * FROM {records.table}")
         parameters = {"reference": reference, "school_cutoff": reference - dt.timedelta(days=366),

@@ -241,9 +241,9 @@ def household_records(con: duckdb.DuckDBPyConnection, matches: pl.DataFrame | No
 
 
 def held_household_records(con: duckdb.DuckDBPyConnection, read: pl.DataFrame | None = None) -> FamilyRecords:
-    """`household_records` held in DuckDB for family formation (`FamilyRecords`), streamed there
-    from the warehouse in batches: never whole in Polars, where a county's 3.7M records held
-    1.6 GB. `read`: the addresses read at another address than the one sent, this run's
+    """`household_records` held in DuckDB for family formation (`FamilyRecords.held_in`), in the
+    warehouse's own database, open while `con` is: never whole in Polars, where a county's 3.7M
+    records held 1.6 GB. `read`: the addresses read at another address than the one sent, this run's
     (`addresses_read`) or by default the monthly run's (`addresses_as_read`)."""
     read = addresses_as_read(con) if read is None else read
     register(con, "_addresses_read", read.select("record_key", *HOUSEHOLD_ADDRESS).with_columns(pl.lit(True).alias("_read")))
@@ -257,20 +257,15 @@ def held_household_records(con: duckdb.DuckDBPyConnection, read: pl.DataFrame | 
         address = [f"CASE WHEN a._read THEN a.{c} ELSE r.{c} END AS {c}" for c in HOUSEHOLD_ADDRESS]
         columns = [f"r.{c}" for c in HOUSEHOLD_COLUMNS if c not in HOUSEHOLD_ADDRESS]
         # each record's place in person_records (`_order`), the order `linked_person_records` reads them in
-        batches = con.sql(
-            f"""SELECT {IN_RECORDS_ORDER} AS _order, {", ".join(columns + address)}, l.person_id, o.record_order
-                FROM {PERSON_RECORDS} r JOIN person_links l USING (record_key) LEFT JOIN _addresses_read a USING (record_key)
-                JOIN (SELECT rowid + 1 AS record_order, _row FROM _in_key_order) o ON o._row = r.rowid"""
-        ).to_arrow_reader(STREAMED_ROWS)
-        return FamilyRecords.of(batches)
+        return FamilyRecords.held_in(con, f"""
+            SELECT {IN_RECORDS_ORDER} AS _order, {", ".join(columns + address)}, l.person_id, o.record_order
+            FROM {PERSON_RECORDS} r JOIN person_links l USING (record_key) LEFT JOIN _addresses_read a USING (record_key)
+            JOIN (SELECT rowid + 1 AS record_order, _row FROM _in_key_order) o ON o._row = r.rowid""")
     finally:
         con.execute("DROP TABLE IF EXISTS _in_key_order")
         con.unregister("_addresses_read")
 
 
-#: Rows a batch when records are streamed from the warehouse to the scratch database: 100,000
-#: took 5.4 s at 1.2M residents, 500,000 4.0 s.
-STREAMED_ROWS = 500_000
 
 
 def addresses_as_read(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:

@@ -51,7 +51,7 @@ from linkage.gazetteer import held_household_records
 from models.metrics import Ranked, ranking_metrics, selected_share, wilson
 from models.score import score_families
 from rules import STATUTORY_SERVICES, is_adult, is_child
-from warehouse import linked_rows, register, scratch
+from warehouse import linked_rows, register
 
 #: The warehouse table of this month's model probabilities, read when a council orders lists by the model.
 MODEL_SCORES = "family_model_scores"
@@ -91,7 +91,7 @@ class History:
         localities = con.sql("SELECT postcode, locality FROM raw_postcode_localities").pl()
         # prepared once for the months' family formation, not once a month
         linked = held_household_records(con)
-        held = scratch()
+        held = linked.connect()
         try:
             # sex as the partners state it, the most frequent across a person's mentions: read off the
             # linked records just held (every mention with its person), not joined again in the

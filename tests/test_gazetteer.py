@@ -143,17 +143,17 @@ def test_the_scorecard_forms_households_on_the_addresses_the_monthly_run_read(li
 
 
 def test_records_held_in_duckdb_are_the_frames_records_and_form_the_same_households(listed):
-    """Family formation streams a county's records from the warehouse into DuckDB
-    (`held_household_records`) rather than holding them in Polars: the same records as the frame
+    """Family formation holds a county's records in DuckDB, beside the warehouse's tables
+    (`held_household_records`), rather than in Polars: the same records as the frame
     `household_records` reads, each numbered alike in record_key order, and the same households."""
     con = duckdb.connect(str(listed / "warehouse.duckdb"), read_only=True)
     frame = household_records(con)
     reference = con.sql("SELECT max(event_date) FROM person_records").fetchall()[0][0]
     with held_household_records(con) as held, FamilyRecords.of(frame) as of_frame:
-        rows = scratch()
-        streamed = rows.sql(f"SELECT * EXCLUDE (_order) FROM {held.table} ORDER BY _order").pl()
+        beside, rows = held.connect(), scratch()
+        streamed = beside.sql(f"SELECT * EXCLUDE (_order) FROM {held.table} ORDER BY _order").pl()
         given = rows.sql(f"SELECT * EXCLUDE (_order) FROM {of_frame.table} ORDER BY _order").pl()
-        rows.close()
+        beside.close(), rows.close()
         assert streamed.height == frame.height > 0
         assert streamed.equals(given)
         assert sorted(streamed["record_order"]) == list(range(1, frame.height + 1))
