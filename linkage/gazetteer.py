@@ -266,8 +266,6 @@ def held_household_records(con: duckdb.DuckDBPyConnection, read: pl.DataFrame | 
         con.unregister("_addresses_read")
 
 
-
-
 def addresses_as_read(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """The addresses the monthly run read at another address than the one sent (record_key and
     HOUSEHOLD_ADDRESS): its `household_addresses` as stored (read again, 8 of the scorecard
