@@ -3,7 +3,9 @@ households and profiles (distinct descriptions, as linkage groups mentions), eac
 after, and how many changed. It says how much of the county a month's run must look at again,
 depending on what a step's work follows: a step redoing every changed person or household
 redoes a quarter to a third of a 1.2M county each month (school attendance mentions every
-pupil every month); one following new profiles, a few percent.
+pupil every month); one following new profiles, a few percent. The last row is the region households would be
+formed again in, were only the persons with a new mention and those recorded at their postcodes
+taken again: most of the county, so family formation cannot be made incremental that way.
 
     # last month cold, then this month on a copy of it
     .venv/bin/python -m pipelines.cli run --landing benchmarks/cache/county_1200000_7_2026-10_monthly_last_month --month 2026-09 --out /tmp/before
@@ -70,6 +72,29 @@ def month_change(before: Path, after: Path) -> list[tuple[str, int, int, str]]:
         holders = _count(con, "SELECT count(DISTINCT l.person_id) FROM keys_a JOIN new_profiles USING (profile_key) JOIN a.person_links l USING (record_key)")
         repeated = _count(con, "SELECT count(*) FROM keys_a k ANTI JOIN records_b USING (record_key) SEMI JOIN (SELECT DISTINCT profile_key FROM keys_b) USING (profile_key)")
         rows.append(("profiles", *profiles, f"{new_profiles:,} new ({new_profiles / profiles[1]:.1%}), held by {holders:,} persons ({holders / persons[1]:.1%}); {repeated:,} of the {new:,} new mentions repeat a profile held before"))
+
+        # households formed again only around what changed: the postcodes the persons with a new
+        # mention were ever recorded at (the household rules read every postcode a person was
+        # seen at: kin who moved on, a child's earlier postcode), and everyone recorded there;
+        # and, narrower than the rules allow, only those persons' latest postcodes
+        con.execute("CREATE TEMP TABLE seen_a AS SELECT DISTINCT l.person_id, r.postcode FROM records_a r JOIN a.person_links l USING (record_key) WHERE r.postcode IS NOT NULL")
+        con.execute("""CREATE TEMP TABLE touched AS SELECT DISTINCT l.person_id
+                       FROM (SELECT record_key FROM records_a ANTI JOIN records_b USING (record_key)) n JOIN a.person_links l USING (record_key)""")
+        con.execute("""CREATE TEMP TABLE latest_a AS SELECT l.person_id, arg_max(r.postcode, r.address_date) AS postcode
+                       FROM records_a r JOIN a.person_links l USING (record_key) WHERE r.postcode IS NOT NULL GROUP BY ALL""")
+        seen = _count(con, "SELECT count(DISTINCT person_id) FROM seen_a")
+        postcodes = _count(con, "SELECT count(DISTINCT postcode) FROM seen_a")
+        touched = _count(con, "SELECT count(*) FROM touched")
+        around = "SELECT DISTINCT postcode FROM seen_a SEMI JOIN touched USING (person_id)"
+        region_postcodes = _count(con, f"SELECT count(*) FROM ({around})")
+        region = _count(con, f"SELECT count(DISTINCT person_id) FROM seen_a WHERE postcode IN ({around})")
+        latest = _count(con, "SELECT count(*) FROM latest_a WHERE postcode IN (SELECT postcode FROM latest_a SEMI JOIN touched USING (person_id))")
+        rows.append((
+            "persons with a postcode; of them, in households formed again around new mentions", seen, region,
+            f"{touched:,} persons have a new mention ({touched / persons[1]:.1%}); the postcodes they were ever recorded at are {region_postcodes:,} of "
+            f"{postcodes:,} ({region_postcodes / postcodes:.1%}), where {region:,} of the {seen:,} persons with a postcode were recorded ({region / seen:.1%}); "
+            f"at their latest postcodes alone, {latest:,} persons live ({latest / seen:.1%})",
+        ))
         return rows
     finally:
         con.close()
