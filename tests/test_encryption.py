@@ -5,6 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
+from linkage.families import FamilyRecords
 from warehouse import KEY_ENV, WarehouseError, open_warehouse
 
 KEY = "correct horse battery staple"
@@ -61,3 +62,24 @@ def test_writing_encrypted_needs_openssl_and_never_falls_back(tmp_path):
             with open_warehouse(tmp_path / "w.duckdb", key=KEY):
                 pass
         assert not (tmp_path / "w.duckdb").exists()
+
+
+def test_family_formation_holds_its_records_beside_an_encrypted_warehouse(encrypted, monkeypatch):
+    """Family formation copies the linked records into an in-memory database attached beside the
+    warehouse's (`FamilyRecords.held_in`), and reads them through a cursor of that connection:
+    on an encrypted warehouse, opened read-only as the scorecard opens it, too."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    typed = {"address_date": "DATE", "forename": "VARCHAR", "event_date": "DATE", "age_stated": "INTEGER", "sex": "VARCHAR",
+             "person_id": "VARCHAR", "source": "VARCHAR", "event_ref": "VARCHAR", "role": "VARCHAR", "postcode": "VARCHAR",
+             "house_number": "VARCHAR", "flat": "VARCHAR", "contact_forename": "VARCHAR", "contact_surname": "VARCHAR"}
+    nulls = ", ".join(f"CAST(NULL AS {kind}) AS {name}" for name, kind in typed.items() if name != "person_id")
+    query = f"SELECT rowid AS _order, rowid + 1 AS record_order, surname, dob, 'P' || rowid AS person_id, {nulls} FROM people"
+    with open_warehouse(encrypted, read_only=True) as con:
+        with FamilyRecords.held_in(con, query) as held:
+            beside = held.connect()
+            try:
+                assert beside.sql(f"SELECT count(*), count(DISTINCT person_id), any_value(surname) FROM {held.table}").fetchall() == [(2000, 2000, "Oyelaran")]
+            finally:
+                beside.close()
+        # let go with the block, the warehouse still open
+        assert con.sql("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'held_records'").fetchall() == [(0,)]
