@@ -3,9 +3,10 @@ households and profiles (distinct descriptions, as linkage groups mentions), eac
 after, and how many changed. It says how much of the county a month's run must look at again,
 depending on what a step's work follows: a step redoing every changed person or household
 redoes a quarter to a third of a 1.2M county each month (school attendance mentions every
-pupil every month); one following new profiles, a few percent. The last row is the region households would be
-formed again in, were only the persons with a new mention and those recorded at their postcodes
-taken again: most of the county, so family formation cannot be made incremental that way.
+pupil every month); one following new profiles, a few percent. The last row is the region
+households would be formed again in, were only the persons with a new mention and those
+recorded at their postcodes taken again: most of the county, so family formation cannot be made
+incremental that way.
 
     # last month cold, then this month on a copy of it
     .venv/bin/python -m pipelines.cli run --landing benchmarks/cache/county_1200000_7_2026-10_monthly_last_month --month 2026-09 --out /tmp/before

@@ -203,34 +203,36 @@ class FamilyRecords:
         """records: a frame of linked person records (HOUSEHOLD_COLUMNS and person_id), held in
         this process's scratch database."""
         given, records = records.columns, records.with_row_index("_order")
-        columns = [f"r.{c}" if c in given else f"{_BIRTH_YEAR_STATED} AS {c}" for c in HELD_COLUMNS if c != "record_order"]
-        held = cls(f"{HELD_DATABASE}.family_records_{next(_HELD)}")
         con = scratch()
         try:
-            con.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {HELD_DATABASE} (COMPRESS)")
             register(con, "_given", records)
             # each record's place in record_key order (see SUMMARIES): its place in a table made
             # in that order (a window over 3.7M keys runs on one thread: 13 s at 1.2M residents)
             con.execute("CREATE TEMP TABLE _in_key_order AS SELECT _order FROM _given ORDER BY record_key, _order")
-            source = "_given r JOIN (SELECT rowid + 1 AS record_order, _order FROM _in_key_order) o USING (_order)"
-            con.execute(f'CREATE TABLE {held.table} AS SELECT r._order, {", ".join(columns)}, record_order FROM {source}')
+            return cls._hold(con, "_given r JOIN (SELECT rowid + 1 AS record_order, _order FROM _in_key_order) o USING (_order)", given)
         finally:
             con.close()
-        return held
 
     @classmethod
     def held_in(cls, con: duckdb.DuckDBPyConnection, query: str) -> FamilyRecords:
         """The records `query` gives (HOUSEHOLD_COLUMNS, person_id, each record's place in
         person_records as `_order` and in record_key order as `record_order`), held in the
         database `con` is a connection to, beside the tables they come from: not streamed to the
-        scratch database through Arrow: at 1.2M residents family_members alone 25.0 -> 23.6 s (medians
-        of six and five runs, alternating), its peak in a cold run 3,873 -> 3,662 MiB. They go when
-        that database is closed, if not before."""
-        held = cls(f"{HELD_DATABASE}.family_records_{next(_HELD)}", con)
-        # written though the warehouse be open read-only: the database is the process's own
+        scratch database through Arrow: at 1.2M residents family_members alone 25.0 -> 23.6 s
+        (medians of six and five runs, alternating), its peak in a cold run 3,873 -> 3,662 MiB.
+        They go when that database is closed, if not before."""
+        return cls._hold(con, f"({query}) r", con.sql(query).columns, within=con)
+
+    @classmethod
+    def _hold(cls, con: duckdb.DuckDBPyConnection, source: str, given: list[str], within: duckdb.DuckDBPyConnection | None = None) -> FamilyRecords:
+        """HELD_COLUMNS of `source` (aliased r, with _order and record_order) as a new table of
+        HELD_DATABASE in con's database; `within`: that connection, kept to reach them (else the
+        scratch database is theirs)."""
+        held = cls(f"{HELD_DATABASE}.family_records_{next(_HELD)}", within)
+        # written though the warehouse be open read-only: the held database is the process's own
         con.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {HELD_DATABASE} (READ_WRITE, COMPRESS)")
-        columns = [f"r.{c}" if c != "birth_year_stated" else f"{_BIRTH_YEAR_STATED} AS {c}" for c in HELD_COLUMNS if c != "record_order"]
-        con.execute(f'CREATE TABLE {held.table} AS SELECT r._order, {", ".join(columns)}, record_order FROM ({query}) r')
+        columns = [f"r.{c}" if c in given else f"{_BIRTH_YEAR_STATED} AS {c}" for c in HELD_COLUMNS if c != "record_order"]
+        con.execute(f'CREATE TABLE {held.table} AS SELECT r._order, {", ".join(columns)}, record_order FROM {source}')
         return held
 
     def connect(self) -> duckdb.DuckDBPyConnection:

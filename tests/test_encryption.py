@@ -69,10 +69,10 @@ def test_family_formation_holds_its_records_beside_an_encrypted_warehouse(encryp
     warehouse's (`FamilyRecords.held_in`), and reads them through a cursor of that connection:
     on an encrypted warehouse, opened read-only as the scorecard opens it, too."""
     monkeypatch.setenv(KEY_ENV, KEY)
-    typed = {"address_date": "DATE", "forename": "VARCHAR", "event_date": "DATE", "age_stated": "INTEGER", "sex": "VARCHAR",
-             "person_id": "VARCHAR", "source": "VARCHAR", "event_ref": "VARCHAR", "role": "VARCHAR", "postcode": "VARCHAR",
+    blank = {"address_date": "DATE", "forename": "VARCHAR", "event_date": "DATE", "age_stated": "INTEGER", "sex": "VARCHAR",
+             "source": "VARCHAR", "event_ref": "VARCHAR", "role": "VARCHAR", "postcode": "VARCHAR",
              "house_number": "VARCHAR", "flat": "VARCHAR", "contact_forename": "VARCHAR", "contact_surname": "VARCHAR"}
-    nulls = ", ".join(f"CAST(NULL AS {kind}) AS {name}" for name, kind in typed.items() if name != "person_id")
+    nulls = ", ".join(f"CAST(NULL AS {kind}) AS {name}" for name, kind in blank.items())
     query = f"SELECT rowid AS _order, rowid + 1 AS record_order, surname, dob, 'P' || rowid AS person_id, {nulls} FROM people"
     with open_warehouse(encrypted, read_only=True) as con:
         with FamilyRecords.held_in(con, query) as held:
