@@ -523,3 +523,36 @@ def test_the_prior_counts_the_candidates_that_meet_the_deterministic_rule(monkey
     model = fit(con, con.sql("SELECT * FROM random_levels").pl(), n)
     assert model.pairs == 8
     assert model.prior == pytest.approx(len(sure) / DETERMINISTIC_RECALL / (n * (n - 1) / 2))
+
+
+def test_the_clusterer_holds_off_the_cycle_collector_only_while_it_runs(monkeypatch):
+    """The cyclic collector is held off inside the clusterer's loop (it walked the clusters' sets
+    and dicts again and again) and is as it was after: on where it was on, off where the caller
+    had turned it off."""
+    import gc
+
+    import linkage.cluster as cluster
+
+    seen = []
+    link = cluster.ConstrainedClusterer.link
+    monkeypatch.setattr(cluster.ConstrainedClusterer, "link", lambda self, *a, **k: seen.append(gc.isenabled()) or link(self, *a, **k))
+    # twins, each seen twice: the links within each are taken, the one between them refused
+    people = profiles([
+        {"pid": p, "forename": f, "surname": "REES", "dob": D(2015, 1, 1), "birth_year": 2015}
+        for p, f in enumerate(["JACK", "OSCAR", "JACK", "OSCAR"])
+    ])
+    pairs = pl.DataFrame({"l": [0, 1, 0], "r": [2, 3, 1], "match_weight": [18.0, 18, 17]}).with_columns(
+        (1 / (1 + 2 ** -pl.col("match_weight"))).alias("match_probability")
+    )
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        clusters, refused, _ = cluster_persons(people, pairs, 0.99)
+        assert seen and not any(seen), "links are taken with the collector held off"
+        assert gc.isenabled(), "the collector runs again after"
+        assert dict(clusters.iter_rows()) == {0: 0, 1: 1, 2: 0, 3: 1} and refused == 1
+        gc.disable()
+        cluster_persons(people, pairs, 0.99)
+        assert not gc.isenabled(), "a caller's choice to hold it off stands"
+    finally:
+        (gc.enable if was else gc.disable)()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import datetime as dt
+import gc
 import os
 import shutil
 import tempfile
@@ -143,6 +144,21 @@ def return_freed_memory() -> bool:
     Returns whether it was purged."""
     mallctl = _duckdb_mallctl()
     return mallctl is not None and mallctl(f"arena.{_ALL_ARENAS}.purge".encode(), None, None, None, ctypes.c_size_t(0)) == 0
+
+
+@contextmanager
+def without_cycle_collection() -> Iterator[None]:
+    """Python's cyclic garbage collector held off while a loop makes millions of small containers
+    that form no cycles (the clusterer's clusters, sets and dicts): each full collection walks
+    every one of them again, so the collector's time grows with the loop's. Reference counting
+    still frees everything at once; the collector runs again after, as it was."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 _SCRATCH: dict[int, duckdb.DuckDBPyConnection] = {}
