@@ -55,7 +55,6 @@ def make_module():
     module = types.ModuleType("made_for_the_test")
     cycle = Leftover(); cycle.me = cycle
     left.append(weakref.ref(cycle))
-    module.kept = Leftover()
     return module
 
 class Finder:
