@@ -151,11 +151,12 @@ def test_records_held_in_duckdb_are_the_frames_records_and_form_the_same_househo
     reference = con.sql("SELECT max(event_date) FROM person_records").fetchall()[0][0]
     with held_household_records(con) as held, FamilyRecords.of(frame) as of_frame:
         beside, rows = held.connect(), scratch()
-        streamed = beside.sql(f"SELECT * EXCLUDE (_order) FROM {held.table} ORDER BY _order").pl()
+        held_rows = beside.sql(f"SELECT * EXCLUDE (_order) FROM {held.table} ORDER BY _order").pl()
         given = rows.sql(f"SELECT * EXCLUDE (_order) FROM {of_frame.table} ORDER BY _order").pl()
-        beside.close(), rows.close()
-        assert streamed.height == frame.height > 0
-        assert streamed.equals(given)
-        assert sorted(streamed["record_order"]) == list(range(1, frame.height + 1))
+        beside.close()
+        rows.close()
+        assert held_rows.height == frame.height > 0
+        assert held_rows.equals(given)
+        assert sorted(held_rows["record_order"]) == list(range(1, frame.height + 1))
         from_warehouse = form_households(held, reference)[0]
     assert from_warehouse.equals(form_households(frame, reference)[0])
