@@ -106,25 +106,26 @@ def test_every_file_and_folder_a_run_writes_is_its_owners_alone(village_run):
 
 
 def test_every_duckdb_database_a_run_opens_is_capped_and_spills_to_a_private_folder(tmp_path, monkeypatch):
-    """The README's promise: 1 GB a database unless EARLYHELP_DUCKDB_MEMORY says otherwise, the
+    """The README's promise: 1536 MB a database unless EARLYHELP_DUCKDB_MEMORY says otherwise, the
     warehouse spilling beside itself and the scratch database to the user's own folder."""
-    from warehouse import MEMORY_ENV, open_warehouse, scratch, spill_folder
+    from warehouse import DEFAULT_MEMORY, MEMORY_ENV, open_warehouse, scratch, spill_folder
 
     def limit(setting: str) -> str:
         con = duckdb.connect()
         con.execute(f"SET memory_limit = '{setting}'")
         return con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
 
-    assert limit("1GB") != duckdb.connect().execute("SELECT current_setting('memory_limit')").fetchall()[0][0], "not vacuous"
+    assert DEFAULT_MEMORY == "1536MB"
+    assert limit(DEFAULT_MEMORY) != duckdb.connect().execute("SELECT current_setting('memory_limit')").fetchall()[0][0], "not vacuous"
     monkeypatch.delenv(MEMORY_ENV, raising=False)
     with open_warehouse(tmp_path / "w.duckdb") as con:
-        assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] == limit("1GB")
+        assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] == limit(DEFAULT_MEMORY)
         assert con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0] == str(tmp_path / "w.duckdb.tmp")
     assert (tmp_path / "w.duckdb.tmp").stat().st_mode & 0o077 == 0
     con = scratch()
     try:
         assert con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0] == str(spill_folder())
-        assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] in {limit("1GB"), limit(os.environ.get(MEMORY_ENV, "1GB"))}
+        assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] in {limit(DEFAULT_MEMORY), limit(os.environ.get(MEMORY_ENV, DEFAULT_MEMORY))}
     finally:
         con.close()
     monkeypatch.setenv(MEMORY_ENV, "2GB")
