@@ -42,9 +42,10 @@ MEMORY_ENV = "EARLYHELP_DUCKDB_MEMORY"
 #: Since linkage got faster, 1GB is short where DuckDB holds a step's data: at 1.2M residents
 #: person_links spilled 1,005 MB of the scratch database (8.4M pairs of profiles compared) and
 #: 552 MB of the warehouse to disk, person_records, family_members and indicators 150-240 MB each;
-#: at 1536MB 183 and 113 MB in person_links, 18 MB in family_members. A 1.2M cold run 120.9 / 118.8 s at 1GB, 113.5 / 113.9 s at
-#: 1536MB, 112.7 / 111.8 s at 2GB, peaking 3,796 / 3,857, 3,919 / 3,830 and 3,964 / 4,031 MiB
-#: (the run's peak comes later, in Python, while persons are clustered; 2GB brings DuckDB's to it).
+#: at 1536MB 183 and 113 MB in person_links, 18 MB in family_members. A 1.2M cold run 120.9 /
+#: 118.8 s at 1GB, 113.5 / 113.9 s at 1536MB, 112.7 / 111.8 s at 2GB, peaking 3,796 / 3,857,
+#: 3,919 / 3,830 and 3,964 / 4,031 MiB (the run's peak comes later, in Python, while persons are
+#: clustered; 2GB brings DuckDB's to it).
 DEFAULT_MEMORY = "1536MB"
 #: Files and folders earlyhelp writes are its owner's alone: many name people.
 OWNER_ONLY_UMASK = 0o077
