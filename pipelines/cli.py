@@ -182,10 +182,11 @@ def _interrupted(result) -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pipelines import RUN_IMPORTS
     from warehouse import WarehouseBusy, import_for_the_run
 
     # what the run keeps to its end, imported first, so that no collection walks it again
-    import_for_the_run("pipelines.definitions", "great_expectations")
+    import_for_the_run(*RUN_IMPORTS)
     from pipelines.resources import STEPS_APART_ENV
 
     if args.steps_apart:
