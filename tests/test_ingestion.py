@@ -391,3 +391,41 @@ def test_a_table_is_changed_in_place_only_where_its_rows_remain_in_order_before_
     assert _rows_changed(before, raw.filter(pl.col("_file") != "a.csv")) is not None, "rows removed, the rest in order"
     # a row number past what a file and row numbered as one can hold: written whole
     assert _rows_changed(before, raw.with_columns(pl.col("_row") + (1 << 32))) is None
+
+
+def test_files_checked_together_come_out_as_each_checked_alone(tmp_path, monkeypatch):
+    """Small files are checked as one frame (`CHECKED_TOGETHER_BYTES`): every row, problem and
+    set-aside field must still be its own file's, at its own row number."""
+    import ingestion.load as load
+
+    bad = [
+        "ED2,2025-07-05,2539992501,Ann,Lee,20050112,2,CM22 8HR,OTHER,N",
+        "ED3,20250705,2539992502,Ann,Lee,20050112,2,WDl3 3TJ,OTHER,N",
+        "ED4,20250705,,Ann,Lee,20050112,3,12345,HEADACHE,N",
+    ]
+    write_ae(tmp_path, "2026-07.csv", [AE_HEADER, GOOD_AE, *bad])
+    # the same rows in another order: equal row numbers, other problems
+    write_ae(tmp_path, "2026-08.csv", [AE_HEADER, bad[2].replace("ED4", "ED8"), bad[1].replace("ED3", "ED7"), GOOD_AE.replace("ED1", "ED5"), "ED6,20250705,,Ann"])
+    write_ae(tmp_path, "2026-09.csv", [AE_HEADER.replace("ARRIVAL_DATE", "ARRIVED"), GOOD_AE.replace("ED1", "ED9")])  # refused whole
+    write_ae(tmp_path, "2026-10.csv", (AE_HEADER + "\n").encode() + "ED10,20250705,,Zo\xeb,Lee,20050112,2,WDl3 3TJ,OTHER,N\n".encode("latin-1"))
+    checks = []
+    validate_rows = load.validate_rows
+    monkeypatch.setattr(load, "validate_rows", lambda frame, *a: checks.append(frame.height) or validate_rows(frame, *a))
+    together = ingest(tmp_path, "ae_attendances")
+    assert checks == [9], "the three readable files are checked as one"
+    monkeypatch.setattr(load, "CHECKED_TOGETHER_BYTES", 0)
+    alone = ingest(tmp_path, "ae_attendances")
+    assert checks[1:] == [4, 4, 1]
+    assert together.raw.equals(alone.raw) and together.quarantine.equals(alone.quarantine) and together.set_aside.equals(alone.set_aside)
+    assert together.files == alone.files
+    assert_accounted(together)
+    # and those are what the files say, file by file
+    assert together.set_aside.select("_file", "_row", "column").rows() == [
+        ("2026-07.csv", 3, "NHS_NUMBER"), ("2026-07.csv", 3, "POSTCODE"), ("2026-08.csv", 2, "NHS_NUMBER"), ("2026-08.csv", 2, "POSTCODE"),
+    ]
+    assert sorted(set(together.quarantine.select("_file", "_row").rows())) == [
+        ("2026-07.csv", 2), ("2026-07.csv", 4), ("2026-08.csv", 1), ("2026-08.csv", 4), ("2026-09.csv", 1), ("2026-10.csv", 1),
+    ]
+    assert together.raw.select("_file", "_row", "attendance_id").rows() == [
+        ("2026-07.csv", 1, "ED1"), ("2026-07.csv", 3, "ED3"), ("2026-08.csv", 2, "ED7"), ("2026-08.csv", 3, "ED5"),
+    ]
