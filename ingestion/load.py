@@ -584,7 +584,13 @@ def _reconcile(contract: Contract, frames: list[pl.DataFrame], names: list[str],
     keyed = combined.select(_natural_key(contract), FILE, ROW, FILE_ORDER).with_row_index("_i").sort([FILE_ORDER, ROW])
     keyed = keyed.with_columns(pl.col(KEY).is_last_distinct().alias("_last"))
     winner = keyed.filter("_last").select(KEY, pl.col(FILE).alias("replaced_by_file"), pl.col(ROW).alias("replaced_by_row"))
-    current = combined.drop(FILE_ORDER)[keyed.filter("_last")["_i"]]
+    if keyed["_i"].is_sorted():
+        # the files' rows came in file and row order, as they are read: the winners are a mask of
+        # them, which Polars applies in milliseconds where taking them by position took 0.35 s
+        # (school attendance's 1.66M rows at 1.2M residents)
+        current = combined.drop(FILE_ORDER).filter(keyed["_last"])
+    else:
+        current = combined.drop(FILE_ORDER)[keyed.filter("_last")["_i"]]
     superseded = keyed.filter(~pl.col("_last")).join(winner, on=KEY, how="left").select(FILE, ROW, "replaced_by_file", "replaced_by_row")
     return current, superseded
 
