@@ -43,7 +43,7 @@ from ingestion.readers import column as file_column
 from ingestion.readers import normalise_header, read_extract
 from ingestion.validate import Validated, typed_expr, validate_rows
 from ingestion.validate import IN_FUTURE
-from warehouse import EXPIRED_KEYS, LANDED_FILES, LEDGER_TABLES, QUARANTINE, SET_ASIDE_FIELDS, ensure_tables, read_table, register, scratch, table_exists, transaction
+from warehouse import EXPIRED_KEYS, LANDED_FILES, LEDGER_TABLES, QUARANTINE, SET_ASIDE_FIELDS, ensure_tables, in_one_piece, read_table, register, scratch, table_exists, transaction
 
 FILE = "_file"
 SHA = "_sha256"
@@ -660,7 +660,7 @@ def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: Sou
     superseded = result.superseded.select(pl.lit(contract.source).alias("source"), FILE, ROW, "replaced_by_file", "replaced_by_row")
     try:
         with transaction(con):
-            register(con, "_raw", result.raw)
+            register(con, "_raw", in_one_piece(result.raw))
             register(con, "_quarantine", result.quarantine)
             register(con, "_files", files)
             register(con, "_superseded", superseded)
@@ -672,7 +672,7 @@ def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: Sou
                 # go, and the new files' rows are added, rather than the table written again whole
                 removed, added = change
                 register(con, "_removed", removed)
-                register(con, "_added", added)
+                register(con, "_added", in_one_piece(added))
                 con.execute(f'DELETE FROM "{contract.raw_table}" t USING _removed r WHERE t."{FILE}" = r."{FILE}" AND t."{ROW}" = r."{ROW}"')
                 con.execute(f'INSERT INTO "{contract.raw_table}" BY NAME SELECT * FROM _added')
             else:

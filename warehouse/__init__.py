@@ -119,6 +119,14 @@ def register(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> 
     con.register(name, frame.to_arrow(compat_level=pl.CompatLevel.newest()) if isinstance(frame, pl.DataFrame) else frame)
 
 
+def in_one_piece(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` as one chunk, to be written as a table. DuckDB writes a frame of several chunks (one
+    concatenated from files, say) as part-filled row groups, which the checkpoint when the
+    connection closes rewrites: school attendance's 1.66M rows at 1.2M residents cost 1.8 s there,
+    and 0.05-0.16 s to put in one piece first."""
+    return frame.rechunk() if frame.n_chunks() > 1 else frame
+
+
 #: jemalloc's index for every arena at once (MALLCTL_ARENAS_ALL).
 _ALL_ARENAS = 4096
 
@@ -447,7 +455,7 @@ def replace_tables(
             if isinstance(frame, Path):
                 con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM read_parquet({sql_literal(str(frame))})')
                 continue
-            register(con, "_incoming", frame)
+            register(con, "_incoming", in_one_piece(frame))
             con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM _incoming')
             con.unregister("_incoming")
 
