@@ -16,6 +16,7 @@ from pipelines.apart import apart
 from pipelines.partitions import PARTITIONS
 from pipelines.resources import EarlyhelpSettings
 from warehouse import (
+    ROW_GROUP_ROWS,
     handoff_folder,
     read_table,
     replace_tables,
@@ -125,7 +126,7 @@ def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
         # while families form, the matches wait on disk (500 MB in Polars at 1.2M residents) and the
         # records are held in DuckDB, not in Polars (1.6 GB)
         matches = handoff / f"{ADDRESS_MATCHES}.parquet"
-        matching.matches.select(MATCH_COLUMNS).write_parquet(matches)
+        matching.matches.select(MATCH_COLUMNS).write_parquet(matches, row_group_size=ROW_GROUP_ROWS)
         stats = matching.stats
         del matching
         with held_household_records(con, read) as records:
