@@ -660,7 +660,6 @@ def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: Sou
     superseded = result.superseded.select(pl.lit(contract.source).alias("source"), FILE, ROW, "replaced_by_file", "replaced_by_row")
     try:
         with transaction(con):
-            register(con, "_raw", in_one_piece(result.raw))
             register(con, "_quarantine", result.quarantine)
             register(con, "_files", files)
             register(con, "_superseded", superseded)
@@ -676,6 +675,7 @@ def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: Sou
                 con.execute(f'DELETE FROM "{contract.raw_table}" t USING _removed r WHERE t."{FILE}" = r."{FILE}" AND t."{ROW}" = r."{ROW}"')
                 con.execute(f'INSERT INTO "{contract.raw_table}" BY NAME SELECT * FROM _added')
             else:
+                register(con, "_raw", in_one_piece(result.raw))
                 con.execute(f'CREATE OR REPLACE TABLE "{contract.raw_table}" AS SELECT * FROM _raw')
             con.execute("DELETE FROM quarantine WHERE source = ?", [contract.source])
             con.execute("INSERT INTO quarantine SELECT source, _file, _sha256, _row, \"column\", reason, record FROM _quarantine")
