@@ -50,6 +50,9 @@ SHA = "_sha256"
 FILE_ORDER = "_file_order"
 KEY = "_natural_key"
 PROVENANCE = (FILE, SHA, ROW)
+#: A row's file and row as one integer: the file's place (in a batch, among the files) above these
+#: bits, the row's number below them. A file of 2**32 rows or more could not be read into memory.
+ROW_BITS = 32
 
 
 @dataclass
@@ -348,9 +351,6 @@ def _sort_rows(contract: Contract, report: FileReport, extract: ExtractFile, map
 #: sends a file a month. At 1.2M residents, the forty monthly files of anti-social behaviour took
 #: 1.0 s to check one by one and 0.2 s as one.
 CHECKED_TOGETHER_BYTES = 8 << 20
-#: In a batch, a row's key is its file's place in the batch above these bits and its row number
-#: below them: one integer, as validation keys rows, and no file has 2**32 rows.
-_ROW_BITS = 32
 
 
 def _read_files(contract: Contract, chosen: list[tuple[int, Path]], shas: dict[str, str], today: dt.date, date_formats: dict[str, str]) -> list[tuple[FileReport, pl.DataFrame | None, pl.DataFrame | None, pl.DataFrame | None]]:
@@ -360,12 +360,12 @@ def _read_files(contract: Contract, chosen: list[tuple[int, Path]], shas: dict[s
     checkable = [i for i, (_, _, mapped, _) in enumerate(opened) if mapped is not None]
     parts: dict[str, dict[int, pl.DataFrame]] = {}
     if checkable:
-        together = pl.concat([opened[i][2].with_columns(pl.col(ROW) + (i << _ROW_BITS)) for i in checkable])
+        together = pl.concat([opened[i][2].with_columns(pl.col(ROW) + (i << ROW_BITS)) for i in checkable])
         validated = validate_rows(together, contract, today)
         del together
         for name in ("good", "problems", "set_aside"):
             frame = getattr(validated, name)
-            split = frame.with_columns((pl.col(ROW) // (1 << _ROW_BITS)).alias("_in_batch"), pl.col(ROW) % (1 << _ROW_BITS))
+            split = frame.with_columns((pl.col(ROW) // (1 << ROW_BITS)).alias("_in_batch"), pl.col(ROW) % (1 << ROW_BITS))
             parts[name] = {key[0]: part for key, part in split.partition_by("_in_batch", as_dict=True, include_key=False).items()}
             parts[name][-1] = split.drop("_in_batch").head(0)
     results = []
@@ -623,11 +623,11 @@ def _rows_changed(before: pl.DataFrame, raw: pl.DataFrame) -> tuple[pl.DataFrame
     key = [FILE, ROW]
     # a row's file and row as one number, the source's few files numbered: looked up rather than
     # joined on the name and row: 0.58 -> 0.30 s for a 1.2M county's 1.7M school rows
-    if before.height and before[ROW].max() >= 1 << 32 or raw.height and raw[ROW].max() >= 1 << 32:
+    if before.height and before[ROW].max() >= 1 << ROW_BITS or raw.height and raw[ROW].max() >= 1 << ROW_BITS:
         return None
     files = pl.concat([before[FILE], raw[FILE]]).unique()
     place_before, place_raw = (
-        frame[FILE].replace_strict(files, pl.int_range(files.len(), eager=True), return_dtype=pl.Int64) * (1 << 32) + frame[ROW] for frame in (before, raw)
+        frame[FILE].replace_strict(files, pl.int_range(files.len(), eager=True), return_dtype=pl.Int64) * (1 << ROW_BITS) + frame[ROW] for frame in (before, raw)
     )
     held = place_raw.is_in(place_before.implode())
     remaining = int(held.sum())
