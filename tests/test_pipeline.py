@@ -105,6 +105,30 @@ def test_every_file_and_folder_a_run_writes_is_its_owners_alone(village_run):
     assert str(spill_folder()) != str(Path(tempfile.gettempdir()) / "earlyhelp-duckdb"), "not one folder for every user"
 
 
+def test_tables_are_stored_in_full_row_groups_whatever_the_frame_or_parquet_they_come_from(tmp_path):
+    """A frame of several chunks (as concatenated files leave it), and a Parquet file in
+    ROW_GROUP_ROWS-row groups, are stored in full row groups: a part-filled one before the last is
+    rewritten by the checkpoint when the connection closes (seconds at 1.2M residents). Also
+    checks ROW_GROUP_ROWS against DuckDB's own row groups."""
+    from warehouse import ROW_GROUP_ROWS, open_warehouse, replace_tables
+
+    def row_groups(con, table):
+        return [n for _, n in con.execute(f"SELECT row_group_id, max(count) FROM pragma_storage_info('{table}') WHERE column_id = 0 GROUP BY 1 ORDER BY 1").fetchall()]
+
+    chunks = pl.concat(
+        [pl.DataFrame({"k": range(i * 70_000, (i + 1) * 70_000), "name": [f"name {j}" for j in range(70_000)]}) for i in range(6)], rechunk=False
+    )
+    assert chunks.n_chunks() == 6, "not vacuous: the frame comes in pieces"
+    handoff = tmp_path / "handoff.parquet"
+    chunks.write_parquet(handoff, row_group_size=ROW_GROUP_ROWS)
+    with open_warehouse(tmp_path / "w.duckdb") as con:
+        replace_tables(con, {"from_frame": chunks, "from_parquet": handoff})
+        for table in ("from_frame", "from_parquet"):
+            groups = row_groups(con, table)
+            assert sum(groups) == chunks.height
+            assert groups[:-1] == [ROW_GROUP_ROWS] * (len(groups) - 1), (table, groups)
+
+
 def test_every_duckdb_database_a_run_opens_is_capped_and_spills_to_a_private_folder(tmp_path, monkeypatch):
     """The README's promise: 1536 MB a database unless EARLYHELP_DUCKDB_MEMORY says otherwise, the
     warehouse spilling beside itself and the scratch database to the user's own folder."""
