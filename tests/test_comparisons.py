@@ -10,7 +10,8 @@ import pytest
 
 from warehouse import scratch
 from linkage.comparisons import BLOCKING_RULES, COMPARISON_LIST, COMPARISONS_BY_NAME, PROFILE_FIELDS, TF_FIELDS, TRAINING_RULES, free_in
-from linkage.model import COMPARISONS, FittedModel, compare, prior_m
+from linkage.model import COMPARISONS, FittedModel, candidate_pairs, compare, prior_m
+from linkage.names import canonical_forename, phonetic
 
 SCHEMA = {f: pl.String for f in PROFILE_FIELDS} | {"pid": pl.Int64, "dob": pl.Date, "birth_year": pl.Int32}
 LEVELS = [(c, level) for c in COMPARISON_LIST for level in c.levels]
@@ -169,3 +170,27 @@ def test_the_not_comparable_shortcut_gives_the_levels_the_comparison_gives_witho
         con.close()
     assert with_shortcut == without
     assert {code for (code,) in without} == {-1, 0, 1, 2}
+
+
+def test_the_household_rules_pair_only_those_at_one_address_who_might_be_one_person():
+    """Two at one address or postcode are a candidate pair when one has no birth date, both were
+    born in one year or on one day of the year, or their forenames start alike: not a mother and
+    her son, who share only a surname and an address, but the son and daughter as partners keyed
+    them, each with a forename's letters and their birth date mis-keyed."""
+    people = [
+        ("FATIMA", "1985-03-02"),   # 0: the mother
+        ("IMRAN", "2012-06-01"),    # 1: her son...
+        ("MIRAN", "2013-06-01"),    # 2: ...as a partner keyed him: letters swapped, year mis-keyed
+        ("NASREEN", "2016-04-02"),  # 3: her daughter...
+        ("ANSREEN", "2016-02-04"),  # 4: ...as a partner keyed her: letters swapped, day and month too
+        ("MOHAMMED", None),         # 5: her partner, with no birth date (a police notification's)
+    ]
+    home = {"surname": "KHAN", "postcode": "AB1 2CD", "postcode_sector": "AB1 2", "postcode_district": "AB1", "house_number": "14"}
+    rows = [_profile(pid, home | {"forename": forename} | ({"dob": dob} if dob else {})) for pid, (forename, dob) in enumerate(people)]
+    profiles = pl.DataFrame(rows, schema=SCHEMA).with_columns(birth_year=pl.col("dob").dt.year().cast(pl.Int32))
+    profiles = profiles.with_columns(forename_canonical=canonical_forename(pl.col("forename")), surname_phonetic=phonetic(profiles["surname"]))
+    con = scratch()
+    con.register("profiles", profiles.to_arrow())
+    candidate_pairs(con)
+    pairs = set(con.sql("SELECT l, r FROM candidates").fetchall())
+    assert pairs == {(1, 2), (3, 4), (0, 5), (1, 5), (2, 5), (3, 5), (4, 5)}
