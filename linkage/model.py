@@ -214,7 +214,7 @@ class ComparedPairs:
 
     profiles: pl.DataFrame  # digest (UInt64): every profile the run held
     # digest_l, digest_r, one Int8 column per comparison; or a Parquet file of them, as the pipeline
-    # passes a county's (8.4M pairs at 1.2M residents) between the warehouse and the linkage
+    # passes a county's (4.1M pairs at 1.2M residents) between the warehouse and the linkage
     levels: pl.DataFrame | Path
     # the Parquet file holds only the pairs compared this run: the others are the pairs of the
     # run before (the `last` it was given) whose two profiles this run holds (`store_compared_pairs`)

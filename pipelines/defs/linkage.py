@@ -75,7 +75,7 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
     are honoured; uncertain pairs left apart go to `review_queue`. Pairs of profiles the last run
     compared (`compared_pairs`) are not compared again, nor groups it took apart given the same
     (`clustered_groups`): the links are those of a run from nothing."""
-    # the compared pairs' levels (8.4M rows at 1.2M residents) go from the warehouse to the linkage
+    # the compared pairs' levels (4.1M rows at 1.2M residents) go from the warehouse to the linkage
     # and back as Parquet in a private folder: profile digests and level codes, no names
     with settings.warehouse() as con, handoff_folder(settings.warehouse_path) as handoff:
         previous = read_table(con, "person_links", "record_key, person_id AS id", lazy=True)
