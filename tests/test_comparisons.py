@@ -190,7 +190,10 @@ def test_the_household_rules_pair_only_those_at_one_address_who_might_be_one_per
     profiles = pl.DataFrame(rows, schema=SCHEMA).with_columns(birth_year=pl.col("dob").dt.year().cast(pl.Int32))
     profiles = profiles.with_columns(forename_canonical=canonical_forename(pl.col("forename")), surname_phonetic=phonetic(profiles["surname"]))
     con = scratch()
-    con.register("profiles", profiles.to_arrow())
-    candidate_pairs(con)
-    pairs = set(con.sql("SELECT l, r FROM candidates").fetchall())
+    try:
+        con.register("profiles", profiles.to_arrow())
+        candidate_pairs(con)
+        pairs = set(con.sql("SELECT l, r FROM candidates").fetchall())
+    finally:
+        con.close()
     assert pairs == {(1, 2), (3, 4), (0, 5), (1, 5), (2, 5), (3, 5), (4, 5)}
