@@ -83,6 +83,70 @@ def test_formula_like_cells_are_neutralised(tmp_path):
     assert not any(isinstance(v, str) and v.startswith("=") for v in cells)
 
 
+def test_the_workbooks_data_sheets_read_back_as_xlsxwriter_writing_each_cell_would(tmp_path):
+    """The data sheets' rows are made as XML by Polars (`reports.packs._rows_xml`), not by
+    xlsxwriter a cell at a time: text that XML must escape, that a cell must keep its spaces for,
+    that XML 1.0 cannot carry, that reads as an escape already, or that is longer than a cell
+    holds, reads back as xlsxwriter would have written it (streaming, so inline strings as ours)."""
+    import datetime as dt
+    import zipfile
+
+    import openpyxl
+    import xlsxwriter
+
+    from models.family_view import FamilyView
+    from reports.packs import _as_cells
+
+    lists = pl.DataFrame({
+        "locality": ["North", "North", "North"], "rank": [1, 2, 3], "family_ref": ["F1", "F2", "F3"],
+        "address": [" 1 High St & <Co> ", "=cmd|' /C calc'!A0", None], "needs": [["a", "b"], [], ["c"]],
+        "top_reasons": [["x\x01y", "tab\there"], ["_x0041_ as typed"], ["\ufffe"]], "score": [1.5, None, -2.0],
+        "flagged": [True, False, None], "seen": [dt.date(2026, 1, 2), None, dt.date(2025, 12, 31)],
+        "long": ["z" * 40_000, "\U0001F600" * 20_000, "end "],
+    })
+    members = pl.DataFrame({"family_ref": ["F1", "F2"], "person_id": ["P1", "P2"], "name": ["@SUM(A1)", "Zoë\n"], "age": [25, None]})
+    view = FamilyView(
+        pl.DataFrame({"family_ref": ["F1", "F9"], "event_date": [dt.date(2026, 3, 4), dt.date(2026, 3, 5)], "member": ["a\nb", "x"], "agency": ["A&E", "y"], "what": ["-1", "z"]}),
+        pl.DataFrame({"family_ref": ["F2"], "kind": ["school"], "detail": [""]}),
+    )
+    write_xlsx(lists, members, tmp_path / "pack.xlsx", view)
+
+    # the oracle: xlsxwriter writing every cell of the same sheets itself
+    families = lists.with_columns(pl.col("needs").list.join("; "), pl.col("top_reasons").list.join("\n"))
+    sheets = {
+        "Families": families, "Members": members.drop("person_id"),
+        "Chronology": view.chronology.filter(pl.col("family_ref") != "F9").with_columns(pl.col("event_date").cast(pl.String)),
+        "Who else knows": view.known_to,
+    }
+    oracle = xlsxwriter.Workbook(str(tmp_path / "oracle.xlsx"), {"constant_memory": True, "strings_to_formulas": False, "strings_to_urls": False})
+    for title, frame in sheets.items():
+        sheet = oracle.add_worksheet(title)
+        for col, name in enumerate(frame.columns):
+            sheet.write_string(0, col, name)
+        cells, numeric = _as_cells(frame)
+        for r, row in enumerate(cells.iter_rows(), start=1):
+            for c, value in enumerate(row):
+                if value is not None:
+                    (sheet.write_number if numeric[c] else sheet.write_string)(r, c, value)
+    oracle.close()
+
+    ours, theirs = openpyxl.load_workbook(tmp_path / "pack.xlsx"), openpyxl.load_workbook(tmp_path / "oracle.xlsx")
+    assert ours.sheetnames == ["Decisions", *sheets]
+    for title in sheets:
+        values = [[c.value for c in row] for row in ours[title].iter_rows()]
+        assert values == [[c.value for c in row] for row in theirs[title].iter_rows()], title
+        assert ours[title].dimensions == theirs[title].dimensions
+    family = [[c.value for c in row] for row in ours["Families"].iter_rows()]
+    header = family[0]
+    assert family[1][header.index("address")] == " 1 High St & <Co> " and family[2][header.index("address")] == "'=cmd|' /C calc'!A0"
+    assert family[1][header.index("score")] == 1.5 and family[2][header.index("score")] is None and family[3][header.index("address")] is None
+    assert len(family[1][header.index("long")]) == 32_767 and len(family[2][header.index("long")]) == 16_383, "cut to what a cell holds, not mid-character"
+    assert [c.value for c in ours["Who else knows"][2]][:2] == ["F2", "school"]
+    # openpyxl keeps a cell's outer spaces whatever the XML says; Excel keeps them only when told
+    families_xml = zipfile.ZipFile(tmp_path / "pack.xlsx").read("xl/worksheets/sheet2.xml").decode()
+    assert '<t xml:space="preserve"> 1 High St &amp; &lt;Co&gt; </t>' in families_xml
+
+
 def test_pack_renders_in_headless_chromium(listed, tmp_path):
     browser, flags = chromium(tmp_path)
     pack = next((listed / "packs" / MONTH).glob("*.html"))
