@@ -147,6 +147,34 @@ def test_the_workbooks_data_sheets_read_back_as_xlsxwriter_writing_each_cell_wou
     assert '<t xml:space="preserve"> 1 High St &amp; &lt;Co&gt; </t>' in families_xml
 
 
+def test_a_familys_chronology_in_the_pack_is_escaped_as_the_template_escapes_text():
+    """The chronology's rows are made as HTML in Polars (`reports.packs._rows_html`), not by the
+    template: what a partner wrote reaches the page as text, escaped as Jinja escapes it."""
+    import datetime as dt
+
+    from markupsafe import escape
+
+    from models.family_view import FamilyView
+    from reports.packs import pack_html
+    from rules import programme
+
+    lists = pl.DataFrame({
+        "family_ref": ["F1"], "rank": [1], "band": ["high"], "score": [7], "address": ["1 High St"], "postcode": ["AL1 1AA"],
+        "needs_met": [2], "needs": [["education"]], "top_reasons": [["attendance"]], "status": ["new"], "circumstances": [None],
+        "already_known": [None], "last_discussed": [None], "last_decision": [None], "latest_event": [dt.date(2026, 9, 1)],
+    })
+    said = "<script>alert('x')</script> & \"quoted\""
+    view = FamilyView(
+        pl.DataFrame({"family_ref": ["F1", "F1", "F2"], "event_date": [dt.date(2026, 9, 1), dt.date(2026, 8, 1), dt.date(2026, 7, 1)],
+                      "member": ["Ann", "Bob", "Cy"], "agency": ["Police", "School", "NHS"], "what": [said, "absent", "seen"]}),
+        pl.DataFrame(schema={"family_ref": pl.String, "kind": pl.String, "detail": pl.String}),
+    )
+    page = pack_html("North", "2026-10", lists, pl.DataFrame(schema={"family_ref": pl.String}), programme("supporting_families"), view)
+    assert f"<tr><td>2026-09-01</td><td>Ann</td><td>Police</td><td>{escape(said)}</td></tr>" in page
+    assert "<tr><td>2026-08-01</td><td>Bob</td><td>School</td><td>absent</td></tr>" in page
+    assert "<script>" not in page and "Cy" not in page, "text escaped; another family's events not in this one's block"
+
+
 def test_pack_renders_in_headless_chromium(listed, tmp_path):
     browser, flags = chromium(tmp_path)
     pack = next((listed / "packs" / MONTH).glob("*.html"))
