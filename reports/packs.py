@@ -282,18 +282,19 @@ def pack_slug(locality: str) -> str:
 
 
 #: Families listed, across every locality, from which the packs are written by worker processes,
-#: a locality each: a workbook's cells are written one at a time in Python (at 1.2M residents,
-#: two-thirds of the step), and a second core halves that; below this, starting a process
-#: (importing Polars and the templates, about a second) costs more than it saves.
+#: a locality each: a pack is still much Python (the page's template, the decision sheet), and at
+#: 1.2M residents the four packs took 3.1-3.3 s so, 4.2-4.5 s in the step's own process and 3.7 s
+#: in its threads; below this, starting a process (importing Polars and the templates, about a
+#: second) costs more than it saves.
 PARALLEL_FROM_FAMILIES = 5_000
 
 
 def _write_locality_pack(locality: str, month: str, part: pl.DataFrame, people: pl.DataFrame, programme: Programme, own: FamilyView | None, folder: Path) -> list[Path]:
     """One locality's pack: HTML for print, XLSX for the meeting to fill in, CSV for systems."""
     slug = pack_slug(locality)
-    # a workbook's cells are hundreds of thousands of small objects held until it is written, and
-    # the page's rows as many dicts, none in a cycle: the collector walking them again and again
-    # took a tenth of the step (locality_lists alone at 1.2M residents 12.4 -> 11.2 s)
+    # the page's rows are many dicts, none in a cycle: the collector walking them again and again
+    # took a tenth of the step when the workbook's cells were held as objects too (locality_lists
+    # alone at 1.2M residents 12.4 -> 11.2 s)
     with without_cycle_collection():
         write_text_atomically(pack_html(locality, month, part, people, programme, own), folder / f"{slug}.html")
         write_xlsx(part, people, folder / f"{slug}.xlsx", own)
