@@ -30,13 +30,18 @@ def neutralise(value: object) -> object:
     return value
 
 
+def _neutralised(text: pl.Expr) -> pl.Expr:
+    """`neutralise`, a column at a time."""
+    return pl.when(looks_like_formula_expr(text)).then(pl.lit("'") + text).otherwise(text)
+
+
 def _flat(lists: pl.DataFrame, members: pl.DataFrame) -> pl.DataFrame:
     """One row per family member, family fields repeated: the CSV for systems."""
     families = lists.with_columns(
         pl.col("needs").list.join("; "), pl.col("top_reasons").list.join(" | ")
     )
     flat = families.join(members.rename({"name": "member_name", "dob": "member_dob", "role": "member_role", "age": "member_age"}), on="family_ref", how="left")
-    return flat.drop("person_id").with_columns([pl.col(c).map_elements(neutralise, return_dtype=pl.String) for c, t in flat.drop("person_id").schema.items() if t == pl.String])
+    return flat.drop("person_id").with_columns(_neutralised(pl.col(c)).alias(c) for c, t in flat.drop("person_id").schema.items() if t == pl.String)
 
 
 def write_csv(lists: pl.DataFrame, members: pl.DataFrame, path: Path) -> None:
@@ -99,7 +104,7 @@ def _as_cells(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[bool]]:
             continue
         # text as str() gives it: Polars writes dates and text so; anything else goes through str()
         text = pl.col(name).cast(pl.String) if dtype in (pl.String, pl.Date) else pl.col(name).map_elements(str, return_dtype=pl.String)
-        columns.append(pl.when(looks_like_formula_expr(text)).then(pl.lit("'") + text).otherwise(text).alias(name))
+        columns.append(_neutralised(text).alias(name))
     return frame.select(columns), numeric
 
 
