@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 from markupsafe import Markup, escape
+from xlsxwriter.utility import xl_col_to_name
 
 from models.chair_summary import ChairSummary
 from models.family_view import FamilyView
@@ -108,6 +109,15 @@ def _as_cells(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[bool]]:
     return frame.select(columns), numeric
 
 
+def _escaped(text: pl.Expr, quotes: bool = True) -> pl.Expr:
+    """Text escaped for HTML as Jinja's autoescape (markupsafe) escapes it; without `quotes`, for
+    XML element text, as xlsxwriter escapes it."""
+    entities = [("&", "&amp;"), ("<", "&lt;"), (">", "&gt;")] + ([('"', "&#34;"), ("'", "&#39;")] if quotes else [])
+    for character, entity in entities:
+        text = text.str.replace_all(character, entity, literal=True)
+    return text
+
+
 #: A cell's text as xlsxwriter would store it, where plain escaping is not enough: longer than a
 #: cell holds (32,767 UTF-16 units), a control character (which XML 1.0 cannot carry), or text that
 #: reads as such an escape already ("_x0041_"). Rare, so found by one pattern and mended in Python.
@@ -124,15 +134,6 @@ def _mended(text: str) -> str:
     return text.replace("\ufffe", "_xFFFE_").replace("\uffff", "_xFFFF_")
 
 
-def _column_letters(index: int) -> str:
-    letters = ""
-    index += 1
-    while index:
-        index, rest = divmod(index - 1, 26)
-        letters = chr(65 + rest) + letters
-    return letters
-
-
 def _rows_xml(title: str, cells: pl.DataFrame, numeric: list[bool]) -> str:
     """The <row> elements of a data sheet below its header, as xlsxwriter writes them when it
     streams (constant_memory): text as inline strings, numbers as values, an empty cell left out.
@@ -143,7 +144,7 @@ def _rows_xml(title: str, cells: pl.DataFrame, numeric: list[bool]) -> str:
     row = pl.int_range(2, pl.len() + 2, dtype=pl.Int64).cast(pl.String)
     columns = []
     for index, (name, is_number) in enumerate(zip(cells.columns, numeric)):
-        ref = pl.lit(f'<c r="{_column_letters(index)}')
+        ref = pl.lit(f'<c r="{xl_col_to_name(index)}')
         if is_number:
             if cells[name].dtype.is_float() and not cells[name].is_finite().fill_null(True).all():
                 raise ValueError(f"the pack's {title} sheet: column {name} holds a value that is not a finite number")
@@ -154,7 +155,7 @@ def _rows_xml(title: str, cells: pl.DataFrame, numeric: list[bool]) -> str:
         if mend.any():
             at = mend.arg_true()
             cells = cells.with_columns(text.scatter(at, [_mended(value) for value in text.gather(at).to_list()]))
-        escaped = pl.col(name).str.replace_all("&", "&amp;", literal=True).str.replace_all("<", "&lt;", literal=True).str.replace_all(">", "&gt;", literal=True)
+        escaped = _escaped(pl.col(name), quotes=False)  # (in an element's text, as xlsxwriter leaves them)
         preserve = pl.when(pl.col(name).str.contains(r"^\s|\s$")).then(pl.lit(' xml:space="preserve"')).otherwise(pl.lit(""))
         columns.append(pl.concat_str(ref, row, pl.lit('" t="inlineStr"><is><t'), preserve, pl.lit(">"), escaped, pl.lit("</t></is></c>")))
     rows = cells.select(pl.concat_str(pl.lit('<row r="'), row, pl.lit('">'), *columns, pl.lit("</row>"), ignore_nulls=True).alias("xml"))
@@ -178,7 +179,7 @@ def _fill_sheets(book, out: str, rows: dict[str, tuple[str, int, int]]) -> None:
             if item.filename in rows:
                 xml, height, width = rows[item.filename]
                 sheet = data.decode("utf-8")
-                sheet = re.sub(r'<dimension ref="[^"]*"/>', f'<dimension ref="A1:{_column_letters(width - 1)}{height + 1}"/>', sheet, count=1)
+                sheet = re.sub(r'<dimension ref="[^"]*"/>', f'<dimension ref="A1:{xl_col_to_name(width - 1)}{height + 1}"/>', sheet, count=1)
                 data = sheet.replace("</sheetData>", xml + "</sheetData>", 1).encode("utf-8")
             filled.writestr(item, data, zipfile.ZIP_DEFLATED, 1)
 
@@ -199,8 +200,7 @@ def write_xlsx(lists: pl.DataFrame, members: pl.DataFrame, path: Path, view: Fam
     def write(tmp: str) -> None:
         # xlsxwriter writes the decision sheet (its drop-downs, locks and formats) and each data
         # sheet's header, in memory; the data sheets' rows are then placed in its XML (`_rows_xml`):
-        # at 1.2M residents a locality's workbook (530,000 cells) in 0.7 rather than 2.8 s, and
-        # the step's packs in 5.1 rather than 8.1 s
+        # at 1.2M residents a locality's workbook (530,000 cells) in 0.7 rather than 2.8 s
         buffer = io.BytesIO()
         book = xlsxwriter.Workbook(buffer, {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False})
         rows = {}
@@ -247,11 +247,6 @@ def _by_family(frame: pl.DataFrame | None) -> dict[str, list[dict]]:
     return grouped
 
 
-def _escaped(text: pl.Expr) -> pl.Expr:
-    """Text as Jinja's autoescape (markupsafe) writes it into HTML."""
-    for character, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&#34;"), ("'", "&#39;")):
-        text = text.str.replace_all(character, entity, literal=True)
-    return text
 
 
 def _rows_html(frame: pl.DataFrame | None, columns: list[str]) -> dict[str, Markup]:
