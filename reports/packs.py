@@ -103,8 +103,14 @@ def _as_cells(frame: pl.DataFrame) -> tuple[pl.DataFrame, list[bool]]:
         if is_number:
             columns.append(pl.col(name))
             continue
-        # text as str() gives it: Polars writes dates and text so; anything else goes through str()
-        text = pl.col(name).cast(pl.String) if dtype in (pl.String, pl.Date) else pl.col(name).map_elements(str, return_dtype=pl.String)
+        # text as str() gives it: Polars writes dates and text so, and a flag as str() does; anything
+        # else goes through str()
+        if dtype in (pl.String, pl.Date):
+            text = pl.col(name).cast(pl.String)
+        elif dtype == pl.Boolean:
+            text = pl.col(name).replace_strict({True: "True", False: "False"}, return_dtype=pl.String)
+        else:
+            text = pl.col(name).map_elements(str, return_dtype=pl.String)
         columns.append(_neutralised(text).alias(name))
     return frame.select(columns), numeric
 

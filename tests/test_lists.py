@@ -140,6 +140,7 @@ def test_the_workbooks_data_sheets_read_back_as_xlsxwriter_writing_each_cell_wou
     header = family[0]
     assert family[1][header.index("address")] == " 1 High St & <Co> " and family[2][header.index("address")] == "'=cmd|' /C calc'!A0"
     assert family[1][header.index("score")] == 1.5 and family[2][header.index("score")] is None and family[3][header.index("address")] is None
+    assert [row[header.index("flagged")] for row in family[1:]] == ["True", "False", None], "a flag as str() writes it"
     assert len(family[1][header.index("long")]) == 32_767 and len(family[2][header.index("long")]) == 16_383, "cut to what a cell holds, not mid-character"
     assert [c.value for c in ours["Who else knows"][2]][:2] == ["F2", "school"]
     # openpyxl keeps a cell's outer spaces whatever the XML says; Excel keeps them only when told
