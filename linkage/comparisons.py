@@ -290,7 +290,8 @@ BLOCKING_RULES = (
     DOB_AND_FORENAME,
     block_on("surname_phonetic", "forename_canonical", "postcode_district", name="phonetic surname, forename and district"),
     # with the birth year: forename and surname alone pair every John Smith in the county, which
-    # grows with the square of its size; a wrong birth year is still caught by the district rule
+    # grows with the square of its size; a wrong birth year is still caught by the rule above
+    # (phonetic surname, forename and district)
     block_on("forename_canonical", "surname", "birth_year", name="forename, surname and birth year"),
     # ...and a mention with no birth date or age at all (an adult in a police notification,
     # say) still meets its namesakes in its postcode district (county-wide, every such John
