@@ -77,7 +77,7 @@ def find_candidates(
     if mentions.is_empty():
         return empty
     model = ast.literal_eval(con.sql("SELECT parameters FROM linkage_model").fetchall()[0][0])
-    profiles, mapping = build_profiles(mentions.drop("person_id"))
+    profiles, mapping, _ = build_profiles(mentions.drop("person_id"))
     request = _request_profile(forename, surname, dob, postcode)
     scratchpad = scratch()
     try:

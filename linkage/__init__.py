@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from linkage.cluster import ClusteredGroups, cluster_persons
+from linkage.evaluate import LinkedPersons
 from linkage.families import FamilyRecords, form_households
 from linkage.model import COMPARISONS, ComparedPairs, FittedModel, LinkageSettings, MentionsTable, score_profiles
 from linkage.stable_ids import assign_stable_ids
@@ -28,6 +29,7 @@ class PersonLinkage:
     review_queue: pl.DataFrame  # uncertain pairs, with only the fields needed to decide
     model: FittedModel
     pairs: pl.DataFrame  # every candidate pair's match_weight and match_probability
+    linked: LinkedPersons  # what can be said of the persons without truth
     stats: dict = field(default_factory=dict)  # counts only
     compared: ComparedPairs | None = None  # the candidate pairs' levels, for the next run to reuse
     groups: ClusteredGroups | None = None  # what the clusterer made of each group it took apart, likewise
@@ -98,6 +100,9 @@ def link_persons(
         pl.col("match_probability").is_between(settings.review_lower, settings.link_threshold, closed="left") & pl.Series(apart)
     )
     review = _review_queue(band, scored)
+    linked = LinkedPersons.of(
+        scored.profiles, clusters["cluster"], assignment.of_cluster.rename({"id": "person_id"}), pl.concat([band["l"], band["r"]]).unique(), scored.sources,
+    )
     stats = {
         "records": scored.mapping.height,
         "profiles": scored.profiles.height,
@@ -113,7 +118,7 @@ def link_persons(
         "ids_merged": assignment.merges,
     }
     return PersonLinkage(
-        person_links=links, review_queue=review, model=scored.model, pairs=scored.pairs.select("match_weight", "match_probability"), stats=stats,
+        person_links=links, review_queue=review, model=scored.model, pairs=scored.pairs.select("match_weight", "match_probability"), linked=linked, stats=stats,
         compared=scored.compared, groups=taken_apart,
     )
 

@@ -131,14 +131,16 @@ def _profile_fields(alias: str = "") -> str:
 def _profile_fields_sql(table: str, row: str) -> str:
     """The mentions of `table` as profile fields, each with its place in the table (`row`: a
     column giving it) as _row."""
-    return f'SELECT {row} AS _row, record_key, {_profile_fields()} FROM "{table}"'
+    return f'SELECT {row} AS _row, record_key, source, {_profile_fields()} FROM "{table}"'
 
 
-def mention_keys_sql(table: str, row: str = "rowid") -> str:
+def mention_keys_sql(table: str, row: str = "rowid", sources: tuple[str, ...] = ()) -> str:
     """SQL: each mention of `table` (person_records' columns) with its place in the table (`row`:
-    a column giving it) as _row, its record_key and its profile key (profile_key): mentions of
-    one key are one profile."""
-    return f"SELECT _row, record_key, {_PROFILE_KEY_SQL} AS profile_key FROM ({_profile_fields_sql(table, row)})"
+    a column giving it) as _row, its record_key, its profile key (profile_key: mentions of one
+    key are one profile) and its source's place in `sources` from 0 (source_place)."""
+    places = "[" + ", ".join(sql_literal(s) for s in sources) + "]"
+    return f"""SELECT _row, record_key, {_PROFILE_KEY_SQL} AS profile_key, CAST(list_position({places}, source) - 1 AS UTINYINT) AS source_place
+               FROM ({_profile_fields_sql(table, row)})"""
 
 
 def _mentions_joined_on(con: duckdb.DuckDBPyConnection) -> str:
@@ -149,34 +151,50 @@ def _mentions_joined_on(con: duckdb.DuckDBPyConnection) -> str:
     return "key_hash" if distinct else "profile_key"
 
 
-def build_profiles(records: pl.DataFrame | MentionsTable) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(profiles with pid and blocking keys, record_key -> pid in record_key order).
+@dataclass(frozen=True)
+class ProfileSources:
+    """The sources that mention each profile: bit i of a profile's mask for `names[i]`."""
+
+    names: tuple[str, ...]
+    masks: pl.Series  # UInt64, in pid order
+
+
+def build_profiles(records: pl.DataFrame | MentionsTable) -> tuple[pl.DataFrame, pl.DataFrame, ProfileSources]:
+    """(profiles with pid and blocking keys, record_key -> pid in record_key order, the sources
+    mentioning each profile).
 
     In DuckDB, over the warehouse's table when the records are one: a county's 3.7M mentions
     never come into Polars, where every text value costs 16 bytes beside its characters and the
     grouping held 2.7 GB more than its result at 1.2M residents (DuckDB's is bounded). The
     mentions are grouped by their key alone, each profile's fields read from its first mention
-    after: grouping with every field spilled past the 1 GB bound and took twice as long."""
+    after: grouping with every field spilled past the 1 GB bound and took twice as long. A
+    profile's sources are counted in that grouping, as bits: what the run reports of its persons
+    (`LinkedPersons`) then needs no second pass over the mentions (joining them to their persons
+    again took 3 s at 1.2M residents)."""
     if isinstance(records, MentionsTable):
         con, table, row, own = records.con, records.table, "rowid", False
     else:
         con, table, row, own = scratch(), "profile_mentions", "_row", True
         register(con, table, records.with_row_index("_row"))
     try:
+        names = tuple(s for (s,) in con.execute(f'SELECT DISTINCT source FROM "{table}" ORDER BY source').fetchall())
+        if len(names) > 64:
+            raise ValueError(f"person_records: {len(names)} sources, past the 64 a profile's mask of sources holds")
         # each mention's key made once, for the grouping and the mapping both: made twice, a 1.2M
         # county's profiles took 11.8 s rather than 9.8. (person_records holding every mention's key
         # would save 3.5 s more in a month, but writing that table cold took 9 s longer.) With the
         # key's 64-bit hash, for the mapping to join on (below).
-        con.execute(f"CREATE OR REPLACE TEMP TABLE mention_keys AS SELECT *, hash(profile_key) AS key_hash FROM ({mention_keys_sql(table, row)})")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE mention_keys AS SELECT *, hash(profile_key) AS key_hash FROM ({mention_keys_sql(table, row, names)})")
         # in the key's order, so a profile's place in the table is its pid
         con.execute("""
             CREATE OR REPLACE TEMP TABLE profile_keys AS
-            SELECT profile_key, min(_row) AS first_row, CAST(count(*) AS UINTEGER) AS mentions, hash(profile_key) AS key_hash
+            SELECT profile_key, min(_row) AS first_row, CAST(count(*) AS UINTEGER) AS mentions, hash(profile_key) AS key_hash,
+                   bit_or(CAST(1 AS UBIGINT) << source_place) AS sources
             FROM mention_keys GROUP BY profile_key ORDER BY profile_key
         """)
         # a profile's fields from one of its mentions (a key holds every field, so its mentions
         # agree), derived after the join: for the profiles' first mentions alone, not for every one
-        profiles = con.sql(f"""SELECT CAST(k.rowid AS BIGINT) AS pid, {_profile_fields("d")}, k.mentions
+        profiles = con.sql(f"""SELECT CAST(k.rowid AS BIGINT) AS pid, {_profile_fields("d")}, k.mentions, k.sources
                                FROM profile_keys k JOIN "{table}" d ON d.{row} = k.first_row ORDER BY pid""").pl()
         mapping = con.sql(f"""SELECT m.record_key, CAST(k.rowid AS BIGINT) AS pid
                               FROM mention_keys m JOIN profile_keys k USING ({_mentions_joined_on(con)}) ORDER BY m.record_key""").pl()
@@ -184,11 +202,12 @@ def build_profiles(records: pl.DataFrame | MentionsTable) -> tuple[pl.DataFrame,
         con.execute("DROP TABLE IF EXISTS profile_keys; DROP TABLE IF EXISTS mention_keys")
         if own:
             con.close()
-    profiles = profiles.with_columns(
+    sources = ProfileSources(names, profiles["sources"])
+    profiles = profiles.drop("sources").with_columns(
         canonical_forename(pl.col("forename")).alias("forename_canonical"),
         phonetic(profiles["surname"]).alias("surname_phonetic"),
     )
-    return profiles, mapping
+    return profiles, mapping, sources
 
 
 # ----------------------------------------------------------------- blocking
@@ -516,6 +535,7 @@ def score(con: duckdb.DuckDBPyConnection, model: FittedModel, profiles: pl.DataF
 class ScoredPairs:
     profiles: pl.DataFrame
     mapping: pl.DataFrame  # record_key -> pid
+    sources: ProfileSources
     pairs: pl.DataFrame  # l, r, match_weight, match_probability
     model: FittedModel
     blocking: dict[str, int] = field(default_factory=dict)
@@ -529,7 +549,7 @@ def score_profiles(
     (the last run's `compared`), only pairs touching a profile new since then are compared.
     levels_to: a folder where the pairs' levels for the next run are written as Parquet
     (`compared.levels` is then that file), rather than returned as a frame."""
-    profiles, mapping = build_profiles(records)
+    profiles, mapping, sources = build_profiles(records)
     con = scratch()
     try:
         register(con, "profiles_frame", profiles)
@@ -565,4 +585,4 @@ def score_profiles(
         con.close()
     profiles = profiles.with_columns(digests["digest"])  # pids are 0..n-1 in order, as are the digests
     blocking = {"candidate_pairs": pairs.height, "profiles_compared_afresh": new_profiles}
-    return ScoredPairs(profiles=profiles, mapping=mapping, pairs=pairs, model=model, blocking=blocking, compared=compared)
+    return ScoredPairs(profiles=profiles, mapping=mapping, sources=sources, pairs=pairs, model=model, blocking=blocking, compared=compared)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 
 import numpy as np
 import polars as pl
@@ -260,29 +261,35 @@ def test_clustering_takes_safe_groups_whole_and_still_keeps_twins_apart():
     assert refused == 4
 
 
-def test_linkage_by_observable_group_counts_persons_linked_across_sources_and_left_for_review(tmp_path):
-    import duckdb
-
+def test_linkage_by_observable_group_counts_persons_linked_across_sources_and_left_for_review():
     from linkage.evaluate import LinkedPersons, group_link_rates
+    from linkage.model import build_profiles
 
-    records = pl.DataFrame({
-        "record_key": ["a1", "a2", "b1", "c1", "c2", "c3"],
-        "source": ["school_attendance", "ae_attendances", "ae_attendances", "worklessness", "worklessness", "worklessness"],
-        "dob": [D(2015, 3, 4), D(2015, 3, 4), D(2024, 1, 1), D(1990, 6, 6), D(1990, 6, 6), D(1990, 6, 7)],
-        "sex": ["F", "F", "9", "M", "F", "M"],
-        "postcode": ["AL10 1AA", "AL10 1AA", "AL10 1AA", "AL10 1AA", "AL10 2BB", None],
-    })
-    links = pl.DataFrame({"record_key": records["record_key"], "person_id": [1, 1, 2, 3, 3, 3]})
-    queue = pl.DataFrame({"record_key_l": ["b1"], "record_key_r": ["a2"]})
-    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
-        for name, frame in {"person_records": records, "person_links": links, "review_queue": queue}.items():
-            con.execute(f"CREATE TABLE {name} AS SELECT * FROM frame")
-        linked = LinkedPersons.read(con)
-    # person 3: two postcodes (a blank is none), born 1990-06-06 and male on most mentions
-    assert linked.persons.rows() == [
-        (1, 2, 2, 1, True, D(2015, 3, 4), "F"), (2, 1, 1, 1, True, D(2024, 1, 1), None), (3, 3, 1, 2, False, D(1990, 6, 6), "M"),
+    def mention(key, source, dob, sex, postcode):
+        return {"record_key": key, "source": source, "forename": "AMY", "preferred_forename": None, "surname": "STONE", "dob": dob, "sex": sex,
+                "postcode": postcode, "postcode_sector": None, "postcode_district": None, "address": None, "house_number": None,
+                "nhs_number": None, "upn": None, "nino": None, "event_date": D(2026, 3, 1), "age_stated": None}
+
+    records = pl.DataFrame([
+        # person 1: one description from a school and from A&E (one profile, two sources)
+        mention("a1", "school_attendance", D(2015, 3, 4), "F", "AL10 1AA"), mention("a2", "ae_attendances", D(2015, 3, 4), "F", "AL10 1AA"),
+        mention("b1", "ae_attendances", D(2024, 1, 1), "9", "AL10 1AA"),  # person 2
+        # person 3: male and born 1990-06-06 on three mentions of one profile, female and born a
+        # day later on two profiles of one mention each; two postcodes (a blank is none)
+        *[mention(f"c{i}", "worklessness", D(1990, 6, 6), "M", "AL10 1AA") for i in (1, 4, 5)],
+        mention("c2", "worklessness", D(1990, 6, 7), "F", "AL10 2BB"), mention("c3", "worklessness", D(1990, 6, 7), "F", None),
+    ], schema_overrides={"dob": pl.Date, "event_date": pl.Date, "age_stated": pl.Int64})
+    profiles, mapping, sources = build_profiles(records)
+    # each profile's person (the record_key's letter), its cluster numbered by its least pid
+    persons = mapping.with_columns(pl.col("record_key").str.slice(0, 1).alias("person_id")).group_by("pid").agg(pl.col("person_id").first())
+    persons = persons.with_columns(pl.col("pid").min().over("person_id").alias("cluster")).sort("pid")
+    reviewed = mapping.filter(pl.col("record_key").is_in(["b1", "a2"]))["pid"]  # the queue's pair, through one mention of each
+    linked = LinkedPersons.of(profiles, persons["cluster"], persons.select("cluster", "person_id").unique(), reviewed, sources)
+    # counted over mentions, not profiles: person c is male, born 1990-06-06
+    assert linked.persons.sort("person_id").rows() == [
+        ("a", 2, 2, 1, True, D(2015, 3, 4), "F"), ("b", 1, 1, 1, True, D(2024, 1, 1), None), ("c", 5, 1, 2, False, D(1990, 6, 6), "M"),
     ]
-    # of the persons A&E mentions (1 and 2), one is mentioned by a school too
+    # of the persons A&E mentions (a and b), one is mentioned by a school too
     assert linked.source_rates.select("source", "source_other", "rate").rows() == [("ae_attendances", "school_attendance", 0.5), ("school_attendance", "ae_attendances", 1.0)]
     rates = group_link_rates(linked.persons, D(2026, 10, 31))
     row = {(g, v): (n, linked, review) for g, v, n, linked, review in rates.iter_rows()}
@@ -291,6 +298,47 @@ def test_linkage_by_observable_group_counts_persons_linked_across_sources_and_le
     assert row[("age_band", "30-49")] == (1, 0.0, 0.0)
     assert row[("sex", "not stated")][0] == 1 and row[("postcodes", "two or more postcodes")][0] == 1
     assert [v for g, v, *_ in rates.iter_rows() if g == "age_band"] == ["0-4", "5-15", "30-49"], "bands in age order"
+
+
+#: The oracle for `LinkedPersons`: the same counts made by DuckDB over every mention of the
+#: warehouse joined to its person, as the pipeline made them before it counted them over profiles.
+_LINKED_PERSONS_OVER_MENTIONS = """
+CREATE TEMP TABLE m AS SELECT pl.person_id, pr.record_key, pr.source, pr.dob, pr.sex, pr.postcode FROM person_records pr JOIN person_links pl USING (record_key);
+CREATE TEMP TABLE s AS SELECT DISTINCT person_id, source FROM m;
+CREATE TEMP TABLE persons AS
+WITH reviewed AS (SELECT record_key_l AS record_key FROM review_queue UNION SELECT record_key_r FROM review_queue),
+per_person AS (SELECT person_id, count(*) AS mentions, bool_or(record_key IN (SELECT record_key FROM reviewed)) AS in_review FROM m GROUP BY person_id),
+sources AS (SELECT person_id, count(source) AS sources FROM s GROUP BY person_id),
+postcodes AS (SELECT person_id, count(DISTINCT postcode) AS postcodes_seen FROM m GROUP BY person_id),
+dobs AS (SELECT person_id, first(dob ORDER BY n DESC, dob) AS dob FROM (SELECT person_id, dob, count(*) AS n FROM m WHERE dob IS NOT NULL GROUP BY ALL) GROUP BY person_id),
+sexes AS (SELECT person_id, first(sex ORDER BY n DESC, sex) AS sex FROM (SELECT person_id, sex, count(*) AS n FROM m WHERE sex IN ('M', 'F') GROUP BY ALL) GROUP BY person_id)
+SELECT p.person_id, p.mentions, s.sources, c.postcodes_seen, p.in_review, d.dob, x.sex
+FROM per_person p JOIN sources s USING (person_id) JOIN postcodes c USING (person_id) LEFT JOIN dobs d USING (person_id) LEFT JOIN sexes x USING (person_id)
+ORDER BY person_id;
+CREATE TEMP TABLE rates AS
+WITH n AS (SELECT source, count(*) AS persons FROM s GROUP BY source)
+SELECT a.source, b.source AS source_other, count(*) AS len, any_value(n.persons) AS persons, count(*) / any_value(n.persons) AS rate
+FROM s a JOIN s b ON a.person_id = b.person_id AND a.source <> b.source JOIN n ON n.source = a.source GROUP BY ALL ORDER BY a.source, source_other;
+"""
+
+
+def test_what_a_run_says_of_its_persons_is_counted_as_over_every_mention_of_the_warehouse(september, tmp_path):
+    import duckdb
+
+    from linkage import link_persons
+    from linkage.model import MentionsTable
+
+    _, out = september
+    shutil.copy(out / "warehouse.duckdb", tmp_path / "warehouse.duckdb")
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        previous = con.sql("SELECT record_key, person_id AS id FROM person_links").pl()
+        result = link_persons(MentionsTable(con, "person_records"), previous_ids=previous)
+        assert result.person_links.sort("record_key").equals(con.sql("SELECT record_key, person_id, match_probability FROM person_links ORDER BY record_key").pl())
+        con.execute(_LINKED_PERSONS_OVER_MENTIONS)
+        persons, rates = con.sql("SELECT * FROM persons").pl(), con.sql("SELECT * FROM rates").pl()
+    assert persons["sources"].max() > 2 and rates.height > 20, "persons mentioned by several of the village's sources"
+    assert result.linked.persons.sort("person_id").equals(persons)
+    assert result.linked.source_rates.equals(rates)
 
 
 def test_the_family_ceiling_places_only_those_no_record_places(tmp_path):
@@ -318,7 +366,7 @@ def test_profiles_are_the_same_made_from_a_frame_or_where_the_warehouse_holds_th
     from linkage.model import DERIVED_FIELDS, MentionsTable, build_profiles
 
     def mention(key, forename, surname, dob=None, age=None, address="FLAT 2 14 MILL LANE", event=D(2026, 3, 1)):
-        return {"record_key": key, "forename": forename, "preferred_forename": None, "surname": surname, "dob": dob, "sex": "F",
+        return {"record_key": key, "source": key.split(":")[0], "forename": forename, "preferred_forename": None, "surname": surname, "dob": dob, "sex": "F",
                 "postcode": "AB1 2CD", "postcode_sector": "AB1 2", "postcode_district": "AB1", "address": address, "house_number": "14",
                 "nhs_number": None, "upn": None, "nino": None, "event_date": event, "age_stated": age}
 
@@ -334,15 +382,18 @@ def test_profiles_are_the_same_made_from_a_frame_or_where_the_warehouse_holds_th
 
     from_frame = build_profiles(frame)
     where_held = build_profiles(MentionsTable(con, "person_records"))
-    assert from_frame[0].equals(where_held[0]) and from_frame[1].equals(where_held[1])
+    assert all(a.equals(b) for a, b in zip(from_frame[:2], where_held[:2])) and from_frame[2].names == where_held[2].names and from_frame[2].masks.equals(where_held[2].masks)
     # mentions join their profiles on the key's text where two keys share a hash: the same profiles
     monkeypatch.setattr(model, "_mentions_joined_on", lambda con: "profile_key")
     on_text = build_profiles(MentionsTable(con, "person_records"))
-    assert on_text[0].equals(where_held[0]) and on_text[1].equals(where_held[1])
-    profiles, mapping = where_held
+    assert all(a.equals(b) for a, b in zip(on_text[:2], where_held[:2])) and on_text[2].names == where_held[2].names and on_text[2].masks.equals(where_held[2].masks)
+    profiles, mapping, sources = where_held
     assert profiles.columns == ["pid", *PROFILE_FIELDS, "mentions", "forename_canonical", "surname_phonetic"]
     assert set(DERIVED_FIELDS) <= set(profiles.columns)
     assert mapping["record_key"].to_list() == sorted(frame["record_key"]), "in record_key order"
+    # the two AMY STONEs at 14 Mill Lane are one profile the school mentions twice
+    assert sources.names == ("ae", "police", "school")
+    assert dict(zip(profiles["surname"] + profiles["address"].fill_null(""), sources.masks)) == {"STONEFLAT 2 14 MILL LANE": 0b100, "ÅBERG9 HIGH STREET": 0b010, "STONE": 0b001}
     assert profiles["pid"].to_list() == [0, 1, 2]
     by_key = dict(mapping.iter_rows())
     assert by_key["school:a.csv:1"] == by_key["school:b.csv:2"] != by_key["ae:d.csv:3"]

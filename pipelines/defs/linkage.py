@@ -5,7 +5,7 @@ import dagster as dg
 import polars as pl
 
 from linkage import ClusteredGroups, ComparedPairs, LinkageSettings, MentionsTable, form_families, link_persons
-from linkage.evaluate import LinkedPersons, group_link_rates, score_linked_records
+from linkage.evaluate import group_link_rates, score_linked_records
 from linkage.gazetteer import ADDRESS_MATCHES, GAZETTEER_TABLE, HOUSEHOLD_ADDRESSES, MATCH_COLUMNS, addresses_read, held_household_records, match_person_addresses
 from linkage.model import store_compared_pairs
 from data_contracts import load_contracts
@@ -96,9 +96,8 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
             "person_links": result.person_links, "review_queue": result.review_queue, "linkage_model": model,
             COMPARED_PROFILES: result.compared.profiles, CLUSTERED_GROUPS: result.groups.groups,
         }, also=lambda con: store_compared_pairs(con, COMPARED_PAIRS, result.compared))
-        linked = LinkedPersons.read(con)
-    groups = group_link_rates(linked.persons, settings.reference_date)
-    report = linkage_report(linked, result.pairs, result.stats, result.model.summary(), config.link_threshold, groups)
+    groups = group_link_rates(result.linked.persons, settings.reference_date)
+    report = linkage_report(result.linked, result.pairs, result.stats, result.model.summary(), config.link_threshold, groups)
     write_text_atomically(report, settings.output / LINKAGE_REPORT_FILE)
     context.log.info(f"person_links: {result.stats['records']:,} mentions -> {result.stats['persons']:,} persons; {result.stats['review_queue']:,} pairs for review")
     return dg.MaterializeResult(
