@@ -131,34 +131,50 @@ def _row_rule_columns(predicate: str, contract: Contract) -> str:
     return ", ".join(names)
 
 
-def _column_problems(text: pl.DataFrame, columns: list[Column], today: dt.date) -> pl.DataFrame:
-    """_row, field, column, reason, soft: one row per broken value. A value is soft (its field is
-    set aside, the row loads) when its contract says so, unless a required field is blank."""
-    flags, reasons = [], []
-    for column in columns:
-        for i, (condition, reason) in enumerate(_column_rules(column, today)):
-            flags.append(condition.fill_null(False).alias(f"__{column.name}__{i}"))
-            reasons.append((f"__{column.name}__{i}", column, reason))
-    # lazily, so Polars computes a subexpression the rules share once (a date parsed for its format
-    # and its bounds, an NHS number's digits); eager selects evaluate every copy
-    flagged = text.lazy().select(ROW, *flags).collect()
-    # few rows break anything: keep those first, so the unpivot below reads a handful of rows
-    if flags:
-        flagged = flagged.filter(pl.any_horizontal(pl.all().exclude(ROW)))
-    schema = {ROW: pl.Int64, "field": pl.String, "column": pl.String, "reason": pl.String, "soft": pl.Boolean}
-    if not flags:
-        return pl.DataFrame(schema=schema)
-    # one row per broken value, rule by rule in the contract's order, rows in file order
-    described = pl.DataFrame(
-        [
-            {"flag": flag, "field": column.name, "column": column.partner_name, "reason": f"{column.partner_name} {reason}",
-             "soft": column.set_aside and reason != REQUIRED_BUT_BLANK}
-            for flag, column, reason in reasons
-        ],
-        schema={"flag": pl.String, **{k: v for k, v in schema.items() if k != ROW}},
+def _checks_shape(column: Column) -> bool:
+    """Whether a column's rules parse its values or match them to a shape, not only test their
+    length and first character (`_column_problems`)."""
+    return column.logical_type in ("date", "timestamp", "integer", "boolean") or any(
+        rule is not None for rule in (column.allowed_values, column.pattern, column.check)
     )
-    broken = flagged.unpivot(index=ROW, variable_name="flag", value_name="broken").filter(pl.col("broken"))
-    return broken.join(described, on="flag", maintain_order="left").select(list(schema)).cast(schema)
+
+
+def _column_problems(text: pl.DataFrame, columns: list[Column], today: dt.date) -> pl.DataFrame:
+    """_row, field, column, reason, soft: one row per broken value, rule by rule in the contract's
+    order, rows in the frame's. A value is soft (its field is set aside, the row loads) when its
+    contract says so, unless a required field is blank.
+
+    Every rule reads its value alone, so where a column's rules parse or match a shape (a date, a
+    number, a code, an identifier's check digit) they are worked out once per distinct value, and
+    only the values that break one are looked for among the rows: a school's twelve months send
+    two million rows but a few thousand dates and 300,000 NHS numbers, and checking every row
+    took 2.9 s rather than 1.6 at 1.2M residents. Free text (names, address lines) is checked row
+    by row: its rules are cheap, and finding its distinct values cost more than they do."""
+    schema = {ROW: pl.Int64, "field": pl.String, "column": pl.String, "reason": pl.String, "soft": pl.Boolean}
+    found = [pl.DataFrame(schema=schema)]
+    for column in columns:
+        rules = _column_rules(column, today)
+        if not rules:
+            continue
+        # lazily, so Polars computes a subexpression the rules share once (a date parsed for its
+        # format and its bounds, an NHS number's digits); eager selects evaluate every copy
+        flags = [condition.fill_null(False).alias(f"__{i}") for i, (condition, _) in enumerate(rules)]
+        if _checks_shape(column):
+            broken = text.select(pl.col(column.name).unique()).lazy().select(column.name, *flags).collect()
+            broken = broken.filter(pl.any_horizontal(pl.all().exclude(column.name)))
+            # a missing value breaks a rule too (required): it is matched as any other
+            rows = text.select(ROW, column.name).join(broken, on=column.name, nulls_equal=True, maintain_order="left") if broken.height else broken
+        else:
+            rows = text.lazy().select(ROW, *flags).collect()
+            rows = rows.filter(pl.any_horizontal(pl.all().exclude(ROW)))
+        if rows.is_empty():
+            continue
+        for i, (_, reason) in enumerate(rules):
+            found.append(rows.filter(pl.col(f"__{i}")).select(
+                ROW, pl.lit(column.name).alias("field"), pl.lit(column.partner_name).alias("column"),
+                pl.lit(f"{column.partner_name} {reason}").alias("reason"), pl.lit(column.set_aside and reason != REQUIRED_BUT_BLANK).alias("soft"),
+            ))
+    return pl.concat(found).cast(schema)
 
 
 def _row_rule_problems(typed: pl.DataFrame, contract: Contract) -> pl.DataFrame:

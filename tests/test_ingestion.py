@@ -296,6 +296,26 @@ def test_every_mistyped_postcode_breaks_the_postcode_rule():
     assert not pl.select(postcode_is_valid(pl.Series(broken))).to_series().any()
 
 
+@pytest.mark.parametrize("source", sorted(load_contracts()))
+def test_a_columns_rules_worked_out_once_per_distinct_value_find_what_they_find_row_by_row(source, monkeypatch):
+    from ingestion import validate
+
+    contract = load_contracts()[source]
+    # every kind of value a rule reads, in each column, repeated so that values recur
+    values = [None, "", "   ", "x", " 12 ", "=1+1", "-3", "+44", "@A", "0", "42", "1.5", "2026-02-30", "2026-09-01", "01/09/2026", "20260901",
+              "2031-01-01", "2026-09-01T10:15", "9434765919", "943 476 5919", "9434765918", "A123456789012", "AB123456C", "QQ123456A",
+              "AL10 9AB", "al109ab", "ZZ1 1ZZ", "Y", "N", "true", "M", "F", "9", "\ufffd", "w" * 600]
+    rows = [[values[(i * (j + 3) + j) % len(values)] for j in range(len(contract.columns))] for i in range(len(values) * 7)]
+    frame = pl.DataFrame(rows, schema={c.name: pl.String for c in contract.columns}, orient="row").with_row_index("_row").with_columns(pl.col("_row").cast(pl.Int64))
+    text = frame.select("_row", *[validate._blank_to_null(c.name) for c in contract.columns])
+    found = {}
+    for distinct in (True, False):
+        monkeypatch.setattr(validate, "_checks_shape", lambda column: distinct)
+        found[distinct] = validate._column_problems(text, list(contract.columns), TODAY)
+    assert found[True].height > len(values)
+    assert found[True].equals(found[False])
+
+
 def test_rows_past_retention_are_removed_and_counted(tmp_path):
     """A&E rows are kept three years after the attendance (the contract's retention): older
     rows are removed on load, counted per file and in retention_log, and never kept."""
