@@ -50,7 +50,7 @@ def month_change(before: Path, after: Path) -> list[tuple[str, int, int, str]]:
             # each person's mentions and each household's persons, as sorted lists, to compare whole
             con.execute(f"CREATE TEMP TABLE persons_{name} AS SELECT person_id, list_sort(list(record_key)) AS mentions FROM {name}.person_links GROUP BY person_id")
             con.execute(f"CREATE TEMP TABLE households_{name} AS SELECT family_ref, list_sort(list(person_id)) AS persons FROM {name}.family_members GROUP BY family_ref")
-            con.execute(f"CREATE TEMP TABLE keys_{name} AS SELECT record_key, profile_key FROM ({mention_keys_sql(f'records_{name}', 'NULL')})")
+            con.execute(f"CREATE TEMP TABLE keys_{name} AS SELECT record_key, profile_key FROM ({mention_keys_sql(f'records_{name}', (), 'NULL')})")
         rows = []
         mentions = [_count(con, f"SELECT count(*) FROM records_{n}") for n in "ba"]
         new = _count(con, "SELECT count(*) FROM records_a ANTI JOIN records_b USING (record_key)")

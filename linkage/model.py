@@ -134,7 +134,7 @@ def _profile_fields_sql(table: str, row: str) -> str:
     return f'SELECT {row} AS _row, record_key, source, {_profile_fields()} FROM "{table}"'
 
 
-def mention_keys_sql(table: str, row: str = "rowid", sources: tuple[str, ...] = ()) -> str:
+def mention_keys_sql(table: str, sources: tuple[str, ...], row: str = "rowid") -> str:
     """SQL: each mention of `table` (person_records' columns) with its place in the table (`row`:
     a column giving it) as _row, its record_key, its profile key (profile_key: mentions of one
     key are one profile) and its source's place in `sources` from 0 (source_place)."""
@@ -184,7 +184,7 @@ def build_profiles(records: pl.DataFrame | MentionsTable) -> tuple[pl.DataFrame,
         # county's profiles took 11.8 s rather than 9.8. (person_records holding every mention's key
         # would save 3.5 s more in a month, but writing that table cold took 9 s longer.) With the
         # key's 64-bit hash, for the mapping to join on (below).
-        con.execute(f"CREATE OR REPLACE TEMP TABLE mention_keys AS SELECT *, hash(profile_key) AS key_hash FROM ({mention_keys_sql(table, row, names)})")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE mention_keys AS SELECT *, hash(profile_key) AS key_hash FROM ({mention_keys_sql(table, names, row)})")
         # in the key's order, so a profile's place in the table is its pid
         con.execute("""
             CREATE OR REPLACE TEMP TABLE profile_keys AS
