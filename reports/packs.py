@@ -253,8 +253,6 @@ def _by_family(frame: pl.DataFrame | None) -> dict[str, list[dict]]:
     return grouped
 
 
-
-
 def _rows_html(frame: pl.DataFrame | None, columns: list[str]) -> dict[str, Markup]:
     """Each family's rows of a table as HTML, a <tr> a row and a <td> a column, the text escaped:
     made a column at a time in Polars rather than a cell at a time by the template (a 1.2M
