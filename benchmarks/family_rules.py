@@ -26,7 +26,7 @@ from linkage_quality import county, grid_arguments, kept_warehouse
 from features.calendar import reference_date
 from linkage import form_families
 from linkage.evaluate import pairwise_score
-from linkage.gazetteer import household_records, match_person_addresses
+from linkage.gazetteer import AddressMatching, household_records, match_person_addresses, person_lines
 
 
 def family_scores(warehouse, truth_path, reference, gazetteer: bool = True) -> dict:
@@ -34,8 +34,8 @@ def family_scores(warehouse, truth_path, reference, gazetteer: bool = True) -> d
     families the kept run formed (`family_members`)."""
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
-        matches = match_person_addresses(con).matches if gazetteer else pl.DataFrame()
-        members = form_families(household_records(con, matches), reference).members
+        matching = match_person_addresses(con) if gazetteer else AddressMatching(person_lines(con))
+        members = form_families(household_records(con, matching), reference).members
         records = con.sql("SELECT r.source, r.file, r.row, l.person_id FROM person_records r JOIN person_links l USING (record_key)").pl()
         kept = con.sql("SELECT person_id, family_ref FROM family_members").pl()
     finally:

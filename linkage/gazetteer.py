@@ -120,19 +120,36 @@ def _line_parts() -> list[pl.Expr]:
     ]
 
 
+#: What the matcher and the readings read of a mention's address. Mentions written alike are one
+#: line, matched and read once and given to every mention of it: a county's 3.7M mentions are
+#: 315,000 lines at 1.2M residents.
+LINE_COLUMNS = ("postcode", "postcode_sector", "address", "house_number", "flat")
+#: A matched line's property: its postcode, house number and flat, which households form on.
+PROPERTY_COLUMNS = ("property_postcode", "property_house_number", "property_flat")
+
+
 def match_addresses(con: duckdb.DuckDBPyConnection, records: pl.DataFrame) -> pl.DataFrame:
-    """records: person_records' (record_key, postcode, postcode_sector, address, house_number, flat).
-    Returns record_key -> uprn, match, property_postcode, property_house_number, property_flat,
-    for the records matched (none when the gazetteer is absent or empty)."""
-    empty = pl.DataFrame(schema={"record_key": pl.String, "uprn": pl.String, "match": pl.String, "property_postcode": pl.String,
-                                 "property_house_number": pl.String, "property_flat": pl.String})
+    """records: person_records' (record_key and LINE_COLUMNS). Returns record_key -> uprn, match,
+    property_postcode, property_house_number, property_flat, for the records matched (none when
+    the gazetteer is absent or empty), in record_key order."""
+    lines = records.select(LINE_COLUMNS).unique().with_row_index("line")
+    found = match_lines(con, lines)
+    return (
+        records.select("record_key", *LINE_COLUMNS).join(lines, on=list(LINE_COLUMNS), nulls_equal=True)
+        .join(found, on="line").select(MATCH_COLUMNS).sort("record_key")
+    )
+
+
+def match_lines(con: duckdb.DuckDBPyConnection, lines: pl.DataFrame) -> pl.DataFrame:
+    """lines: distinct address lines (LINE_COLUMNS), numbered (`line`). Returns line -> uprn,
+    match, property_postcode, property_house_number, property_flat, for the lines matched."""
+    empty = pl.DataFrame(schema={"line": lines.schema["line"], "uprn": pl.String, "match": pl.String, **dict.fromkeys(PROPERTY_COLUMNS, pl.String)})
     if not table_exists(con, GAZETTEER_TABLE) or con.execute(f"SELECT count(*) FROM {GAZETTEER_TABLE}").fetchall()[0][0] == 0:
         return empty
     gazetteer = _gazetteer(con)
-    with_line = records.filter(pl.col("address").is_not_null() & pl.col("postcode").is_not_null())
     addresses = (
-        with_line.select("postcode", "postcode_sector", "address", "house_number", "flat").unique()
-        .with_row_index("address_id")
+        lines.filter(pl.col("address").is_not_null() & pl.col("postcode").is_not_null())
+        .select(pl.col("line").alias("address_id"), *LINE_COLUMNS)
         .with_columns(*_line_parts())
     )
     local = scratch()
@@ -151,31 +168,28 @@ def match_addresses(con: duckdb.DuckDBPyConnection, records: pl.DataFrame) -> pl
         ).pl().with_columns(pl.lit("sector").alias("pass"))
     finally:
         local.close()
-    found = pl.concat([exact, rest]).join(addresses.select("address_id", "postcode", "address", "house_number"), on="address_id")
-    flat_of_record = with_line.select("record_key", "postcode", "address", "flat")
-    matched = pl.concat([flat_of_record.join(found, on=["postcode", "address"]), _match_without_postcode(records, gazetteer)], how="diagonal_relaxed")
-    return (
-        matched
-        .select(
-            "record_key", "uprn",
-            pl.when(pl.col("pass").is_in(["sector", "street"])).then(pl.col("pass"))
-            .when(pl.col("is_building") & pl.col("property_flat").is_null() & pl.col("flat").is_not_null())
-            .then(pl.lit("building")).otherwise(pl.lit("property")).alias("match"),
-            pl.col("property_postcode").cast(pl.String),
-            pl.col("property_house_number").cast(pl.String),
-            # a flat the gazetteer lacks keeps the partner's flat number under its building
-            pl.coalesce("property_flat", pl.when(pl.col("is_building")).then(pl.col("flat"))).cast(pl.String).alias("property_flat"),
-        )
-        .sort("record_key")
+    found = pl.concat([exact, rest]).join(addresses.select("address_id", "flat"), on="address_id").rename({"address_id": "line"})
+    matched = pl.concat([found, _match_without_postcode(lines, gazetteer)], how="diagonal_relaxed")
+    if matched.is_empty():
+        return empty
+    return matched.select(
+        pl.col("line").cast(lines.schema["line"]), "uprn",
+        pl.when(pl.col("pass").is_in(["sector", "street"])).then(pl.col("pass"))
+        .when(pl.col("is_building") & pl.col("property_flat").is_null() & pl.col("flat").is_not_null())
+        .then(pl.lit("building")).otherwise(pl.lit("property")).alias("match"),
+        pl.col("property_postcode").cast(pl.String),
+        pl.col("property_house_number").cast(pl.String),
+        # a flat the gazetteer lacks keeps the partner's flat number under its building
+        pl.coalesce("property_flat", pl.when(pl.col("is_building")).then(pl.col("flat"))).cast(pl.String).alias("property_flat"),
     )
 
 
-def _match_without_postcode(records: pl.DataFrame, gazetteer: pl.DataFrame) -> pl.DataFrame:
+def _match_without_postcode(lines: pl.DataFrame, gazetteer: pl.DataFrame) -> pl.DataFrame:
     """Lines a partner sent without a postcode (police records: "may be blank"), matched by their
     street and numbers across the whole gazetteer: the same scoring, a tie (one street name in
     two towns, say) left unmatched. Streets are found by the line's leading words after its
     numbers, so the join is on equal names, never a scan of every property for every line."""
-    no_postcode = records.filter(pl.col("address").is_not_null() & pl.col("postcode").is_null())
+    no_postcode = lines.filter(pl.col("address").is_not_null() & pl.col("postcode").is_null())
     if no_postcode.is_empty():
         return pl.DataFrame()
     lines = (
@@ -198,32 +212,69 @@ def _match_without_postcode(records: pl.DataFrame, gazetteer: pl.DataFrame) -> p
     finally:
         local.close()
     found = found.join(lines.select("address_id", "address"), on="address_id")
-    return no_postcode.select("record_key", "address", "flat").join(found, on="address").with_columns(pl.lit("street").alias("pass"))
+    return no_postcode.select("line", "address", "flat").join(found, on="address").with_columns(pl.lit("street").alias("pass"))
 
 
 @dataclass
 class AddressMatching:
-    matches: pl.DataFrame  # record_key, uprn, match, property_postcode, property_house_number, property_flat
+    """Every distinct address line of the person mentions (LINE_COLUMNS), how many mentions give
+    it (`mentions`) and, where matched, its property (uprn, match, PROPERTY_COLUMNS; null where not)."""
+
+    lines: pl.DataFrame
     stats: dict = field(default_factory=dict)  # figures only, for the asset's metadata
+
+    @property
+    def matched(self) -> pl.DataFrame:
+        return self.lines.filter(pl.col("match").is_not_null())
 
 
 def match_person_addresses(con: duckdb.DuckDBPyConnection) -> AddressMatching:
     """Every person mention with an address line and a postcode, matched to the gazetteer."""
     began = time.perf_counter()
-    records = con.sql(f"SELECT record_key, postcode, postcode_sector, address, house_number, flat FROM {PERSON_RECORDS}").pl()
-    matches = match_addresses(con, records)
-    with_line = records.filter(pl.col("address").is_not_null() & pl.col("postcode").is_not_null()).height
-    stats = {
-        "addresses_matched_to_gazetteer": matches.height,
-        "address_match_rate": round(matches.height / with_line, 4) if with_line else None,
+    lines = person_lines(con)
+    lines = lines.join(match_lines(con, lines), on="line", how="left", maintain_order="left")
+    matching = AddressMatching(lines)
+    matched = matching.matched
+    with_line = lines.filter(pl.col("address").is_not_null() & pl.col("postcode").is_not_null())["mentions"].sum()
+    matching.stats = {
+        "addresses_matched_to_gazetteer": matched["mentions"].sum(),
+        "address_match_rate": round(matched["mentions"].sum() / with_line, 4) if with_line else None,
         "address_matching_seconds": round(time.perf_counter() - began, 2),
-        **{f"address_matches_{kind}": n for kind, n in matches.group_by("match").len().sort("match").iter_rows()},
+        **{f"address_matches_{kind}": n for kind, n in matched.group_by("match").agg(pl.col("mentions").sum()).sort("match").iter_rows()},
     }
-    return AddressMatching(matches, stats)
+    return matching
+
+
+def person_lines(con: duckdb.DuckDBPyConnection, matches: str | None = None) -> pl.DataFrame:
+    """person_records' distinct address lines (LINE_COLUMNS), numbered (`line`), with how many
+    mentions give each; `matches`: a table or view of matches by record_key (MATCH_COLUMNS) whose
+    columns each line takes (every mention of a line is matched alike)."""
+    taken = ", ".join(f"m.{c}" for c in MATCH_COLUMNS[1:]) if matches else ""
+    joined = f"LEFT JOIN {matches} m USING (record_key)" if matches else ""
+    return con.sql(f"""
+        SELECT {", ".join(f"r.{c}" for c in LINE_COLUMNS)}{", " + taken if taken else ""}, count(*) AS mentions
+        FROM {PERSON_RECORDS} r {joined} GROUP BY ALL""").pl().with_row_index("line")
 
 
 #: What `address_matches` keeps of each match: enough to form households on the property again.
-MATCH_COLUMNS = ("record_key", "uprn", "match", "property_postcode", "property_house_number", "property_flat")
+MATCH_COLUMNS = ("record_key", "uprn", "match", *PROPERTY_COLUMNS)
+
+
+def _lines_equal(left: str, right: str) -> str:
+    """A join condition: the two sides' address lines the same (nulls alike)."""
+    return " AND ".join(f"{left}.{c} IS NOT DISTINCT FROM {right}.{c}" for c in LINE_COLUMNS)
+
+
+def store_address_matches(con: duckdb.DuckDBPyConnection, matching: AddressMatching) -> None:
+    """`address_matches`: each matched mention (MATCH_COLUMNS) in record_key order, its line's
+    match given to it by DuckDB where the mentions are, never a county's mentions in Polars."""
+    register(con, "_lines_matched", matching.matched.select(*LINE_COLUMNS, *MATCH_COLUMNS[1:]))
+    try:
+        con.execute(f"""CREATE OR REPLACE TABLE {ADDRESS_MATCHES} AS
+                        SELECT r.record_key, {", ".join(f"m.{c}" for c in MATCH_COLUMNS[1:])}
+                        FROM {PERSON_RECORDS} r JOIN _lines_matched m ON {_lines_equal("r", "m")} ORDER BY r.record_key""")
+    finally:
+        con.unregister("_lines_matched")
 
 
 #: The person records households formed on at another address than the one sent (a matched
@@ -233,11 +284,11 @@ HOUSEHOLD_ADDRESSES = "household_addresses"
 HOUSEHOLD_ADDRESS = ("postcode", "house_number", "flat")
 
 
-def household_records(con: duckdb.DuckDBPyConnection, matches: pl.DataFrame | None = None) -> pl.DataFrame:
+def household_records(con: duckdb.DuckDBPyConnection, matching: AddressMatching | None = None) -> pl.DataFrame:
     """The linked person records families are formed from: each matched record at its property's
-    address. `matches`: this run's (`match_person_addresses`); by default the monthly run's, so
+    address. `matching`: this run's (`match_person_addresses`); by default the monthly run's, so
     the scorecard's months form families as the monthly run does (`addresses_as_read`)."""
-    return read_as(linked_person_records(con), addresses_read(con, matches) if matches is not None else addresses_as_read(con))
+    return read_as(linked_person_records(con), addresses_read(con, matching) if matching is not None else addresses_as_read(con))
 
 
 def held_household_records(con: duckdb.DuckDBPyConnection, read: pl.DataFrame | None = None) -> FamilyRecords:
@@ -272,25 +323,28 @@ def addresses_as_read(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     evaluation's 75 s at 1.2M residents), else its `address_matches` read again."""
     if table_exists(con, HOUSEHOLD_ADDRESSES):
         return con.sql(f"SELECT record_key, {', '.join(HOUSEHOLD_ADDRESS)} FROM {HOUSEHOLD_ADDRESSES}").pl()
-    stored = table_columns(con, ADDRESS_MATCHES)
     # a warehouse whose last run predates the property columns forms households as that run did
-    matches = con.sql(f"SELECT {', '.join(MATCH_COLUMNS)} FROM {ADDRESS_MATCHES}").pl() if stored >= set(MATCH_COLUMNS) else pl.DataFrame()
-    return addresses_read(con, matches)
+    stored = table_columns(con, ADDRESS_MATCHES) >= set(MATCH_COLUMNS)
+    return addresses_read(con, AddressMatching(person_lines(con, ADDRESS_MATCHES if stored else None)))
 
 
-def addresses_read(con: duckdb.DuckDBPyConnection, matches: pl.DataFrame) -> pl.DataFrame:
+def addresses_read(con: duckdb.DuckDBPyConnection, matching: AddressMatching) -> pl.DataFrame:
     """What `household_addresses` stores: record_key and HOUSEHOLD_ADDRESS of the records read at
     another address than the one sent (a matched property's, or the reading most of a property's
-    lines give), in record_key order. Read from the records' key and address columns alone
-    (`canonical_addresses` reads no other), a third of what `linked_person_records` holds, and
-    as person_records holds them: not joined to person_links, which holds every one of them (a
-    mention is one profile's, a profile one person's), nor sorted, since a reading does not
-    depend on the records' order (each choice is made on counts, ties broken by the reading's
-    own columns). At 1.2M residents the read took 0.25 rather than 1.1-1.6 s."""
-    sent = con.sql(f"SELECT {', '.join(('record_key', 'address', *HOUSEHOLD_ADDRESS))} FROM {PERSON_RECORDS}").pl()
-    records = canonical_addresses(sent, matches)
-    changed = pl.any_horizontal(records[c].ne_missing(sent[c]) for c in HOUSEHOLD_ADDRESS)
-    return records.filter(changed).select("record_key", *HOUSEHOLD_ADDRESS).sort("record_key")
+    lines give), in record_key order. Each line is read once (`read_lines`, on counts: a reading
+    does not depend on the records' order) and the lines read otherwise than sent, a few percent,
+    are given to their mentions by DuckDB where the mentions are."""
+    lines = matching.lines
+    if "match" not in lines.columns:
+        lines = lines.with_columns(pl.lit(None, pl.String).alias(c) for c in MATCH_COLUMNS[1:])
+    read = read_lines(lines)
+    changed = pl.any_horizontal(read[c].ne_missing(lines[c]) for c in HOUSEHOLD_ADDRESS)
+    register(con, "_lines_read", lines.select(LINE_COLUMNS).with_columns(read.select(pl.col(c).alias(f"read_{c}") for c in HOUSEHOLD_ADDRESS)).filter(changed))
+    try:
+        return con.sql(f"""SELECT r.record_key, {", ".join(f"m.read_{c} AS {c}" for c in HOUSEHOLD_ADDRESS)}
+                           FROM {PERSON_RECORDS} r JOIN _lines_read m ON {_lines_equal("r", "m")} ORDER BY r.record_key""").pl()
+    finally:
+        con.unregister("_lines_read")
 
 
 def read_as(sent: pl.DataFrame, read: pl.DataFrame) -> pl.DataFrame:
@@ -303,22 +357,37 @@ def read_as(sent: pl.DataFrame, read: pl.DataFrame) -> pl.DataFrame:
     ))
 
 
+#: What reading a line reads of it: the line as sent, and its property where matched.
+_READ_KEYS = ("postcode", "address", "house_number", "flat", *PROPERTY_COLUMNS)
+
+
 def canonical_addresses(records: pl.DataFrame, matches: pl.DataFrame) -> pl.DataFrame:
     """records (with record_key, postcode, address, house_number, flat) with each matched record's
     address replaced by its property's, so people at one property share one household key; the
     addresses the gazetteer does not hold are read as one property however they are written
-    (`one_reading_per_property`)."""
+    (`read_lines`, each distinct line once)."""
+    address = records.select("record_key", "postcode", "address", "house_number", "flat")
     if matches.is_empty():
-        return one_reading_per_property(records)
-    # joined on the key and address columns alone, and set back in place (see one_reading_per_property)
-    properties = matches.select("record_key", "property_postcode", "property_house_number", "property_flat")
-    address = records.select("record_key", "postcode", "house_number", "flat").join(properties, on="record_key", how="left", maintain_order="left")
+        address = address.with_columns(pl.lit(None, pl.String).alias(c) for c in PROPERTY_COLUMNS)
+    else:
+        address = address.join(matches.select("record_key", *PROPERTY_COLUMNS), on="record_key", how="left", maintain_order="left")
+    lines = address.group_by(_READ_KEYS).agg(pl.len().alias("mentions"))
+    read = lines.select(_READ_KEYS).with_columns(read_lines(lines).select(pl.col(c).alias(f"_read_{c}") for c in HOUSEHOLD_ADDRESS))
+    given = address.join(read, on=list(_READ_KEYS), how="left", nulls_equal=True, maintain_order="left")
+    return _set_in_place(records, given.select(pl.col(f"_read_{c}").alias(c) for c in HOUSEHOLD_ADDRESS))
+
+
+def read_lines(lines: pl.DataFrame) -> pl.DataFrame:
+    """lines: distinct address lines (postcode, address, house_number, flat, and PROPERTY_COLUMNS
+    where matched) with how many mentions give each (`mentions`). Returns them, in order, each
+    matched line at its property's address and the others read as one property however they are
+    written (`one_reading_per_property`)."""
     matched = pl.col("property_postcode").is_not_null()
-    address = address.select(
+    address = lines.select(
         *(pl.when(matched).then(pl.col(f"property_{c}")).otherwise(pl.col(c)).alias(c) for c in ("postcode", "house_number", "flat")),
         matched.alias("_matched"),
     )
-    return one_reading_per_property(_set_in_place(records, address), ~pl.col("_matched")).drop("_matched")
+    return one_reading_per_property(_set_in_place(lines, address), ~pl.col("_matched"), mentions="mentions").drop("_matched")
 
 
 #: Lines of a property under a postcode other than most of its lines' are a slip when at least
@@ -326,7 +395,7 @@ def canonical_addresses(records: pl.DataFrame, matches: pl.DataFrame) -> pl.Data
 SLIP_RATIO = 2
 
 
-def one_reading_per_property(records: pl.DataFrame, unmatched: pl.Expr | None = None) -> pl.DataFrame:
+def one_reading_per_property(records: pl.DataFrame, unmatched: pl.Expr | None = None, mentions: str | None = None) -> pl.DataFrame:
     """A property no gazetteer holds is written many ways: "Flat 3, 4 Lewis Gardens", "4/3 Lewis
     Gardens", "3 4 Lewis Gardens", "4C Lewis Gardens", sometimes under a neighbouring postcode;
     read alone they are several households. Lines in one postcode district naming the same
@@ -337,12 +406,15 @@ def one_reading_per_property(records: pl.DataFrame, unmatched: pl.Expr | None = 
     the property the others were matched to (a flat it lacks, written "18G", with "Flat 7, 18").
     A line sent without a postcode takes the reading of the one property in the county's lines
     with its street and numbers, where there is only one.
-    `unmatched`: the records this applies to (default: every record with an address line)."""
+    `unmatched`: the records this applies to (default: every record with an address line).
+    `mentions`: a column of how many mentions each row stands for (default: one each)."""
     with_line = pl.col("address").is_not_null() & pl.col("postcode").is_not_null()
     eligible = with_line if unmatched is None else with_line & unmatched
     # each way a line is written counted once, before its street and numbers are read: a
     # county's 2M lines are 260,000 ways (at 1.2M residents the counts took 0.4 rather than 0.55 s)
-    lines = records.filter(with_line).group_by("postcode", "address", "house_number", "flat").len()
+    lines = records.filter(with_line).group_by("postcode", "address", "house_number", "flat").agg(
+        (pl.len() if mentions is None else pl.col(mentions).sum()).alias("len")
+    )
     if lines.is_empty():
         return records
     written = _street_and_numbers(lines.select("postcode", "address").unique())

@@ -9,7 +9,18 @@ import polars as pl
 from data_contracts import load_contract
 from ingestion.load import read_source, write_source
 from linkage.families import FamilyRecords, form_households
-from linkage.gazetteer import HOUSEHOLD_ADDRESSES, MATCH_COLUMNS, canonical_addresses, held_household_records, household_records, match_addresses
+from linkage.gazetteer import (
+    HOUSEHOLD_ADDRESS,
+    HOUSEHOLD_ADDRESSES,
+    MATCH_COLUMNS,
+    addresses_read,
+    canonical_addresses,
+    held_household_records,
+    household_records,
+    match_addresses,
+    match_person_addresses,
+    one_reading_per_property,
+)
 from linkage.person_records import linked_person_records
 from linkage.standardise import address_key, flat_number, house_number, postcode_parts
 from warehouse import scratch
@@ -97,6 +108,16 @@ def test_a_property_the_gazetteer_lacks_is_one_household_however_written_and_no_
                             ("AL14 1AA", None, "2"), ("AL14 1AA", None, "2"), ("AL14 9ZZ", None, "2"), ("AL14 9ZZ", None, "2")]
 
 
+def test_every_mention_of_a_line_is_a_vote_though_the_line_is_read_once():
+    """Two mentions of a flat under one postcode and one under the next (a unit picked from a
+    list): the one is a slip, read as the two are. Counted as lines, one writing each, the two
+    postcodes would tie and stand as two households."""
+    written = [("Flat 3, 4 Lewis Gardens", "AL14 8QP"), ("Flat 3, 4 Lewis Gardens", "AL14 8QP"), ("Flat 3, 4 Lewis Gardens", "AL14 8QA")]
+    read = canonical_addresses(_records(written), pl.DataFrame())
+    assert read["postcode"].to_list() == ["AL14 8QP"] * 3
+    assert canonical_addresses(_records(written[1:]), pl.DataFrame())["postcode"].to_list() == ["AL14 8QP", "AL14 8QA"]
+
+
 def test_a_line_two_properties_explain_is_not_guessed_but_read_as_its_property_s_other_lines(tmp_path):
     con = _warehouse(tmp_path)
     # 4 and 8 Ronald Rise are houses in the gazetteer; the family's flat 8 in number 4 is not
@@ -140,6 +161,29 @@ def test_the_scorecard_forms_households_on_the_addresses_the_monthly_run_read(li
     assert stored["record_key"].is_unique().all()
     matches = con.sql(f"SELECT {', '.join(MATCH_COLUMNS)} FROM address_matches").pl()
     assert household_records(con).equals(canonical_addresses(sent, matches))
+
+
+def test_each_address_line_read_once_for_all_its_mentions_reads_every_mention_as_one_by_one(listed):
+    """The run matches and reads each distinct address line once, its mentions counted as its
+    votes, and gives the result to every mention written so (`match_person_addresses`,
+    `addresses_read`, `address_matches`): the same as matching and reading the mentions one by one."""
+    con = duckdb.connect(str(listed / "warehouse.duckdb"), read_only=True)
+    sent = con.sql("SELECT record_key, postcode, postcode_sector, address, house_number, flat FROM person_records ORDER BY record_key").pl()
+    stored = con.sql(f"SELECT {', '.join(MATCH_COLUMNS)} FROM address_matches").pl()
+    assert sent["address"].n_unique() < sent.height / 2, "many mentions share a line"
+    assert stored.height > 0 and match_addresses(con, sent).equals(stored)
+    # one by one: each matched mention at its property, then every mention a vote of its own
+    matched = pl.col("property_postcode").is_not_null()
+    at_property = sent.join(stored, on="record_key", how="left", maintain_order="left").with_columns(
+        *(pl.when(matched).then(pl.col(f"property_{c}")).otherwise(pl.col(c)).alias(c) for c in HOUSEHOLD_ADDRESS), matched.alias("_matched"),
+    )
+    one_by_one = one_reading_per_property(at_property, ~pl.col("_matched")).select(sent.columns)
+    assert canonical_addresses(sent, stored).equals(one_by_one)
+    read_otherwise = pl.any_horizontal(one_by_one[c].ne_missing(sent[c]) for c in HOUSEHOLD_ADDRESS)
+    expected = one_by_one.filter(read_otherwise).select("record_key", *HOUSEHOLD_ADDRESS)
+    assert 0 < expected.height < sent.height
+    assert addresses_read(con, match_person_addresses(con)).equals(expected)
+    assert con.sql(f"SELECT * FROM {HOUSEHOLD_ADDRESSES}").pl().equals(expected)
 
 
 def test_records_held_in_duckdb_are_the_frames_records_and_form_the_same_households(listed):

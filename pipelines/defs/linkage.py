@@ -6,7 +6,7 @@ import polars as pl
 
 from linkage import ClusteredGroups, ComparedPairs, LinkageSettings, MentionsTable, form_families, link_persons
 from linkage.evaluate import group_link_rates, score_linked_records
-from linkage.gazetteer import ADDRESS_MATCHES, GAZETTEER_TABLE, HOUSEHOLD_ADDRESSES, MATCH_COLUMNS, addresses_read, held_household_records, match_person_addresses
+from linkage.gazetteer import GAZETTEER_TABLE, HOUSEHOLD_ADDRESSES, addresses_read, held_household_records, match_person_addresses, store_address_matches
 from linkage.model import store_compared_pairs
 from data_contracts import load_contracts
 from ingestion.load import not_covered
@@ -16,7 +16,6 @@ from pipelines.apart import apart
 from pipelines.partitions import PARTITIONS
 from pipelines.resources import EarlyhelpSettings
 from warehouse import (
-    ROW_GROUP_ROWS,
     handoff_folder,
     read_table,
     replace_tables,
@@ -118,24 +117,18 @@ def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
     gazetteer, partners' addresses are matched to its properties first (`address_matches`) and
     households form on the property. Also writes `families` and the `linked_records.parquet`
     export (source, file, row, person_id, family_id, match_probability)."""
-    with settings.warehouse() as con, handoff_folder(settings.warehouse_path) as handoff:
+    with settings.warehouse() as con:
         previous = read_table(con, "family_members", "person_id, family_ref AS id", lazy=True)
         matching = match_person_addresses(con)
-        read = addresses_read(con, matching.matches)
-        # while families form, the matches wait on disk (500 MB in Polars at 1.2M residents) and the
-        # records are held in DuckDB, not in Polars (1.6 GB)
-        matches = handoff / f"{ADDRESS_MATCHES}.parquet"
-        matching.matches.select(MATCH_COLUMNS).write_parquet(matches, row_group_size=ROW_GROUP_ROWS)
-        stats = matching.stats
-        del matching
+        read = addresses_read(con, matching)
+        # the records are held in DuckDB while families form, not in Polars (1.6 GB at 1.2M residents)
         with held_household_records(con, read) as records:
             result = form_families(records, settings.reference_date, previous)
-        replace_tables(con, {
-            "family_members": result.members, "families": result.families, ADDRESS_MATCHES: matches, HOUSEHOLD_ADDRESSES: read,
-        })
+        replace_tables(con, {"family_members": result.members, "families": result.families, HOUSEHOLD_ADDRESSES: read},
+                       also=lambda con: store_address_matches(con, matching))
         write_linked_records(con, settings.output / LINKED_RECORDS_FILE)
     context.log.info(f"family_members: {result.stats['households']:,} households, {result.stats['families']:,} families")
-    return dg.MaterializeResult(metadata={**result.stats, **stats, "linked_records": dg.MetadataValue.path(str(settings.output / LINKED_RECORDS_FILE))})
+    return dg.MaterializeResult(metadata={**result.stats, **matching.stats, "linked_records": dg.MetadataValue.path(str(settings.output / LINKED_RECORDS_FILE))})
 
 
 @dg.asset(partitions_def=PARTITIONS, group_name="evaluation", kinds={"polars"}, deps=["family_members"])
