@@ -25,7 +25,7 @@ from features.registry import Registry
 from models.chair_summary import ChairSummary, allocations_waiting, chair_summary
 from models.family_view import FamilyView, family_view
 from rules import LEAD_PRACTITIONER_SERVICES, STATUTORY_SERVICES, Programme, is_child
-from warehouse import linked_mentions, linked_rows, read_table
+from warehouse import linked_mentions, linked_rows, read_table, register
 
 STEP_DOWN_MONTHS = 3
 
@@ -113,29 +113,40 @@ def _title(expr: pl.Expr) -> pl.Expr:
 #: A family's postcode: its first member's (by person_id) household postcode, of those that have one.
 _FAMILY_POSTCODE = "first(m.household_postcode ORDER BY m.person_id) FILTER (WHERE m.household_postcode IS NOT NULL) AS postcode"
 
-#: family_ref -> the household's postcode (`_FAMILY_POSTCODE`) and the address line its members
-#: were last recorded at there: per person, the latest line (ties to the first record) at the
-#: household's postcode and house number; per family, the first member's (by person_id) that has
-#: one. In DuckDB over the warehouse, so a county's millions of mentions are not read out for it.
-_FAMILY_ADDRESSES = f"""
+def _family_addresses_sql(members: str) -> str:
+    """family_ref -> the household's postcode (`_FAMILY_POSTCODE`) and the address line its members
+    were last recorded at there: per person, the latest line (ties to the first record) at the
+    household's postcode and house number; per family, the first member's (by person_id) that has
+    one. In DuckDB over the warehouse, so a county's millions of mentions are not read out for it.
+    `members`: the family_members rows (a table or a query) whose families are wanted."""
+    return f"""
 WITH texts AS (
     SELECT m.person_id, first(r.address ORDER BY r.address_date DESC, r.record_key) AS address
     FROM ({linked_mentions("pr.record_key, pr.address, pr.address_date, pr.postcode, pr.house_number, pl.person_id")}) r
-    JOIN family_members m ON m.person_id = r.person_id AND m.household_postcode = r.postcode AND m.household_house_number = r.house_number
+    JOIN {members} m ON m.person_id = r.person_id AND m.household_postcode = r.postcode AND m.household_house_number = r.house_number
     WHERE r.address IS NOT NULL
     GROUP BY m.person_id
 )
 SELECT m.family_ref,
        {_FAMILY_POSTCODE},
        first(t.address ORDER BY m.person_id) FILTER (WHERE t.address IS NOT NULL) AS address
-FROM family_members m LEFT JOIN texts t USING (person_id)
+FROM {members} m LEFT JOIN texts t USING (person_id)
 GROUP BY m.family_ref
 """
 
 
-def family_addresses(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """family_ref -> the household's postcode and a readable address line (`_FAMILY_ADDRESSES`)."""
-    return con.sql(_FAMILY_ADDRESSES).pl().with_columns(_title(pl.col("address")).alias("address"))
+def family_addresses(con: duckdb.DuckDBPyConnection, families: pl.Series | None = None) -> pl.DataFrame:
+    """family_ref -> the household's postcode and a readable address line (`_family_addresses_sql`),
+    of every family or of `families` (family_refs): a month's lists show a few percent of a
+    county's households (at 1.2M residents 15,000 of 490,000: 1.1-1.4 -> 0.55 s)."""
+    if families is None:
+        return con.sql(_family_addresses_sql("family_members")).pl().with_columns(_title(pl.col("address")).alias("address"))
+    register(con, "_families_wanted", families.unique().to_frame("family_ref"))
+    try:
+        members = "(SELECT * FROM family_members WHERE family_ref IN (SELECT family_ref FROM _families_wanted))"
+        return con.sql(_family_addresses_sql(members)).pl().with_columns(_title(pl.col("address")).alias("address"))
+    finally:
+        con.unregister("_families_wanted")
 
 
 def family_postcodes(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
@@ -282,10 +293,14 @@ def monthly_lists(
     cases = linked_cases(con)
     # a row whose DECISION is blank records no decision (a family the meeting did not discuss)
     decisions = returned.filter(pl.col("decision").is_not_null()) if returned is not None else None
+    scores = con.sql("SELECT * FROM family_scores").pl()
+    front_door_nfa = con.sql(f"SELECT DISTINCT family_ref FROM family_indicators WHERE indicator_id = '{FRONT_DOOR_NFA_INDICATOR}'").pl()
+    # an address only for the families a list may show: the eligible, those a rule lists, those a meeting decided on
+    shown = [scores.filter(pl.col("eligible"))["family_ref"], front_door_nfa["family_ref"], *([decisions["family_ref"]] if decisions is not None else [])]
     result = build_lists(
-        con.sql("SELECT * FROM family_scores").pl(),
+        scores,
         members,
-        family_addresses(con),
+        family_addresses(con, pl.concat(shown)),
         con.sql("SELECT postcode, ward, locality FROM raw_postcode_localities").pl(),
         case_flags(cases, members, reference, settings.step_down_months),
         history.filter(pl.col("month") == previous_month(month)) if history is not None else None,
@@ -294,7 +309,7 @@ def monthly_lists(
         reference,
         settings,
         model_scores,
-        con.sql(f"SELECT DISTINCT family_ref FROM family_indicators WHERE indicator_id = '{FRONT_DOOR_NFA_INDICATOR}'").pl(),
+        front_door_nfa,
     )
     ordered_by = settings.order_by if settings.order_by != "model" or model_scores is not None else "score (no model trained this month)"
     entry = result.lists.select(
