@@ -59,7 +59,7 @@ DISCREPANCY_SCHEMA = {"family_ref": pl.String, "meeting_date": pl.Date, "decisio
 
 def apply_decisions(
     candidates: pl.DataFrame, scores: pl.DataFrame, decisions: pl.DataFrame | None, reference: dt.date, settings: ListSettings,
-    known_refs: set[str] | None = None,
+    known_refs: pl.Series | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Honour the meetings' latest decisions: returns (families to list, allocated, discrepancies).
 
@@ -78,8 +78,9 @@ def apply_decisions(
         .last()
         .select("family_ref", "meeting_date", "decision", "lead_agency")
     )
-    known = known_refs if known_refs is not None else set(scores["family_ref"].to_list())
-    unknown = latest.filter(~pl.col("family_ref").is_in(list(known))).select(
+    # the references as a column, not a Python set: a county's 490,000 took 0.3 s to make one
+    known = (known_refs if known_refs is not None else scores["family_ref"]).implode()
+    unknown = latest.filter(~pl.col("family_ref").is_in(known)).select(
         "family_ref", "meeting_date", "decision", pl.lit("the pipeline knows no family with this reference").alias("issue")
     )
     facts = candidates.select("family_ref", "latest_event", "open_statutory", "open_early_help")
@@ -100,7 +101,7 @@ def apply_decisions(
         "family_ref", "meeting_date", "decision", pl.lit("recorded as already known, but no open case is linked to the family").alias("issue")
     )
     # every known family a meeting allocated, wherever it lives now (its outcomes are still tracked)
-    allocated = latest.filter((pl.col("decision") == "ALLOCATED") & pl.col("family_ref").is_in(list(known))).select(
+    allocated = latest.filter((pl.col("decision") == "ALLOCATED") & pl.col("family_ref").is_in(known)).select(
         "family_ref", "meeting_date", "lead_agency"
     )
     return listed, allocated, pl.concat([unknown, not_known]).cast(DISCREPANCY_SCHEMA)
@@ -202,7 +203,7 @@ def build_lists(
     listed = with_flags(placed.filter(pl.col("locality").is_not_null()))
     everyone = with_flags(scores.join(addresses, on="family_ref", how="left").join(localities.select("postcode", "ward", "locality"), on="postcode", how="left")).filter(pl.col("locality").is_not_null())
     listed, allocated, discrepancies = apply_decisions(
-        listed, everyone, decisions, reference, settings, known_refs=set(members["family_ref"].to_list())
+        listed, everyone, decisions, reference, settings, known_refs=members["family_ref"]
     )
     if not settings.include_already_known:
         listed = listed.filter(~pl.col("open_statutory"))
