@@ -47,24 +47,24 @@ def assign_stable_ids(
     else:
         frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("old_id"))
     # each cluster's first member, clusters in its order (one sort of the members: a minimum per
-    # cluster of millions of string keys, sorted after, took three times as long)
-    first_member = frame.sort(member).unique(cluster, keep="first", maintain_order=True).select(cluster, pl.col(member).alias("first"))
-    votes = (
-        frame.filter(pl.col("old_id").is_not_null())
-        .group_by(cluster, "old_id")
-        .len()
-        .join(first_member, on=cluster)
-        .sort(["len", "old_id", "first"], descending=[True, False, False])
-        .select(cluster, "old_id", "len")
-    )
+    # cluster of millions of string keys, sorted after, took three times as long); none where
+    # they come sorted, as a run's mentions do (in record_key order)
+    in_order = frame if frame[member].is_sorted() else frame.sort(member)
+    first_member = in_order.unique(cluster, keep="first", maintain_order=True).select(cluster, pl.col(member).alias("first"))
+    votes = frame.filter(pl.col("old_id").is_not_null()).group_by(cluster, "old_id").len()
     # A cluster voting for one old id that no other cluster votes for simply keeps it; the
-    # greedy rule (strongest vote first) only has work to do where votes conflict.
+    # greedy rule (strongest vote first) only has work to do where votes conflict, and only those
+    # votes are put in its order (all of them: 0.5 s of a month's 2.6 at 1.2M residents)
     alone = pl.col(cluster).is_unique() & pl.col("old_id").is_unique()
     votes = votes.with_columns(alone.alias("_alone"))
-    plain = votes.filter("_alone")
+    plain = votes.filter("_alone").sort(cluster)
+    contested = (
+        votes.filter(~pl.col("_alone")).join(first_member, on=cluster)
+        .sort(["len", "old_id", "first"], descending=[True, False, False])
+    )
     taken_ids: set[str] = set()
     cluster_id: dict = {}
-    for c, old in votes.filter(~pl.col("_alone")).select(cluster, "old_id").iter_rows():
+    for c, old in contested.select(cluster, "old_id").iter_rows():
         if c in cluster_id or old in taken_ids:
             continue
         cluster_id[c] = old

@@ -201,6 +201,14 @@ def test_stable_ids_survive_new_records_splits_and_merges():
     assert dict(rerun.ids.iter_rows()) == ids
 
 
+def test_new_ids_follow_each_clusters_first_member_in_whatever_order_the_members_come():
+    """New ids are issued in the order of each cluster's first member (its least key), whether the
+    members come sorted, as a run's mentions do, or not."""
+    given = pl.DataFrame({"record": ["d", "b", "a", "c"], "cluster": [1, 2, 1, 2]})
+    for members in (given, given.sort("record")):
+        assert dict(assign_stable_ids(members, "record", "cluster", None, "P", 3).ids.iter_rows()) == {"a": "P001", "d": "P001", "b": "P002", "c": "P002"}
+
+
 def test_links_refused_at_once_are_those_the_birth_date_rule_refuses():
     """Links whose two birth dates no slip explains are refused in one column-wise pass: it must
     agree with the rule itself on every kind of slip and on dates that are simply different."""
