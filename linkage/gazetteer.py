@@ -266,13 +266,14 @@ def _lines_equal(left: str, right: str) -> str:
 
 
 def store_address_matches(con: duckdb.DuckDBPyConnection, matching: AddressMatching) -> None:
-    """`address_matches`: each matched mention (MATCH_COLUMNS) in record_key order, its line's
-    match given to it by DuckDB where the mentions are, never a county's mentions in Polars."""
+    """`address_matches`: each matched mention (MATCH_COLUMNS), its line's match given to it by
+    DuckDB where the mentions are, never a county's mentions in Polars. In no particular order:
+    nothing reads its order, and putting 2M mentions in record_key order took 0.3 s at 1.2M residents."""
     register(con, "_lines_matched", matching.matched.select(*LINE_COLUMNS, *MATCH_COLUMNS[1:]))
     try:
         con.execute(f"""CREATE OR REPLACE TABLE {ADDRESS_MATCHES} AS
                         SELECT r.record_key, {", ".join(f"m.{c}" for c in MATCH_COLUMNS[1:])}
-                        FROM {PERSON_RECORDS} r JOIN _lines_matched m ON {_lines_equal("r", "m")} ORDER BY r.record_key""")
+                        FROM {PERSON_RECORDS} r JOIN _lines_matched m ON {_lines_equal("r", "m")}""")
     finally:
         con.unregister("_lines_matched")
 

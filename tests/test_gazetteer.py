@@ -169,7 +169,7 @@ def test_each_address_line_read_once_for_all_its_mentions_reads_every_mention_as
     `addresses_read`, `address_matches`): the same as matching and reading the mentions one by one."""
     con = duckdb.connect(str(listed / "warehouse.duckdb"), read_only=True)
     sent = con.sql("SELECT record_key, postcode, postcode_sector, address, house_number, flat FROM person_records ORDER BY record_key").pl()
-    stored = con.sql(f"SELECT {', '.join(MATCH_COLUMNS)} FROM address_matches").pl()
+    stored = con.sql(f"SELECT {', '.join(MATCH_COLUMNS)} FROM address_matches ORDER BY record_key").pl()
     assert sent["address"].n_unique() < sent.height / 2, "many mentions share a line"
     assert stored.height > 0 and match_addresses(con, sent).equals(stored)
     # one by one: each matched mention at its property, then every mention a vote of its own
