@@ -25,7 +25,7 @@ REVIEW_FIELDS = ("forename", "surname", "dob", "postcode")
 
 @dataclass
 class PersonLinkage:
-    person_links: pl.DataFrame  # record_key, person_id, match_probability
+    person_links: pl.DataFrame  # record_key, person_id, match_probability; in record_key order, which family formation reads (`held_household_records`)
     review_queue: pl.DataFrame  # uncertain pairs, with only the fields needed to decide
     model: FittedModel
     pairs: pl.DataFrame  # every candidate pair's match_weight and match_probability
