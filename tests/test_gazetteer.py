@@ -18,6 +18,7 @@ from linkage.gazetteer import (
     held_household_records,
     household_records,
     match_addresses,
+    addresses_as_read,
     match_person_addresses,
     one_reading_per_property,
 )
@@ -184,6 +185,27 @@ def test_each_address_line_read_once_for_all_its_mentions_reads_every_mention_as
     assert 0 < expected.height < sent.height
     assert addresses_read(con, match_person_addresses(con)).equals(expected)
     assert con.sql(f"SELECT * FROM {HOUSEHOLD_ADDRESSES}").pl().equals(expected)
+
+
+def test_a_warehouse_without_household_addresses_reads_them_again_from_its_matches(listed, tmp_path):
+    """A warehouse whose last run kept no `household_addresses` (older than the table) reads the
+    addresses again from its `address_matches`, as that run read them; one older still, without
+    the matches' property columns, reads them without the gazetteer."""
+    import shutil
+
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(listed / "warehouse.duckdb", copy)
+    con = duckdb.connect(str(copy))
+    stored = con.sql(f"SELECT * FROM {HOUSEHOLD_ADDRESSES}").pl()
+    con.execute(f"DROP TABLE {HOUSEHOLD_ADDRESSES}")
+    assert stored.height > 0 and addresses_as_read(con).equals(stored)
+    sent = con.sql("SELECT record_key, postcode, address, house_number, flat FROM person_records ORDER BY record_key").pl()
+    without = canonical_addresses(sent, pl.DataFrame())
+    changed = pl.any_horizontal(without[c].ne_missing(sent[c]) for c in HOUSEHOLD_ADDRESS)
+    expected = without.filter(changed).select("record_key", *HOUSEHOLD_ADDRESS)
+    assert 0 < expected.height and not expected.equals(stored)
+    con.execute("ALTER TABLE address_matches DROP COLUMN property_flat")
+    assert addresses_as_read(con).equals(expected)
 
 
 def test_records_held_in_duckdb_are_the_frames_records_and_form_the_same_households(listed):
