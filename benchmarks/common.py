@@ -73,6 +73,7 @@ class Measured:
     own_peak: int  # MiB: the command's own process (ru_maxrss)
     tree_peak: float  # MiB: the sampled peak of it and all its descendants, summed
     samples: list[tuple[float, float]]  # (seconds since the start, the tree's MiB)
+    cpu_seconds: float = 0.0  # user and system time of the command and every process it waited for
 
 
 def measured(command: list[str], every: float = 0.2, on_line: Callable[[float, str], None] | None = None, **popen) -> Measured:
@@ -111,4 +112,5 @@ def measured(command: list[str], every: float = 0.2, on_line: Callable[[float, s
     if child.returncode:
         raise subprocess.CalledProcessError(child.returncode, command)
     tree = max((mib for _, mib in samples), default=0.0)
-    return Measured(time.perf_counter() - began, ended["usage"].ru_maxrss // 1024, tree, samples)
+    usage = ended["usage"]
+    return Measured(time.perf_counter() - began, usage.ru_maxrss // 1024, tree, samples, usage.ru_utime + usage.ru_stime)

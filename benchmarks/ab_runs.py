@@ -1,0 +1,123 @@
+"""Two revisions' whole runs side by side, by hand (not a test).
+
+    .venv/bin/python benchmarks/ab_runs.py --base b6a75d6 --new HEAD
+    .venv/bin/python benchmarks/ab_runs.py --base HEAD~3 --new HEAD --people 200000 --repeat 5 --monthly
+
+A machine like this one is noisy: the same code's cold run at 1.2M residents took 95 to 125 s
+within one hour, and a change worth 3 s is seen only in runs made side by side. Each revision is
+checked out in a worktree of its own (`benchmarks/cache` linked in, so the counties are shared)
+and its runs alternate with the other's: base, new, base, new... Each run is timed (wall, CPU of
+its whole process tree, peak memory), its steps are read from its Dagster log, and the medians
+of each revision and their ratio are printed, with every step of a second or more. The two
+revisions' last outputs are compared (`compare_outputs`): a change meant to be only faster must
+leave every one the same. With --monthly, each run is a month on top of last month's cold run
+(made first, untimed), as `benchmarks/pipeline.py` measures it.
+
+The revisions run with this checkout's virtual environment; their own code is what each imports
+(its worktree is the working folder). Worktrees are removed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import CACHE, county_arguments, measured  # noqa: E402
+from compare_outputs import compare_outputs  # noqa: E402
+from pipeline import STEP_TIMES, county, last_month, machine, publish  # noqa: E402
+
+from features.calendar import previous_month  # noqa: E402  (the checkout's root is on the path once pipeline is imported)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _worktree(revision: str, folder: Path) -> Path:
+    subprocess.run(["git", "worktree", "add", "--detach", str(folder), revision], cwd=ROOT, check=True, capture_output=True)
+    (folder / "benchmarks" / "cache").unlink(missing_ok=True)
+    (folder / "benchmarks" / "cache").symlink_to(CACHE)
+    return folder
+
+
+def _run(tree: Path, landing: Path, month: str, out: Path) -> dict:
+    command = [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(landing), "--month", month, "--out", str(out)]
+    run = measured(command, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    steps = json.loads(subprocess.run([sys.executable, "-c", STEP_TIMES, str(out)], cwd=tree, capture_output=True, text=True, check=True).stdout)
+    return {"seconds": run.seconds, "cpu": run.cpu_seconds, "peak": run.tree_peak, "steps": steps}
+
+
+def main() -> None:
+    arguments = sys.argv[1:]
+    revisions = {}
+    for flag in ("--base", "--new"):
+        if flag not in arguments:
+            raise SystemExit(f"give {flag} REVISION (a commit, a branch, HEAD~2)")
+        at = arguments.index(flag)
+        revisions[flag[2:]] = arguments[at + 1]
+        del arguments[at:at + 2]
+    sys.argv = [sys.argv[0], *arguments]
+    args = county_arguments(__doc__, [1_200_000], repeat=True, files=True, monthly=True)
+    commits = {name: subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip() for name, rev in revisions.items()}
+    with tempfile.TemporaryDirectory(prefix="earlyhelp-ab-") as scratch:
+        folder = Path(scratch)
+        trees = {name: _worktree(commit, folder / name) for name, commit in commits.items()}
+        try:
+            for people in args.people:
+                landing, _, _ = county(people, args.seed, args.month, args.files)
+                runs: dict[str, list[dict]] = {name: [] for name in trees}
+                for attempt in range(args.repeat):
+                    for name, tree in trees.items():
+                        out = folder / f"out_{name}"
+                        shutil.rmtree(out, ignore_errors=True)
+                        if args.monthly:
+                            subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--landing", str(last_month(landing)), "--month", previous_month(args.month), "--out", str(out)],
+                                           cwd=tree, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        figures = _run(tree, landing, args.month, out)
+                        runs[name].append(figures)
+                        print(f"{people:,} residents, {name} ({commits[name]}) run {attempt + 1} of {args.repeat}: {figures['seconds']:.1f} s, "
+                              f"CPU {figures['cpu']:.1f} s, peak {figures['peak']:,.0f} MiB", flush=True)
+                verdicts = compare_outputs(folder / "out_base", folder / "out_new")
+                differ = [f"{what}: {verdict}" for what, verdict in verdicts if verdict != "same"]
+                publish(f"ab_runs_{people}.md", f"benchmarks/ab_runs.py --base {revisions['base']} --new {revisions['new']} --people {people} --repeat {args.repeat}"
+                        + (" --monthly" if args.monthly else "") + f" --files {args.files}", _lines(people, args, commits, runs, verdicts, differ))
+        finally:
+            for tree in trees.values():
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+
+
+def _lines(people: int, args, commits: dict[str, str], runs: dict[str, list[dict]], verdicts: list, differ: list[str]) -> list[str]:
+    def median(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[name])
+
+    def each(name: str, key: str) -> str:
+        return ", ".join(f"{r[key]:,.1f}" for r in runs[name])
+
+    kind = "a month on top of last month's cold run" if args.monthly else "cold runs"
+    lines = [
+        f"Machine: {machine()}; {people:,} residents, month {args.month}, seed {args.seed}, {args.files} files; {kind}, "
+        f"base {commits['base']} and new {commits['new']} alternating, {args.repeat} each.",
+        "",
+        "| | base | new | new / base (medians) | base, each run | new, each run |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    for label, key in (("wall (s)", "seconds"), ("CPU, the run's whole process tree (s)", "cpu"), ("peak memory (MiB)", "peak")):
+        lines.append(f"| {label} | {median('base', key):,.1f} | {median('new', key):,.1f} | {median('new', key) / median('base', key):.3f} | {each('base', key)} | {each('new', key)} |")
+    steps = sorted({s for name in runs for r in runs[name] for s, t in r["steps"].items() if t >= 1.0}, key=lambda s: -statistics.median(r["steps"].get(s, 0) for r in runs["base"]))
+    lines += ["", "| step (s, medians) | base | new | new / base |", "| --- | ---: | ---: | ---: |"]
+    for step in steps:
+        base = statistics.median(r["steps"].get(step, 0.0) for r in runs["base"])
+        new = statistics.median(r["steps"].get(step, 0.0) for r in runs["new"])
+        lines.append(f"| {step} | {base:.1f} | {new:.1f} | {new / base:.3f} |" if base else f"| {step} | {base:.1f} | {new:.1f} | - |")
+    lines += ["", f"Outputs of the last runs compared (`benchmarks/compare_outputs.py`): {len(verdicts) - len(differ)} of {len(verdicts)} the same."]
+    lines += [f"- {d}" for d in differ]
+    return lines
+
+
+if __name__ == "__main__":
+    main()
