@@ -272,10 +272,12 @@ _POSITIONED = f"""SELECT m.*, f.first_position + m.row AS {RECORD_POSITION}
 
 
 def _make_person_records(con: duckdb.DuckDBPyConnection, held: list[Contract]) -> None:
-    """person_records made from every loaded row: sources in order, each in its files' and rows'."""
+    """person_records made from every loaded row, a source at a time. Not put in record_position
+    order: nothing reads the table's own order (a month's changes in place leave it in none), and
+    sorting a 1.2M county's 3.7M mentions as they were written took 0.7 s of the step's 6."""
     for i, contract in enumerate(held):
         with standardised(con, source_mentions_sql(contract), order="") as fresh:
-            rows = f"{_POSITIONED.format(mentions=fresh)} ORDER BY {RECORD_POSITION}"
+            rows = _POSITIONED.format(mentions=fresh)
             con.execute(f"CREATE OR REPLACE TABLE _person_records_next AS {rows}" if i == 0 else f"INSERT INTO _person_records_next BY NAME {rows}")
     _check_rows(con, "_person_records_next")
     con.execute(f"DROP TABLE IF EXISTS {PERSON_RECORDS}")
