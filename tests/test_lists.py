@@ -176,6 +176,117 @@ def test_a_familys_chronology_in_the_pack_is_escaped_as_the_template_escapes_tex
     assert "<script>" not in page and "Cy" not in page, "text escaped; another family's events not in this one's block"
 
 
+#: The family block as the pack's template wrote it, field by field, before the blocks were made
+#: in Polars (`reports.packs._families_html`): the oracle the new page is held to, byte for byte.
+_FAMILY_BLOCK_AS_TEMPLATED = """{% for family in families %}
+<section class="family" data-family="{{ family["family_ref"] }}">
+<h2>{{ family["rank"] }}. {{ family["family_ref"] }} <span class="band {{ family["band"] }}">{{ family["band"] }}, score {{ family["score"] }}</span></h2>
+<p class="address">{{ family["address"] or "" }} {{ family["postcode"] or "" }}</p>
+<table class="members"><tr><th>Name</th><th>Date of birth</th><th>Role</th><th>Placed in this family by</th></tr>
+{% for member in members.get(family["family_ref"], []) %}
+<tr class="placement-{{ member["placement_confidence"] }}"><td>{{ member["name"] }}</td><td>{{ member["dob"] }}</td><td>{{ member["role"] }}</td>
+<td>{{ member["placed_by"] }}{% if member["placement_confidence"] == "low" %} <strong>(a guess: check before the meeting)</strong>{% elif member["placement_confidence"] == "medium" %} (likely){% endif %}</td></tr>
+{% endfor %}
+</table>
+<p><strong>Headline needs met: {{ family["needs_met"] }} of {{ programme.needs|length }}</strong></p>
+{{ needs_chart(family["needs"]) }}
+<ul class="reasons">
+{% for reason in family["top_reasons"] or [] %}
+<li>{{ reason }}</li>
+{% endfor %}
+</ul>
+<p class="flags">{{ flags(family)|join(" · ") }} · most recent event {{ family["latest_event"] }}</p>
+{% if known_to.get(family["family_ref"]) %}
+<h3>Who else knows this family</h3>
+<ul class="known-to">
+{% for known in known_to[family["family_ref"]] %}
+<li>{{ known["detail"] }}</li>
+{% endfor %}
+</ul>
+{% endif %}
+{% if chronology.get(family["family_ref"]) %}
+<h3>Chronology</h3>
+<table class="chronology"><tr><th>Date</th><th>Member</th><th>Agency</th><th>What</th></tr>
+{{ chronology[family["family_ref"]] }}
+</table>
+{% endif %}
+</section>
+{% endfor %}"""
+
+
+def test_the_pages_family_blocks_are_what_the_template_wrote_field_by_field():
+    """Each family's block of a pack's page is made a column at a time in Polars; every field
+    reaches the page as the template wrote it: escaped (in text and in attributes), "None" where
+    the template printed a missing value, nothing where it wrote `or ""`, a guess and a likely
+    placement said, flags only where set, a family with no members, reasons, chronology or
+    others who know it, and the families in the list's order."""
+    import datetime as dt
+
+    from jinja2 import Environment
+    from markupsafe import Markup, escape
+
+    from models.family_view import FamilyView
+    from reports.packs import _families_html
+    from rules import programme
+
+    chosen = programme("supporting_families")
+    odd = "O'Neil & <Sons> \"quoted\""
+    lists = pl.DataFrame({
+        "family_ref": ["F9", "F1", "F5", "F'7"], "rank": [1, 2, 3, None], "band": ["high", "medium", None, "low"], "score": [31, 12, None, 4],
+        "address": [odd, None, "", "2 Low Rd"], "postcode": ["AL1 1AA", None, "SG1 2BB", ""],
+        "needs_met": [3, 0, None, 1], "needs": [list(chosen.needs[:3]), [], None, [chosen.needs[-1], "not a need"]],
+        "top_reasons": [["school attendance 72%", odd], None, [], [None, "a & b"]],
+        "status": ["new", "", None, "carried over"], "circumstances": [None, odd, None, "x"], "already_known": ["open case", None, "", None],
+        "last_discussed": [dt.date(2026, 9, 10), None, dt.date(2026, 8, 1), None], "last_decision": ["DEFERRED", None, None, "ALLOCATED"],
+        "latest_event": [dt.date(2026, 9, 1), None, dt.date(2026, 7, 4), dt.date(2025, 1, 31)],
+    }, schema_overrides={"needs_met": pl.UInt32})
+    members = pl.DataFrame({
+        "family_ref": ["F9", "F9", "F9", "F1", "F'7"], "name": [odd, "Bo Smith", None, "Cy", "Di"],
+        "dob": [dt.date(1988, 2, 21), None, dt.date(2019, 7, 31), dt.date(2001, 1, 1), dt.date(2020, 5, 5)],
+        "role": ["adult", "child", None, "adult", "child"], "placed_by": ["address", "postcode and surname", "school contact", None, "address"],
+        "placement_confidence": ["high", "low", "medium", None, "high"],
+    })
+    view = FamilyView(
+        pl.DataFrame({"family_ref": ["F9", "F9", "F5"], "event_date": [dt.date(2026, 9, 1), None, dt.date(2026, 7, 4)],
+                      "member": [odd, "Bo", None], "agency": ["Police", "School", "NHS"], "what": ["<b>seen</b>", None, "A&E"]}),
+        pl.DataFrame({"family_ref": ["F9", "F1", "F9"], "kind": ["case", "school", "case"], "detail": ["Early help, open", odd, None]}),
+    )
+
+    def by_family(frame: pl.DataFrame) -> dict[str, list[dict]]:
+        grouped: dict[str, list[dict]] = {}
+        for row in frame.iter_rows(named=True):
+            grouped.setdefault(row["family_ref"], []).append(row)
+        return grouped
+
+    def needs_chart(needs):
+        met = set(needs or [])
+        items = "".join(f'<li class="{"met" if n in met else "unmet"}">{"&#9632;" if n in met else "&#9633;"} {escape(n)}</li>' for n in chosen.needs)
+        return Markup(f'<ul class="needs" aria-label="{escape(chosen.need_word)}: filled squares are met">{items}</ul>')
+
+    def flags(family):
+        said = [family["status"], family["circumstances"], family["already_known"]]
+        if family["last_discussed"]:
+            said.append(f"discussed {family['last_discussed']}: {family['last_decision']}")
+        return [f for f in said if f]
+
+    chronology = {
+        family: Markup("\n".join(
+            "<tr>" + "".join(f"<td>{escape('' if row[c] is None else str(row[c]))}</td>" for c in ("event_date", "member", "agency", "what")) + "</tr>" for row in rows
+        )) for family, rows in by_family(view.chronology).items()
+    }
+    templated = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True).from_string(_FAMILY_BLOCK_AS_TEMPLATED + "\n").render(
+        families=list(lists.iter_rows(named=True)), members=by_family(members), programme=chosen, needs_chart=needs_chart, flags=flags,
+        chronology=chronology, known_to=by_family(view.known_to),
+    )
+    assert _families_html(lists, members, chosen, view) == templated
+    assert "F'7" not in templated and "&#39;" in templated and "placement-None" in templated, "the oracle saw what the test means it to"
+    no_one = pl.DataFrame(schema={"family_ref": pl.String})
+    without = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True).from_string(_FAMILY_BLOCK_AS_TEMPLATED + "\n").render(
+        families=list(lists.iter_rows(named=True)), members={}, programme=chosen, needs_chart=needs_chart, flags=flags, chronology={}, known_to={},
+    )
+    assert _families_html(lists, no_one, chosen, None) == without
+
+
 def test_pack_renders_in_headless_chromium(listed, tmp_path):
     browser, flags = chromium(tmp_path)
     pack = next((listed / "packs" / MONTH).glob("*.html"))
