@@ -452,6 +452,42 @@ def test_groups_shared_with_a_worker_process_are_clustered_as_in_one(monkeypatch
     assert groups_shared.groups.sort("group", "profile").equals(groups_alone.groups.sort("group", "profile"))
 
 
+def test_a_group_whose_forenames_are_all_alike_is_a_person_as_the_clusterer_would_make_it(monkeypatch):
+    """A group with one birth date (or none), one value of each identifier and forenames every two
+    of which are alike (a typo, a nickname, an initial) skips the constrained clusterer: the
+    clusterer, given every group, makes the same persons and refuses the same links. Groups of
+    names that are not alike (OLIVER and OLIVIA) and of two birth dates still go through it."""
+    import linkage.cluster as clustering
+
+    rng = np.random.default_rng(11)
+    rows, links = [], []
+    # alike, every two (JON/JOHN a slip, JOHN/JACK a nickname, J an initial); and not (OLIVER/OLIVIA twins)
+    choices = [["JOHN", "JON", "J"], ["JOHN", "JACK"], ["AMY", "AMIE"], ["OLIVER", "OLIVIA"], ["SAM", "SAMUEL", "SAMANTHA"], ["MIA", ""]]
+    for group in range(600):
+        first = len(rows)
+        names = choices[group % len(choices)]
+        born = D(1980 + group % 40, 1 + group % 12, 1 + group % 28)
+        for _ in range(int(rng.integers(2, 6))):
+            dob = born if group % 7 else (born if rng.random() < 0.5 else D(born.year, born.month, 1 + (born.day + 9) % 28))
+            rows.append({
+                "pid": len(rows), "forename": names[int(rng.integers(0, len(names)))], "surname": "REES", "dob": dob if rng.random() < 0.8 else None,
+                "birth_year": dob.year, "nhs_number": "9434765919" if group % 5 == 0 and rng.random() < 0.6 else None, "mentions": int(rng.integers(1, 4)),
+            })
+        members = range(first, len(rows))
+        links += [(l, r, float(rng.uniform(5, 25))) for l in members for r in members if l < r and rng.random() < 0.7]
+    people = profiles(rows).with_columns(pl.col("pid").cast(pl.UInt64).alias("digest"))
+    pairs = pl.DataFrame(links, schema={"l": pl.Int64, "r": pl.Int64, "match_weight": pl.Float64}, orient="row").with_columns(
+        (1 / (1 + 2 ** -pl.col("match_weight"))).alias("match_probability")
+    )
+    persons, refused, groups = cluster_persons(people, pairs, 0.99)
+    skipped = people.height - groups.groups.height
+    every_group = lambda profiles, component, must, cannot: component.group_by("component").len().filter(pl.col("len") > 1)["component"]
+    monkeypatch.setattr(clustering, "_groups_that_may_contradict", every_group)
+    persons_all, refused_all, groups_all = cluster_persons(people, pairs, 0.99)
+    assert persons.equals(persons_all) and refused == refused_all
+    assert refused > 50 and skipped > people.height // 3, "the clusterer refused links, and the groups of alike names were not given it"
+
+
 def _next_month(people: pl.DataFrame, mentions: dict[int, int]) -> pl.DataFrame:
     """The same profiles a month on, some carrying more mentions (a child's monthly attendance)."""
     return people.with_columns(pl.col("pid").replace_strict(mentions, default=pl.col("mentions"), return_dtype=pl.Int64).alias("mentions"))
