@@ -345,10 +345,9 @@ def pack_slug(locality: str) -> str:
 
 
 #: Families listed, across every locality, from which the packs are written by worker processes,
-#: a locality each: a pack is still much Python (the page's template, the decision sheet), and at
-#: 1.2M residents the four packs took 3.1-3.3 s so, 4.2-4.5 s in the step's own process and 3.7 s
-#: in its threads; below this, starting a process (importing Polars and the templates, about a
-#: second) costs more than it saves.
+#: a locality each: a pack is still some Python (the decision sheet, cell by cell), and at 1.2M
+#: residents the four packs took 2.9-3.0 s so, 3.7-3.8 s in the step's own process; below this,
+#: starting a process (importing Polars and the templates, about a second) costs more than it saves.
 PARALLEL_FROM_FAMILIES = 5_000
 
 
