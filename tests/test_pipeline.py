@@ -160,8 +160,8 @@ def test_every_duckdb_database_a_run_opens_is_capped_and_spills_to_a_private_fol
 def test_a_held_warehouse_gives_each_step_a_connection_of_its_own_and_lets_go_of_what_it_read(tmp_path, monkeypatch):
     """A run holds its warehouse open (`HeldWarehouse`) rather than opening the file for every step:
     each step's connection sees every table and none of another's temporary ones, capped as
-    `open_warehouse` caps it; between steps DuckDB keeps no table block a step read, as when the
-    file was closed; let go, the file is whole (no write-ahead log) and opens as any file does."""
+    `open_warehouse` caps it; between steps the changes are in the file and DuckDB keeps no table
+    block a step read, as when the file was closed; let go, the file opens as any file does."""
     from warehouse import DEFAULT_MEMORY, MEMORY_ENV, HeldWarehouse
 
     monkeypatch.delenv(MEMORY_ENV, raising=False)
@@ -176,6 +176,9 @@ def test_a_held_warehouse_gives_each_step_a_connection_of_its_own_and_lets_go_of
         con.execute("CREATE TABLE mentions AS SELECT range AS n, hash(range) AS h FROM range(4000000)")
         con.execute("CREATE TEMP TABLE this_steps_own AS SELECT 1 AS x")
         cap = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    # the step's changes are in the file when it ends, as when it closed the file
+    wal = tmp_path / "w.duckdb.wal"
+    assert not wal.exists() or wal.stat().st_size == 0
     with held.connection() as con:
         assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'this_steps_own'").fetchall()[0][0] == 0
         assert con.execute("SELECT count(*), count(DISTINCT h) FROM mentions").fetchall()[0] == (4000000, 4000000)
