@@ -89,8 +89,8 @@ class EarlyhelpSettings(dg.ConfigurableResource):
         # one run at a time on a warehouse, however it was started: a second waits, then refuses
         if run is not None:
             self._lock = RunLock(self.output, run.run_id).acquire()
-            # the run's steps share the warehouse opened once (at 1.2M residents a cold run 4-10 s
-            # faster); steps run apart open it in their own processes, so it is not held for them
+            # the run's steps share the warehouse opened once (`HeldWarehouse`); steps run apart
+            # open it in their own processes, so it is not held for them
             if not self.steps_apart:
                 try:
                     self._held = HeldWarehouse(self.warehouse_path)
