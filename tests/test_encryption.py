@@ -6,7 +6,7 @@ import duckdb
 import pytest
 
 from linkage.families import FamilyRecords
-from warehouse import KEY_ENV, WarehouseError, open_warehouse
+from warehouse import KEY_ENV, HeldWarehouse, WarehouseError, open_warehouse
 
 KEY = "correct horse battery staple"
 
@@ -63,6 +63,26 @@ def test_writing_encrypted_needs_openssl_and_never_falls_back(tmp_path):
                 pass
         assert not (tmp_path / "w.duckdb").exists()
 
+
+def test_a_run_holds_an_encrypted_warehouse_as_it_opens_one(tmp_path, monkeypatch):
+    """A run's held warehouse (`HeldWarehouse`) with a key is the encrypted file, each step's
+    connection inside it; without OpenSSL it is refused as `open_warehouse` refuses it."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    path = tmp_path / "w.duckdb"
+    if not _httpfs_available():
+        with pytest.raises(WarehouseError, match="httpfs"):
+            HeldWarehouse(path)
+        assert not path.exists()
+        return
+    held = HeldWarehouse(path)
+    with held.connection() as con:
+        con.execute("CREATE TABLE people AS SELECT 'Oyelaran' AS surname")
+    with held.connection() as con:
+        assert con.execute("SELECT surname FROM people").fetchall() == [("Oyelaran",)]
+    held.close()
+    assert b"Oyelaran" not in path.read_bytes()
+    with open_warehouse(path, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM people").fetchall() == [(1,)]
 
 def test_family_formation_holds_its_records_beside_an_encrypted_warehouse(encrypted, monkeypatch):
     """Family formation copies the linked records into an in-memory database attached beside the

@@ -351,10 +351,15 @@ def open_warehouse(path: Path, read_only: bool = False, key: str | None = None) 
         return_freed_memory()
 
 
+def _key(key: str | None) -> str | None:
+    """The warehouse's key: the one given, else $EARLYHELP_WAREHOUSE_KEY; None for none."""
+    return key if key is not None else os.environ.get(KEY_ENV) or None
+
+
 def _connect(path: Path, read_only: bool, key: str | None) -> duckdb.DuckDBPyConnection:
     """The warehouse opened as `open_warehouse` says: bounded, encrypted with a key, its files the
     owner's alone."""
-    key = key if key is not None else os.environ.get(KEY_ENV) or None
+    key = _key(key)
     # beside the warehouse, as DuckDB names it, but private: spills hold the warehouse's rows
     spill = path.parent / f"{path.name}.tmp"
     if not key:
@@ -396,13 +401,12 @@ class HeldWarehouse:
     are checkpointed into the file, as closing it did, and the table blocks DuckDB read are let
     go, so the next step has the memory it had before (`_between_steps`). Held read-write: a
     step that only reads asks for no more than it did, but DuckDB opens one file one way in a
-    process.
-    Another process cannot open the file while it is held, as it could not while a step had it
-    open; a run holds its output folder (`RunLock`) anyway."""
+    process. Another process cannot open the file while it is held, as it could not while a step
+    had it open; a run holds its output folder (`RunLock`) anyway."""
 
     def __init__(self, path: Path, key: str | None = None):
         self.path = path
-        self._key = key if key is not None else os.environ.get(KEY_ENV) or None
+        self._key = _key(key)
         self._con: duckdb.DuckDBPyConnection | None = _connect(path, False, self._key)
         self._open = 0
 
