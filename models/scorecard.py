@@ -31,16 +31,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
 import polars as pl
-from scipy.optimize import minimize
-from scipy.special import expit
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import brier_score_loss
 
 from features import compute_indicators
 from features.compute import indicator_sources, sources_mentions
@@ -52,6 +47,9 @@ from models.metrics import Ranked, ranking_metrics, selected_share, wilson
 from models.score import score_families
 from rules import STATUTORY_SERVICES, is_adult, is_child
 from warehouse import linked_rows, register
+
+if TYPE_CHECKING:
+    from sklearn.calibration import CalibratedClassifierCV
 
 #: The warehouse table of this month's model probabilities, read when a council orders lists by the model.
 MODEL_SCORES = "family_model_scores"
@@ -218,56 +216,6 @@ def window_held(first: dict[str, dt.date], registry: Registry, month: dt.date) -
     return held
 
 
-def _patterns(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Families with the same indicators as one row: (patterns, families, escalated among them).
-    The likelihood summed over a pattern's families is the pattern's, weighted: a county's
-    100,000 family-months become a few thousand rows to fit."""
-    # indicators: a row's pattern is one integer (0/1 tested by comparison: np.isin sorts, 2.5x slower)
-    if X.shape[1] < 63 and ((X == 0.0) | (X == 1.0)).all():
-        _, first, inverse = np.unique(X @ (2.0 ** np.arange(X.shape[1])), return_index=True, return_inverse=True)
-        patterns = X[first]
-    else:
-        patterns, inverse = np.unique(X, axis=0, return_inverse=True)
-    return patterns, np.bincount(inverse.ravel()).astype(float), np.bincount(inverse.ravel(), weights=y)
-
-
-class NonNegativeLogistic(ClassifierMixin, BaseEstimator):
-    """Logistic regression, penalised as scikit-learn's (C), whose coefficients cannot be
-    negative: a need can raise a family's place or leave it, never lower it. scikit-learn's
-    LogisticRegression has no bound on coefficients, so this fits with scipy's L-BFGS-B."""
-
-    def __init__(self, C: float = 1.0):
-        self.C = C
-
-    def fit(self, X, y):
-        X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
-        self.classes_ = np.array([0, 1])
-        n_features = X.shape[1]
-        patterns, families, escalated = _patterns(X, y)
-
-        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-            w, b = theta[:n_features], theta[n_features]
-            z = patterns @ w + b
-            residual = families * expit(z) - escalated
-            value = float((families * np.logaddexp(0.0, z) - escalated * z).sum() + 0.5 / self.C * w @ w)
-            return value, np.append(patterns.T @ residual + w / self.C, residual.sum())
-
-        bounds = [(0.0, None)] * n_features + [(None, None)]
-        fitted = minimize(loss, np.zeros(n_features + 1), jac=True, method="L-BFGS-B", bounds=bounds, options={"ftol": 1e-12, "gtol": 1e-7, "maxiter": 1000})
-        self.coef_, self.intercept_ = fitted.x[None, :n_features], fitted.x[n_features:]
-        return self
-
-    def decision_function(self, X) -> np.ndarray:
-        return np.asarray(X, dtype=float) @ self.coef_[0] + self.intercept_[0]
-
-    def predict_proba(self, X) -> np.ndarray:
-        p = expit(self.decision_function(X))
-        return np.column_stack([1 - p, p])
-
-    def predict(self, X) -> np.ndarray:
-        return (self.decision_function(X) > 0).astype(int)
-
-
 #: The fewest escalations (and non-escalations) a model is trained on: fewer leave a fold of the
 #: calibration's three without one, and say nothing a meeting could use.
 MIN_ESCALATIONS = 10
@@ -278,6 +226,10 @@ def _trainable(y: np.ndarray) -> bool:
 
 
 def _calibrated(x: np.ndarray, y: np.ndarray) -> CalibratedClassifierCV:
+    from sklearn.calibration import CalibratedClassifierCV
+
+    from models.nonnegative_logistic import NonNegativeLogistic
+
     # sigmoid on three folds: the folds follow row order, so callers sort, and a rerun gives the same model
     return CalibratedClassifierCV(NonNegativeLogistic(), method="sigmoid", cv=3).fit(x, y)
 
@@ -386,6 +338,8 @@ def evaluate_snapshots(
 ) -> Evaluation:
     """The evaluation itself, on families as they stood at each month (`snapshot`'s columns):
     plain data in, figures out, so a test can feed it a county whose signal it knows."""
+    from sklearn.metrics import brier_score_loss
+
     rng = np.random.default_rng(seed)
     notes: list[str] = []
     per_month_rows, replicate_metrics, tested = [], [], []
@@ -534,10 +488,14 @@ def _scorecard(features: list[str], x: np.ndarray, y: np.ndarray) -> pl.DataFram
     """Points from the non-negative fit; beside them the unconstrained fit, and for each
     indicator it makes negative, the indicator that most often comes with it (the weight it
     carries instead: indicators that travel together share their evidence)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from models.nonnegative_logistic import NonNegativeLogistic, weighted_patterns
+
     constrained = NonNegativeLogistic().fit(x, y).coef_[0]
     # the unconstrained fit on the same weighted patterns: scikit-learn's penalised likelihood with
     # sample weights is the sum over the families each row stands for
-    patterns, families, escalated = _patterns(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
+    patterns, families, escalated = weighted_patterns(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
     stacked = np.vstack([patterns, patterns])
     outcome = np.concatenate([np.ones(len(patterns)), np.zeros(len(patterns))])
     weight = np.concatenate([escalated, families - escalated])
@@ -703,3 +661,13 @@ not in the partner extracts, so fairness is shown for locality, the youngest chi
 and sex (as partners record it), and household adults; `benchmarks/fairness.py` reports
 deprivation and heritage on the synthetic county, whose generator holds them.
 """
+
+
+def __getattr__(name: str):
+    # an evaluation stored before the estimator moved to its own module pickled it as
+    # models.scorecard.NonNegativeLogistic; a quarter's stored evaluation must still load
+    if name == "NonNegativeLogistic":
+        from models.nonnegative_logistic import NonNegativeLogistic
+
+        return NonNegativeLogistic
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

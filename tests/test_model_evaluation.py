@@ -4,6 +4,10 @@ right, and a model must not be said to earn its place when it does not. Plain Py
 from __future__ import annotations
 
 import datetime as dt
+import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -14,10 +18,10 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from features import load_registry
 from features.calendar import shift_months
+from models.nonnegative_logistic import NonNegativeLogistic
 from models.metrics import Ranked, ranking_metrics, selected_share, wilson
 from models.scorecard import (
     OUTCOME_MONTHS,
-    NonNegativeLogistic,
     _scorecard,
     evaluate_snapshots,
     evaluation_plan,
@@ -168,6 +172,24 @@ def test_the_bounded_fit_equals_scikit_learns_when_no_bound_binds():
     ours, theirs = NonNegativeLogistic().fit(x, y), LogisticRegression(C=1.0, max_iter=5000, tol=1e-8).fit(x, y)
     assert ours.coef_[0] == pytest.approx(theirs.coef_[0], abs=2e-3)
     assert ours.intercept_[0] == pytest.approx(theirs.intercept_[0], abs=2e-3)
+
+
+def test_an_evaluation_stored_before_the_estimator_had_its_own_module_still_loads():
+    # a quarter's stored evaluation pickled the estimator as models.scorecard.NonNegativeLogistic
+    x = np.array([[0, 1], [1, 0], [1, 1], [0, 0]] * 50, dtype=float)
+    y = np.array([0, 1, 1, 0] * 50)
+    fitted = NonNegativeLogistic().fit(x, y)
+    stored = pickle.dumps(fitted, protocol=0).replace(b"models.nonnegative_logistic", b"models.scorecard")
+    assert b"models.scorecard\nNonNegativeLogistic" in stored
+    loaded = pickle.loads(stored)
+    assert loaded.predict_proba(x) == pytest.approx(fitted.predict_proba(x))
+
+
+def test_a_run_that_does_not_train_the_model_never_imports_scikit_learn():
+    # scikit-learn and what it loads take a second and a half of every run's start
+    code = "import sys, pipelines.definitions; print(sorted(m for m in ('sklearn', 'scipy.optimize') if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
 
 
 def test_the_cards_unconstrained_fit_on_patterns_equals_the_fit_on_every_family():
