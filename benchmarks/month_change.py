@@ -41,7 +41,7 @@ def _count(con: duckdb.DuckDBPyConnection, sql: str) -> int:
 
 
 def month_change(before: Path, after: Path) -> list[tuple[str, int, int, str]]:
-    """(what, before, after, what changed) for mentions, persons, households and profiles."""
+    """(what, before, after, what changed) for mentions, persons, households, families and profiles."""
     con = duckdb.connect()
     try:
         for name, folder in (("b", before), ("a", after)):
@@ -66,6 +66,18 @@ def month_change(before: Path, after: Path) -> list[tuple[str, int, int, str]]:
         with_changed = _count(con, "SELECT count(DISTINCT family_ref) FROM a.family_members JOIN changed_persons USING (person_id)")
         other_members = _count(con, "SELECT count(*) FROM households_a a LEFT JOIN households_b b USING (family_ref) WHERE b.persons IS NULL OR a.persons <> b.persons")
         rows.append(("households", *households, f"{with_changed:,} hold a changed person ({with_changed / households[1]:.1%}); {other_members:,} other members ({other_members / households[1]:.1%})"))
+
+        # families (households with a dependent child: what indicators, scores and lists are made
+        # for) holding a changed person, and those a new mention of each source reaches: a source
+        # whose file names most children (school attendance's termly census) touches most families
+        family = "SELECT family_ref FROM a.families WHERE is_family"
+        families = [_count(con, f"SELECT count(*) FROM {n}.families WHERE is_family") for n in "ba"]
+        touched_families = _count(con, f"SELECT count(DISTINCT family_ref) FROM a.family_members JOIN changed_persons USING (person_id) WHERE family_ref IN ({family})")
+        by_source = con.execute(f"""SELECT r.source, count(DISTINCT m.family_ref) FROM records_a r ANTI JOIN records_b USING (record_key)
+                                    JOIN a.person_links l USING (record_key) JOIN a.family_members m USING (person_id)
+                                    WHERE m.family_ref IN ({family}) GROUP BY r.source ORDER BY 2 DESC, 1""").fetchall()
+        reach = ", ".join(f"{source} {n / families[1]:.0%}" for source, n in by_source)
+        rows.append(("families", *families, f"{touched_families:,} hold a changed person ({touched_families / families[1]:.1%}); a new mention reaches, by source: {reach}"))
 
         profiles = [_count(con, f"SELECT count(DISTINCT profile_key) FROM keys_{n}") for n in "ba"]
         con.execute("CREATE TEMP TABLE new_profiles AS SELECT DISTINCT profile_key FROM keys_a ANTI JOIN (SELECT DISTINCT profile_key FROM keys_b) USING (profile_key)")
