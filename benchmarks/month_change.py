@@ -70,12 +70,12 @@ def month_change(before: Path, after: Path) -> list[tuple[str, int, int, str]]:
         # families (households with a dependent child: what indicators, scores and lists are made
         # for) holding a changed person, and those a new mention of each source reaches: a source
         # whose file names most children (school attendance's termly census) touches most families
-        family = "SELECT family_ref FROM a.families WHERE is_family"
+        family_refs = "SELECT family_ref FROM a.families WHERE is_family"
         families = [_count(con, f"SELECT count(*) FROM {n}.families WHERE is_family") for n in "ba"]
-        touched_families = _count(con, f"SELECT count(DISTINCT family_ref) FROM a.family_members JOIN changed_persons USING (person_id) WHERE family_ref IN ({family})")
+        touched_families = _count(con, f"SELECT count(DISTINCT family_ref) FROM a.family_members JOIN changed_persons USING (person_id) WHERE family_ref IN ({family_refs})")
         by_source = con.execute(f"""SELECT r.source, count(DISTINCT m.family_ref) FROM records_a r ANTI JOIN records_b USING (record_key)
                                     JOIN a.person_links l USING (record_key) JOIN a.family_members m USING (person_id)
-                                    WHERE m.family_ref IN ({family}) GROUP BY r.source ORDER BY 2 DESC, 1""").fetchall()
+                                    WHERE m.family_ref IN ({family_refs}) GROUP BY r.source ORDER BY 2 DESC, 1""").fetchall()
         reach = ", ".join(f"{source} {n / families[1]:.0%}" for source, n in by_source)
         rows.append(("families", *families, f"{touched_families:,} hold a changed person ({touched_families / families[1]:.1%}); a new mention reaches, by source: {reach}"))
 
