@@ -11,7 +11,8 @@ its whole process tree, peak memory), its steps are read from its Dagster log, a
 of each revision and their ratio are printed, with every step of a second or more. The two
 revisions' last outputs are compared (`compare_outputs`): a change meant to be only faster must
 leave every one the same. With --monthly, each run is a month on top of last month's cold run
-(made first, untimed), as `benchmarks/pipeline.py` measures it.
+(made first, untimed), as `benchmarks/pipeline.py` measures it. The figures are kept in
+benchmarks/results/ab_runs_<residents>.md, a month's in ab_runs_<residents>_monthly.md.
 
 The revisions run with this checkout's virtual environment; their own code is what each imports
 (its worktree is the working folder). Worktrees are removed at the end.
@@ -84,7 +85,8 @@ def main() -> None:
                               f"CPU {figures['cpu']:.1f} s, peak {figures['peak']:,.0f} MiB", flush=True)
                 verdicts = compare_outputs(folder / "out_base", folder / "out_new")
                 differ = [f"{what}: {verdict}" for what, verdict in verdicts if verdict != "same"]
-                publish(f"ab_runs_{people}.md", f"benchmarks/ab_runs.py --base {revisions['base']} --new {revisions['new']} --people {people} --repeat {args.repeat}"
+                # a month's comparison beside the cold one's, not over it
+                publish(f"ab_runs_{people}{'_monthly' if args.monthly else ''}.md", f"benchmarks/ab_runs.py --base {revisions['base']} --new {revisions['new']} --people {people} --repeat {args.repeat}"
                         + (" --monthly" if args.monthly else "") + f" --files {args.files}", _lines(people, args, commits, runs, verdicts, differ))
         finally:
             for tree in trees.values():
