@@ -414,6 +414,45 @@ def test_profiles_are_the_same_made_from_a_frame_or_where_the_warehouse_holds_th
     assert keys.to_series().is_sorted()
 
 
+def test_the_profile_key_leaves_out_only_fields_a_field_before_it_determines_so_profiles_are_grouped_and_numbered_as_by_every_field():
+    import duckdb
+
+    from linkage.comparisons import PROFILE_FIELDS
+    from linkage.model import DERIVED_FIELDS, DETERMINED_BY, KEY_FIELDS, MentionsTable, build_profiles
+
+    assert set(KEY_FIELDS) | set(DETERMINED_BY) == set(PROFILE_FIELDS)
+    for field, by in DETERMINED_BY.items():
+        assert PROFILE_FIELDS.index(by) < PROFILE_FIELDS.index(field), f"{by} must come before {field} in the key's order"
+        # its derivation reads that field alone (binding fails on any other column)
+        duckdb.sql(f"SELECT {DERIVED_FIELDS[field]} FROM (SELECT CAST(NULL AS VARCHAR) AS {by})").fetchall()
+
+    # addresses alike but for their numbers, a flat or nothing, with names and dates that tie and differ
+    addresses = ["1 MILL LANE", "1A MILL LANE", "FLAT 2 1 MILL LANE", "MILL LANE", "10 MILL LANE", "1 MILL LANE EAST", None]
+    rows = [
+        {"record_key": f"s{i % 3}:f.csv:{i}", "source": f"s{i % 3}", "forename": ["AMY", "AMY", "ZOE"][i % 3], "preferred_forename": None,
+         "surname": ["STONE", "STONE|X", "~"][i % 5 % 3], "dob": D(2014, 5, 1 + i % 2) if i % 4 else None, "sex": "F",
+         "postcode": "AB1 2CD", "postcode_sector": "AB1 2", "postcode_district": "AB1", "address": addresses[i % len(addresses)],
+         "house_number": None, "nhs_number": None, "upn": None, "nino": None, "event_date": D(2026, 1 + i % 9, 1), "age_stated": 40 if i % 4 == 0 else None}
+        for i in range(90)
+    ]
+    frame = pl.DataFrame(rows, schema_overrides={"dob": pl.Date, "event_date": pl.Date, "age_stated": pl.Int64})
+    profiles, mapping, _ = build_profiles(frame)
+    # every mention's whole description written out, every field in order: profiles are its distinct values, in its order
+    con = duckdb.connect()
+    con.register("frame", frame)
+    fields = ", ".join(f'{DERIVED_FIELDS[f]} AS "{f}"' if f in DERIVED_FIELDS else f'"{f}"' for f in PROFILE_FIELDS)
+    written = ", ".join(f"coalesce(CAST(\"{f}\" AS VARCHAR), '~')" for f in PROFILE_FIELDS)
+    whole = con.sql(f"""SELECT record_key, CAST(dense_rank() OVER (ORDER BY concat_ws('|', {written})) - 1 AS BIGINT) AS pid
+                        FROM (SELECT record_key, {fields} FROM frame) ORDER BY record_key""").pl()
+    assert mapping.equals(whole)
+    # one street read from several addresses, so the key without it must still tell them apart
+    assert profiles.filter(pl.col("street") == "MILL LANE")["address"].n_unique() == 5
+    held = duckdb.connect()
+    held.register("frame", frame)
+    held.execute("CREATE TABLE person_records AS SELECT * FROM frame")
+    assert build_profiles(MentionsTable(held, "person_records"))[1].equals(whole)
+
+
 def test_groups_shared_with_a_worker_process_are_clustered_as_in_one(monkeypatch):
     import linkage.cluster as clustering
 
