@@ -9,7 +9,9 @@ seed and month), times the floor (DuckDB reading every landing CSV into tables, 
 process), runs `earlyhelp run` on it in a fresh process (the same entry point a user runs),
 and prints each Dagster step's wall time, the run's wall
 time and the peak memory of the run: the run's process and every process it starts (the
-steps it runs apart, the packs' workers), their resident memory summed five times a second. Then the monthly run: the previous
+steps it runs apart, the packs' workers), their resident memory summed five times a second; and
+their CPU time, with how many cores it kept busy on average (CPU over wall: a run whose cores are
+nearly all busy is made faster only by less work). Then the monthly run: the previous
 month is run into a second output folder on a landing folder without each source's latest
 file (hard links, no copy), and the month itself on every file after it, timed as the cold
 run is. The county's files are yearly by default; with `--files monthly` they are a file a
@@ -34,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import CACHE, county_arguments, measured
+from common import CACHE, Measured, county_arguments, measured
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from features.calendar import previous_month  # noqa: E402
@@ -104,7 +106,7 @@ def county(people: int, seed: int, month: str, files: str = "yearly") -> tuple[P
         return landing, None, None
     shutil.rmtree(landing, ignore_errors=True)
     began = time.perf_counter()
-    peak = _child(["generate", "--people", str(people), "--seed", str(seed), "--month", month, "--files", files, "--out", str(landing)])
+    peak = round(_child(["generate", "--people", str(people), "--seed", str(seed), "--month", month, "--files", files, "--out", str(landing)]).tree_peak)
     return landing, time.perf_counter() - began, peak
 
 
@@ -121,18 +123,19 @@ def last_month(landing: Path) -> Path:
     return target
 
 
-def _timed_run(landing: Path, month: str, out: Path) -> tuple[float, int, dict[str, float]]:
+def _timed_run(landing: Path, month: str, out: Path) -> tuple[float, int, float, dict[str, float]]:
+    """(wall seconds, peak MiB, CPU seconds, each step's seconds) of one `earlyhelp run`."""
     began = time.perf_counter()
-    peak = _child(["run", "--landing", str(landing), "--month", month, "--out", str(out)])
+    run = _child(["run", "--landing", str(landing), "--month", month, "--out", str(out)])
     seconds = time.perf_counter() - began
     steps = json.loads(subprocess.run([sys.executable, "-c", STEP_TIMES, str(out)], capture_output=True, text=True, check=True).stdout)
-    return seconds, peak, steps
+    return seconds, round(run.tree_peak), run.cpu_seconds, steps
 
 
-def _child(args: list[str]) -> int:
-    """Run an earlyhelp command in a child process; return the peak memory in MiB of it and every
-    process it started (its steps' and packs' processes): their summed RSS, sampled."""
-    return round(measured([sys.executable, "-m", "pipelines.cli", *args], stdout=subprocess.DEVNULL).tree_peak)
+def _child(args: list[str]) -> Measured:
+    """Run an earlyhelp command in a child process, measured: the peak memory of it and every
+    process it started (its steps' and packs' processes), their summed RSS sampled, and their CPU."""
+    return measured([sys.executable, "-m", "pipelines.cli", *args], stdout=subprocess.DEVNULL)
 
 
 def main() -> None:
@@ -140,48 +143,52 @@ def main() -> None:
     if args.steps_apart:
         os.environ["EARLYHELP_STEPS_APART"] = "1"  # every run below, last month's included
     landings = {people: county(people, args.seed, args.month, args.files) for people in args.people}
-    runs: dict[int, list[tuple[float, int, dict[str, float]]]] = {people: [] for people in args.people}
+    runs: dict[int, list[tuple[float, int, float, dict[str, float]]]] = {people: [] for people in args.people}
     floors: dict[int, list[tuple[float, int]]] = {people: [] for people in args.people}
-    monthly: dict[int, list[tuple[float, int, dict[str, float]]]] = {people: [] for people in args.people}
+    monthly: dict[int, list[tuple[float, int, float, dict[str, float]]]] = {people: [] for people in args.people}
     for attempt in range(args.repeat):
         for people in args.people:
             floors[people].append(floor(landings[people][0]))
             out = CACHE / f"out_{people}"
             shutil.rmtree(out, ignore_errors=True)
-            seconds, peak, steps = _timed_run(landings[people][0], args.month, out)
-            _show(f"{people:,} residents, cold run {attempt + 1} of {args.repeat}", seconds, peak, steps)
-            runs[people].append((seconds, peak, steps))
+            run = _timed_run(landings[people][0], args.month, out)
+            _show(f"{people:,} residents, cold run {attempt + 1} of {args.repeat}", *run)
+            runs[people].append(run)
             out = CACHE / f"out_{people}_monthly"
             shutil.rmtree(out, ignore_errors=True)
             _child(["run", "--landing", str(last_month(landings[people][0])), "--month", previous_month(args.month), "--out", str(out)])
-            seconds, peak, steps = _timed_run(landings[people][0], args.month, out)
-            _show(f"{people:,} residents, monthly run {attempt + 1} of {args.repeat} (last month's run before it)", seconds, peak, steps)
-            monthly[people].append((seconds, peak, steps))
+            run = _timed_run(landings[people][0], args.month, out)
+            _show(f"{people:,} residents, monthly run {attempt + 1} of {args.repeat} (last month's run before it)", *run)
+            monthly[people].append(run)
     rows, stages, monthly_stages = [], {}, {}
     for people in args.people:
         _, gen_seconds, gen_peak = landings[people]
-        steps = _median_steps([s for _, _, s in runs[people]])
+        steps = _median_steps([s for *_, s in runs[people]])
         ingest = sum(v for k, v in steps.items() if k.startswith("raw_") and not k.endswith(RAW_CHECK_STEPS))
         suites = sum(v for k, v in steps.items() if k.endswith(RAW_CHECK_STEPS))
-        seconds = statistics.median(r for r, _, _ in runs[people])
-        peak = max(p for _, p, _ in runs[people])  # memory: the worst run, not the middle one
+        seconds, cpu = statistics.median(r[0] for r in runs[people]), statistics.median(r[2] for r in runs[people])
+        peak = max(r[1] for r in runs[people])  # memory: the worst run, not the middle one
         floor_seconds, floor_peak = statistics.median(f for f, _ in floors[people]), max(p for _, p in floors[people])
-        month_seconds = statistics.median(r for r, _, _ in monthly[people])
-        month_peak = max(p for _, p, _ in monthly[people])
-        rows.append((people, gen_seconds, gen_peak, seconds, peak, month_seconds, month_peak, ingest, suites, floor_seconds, floor_peak))
+        month_seconds, month_cpu = statistics.median(r[0] for r in monthly[people]), statistics.median(r[2] for r in monthly[people])
+        month_peak = max(r[1] for r in monthly[people])
+        rows.append((people, gen_seconds, gen_peak, seconds, cpu, peak, month_seconds, month_cpu, month_peak, ingest, suites, floor_seconds, floor_peak))
         stages[people] = _stages(steps)
-        monthly_stages[people] = _stages(_median_steps([s for _, _, s in monthly[people]]))
+        monthly_stages[people] = _stages(_median_steps([s for *_, s in monthly[people]]))
     lines = [
         f"Machine: {machine()}; month {args.month}, seed {args.seed}, {args.files} files; "
         + "peak memory: the run's process and every process it started, summed (RSS, sampled five times a second); "
+        + "CPU: their user and system time, over the wall time the cores it kept busy (of the machine's); "
         + (f"times are medians of {args.repeat} runs of each size, interleaved; peak memory is the highest." if args.repeat > 1 else "one run of each size."),
         "",
-        "| residents | generate (s) | generate peak (MiB) | cold run (s) | cold peak (MiB) | monthly run (s) | monthly peak (MiB) | cold ingest steps (s) | cold GX suites (s) | floor: DuckDB reads the CSVs (s) | floor peak (MiB) | cold / floor |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| residents | generate (s) | generate peak (MiB) | cold run (s) | cold CPU (s, cores busy) | cold peak (MiB) | monthly run (s) | monthly CPU (s, cores busy) | monthly peak (MiB) | cold ingest steps (s) | cold GX suites (s) | floor: DuckDB reads the CSVs (s) | floor peak (MiB) | cold / floor |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for people, gs, gp, rs, rp, ms, mp, ing, gx, fs, fp in rows:
+    for people, gs, gp, rs, rc, rp, ms, mc, mp, ing, gx, fs, fp in rows:
         gen = f"{gs:.1f}" if gs is not None else "cached"
-        lines.append(f"| {people:,} | {gen} | {gp or '-'} | {rs:.1f} | {rp:,} | {ms:.1f} | {mp:,} | {ing:.1f} | {gx:.1f} | {fs:.1f} | {fp:,} | {rs / fs:.0f}x |")
+        lines.append(
+            f"| {people:,} | {gen} | {gp or '-'} | {rs:.1f} | {rc:.1f} ({rc / rs:.2f} of {os.cpu_count()}) | {rp:,} | {ms:.1f} | {mc:.1f} ({mc / ms:.2f} of {os.cpu_count()}) | {mp:,} "
+            f"| {ing:.1f} | {gx:.1f} | {fs:.1f} | {fp:,} | {rs / fs:.0f}x |"
+        )
     if len(stages) >= 2:
         small, large = sorted(stages)[-2:]
         lines += [
@@ -199,8 +206,8 @@ def main() -> None:
     publish(name, f"benchmarks/pipeline.py --people {' '.join(map(str, args.people))}{repeat}{files}{apart}", lines)
 
 
-def _show(title: str, seconds: float, peak: int, steps: dict[str, float]) -> None:
-    print(f"\n{title}: {seconds:.1f}s, peak {peak} MiB")
+def _show(title: str, seconds: float, peak: int, cpu: float, steps: dict[str, float]) -> None:
+    print(f"\n{title}: {seconds:.1f}s, CPU {cpu:.1f}s, peak {peak} MiB")
     for key, value in sorted(steps.items(), key=lambda kv: -kv[1])[:12]:
         print(f"  {key:<45} {value:6.1f}s")
 
