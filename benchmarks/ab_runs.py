@@ -20,7 +20,6 @@ The revisions run with this checkout's virtual environment; their own code is wh
 
 from __future__ import annotations
 
-import json
 import shutil
 import statistics
 import subprocess
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import CACHE, county_arguments, measured  # noqa: E402
 from compare_outputs import compare_outputs  # noqa: E402
-from pipeline import STEP_TIMES, county, last_month, machine, publish  # noqa: E402
+from pipeline import county, last_month, machine, publish, step_times  # noqa: E402
 
 from features.calendar import previous_month  # noqa: E402  (the checkout's root is on the path once pipeline is imported)
 
@@ -49,8 +48,7 @@ def _worktree(revision: str, folder: Path) -> Path:
 def _run(tree: Path, landing: Path, month: str, out: Path) -> dict:
     command = [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(landing), "--month", month, "--out", str(out)]
     run = measured(command, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    steps = json.loads(subprocess.run([sys.executable, "-c", STEP_TIMES, str(out)], cwd=tree, capture_output=True, text=True, check=True).stdout)
-    return {"seconds": run.seconds, "cpu": run.cpu_seconds, "peak": run.tree_peak, "steps": steps}
+    return {"seconds": run.seconds, "cpu": run.cpu_seconds, "peak": run.tree_peak, "steps": step_times(out, cwd=tree)}
 
 
 def main() -> None:

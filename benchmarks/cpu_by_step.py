@@ -22,7 +22,6 @@ for one's own processes); a sampled run takes a few percent longer than one not 
 from __future__ import annotations
 
 import collections
-import json
 import re
 import shutil
 import subprocess
@@ -33,31 +32,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import county_arguments  # noqa: E402
-from pipeline import RAW_CHECK_STEPS, county, last_month, machine, publish  # noqa: E402
+from pipeline import RAW_CHECK_STEPS, county, last_month, machine, publish, step_windows  # noqa: E402
 
 from features.calendar import previous_month  # noqa: E402  (the checkout's root is on the path once pipeline is imported)
 
 ROOT = Path(__file__).resolve().parents[1]
 FREQUENCY = 199  # samples a second on each core: not a multiple of any timer the run keeps
-
-#: Each step's start and end, as Unix times, from the run's Dagster event log.
-STEP_WINDOWS = """
-import json, sys
-from pathlib import Path
-from pipelines.cli import instance_for
-with instance_for(Path(sys.argv[1])) as instance:
-    run = instance.get_runs(limit=1)[0]
-    starts, windows = {}, {}
-    for record in instance.all_logs(run.run_id):
-        event = record.dagster_event
-        if event is None:
-            continue
-        if event.event_type_value == "STEP_START":
-            starts[event.step_key] = record.timestamp
-        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
-            windows[event.step_key] = (starts[event.step_key], record.timestamp)
-print(json.dumps(windows))
-"""
 
 #: Where a sample was spent, by the file its function is in; the string compression by name.
 PLACES = ("DuckDB", "Polars", "Python", "C library", "kernel", "DuckDB compressing strings", "other")
@@ -124,7 +104,7 @@ def main() -> None:
                 subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--landing", str(last_month(landing)), "--month", previous_month(args.month), "--out", str(out)],
                                cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             sampled_run(landing, args.month, out, data)
-            windows = json.loads(subprocess.run([sys.executable, "-c", STEP_WINDOWS, str(out)], cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+            windows = step_windows(out, cwd=ROOT)
             places, functions = cpu_by_stage(data, windows)
         walls: dict[str, float] = collections.Counter()
         for step, (start, end) in windows.items():

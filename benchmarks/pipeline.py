@@ -56,15 +56,16 @@ def publish(name: str, command: str, lines: list[str]) -> None:
     (RESULTS / name).write_text(f"# `{command}`\n\n{text}\n")
 
 
-STEP_TIMES = """
+#: Each step's start and end (Unix times, as Dagster recorded them) in a run's output folder,
+#: printed as JSON: run as a script (`step_windows`), so that it imports the revision measured.
+STEP_WINDOWS = """
 import json, sys
 from pathlib import Path
-import dagster as dg
 from pipelines.cli import instance_for
 out = Path(sys.argv[1])
 with instance_for(out) as instance:
     run = instance.get_runs(limit=1)[0]
-    starts, times = {}, {}
+    starts, windows = {}, {}
     for record in instance.all_logs(run.run_id):
         event = record.dagster_event
         if event is None:
@@ -72,9 +73,20 @@ with instance_for(out) as instance:
         if event.event_type_value == "STEP_START":
             starts[event.step_key] = record.timestamp
         elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
-            times[event.step_key] = record.timestamp - starts[event.step_key]
-print(json.dumps(times))
+            windows[event.step_key] = (starts[event.step_key], record.timestamp)
+print(json.dumps(windows))
 """
+
+
+def step_windows(out: Path, cwd: Path | None = None) -> dict[str, tuple[float, float]]:
+    """Each step's (start, end) in the run whose output folder is `out`, read by the code in `cwd`."""
+    done = subprocess.run([sys.executable, "-c", STEP_WINDOWS, str(out)], cwd=cwd, capture_output=True, text=True, check=True)
+    return {step: (start, end) for step, (start, end) in json.loads(done.stdout).items()}
+
+
+def step_times(out: Path, cwd: Path | None = None) -> dict[str, float]:
+    """Each step's seconds in the run whose output folder is `out`."""
+    return {step: end - start for step, (start, end) in step_windows(out, cwd).items()}
 
 
 #: The floor: DuckDB reading every landing CSV into a table of text columns, in a fresh process
@@ -128,8 +140,7 @@ def _timed_run(landing: Path, month: str, out: Path) -> tuple[float, int, float,
     began = time.perf_counter()
     run = _child(["run", "--landing", str(landing), "--month", month, "--out", str(out)])
     seconds = time.perf_counter() - began
-    steps = json.loads(subprocess.run([sys.executable, "-c", STEP_TIMES, str(out)], capture_output=True, text=True, check=True).stdout)
-    return seconds, round(run.tree_peak), run.cpu_seconds, steps
+    return seconds, round(run.tree_peak), run.cpu_seconds, step_times(out)
 
 
 def _child(args: list[str]) -> Measured:
