@@ -21,6 +21,7 @@ from linkage.gazetteer import (
     addresses_as_read,
     match_person_addresses,
     one_reading_per_property,
+    store_address_matches,
 )
 from linkage.person_records import linked_person_records
 from linkage.standardise import address_key, flat_number, house_number, postcode_parts
@@ -204,8 +205,34 @@ def test_a_warehouse_without_household_addresses_reads_them_again_from_its_match
     changed = pl.any_horizontal(without[c].ne_missing(sent[c]) for c in HOUSEHOLD_ADDRESS)
     expected = without.filter(changed).select("record_key", *HOUSEHOLD_ADDRESS)
     assert 0 < expected.height and not expected.equals(stored)
-    con.execute("ALTER TABLE address_matches DROP COLUMN property_flat")
+    # older still: its matches a table of mentions, without the last property column
+    con.execute("CREATE TABLE _older AS SELECT * EXCLUDE (property_flat) FROM address_matches")
+    con.execute("DROP VIEW address_matches")
+    con.execute("ALTER TABLE _older RENAME TO address_matches")
     assert addresses_as_read(con).equals(expected)
+
+
+def test_a_warehouse_keeping_each_mentions_match_as_a_table_gets_the_view_of_its_lines(listed, tmp_path):
+    """`address_matches` is a view of each matched line's match given to its mentions
+    (`address_line_matches`); a warehouse whose last run wrote the mentions' matches as a table
+    has it replaced by the view, with the same rows, when matches are stored again."""
+    import shutil
+
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(listed / "warehouse.duckdb", copy)
+    con = duckdb.connect(str(copy))
+    kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall())
+    assert kinds["address_matches"] == "VIEW" and kinds["address_line_matches"] == "BASE TABLE"
+    lines, mentions = (con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in ("address_line_matches", "address_matches"))
+    assert 0 < lines < mentions, "a line is written once for all the mentions giving it"
+    rows = f"SELECT {', '.join(MATCH_COLUMNS)} FROM address_matches ORDER BY record_key"
+    before = con.sql(rows).pl()
+    con.execute("CREATE TABLE _older AS SELECT * FROM address_matches")
+    con.execute("DROP VIEW address_matches")
+    con.execute("ALTER TABLE _older RENAME TO address_matches")
+    store_address_matches(con, match_person_addresses(con))
+    assert con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'address_matches'").fetchall() == [("VIEW",)]
+    assert con.sql(rows).pl().equals(before)
 
 
 def test_records_held_in_duckdb_are_the_frames_records_and_form_the_same_households(listed):
