@@ -206,10 +206,15 @@ def test_a_warehouse_without_household_addresses_reads_them_again_from_its_match
     expected = without.filter(changed).select("record_key", *HOUSEHOLD_ADDRESS)
     assert 0 < expected.height and not expected.equals(stored)
     # older still: its matches a table of mentions, without the last property column
-    con.execute("CREATE TABLE _older AS SELECT * EXCLUDE (property_flat) FROM address_matches")
+    _matches_as_a_table(con, "* EXCLUDE (property_flat)")
+    assert addresses_as_read(con).equals(expected)
+
+
+def _matches_as_a_table(con: duckdb.DuckDBPyConnection, columns: str = "*") -> None:
+    """`address_matches` (`columns` of it) as runs before the view wrote it: a table of the mentions' matches."""
+    con.execute(f"CREATE TABLE _older AS SELECT {columns} FROM address_matches")
     con.execute("DROP VIEW address_matches")
     con.execute("ALTER TABLE _older RENAME TO address_matches")
-    assert addresses_as_read(con).equals(expected)
 
 
 def test_a_warehouse_keeping_each_mentions_match_as_a_table_gets_the_view_of_its_lines(listed, tmp_path):
@@ -227,9 +232,7 @@ def test_a_warehouse_keeping_each_mentions_match_as_a_table_gets_the_view_of_its
     assert 0 < lines < mentions, "a line is written once for all the mentions giving it"
     rows = f"SELECT {', '.join(MATCH_COLUMNS)} FROM address_matches ORDER BY record_key"
     before = con.sql(rows).pl()
-    con.execute("CREATE TABLE _older AS SELECT * FROM address_matches")
-    con.execute("DROP VIEW address_matches")
-    con.execute("ALTER TABLE _older RENAME TO address_matches")
+    _matches_as_a_table(con)
     store_address_matches(con, match_person_addresses(con))
     assert con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = 'address_matches'").fetchall() == [("VIEW",)]
     assert con.sql(rows).pl().equals(before)
