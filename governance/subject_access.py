@@ -133,6 +133,10 @@ def find_subject(con: duckdb.DuckDBPyConnection, contracts: dict[str, Contract],
             "outcomes": ("family_outcomes", f"SELECT o.* FROM family_outcomes o WHERE family_ref IN {families}"),
             "need_outcomes": ("need_outcomes", f"SELECT o.* FROM need_outcomes o WHERE family_ref IN {families}"),
             "review_queue": ("review_queue", f"SELECT q.* FROM review_queue q WHERE record_key_l IN {records} OR record_key_r IN {records}"),
+            # the property (UPRN) each of their records' addresses was matched to, and the records
+            # read at another address than sent: where the council placed them, from its gazetteer
+            "address_matches": ("address_matches", f"SELECT a.* FROM address_matches a WHERE record_key IN {records} ORDER BY record_key"),
+            "addresses_read": ("household_addresses", f"SELECT h.* FROM household_addresses h WHERE record_key IN {records} ORDER BY record_key"),
             "fields_set_aside": ("set_aside_fields", f"""SELECT f.* FROM set_aside_fields f JOIN person_records pr ON pr.source = f.source AND pr.file = f._file AND pr.row = f._row
                                                          WHERE pr.record_key IN {records}"""),
         }
@@ -182,8 +186,9 @@ def export_files(result: SubjectAccess, reference: str, request: str) -> dict[st
         "Each `source_*.csv` holds every row a partner sent that linkage attributes to this person, with its",
         "provenance: `_file` (the partner's file), `_sha256` (that file's checksum) and `_row` (the record's",
         "number in it). `derived_*.csv` holds what earlyhelp computed from them: family membership, indicators",
-        "and the evidence rows behind each, the family's score, the lists the person appeared on and the",
-        "meetings' decisions about the family. `quarantined_possibly_about_the_person.csv`, when present, holds",
+        "and the evidence rows behind each, the family's score, the lists the person appeared on, the",
+        "meetings' decisions about the family, and the property each record's address was matched to in the",
+        "council's address gazetteer. `quarantined_possibly_about_the_person.csv`, when present, holds",
         "rows that failed their contract's checks (so were never linked) and contain the surname and date of",
         "birth: check each before disclosing it.",
         "",
