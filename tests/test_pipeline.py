@@ -347,9 +347,12 @@ def test_subject_access_finds_every_row_linked_to_the_person(village_run, villag
     # where the council's gazetteer placed them: every match of every record of theirs
     con = duckdb.connect(str(out / "warehouse.duckdb"), read_only=True)
     matched = con.sql("SELECT a.record_key, a.uprn FROM address_matches a JOIN person_links USING (record_key) WHERE person_id = ? ORDER BY 1", params=[linked]).pl()
+    read = con.sql("SELECT h.record_key FROM household_addresses h JOIN person_links USING (record_key) WHERE person_id = ? ORDER BY 1", params=[linked]).pl()
     con.close()
     assert matched.height > 0, "the village's gazetteer matches this person's addresses"
     assert pl.read_csv(folder / "derived_address_matches.csv", infer_schema=False).select("record_key", "uprn").equals(matched.cast(pl.String))
+    exported_read = folder / "derived_addresses_read.csv"
+    assert (pl.read_csv(exported_read, infer_schema=False).select("record_key").equals(read) if read.height else not exported_read.exists())
 
 
 def test_a_run_killed_half_way_leaves_the_previous_outputs_and_the_next_run_completes(village, august, listed, tmp_path):
