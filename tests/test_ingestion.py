@@ -212,6 +212,16 @@ def test_non_utf8_bytes_quarantine_only_their_row(tmp_path):
     assert row["_row"] == 2 and row["column"] == "PERSON_GIVEN_NAME" and "UTF-8" in row["reason"]
 
 
+def test_a_nul_byte_in_a_record_quarantines_only_its_row(tmp_path):
+    # the rest of the file is UTF-8, which the fast reading takes as it is: the NUL must not pass
+    data = (AE_HEADER + "\n" + GOOD_AE + "\n" + "ED2,20250705,,Zo\x00e,Lee,20050112,2,CM22 8HR,OTHER,N\n").encode()
+    write_ae(tmp_path, "nul.csv", data)
+    result = ingest(tmp_path, "ae_attendances")
+    assert result.raw.height == 1 and result.files[0].quarantined == 1
+    row = result.quarantine.row(0, named=True)
+    assert row["_row"] == 2 and row["column"] == "PERSON_GIVEN_NAME" and "UTF-8" in row["reason"]
+
+
 def test_ragged_records_and_multiline_fields(tmp_path):
     lines = [AE_HEADER, GOOD_AE, "ED2,20250705,,Ann", '"ED3",20250705,,"Ann\nMarie",Lee,20050112,2,CM22 8HR,OTHER,N', GOOD_AE.replace("ED1", "ED4")]
     write_ae(tmp_path, "ragged.csv", lines)
