@@ -209,13 +209,17 @@ def validate_rows(frame: pl.DataFrame, contract: Contract, today: dt.date) -> Va
     # a set-aside field loads empty; its text as sent is kept beside the row, not in it
     kept = text.filter(~pl.col(ROW).is_in(hard_rows))
     aside = soft.select(ROW, "field").unique()
+    fields = sorted(set(aside["field"]))
+    # the text of the rows with a field set aside, not of every row: at 1.2M residents three school
+    # months' 500,000 rows were unpivoted for their 19,700 fields set aside, 0.15-0.19 s, now 0.02
+    sent = kept.filter(pl.col(ROW).is_in(aside[ROW].implode())).select(ROW, *fields)
     set_aside = soft.join(
-        kept.unpivot(index=ROW, on=sorted(set(aside["field"])), variable_name="field", value_name="value") if aside.height else pl.DataFrame(schema={ROW: pl.Int64, "field": pl.String, "value": pl.String}),
-        on=[ROW, "field"], how="left",
+        sent.unpivot(index=ROW, on=fields, variable_name="field", value_name="value") if aside.height else pl.DataFrame(schema={ROW: pl.Int64, "field": pl.String, "value": pl.String}),
+        on=[ROW, "field"], how="left", maintain_order="left",
     ).select(list(SET_ASIDE_SCHEMA)).cast(SET_ASIDE_SCHEMA)
     blanked = [
         pl.when(pl.col(ROW).is_in(aside.filter(pl.col("field") == name)[ROW].implode())).then(None).otherwise(pl.col(name)).alias(name)
-        for name in sorted(set(aside["field"]))
+        for name in fields
     ]
     typed = kept.with_columns(blanked).select(ROW, *[typed_expr(c) for c in columns])
     broken_rules = _row_rule_problems(typed, contract)
