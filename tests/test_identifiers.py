@@ -1,5 +1,5 @@
 import polars as pl
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from ingestion.identifiers import (
@@ -36,6 +36,26 @@ def test_polars_upn_check_agrees_with_python(digits, letter):
     value = letter + digits
     ok = pl.DataFrame({"u": [value]}).select(upn_is_valid(pl.col("u")))[0, 0]
     assert ok == is_valid_upn(value) == (upn_check_letter(digits) == letter)
+
+
+# any text at all, as a partner may send it: signs, spaces, other scripts' digits, eleven digits
+_ANY_VALUE = st.one_of(st.text(max_size=14), st.text(alphabet="0123456789 +-.\u0663", max_size=13))
+
+
+@given(_ANY_VALUE)
+@example("94347659190")  # a valid number and one digit more
+@example("9434765919\n")
+@example(" 943 476 5919 ")
+@example("+943476591")
+def test_polars_nhs_check_agrees_with_python_on_any_text(value):
+    ok = pl.DataFrame({"n": [value]}).lazy().select(nhs_number_is_valid(pl.col("n"))).collect()[0, 0]
+    assert ok == is_valid_nhs_number(value)
+
+
+@given(_ANY_VALUE.map(lambda v: "T" + v))
+def test_polars_upn_check_agrees_with_python_on_any_text(value):
+    ok = pl.DataFrame({"u": [value]}).lazy().select(upn_is_valid(pl.col("u"))).collect()[0, 0]
+    assert ok == is_valid_upn(value)
 
 
 def test_nino_and_postcode_shapes():
