@@ -410,6 +410,26 @@ def test_records_are_counted_as_the_csv_module_counts_them(text):
 
 
 
+def _header_texts():
+    from ingestion.readers import HEADER_PREFIX
+
+    cut = "A,B\n" + "x" * (HEADER_PREFIX - 5) + "\u00e9,y\n"  # a two-byte character split by the prefix's end
+    long_name = '"' + "N" * HEADER_PREFIX + '\nNAME",B\n1,2\n'  # a header running past the prefix
+    return [cut, long_name, "A,B\n1,2\n"]
+
+
+@pytest.mark.parametrize("text", _header_texts(), ids=["character-cut-at-the-prefix", "header-past-the-prefix", "short-file"])
+def test_the_header_is_read_from_a_files_start_as_from_its_whole_text(text):
+    import csv
+    import io
+
+    from ingestion.readers import _CsvText, _first_record
+
+    expected = next(csv.reader(io.StringIO(text, newline="")))
+    assert _first_record(_CsvText.of_bytes(text.encode())) == expected
+    assert _first_record(_CsvText.of_text(text)) == expected
+
+
 def test_a_table_is_changed_in_place_only_where_its_rows_remain_in_order_before_the_new():
     from ingestion.load import _rows_changed
 
