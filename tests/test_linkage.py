@@ -690,3 +690,41 @@ def test_the_clusterer_holds_off_the_cycle_collector_only_while_it_runs(monkeypa
         assert not gc.isenabled(), "a caller's choice to hold it off stands"
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_a_groups_digest_changes_with_what_the_clusterer_is_given_and_nothing_else():
+    """`_group_digests`, by which a month reuses a group taken apart last month: the same for the
+    same profiles, links in the same order and decisions, whatever the frames' row order; another
+    for another profile count, link order, decision inside the group or rules. `plain` reads a
+    profile's mentions only as far as its identifiers count them."""
+    from linkage.cluster import ESTABLISHED_BY, _group_digests
+
+    careful = pl.DataFrame({"pid": [0, 1, 2, 3, 4], "component": [7, 7, 7, 9, 9]}, schema={"pid": pl.Int64, "component": pl.Int32})
+    profiles = pl.DataFrame({
+        "pid": [0, 1, 2, 3, 4], "digest": [11, 12, 13, 14, 15], "mentions": [1, 2, 1, 3, 1],
+        "nhs_number": [None, "9434765919", None, None, None], "upn": [None] * 5, "nino": [None] * 5,
+    }, schema_overrides={"digest": pl.UInt64, "upn": pl.String, "nino": pl.String})
+    links = pl.DataFrame({"l": [0, 1, 3], "r": [1, 2, 4]})
+
+    def digests(careful=careful, profiles=profiles, links=links, decisions=(), rules="rules"):
+        out = _group_digests(careful, profiles, links, list(decisions), rules)
+        return {c: (g, p) for c, g, p in out.iter_rows()}
+
+    base = digests()
+    assert set(base) == {7, 9} and base[7] != base[9]
+    assert digests(careful=careful.reverse(), profiles=profiles.reverse()) == base
+    # a mention more on a profile with no identifier: the group's digest moves, its plain one not
+    more = digests(profiles=profiles.with_columns(pl.when(pl.col("pid") == 2).then(5).otherwise(pl.col("mentions")).alias("mentions")))
+    assert more[7][0] != base[7][0] and more[7][1] == base[7][1] and more[9] == base[9]
+    # on a profile with an NHS number: plain moves only where the count crosses ESTABLISHED_BY
+    beyond = digests(profiles=profiles.with_columns(pl.when(pl.col("pid") == 1).then(ESTABLISHED_BY + 1).otherwise(pl.col("mentions")).alias("mentions")))
+    assert beyond[7][0] != base[7][0] and beyond[7][1] == base[7][1]
+    below = digests(profiles=profiles.with_columns(pl.when(pl.col("pid") == 1).then(ESTABLISHED_BY - 1).otherwise(pl.col("mentions")).alias("mentions")))
+    assert below[7][0] != base[7][0] and below[7][1] != base[7][1]
+    # links taken in another order, a reviewer's decision inside a group, other rules
+    swapped = digests(links=links[[1, 0, 2]])
+    assert swapped[7][0] != base[7][0] and swapped[7][1] != base[7][1] and swapped[9] == base[9]
+    decided = digests(decisions=[(3, 4, "NON_MATCH")])
+    assert decided[9] != base[9] and decided[7] == base[7]
+    assert digests(decisions=[(0, 3, "NON_MATCH")]) == base  # across groups: neither's
+    assert all(a != b for a, b in zip(digests(rules="other").values(), base.values()))
