@@ -626,7 +626,10 @@ def _groups_that_may_contradict(
     alike, or a reviewer's decision inside."""
     # the columns read, not every profile's fields: the join copies what it is given
     read = profiles.select("pid", "dob", "forename", "birth_year", *IDENTIFIERS)
-    grouped = read.join(component, on="pid").group_by("component").agg(
+    # `_components` gives the profiles' components in the profiles' order: taken as they are, not
+    # joined on pid (1.94M profiles at 1.2M residents: 0.25 s)
+    read = read.with_columns(component["component"]) if component["pid"].equals(read["pid"]) else read.join(component, on="pid")
+    grouped = read.group_by("component").agg(
         pl.len().alias("profiles"),
         pl.col("dob").drop_nulls().n_unique().alias("dobs"),
         pl.col("forename").drop_nulls().n_unique().alias("forenames"),  # with a birth date or not: names that are not alike
@@ -642,7 +645,7 @@ def _groups_that_may_contradict(
     # 1.2M residents 28,000 of the 90,000 groups that went through the clusterer, 150,000 links).
     by_names = may.filter(~others).select("component")
     if by_names.height:
-        names = read.join(component.join(by_names, on="component", how="semi"), on="pid").group_by("component").agg(pl.col("forename").drop_nulls().unique())
+        names = read.join(by_names, on="component", how="semi").group_by("component").agg(pl.col("forename").drop_nulls().unique())
         nicknames = _nicknames()
         alike = [all(names_alike(a, b, nicknames) for a, b in itertools.combinations(held, 2)) for held in names["forename"].to_list()]
         may = may.join(names.filter(pl.Series(alike)).select("component"), on="component", how="anti")

@@ -728,3 +728,22 @@ def test_a_groups_digest_changes_with_what_the_clusterer_is_given_and_nothing_el
     assert decided[9] != base[9] and decided[7] == base[7]
     assert digests(decisions=[(0, 3, "NON_MATCH")]) == base  # across groups: neither's
     assert all(a != b for a, b in zip(digests(rules="other").values(), base.values()))
+
+
+def test_the_groups_that_may_contradict_are_found_alike_whatever_order_their_components_come_in():
+    """`_groups_that_may_contradict` takes each profile's component as it stands where the components
+    come in the profiles' order (as clustering gives them), and joins them otherwise: the same groups."""
+    from linkage.cluster import _components, _groups_that_may_contradict
+
+    people = profiles([
+        {"pid": 0, "forename": "AMY", "surname": "COLE", "dob": D(2010, 1, 2), "birth_year": 2010},
+        {"pid": 1, "forename": "AMY", "surname": "COLE", "dob": D(2011, 5, 9), "birth_year": 2011},  # two birth dates
+        {"pid": 2, "forename": "BEN", "surname": "HALL", "dob": D(2008, 3, 4), "birth_year": 2008},
+        {"pid": 3, "forename": "BEN", "surname": "HALL", "dob": D(2008, 3, 4), "birth_year": 2008},  # one person as it stands
+        {"pid": 4, "forename": "CAL", "surname": "WEST", "dob": D(2001, 7, 7), "birth_year": 2001},  # alone
+    ])
+    component = _components(people["pid"], pl.DataFrame({"l": [0, 2], "r": [1, 3]}), [])
+    found = _groups_that_may_contradict(people, component, [], [])
+    assert found.to_list() == component.filter(pl.col("pid") == 0)["component"].to_list()
+    for reordered in (component.reverse(), component.sample(fraction=1.0, shuffle=True, seed=3)):
+        assert _groups_that_may_contradict(people, reordered, [], []).to_list() == found.to_list()
