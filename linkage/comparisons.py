@@ -66,15 +66,33 @@ class Comparison:
         return "CASE " + "\n         ".join(whens) + f"\n         ELSE {otherwise} END"
 
 
+#: Blocking reads each profile from a table of its own, `blocking_keys` (`linkage.model.hold_blocking_keys`),
+#: where every text field a rule equates is an integer code (BLOCKING_CODED), one dictionary for
+#: all of them, so that two codes are equal exactly where the two texts are (a forename against a
+#: surname too) and null where the text is: DuckDB joins a county's 1.9M profiles on integers in
+#: two thirds of the time it takes on text (at 1.2M residents the sixteen rules' union 4.1 -> 2.7 s,
+#: the same 4,065,344 pairs). The identifiers and dates are read as they are (BLOCKING_AS_THEY_ARE):
+#: coding 820,000 distinct NHS numbers costs more than their joins (0.03-0.12 s each) would save.
+#: `forename_initial` is a forename's first character. A rule reads nothing else: a string
+#: function of a code fails to bind, and a test holds every rule to these columns.
+BLOCKING_TABLE = "blocking_keys"
+BLOCKING_CODED = (
+    "forename", "surname", "forename_canonical", "surname_phonetic", "forename_initial",
+    "postcode", "postcode_sector", "postcode_district", "house_number",
+)
+BLOCKING_AS_THEY_ARE = ("dob", "birth_year", "nhs_number", "upn", "nino")
+
+
 @dataclass(frozen=True)
 class BlockingRule:
-    """Profiles meet as a candidate pair when `sql` holds; `fields` are the ones it equates."""
+    """Profiles meet as a candidate pair when `sql` holds; `fields` are the ones it equates. The
+    SQL reads the blocking keys of the two profiles `l` and `r` (BLOCKING_TABLE)."""
 
     name: str
     sql: str
     fields: frozenset[str] = field(default_factory=frozenset)
 
-    def pairs_sql(self, left: str = "profiles", right: str = "profiles") -> str:
+    def pairs_sql(self, left: str = BLOCKING_TABLE, right: str = BLOCKING_TABLE) -> str:
         return f"SELECT l.pid AS l, r.pid AS r FROM {left} l JOIN {right} r ON {self.sql} AND l.pid < r.pid"
 
 
@@ -277,7 +295,7 @@ DOB_AND_FORENAME = block_on("dob", "forename_canonical", name="dob and forename"
 #: (seeds 3, 7, 11, 19, 23 and 3, 11, 19; every recording mode).
 MIGHT_BE_ONE_PERSON = (
     "(l.dob IS NULL OR r.dob IS NULL OR l.birth_year = r.birth_year"
-    " OR (month(l.dob) = month(r.dob) AND day(l.dob) = day(r.dob)) OR left(l.forename, 1) = left(r.forename, 1))"
+    " OR (month(l.dob) = month(r.dob) AND day(l.dob) = day(r.dob)) OR l.forename_initial = r.forename_initial)"
 )
 
 #: Candidate pairs are the union of these, so one error in one field does not lose a true pair.

@@ -38,7 +38,10 @@ import numpy as np
 import polars as pl
 
 from linkage.comparisons import (
+    BLOCKING_AS_THEY_ARE,
+    BLOCKING_CODED,
     BLOCKING_RULES,
+    BLOCKING_TABLE,
     COMPARISON_LIST,
     PROFILE_FIELDS,
     TF_FIELDS,
@@ -222,8 +225,29 @@ def build_profiles(records: pl.DataFrame | MentionsTable) -> tuple[pl.DataFrame,
 
 # ----------------------------------------------------------------- blocking
 
+def blocking_keys(profiles: pl.DataFrame) -> pl.DataFrame:
+    """What the blocking rules read of each profile (`linkage.comparisons.BLOCKING_TABLE`): pid,
+    the fields read as they are, and the text fields coded as integers, one dictionary for all."""
+    # Polars' categories are one dictionary for every column cast to them (a county's names and
+    # postcodes: some 100,000 strings), so a forename's code is a surname's where they are equal
+    return profiles.select(
+        "pid", *BLOCKING_AS_THEY_ARE,
+        *(pl.col(c) if c != "forename_initial" else pl.col("forename").str.slice(0, 1).alias(c) for c in BLOCKING_CODED),
+    ).with_columns(pl.col(BLOCKING_CODED).cast(pl.Categorical).to_physical())
+
+
+def hold_blocking_keys(con: duckdb.DuckDBPyConnection, profiles: pl.DataFrame, table: str = BLOCKING_TABLE) -> None:
+    """Temp table `table`: the profiles' `blocking_keys`, for the blocking rules' joins."""
+    register(con, "_blocking_keys", blocking_keys(profiles))
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM _blocking_keys")
+    finally:
+        con.unregister("_blocking_keys")
+
+
 def candidate_pairs(con: duckdb.DuckDBPyConnection) -> int:
-    """Create temp table `candidates(l, r)` from the union of the blocking rules; returns its size."""
+    """Create temp table `candidates(l, r)` from the union of the blocking rules, over the profiles'
+    blocking keys (`hold_blocking_keys`); returns its size."""
     selects = [rule.pairs_sql() for rule in BLOCKING_RULES]
     con.execute("CREATE OR REPLACE TEMP TABLE candidates AS " + " UNION ".join(selects))
     return con.execute("SELECT count(*) FROM candidates").fetchall()[0][0]
@@ -307,7 +331,8 @@ def _compare_what_is_new(con: duckdb.DuckDBPyConnection, last: ComparedPairs) ->
     else:
         register(con, "known_levels", last.levels)
     con.execute("CREATE OR REPLACE TEMP TABLE new_profiles AS SELECT p.* FROM profiles p ANTI JOIN known_profiles k USING (digest)")
-    selects = [f"{rule.pairs_sql('new_profiles', 'profiles')} UNION {rule.pairs_sql('profiles', 'new_profiles')}" for rule in BLOCKING_RULES]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE new_blocking_keys AS SELECT b.* FROM {BLOCKING_TABLE} b SEMI JOIN new_profiles n USING (pid)")
+    selects = [f"{rule.pairs_sql('new_blocking_keys', BLOCKING_TABLE)} UNION {rule.pairs_sql(BLOCKING_TABLE, 'new_blocking_keys')}" for rule in BLOCKING_RULES]
     con.execute("CREATE OR REPLACE TEMP TABLE new_candidates AS " + " UNION ".join(selects))
     compare_into(con, "new_candidates", "candidate_levels", sure=True)
     # everything a pair's scoring reads was kept with it (KEPT_COLUMNS), so the known pairs need of
@@ -564,6 +589,7 @@ def score_profiles(
     try:
         register(con, "profiles_frame", profiles)
         con.execute(f"CREATE TEMP TABLE profiles AS SELECT *, {_digest_sql(profiles.drop('pid', 'mentions').columns)} AS digest FROM profiles_frame")
+        hold_blocking_keys(con, profiles)
         if last is not None:
             register(con, "known_profiles", last.profiles)
         reused = _reusable(con, last)
