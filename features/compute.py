@@ -21,6 +21,7 @@ import duckdb
 import polars as pl
 
 from features.registry import Indicator, Registry
+from linkage.person_records import mention_join
 from warehouse import linked_mentions
 
 
@@ -44,7 +45,7 @@ def indicator_sources(registry: Registry) -> list[str]:
 def sources_mentions(con: duckdb.DuckDBPyConnection, sources: list[str], name: str = "indicator_linked_mentions") -> Iterator[str]:
     """A temporary table of the sources' mentions with their persons (`MENTION_COLUMNS`), for
     indicators at several months to start from (the scorecard's): its name, dropped afterwards."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {linked_mentions(MENTION_COLUMNS)} WHERE pr.source IN (SELECT unnest($sources))", {"sources": sources})
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {linked_mentions(MENTION_COLUMNS, mention_join(con))} WHERE pr.source IN (SELECT unnest($sources))", {"sources": sources})
     try:
         yield name
     finally:
@@ -58,7 +59,7 @@ def people_mentions(con: duckdb.DuckDBPyConnection, members: str, sources: list[
     its source's rows to it rather than joining person_records to person_links again.
     `linked`: a table from `sources_mentions` to start from."""
     name = f"{members}_mentions"
-    of_sources = f'"{linked}"' if linked else f"({linked_mentions(MENTION_COLUMNS)} WHERE pr.source IN (SELECT unnest($sources)))"
+    of_sources = f'"{linked}"' if linked else f"({linked_mentions(MENTION_COLUMNS, mention_join(con))} WHERE pr.source IN (SELECT unnest($sources)))"
     con.execute(
         f'CREATE OR REPLACE TEMP TABLE "{name}" AS SELECT l.*, m.family_ref, m.age FROM {of_sources} l JOIN "{members}" m ON m.person_id = l.person_id',
         None if linked else {"sources": sources},

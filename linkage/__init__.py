@@ -16,6 +16,7 @@ import polars as pl
 from linkage.cluster import ClusteredGroups, cluster_persons
 from linkage.evaluate import LinkedPersons
 from linkage.families import FamilyRecords, form_households
+from linkage.person_records import RECORD_POSITION
 from linkage.model import COMPARISONS, ComparedPairs, FittedModel, LinkageSettings, MentionsTable, score_profiles
 from linkage.stable_ids import assign_stable_ids
 from warehouse import return_freed_memory
@@ -25,7 +26,7 @@ REVIEW_FIELDS = ("forename", "surname", "dob", "postcode")
 
 @dataclass
 class PersonLinkage:
-    person_links: pl.DataFrame  # record_key, person_id, match_probability; in record_key order, which family formation reads (`held_household_records`)
+    person_links: pl.DataFrame  # record_key, person_id, match_probability, and record_position where the records have it; in record_key order, which family formation reads (`held_household_records`)
     review_queue: pl.DataFrame  # uncertain pairs, with only the fields needed to decide
     model: FittedModel
     pairs: pl.DataFrame  # every candidate pair's match_weight and match_probability
@@ -92,7 +93,7 @@ def link_persons(
     links = (
         records_clusters.with_columns(match_probability=sure.gather(records_clusters["pid"]))
         .join(assignment.of_cluster.rename({"id": "person_id"}), on="cluster", maintain_order="left")
-        .select("record_key", "person_id", "match_probability")
+        .select("record_key", "person_id", "match_probability", *(c for c in (RECORD_POSITION,) if c in records_clusters.columns))
     )
     del left, right, strongest
     # pairs in the uncertain band that clustering left apart go to a reviewer

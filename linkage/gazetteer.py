@@ -26,7 +26,7 @@ import duckdb
 import polars as pl
 
 from linkage.families import FamilyRecords
-from linkage.person_records import HOUSEHOLD_COLUMNS, IN_RECORDS_ORDER, PERSON_RECORDS, linked_person_records
+from linkage.person_records import HOUSEHOLD_COLUMNS, PERSON_RECORDS, RECORD_POSITION, linked_person_records, mention_join
 from linkage.standardise import address_key, per_distinct_value, postcode_parts
 from warehouse import register, scratch, table_columns, table_exists
 
@@ -310,15 +310,15 @@ def held_household_records(con: duckdb.DuckDBPyConnection, read: pl.DataFrame | 
     read = addresses_as_read(con) if read is None else read
     register(con, "_addresses_read", read.select("record_key", *HOUSEHOLD_ADDRESS).with_columns(pl.lit(True).alias("_read")))
     try:
-        address = [f"CASE WHEN a._read THEN a.{c} ELSE r.{c} END AS {c}" for c in HOUSEHOLD_ADDRESS]
-        columns = [f"r.{c}" for c in HOUSEHOLD_COLUMNS if c not in HOUSEHOLD_ADDRESS]
+        address = [f"CASE WHEN a._read THEN a.{c} ELSE pr.{c} END AS {c}" for c in HOUSEHOLD_ADDRESS]
+        columns = [f"pr.{c}" for c in HOUSEHOLD_COLUMNS if c not in HOUSEHOLD_ADDRESS]
         # each record's place in person_records (`_order`), the order `linked_person_records` reads
         # them in; and in record_key order (`record_order`), as `FamilyRecords` numbers a frame's:
         # its row in person_links, which is written in that order (`PersonLinkage.person_links`),
         # so the records are not sorted again by their keys' text (0.4-0.6 s at 1.2M residents)
         return FamilyRecords.held_in(con, f"""
-            SELECT {IN_RECORDS_ORDER} AS _order, {", ".join(columns + address)}, l.person_id, l.rowid + 1 AS record_order
-            FROM {PERSON_RECORDS} r JOIN person_links l USING (record_key) LEFT JOIN _addresses_read a USING (record_key)""")
+            SELECT pr.{RECORD_POSITION} AS _order, {", ".join(columns + address)}, pl.person_id, pl.rowid + 1 AS record_order
+            FROM {PERSON_RECORDS} pr JOIN person_links pl ON {mention_join(con)} LEFT JOIN _addresses_read a ON a.record_key = pr.record_key""")
     finally:
         con.unregister("_addresses_read")
 

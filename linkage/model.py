@@ -51,7 +51,8 @@ from linkage.comparisons import (
     term_value_sql,
 )
 from linkage.names import canonical_forename, nickname_pairs, phonetic
-from warehouse import register, scratch, sql_literal
+from linkage.person_records import RECORD_POSITION
+from warehouse import register, scratch, sql_literal, table_columns
 
 #: Each comparison's level labels by code (0 the worst); -1 (not comparable) adds no evidence.
 COMPARISONS: dict[str, tuple[str, ...]] = {c.name: c.labels for c in COMPARISON_LIST}
@@ -141,19 +142,20 @@ def _profile_fields(alias: str = "", fields: tuple[str, ...] = PROFILE_FIELDS) -
     return ", ".join(f'{DERIVED_FIELDS[f]} AS "{f}"' if f in DERIVED_FIELDS else f'{of}"{f}"' for f in fields)
 
 
-def _profile_fields_sql(table: str, row: str) -> str:
+def _profile_fields_sql(table: str, row: str, also: tuple[str, ...] = ()) -> str:
     """The mentions of `table` with the fields their key writes out (KEY_FIELDS), each with its
-    place in the table (`row`: a column giving it) as _row."""
-    return f'SELECT {row} AS _row, record_key, source, {_profile_fields(fields=KEY_FIELDS)} FROM "{table}"'
+    place in the table (`row`: a column giving it) as _row, and the columns `also`."""
+    return f'SELECT {row} AS _row, record_key, {"".join(f"{c}, " for c in also)}source, {_profile_fields(fields=KEY_FIELDS)} FROM "{table}"'
 
 
-def mention_keys_sql(table: str, sources: tuple[str, ...], row: str = "rowid") -> str:
+def mention_keys_sql(table: str, sources: tuple[str, ...], row: str = "rowid", also: tuple[str, ...] = ()) -> str:
     """SQL: each mention of `table` (person_records' columns) with its place in the table (`row`:
-    a column giving it) as _row, its record_key, its profile key (profile_key: mentions of one
-    key are one profile) and its source's place in `sources` from 0 (source_place)."""
+    a column giving it) as _row, its record_key, the columns `also`, its profile key (profile_key:
+    mentions of one key are one profile) and its source's place in `sources` from 0 (source_place)."""
     places = "[" + ", ".join(sql_literal(s) for s in sources) + "]"
-    return f"""SELECT _row, record_key, {_PROFILE_KEY_SQL} AS profile_key, CAST(list_position({places}, source) - 1 AS UTINYINT) AS source_place
-               FROM ({_profile_fields_sql(table, row)})"""
+    return f"""SELECT _row, record_key, {"".join(f"{c}, " for c in also)}{_PROFILE_KEY_SQL} AS profile_key,
+                      CAST(list_position({places}, source) - 1 AS UTINYINT) AS source_place
+               FROM ({_profile_fields_sql(table, row, also)})"""
 
 
 def _mentions_joined_on(con: duckdb.DuckDBPyConnection) -> str:
@@ -190,6 +192,9 @@ def build_profiles(records: pl.DataFrame | MentionsTable) -> tuple[pl.DataFrame,
         con, table, row, own = scratch(), "profile_mentions", "_row", True
         register(con, table, records.with_row_index("_row"))
     try:
+        # each mention's place in person_records' order, where the records have one, goes with it
+        # to person_links (`linkage.person_records.mention_join`)
+        also = (RECORD_POSITION,) if RECORD_POSITION in (records.columns if own else table_columns(con, table)) else ()
         names = tuple(s for (s,) in con.execute(f'SELECT DISTINCT source FROM "{table}" ORDER BY source').fetchall())
         if len(names) > 64:
             raise ValueError(f"person_records: {len(names)} sources, past the 64 a profile's mask of sources holds")
@@ -197,7 +202,7 @@ def build_profiles(records: pl.DataFrame | MentionsTable) -> tuple[pl.DataFrame,
         # county's profiles took 11.8 s rather than 9.8. (person_records holding every mention's key
         # would save 3.5 s more in a month, but writing that table cold took 9 s longer.) With the
         # key's 64-bit hash, for the mapping to join on (below).
-        con.execute(f"CREATE OR REPLACE TEMP TABLE mention_keys AS SELECT *, hash(profile_key) AS key_hash FROM ({mention_keys_sql(table, names, row)})")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE mention_keys AS SELECT *, hash(profile_key) AS key_hash FROM ({mention_keys_sql(table, names, row, also)})")
         # in the key's order, so a profile's place in the table is its pid
         con.execute("""
             CREATE OR REPLACE TEMP TABLE profile_keys AS
@@ -209,7 +214,7 @@ def build_profiles(records: pl.DataFrame | MentionsTable) -> tuple[pl.DataFrame,
         # agree), derived after the join: for the profiles' first mentions alone, not for every one
         profiles = con.sql(f"""SELECT CAST(k.rowid AS BIGINT) AS pid, {_profile_fields("d")}, k.mentions, k.sources
                                FROM profile_keys k JOIN "{table}" d ON d.{row} = k.first_row ORDER BY pid""").pl()
-        mapping = con.sql(f"""SELECT m.record_key, CAST(k.rowid AS BIGINT) AS pid
+        mapping = con.sql(f"""SELECT m.record_key, {"".join(f"m.{c}, " for c in also)}CAST(k.rowid AS BIGINT) AS pid
                               FROM mention_keys m JOIN profile_keys k USING ({_mentions_joined_on(con)}) ORDER BY m.record_key""").pl()
     finally:
         con.execute("DROP TABLE IF EXISTS profile_keys; DROP TABLE IF EXISTS mention_keys")

@@ -34,7 +34,7 @@ import polars as pl
 
 from data_contracts import Contract
 from linkage.standardise import address_key, flat_number, house_number, name_key, postcode_parts
-from warehouse import register, scratch, sql_literal, table_columns, table_exists, transaction, write_atomically
+from warehouse import MENTION_KEY_JOIN, register, scratch, sql_literal, table_columns, table_exists, transaction, write_atomically
 
 PERSON_RECORDS = "person_records"
 
@@ -161,18 +161,17 @@ def linked_person_records(con: duckdb.DuckDBPyConnection, columns: tuple[str, ..
     """person_records with each record's person_id, only the columns households need (or
     `columns`), in person_records' order: the join and the narrow read are DuckDB's, so a
     county's millions of mentions never travel whole."""
-    chosen = ", ".join(f"r.{c}" for c in columns)
-    return con.sql(f"SELECT {chosen}, l.person_id FROM {PERSON_RECORDS} r JOIN person_links l USING (record_key) ORDER BY {IN_RECORDS_ORDER}").pl()
+    chosen = ", ".join(f"pr.{c}" for c in columns)
+    return con.sql(f"SELECT {chosen}, pl.person_id FROM {PERSON_RECORDS} pr JOIN person_links pl ON {mention_join(con)} ORDER BY pr.{RECORD_POSITION}").pl()
 
 
-#: person_records' own order (source, file, row), for a join of it (`r`) to come out in: a join's
+#: person_records' own order (source, file, row), for a join of it to come out in: a join's
 #: output order is the threads', and ties must not be. One integer the table holds
 #: (`_file_places`): ordering by the three key columns took 4.3 s against 2.8 s at 1.2M
 #: residents (medians of six), and now and then 11-17 s; and a month's records are changed in
 #: place, the new files' added after the rest, so a row's place in the table is not its place in
 #: that order.
 RECORD_POSITION = "record_position"
-IN_RECORDS_ORDER = f"r.{RECORD_POSITION}"
 #: The bits of record_position below a record's file (its row) and below its source (its file's
 #: place among the source's files).
 _ROW_BITS, _FILE_BITS = 32, 20
@@ -184,16 +183,46 @@ def write_linked_records(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     DuckDB from the warehouse rather than read into Polars and written from there: at 1.2M
     residents (3.7M rows) family_members alone 37.9 -> 33.6 s (medians of two), the file 38 ->
     34 MB; its peak (4.3 GB, at this export: the join's sort) is the same either way."""
-    query = f"""SELECT r.source, r.file, r.row, l.person_id, m.family_ref AS family_id, l.match_probability
-                FROM {PERSON_RECORDS} r JOIN person_links l USING (record_key) JOIN family_members m USING (person_id)
-                ORDER BY {IN_RECORDS_ORDER}"""
+    query = f"""SELECT pr.source, pr.file, pr.row, pl.person_id, m.family_ref AS family_id, pl.match_probability
+                FROM {PERSON_RECORDS} pr JOIN person_links pl ON {mention_join(con)} JOIN family_members m USING (person_id)
+                ORDER BY pr.{RECORD_POSITION}"""
     # in the order asked for: DuckDB keeps a query's order in what it copies out (preserve_insertion_order)
     write_atomically(path, lambda tmp: con.execute(f"COPY ({query}) TO {sql_literal(tmp)} (FORMAT parquet, COMPRESSION zstd)"))
 
 
-#: For each landing file whose rows person_records holds: the file's SHA-256 and what its
-#: mentions were made with (`_made_with`), so the next run takes them as they are.
+#: For each landing file whose rows person_records holds: the file's SHA-256, what its mentions
+#: were made with (`_made_with`), so the next run takes them as they are, and the record_position
+#: of its row 0 (`first_position`).
 PERSON_RECORDS_MADE = "person_records_made"
+#: Each file's first_position as person_records held it when person_links was made
+#: (`store_links_made`): where they are those person_records holds now, a link's record_position
+#: is its mention's (`mention_join`).
+PERSON_LINKS_MADE = "person_links_made"
+_PLACES = "source, file, first_position"
+
+
+def store_links_made(con: duckdb.DuckDBPyConnection) -> None:
+    """Record the file places person_links' record_positions were taken under (in the transaction
+    that writes person_links, from the person_records it was made from)."""
+    con.execute(f"CREATE OR REPLACE TABLE {PERSON_LINKS_MADE} AS SELECT {_PLACES} FROM {PERSON_RECORDS_MADE}")
+
+
+def mention_join(con: duckdb.DuckDBPyConnection) -> str:
+    """The condition joining a mention (`pr`, person_records) to its link (`pl`, person_links): on
+    record_position, an integer, where person_links was made under the file places person_records
+    holds now; else on record_key, text. At 1.2M residents the 3.7M mentions joined on their key
+    took 1.1-1.2 s against 0.7-0.8 s on their position, and a run joins them five times (family
+    formation's records, the linked-records export, the indicators' mentions, the lists'
+    addresses and records). A file gone or added before another moves the places of the files
+    after it, so positions of links made before that are not their mentions' now (a step run
+    alone after person_records, say): then the key, which never moves."""
+    if "first_position" not in table_columns(con, PERSON_LINKS_MADE) or "record_position" not in table_columns(con, "person_links"):
+        return MENTION_KEY_JOIN
+    differ = con.execute(
+        f"""SELECT count(*) FROM ((SELECT {_PLACES} FROM {PERSON_LINKS_MADE} EXCEPT ALL SELECT {_PLACES} FROM {PERSON_RECORDS_MADE})
+                                  UNION ALL (SELECT {_PLACES} FROM {PERSON_RECORDS_MADE} EXCEPT ALL SELECT {_PLACES} FROM {PERSON_LINKS_MADE}))"""
+    ).fetchall()[0][0]
+    return f"pl.{RECORD_POSITION} = pr.{RECORD_POSITION}" if differ == 0 else MENTION_KEY_JOIN
 
 
 def _made_with(contract: Contract) -> str | None:
@@ -239,14 +268,15 @@ def write_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contrac
         # files whose mentions would be made as they were (`made_with` is null where they cannot be reused)
         made = con.sql(f"SELECT * FROM {PERSON_RECORDS_MADE}").pl()
         reused = made_now.join(made, on=["source", "file", "sha256", "made_with"], how="semi").select("source", "file")
-    register(con, "_record_files", _file_places(made_now))
+    places = _file_places(made_now)
+    register(con, "_record_files", places)
     try:
         with transaction(con):
             if reused.is_empty():
                 _make_person_records(con, held)
             else:
                 _change_person_records(con, held, reused)
-            register(con, "_made", made_now)
+            register(con, "_made", made_now.join(places, on=["source", "file"], how="left", maintain_order="left"))
             con.execute(f"CREATE OR REPLACE TABLE {PERSON_RECORDS_MADE} AS SELECT * FROM _made")
             con.unregister("_made")
     finally:

@@ -19,6 +19,7 @@ import polars as pl
 
 from data_contracts import Contract, load_contracts
 from features.registry import Registry
+from linkage.person_records import mention_join
 from features.calendar import window_start
 from warehouse import linked_mentions, linked_rows, read_table, register, table_exists
 
@@ -54,7 +55,7 @@ def family_view(
     register(con, "_listed_people", listed.select("person_id"))
     try:
         mentions = con.sql(
-            f"{linked_mentions('pr.record_key, pr.source, pr.file, pr.row, pr.event_date, pr.role, pl.person_id')} "
+            f"{linked_mentions('pr.record_key, pr.source, pr.file, pr.row, pr.event_date, pr.role, pl.person_id', mention_join(con))} "
             "WHERE pl.person_id IN (SELECT person_id FROM _listed_people) ORDER BY pr.source, pr.file, pr.row, pr.record_key"
         ).pl().join(listed, on="person_id", maintain_order="left")
     finally:

@@ -22,6 +22,7 @@ import polars as pl
 from data_contracts import Contract, load_contracts
 from features.calendar import previous_month, window_start
 from features.registry import Registry
+from linkage.person_records import mention_join
 from models.chair_summary import ChairSummary, allocations_waiting, chair_summary
 from models.family_view import FamilyView, family_view
 from rules import LEAD_PRACTITIONER_SERVICES, STATUTORY_SERVICES, Programme, is_child
@@ -114,16 +115,17 @@ def _title(expr: pl.Expr) -> pl.Expr:
 #: A family's postcode: its first member's (by person_id) household postcode, of those that have one.
 _FAMILY_POSTCODE = "first(m.household_postcode ORDER BY m.person_id) FILTER (WHERE m.household_postcode IS NOT NULL) AS postcode"
 
-def _family_addresses_sql(members: str) -> str:
+def _family_addresses_sql(members: str, mentions_linked_on: str) -> str:
     """family_ref -> the household's postcode (`_FAMILY_POSTCODE`) and the address line its members
     were last recorded at there: per person, the latest line (ties to the first record) at the
     household's postcode and house number; per family, the first member's (by person_id) that has
     one. In DuckDB over the warehouse, so a county's millions of mentions are not read out for it.
-    `members`: the family_members rows (a table or a query) whose families are wanted."""
+    `members`: the family_members rows (a table or a query) whose families are wanted;
+    `mentions_linked_on`: how a mention joins its link (`linkage.person_records.mention_join`)."""
     return f"""
 WITH texts AS (
     SELECT m.person_id, first(r.address ORDER BY r.address_date DESC, r.record_key) AS address
-    FROM ({linked_mentions("pr.record_key, pr.address, pr.address_date, pr.postcode, pr.house_number, pl.person_id")}) r
+    FROM ({linked_mentions("pr.record_key, pr.address, pr.address_date, pr.postcode, pr.house_number, pl.person_id", mentions_linked_on)}) r
     JOIN {members} m ON m.person_id = r.person_id AND m.household_postcode = r.postcode AND m.household_house_number = r.house_number
     WHERE r.address IS NOT NULL
     GROUP BY m.person_id
@@ -141,11 +143,11 @@ def family_addresses(con: duckdb.DuckDBPyConnection, families: pl.Series | None 
     of every family or of `families` (family_refs): a month's lists show a few percent of a
     county's households (at 1.2M residents 15,000 of 490,000: 1.1-1.4 -> 0.55 s)."""
     if families is None:
-        return con.sql(_family_addresses_sql("family_members")).pl().with_columns(_title(pl.col("address")).alias("address"))
+        return con.sql(_family_addresses_sql("family_members", mention_join(con))).pl().with_columns(_title(pl.col("address")).alias("address"))
     register(con, "_families_wanted", families.unique().to_frame("family_ref"))
     try:
         members = "(SELECT * FROM family_members WHERE family_ref IN (SELECT family_ref FROM _families_wanted))"
-        return con.sql(_family_addresses_sql(members)).pl().with_columns(_title(pl.col("address")).alias("address"))
+        return con.sql(_family_addresses_sql(members, mention_join(con))).pl().with_columns(_title(pl.col("address")).alias("address"))
     finally:
         con.unregister("_families_wanted")
 

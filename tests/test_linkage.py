@@ -341,7 +341,7 @@ def test_what_a_run_says_of_its_persons_is_counted_as_over_every_mention_of_the_
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
         previous = con.sql("SELECT record_key, person_id AS id FROM person_links").pl()
         result = link_persons(MentionsTable(con, "person_records"), previous_ids=previous)
-        assert result.person_links.sort("record_key").equals(con.sql("SELECT record_key, person_id, match_probability FROM person_links ORDER BY record_key").pl())
+        assert result.person_links.sort("record_key").equals(con.sql("SELECT * FROM person_links ORDER BY record_key").pl())
         con.execute(_LINKED_PERSONS_OVER_MENTIONS)
         persons, rates = con.sql("SELECT * FROM persons").pl(), con.sql("SELECT * FROM rates").pl()
     assert persons["sources"].max() > 2 and rates.height > 20, "persons mentioned by several of the village's sources"
@@ -747,3 +747,38 @@ def test_the_groups_that_may_contradict_are_found_alike_whatever_order_their_com
     assert found.to_list() == component.filter(pl.col("pid") == 0)["component"].to_list()
     for reordered in (component.reverse(), component.sample(fraction=1.0, shuffle=True, seed=3)):
         assert _groups_that_may_contradict(people, reordered, [], []).to_list() == found.to_list()
+
+
+def test_mentions_join_their_links_on_position_only_while_the_files_keep_their_places(september, tmp_path):
+    """A run's person_links holds each mention's record_position, and later steps join mentions to
+    their links on it (`mention_join`), as on the key. Once person_records is made again with a file
+    gone (a step run alone after the oldest file expired), the files after it move up and the
+    links' positions are no longer their mentions': the join goes by key again, giving what the
+    key gives."""
+    import duckdb
+
+    from data_contracts import load_contracts
+    from linkage.person_records import mention_join, write_person_records
+    from warehouse import MENTION_KEY_JOIN, linked_mentions
+
+    _, out = september
+    shutil.copy(out / "warehouse.duckdb", tmp_path / "warehouse.duckdb")
+    columns = "pr.record_key, pr.source, pr.file, pr.row, pl.person_id, pl.match_probability"
+
+    def linked(con, on):
+        return con.sql(f"{linked_mentions(columns, on)} ORDER BY pr.record_key").pl()
+
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        on = mention_join(con)
+        assert on != MENTION_KEY_JOIN, "a run's links are joined on their mentions' positions"
+        assert linked(con, on).equals(linked(con, MENTION_KEY_JOIN)) and linked(con, on).height == con.sql("SELECT count(*) FROM person_records").fetchall()[0][0]
+        # the oldest school attendance file gone, and person_records made again from what is left
+        oldest = con.sql("SELECT min(_file) FROM raw_school_attendance").fetchall()[0][0]
+        assert con.sql("SELECT count(DISTINCT _file) FROM raw_school_attendance").fetchall()[0][0] > 1
+        con.execute("DELETE FROM raw_school_attendance WHERE _file = ?", [oldest])
+        write_person_records(con, list(load_contracts().values()))
+        moved = con.sql(f"""SELECT count(*) FROM person_records pr JOIN person_links pl ON pl.record_position = pr.record_position
+                            WHERE pl.record_key <> pr.record_key""").fetchall()[0][0]
+        assert moved > 0, "the files after the one gone moved up: the links' positions now name other mentions"
+        assert mention_join(con) == MENTION_KEY_JOIN
+        assert linked(con, mention_join(con)).equals(linked(con, MENTION_KEY_JOIN))

@@ -299,13 +299,17 @@ def table_columns(con: duckdb.DuckDBPyConnection, name: str) -> set[str]:
     return {c for (c,) in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ?", [name]).fetchall()}
 
 
+#: A mention (`pr`, person_records) and its link to a person (`pl`, person_links) by the
+#: mention's key, which is always right; `linkage.person_records.mention_join` gives the faster
+#: join on record_position where that is right too.
+MENTION_KEY_JOIN = "pl.record_key = pr.record_key"
 #: Every mention (`pr`, person_records) with the person it is linked to (`pl.person_id`).
-_MENTION_TO_PERSON = "person_records pr JOIN person_links pl ON pl.record_key = pr.record_key"
+_MENTION_TO_PERSON = f"person_records pr JOIN person_links pl ON {MENTION_KEY_JOIN}"
 
 
-def linked_mentions(columns: str = "pr.*, pl.person_id") -> str:
-    """SQL: every mention with the person it is linked to."""
-    return f"SELECT {columns} FROM {_MENTION_TO_PERSON}"
+def linked_mentions(columns: str = "pr.*, pl.person_id", on: str = MENTION_KEY_JOIN) -> str:
+    """SQL: every mention with the person it is linked to (`on`: the join's condition)."""
+    return f"SELECT {columns} FROM person_records pr JOIN person_links pl ON {on}"
 
 
 def linked_rows(source: str, columns: str = "r.*", mentions: str | None = None) -> str:

@@ -10,7 +10,7 @@ from linkage.gazetteer import GAZETTEER_TABLE, HOUSEHOLD_ADDRESSES, addresses_re
 from linkage.model import store_compared_pairs
 from data_contracts import load_contracts
 from ingestion.load import not_covered
-from linkage.person_records import PERSON_RECORDS, write_linked_records, write_person_records
+from linkage.person_records import PERSON_RECORDS, store_links_made, write_linked_records, write_person_records
 from reports.linkage_report import linkage_report
 from pipelines.apart import apart
 from pipelines.partitions import PARTITIONS
@@ -91,10 +91,15 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
             ClusteredGroups(taken_apart) if taken_apart is not None else None, levels_to=handoff,
         )
         model = pl.DataFrame({"parameters": [str(result.model.summary())]})
+
+        def also(con) -> None:
+            store_compared_pairs(con, COMPARED_PAIRS, result.compared)
+            store_links_made(con)
+
         replace_tables(con, {
             "person_links": result.person_links, "review_queue": result.review_queue, "linkage_model": model,
             COMPARED_PROFILES: result.compared.profiles, CLUSTERED_GROUPS: result.groups.groups,
-        }, also=lambda con: store_compared_pairs(con, COMPARED_PAIRS, result.compared))
+        }, also=also)
     groups = group_link_rates(result.linked.persons, settings.reference_date)
     report = linkage_report(result.linked, result.pairs, result.stats, result.model.summary(), config.link_threshold, groups)
     write_text_atomically(report, settings.output / LINKAGE_REPORT_FILE)
