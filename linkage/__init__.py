@@ -62,7 +62,7 @@ def link_persons(
     if decisions is not None:
         # only the reviewed mentions' profiles: a dict of every mention took seconds at 1.2M residents
         reviewed = pl.concat([decisions["record_key_l"], decisions["record_key_r"]]).unique().implode()
-        pid_of = dict(scored.mapping.filter(pl.col("record_key").is_in(reviewed)).iter_rows())
+        pid_of = dict(scored.mapping.filter(pl.col("record_key").is_in(reviewed)).select("record_key", "pid").iter_rows())
         for left, right, decision in decisions.select("record_key_l", "record_key_r", "decision").iter_rows():
             if left in pid_of and right in pid_of and pid_of[left] != pid_of[right]:
                 (must if decision == "MATCH" else cannot).append((pid_of[left], pid_of[right]))
