@@ -203,8 +203,12 @@ _PLACES = "source, file, first_position"
 
 def store_links_made(con: duckdb.DuckDBPyConnection) -> None:
     """Record the file places person_links' record_positions were taken under (in the transaction
-    that writes person_links, from the person_records it was made from)."""
-    con.execute(f"CREATE OR REPLACE TABLE {PERSON_LINKS_MADE} AS SELECT {_PLACES} FROM {PERSON_RECORDS_MADE}")
+    that writes person_links, from the person_records it was made from); none where person_records
+    was made by a version that recorded no places (its links are then joined by key)."""
+    if "first_position" in table_columns(con, PERSON_RECORDS_MADE):
+        con.execute(f"CREATE OR REPLACE TABLE {PERSON_LINKS_MADE} AS SELECT {_PLACES} FROM {PERSON_RECORDS_MADE}")
+    else:
+        con.execute(f"DROP TABLE IF EXISTS {PERSON_LINKS_MADE}")
 
 
 def mention_join(con: duckdb.DuckDBPyConnection) -> str:
@@ -216,7 +220,8 @@ def mention_join(con: duckdb.DuckDBPyConnection) -> str:
     addresses and records). A file gone or added before another moves the places of the files
     after it, so positions of links made before that are not their mentions' now (a step run
     alone after person_records, say): then the key, which never moves."""
-    if "first_position" not in table_columns(con, PERSON_LINKS_MADE) or "record_position" not in table_columns(con, "person_links"):
+    recorded = "first_position" in table_columns(con, PERSON_LINKS_MADE) and "first_position" in table_columns(con, PERSON_RECORDS_MADE)
+    if not recorded or RECORD_POSITION not in table_columns(con, "person_links"):
         return MENTION_KEY_JOIN
     differ = con.execute(
         f"""SELECT count(*) FROM ((SELECT {_PLACES} FROM {PERSON_LINKS_MADE} EXCEPT ALL SELECT {_PLACES} FROM {PERSON_RECORDS_MADE})

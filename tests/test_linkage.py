@@ -782,3 +782,21 @@ def test_mentions_join_their_links_on_position_only_while_the_files_keep_their_p
         assert moved > 0, "the files after the one gone moved up: the links' positions now name other mentions"
         assert mention_join(con) == MENTION_KEY_JOIN
         assert linked(con, mention_join(con)).equals(linked(con, MENTION_KEY_JOIN))
+
+
+def test_links_made_from_records_of_an_earlier_version_are_joined_by_key(september, tmp_path):
+    """person_records made by a version that recorded no file places (before `first_position`):
+    person_links made from it records none either, rather than failing, and is joined by key."""
+    import duckdb
+
+    from linkage.person_records import PERSON_LINKS_MADE, mention_join, store_links_made
+    from warehouse import MENTION_KEY_JOIN, table_exists
+
+    _, out = september
+    shutil.copy(out / "warehouse.duckdb", tmp_path / "warehouse.duckdb")
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        con.execute("ALTER TABLE person_records_made DROP COLUMN first_position")
+        assert mention_join(con) == MENTION_KEY_JOIN
+        store_links_made(con)
+        assert not table_exists(con, PERSON_LINKS_MADE)
+        assert mention_join(con) == MENTION_KEY_JOIN
