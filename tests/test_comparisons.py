@@ -237,7 +237,7 @@ def test_blocking_on_coded_keys_finds_the_pairs_blocking_on_their_text_finds(peo
     con = scratch()
     try:
         hold_blocking_keys(con, profiles)
-        assert all(dtype.is_integer() for name, dtype in con.sql(f"SELECT {', '.join(BLOCKING_CODED)} FROM {BLOCKING_TABLE}").pl().schema.items())
+        assert all(dtype.is_integer() for dtype in con.sql(f"SELECT {', '.join(BLOCKING_CODED)} FROM {BLOCKING_TABLE}").pl().schema.dtypes())
         con.register("_text", profiles)
         as_text = ", ".join(c if c != "forename_initial" else "left(forename, 1) AS forename_initial" for c in BLOCKING_CODED)
         con.execute(f"CREATE TEMP TABLE text_keys AS SELECT pid, {', '.join(BLOCKING_AS_THEY_ARE)}, {as_text} FROM _text")

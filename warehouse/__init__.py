@@ -303,13 +303,16 @@ def table_columns(con: duckdb.DuckDBPyConnection, name: str) -> set[str]:
 #: mention's key, which is always right; `linkage.person_records.mention_join` gives the faster
 #: join on record_position where that is right too.
 MENTION_KEY_JOIN = "pl.record_key = pr.record_key"
-#: Every mention (`pr`, person_records) with the person it is linked to (`pl.person_id`).
-_MENTION_TO_PERSON = f"person_records pr JOIN person_links pl ON {MENTION_KEY_JOIN}"
+
+
+def _mention_to_person(on: str = MENTION_KEY_JOIN) -> str:
+    """SQL: every mention (`pr`, person_records) with the person it is linked to (`pl.person_id`)."""
+    return f"person_records pr JOIN person_links pl ON {on}"
 
 
 def linked_mentions(columns: str = "pr.*, pl.person_id", on: str = MENTION_KEY_JOIN) -> str:
     """SQL: every mention with the person it is linked to (`on`: the join's condition)."""
-    return f"SELECT {columns} FROM person_records pr JOIN person_links pl ON {on}"
+    return f"SELECT {columns} FROM {_mention_to_person(on)}"
 
 
 def linked_rows(source: str, columns: str = "r.*", mentions: str | None = None) -> str:
@@ -323,7 +326,7 @@ def linked_rows(source: str, columns: str = "r.*", mentions: str | None = None) 
 
     if mentions is not None:
         return f'SELECT {columns} FROM "raw_{source}" r JOIN "{mentions}" m ON {row_of("m")}'
-    return f'SELECT {columns} FROM "raw_{source}" r JOIN ({_MENTION_TO_PERSON}) ON {row_of("pr")}'
+    return f'SELECT {columns} FROM "raw_{source}" r JOIN ({_mention_to_person()}) ON {row_of("pr")}'
 
 
 #: The environment variable holding the warehouse's encryption key (never logged, never stored).
