@@ -18,7 +18,7 @@ from linkage.evaluate import LinkedPersons
 from linkage.families import FamilyRecords, form_households
 from linkage.person_records import RECORD_POSITION
 from linkage.model import COMPARISONS, ComparedPairs, FittedModel, LinkageSettings, MentionsTable, score_profiles
-from linkage.stable_ids import assign_stable_ids
+from linkage.stable_ids import FAMILY_REFS, PERSON_IDS, assign_stable_ids
 from warehouse import return_freed_memory
 
 REVIEW_FIELDS = ("forename", "surname", "dob", "postcode")
@@ -79,7 +79,7 @@ def link_persons(
     cluster_of = clusters["cluster"].to_numpy()
     # in the mapping's order, record_key's, as person_links is written
     records_clusters = scored.mapping.with_columns(cluster=clusters["cluster"].gather(scored.mapping["pid"]))
-    assignment = assign_stable_ids(records_clusters, "record_key", "cluster", previous_ids, prefix="P", width=8)
+    assignment = assign_stable_ids(records_clusters, "record_key", "cluster", previous_ids, prefix=PERSON_IDS.prefix, width=PERSON_IDS.width)
     # a record's match probability: the strongest link holding its profile in its person; a profile
     # of several mentions held by no link is as sure as its mentions are alike
     left, right = scored.pairs["l"].to_numpy(), scored.pairs["r"].to_numpy()
@@ -150,7 +150,7 @@ def form_families(linked: pl.DataFrame | FamilyRecords, reference: dt.date, prev
     linked: person_records with `person_id` (`linked_person_records`), or those held in DuckDB
     (`FamilyRecords`)."""
     members, households = form_households(linked, reference)
-    assignment = assign_stable_ids(members, "person_id", "household_key", previous_refs, prefix="F", width=7)
+    assignment = assign_stable_ids(members, "person_id", "household_key", previous_refs, prefix=FAMILY_REFS.prefix, width=FAMILY_REFS.width)
     members = members.join(assignment.ids.rename({"id": "family_ref"}), on="person_id")
     families = households.join(members.select("household_key", "family_ref").unique(), on="household_key").sort("family_ref")
     stats = {

@@ -15,6 +15,32 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from warehouse import sql_literal
+
+
+@dataclass(frozen=True)
+class IdFormat:
+    """How a run writes the ids it issues: `prefix` and the number, zero-padded to `width` digits
+    (P00000042). Ids of one width order as their numbers do, which family formation relies on to
+    work on the numbers (`linkage.families.FamilyRecords`)."""
+
+    prefix: str
+    width: int
+
+    def number_sql(self, column: str) -> str:
+        """DuckDB: the number of the id in `column` where it is written exactly this way (prefix,
+        then `width` digits), else null."""
+        number = f"TRY_CAST({column}[{len(self.prefix) + 1}:] AS BIGINT)"
+        return f"CASE WHEN {sql_literal(self.prefix)} || lpad(CAST({number} AS VARCHAR), {self.width}, '0') = {column} THEN {number} END"
+
+    def text(self, number: pl.Expr) -> pl.Expr:
+        """Polars: the id of each number, as `number_sql` reads it."""
+        return pl.lit(self.prefix) + number.cast(pl.String).str.zfill(self.width)
+
+
+#: The ids of persons (person_links) and the references of families (family_members).
+PERSON_IDS, FAMILY_REFS = IdFormat("P", 8), IdFormat("F", 7)
+
 
 @dataclass
 class Assignment:

@@ -238,6 +238,31 @@ def test_a_warehouse_keeping_each_mentions_match_as_a_table_gets_the_view_of_its
     assert con.sql(rows).pl().equals(before)
 
 
+def test_households_formed_on_the_ids_numbers_are_those_formed_on_their_places_in_the_ids_order(listed):
+    """Family formation holds each person as their id's number (`PERSON_IDS`), or, where some id
+    is not written as a run writes them, as the id's place in the ids' order: the same people under
+    ids no run writes (in the same order) form the same households, and the ids come back."""
+    con = duckdb.connect(str(listed / "warehouse.duckdb"), read_only=True)
+    frame = household_records(con)
+    reference = con.sql("SELECT max(event_date) FROM person_records").fetchall()[0][0]
+    con.close()
+    renamed = frame.with_columns(pl.col("person_id").str.replace("^P", "Q"))
+    with FamilyRecords.of(frame) as numbered, FamilyRecords.of(renamed) as placed:
+        assert placed._numbered is not None and numbered._numbered is None
+        rows = scratch()
+        try:
+            held = rows.sql(f"SELECT person_id FROM {numbered.table} ORDER BY _order").pl()["person_id"]
+        finally:
+            rows.close()
+        assert held.dtype == pl.Int64 and held.equals(frame["person_id"].str.slice(1).cast(pl.Int64), check_names=False)
+        members, households = form_households(numbered, reference)
+        members_q, households_q = form_households(placed, reference)
+    back = pl.col("person_id").str.replace("^Q", "P"), pl.col("household_key").str.replace_all(r"Q(\d{8})", "P$1")
+    assert members["person_id"].str.starts_with("P").all() and members_q["person_id"].str.starts_with("Q").all()
+    assert members.equals(members_q.with_columns(*back))
+    assert households.sort("household_key").equals(households_q.with_columns(back[1]).sort("household_key"))
+
+
 def test_records_held_in_duckdb_are_the_frames_records_and_form_the_same_households(listed):
     """Family formation holds a county's records in DuckDB, beside the warehouse's tables
     (`held_household_records`), rather than in Polars: the same records as the frame

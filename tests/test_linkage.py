@@ -13,7 +13,7 @@ from warehouse import scratch
 from linkage.cluster import ConstrainedClusterer, _dob_compatible, _with_birth_dates_conflict, cluster_persons
 from linkage.evaluate import pairwise_score
 from linkage.model import COMPARISONS, compare
-from linkage.stable_ids import assign_stable_ids
+from linkage.stable_ids import PERSON_IDS, assign_stable_ids
 
 
 def profiles(rows):
@@ -207,6 +207,23 @@ def test_new_ids_follow_each_clusters_first_member_in_whatever_order_the_members
     given = pl.DataFrame({"record": ["d", "b", "a", "c"], "cluster": [1, 2, 1, 2]})
     for members in (given, given.sort("record")):
         assert dict(assign_stable_ids(members, "record", "cluster", None, "P", 3).ids.iter_rows()) == {"a": "P001", "d": "P001", "b": "P002", "c": "P002"}
+
+
+def test_an_id_is_read_as_its_number_only_where_it_is_written_as_a_run_writes_ids():
+    """Family formation works on person numbers (`linkage.families.FamilyRecords`): an id is read
+    as its number only where writing the number again gives the id, so that numbers order as the
+    ids' text does and give the ids back."""
+    written = ["P00000000", "P00000042", "P99999999", "P00001000"]
+    others = ["P0000042", "P000000042", "Q00000042", "P0000004a", "P-0000042", "P+0000042", "P 0000042", "p00000042", "P", ""]
+    con = scratch()
+    try:
+        numbers = [con.execute(f"SELECT {PERSON_IDS.number_sql('$id')}", {"id": i}).fetchall()[0][0] for i in written + others]
+    finally:
+        con.close()
+    assert numbers[:len(written)] == [0, 42, 99999999, 1000]
+    assert numbers[len(written):] == [None] * len(others)
+    assert pl.select(PERSON_IDS.text(pl.Series([0, 42, 99999999, 1000]))).to_series().to_list() == written
+    assert sorted(written) == pl.select(PERSON_IDS.text(pl.Series(sorted(numbers[:len(written)])))).to_series().to_list()
 
 
 def test_links_refused_at_once_are_those_the_birth_date_rule_refuses():
