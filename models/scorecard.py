@@ -96,7 +96,7 @@ class History:
             # warehouse (0.4 rather than 0.9 s at 1.2M residents)
             sex = held.sql(f"""SELECT person_id, first(sex ORDER BY n DESC, sex) AS sex
                                FROM (SELECT person_id, sex, count(*) AS n FROM {linked.table} WHERE sex IN ('M', 'F') GROUP BY ALL)
-                               GROUP BY person_id ORDER BY person_id""").pl()
+                               GROUP BY person_id ORDER BY person_id""").pl().with_columns(linked.person_ids(pl.col("person_id")).alias("person_id"))
         except BaseException:
             linked.close()
             raise
