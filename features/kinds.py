@@ -28,6 +28,7 @@ import duckdb
 import polars as pl
 
 from features.calendar import window_start
+from linkage.person_records import record_key_sql
 from rules import AGE_GROUPS
 from warehouse import linked_rows
 
@@ -42,7 +43,7 @@ EVIDENCE_COLUMNS = ("person_id", "family_ref", "record_key", "source", "file", "
 def mentions_sql(indicator: Indicator, mentions: str) -> str:
     """The source's rows joined to the person and family each belongs to, filtered by age.
     mentions: the people's linked mentions with family_ref and age (`people_mentions`)."""
-    columns = "r.*, m.record_key, m.source, m.file, m.row, m.event_date, m.event_ref, m.person_id, m.family_ref, m.age"
+    columns = f"r.*, {record_key_sql('m')} AS record_key, m.source, m.file, m.row, m.event_date, m.event_ref, m.person_id, m.family_ref, m.age"
     return f"{linked_rows(indicator.source, columns, mentions)} WHERE {AGE_GROUPS[indicator.applies_to]}"
 
 

@@ -60,6 +60,12 @@ def _sex_sql(contract: Contract) -> str:
     return f"CASE sex {cases} ELSE NULL END"
 
 
+def record_key_sql(alias: str) -> str:
+    """SQL: the record_key of the mention aliased `alias` (its source, file and row): the one
+    rule, so that a reader holding those three need not carry the key's text."""
+    return f"{alias}.source || '|' || {alias}.file || '|' || CAST({alias}.row AS VARCHAR)"
+
+
 def source_mentions_sql(contract: Contract, where: str = "") -> str:
     """SELECT the mentions of one source from its raw table, in person_records' shape (unstandardised);
     `where`: a condition on the raw table's rows."""
@@ -131,7 +137,7 @@ def standardised(con: duckdb.DuckDBPyConnection, mentions: str, order: str = "m.
             joins.append(f"LEFT JOIN {view} ON m.{column} IS NOT DISTINCT FROM {view}.value")
             made.update({derived: f"{view}.{derived}" for derived in forms.columns if derived != "value"})
         chosen = ", ".join(f"{made.get(c, f'm.{c}')} AS {c}" for c in PERSON_RECORD_COLUMNS if c != "record_key")
-        yield f"""SELECT m.source || '|' || m.file || '|' || CAST(m.row AS VARCHAR) AS record_key, {chosen}
+        yield f"""SELECT {record_key_sql("m")} AS record_key, {chosen}
                   FROM ({mentions}) m {' '.join(joins)} {f"ORDER BY {order}" if order else ""}"""
     finally:
         for view in views:
