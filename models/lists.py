@@ -121,11 +121,14 @@ def _family_addresses_sql(members: str, mentions_linked_on: str) -> str:
     household's postcode and house number; per family, the first member's (by person_id) that has
     one. In DuckDB over the warehouse, so a county's millions of mentions are not read out for it.
     `members`: the family_members rows (a table or a query) whose families are wanted;
-    `mentions_linked_on`: how a mention joins its link (`linkage.person_records.mention_join`)."""
+    `mentions_linked_on`: how a mention joins its link (`linkage.person_records.mention_join`).
+    Only those members' mentions are joined to their links: for a month's listed families (15,000
+    at 1.2M residents) 0.55-0.72 -> 0.37-0.51 s, where every mention was joined and most let go."""
+    links = f"(SELECT * FROM person_links WHERE person_id IN (SELECT person_id FROM {members}))"
     return f"""
 WITH texts AS (
     SELECT m.person_id, first(r.address ORDER BY r.address_date DESC, r.record_key) AS address
-    FROM ({linked_mentions("pr.record_key, pr.address, pr.address_date, pr.postcode, pr.house_number, pl.person_id", mentions_linked_on)}) r
+    FROM ({linked_mentions("pr.record_key, pr.address, pr.address_date, pr.postcode, pr.house_number, pl.person_id", mentions_linked_on, links)}) r
     JOIN {members} m ON m.person_id = r.person_id AND m.household_postcode = r.postcode AND m.household_house_number = r.house_number
     WHERE r.address IS NOT NULL
     GROUP BY m.person_id

@@ -305,14 +305,16 @@ def table_columns(con: duckdb.DuckDBPyConnection, name: str) -> set[str]:
 MENTION_KEY_JOIN = "pl.record_key = pr.record_key"
 
 
-def _mention_to_person(on: str = MENTION_KEY_JOIN) -> str:
-    """SQL: every mention (`pr`, person_records) with the person it is linked to (`pl.person_id`)."""
-    return f"person_records pr JOIN person_links pl ON {on}"
+def _mention_to_person(on: str = MENTION_KEY_JOIN, links: str = "person_links") -> str:
+    """SQL: every mention (`pr`, person_records) with the person it is linked to (`pl.person_id`);
+    `links`: person_links or a query of some of its rows (the mentions of those persons alone)."""
+    return f"person_records pr JOIN {links} pl ON {on}"
 
 
-def linked_mentions(columns: str = "pr.*, pl.person_id", on: str = MENTION_KEY_JOIN) -> str:
-    """SQL: every mention with the person it is linked to (`on`: the join's condition)."""
-    return f"SELECT {columns} FROM {_mention_to_person(on)}"
+def linked_mentions(columns: str = "pr.*, pl.person_id", on: str = MENTION_KEY_JOIN, links: str = "person_links") -> str:
+    """SQL: every mention with the person it is linked to (`on`: the join's condition), or the
+    mentions of the persons `links` holds (a query of person_links' rows)."""
+    return f"SELECT {columns} FROM {_mention_to_person(on, links)}"
 
 
 def linked_rows(source: str, columns: str = "r.*", mentions: str | None = None) -> str:
