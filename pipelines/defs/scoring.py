@@ -75,7 +75,8 @@ def family_scores(context: dg.AssetExecutionContext, settings: EarlyhelpSettings
             con.sql("SELECT * FROM person_indicators").pl(),
             con.sql("SELECT * FROM family_indicators").pl(),
             con.sql("SELECT * FROM families").pl(),
-            con.sql("SELECT * FROM family_members").pl(),
+            # what scoring reads of each member: not their names, dates of birth and homes
+            con.sql("SELECT person_id, age FROM family_members").pl(),
             ScoreSettings(programme=settings.council_programme),
         )
         scores = result.scores.with_columns(pl.lit(settings.reference_month).alias("month"))
