@@ -32,10 +32,10 @@ class IndicatorResult:
     family_indicators: pl.DataFrame  # family_ref, indicator_id, persons, latest
 
 
-#: What the indicators read of each mention, beside its source row's own columns.
-#: What the indicators read of each linked mention. Not its record_key: the evidence rows make it
-#: from their source, file and row (`linkage.person_records.record_key_sql`); carried for the
-#: 3.7M mentions at 1.2M residents, it took the mentions' table 1.46-1.67 -> 1.19-1.28 s to make.
+#: What the indicators read of each mention, beside its source row's own columns. Not its
+#: record_key: the evidence rows make it from their source, file and row
+#: (`linkage.person_records.record_key_sql`); carried for the 3.7M mentions at 1.2M residents, it
+#: took the mentions' table 1.46-1.67 -> 1.19-1.28 s to make.
 MENTION_COLUMNS = "pr.source, pr.file, pr.row, pr.event_date, pr.event_ref, pl.person_id"
 
 

@@ -123,7 +123,7 @@ def _family_addresses_sql(members: str, mentions_linked_on: str) -> str:
     `members`: the family_members rows (a table or a query) whose families are wanted;
     `mentions_linked_on`: how a mention joins its link (`linkage.person_records.mention_join`).
     Only those members' mentions are joined to their links: for a month's listed families (15,000
-    at 1.2M residents) 0.55-0.72 -> 0.37-0.51 s, where every mention was joined and most let go."""
+    at 1.2M residents) 0.49-0.79 -> 0.41-0.52 s, where every mention was joined and most let go."""
     links = f"(SELECT * FROM person_links WHERE person_id IN (SELECT person_id FROM {members}))"
     return f"""
 WITH texts AS (
