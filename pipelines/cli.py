@@ -102,7 +102,8 @@ def run_pipeline(
     from pipelines.definitions import ALL_ASSETS, ALL_CHECKS, monthly_run
     from pipelines.partitions import MONTHS, partition_key
     from pipelines.progress import WATCH_TAG, RunWatcher, previous_step_seconds
-    from pipelines.resources import EarlyhelpSettings, steps_apart_from_environment
+    from pipelines import steps_apart_from_environment
+    from pipelines.resources import EarlyhelpSettings
     from warehouse import RunLock, who_ran
 
     months = MONTHS.get_partition_keys()
@@ -182,15 +183,19 @@ def _interrupted(result) -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipelines import RUN_IMPORTS
+    from pipelines import RUN_IMPORTS, STEPS_APART_ENV, steps_apart_from_environment
     from warehouse import WarehouseBusy, import_for_the_run
-
-    # what the run keeps to its end, imported first, so that no collection walks it again
-    import_for_the_run(*RUN_IMPORTS)
-    from pipelines.resources import STEPS_APART_ENV
 
     if args.steps_apart:
         os.environ[STEPS_APART_ENV] = "1"  # read by the run's settings, and by a deployment's runs of each authority
+    if not (steps_apart_from_environment() or args.authorities):
+        # first, so that Great Expectations is imported there, on the machine's other core, while
+        # this process imports the rest (steps run apart validate in processes that preload it)
+        from expectations.worker import start_suite_process
+
+        start_suite_process(for_one_run=True)
+    # what the run keeps to its end, imported first, so that no collection walks it again
+    import_for_the_run(*RUN_IMPORTS)
 
     if args.authorities:
         return cmd_run_deployment(args) if len(args.authority) != 1 else _run_one_authority(args)

@@ -18,6 +18,7 @@ from features import calendar
 from features.registry import Registry, load_registry
 from governance.authorities import Authority
 from governance.retention import DERIVED_RETENTION_YEARS, SUBJECT_ACCESS_RETENTION_DAYS
+from pipelines import steps_apart_from_environment
 from pipelines.partitions import AUTHORITIES, month_and_authority
 from rules import DEFAULT_PROGRAMME
 from warehouse import WAREHOUSE_FILE, HeldWarehouse, RunLock, open_warehouse
@@ -171,8 +172,3 @@ def default_settings() -> EarlyhelpSettings:
 
 
 #: Set to 1, heavy steps run in child processes of their own (`earlyhelp run --steps-apart`).
-STEPS_APART_ENV = "EARLYHELP_STEPS_APART"
-
-
-def steps_apart_from_environment() -> bool:
-    return os.environ.get(STEPS_APART_ENV, "") == "1"

@@ -7,6 +7,8 @@ import datetime as dt
 import gc
 import re
 import weakref
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import duckdb
@@ -134,3 +136,61 @@ def test_great_expectations_keeps_a_suites_latest_results_and_their_pages(school
     assert len(pages) == RESULTS_KEPT and [p.parent.name for p in pages] == [r.parent.name for r in results]
     # the one kept last is the latest run's, whose page the offline index links to
     assert results[-1].parent.name == Path(latest.page).parent.name
+
+
+def test_a_suite_run_in_its_own_process_gives_what_it_gives_here_and_leaves_no_table_in_memory(examples, tmp_path, monkeypatch):
+    # `earlyhelp run` validates in a process of its own, which imports Great Expectations while the
+    # run starts; the table goes there through shared memory, which must not outlive the suite
+    from multiprocessing.shared_memory import SharedMemory
+
+    from expectations import table_for_validation, worker
+
+    contract = load_contracts()["school_attendance"]
+    loaded = read_source(contract, examples, today=dt.date(2026, 11, 23)).raw
+    con = duckdb.connect()
+    for name, frame in (("loaded", loaded), ("broken", loaded.with_columns(pl.lit(None, dtype=pl.String).alias("surname")))):
+        con.register(f"{name}_view", frame)
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_view")
+    names = []
+    written = worker._in_shared_memory
+
+    def recorded(table):
+        with written(table) as (name, size):
+            names.append(name)
+            yield name, size
+
+    monkeypatch.setattr(worker, "_in_shared_memory", contextmanager(recorded))
+    here = ContractValidator(tmp_path / "here")
+    apart = worker.SuiteProcess()
+    try:
+        for table in ("loaded", "broken"):
+            mine = here.validate(contract, frame_for_validation(con.sql(f"SELECT * FROM {table}")), "inputs")
+            theirs = apart.validate(tmp_path / "apart", contract, table_for_validation(con.sql(f"SELECT * FROM {table}")), "inputs")
+            stamped = ("validated_at", "data_docs", "page")
+            assert {k: v for k, v in asdict(theirs).items() if k not in stamped} == {k: v for k, v in asdict(mine).items() if k not in stamped}
+            assert (tmp_path / "apart" / theirs.page).is_file()  # its page, written there
+        assert mine.success is False and theirs.failed == ["expect_column_values_to_not_be_null on surname"]
+    finally:
+        apart.close()
+    assert len(names) == 2
+    for name in names:
+        with pytest.raises(FileNotFoundError):
+            SharedMemory(name)
+
+
+def test_the_suite_process_started_for_a_run_ends_once_its_suites_are_done(monkeypatch):
+    from expectations import worker
+
+    monkeypatch.setattr(worker, "_PROCESS", [])  # this test's own, whatever earlier tests started
+    started = worker.start_suite_process(for_one_run=True)
+    assert worker.start_suite_process() is started  # one a process
+    processes = list(started._pool._processes.values())
+    assert processes
+    worker.suites_done()
+    assert not worker._PROCESS and not any(p.is_alive() for p in processes)
+    kept = worker.start_suite_process()  # not for one run (a test's, the daemon's): kept for the next
+    try:
+        worker.suites_done()
+        assert worker._PROCESS == [kept]
+    finally:
+        kept.close()

@@ -5,13 +5,12 @@ columns and files only, never values)."""
 
 
 from collections.abc import Iterator
-from functools import cache
-from pathlib import Path
 
 import dagster as dg
 
 from data_contracts import Contract, load_contracts
-from expectations import ContractValidator, frame_for_validation, latest_result, validation_inputs, write_offline_index
+from expectations import latest_result, table_for_validation, validation_inputs, write_offline_index
+from expectations.worker import validate_table
 from pipelines.apart import apart
 from pipelines.resources import EarlyhelpSettings
 from warehouse import table_digest
@@ -22,12 +21,6 @@ RECEIVED = "source_received"
 QUARANTINE_SHARE = "quarantine_share"
 #: Above this share of quarantined rows a source is flagged for the partner's attention.
 QUARANTINE_WARNING_SHARE = 0.05
-
-
-@cache
-def _validator(project_root: Path) -> ContractValidator:
-    """One Great Expectations project per output folder, opened once per process."""
-    return ContractValidator(project_root)
 
 
 def _file_rows(settings: EarlyhelpSettings, source: str) -> list[dict]:
@@ -70,8 +63,7 @@ def _checks_for(contract: Contract) -> dg.AssetChecksDefinition:
                 result = last
             else:
                 context.log.info(f"{contract.source}: validating the loaded table against its contract suite")
-                frame = frame_for_validation(con.sql(f'SELECT * FROM "{contract.raw_table}"'))
-                result = _validator(project).validate(council_contract, frame, inputs)
+                result = validate_table(project, council_contract, table_for_validation(con.sql(f'SELECT * FROM "{contract.raw_table}"')), inputs)
         index = write_offline_index(project, result)
         return dg.AssetCheckResult(
             asset_key=asset, check_name=MEETS_CONTRACT,

@@ -1,0 +1,134 @@
+"""The contract suites run in a process of their own, which imports Great Expectations while the
+run is starting.
+
+Importing Great Expectations takes 2.5 s (pandas, SciPy's statistics, Altair, every expectation
+and renderer it has), a second of every five of a run's start and all of it on one core: the
+run's process imports Dagster and the definitions, opens its instance and records the run's
+start, while the machine's other core waits. `earlyhelp run` starts this process first, so the
+import is made on that core meanwhile, and the run's own process never imports it.
+
+A table to validate goes to the process as Arrow, written once into shared memory, which the
+process reads in place (no copy into a pipe and out again: at 1.2M residents the school table
+is 560 MB). The shared memory is the run's process's: it is removed when the suite's result
+comes back, or by Python's resource tracker should the process die first, so no table is left
+in memory behind a run. The result (`SuiteResult`: counts and shares, never a value) comes back
+as it would in the run's own process; the Data Docs pages are written by this process into the
+same project folder.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from functools import cache
+from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+
+from data_contracts import Contract
+from expectations import ContractValidator, SuiteResult, frame_for_validation
+
+
+def _import_great_expectations() -> None:
+    from warehouse import import_for_the_run
+
+    # frozen once imported, as the run's process does with its own: no collection walks it again
+    import_for_the_run("great_expectations")
+
+
+def _started() -> bool:
+    return True
+
+
+@cache
+def _validator(project_root: str) -> ContractValidator:
+    """One Great Expectations project per output folder, opened once in the process."""
+    return ContractValidator(Path(project_root))
+
+
+def _validate_shared(project_root: str, contract: Contract, memory: str, size: int, inputs: str) -> SuiteResult:
+    """Validate the table written into the shared memory `memory` (an Arrow stream of `size` bytes)."""
+    # (attaching registers the memory with the resource tracker the run's process shares with
+    # this one, which holds each name once: the run's process removes it and tells the tracker)
+    shared = SharedMemory(memory)
+    try:
+        with pa.ipc.open_stream(pa.py_buffer(shared.buf)[:size]) as stream:
+            frame = frame_for_validation(stream.read_all())
+        result = _validator(project_root).validate(contract, frame, inputs)
+        del frame, stream
+        return result
+    finally:
+        gc.collect()  # Great Expectations' objects that reached the frame, in cycles
+        try:
+            shared.close()
+        except BufferError:
+            pass  # something here still holds the table: the mapping goes when it does, or with the process
+
+
+def _write_stream(table: pa.Table, sink) -> None:
+    with pa.ipc.new_stream(sink, table.schema) as stream:
+        stream.write_table(table)
+
+
+@contextmanager
+def _in_shared_memory(table: pa.Table) -> Iterator[tuple[str, int]]:
+    """The table as an Arrow stream in new shared memory: (its name, the stream's size), removed after."""
+    sink = pa.MockOutputStream()
+    _write_stream(table, sink)
+    size = sink.size()
+    shared = SharedMemory(create=True, size=max(size, 1))
+    try:
+        _write_stream(table, pa.FixedSizeBufferWriter(pa.py_buffer(shared.buf)))
+        yield shared.name, size
+    finally:
+        shared.unlink()
+        shared.close()
+
+
+class SuiteProcess:
+    """A process that imports Great Expectations as it starts and runs the contract suites
+    (`validate`) one at a time. `for_one_run`: started for one run (`earlyhelp run`), and ended
+    once the run's suites are done (`suites_done`), rather than kept for the process's next run."""
+
+    def __init__(self, for_one_run: bool = False):
+        self.for_one_run = for_one_run
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_import_great_expectations)
+        self._pool.submit(_started)  # the process starts, and imports, now rather than at its first suite
+
+    def validate(self, project_root: Path, contract: Contract, table: pa.Table, inputs: str = "") -> SuiteResult:
+        with _in_shared_memory(table) as (memory, size):
+            return self._pool.submit(_validate_shared, str(project_root), contract, memory, size, inputs).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+_PROCESS: list[SuiteProcess] = []
+
+
+def start_suite_process(for_one_run: bool = False) -> SuiteProcess:
+    """This process's suite process, started now if it has none."""
+    if not _PROCESS:
+        _PROCESS.append(SuiteProcess(for_one_run))
+    return _PROCESS[0]
+
+
+def suites_done() -> None:
+    """A run's suites are all done: the suite process started for that run alone ends, and hands
+    its memory back before the run's heaviest steps."""
+    if _PROCESS and _PROCESS[0].for_one_run:
+        _PROCESS.pop().close()
+
+
+def validate_table(project_root: Path, contract: Contract, table: pa.Table, inputs: str = "") -> SuiteResult:
+    """Validate `table` against the contract's suite: in this process where Great Expectations
+    is already imported here (a step run apart, whose process preloads it), else in the suite
+    process (started now if there is none)."""
+    if "great_expectations" in sys.modules and not _PROCESS:
+        return _validator(str(project_root)).validate(contract, frame_for_validation(table), inputs)
+    return start_suite_process().validate(project_root, contract, table, inputs)
