@@ -259,3 +259,27 @@ def test_retrain_model_evaluates_again_though_the_quarter_is_stored(scored, vill
     ((again_key, again_made),) = con.sql("SELECT key, evaluated_at FROM scorecard_evaluation").fetchall()
     con.close()
     assert again_key == key and again_made >= made
+
+
+def test_each_hit_is_explained_by_its_own_indicators_sentence():
+    # the reasons are made indicator by indicator and put back in the hits' order: each hit must
+    # get its own indicator's sentence, with its own value and date, whatever order the hits are in
+    from models.score import _reasons, _sentence
+
+    registry = load_registry()
+    rows = []
+    for i, indicator in enumerate(registry.indicators):
+        for k in range(3):
+            rows.append({"indicator_id": indicator.id, "value": 0.25 + i + k, "latest": dt.date(2025, 1 + (i + k) % 12, 1)})
+    rows.append({"indicator_id": "not_in_the_registry", "value": 1.0, "latest": dt.date(2026, 1, 1)})
+    random.Random(7).shuffle(rows)
+    hits = pl.DataFrame(rows, schema={"indicator_id": pl.String, "value": pl.Float64, "latest": pl.Date})
+    reasons = _reasons(hits, registry).to_list()
+    by_id = {indicator.id: indicator for indicator in registry.indicators}
+    for row, reason in zip(hits.iter_rows(named=True), reasons):
+        if row["indicator_id"] not in by_id:
+            assert reason is None
+            continue
+        alone = pl.DataFrame([row], schema=hits.schema).select(_sentence(by_id[row["indicator_id"]]))[0, 0]
+        assert reason == alone and "{" not in reason, (row, reason)
+    assert len(set(reasons)) > len(registry.indicators)  # the values and dates are each hit's own
