@@ -437,35 +437,42 @@ def cluster_persons(
     in_care = pl.col("component").is_in(_groups_that_may_contradict(profiles, component, must_link, cannot_link).implode())
     careful, whole = component.filter(in_care), component.filter(~in_care)
     careful_links = links.join(careful.select(pl.col("pid").alias("l")), on="l", how="semi")
-    refused_at_once = 0
-    if birth_dates:
-        # a link between two profiles whose own birth dates no slip explains is refused whatever
-        # their clusters hold by then (the rule only gains dates as clusters grow): those are
-        # counted here, in one pass, instead of link by link (most of the refusals at 1.2M)
-        forced = component.filter(pl.col("pid").is_in([p for pair in must_link for p in pair]))["component"].implode()
-        reviewed = careful.filter(pl.col("component").is_in(forced))["pid"].implode()
-        judged = _with_birth_dates_conflict(careful_links, profiles).with_columns(pl.col("birth_dates_conflict") & ~pl.col("l").is_in(reviewed))
-        refused_at_once = int(judged["birth_dates_conflict"].sum())
-        careful_links = judged.filter(~pl.col("birth_dates_conflict")).drop("birth_dates_conflict")
-    ordered = careful_links.sort(["match_weight", "l", "r"], descending=[True, False, False]).select("l", "r")
-    groups = None
-    if "digest" in profiles.columns:
-        rules = f"{_clusterer_version()}|{birth_dates}|{twins}|{identifiers}"
-        decisions = [(a, b, "MATCH") for a, b in must_link] + [(a, b, "NON_MATCH") for a, b in cannot_link]
-        groups = careful.join(_group_digests(careful, profiles, ordered, decisions, rules), on="component")
-    known = last.groups if last is not None and groups is not None else ClusteredGroups(pl.DataFrame(schema={"group": pl.String, "profile": pl.UInt64, "person": pl.UInt64, "refused": pl.Int64})).groups
-    if groups is not None:
-        # each group given as the last run's was: the same digest, or the same plain one where the
-        # names most used decided nothing (`source`: the last run's group it is taken from)
-        same = groups.join(known.select("group").unique(), on="group", how="semi").with_columns(pl.col("group").alias("source"))
-        plain = known.filter(pl.col("weighed").not_()).group_by("plain").agg(pl.col("group").first().alias("source"))
-        again = pl.concat([same, groups.join(same, on="pid", how="anti").join(plain, on="plain")])
-    else:
-        again = careful.head(0)
-    fresh = careful.join(again, on="pid", how="anti")
-    given = profiles.select(c for c in CLUSTERER_COLUMNS if c in profiles.columns).join(fresh, on="pid", how="semi")
-    fresh_links = ordered.join(fresh.select(pl.col("pid").alias("l"), "component"), on="l")
-    taken_apart, refused, weighed, refused_by_clusterer = _take_apart(given, fresh, fresh_links, list(must_link), list(cannot_link), (birth_dates, twins, identifiers))
+    # where there may be enough links to share (`_take_apart`), the second process is started
+    # now, and imports while the groups are weighed, rather than when its share is ready
+    second = _second_process() if _may_share(careful_links.height) else None
+    try:
+        refused_at_once = 0
+        if birth_dates:
+            # a link between two profiles whose own birth dates no slip explains is refused whatever
+            # their clusters hold by then (the rule only gains dates as clusters grow): those are
+            # counted here, in one pass, instead of link by link (most of the refusals at 1.2M)
+            forced = component.filter(pl.col("pid").is_in([p for pair in must_link for p in pair]))["component"].implode()
+            reviewed = careful.filter(pl.col("component").is_in(forced))["pid"].implode()
+            judged = _with_birth_dates_conflict(careful_links, profiles).with_columns(pl.col("birth_dates_conflict") & ~pl.col("l").is_in(reviewed))
+            refused_at_once = int(judged["birth_dates_conflict"].sum())
+            careful_links = judged.filter(~pl.col("birth_dates_conflict")).drop("birth_dates_conflict")
+        ordered = careful_links.sort(["match_weight", "l", "r"], descending=[True, False, False]).select("l", "r")
+        groups = None
+        if "digest" in profiles.columns:
+            rules = f"{_clusterer_version()}|{birth_dates}|{twins}|{identifiers}"
+            decisions = [(a, b, "MATCH") for a, b in must_link] + [(a, b, "NON_MATCH") for a, b in cannot_link]
+            groups = careful.join(_group_digests(careful, profiles, ordered, decisions, rules), on="component")
+        known = last.groups if last is not None and groups is not None else ClusteredGroups(pl.DataFrame(schema={"group": pl.String, "profile": pl.UInt64, "person": pl.UInt64, "refused": pl.Int64})).groups
+        if groups is not None:
+            # each group given as the last run's was: the same digest, or the same plain one where the
+            # names most used decided nothing (`source`: the last run's group it is taken from)
+            same = groups.join(known.select("group").unique(), on="group", how="semi").with_columns(pl.col("group").alias("source"))
+            plain = known.filter(pl.col("weighed").not_()).group_by("plain").agg(pl.col("group").first().alias("source"))
+            again = pl.concat([same, groups.join(same, on="pid", how="anti").join(plain, on="plain")])
+        else:
+            again = careful.head(0)
+        fresh = careful.join(again, on="pid", how="anti")
+        given = profiles.select(c for c in CLUSTERER_COLUMNS if c in profiles.columns).join(fresh, on="pid", how="semi")
+        fresh_links = ordered.join(fresh.select(pl.col("pid").alias("l"), "component"), on="l")
+        taken_apart, refused, weighed, refused_by_clusterer = _take_apart(given, fresh, fresh_links, list(must_link), list(cannot_link), (birth_dates, twins, identifiers), second)
+    finally:
+        if second is not None:
+            second.shutdown(cancel_futures=True)
     del given
     if groups is not None:
         digest = profiles.select("pid", "digest")
@@ -496,15 +503,35 @@ def cluster_persons(
 SHARED_FROM_LINKS = 200_000
 
 
+def _may_share(links: int) -> bool:
+    """Whether `links` links are enough to share between two processes, and a second may be started."""
+    return links >= SHARED_FROM_LINKS and usable_cores() >= 2 and not multiprocessing.current_process().daemon
+
+
+def _import_clusterer() -> None:
+    import linkage.cluster  # noqa: F401 - what the second process's share needs
+
+
+def _second_process() -> ProcessPoolExecutor:
+    """The process a share of the groups goes to, started now: spawned, not forked (a fork of a
+    process running Polars' and DuckDB's threads may hang), its imports made as it starts (half a
+    second, which the share handed to it at once had waited for, this process's own share done)."""
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_import_clusterer)
+    pool.submit(int)
+    return pool
+
+
 def _take_apart(
     given: pl.DataFrame, fresh: pl.DataFrame, links: pl.DataFrame, must_link: list[tuple[int, int]], cannot_link: list[tuple[int, int]], rules: tuple[bool, bool, bool],
+    second: ProcessPoolExecutor | None = None,
 ) -> tuple[pl.DataFrame, dict[int, int], set[int], int]:
     """The constrained clusterer over the groups in `fresh` (pid, component), given their
     profiles and their links (l, r, component) in the order they are taken. Returns (pid ->
     cluster, links refused by component, the components where the names most used decided a
     link (`ConstrainedClusterer.weighed`), links refused). From SHARED_FROM_LINKS links, half the
-    work (by links) goes to a worker process while this one does the rest: the same clusters."""
-    if links.height < SHARED_FROM_LINKS or usable_cores() < 2 or multiprocessing.current_process().daemon:
+    work (by links) goes to a second process (`second`, or one started now) while this one does
+    the rest: the same clusters."""
+    if not _may_share(links.height):
         return _cluster_share(given, links.select("l", "r", "component"), must_link, cannot_link, rules)
     # the largest groups first, each to the share with fewer links so far
     sizes = links.group_by("component").len().sort(["len", "component"], descending=[True, False])
@@ -526,11 +553,14 @@ def _take_apart(
             [pair for pair in must_link if pair[0] in inside],
             [pair for pair in cannot_link if pair[0] in inside or pair[1] in inside],
         ))
-    # spawned, not forked: a fork of a process running Polars' and DuckDB's threads may hang
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = second if second is not None else _second_process()
+    try:
         other = pool.submit(_cluster_share_ipc, *(_to_ipc(f) for f in shares[1][:2]), *shares[1][2:], rules)
         taken, refused, weighed, total = _cluster_share(*shares[0], rules)
         taken_other, refused_other, weighed_other, total_other = other.result()
+    finally:
+        if second is None:
+            pool.shutdown()
     return pl.concat([taken, pl.read_ipc(taken_other)]).sort("pid"), {**refused, **refused_other}, weighed | weighed_other, total + total_other
 
 
