@@ -19,9 +19,7 @@ same project folder.
 from __future__ import annotations
 
 import gc
-import multiprocessing
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from functools import cache
 from multiprocessing.shared_memory import SharedMemory
@@ -32,17 +30,7 @@ import pyarrow as pa
 
 from data_contracts import Contract
 from expectations import ContractValidator, SuiteResult, frame_for_validation
-
-
-def _import_great_expectations() -> None:
-    from warehouse import import_for_the_run
-
-    # frozen once imported, as the run's process does with its own: no collection walks it again
-    import_for_the_run("great_expectations")
-
-
-def _started() -> bool:
-    return True
+from warehouse import started_process
 
 
 @cache
@@ -97,8 +85,7 @@ class SuiteProcess:
 
     def __init__(self, for_one_run: bool = False):
         self.for_one_run = for_one_run
-        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_import_great_expectations)
-        self._pool.submit(_started)  # the process starts, and imports, now rather than at its first suite
+        self._pool = started_process("great_expectations", __name__)
 
     def validate(self, project_root: Path, contract: Contract, table: pa.Table, inputs: str = "") -> SuiteResult:
         with _in_shared_memory(table) as (memory, size):

@@ -44,7 +44,7 @@ import polars as pl
 
 from linkage.comparisons import IDENTIFIER_FIELDS
 from linkage.names import nickname_pairs
-from warehouse import usable_cores, without_cycle_collection
+from warehouse import started_process, usable_cores, without_cycle_collection
 
 
 #: Mentions that must carry an identifier before it can keep two clusters apart: a number keyed
@@ -508,17 +508,10 @@ def _may_share(links: int) -> bool:
     return links >= SHARED_FROM_LINKS and usable_cores() >= 2 and not multiprocessing.current_process().daemon
 
 
-def _import_clusterer() -> None:
-    import linkage.cluster  # noqa: F401 - what the second process's share needs
-
-
 def _second_process() -> ProcessPoolExecutor:
-    """The process a share of the groups goes to, started now: spawned, not forked (a fork of a
-    process running Polars' and DuckDB's threads may hang), its imports made as it starts (half a
-    second, which the share handed to it at once had waited for, this process's own share done)."""
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_import_clusterer)
-    pool.submit(int)
-    return pool
+    """The process a share of the groups goes to, started now (`warehouse.started_process`): its
+    half second of imports was waited for when it was started with its share in hand."""
+    return started_process(__name__)
 
 
 def _take_apart(

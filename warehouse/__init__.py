@@ -22,10 +22,12 @@ from __future__ import annotations
 import ctypes
 import datetime as dt
 import gc
+import multiprocessing
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -159,6 +161,19 @@ def usable_cores() -> int:
     """The cores this process may run on (its affinity, where the system says), for the work
     shared with worker processes: packs, the clusterer's groups."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def started_process(*modules: str) -> ProcessPoolExecutor:
+    """A worker process for work shared out of this one (one pool of one process), started now
+    and importing `modules` as it starts (`import_for_the_run`: it is the process's entry point),
+    so that its start (a fresh interpreter importing Polars and the rest: half a second to two
+    and a half) overlaps what this process does meanwhile, rather than delaying the first work
+    handed to it. Spawned, not forked: a fork of a process running Polars' and DuckDB's threads
+    may copy them mid-lock and hang. So a script that shares work must guard its main
+    (`if __name__ == "__main__":`), as with any multiprocessing."""
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=import_for_the_run, initargs=modules)
+    pool.submit(int)  # a pool starts its process at its first task
+    return pool
 
 
 def return_freed_memory() -> bool:
