@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import multiprocessing
 import re
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
 from pathlib import Path
 
 import polars as pl
@@ -22,7 +21,7 @@ from models.chair_summary import ChairSummary
 from models.family_view import FamilyView
 from reports import page, render
 from rules import Programme, looks_like_formula, looks_like_formula_expr
-from warehouse import usable_cores, without_cycle_collection, write_atomically, write_text_atomically
+from warehouse import started_process, usable_cores, without_cycle_collection, write_atomically, write_text_atomically
 
 
 def neutralise(value: object) -> object:
@@ -344,10 +343,12 @@ def pack_slug(locality: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", locality.lower()).strip("_")
 
 
-#: Families listed, across every locality, from which the packs are written by worker processes,
-#: a locality each: a pack is still some Python (the decision sheet, cell by cell), and at 1.2M
-#: residents the four packs took 2.9-3.0 s so, 3.7-3.8 s in the step's own process; below this,
-#: starting a process (importing Polars and the templates, about a second) costs more than it saves.
+#: Families listed, across every locality, from which the packs are shared with a second process
+#: (`_written_with_a_second_process`): a pack is still some Python (the decision sheet, cell by
+#: cell); at 1.2M residents the four packs took 3.7-3.8 s in the step's own process, 3.9-4.6 s in
+#: two worker processes, a locality each in turn, while the step's process waited, and 3.7-4.0 s
+#: this way, on the same lists (alternating, three each); below this, starting a process
+#: (importing Polars and the templates, 0.6-0.7 s) costs more than it saves.
 PARALLEL_FROM_FAMILIES = 5_000
 
 
@@ -364,13 +365,39 @@ def _write_locality_pack(locality: str, month: str, part: pl.DataFrame, people: 
     return [folder / f"{slug}.{ext}" for ext in ("html", "xlsx", "csv")]
 
 
+def _written_with_a_second_process(packs: list[tuple]) -> list[Path]:
+    """The packs written by this process and a second one (`warehouse.started_process`), the
+    largest first, each taking the next as it comes free: this one starts at once, the second
+    once it has started (a second of imports), and neither waits while a pack is left. Two
+    worker processes, a pack each in turn, left this one waiting on them, and each paid the second."""
+    pending = deque(sorted(range(len(packs)), key=lambda i: -packs[i][2].height))
+    written: dict[int, list[Path]] = {}
+    second = started_process(__name__)
+    try:
+        mine = pending.popleft()
+        theirs = (pending[0], second.submit(_write_locality_pack, *packs[pending.popleft()]))
+        written[mine] = _write_locality_pack(*packs[mine])
+        while pending or theirs is not None:
+            if theirs is not None and (theirs[1].done() or not pending):
+                written[theirs[0]] = theirs[1].result()
+                theirs = None
+            if theirs is None and pending:
+                theirs = (pending[0], second.submit(_write_locality_pack, *packs[pending.popleft()]))
+            if pending:
+                mine = pending.popleft()
+                written[mine] = _write_locality_pack(*packs[mine])
+    finally:
+        second.shutdown(cancel_futures=True)
+    return [path for i in range(len(packs)) for path in written[i]]
+
+
 def write_packs(
     lists: pl.DataFrame, members: pl.DataFrame, month: str, folder: Path, summary: ChairSummary, programme: Programme, view: FamilyView | None = None,
     parallel_from: int | None = None,
 ) -> list[Path]:
     """Every locality's pack and the chair's summary. `parallel_from`: the families listed from
-    which packs are written in worker processes (PARALLEL_FROM_FAMILIES by default); the workers
-    are spawned, so a script calling this must guard its main (`if __name__ == "__main__":`), as
+    which packs are shared with a second process (PARALLEL_FROM_FAMILIES by default), which is
+    spawned, so a script calling this must guard its main (`if __name__ == "__main__":`), as
     with any multiprocessing: Dagster's and earlyhelp's own entry points do."""
     folder.mkdir(parents=True, exist_ok=True)
     packs = []
@@ -381,11 +408,8 @@ def write_packs(
         # county's for every locality was a third of the step
         own = FamilyView(view.chronology.join(listed, on="family_ref", how="semi"), view.known_to.join(listed, on="family_ref", how="semi")) if view else None
         packs.append((locality, month, part, people, programme, own, folder))
-    workers = min(len(packs), usable_cores())
-    if workers > 1 and lists.height >= (PARALLEL_FROM_FAMILIES if parallel_from is None else parallel_from):
-        # spawned, not forked: the parent holds Polars' and DuckDB's threads, which a fork would copy mid-lock
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            written = [path for paths in pool.map(_write_locality_pack, *zip(*packs)) for path in paths]
+    if len(packs) > 1 and usable_cores() > 1 and lists.height >= (PARALLEL_FROM_FAMILIES if parallel_from is None else parallel_from):
+        written = _written_with_a_second_process(packs)
     else:
         written = [path for pack in packs for path in _write_locality_pack(*pack)]
     write_text_atomically(summary_html(summary), folder / "summary.html")

@@ -512,7 +512,7 @@ def test_front_door_contacts_ending_in_no_further_action_list_a_family_by_the_co
 
 
 def test_packs_written_by_worker_processes_are_those_written_in_turn(listed, tmp_path, monkeypatch):
-    # a large county's packs are written a locality per process; the files must be the same
+    # a large county's packs are shared between the step's process and a second one; the files must be the same
     import datetime as dt
     import zipfile
 
@@ -526,7 +526,7 @@ def test_packs_written_by_worker_processes_are_those_written_in_turn(listed, tmp
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
         made = monthly_lists(con, MONTH, dt.date(2026, 9, 30), ListSettings(), "test", "run", "tester", load_registry(), programme(DEFAULT_PROGRAMME), load_contracts())
     assert made.result.lists["locality"].n_unique() > 1, "workers need more than one pack to share"
-    monkeypatch.setattr(packs, "usable_cores", lambda: 2)  # two workers even on a one-core machine
+    monkeypatch.setattr(packs, "usable_cores", lambda: 2)  # a second process even on a one-core machine
     arguments = (made.result.lists, made.result.members, MONTH)
     in_turn = packs.write_packs(*arguments, tmp_path / "in_turn", made.summary, programme(DEFAULT_PROGRAMME), made.view, parallel_from=10**9)
     by_workers = packs.write_packs(*arguments, tmp_path / "by_workers", made.summary, programme(DEFAULT_PROGRAMME), made.view, parallel_from=0)
