@@ -157,6 +157,9 @@ def test_a_suite_run_in_its_own_process_gives_what_it_gives_here_and_leaves_no_t
     def recorded(table):
         with written(table) as (name, size):
             names.append(name)
+            where = Path("/dev/shm") / name.lstrip("/")
+            if where.exists():  # Linux: its owner's alone, as every file a run writes
+                assert where.stat().st_mode & 0o777 == 0o600
             yield name, size
 
     monkeypatch.setattr(worker, "_in_shared_memory", contextmanager(recorded))
