@@ -2,9 +2,9 @@
 run is starting.
 
 Importing Great Expectations takes 2.5 s (pandas, SciPy's statistics, Altair, every expectation
-and renderer it has), a second of every five of a run's start and all of it on one core: the
-run's process imports Dagster and the definitions, opens its instance and records the run's
-start, while the machine's other core waits. `earlyhelp run` starts this process first, so the
+and renderer it has), about half of a run's start, all of it on one core: the run's process
+imports Dagster and the definitions, opens its instance and records the run's start, while the
+machine's other core waits. `earlyhelp run` starts this process first, so the
 import is made on that core meanwhile, and the run's own process never imports it.
 
 A table to validate goes to the process as Arrow, written once into shared memory, which the
@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import gc
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 

@@ -169,6 +169,3 @@ def default_settings() -> EarlyhelpSettings:
         payment_claims=os.environ.get("EARLYHELP_PAYMENT_CLAIMS", "") == "1",
         steps_apart=steps_apart_from_environment(),
     )
-
-
-#: Set to 1, heavy steps run in child processes of their own (`earlyhelp run --steps-apart`).

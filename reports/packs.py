@@ -345,10 +345,10 @@ def pack_slug(locality: str) -> str:
 
 #: Families listed, across every locality, from which the packs are shared with a second process
 #: (`_written_with_a_second_process`): a pack is still some Python (the decision sheet, cell by
-#: cell); at 1.2M residents the four packs took 3.7-3.8 s in the step's own process, 3.9-4.6 s in
-#: two worker processes, a locality each in turn, while the step's process waited, and 3.7-4.0 s
-#: this way, on the same lists (alternating, three each); below this, starting a process
-#: (importing Polars and the templates, 0.6-0.7 s) costs more than it saves.
+#: cell); at 1.2M residents the four packs took 3.9-4.6 s in two worker processes, a locality each
+#: in turn, while the step's process waited, and 3.7-4.0 s shared, on the same lists (alternating,
+#: three each); below this, starting a process (importing Polars and the templates, 0.6-0.7 s)
+#: costs more than it saves.
 PARALLEL_FROM_FAMILIES = 5_000
 
 
@@ -368,8 +368,8 @@ def _write_locality_pack(locality: str, month: str, part: pl.DataFrame, people: 
 def _written_with_a_second_process(packs: list[tuple]) -> list[Path]:
     """The packs written by this process and a second one (`warehouse.started_process`), the
     largest first, each taking the next as it comes free: this one starts at once, the second
-    once it has started (a second of imports), and neither waits while a pack is left. Two
-    worker processes, a pack each in turn, left this one waiting on them, and each paid the second."""
+    once its imports are done (0.6-0.7 s), and neither waits while a pack is left. Two worker
+    processes, a pack each in turn, each paid for its own start while this one waited on them."""
     pending = deque(sorted(range(len(packs)), key=lambda i: -packs[i][2].height))
     written: dict[int, list[Path]] = {}
     second = started_process(__name__)
