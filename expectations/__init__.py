@@ -8,6 +8,13 @@ its columns exactly the contract's, required columns complete, and a required
 field set aside in no more than a few rows (a partner's extract gone wrong as a
 whole rather than row by row). Their results are Dagster asset checks and Data Docs.
 
+Each of those is a fact of rows or of an extract, so a file's rows validated once under a
+suite need not be again: a run validates, as one batch, the rows of the files its table holds
+that the last passing result under the same suite did not (`files_to_validate`); the first
+run, or one after a change to the suite or the contract, or after a failure, validates the
+whole table. A month's run at 1.2M residents validated the ten school months again for the
+one new.
+
 Results are asked for as BASIC with no sample of unexpected values: counts and shares
 (rows checked, rows failing, the share) reach Data Docs, and no value from the data (a name,
 a date of birth) ever does, nor logs or Dagster metadata.
@@ -45,7 +52,10 @@ class SuiteResult:
     observed: list[dict] = field(default_factory=list)  # expectation, column, passed, observed: counts and shares only
     page: str | None = None  # Great Expectations' page of this validation, relative to the project folder
     validated_at: str = ""
-    inputs: str = ""  # `validation_inputs`: the same again, and this result stands without running the suite
+    inputs: str = ""  # `validation_inputs`: the suite, the contract and Great Expectations' version it was under
+    files: dict[str, str] = field(default_factory=dict)  # the table's files (name: SHA-256) this result speaks for: those it validated and, where it validated only the new, those the last result spoke for
+    validated_files: int = 0  # of them, the files whose rows this validation read
+    validated_rows: int = 0  # and their rows
 
 
 #: A suite's latest results, and their pages, that Great Expectations keeps (`ContractValidator._keep_latest_results`).
@@ -92,13 +102,30 @@ def suite_for(contract: Contract):
     )
 
 
-def validation_inputs(contract: Contract, table_digest: str) -> str:
-    """What a validation's result rests on: the table (`warehouse.table_digest`), the suite and
-    Great Expectations' version. The same inputs give the same result, so it is not run again."""
+def validation_inputs(contract: Contract) -> str:
+    """What a validation's result rests on besides the rows: the suite, the contract the rows
+    were loaded under (`ingestion.load.contract_digest`: a changed contract loads every file
+    again) and Great Expectations' version. Under the same inputs a file's rows, once validated,
+    give the same result again."""
     from importlib.metadata import version
 
-    text = json.dumps({"table": table_digest, "suite": suite_plan(contract), "great_expectations": version("great_expectations")}, sort_keys=True)
+    from ingestion.load import contract_digest
+
+    text = json.dumps({"suite": suite_plan(contract), "contract": contract_digest(contract), "great_expectations": version("great_expectations")}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def files_to_validate(last: SuiteResult | None, inputs: str, loaded: dict[str, str]) -> dict[str, str] | None:
+    """Of the files a source's table holds rows of (`loaded`, name: SHA-256), those whose rows a
+    run validates: None for the whole table (no earlier result under these inputs, or one that
+    failed, or a table emptied since, whose row count is then the point); else those the last
+    result does not speak for with the same bytes, validated as one batch ({}: none, and the
+    last result stands). Rows a later file replaced or retention removed leave the rest validated."""
+    if last is None or not last.success or last.inputs != inputs:
+        return None
+    if not loaded:
+        return {} if not last.files else None
+    return {name: sha for name, sha in loaded.items() if last.files.get(name) != sha}
 
 
 def latest_result(project_root: Path, source: str) -> SuiteResult | None:
@@ -132,8 +159,8 @@ def frame_for_validation(data):
 def _no_batch_fingerprint() -> None:
     """Great Expectations fingerprints every pandas batch under 1 GB by hashing each of its cells,
     through Python for Arrow-backed columns: 95% of a suite's time on a 1.2M county's A&E table
-    (8.2 of 8.6 s, py-spy), for a marker nothing here reads. The batch's fingerprint is the
-    warehouse's digest of the table (`validation_inputs`), so that hashing is switched off."""
+    (8.2 of 8.6 s, py-spy), for a marker nothing here reads. What a result stands for is known
+    from the files it validated (`SuiteResult.files`), so that hashing is switched off."""
     from great_expectations.execution_engine import pandas_execution_engine
 
     if hasattr(pandas_execution_engine, "HASH_THRESHOLD"):

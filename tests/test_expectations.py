@@ -197,3 +197,22 @@ def test_the_suite_process_started_for_a_run_ends_once_its_suites_are_done(monke
         assert worker._PROCESS == [kept]
     finally:
         kept.close()
+
+
+def test_a_run_validates_only_the_files_its_last_passing_result_does_not_speak_for():
+    """A file's rows validated once under the same suite and contract are not validated again;
+    anything that could change what they give (another suite, a failure) validates the whole table."""
+    from expectations import SuiteResult, files_to_validate
+
+    passed = SuiteResult("school_attendance", True, 5, inputs="suite 1", files={"a.csv": "1", "b.csv": "2"})
+    assert files_to_validate(None, "suite 1", {"a.csv": "1"}) is None
+    assert files_to_validate(passed, "suite 2", {"a.csv": "1", "b.csv": "2"}) is None
+    assert files_to_validate(SuiteResult("school_attendance", False, 5, inputs="suite 1", files=passed.files), "suite 1", passed.files) is None
+    assert files_to_validate(passed, "suite 1", {"a.csv": "1", "b.csv": "2"}) == {}
+    # a row removed (a later file replaced it, or retention) leaves the others validated
+    assert files_to_validate(passed, "suite 1", {"b.csv": "2"}) == {}
+    # a new file, and a file of the same name with other bytes
+    assert files_to_validate(passed, "suite 1", {"a.csv": "1", "b.csv": "9", "c.csv": "3"}) == {"b.csv": "9", "c.csv": "3"}
+    # a table emptied since: its row count is then what the suite must see; still empty: as before
+    assert files_to_validate(passed, "suite 1", {}) is None
+    assert files_to_validate(SuiteResult("meeting_outcomes", True, 2, inputs="suite 1"), "suite 1", {}) == {}

@@ -168,15 +168,26 @@ def test_a_monthly_run_leaves_every_table_as_a_run_reading_every_file_does(month
         assert result.success
         snapshots[way] = warehouse_snapshot(out / "warehouse.duckdb")
         checks = [e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-        validated[way] = {c.asset_key.path[-1]: c.metadata["validated_this_run"].value for c in checks if c.check_name == "meets_contract"}
+        validated[way] = {
+            c.asset_key.path[-1]: (c.metadata["validated_this_run"].value, c.metadata["files_validated_this_run"].value, c.metadata["rows_validated_this_run"].value)
+            for c in checks if c.check_name == "meets_contract"
+        }
     monthly, every = snapshots["monthly"], snapshots["every file"]
     assert set(monthly) == set(every) and len(monthly) > 30
     for table, frame in every.items():
         assert monthly[table].equals(frame), table
-    # a source's suite runs again only where its table changed (every source, reading every file)
-    assert all(validated["every file"].values())
-    changed = {c.raw_table for c in load_contracts().values() if len(landing_files(this_month, c.source)) > len(landing_files(last_month, c.source))}
-    assert changed and {t for t, again in validated["monthly"].items() if again} == changed
+    # reading every file validates every source's whole table; a month only the rows of the
+    # files new since last month, and a source that sent none is not validated again
+    con = duckdb.connect(str(tmp_path / "monthly" / "warehouse.duckdb"), read_only=True)
+    whole = {c.raw_table: con.execute(f'SELECT count(DISTINCT _file), count(*) FROM "{c.raw_table}"').fetchall()[0] for c in load_contracts().values()}
+    assert validated["every file"] == {table: (True, *counted) for table, counted in whole.items()}
+    new_files = {c.raw_table: [p.name for p in landing_files(this_month, c.source) if not (last_month / c.source / p.name).exists()] for c in load_contracts().values()}
+    changed = {table for table, files in new_files.items() if files}
+    assert changed and {t for t, (again, _, _) in validated["monthly"].items() if again} == changed
+    for table in changed:
+        rows = con.execute(f'SELECT count(*) FROM "{table}" WHERE _file IN (SELECT unnest(?))', [new_files[table]]).fetchall()[0][0]
+        assert 0 < rows < whole[table][1] and validated["monthly"][table] == (True, len(new_files[table]), rows), table
+    con.close()
 
 
 def _person_records(landing: Path, path: Path) -> pl.DataFrame:

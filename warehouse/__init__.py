@@ -570,17 +570,6 @@ def replace_tables(
             con.unregister("_incoming")
 
 
-def table_digest(con: duckdb.DuckDBPyConnection, name: str) -> str:
-    """A table's rows, in any order, as one value: its columns and their types, its row count, and
-    the sum of DuckDB's hashes of its rows under this version of DuckDB (whose hash it is). Two
-    tables with one digest hold the same rows, but for a 64-bit chance; a fraction of a second at
-    1.2M residents, where reading the table out costs seconds."""
-    relation = con.table(f'"{name}"')
-    total, rows = con.sql(f'SELECT CAST(sum(hash(t)) AS VARCHAR), count(*) FROM "{name}" t').fetchall()[0]
-    columns = ",".join(f"{c} {t}" for c, t in zip(relation.columns, relation.types))
-    return f"duckdb {duckdb.__version__}; {columns}; {rows} rows; {total}"
-
-
 def read_table(con: duckdb.DuckDBPyConnection, name: str, columns: str = "*", lazy: bool = False) -> pl.DataFrame | pl.LazyFrame | None:
     """A table as a frame, or None when it does not exist yet (the first run). `lazy`: read from
     `con` when collected, so the caller holds it only while it is used."""
