@@ -35,7 +35,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from data_contracts import Contract
@@ -126,6 +126,43 @@ def files_to_validate(last: SuiteResult | None, inputs: str, loaded: dict[str, s
     if not loaded:
         return {} if not last.files else None
     return {name: sha for name, sha in loaded.items() if last.files.get(name) != sha}
+
+
+@dataclass
+class TableValidation:
+    """What a run validates of a source's loaded table (`what_to_validate`): the rows of the files
+    `new` (None: every row; {}: none, and `last` stands), under `inputs`, the table holding `loaded`."""
+
+    source: str
+    table: str
+    inputs: str
+    loaded: dict[str, str]
+    new: dict[str, str] | None
+    last: SuiteResult | None
+
+    @property
+    def stands(self) -> bool:
+        return self.new == {}
+
+    def rows_sql(self) -> str:
+        from warehouse import sql_literal
+
+        rows = f'SELECT * FROM "{self.table}"'
+        return rows if self.new is None else rows + f""" WHERE _file IN ({", ".join(sql_literal(name) for name in sorted(self.new))})"""
+
+    def recorded(self, result: SuiteResult, rows: int) -> SuiteResult:
+        """The suite's result on `rows_sql`'s `rows` rows, as it speaks for the table."""
+        return replace(result, files=self.loaded, validated_files=len(self.loaded if self.new is None else self.new), validated_rows=rows)
+
+
+def what_to_validate(project_root: Path, contract: Contract, con, every_file: bool = False) -> TableValidation:
+    """What a run validates of the contract's loaded table in the warehouse `con` (every row
+    where `every_file`), from the table's files and the source's latest result in `project_root`."""
+    inputs = validation_inputs(contract)
+    loaded = dict(con.execute(f'SELECT _file, any_value(_sha256) FROM "{contract.raw_table}" GROUP BY ALL').fetchall())
+    last = latest_result(project_root, contract.source)
+    new = None if every_file else files_to_validate(last, inputs, loaded)
+    return TableValidation(contract.source, contract.raw_table, inputs, loaded, new, last)
 
 
 def latest_result(project_root: Path, source: str) -> SuiteResult | None:

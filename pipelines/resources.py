@@ -139,6 +139,11 @@ class EarlyhelpSettings(dg.ConfigurableResource):
         return self.output / WAREHOUSE_FILE
 
     @property
+    def suites_project(self) -> Path:
+        """Great Expectations' project: the contract suites' results and Data Docs."""
+        return self.output / "great_expectations"
+
+    @property
     def reference_date(self) -> dt.date:
         """The last day of the reference month."""
         return calendar.reference_date(self.reference_month)

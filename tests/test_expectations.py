@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import json
 import re
 import weakref
 from contextlib import contextmanager
@@ -216,3 +217,62 @@ def test_a_run_validates_only_the_files_its_last_passing_result_does_not_speak_f
     # a table emptied since: its row count is then what the suite must see; still empty: as before
     assert files_to_validate(passed, "suite 1", {}) is None
     assert files_to_validate(SuiteResult("meeting_outcomes", True, 2, inputs="suite 1"), "suite 1", {}) == {}
+
+
+def test_suites_set_going_as_their_tables_are_written_give_the_checks_what_validating_there_gives(village, tmp_path, monkeypatch):
+    """A run whose suite process was started for it (`earlyhelp run`) hands each source's table
+    over as soon as the table is written, so the suites run while the next sources load: the
+    checks take those results, the same as validating in the checks, and no table is left in memory."""
+    from multiprocessing.shared_memory import SharedMemory
+
+    from expectations import worker
+    from pipelines.cli import run_pipeline
+    from tests.conftest import MONTH
+
+    class Started(dict):
+        sources: list[str] = []
+
+        def __setitem__(self, key, value):
+            self.sources.append(key[1])
+            super().__setitem__(key, value)
+
+    names = []
+    written = worker._in_shared_memory
+
+    def recorded(table):
+        with written(table) as (name, size):
+            names.append(name)
+            yield name, size
+
+    monkeypatch.setattr(worker, "_in_shared_memory", contextmanager(recorded))
+    monkeypatch.setattr(worker, "_STARTED", Started())
+    results, checks = {}, {}
+    for way in ("set going", "in the checks"):
+        monkeypatch.setattr(worker, "_PROCESS", [])
+        if way == "set going":
+            worker.start_suite_process(for_one_run=True)
+        out = tmp_path / way.replace(" ", "_")
+        result = run_pipeline(village, MONTH, out)
+        assert result.success
+        evaluations = [e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+        checks[way] = {
+            c.asset_key.path[-1]: (c.passed, *(c.metadata[k].value for k in ("expectations", "validated_this_run", "files_validated_this_run", "rows_validated_this_run")))
+            for c in evaluations if c.check_name == "meets_contract"
+        }
+        stamped = ("validated_at", "data_docs", "page")
+        results[way] = {source: {k: v for k, v in r.items() if k not in stamped} for source, r in json.loads((out / "great_expectations" / "results.json").read_text()).items()}
+        if way == "set going":
+            # every source's suite was set going at its load, and every one taken by its check
+            assert sorted(worker._STARTED.sources) == sorted(c.source for c in load_contracts().values())
+            assert not worker._STARTED and not worker._PROCESS
+            assert len(names) == len(load_contracts())  # each table handed over once: no check validated again
+        else:
+            assert worker._STARTED.sources == [c.source for c in load_contracts().values()]  # none more
+            for process in worker._PROCESS:
+                process.close()
+    assert checks["set going"] == checks["in the checks"] and len(checks["set going"]) == len(load_contracts())
+    assert results["set going"] == results["in the checks"]
+    assert names
+    for name in names:
+        with pytest.raises(FileNotFoundError):
+            SharedMemory(name)

@@ -5,6 +5,7 @@ import dagster as dg
 import polars as pl
 
 from data_contracts import Contract, load_contracts
+from expectations.worker import start_validating
 from ingestion.load import previous_load, read_source, write_source
 from pipelines.apart import apart
 from pipelines.partitions import PARTITIONS
@@ -37,6 +38,8 @@ def _raw_asset(contract: Contract) -> dg.AssetsDefinition:
             previous = None if settings.read_every_file else previous_load(con, council_contract)
             result = read_source(council_contract, settings.landing, today=today, previous=previous)
             write_source(con, council_contract, result, today)
+            # the contract suite set going now, to run while the next sources load
+            start_validating(settings.suites_project, council_contract, con, settings.read_every_file)
         summary = result.summary()
         context.log.info(
             f"{contract.source}: {summary['files']} files, {summary['rows_received']:,} rows received, "

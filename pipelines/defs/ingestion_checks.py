@@ -5,17 +5,14 @@ columns and files only, never values)."""
 
 
 from collections.abc import Iterator
-from dataclasses import replace
 
 import dagster as dg
 
 from data_contracts import Contract, load_contracts
-from expectations import files_to_validate, latest_result, table_for_validation, validation_inputs, write_offline_index
-from expectations.worker import validate_table
+from expectations import write_offline_index
+from expectations.worker import validated
 from pipelines.apart import apart
 from pipelines.resources import EarlyhelpSettings
-from ingestion.load import FILE, SHA
-from warehouse import sql_literal
 
 MEETS_CONTRACT = "meets_contract"
 ROWS_ACCOUNTED = "rows_accounted_for"
@@ -53,32 +50,17 @@ def _checks_for(contract: Contract) -> dg.AssetChecksDefinition:
 
     @apart(key=contract.source)
     def meets_contract(context: dg.AssetCheckExecutionContext, settings: EarlyhelpSettings) -> dg.AssetCheckResult:
-        council_contract = settings.contracts()[contract.source]
-        project = settings.output / "great_expectations"
+        project = settings.suites_project
         with settings.warehouse(read_only=True) as con:
-            inputs = validation_inputs(council_contract)
-            loaded = dict(con.execute(f'SELECT "{FILE}", any_value("{SHA}") FROM "{contract.raw_table}" GROUP BY ALL').fetchall())
-            last = latest_result(project, contract.source)
-            new = None if settings.read_every_file else files_to_validate(last, inputs, loaded)
-            if new == {}:
-                # every row the table holds was validated under this suite: a source that sent
-                # nothing new this month (the gazetteer, say) is not validated again
-                context.log.info(f"{contract.source}: every loaded file's rows are as validated at {last.validated_at}; that result stands")
-                result = last
-            else:
-                rows = f'SELECT * FROM "{contract.raw_table}"'
-                if new is not None:
-                    rows += f' WHERE "{FILE}" IN ({", ".join(sql_literal(name) for name in sorted(new))})'
-                table = table_for_validation(con.sql(rows))
-                context.log.info(
-                    f"{contract.source}: validating the loaded table against its contract suite" if new is None
-                    else f"{contract.source}: validating the rows of {len(new)} file(s) new since {last.validated_at} against its contract suite"
-                )
-                result = validate_table(project, council_contract, table, inputs)
-                result = replace(result, files=loaded, validated_files=len(loaded if new is None else new), validated_rows=table.num_rows)
-                del table
+            # the suite started as the table was written (`start_validating`), or run now
+            result, validated_now = validated(project, settings.contracts()[contract.source], con, settings.read_every_file)
+        if validated_now:
+            context.log.info(f"{contract.source}: {result.validated_rows:,} rows of {result.validated_files} of the table's {len(result.files)} files validated against its contract suite")
+        else:
+            # every row the table holds was validated under this suite: a source that sent
+            # nothing new this month (the gazetteer, say) is not validated again
+            context.log.info(f"{contract.source}: every loaded file's rows are as validated at {result.validated_at}; that result stands")
         index = write_offline_index(project, result)
-        validated_now = result is not last
         return dg.AssetCheckResult(
             asset_key=asset, check_name=MEETS_CONTRACT,
             passed=result.success,
