@@ -38,23 +38,25 @@ def _raw_asset(contract: Contract) -> dg.AssetsDefinition:
             previous = None if settings.read_every_file else previous_load(con, council_contract)
             result = read_source(council_contract, settings.landing, today=today, previous=previous)
             write_source(con, council_contract, result, today)
-            # the contract suite set going now, to run while the next sources load
+            summary, rows = result.summary(), result.raw.height
+            refused = {f.file: f.message for f in result.files if f.status == "refused"}
+            ignored = sorted({c for f in result.files for c in f.ignored_columns})
+            # the rows are in the warehouse: let go of them before the table is handed to its
+            # contract suite, which is set going now, to run while the next sources load
+            del result, previous
             start_validating(settings.suites_project, council_contract, con, settings.read_every_file)
-        summary = result.summary()
         context.log.info(
             f"{contract.source}: {summary['files']} files, {summary['rows_received']:,} rows received, "
             f"{summary['rows_loaded']:,} loaded, {summary['rows_quarantined']:,} quarantined, "
             f"{summary['rows_superseded']:,} replaced by later files, {summary['rows_expired']:,} past retention; "
             f"{summary['files_read']} files read, the rest unchanged since the last run"
         )
-        refused = {f.file: f.message for f in result.files if f.status == "refused"}
-        ignored = sorted({c for f in result.files for c in f.ignored_columns})
         return dg.MaterializeResult(
             metadata={
                 **summary,
                 "refused_files": dg.MetadataValue.json(refused),
                 "columns_not_in_contract": dg.MetadataValue.json(ignored),
-                "dagster/row_count": result.raw.height,
+                "dagster/row_count": rows,
             }
         )
 
