@@ -286,3 +286,36 @@ def test_suites_set_going_as_their_tables_are_written_give_the_checks_what_valid
     for name in names:
         with pytest.raises(FileNotFoundError):
             SharedMemory(name)
+
+
+def test_a_table_the_shared_memory_has_no_room_for_is_validated_in_the_runs_own_process(examples, tmp_path, monkeypatch):
+    """A container's /dev/shm is 64 MB unless set larger: a table that does not fit is validated
+    where it is, rather than the run being killed as it writes past the memory there is."""
+    import errno
+    import os
+
+    from expectations import table_for_validation, worker
+
+    contract = load_contracts()["school_attendance"]
+    con = duckdb.connect()
+    con.register("loaded", read_source(contract, examples, today=dt.date(2026, 11, 23)).raw)
+    con.execute(f'CREATE TABLE "{contract.raw_table}" AS SELECT * FROM loaded')
+
+    def no_room(descriptor, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    shared_before = set(Path("/dev/shm").iterdir())
+    monkeypatch.setattr(worker.os, "posix_fallocate", no_room)
+    monkeypatch.setattr(worker, "_PROCESS", [])
+    monkeypatch.setattr(worker, "_STARTED", {})
+    process = worker.start_suite_process(for_one_run=True)
+    try:
+        # not set going: its check validates it, in the run's own process
+        assert worker.start_validating(tmp_path / "gx", contract, con) is False and not worker._STARTED
+        result, now = worker.validated(tmp_path / "gx", contract, con)
+        assert now and result.success and result.validated_rows == con.execute("SELECT count(*) FROM loaded").fetchall()[0][0]
+        alone = worker.validate_table(tmp_path / "alone", contract, table_for_validation(con.sql("SELECT * FROM loaded")))
+        assert alone.success and alone.evaluated == result.evaluated
+    finally:
+        process.close()
+    assert set(Path("/dev/shm").iterdir()) <= shared_before  # nothing left behind
