@@ -304,7 +304,14 @@ def test_a_table_the_shared_memory_has_no_room_for_is_validated_in_the_runs_own_
     def no_room(descriptor, offset, length):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    shared_before = set(Path("/dev/shm").iterdir())
+    made = []
+
+    class Recorded(worker.SharedMemory):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self.name)
+
+    monkeypatch.setattr(worker, "SharedMemory", Recorded)
     monkeypatch.setattr(worker.os, "posix_fallocate", no_room)
     monkeypatch.setattr(worker, "_PROCESS", [])
     monkeypatch.setattr(worker, "_STARTED", {})
@@ -318,4 +325,7 @@ def test_a_table_the_shared_memory_has_no_room_for_is_validated_in_the_runs_own_
         assert alone.success and alone.evaluated == result.evaluated
     finally:
         process.close()
-    assert set(Path("/dev/shm").iterdir()) <= shared_before  # nothing left behind
+    assert len(made) == 3  # each table's memory made (set going, its check, alone), and none left behind
+    for name in made:
+        with pytest.raises(FileNotFoundError):
+            worker.SharedMemory(name)
