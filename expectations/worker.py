@@ -121,7 +121,7 @@ class PendingSuite:
 
 class SuiteProcess:
     """A process that imports Great Expectations as it starts and runs the contract suites
-    (`validate`, or `submit` to go on meanwhile) one at a time. `for_one_run`: started for one
+    (`submit`, whose result is taken when wanted) one at a time. `for_one_run`: started for one
     run (`earlyhelp run`), and ended once the run's suites are done (`suites_done`), rather than
     kept for the process's next run."""
 
@@ -137,9 +137,6 @@ class SuiteProcess:
         except BaseException:
             held.close()
             raise
-
-    def validate(self, project_root: Path, contract: Contract, table: pa.Table, inputs: str = "") -> SuiteResult:
-        return self.submit(project_root, contract, table, inputs).result()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -169,7 +169,7 @@ def test_a_suite_run_in_its_own_process_gives_what_it_gives_here_and_leaves_no_t
     try:
         for table in ("loaded", "broken"):
             mine = here.validate(contract, frame_for_validation(con.sql(f"SELECT * FROM {table}")), "inputs")
-            theirs = apart.validate(tmp_path / "apart", contract, table_for_validation(con.sql(f"SELECT * FROM {table}")), "inputs")
+            theirs = apart.submit(tmp_path / "apart", contract, table_for_validation(con.sql(f"SELECT * FROM {table}")), "inputs").result()
             stamped = ("validated_at", "data_docs", "page")
             assert {k: v for k, v in asdict(theirs).items() if k not in stamped} == {k: v for k, v in asdict(mine).items() if k not in stamped}
             assert (tmp_path / "apart" / theirs.page).is_file()  # its page, written there
