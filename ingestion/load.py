@@ -79,6 +79,15 @@ class FileReport:
 
 
 @dataclass
+class RowsChange:
+    """How a load changes the rows the warehouse keeps for a source: the rows that go (_file,
+    _row: replaced by a new file's, or past retention), and how many it then holds."""
+
+    removed: pl.DataFrame
+    current: int
+
+
+@dataclass
 class SourceIngest:
     source: str
     raw: pl.DataFrame
@@ -91,6 +100,9 @@ class SourceIngest:
     # the rows (_file, _row) the warehouse's table held, in its order, when this load took the
     # unchanged files' rows from it: the table is then changed in place (`write_source`)
     held_before: pl.DataFrame | None = None
+    # where the unchanged files' rows were left in the warehouse (not read whole): `raw` is then
+    # only the rows this load adds to them, and this says which of them go
+    in_place: RowsChange | None = None
 
     @property
     def received(self) -> int:
@@ -98,7 +110,8 @@ class SourceIngest:
 
     @property
     def loaded(self) -> int:
-        return self.raw.height
+        """The rows the source holds once this load is written."""
+        return self.in_place.current if self.in_place is not None else self.raw.height
 
     @property
     def quarantined(self) -> int:
@@ -117,7 +130,7 @@ class SourceIngest:
             "rows_expired": sum(f.expired for f in self.files),
             "quarantined_expired": sum(f.quarantine_expired for f in self.files),
             "rows_duplicate_file": sum(f.received for f in self.files if f.status == "duplicate"),
-            "rows_current": self.raw.height,
+            "rows_current": self.loaded,
             "fields_set_aside": sum(f.set_aside for f in self.files),
             "files_read": self.files_read,
         }
@@ -141,15 +154,31 @@ def contract_digest(contract: Contract) -> str:
 @dataclass
 class PreviousLoad:
     """What the warehouse holds of a source's last load: its files' reports (name order), the
-    current rows, and the ledgers' rows for the source."""
+    file, row and natural key of each current row (`kept_keys`, in the table's order: the rows
+    themselves stay in the warehouse unless they must be read, `rows`), and the ledgers' rows for
+    the source."""
 
     files: list[FileReport]
-    raw: pl.DataFrame
+    kept_keys: pl.DataFrame  # _file, _row and the columns the natural key is made of (`key_columns`)
     quarantine: pl.DataFrame
     set_aside: pl.DataFrame
     superseded: pl.DataFrame  # _file, _row, replaced_by_file, replaced_by_row
     expired_keys: pl.DataFrame  # _file, _row, key_sha256
     judged_by_day: set[str]  # files with a value refused or set aside as in the future
+    # the connection and table the rows are in, read while this load is read (`read_source`)
+    con: duckdb.DuckDBPyConnection | None = field(default=None, repr=False)
+    table: str = ""
+    # the table's columns are those the contract gives a row (else it is written again whole)
+    same_columns: bool = True
+
+    def rows(self) -> pl.DataFrame:
+        """Every current row, whole, in the table's order."""
+        return self.con.sql(f'SELECT * FROM "{self.table}"').pl()
+
+    def past_retention(self, contract: Contract, cutoff: dt.date) -> pl.DataFrame:
+        """(_file, _row) of the current rows past retention on `cutoff` (`_past_retention`'s rule,
+        read where the rows are)."""
+        return self.con.sql(f'SELECT "{FILE}", "{ROW}" FROM "{self.table}" WHERE {_past_retention_sql(contract, cutoff)}').pl()
 
     def reusable(self, paths: list[Path], shas: dict[str, str], contract: Contract, today: dt.date) -> list[FileReport]:
         """The last load's file reports when they can stand for reading those files again: every
@@ -180,9 +209,12 @@ def previous_load(con: duckdb.DuckDBPyConnection, contract: Contract) -> Previou
         "UNION SELECT DISTINCT _file FROM set_aside_fields WHERE source = $source AND contains(reason, $day)",
         {"source": contract.source, "day": IN_FUTURE},
     ).fetchall()
+    columns = [c for (c,) in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position", [contract.raw_table]).fetchall()]
+    keys = ", ".join(f'"{c}"' for c in (FILE, ROW, *key_columns(contract)) if c in columns)
     return PreviousLoad(
         files=[FileReport(**row) for row in files.iter_rows(named=True)],
-        raw=con.sql(f'SELECT * FROM "{contract.raw_table}"').pl(),
+        kept_keys=con.sql(f'SELECT {keys} FROM "{contract.raw_table}"').pl(),
+        con=con, table=contract.raw_table, same_columns=columns == [*(c.name for c in contract.columns), *PROVENANCE],
         quarantine=con.sql("SELECT * FROM quarantine WHERE source = ?", params=source).pl().cast(QUARANTINE_SCHEMA),
         set_aside=con.sql("SELECT * FROM set_aside_fields WHERE source = ?", params=source).pl().cast(SET_ASIDE_FIELDS.schema),
         superseded=con.sql("SELECT _file, _row, replaced_by_file, replaced_by_row FROM superseded_rows WHERE source = ?", params=source).pl(),
@@ -278,6 +310,16 @@ def _quarantine_rows(source: str, report: FileReport, bad_rows: pl.DataFrame, pr
         pl.col("reason"),
         pl.col("record"),
     ).cast(QUARANTINE_SCHEMA)
+
+
+def key_columns(contract: Contract) -> list[str]:
+    """The columns a row's natural key is made of (`_natural_key`): the key's, and their fallbacks."""
+    named = []
+    for name in contract.natural_key:
+        for c in (name, *contract.column(name).key_fallback):
+            if c not in named:
+                named.append(c)
+    return named
 
 
 def _natural_key(contract: Contract) -> pl.Expr:
@@ -414,11 +456,9 @@ def read_source(contract: Contract, landing: Path, today: dt.date, previous: Pre
         reports.append(report)
         if report.status != "duplicate":
             seen[report.sha256] = report.file
+    file_order = pl.DataFrame({FILE: [p.name for p in paths], FILE_ORDER: list(range(len(paths)))}, schema={FILE: pl.String, FILE_ORDER: pl.Int32})
+    in_file_order = pl.col(FILE).replace_strict(file_order[FILE], file_order[FILE_ORDER], default=None, return_dtype=pl.Int32).alias(FILE_ORDER)
     if kept:
-        current = previous.raw.filter(pl.col(FILE).is_in(kept_files))
-        file_order = pl.DataFrame({FILE: [p.name for p in paths], FILE_ORDER: list(range(len(paths)))}, schema={FILE: pl.String, FILE_ORDER: pl.Int32})
-        # (in the table's order, which is the files' and rows': `_reconcile` takes them as they are)
-        loaded_frames.append(current.with_columns(pl.col(FILE).replace_strict(file_order[FILE], file_order[FILE_ORDER], return_dtype=pl.Int32).alias(FILE_ORDER)))
         quarantine_frames.append(previous.quarantine.filter(pl.col(FILE).is_in(kept_files)))
         set_aside_frames.append(previous.set_aside.filter(pl.col(FILE).is_in(kept_files)))
     # which files are read is known from their names and digests alone; they are read in batches
@@ -457,7 +497,16 @@ def read_source(contract: Contract, landing: Path, today: dt.date, previous: Pre
         for frames, frame in ((loaded_frames, good), (quarantine_frames, quarantined), (set_aside_frames, aside)):
             if frame is not None:
                 frames.append(frame)
-    raw, superseded = _reconcile(contract, loaded_frames, names, kept=bool(kept))
+    # the unchanged files' rows stay in the warehouse where they can: only their keys are read, to
+    # find those a new file sends again (`_reconciled_with_kept`); else they are read whole
+    standing = _reconciled_with_kept(contract, previous.kept_keys.with_columns(in_file_order), loaded_frames, names) if kept and previous.same_columns else None
+    if standing is not None:
+        sent_again, raw, superseded = standing
+    else:
+        if kept:
+            # (in the table's order, which is the files' and rows': `_reconcile` takes them as they are)
+            loaded_frames.insert(0, previous.rows().filter(pl.col(FILE).is_in(kept_files)).with_columns(in_file_order))
+        raw, superseded = _reconcile(contract, loaded_frames, names, kept=bool(kept))
     expired_before = previous.expired_keys.filter(pl.col(FILE).is_in(kept_files)) if kept else EXPIRED_KEYS.empty()
     if kept and contract.natural_key and expired_before.height:
         # a row past retention whose key a new file sends again is replaced by it, as it would be
@@ -475,6 +524,14 @@ def read_source(contract: Contract, landing: Path, today: dt.date, previous: Pre
         for report in reports:
             report.superseded = counts.get(report.file, 0)
     raw, expired_now = apply_retention(contract, raw, today)
+    in_place = None
+    if standing is not None:
+        # the kept rows past retention now, unless a new file replaced them
+        cutoff = retention_cutoff(contract, today)
+        past = previous.past_retention(contract, cutoff).join(sent_again, on=[FILE, ROW], how="anti") if cutoff is not None else sent_again.head(0)
+        expired_now = pl.concat([key_digests(previous.kept_keys.join(past, on=[FILE, ROW], how="semi"), contract), expired_now])
+        removed = pl.concat([sent_again, past])
+        in_place = RowsChange(removed, previous.kept_keys.height - removed.height + raw.height)
     expired_keys = pl.concat([expired_before.select(FILE, ROW, "key_sha256"), expired_now]).sort(FILE, ROW)
     expired = dict(expired_keys.group_by(FILE).len().iter_rows())
     for report in reports:
@@ -486,10 +543,17 @@ def read_source(contract: Contract, landing: Path, today: dt.date, previous: Pre
         report.quarantine_expired = (report.quarantine_expired if i < len(kept) else 0) + quarantine_expired.get(report.file, 0)
     set_aside = pl.concat(set_aside_frames).cast(SET_ASIDE_FIELDS.schema)
     # a set-aside field of a row later replaced, or past retention, goes with its row
-    set_aside = set_aside.join(raw.select(FILE, ROW), on=[FILE, ROW], how="semi")
+    if in_place is not None:
+        from_kept = pl.col(FILE).is_in(kept_files)
+        set_aside = pl.concat([
+            set_aside.filter(from_kept).join(in_place.removed, on=[FILE, ROW], how="anti"),
+            set_aside.filter(~from_kept).join(raw.select(FILE, ROW), on=[FILE, ROW], how="semi"),
+        ])
+    else:
+        set_aside = set_aside.join(raw.select(FILE, ROW), on=[FILE, ROW], how="semi")
     return SourceIngest(
         contract.source, raw, quarantine, superseded.sort(FILE, ROW), reports, set_aside, expired_keys, files_read=len(reports) - len(kept),
-        held_before=previous.raw.select(FILE, ROW) if kept else None,
+        held_before=previous.kept_keys.select(FILE, ROW) if kept and in_place is None else None, in_place=in_place,
     )
 
 
@@ -512,13 +576,18 @@ def retention_cutoff(contract: Contract, today: dt.date) -> dt.date | None:
 def _past_retention(contract: Contract, typed: pl.DataFrame, cutoff: dt.date) -> pl.Series:
     """True for rows whose retention date (the contract's `retentionDate`, else its `eventDate`)
     is before the cutoff; a row whose date cannot be read is kept."""
-    expression = contract.custom.get("retentionDate") or contract.custom["eventDate"]
     con = scratch()
     try:
         register(con, "raw", typed)
-        return con.sql(f"SELECT coalesce(({expression}) < DATE '{cutoff}', false) AS expired FROM raw").pl()["expired"]
+        return con.sql(f"SELECT {_past_retention_sql(contract, cutoff)} AS expired FROM raw").pl()["expired"]
     finally:
         con.close()
+
+
+def _past_retention_sql(contract: Contract, cutoff: dt.date) -> str:
+    """SQL: true for a row (the contract's columns) past retention on `cutoff` (`_past_retention`)."""
+    expression = contract.custom.get("retentionDate") or contract.custom["eventDate"]
+    return f"coalesce(({expression}) < DATE '{cutoff}', false)"
 
 
 def apply_retention(contract: Contract, raw: pl.DataFrame, today: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -567,6 +636,10 @@ def _empty_raw(contract: Contract) -> pl.DataFrame:
     return pl.DataFrame(schema={**schema, FILE: pl.String, SHA: pl.String, ROW: pl.Int64, FILE_ORDER: pl.Int32})
 
 
+#: The rows a load found replaced, and what replaced each.
+_REPLACED = {FILE: pl.String, ROW: pl.Int64, "replaced_by_file": pl.String, "replaced_by_row": pl.Int64}
+
+
 def _reconcile(contract: Contract, frames: list[pl.DataFrame], names: list[str], kept: bool = False) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Later rows replace earlier rows with the same natural key. kept: the first frame is the
     unchanged files' rows as the last load left them (reconciled, in file and row order)."""
@@ -578,7 +651,7 @@ def _reconcile(contract: Contract, frames: list[pl.DataFrame], names: list[str],
             return reconciled
     combined = pl.concat(frames) if frames else empty
     if not contract.natural_key:
-        return combined.drop(FILE_ORDER), pl.DataFrame(schema={FILE: pl.String, ROW: pl.Int64, "replaced_by_file": pl.String, "replaced_by_row": pl.Int64})
+        return combined.drop(FILE_ORDER), pl.DataFrame(schema=_REPLACED)
     # which row wins is worked out on the key and position alone (the last of its key, without a
     # window over two million string keys), and the winners taken from the full rows once, in order
     keyed = combined.select(_natural_key(contract), FILE, ROW, FILE_ORDER).with_row_index("_i").sort([FILE_ORDER, ROW])
@@ -601,9 +674,22 @@ def _reconcile_new_files(contract: Contract, kept: pl.DataFrame, new: pl.DataFra
     goes where a new file sends its key again; the same rows, replacements and order as ranking
     them all (a month at 1.2M residents ranked 1.3M school rows for the 30,000 new). None where
     `kept` is not so, and every row is ranked."""
+    ranked = _rank_new_rows(contract, kept, new)
+    if ranked is None:
+        return None
+    restated, standing, superseded = ranked
+    return pl.concat([kept.filter(~restated), standing]).drop(FILE_ORDER), superseded
+
+
+def _rank_new_rows(contract: Contract, kept: pl.DataFrame, new: pl.DataFrame) -> tuple[pl.Series, pl.DataFrame, pl.DataFrame] | None:
+    """(which `kept` rows a new file sends again, the new rows that stand, in order, and the rows
+    replaced), where `kept` (FILE, ROW, FILE_ORDER and at least the key's columns) holds one row a
+    key in file and row order; else None."""
     kept_keys = kept.select(_natural_key(contract), FILE, ROW)
-    in_order = (kept[FILE_ORDER].cast(pl.Int64) * (1 << 40) + kept[ROW]).is_sorted()
-    if not in_order or kept_keys[KEY].n_unique() != kept.height:
+    in_order = kept[FILE_ORDER].null_count() == 0 and (kept[FILE_ORDER].cast(pl.Int64) * (1 << 40) + kept[ROW]).is_sorted()
+    # keys whose hashes are all distinct are: counting the hashes took a tenth of the time of
+    # counting the keys (1.5M school rows at 1.2M residents, 0.03 against 0.32 s)
+    if not in_order or (kept_keys[KEY].hash().n_unique() != kept.height and kept_keys[KEY].n_unique() != kept.height):
         return None
     keyed = new.select(_natural_key(contract), FILE, ROW, FILE_ORDER).with_row_index("_i").sort([FILE_ORDER, ROW])
     keyed = keyed.with_columns(pl.col(KEY).is_last_distinct().alias("_last"))
@@ -611,8 +697,26 @@ def _reconcile_new_files(contract: Contract, kept: pl.DataFrame, new: pl.DataFra
     restated = kept_keys[KEY].is_in(winner[KEY].implode())
     replaced = pl.concat([kept_keys.filter(restated), keyed.filter(~pl.col("_last")).select(KEY, FILE, ROW)])
     superseded = replaced.join(winner, on=KEY, how="left").select(FILE, ROW, "replaced_by_file", "replaced_by_row")
-    current = pl.concat([kept.filter(~restated), new[keyed.filter("_last")["_i"]]]).drop(FILE_ORDER)
-    return current, superseded
+    return restated, new[keyed.filter("_last")["_i"]].drop(FILE_ORDER), superseded
+
+
+def _reconciled_with_kept(contract: Contract, kept: pl.DataFrame, frames: list[pl.DataFrame], names: list[str]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame] | None:
+    """The new files' rows (`frames`) reconciled with the unchanged files' rows without reading
+    these: `kept` gives only their file, row, place (FILE_ORDER) and key's columns, in the
+    table's order. Returns (the kept rows a new file sends again: FILE, ROW; the new rows that
+    stand; the rows replaced), as `_reconcile` would find them; None where `kept` is not one
+    row a key in file and row order (then every row is read and ranked)."""
+    empty = _empty_raw(contract)
+    new = pl.concat([empty, *(f.select(names + [FILE, SHA, ROW, FILE_ORDER]).cast(empty.schema) for f in frames)])
+    if not contract.natural_key:
+        if kept[FILE_ORDER].null_count():
+            return None
+        return kept.head(0).select(FILE, ROW), new.drop(FILE_ORDER), pl.DataFrame(schema=_REPLACED)
+    ranked = _rank_new_rows(contract, kept, new)
+    if ranked is None:
+        return None
+    restated, standing, superseded = ranked
+    return kept.filter(restated).select(FILE, ROW), standing, superseded
 
 
 def _rows_changed(before: pl.DataFrame, raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame] | None:
@@ -665,7 +769,12 @@ def write_source(con: duckdb.DuckDBPyConnection, contract: Contract, result: Sou
             register(con, "_superseded", superseded)
             register(con, "_set_aside", result.set_aside)
             register(con, "_expired_keys", result.expired_keys)
-            change = _rows_changed(result.held_before, result.raw) if result.held_before is not None and table_exists(con, contract.raw_table) else None
+            if result.in_place is not None:
+                change = result.in_place.removed, result.raw
+                if not table_exists(con, contract.raw_table) or con.table(f'"{contract.raw_table}"').columns != result.raw.columns:
+                    raise RuntimeError(f"{contract.raw_table}: the table this load kept rows in has changed since it was read")
+            else:
+                change = _rows_changed(result.held_before, result.raw) if result.held_before is not None and table_exists(con, contract.raw_table) else None
             if change is not None and con.table(f'"{contract.raw_table}"').columns == result.raw.columns:
                 # most of a month's rows are last month's: only the rows replaced or past retention
                 # go, and the new files' rows are added, rather than the table written again whole

@@ -22,14 +22,17 @@ WHEN = ("ingested_at", "validated_on")
 RESTATED = "ae_attendances_2026-09_restated.csv"
 
 
-def _ingest(con: duckdb.DuckDBPyConnection, landing: Path, today: dt.date, incremental: bool) -> dict[str, tuple[int, int]]:
+def _ingest(con: duckdb.DuckDBPyConnection, landing: Path, today: dt.date, incremental: bool, in_place: list[str] | None = None) -> dict[str, tuple[int, int]]:
     """Every source through read_source and write_source, as the pipeline's raw assets call them;
-    returns (files read, files) per source."""
+    returns (files read, files) per source. in_place: gets the sources whose kept rows stayed in
+    the warehouse, their table changed in place."""
     read = {}
     for contract in load_contracts().values():
         result = read_source(contract, landing, today, previous_load(con, contract) if incremental else None)
         write_source(con, contract, result, today)
         read[contract.source] = (result.files_read, len(result.files))
+        if in_place is not None and result.in_place is not None:
+            in_place.append(contract.source)
     return read
 
 
@@ -87,15 +90,16 @@ def test_a_monthly_run_reads_only_new_files_and_matches_a_reading_of_every_file(
     monthly = tmp_path / "monthly.duckdb"
     with duckdb.connect(str(monthly)) as con:
         _ingest(con, last_month, last_run, incremental=True)
-        in_place, rows_changed = [], load._rows_changed
-        monkeypatch.setattr(load, "_rows_changed", lambda before, raw: in_place.append(rows_changed(before, raw)) or in_place[-1])
-        ranked_new, reconcile_new = [], load._reconcile_new_files
-        monkeypatch.setattr(load, "_reconcile_new_files", lambda *given: ranked_new.append(reconcile_new(*given)) or ranked_new[-1])
-        read = _ingest(con, this_month, TODAY, incremental=True)
-    # the tables of sources whose unchanged files were kept are changed in place, and hold their
-    # rows in the order a reading of every file writes them
-    assert sum(change is not None for change in in_place) >= 5
-    assert sum(reconciled is not None for reconciled in ranked_new) >= 4, "only the new files' rows ranked"
+        ranked_new, rank_new = [], load._rank_new_rows
+        monkeypatch.setattr(load, "_rank_new_rows", lambda *given: ranked_new.append(rank_new(*given)) or ranked_new[-1])
+        monkeypatch.setattr(load.PreviousLoad, "rows", lambda self: pytest.fail(f"{self.table}: the kept rows read whole"))
+        in_place: list[str] = []
+        read = _ingest(con, this_month, TODAY, incremental=True, in_place=in_place)
+    # the unchanged files' rows stay in the warehouse, never read whole (only their keys), and
+    # every table is changed in place, holding its rows in the order a reading of every file
+    # writes them; only the new files' rows are ranked
+    assert sorted(in_place) == sorted(s for s, (n, files) in read.items() if n < files) and len(in_place) >= 5, read
+    assert sum(ranked is not None for ranked in ranked_new) >= 4, "only the new files' rows ranked"
     with duckdb.connect(str(cold), read_only=True) as a, duckdb.connect(str(monthly), read_only=True) as b:
         for contract in load_contracts().values():
             assert b.sql(f'SELECT * FROM "{contract.raw_table}"').pl().equals(a.sql(f'SELECT * FROM "{contract.raw_table}"').pl()), contract.source
@@ -119,6 +123,52 @@ def test_a_monthly_run_reads_only_new_files_and_matches_a_reading_of_every_file(
     files = sorted(p.name for p in (this_month / "ae_attendances").glob("*.csv"))
     assert replaced.height == 3 and (files[0], 1) in replaced.select("_file", "_row").rows()
     assert sorted(replaced["_file"]) == sorted([files[0], files[0], files[1]])
+
+
+def test_kept_rows_not_one_a_key_in_file_order_are_read_whole_and_ranked_again(months, tmp_path):
+    """The unchanged files' rows are left in the warehouse only where its table holds them as a
+    load leaves them (one row a key, in file and row order); a table changed otherwise (here put
+    in reverse order, or given a second copy of one row) is read whole, every row ranked again,
+    and comes out as a reading of every file leaves it."""
+    last_month, this_month = months
+    cold = tmp_path / "cold.duckdb"
+    with duckdb.connect(str(cold)) as con:
+        _ingest(con, this_month, TODAY, incremental=False)
+    for change in ("ORDER BY _file DESC, _row DESC", "UNION ALL (SELECT * FROM raw_ae_attendances LIMIT 1)"):
+        monthly = tmp_path / f"monthly_{len(change)}.duckdb"
+        with duckdb.connect(str(monthly)) as con:
+            _ingest(con, last_month, TODAY, incremental=True)
+            con.execute(f"CREATE OR REPLACE TABLE raw_ae_attendances AS SELECT * FROM raw_ae_attendances {change}")
+            in_place: list[str] = []
+            read = _ingest(con, this_month, TODAY, incremental=True, in_place=in_place)
+        assert read["ae_attendances"] == (2, 5) and "ae_attendances" not in in_place and "school_attendance" in in_place, change
+        with duckdb.connect(str(cold), read_only=True) as a, duckdb.connect(str(monthly), read_only=True) as b:
+            assert b.sql("SELECT * FROM raw_ae_attendances").pl().equals(a.sql("SELECT * FROM raw_ae_attendances").pl()), change
+        if change.startswith("ORDER"):
+            assert _tables(monthly)["superseded_rows"].equals(_tables(cold)["superseded_rows"])
+
+
+def test_a_source_without_a_natural_key_keeps_its_rows_in_place_as_a_reading_of_every_file_does(months, tmp_path):
+    """A council's contract may name no natural key: every row stands, none replaces another, and
+    a month adds its new files' rows to those kept, and removes those past retention."""
+    import dataclasses
+
+    last_month, this_month = months
+    keyed = load_contracts()["ae_attendances"]
+    contract = dataclasses.replace(keyed, columns=tuple(dataclasses.replace(c, key_position=None) for c in keyed.columns))
+    assert not contract.natural_key
+    tables = []
+    for name, steps in (("cold", [(this_month, None)]), ("monthly", [(last_month, TODAY - dt.timedelta(days=60)), (this_month, TODAY)])):
+        with duckdb.connect(str(tmp_path / f"{name}.duckdb")) as con:
+            for landing, day in steps:
+                result = read_source(contract, landing, day or TODAY, previous_load(con, contract) if day else None)
+                write_source(con, contract, result, day or TODAY)
+            assert (result.in_place is not None) == (name == "monthly") and result.files_read == (len(result.files) if name == "cold" else 2)
+            tables.append([con.sql(f"SELECT * FROM {t}").pl() for t in (contract.raw_table, "retention_keys", "superseded_rows", "set_aside_fields")])
+    for cold, monthly in zip(*tables):
+        assert monthly.sort(monthly.columns).equals(cold.sort(cold.columns))
+    assert tables[1][0].equals(tables[0][0]), "the rows in the order a reading of every file writes them"
+    assert tables[0][1].height and not tables[0][2].height, "rows past retention, none replaced"
 
 
 def test_a_rerun_on_the_same_day_reads_nothing_and_changes_nothing(months, tmp_path):

@@ -38,7 +38,7 @@ def _raw_asset(contract: Contract) -> dg.AssetsDefinition:
             previous = None if settings.read_every_file else previous_load(con, council_contract)
             result = read_source(council_contract, settings.landing, today=today, previous=previous)
             write_source(con, council_contract, result, today)
-            summary, rows = result.summary(), result.raw.height
+            summary, rows = result.summary(), result.loaded
             refused = {f.file: f.message for f in result.files if f.status == "refused"}
             ignored = sorted({c for f in result.files for c in f.ignored_columns})
             # the rows are in the warehouse: let go of them before the table is handed to its
