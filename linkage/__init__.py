@@ -18,7 +18,7 @@ from linkage.evaluate import LinkedPersons
 from linkage.families import FamilyRecords, form_households
 from linkage.person_records import RECORD_POSITION
 from linkage.model import COMPARISONS, ComparedPairs, FittedModel, LinkageSettings, MentionsTable, score_profiles
-from linkage.stable_ids import FAMILY_REFS, PERSON_IDS, assign_stable_ids
+from linkage.stable_ids import FAMILY_REFS, PERSON_IDS, PreviousIds, assign_stable_ids
 from warehouse import return_freed_memory
 
 REVIEW_FIELDS = ("forename", "surname", "dob", "postcode")
@@ -39,7 +39,7 @@ class PersonLinkage:
 def link_persons(
     records: pl.DataFrame | MentionsTable,
     settings: LinkageSettings | None = None,
-    previous_ids: pl.DataFrame | pl.LazyFrame | None = None,
+    previous_ids: pl.DataFrame | pl.LazyFrame | PreviousIds | None = None,
     decisions: pl.DataFrame | None = None,
     compared: ComparedPairs | None = None,
     groups: ClusteredGroups | None = None,
@@ -47,7 +47,7 @@ def link_persons(
 ) -> PersonLinkage:
     """records: person_records, as a frame or as the warehouse's table (`MentionsTable`: profiles
     are made where it is, never read whole into Python). previous_ids: (record_key, id) of the last
-    run (lazy: read only while ids are assigned).
+    run (lazy: read only while ids are assigned; or `PreviousIds`: read where the warehouse holds them).
     decisions: clerical review (record_key_l, record_key_r, decision MATCH/NON_MATCH).
     compared: the last run's `PersonLinkage.compared`: only pairs touching a profile new since
     then are compared again. groups: the last run's `PersonLinkage.groups`: a group of profiles
@@ -166,4 +166,4 @@ def form_families(linked: pl.DataFrame | FamilyRecords, reference: dt.date, prev
     return Families(members=members.sort("person_id"), families=families, stats=stats)
 
 
-__all__ = ["COMPARISONS", "ClusteredGroups", "ComparedPairs", "LinkageSettings", "MentionsTable", "PersonLinkage", "link_persons", "Families", "FamilyRecords", "form_families"]
+__all__ = ["COMPARISONS", "ClusteredGroups", "PreviousIds", "ComparedPairs", "LinkageSettings", "MentionsTable", "PersonLinkage", "link_persons", "Families", "FamilyRecords", "form_families"]

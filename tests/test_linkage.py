@@ -201,6 +201,31 @@ def test_stable_ids_survive_new_records_splits_and_merges():
     assert dict(rerun.ids.iter_rows()) == ids
 
 
+def test_the_last_runs_ids_read_where_the_warehouse_holds_them_give_the_ids_a_frame_of_them_gives(tmp_path):
+    """`PreviousIds`: the votes counted by DuckDB over the warehouse's table: the same ids, splits,
+    merges and new ids as the last ids given as a frame, whatever the members' order."""
+    import duckdb
+
+    from linkage.stable_ids import PreviousIds
+
+    last = pl.DataFrame({"record": ["a", "b", "c", "d", "e", "h"], "id": ["P001", "P001", "P002", "P002", "P007", None]})
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    con.execute("CREATE TABLE person_links AS SELECT record AS record_key, id AS person_id FROM last")
+    held = PreviousIds(con, "person_links", "record_key", "person_id")
+    for members in (
+        pl.DataFrame({"record": ["a", "b", "c", "d", "e", "f", "g", "h"], "cluster": [9, 9, 8, 7, 9, 9, 6, 5]}),
+        pl.DataFrame({"record": ["g", "d", "a", "e", "c", "b", "f", "h"], "cluster": [3, 4, 3, 4, 3, 4, 5, 5]}),
+    ):
+        given, read = (assign_stable_ids(members, "record", "cluster", previous, "P", 3) for previous in (last, held))
+        assert dict(read.ids.iter_rows()) == dict(given.ids.iter_rows())
+        assert (read.splits, read.merges, read.new, read.kept) == (given.splits, given.merges, given.new, given.kept)
+        assert max(dict(read.ids.iter_rows()).values()) >= "P008", "new ids follow the highest issued"
+    # nothing before: every id new
+    con.execute("DELETE FROM person_links")
+    assert dict(assign_stable_ids(members, "record", "cluster", held, "P", 3).ids.iter_rows())["g"] == "P001"
+    con.close()
+
+
 def test_new_ids_follow_each_clusters_first_member_in_whatever_order_the_members_come():
     """New ids are issued in the order of each cluster's first member (its least key), whether the
     members come sorted, as a run's mentions do, or not."""

@@ -4,7 +4,7 @@ and (when the landing folder holds a synthetic county's truth) the linkage's qua
 import dagster as dg
 import polars as pl
 
-from linkage import ClusteredGroups, ComparedPairs, LinkageSettings, MentionsTable, form_families, link_persons
+from linkage import ClusteredGroups, ComparedPairs, LinkageSettings, MentionsTable, PreviousIds, form_families, link_persons
 from linkage.evaluate import group_link_rates, score_linked_records
 from linkage.gazetteer import GAZETTEER_TABLE, HOUSEHOLD_ADDRESSES, addresses_read, held_household_records, match_person_addresses, store_address_matches
 from linkage.model import store_compared_pairs
@@ -21,6 +21,7 @@ from warehouse import (
     read_table,
     replace_tables,
     sql_literal,
+    table_exists,
     write_text_atomically,
 )
 
@@ -81,7 +82,7 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
     # the compared pairs' levels (4.1M rows at 1.2M residents) go from the warehouse to the linkage
     # and back as Parquet in a private folder: profile digests and level codes, no names
     with settings.warehouse() as con, handoff_folder(settings.warehouse_path) as handoff:
-        previous = read_table(con, "person_links", "record_key, person_id AS id", lazy=True)
+        previous = PreviousIds(con, "person_links", "record_key", "person_id") if table_exists(con, "person_links") else None
         decisions = read_table(con, "review_decisions")
         known = None if settings.read_every_file else read_table(con, COMPARED_PROFILES)
         compared = None
