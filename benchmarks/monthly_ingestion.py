@@ -51,7 +51,7 @@ def main() -> None:
                             write_source(con, contract, result, TODAY)
                             times[way].append(time.perf_counter() - began)
                 every, new = (statistics.median(times[way]) for way in WAYS)
-                rows.append(f"| {people:,} | {source} | {result.raw.height:,} | {result.files_read} of {len(result.files)} | {every:.2f} | {new:.2f} | {every / new:.1f}x |")
+                rows.append(f"| {people:,} | {source} | {result.loaded:,} | {result.files_read} of {len(result.files)} | {every:.2f} | {new:.2f} | {every / new:.1f}x |")
                 print(rows[-1])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
