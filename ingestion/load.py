@@ -504,9 +504,9 @@ def read_source(contract: Contract, landing: Path, today: dt.date, previous: Pre
         sent_again, raw, superseded = standing
     else:
         if kept:
-            # (in the table's order, which is the files' and rows': `_reconcile` takes them as they are)
+            # every row ranked again, the kept ones with the new (`_reconcile` puts them in file and row order)
             loaded_frames.insert(0, previous.rows().filter(pl.col(FILE).is_in(kept_files)).with_columns(in_file_order))
-        raw, superseded = _reconcile(contract, loaded_frames, names, kept=bool(kept))
+        raw, superseded = _reconcile(contract, loaded_frames, names)
     expired_before = previous.expired_keys.filter(pl.col(FILE).is_in(kept_files)) if kept else EXPIRED_KEYS.empty()
     if kept and contract.natural_key and expired_before.height:
         # a row past retention whose key a new file sends again is replaced by it, as it would be
@@ -640,15 +640,11 @@ def _empty_raw(contract: Contract) -> pl.DataFrame:
 _REPLACED = {FILE: pl.String, ROW: pl.Int64, "replaced_by_file": pl.String, "replaced_by_row": pl.Int64}
 
 
-def _reconcile(contract: Contract, frames: list[pl.DataFrame], names: list[str], kept: bool = False) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Later rows replace earlier rows with the same natural key. kept: the first frame is the
-    unchanged files' rows as the last load left them (reconciled, in file and row order)."""
+def _reconcile(contract: Contract, frames: list[pl.DataFrame], names: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Later rows replace earlier rows with the same natural key (a month's load ranks only its new
+    rows against the kept rows' keys where it can: `_reconciled_with_kept`)."""
     empty = _empty_raw(contract)
     frames = [f.select(names + [FILE, SHA, ROW, FILE_ORDER]).cast(empty.schema) for f in frames]
-    if kept and contract.natural_key and frames:
-        reconciled = _reconcile_new_files(contract, frames[0], pl.concat([empty, *frames[1:]]))
-        if reconciled is not None:
-            return reconciled
     combined = pl.concat(frames) if frames else empty
     if not contract.natural_key:
         return combined.drop(FILE_ORDER), pl.DataFrame(schema=_REPLACED)
@@ -668,23 +664,11 @@ def _reconcile(contract: Contract, frames: list[pl.DataFrame], names: list[str],
     return current, superseded
 
 
-def _reconcile_new_files(contract: Contract, kept: pl.DataFrame, new: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame] | None:
-    """`_reconcile` where `kept` (the unchanged files' rows, before every new file's) already holds
-    one row a key, in file and row order: only the new files' rows are ranked, and a kept row
-    goes where a new file sends its key again; the same rows, replacements and order as ranking
-    them all (a month at 1.2M residents ranked 1.3M school rows for the 30,000 new). None where
-    `kept` is not so, and every row is ranked."""
-    ranked = _rank_new_rows(contract, kept, new)
-    if ranked is None:
-        return None
-    restated, standing, superseded = ranked
-    return pl.concat([kept.filter(~restated), standing]).drop(FILE_ORDER), superseded
-
-
 def _rank_new_rows(contract: Contract, kept: pl.DataFrame, new: pl.DataFrame) -> tuple[pl.Series, pl.DataFrame, pl.DataFrame] | None:
     """(which `kept` rows a new file sends again, the new rows that stand, in order, and the rows
     replaced), where `kept` (FILE, ROW, FILE_ORDER and at least the key's columns) holds one row a
-    key in file and row order; else None."""
+    key in file and row order; else None. The same rows, replacements and order as ranking them all
+    (a month at 1.2M residents ranked 1.3M school rows for the 30,000 new)."""
     kept_keys = kept.select(_natural_key(contract), FILE, ROW)
     in_order = kept[FILE_ORDER].null_count() == 0 and (kept[FILE_ORDER].cast(pl.Int64) * (1 << 40) + kept[ROW]).is_sorted()
     # keys whose hashes are all distinct are: counting the hashes took a tenth of the time of
