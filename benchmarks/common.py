@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +35,23 @@ def county_arguments(
     parser.add_argument("--people", type=int, nargs="+", default=sizes, help="county sizes, in residents")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--month", default="2026-10", help="reference month, YYYY-MM")
-    return parser.parse_args()
+    args = parser.parse_args()
+    warn_if_the_disk_is_nearly_full()
+    return args
+
+
+#: Below this much room on the disks a benchmark writes to, it says so before measuring: on a disk
+#: filling up, each 1.2M run took longer than the one before it whichever code ran (89 to 101 s
+#: in four cold runs, the forty-first session), until writes failed.
+MIN_FREE_GIB = 10
+
+
+def warn_if_the_disk_is_nearly_full(folders: tuple[Path, ...] = (Path(tempfile.gettempdir()), CACHE.parent)) -> None:
+    for folder in folders:
+        free = shutil.disk_usage(folder).free / 2**30
+        if free < MIN_FREE_GIB:
+            print(f"benchmarks: only {free:.1f} GiB free on the disk holding {folder}; runs slow as a disk fills "
+                  f"(a 1.2M county's output folder is about 1 GB): free some before trusting these figures", file=sys.stderr)
 
 
 def _descendants(pid: int) -> list[int]:
