@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/ab_runs.py --base b6a75d6 --new HEAD
     .venv/bin/python benchmarks/ab_runs.py --base HEAD~3 --new HEAD --people 200000 --repeat 5 --monthly
+    .venv/bin/python benchmarks/ab_runs.py --base HEAD --new HEAD --new-env _RJEM_MALLOC_CONF=oversize_threshold:0
 
 A machine like this one is noisy: the same code's cold run at 1.2M residents took 95 to 125 s
 within one hour, and a change worth 3 s is seen only in runs made side by side. Each revision is
@@ -15,11 +16,17 @@ leave every one the same. With --monthly, each run is a month on top of last mon
 benchmarks/results/ab_runs_<residents>.md, a month's in ab_runs_<residents>_monthly.md.
 
 The revisions run with this checkout's virtual environment; their own code is what each imports
-(its worktree is the working folder). Worktrees are removed at the end.
+(its worktree is the working folder). Worktrees are removed at the end. `--base-env` and
+`--new-env KEY=VALUE` (each as often as needed) set an environment variable for one side's runs
+only: a setting tried without a commit (an allocator's, say), one revision against itself.
+Besides wall, CPU and peak, each run's kernel time and minor page faults are printed: memory an
+allocator hands back to the system and takes again costs a fault a page, and these two move
+less from run to run than the wall time does.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import subprocess
@@ -45,14 +52,35 @@ def _worktree(revision: str, folder: Path) -> Path:
     return folder
 
 
-def _run(tree: Path, landing: Path, month: str, out: Path) -> dict:
+def _run(tree: Path, landing: Path, month: str, out: Path, env: dict[str, str]) -> dict:
     command = [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(landing), "--month", month, "--out", str(out)]
-    run = measured(command, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return {"seconds": run.seconds, "cpu": run.cpu_seconds, "peak": run.tree_peak, "steps": step_times(out, cwd=tree)}
+    run = measured(command, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return {"seconds": run.seconds, "cpu": run.cpu_seconds, "system": run.system_seconds, "faults": run.page_faults / 1e6, "peak": run.tree_peak,
+            "steps": step_times(out, cwd=tree)}
+
+
+def _environments(arguments: list[str]) -> tuple[dict[str, dict[str, str]], str]:
+    """Each side's environment from the --base-env and --new-env KEY=VALUE given (taken out of
+    `arguments`), and those flags as given, for the results' title."""
+    settings: dict[str, dict[str, str]] = {"base": {}, "new": {}}
+    given = []
+    for side in settings:
+        flag = f"--{side}-env"
+        while flag in arguments:
+            at = arguments.index(flag)
+            setting = arguments[at + 1] if at + 1 < len(arguments) else ""
+            if "=" not in setting:
+                raise SystemExit(f"give {flag} KEY=VALUE")
+            key, value = setting.split("=", 1)
+            settings[side][key] = value
+            given.append(f"{flag} {setting}")
+            del arguments[at:at + 2]
+    return {side: {**os.environ, **extra} for side, extra in settings.items()}, "".join(f" {g}" for g in given)
 
 
 def main() -> None:
     arguments = sys.argv[1:]
+    environments, env_flags = _environments(arguments)
     revisions = {}
     for flag in ("--base", "--new"):
         if flag not in arguments:
@@ -76,38 +104,40 @@ def main() -> None:
                         shutil.rmtree(out, ignore_errors=True)
                         if args.monthly:
                             subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--landing", str(last_month(landing)), "--month", previous_month(args.month), "--out", str(out)],
-                                           cwd=tree, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                        figures = _run(tree, landing, args.month, out)
+                                           cwd=tree, env=environments[name], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        figures = _run(tree, landing, args.month, out, environments[name])
                         runs[name].append(figures)
                         print(f"{people:,} residents, {name} ({commits[name]}) run {attempt + 1} of {args.repeat}: {figures['seconds']:.1f} s, "
-                              f"CPU {figures['cpu']:.1f} s, peak {figures['peak']:,.0f} MiB", flush=True)
+                              f"CPU {figures['cpu']:.1f} s ({figures['system']:.1f} in the kernel), {figures['faults']:.2f}M page faults, peak {figures['peak']:,.0f} MiB", flush=True)
                 verdicts = compare_outputs(folder / "out_base", folder / "out_new")
                 differ = [f"{what}: {verdict}" for what, verdict in verdicts if verdict != "same"]
                 # a month's comparison beside the cold one's, not over it
-                publish(f"ab_runs_{people}{'_monthly' if args.monthly else ''}.md", f"benchmarks/ab_runs.py --base {revisions['base']} --new {revisions['new']} --people {people} --repeat {args.repeat}"
-                        + (" --monthly" if args.monthly else "") + f" --files {args.files}", _lines(people, args, commits, runs, verdicts, differ))
+                publish(f"ab_runs_{people}{'_monthly' if args.monthly else ''}.md", f"benchmarks/ab_runs.py --base {revisions['base']} --new {revisions['new']}{env_flags} --people {people} --repeat {args.repeat}"
+                        + (" --monthly" if args.monthly else "") + f" --files {args.files}", _lines(people, args, commits, runs, verdicts, differ, env_flags))
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
 
 
-def _lines(people: int, args, commits: dict[str, str], runs: dict[str, list[dict]], verdicts: list, differ: list[str]) -> list[str]:
+def _lines(people: int, args, commits: dict[str, str], runs: dict[str, list[dict]], verdicts: list, differ: list[str], env_flags: str = "") -> list[str]:
     def median(name: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[name])
-
-    def each(name: str, key: str) -> str:
-        return ", ".join(f"{r[key]:,.1f}" for r in runs[name])
 
     kind = "a month on top of last month's cold run" if args.monthly else "cold runs"
     lines = [
         f"Machine: {machine()}; {people:,} residents, month {args.month}, seed {args.seed}, {args.files} files; {kind}, "
-        f"base {commits['base']} and new {commits['new']} alternating, {args.repeat} each.",
+        f"base {commits['base']} and new {commits['new']} alternating, {args.repeat} each"
+        + (f"; with{env_flags} (an environment variable for that side's runs only)." if env_flags else "."),
         "",
         "| | base | new | new / base (medians) | base, each run | new, each run |",
         "| --- | ---: | ---: | ---: | --- | --- |",
     ]
-    for label, key in (("wall (s)", "seconds"), ("CPU, the run's whole process tree (s)", "cpu"), ("peak memory (MiB)", "peak")):
-        lines.append(f"| {label} | {median('base', key):,.1f} | {median('new', key):,.1f} | {median('new', key) / median('base', key):.3f} | {each('base', key)} | {each('new', key)} |")
+    rows = (("wall (s)", "seconds"), ("CPU, the run's whole process tree (s)", "cpu"), ("of which in the kernel (s)", "system"),
+            ("minor page faults (millions)", "faults"), ("peak memory (MiB)", "peak"))
+    for label, key in rows:
+        decimals = 2 if key == "faults" else 1
+        values = {name: ", ".join(f"{r[key]:,.{decimals}f}" for r in runs[name]) for name in runs}
+        lines.append(f"| {label} | {median('base', key):,.{decimals}f} | {median('new', key):,.{decimals}f} | {median('new', key) / median('base', key):.3f} | {values['base']} | {values['new']} |")
     steps = sorted({s for name in runs for r in runs[name] for s, t in r["steps"].items() if t >= 1.0}, key=lambda s: -statistics.median(r["steps"].get(s, 0) for r in runs["base"]))
     lines += ["", "| step (s, medians) | base | new | new / base |", "| --- | ---: | ---: | ---: |"]
     for step in steps:

@@ -93,6 +93,8 @@ class Measured:
     tree_peak: float  # MiB: the sampled peak of it and all its descendants, summed
     samples: list[tuple[float, float]]  # (seconds since the start, the tree's MiB)
     cpu_seconds: float = 0.0  # user and system time of the command and every process it waited for
+    system_seconds: float = 0.0  # of which in the kernel: most of it memory's first touch (page faults)
+    page_faults: int = 0  # minor page faults, likewise: pages the allocators handed back and took again
 
 
 def measured(command: list[str], every: float = 0.2, on_line: Callable[[float, str], None] | None = None, **popen) -> Measured:
@@ -132,4 +134,4 @@ def measured(command: list[str], every: float = 0.2, on_line: Callable[[float, s
         raise subprocess.CalledProcessError(child.returncode, command)
     tree = max((mib for _, mib in samples), default=0.0)
     usage = ended["usage"]
-    return Measured(time.perf_counter() - began, usage.ru_maxrss // 1024, tree, samples, usage.ru_utime + usage.ru_stime)
+    return Measured(time.perf_counter() - began, usage.ru_maxrss // 1024, tree, samples, usage.ru_utime + usage.ru_stime, usage.ru_stime, usage.ru_minflt)
