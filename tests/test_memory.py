@@ -1,8 +1,11 @@
-"""Memory a run's process lets go of: what DuckDB has freed goes back to the system when earlyhelp says so
-(`warehouse.return_freed_memory`), and what a run imports is frozen without its garbage (`warehouse.import_for_the_run`)."""
+"""Memory a run's process lets go of, or keeps: what DuckDB has freed goes back to the system when
+earlyhelp says so (`warehouse.return_freed_memory`); what a run imports is frozen without its
+garbage (`warehouse.import_for_the_run`); what Polars frees in a run is kept for seconds, to be
+taken again (`pipelines.POLARS_ALLOCATOR`)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +92,41 @@ def test_a_run_imports_what_it_keeps_once_and_freezes_it_without_the_garbage():
     assert imported == "True"
     assert garbage_gone == "True", "a cycle the imports left is collected, not frozen"
     assert frozen == "True", "what the imports made is frozen, so later collections do not walk it"
+
+
+# Polars' allocator in a process started as a run's are (`pipelines` imported before Polars):
+# what a step freed is kept for seconds, to be taken again without a page fault, rather than
+# handed back within about one as Polars' own settings do (`pipelines.POLARS_ALLOCATOR`). Blocks
+# of 4 MB, under the size jemalloc hands back at once whatever it is told. The same script with
+# Polars imported first shows the memory going back, so the test tells the two apart.
+POLARS_SCRIPT = """
+import os, sys, time
+if sys.argv[1] == "run":
+    import pipelines
+import polars as pl
+
+def resident_mib():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 // 2**20
+
+before = resident_mib()
+held = [pl.int_range(0, 500_000, eager=True) + i for i in range(100)]
+full = resident_mib()
+del held
+time.sleep(2.5)
+print(before, full, resident_mib())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Polars ships jemalloc on Linux")
+def test_memory_a_runs_polars_keeps_what_it_freed_for_seconds():
+    environment = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+
+    def resident(order: str) -> tuple[int, int, int]:
+        shown = subprocess.run([sys.executable, "-c", POLARS_SCRIPT, order], cwd=ROOT, env=environment, capture_output=True, text=True, check=True).stdout.split()
+        return tuple(int(x) for x in shown)
+
+    before, full, after = resident("polars first")
+    assert full - before > 300, "the blocks should have been held for this test to mean anything"
+    assert after - before < (full - before) / 2, "Polars' own settings hand freed memory back within about a second"
+    before, full, after = resident("run")
+    assert after - before > (full - before) / 2, "a run's Polars keeps what it freed for seconds"
