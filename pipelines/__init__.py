@@ -2,16 +2,30 @@
 
 import os
 
-#: Polars' allocator (its own jemalloc) hands freed memory back to the system within about a
-#: second (its build's settings: dirty pages 0.5 s, then 1 s), and a run's steps allocate and free
-#: gigabytes a minute, so most of what they touch is handed back and faulted in again: at 1.2M
+#: What a run asks of Polars' allocator (its own jemalloc). Polars' settings hand freed memory back
+#: to the system within about a second (dirty pages 0.5 s, then 1 s), and a run's steps allocate and
+#: free gigabytes a minute, so much of what they touch is handed back and faulted in again: at 1.2M
 #: residents a month's run took 6.1M page faults, 20 s of its 118 s of CPU in the kernel. Kept ten
-#: seconds each (jemalloc's own default for dirty pages): faults 6.1 -> 4.9M, kernel time 19.7 ->
-#: 15.6 s, the peak 3.05 -> 3.35 GB (docs/performance-history.md, forty-second session). Set
-#: before anything imports Polars: its allocator reads this once, when it starts. A value already
-#: set (a council's, to trade time for memory the other way) is left as it is.
-POLARS_ALLOCATOR_ENV, POLARS_ALLOCATOR = "_RJEM_MALLOC_CONF", "dirty_decay_ms:10000,muzzy_decay_ms:10000"
-os.environ.setdefault(POLARS_ALLOCATOR_ENV, POLARS_ALLOCATOR)
+#: seconds each (jemalloc's own default for dirty pages), fewer faults for a higher peak
+#: (docs/performance-history.md, forty-second session).
+POLARS_ALLOCATOR = "dirty_decay_ms:10000,muzzy_decay_ms:10000"
+#: Set, what a run asks of Polars' allocator instead (Polars' own: `dirty_decay_ms:500,muzzy_decay_ms:1000`).
+POLARS_ALLOCATOR_ENV = "EARLYHELP_POLARS_ALLOCATOR"
+#: Where Polars' allocator reads its settings: once, when Polars is first imported, the last value
+#: of each option winning. Polars writes its own settings first, and leaves the variable so set for
+#: any process started after (a benchmark's parent that imported Polars, say).
+_JEMALLOC_CONF = "_RJEM_MALLOC_CONF"
+
+
+def _ask_polars_allocator() -> None:
+    asked = os.environ.get(POLARS_ALLOCATOR_ENV) or POLARS_ALLOCATOR
+    given = os.environ.get(_JEMALLOC_CONF, "")
+    if not given.endswith(asked):
+        os.environ[_JEMALLOC_CONF] = f"{given},{asked}" if given else asked
+
+
+# before anything imports Polars
+_ask_polars_allocator()
 
 from warehouse import owner_only  # noqa: E402  (imports Polars)
 

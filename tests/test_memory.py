@@ -97,8 +97,10 @@ def test_a_run_imports_what_it_keeps_once_and_freezes_it_without_the_garbage():
 # Polars' allocator in a process started as a run's are (`pipelines` imported before Polars):
 # what a step freed is kept for seconds, to be taken again without a page fault, rather than
 # handed back within about one as Polars' own settings do (`pipelines.POLARS_ALLOCATOR`). Blocks
-# of 4 MB, under the size jemalloc hands back at once whatever it is told. The same script with
-# Polars imported first shows the memory going back, so the test tells the two apart.
+# of 4 MB, under the size jemalloc hands back at once whatever it is told. With Polars imported
+# first the memory goes back, so the test tells the two apart; a run started by a process that
+# imported Polars (whose settings it then finds set) keeps it too; and a council that asks for
+# Polars' own settings (`EARLYHELP_POLARS_ALLOCATOR`) gets them.
 POLARS_SCRIPT = """
 import os, sys, time
 if sys.argv[1] == "run":
@@ -115,18 +117,20 @@ del held
 time.sleep(2.5)
 print(before, full, resident_mib())
 """
+POLARS_OWN = "dirty_decay_ms:500,muzzy_decay_ms:1000"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Polars ships jemalloc on Linux")
 def test_memory_a_runs_polars_keeps_what_it_freed_for_seconds():
-    environment = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    clean = {k: v for k, v in os.environ.items() if k not in ("_RJEM_MALLOC_CONF", "EARLYHELP_POLARS_ALLOCATOR")}
 
-    def resident(order: str) -> tuple[int, int, int]:
-        shown = subprocess.run([sys.executable, "-c", POLARS_SCRIPT, order], cwd=ROOT, env=environment, capture_output=True, text=True, check=True).stdout.split()
-        return tuple(int(x) for x in shown)
+    def kept(order: str, **environment: str) -> bool:
+        shown = subprocess.run([sys.executable, "-c", POLARS_SCRIPT, order], cwd=ROOT, env={**clean, **environment}, capture_output=True, text=True, check=True).stdout
+        before, full, after = (int(x) for x in shown.split())
+        assert full - before > 300, "the blocks should have been held for this test to mean anything"
+        return after - before > (full - before) / 2
 
-    before, full, after = resident("polars first")
-    assert full - before > 300, "the blocks should have been held for this test to mean anything"
-    assert after - before < (full - before) / 2, "Polars' own settings hand freed memory back within about a second"
-    before, full, after = resident("run")
-    assert after - before > (full - before) / 2, "a run's Polars keeps what it freed for seconds"
+    assert not kept("polars first"), "Polars' own settings hand freed memory back within about a second"
+    assert kept("run"), "a run's Polars keeps what it freed for seconds"
+    assert kept("run", _RJEM_MALLOC_CONF=POLARS_OWN), "so does a run started by a process that imported Polars"
+    assert not kept("run", EARLYHELP_POLARS_ALLOCATOR=POLARS_OWN), "a council asking for Polars' own settings gets them"
