@@ -5,8 +5,9 @@ import os
 #: What a run asks of Polars' allocator (its own jemalloc). Polars' settings hand freed memory back
 #: to the system within about a second (dirty pages 0.5 s, then 1 s), and a run's steps allocate and
 #: free gigabytes a minute, so much of what they touch is handed back and faulted in again: at 1.2M
-#: residents a month's run took 6.1M page faults, 20 s of its 118 s of CPU in the kernel. Kept ten
-#: seconds each (jemalloc's own default for dirty pages), fewer faults for a higher peak
+#: residents a month's run took 6.1M page faults, 19 s of its 111 s of CPU in the kernel. Kept ten
+#: seconds each (jemalloc's own default for dirty pages): side by side, a month's faults 6.1 ->
+#: 4.8M, its kernel time 18.9 -> 15.4 s, its wall 66.6 -> 63.3 s, its peak 3,128 -> 3,307 MiB
 #: (docs/performance-history.md, forty-second session).
 POLARS_ALLOCATOR = "dirty_decay_ms:10000,muzzy_decay_ms:10000"
 #: Set, what a run asks of Polars' allocator instead (Polars' own: `dirty_decay_ms:500,muzzy_decay_ms:1000`).
