@@ -97,7 +97,7 @@ def test_a_run_imports_what_it_keeps_once_and_freezes_it_without_the_garbage():
 # Polars' allocator in a process started as a run's are (`pipelines` imported before Polars):
 # what a step freed is kept for seconds, to be taken again without a page fault, rather than
 # handed back within about one as Polars' own settings do (`pipelines.POLARS_ALLOCATOR`). Blocks
-# of 4 MB, under the size jemalloc hands back at once whatever it is told. With Polars imported
+# of 4 MB, below the 8 MB from which jemalloc gives a block an arena of its own. With Polars imported
 # first the memory goes back, so the test tells the two apart; a run started by a process that
 # imported Polars (whose settings it then finds set) keeps it too; and a council that asks for
 # Polars' own settings (`EARLYHELP_POLARS_ALLOCATOR`) gets them.
