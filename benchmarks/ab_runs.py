@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/ab_runs.py --base b6a75d6 --new HEAD
     .venv/bin/python benchmarks/ab_runs.py --base HEAD~3 --new HEAD --people 200000 --repeat 5 --monthly
-    .venv/bin/python benchmarks/ab_runs.py --base HEAD --new HEAD --new-env _RJEM_MALLOC_CONF=oversize_threshold:0
+    .venv/bin/python benchmarks/ab_runs.py --base HEAD --new HEAD --new-env EARLYHELP_POLARS_ALLOCATOR=dirty_decay_ms:500,muzzy_decay_ms:1000
 
 A machine like this one is noisy: the same code's cold run at 1.2M residents took 95 to 125 s
 within one hour, and a change worth 3 s is seen only in runs made side by side. Each revision is
@@ -18,7 +18,9 @@ benchmarks/results/ab_runs_<residents>.md, a month's in ab_runs_<residents>_mont
 The revisions run with this checkout's virtual environment; their own code is what each imports
 (its worktree is the working folder). Worktrees are removed at the end. `--base-env` and
 `--new-env KEY=VALUE` (each as often as needed) set an environment variable for one side's runs
-only: a setting tried without a commit (an allocator's, say), one revision against itself.
+only: a setting tried without a commit (an allocator's, say), one revision against itself. Polars'
+allocator is asked through `EARLYHELP_POLARS_ALLOCATOR`: a run puts its own decay settings after
+whatever `_RJEM_MALLOC_CONF` holds (`pipelines.POLARS_ALLOCATOR`), so decays set there lose.
 Besides wall, CPU and peak, each run's kernel time and minor page faults are printed: memory an
 allocator hands back to the system and takes again costs a fault a page, and these two move
 less from run to run than the wall time does.
