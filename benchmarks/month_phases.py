@@ -93,20 +93,22 @@ def _frozen(landing: Path, month: str, step: str, folder: Path) -> Path:
     if not (last / "warehouse.duckdb").exists():
         shutil.rmtree(last, ignore_errors=True)
         print(f"last month's cold run into {last} ...", flush=True)
-        ran = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--landing", str(last_month(landing)), "--month", previous_month(month), "--out", str(last)],
-                             cwd=ROOT, capture_output=True, text=True)
-        if ran.returncode:
-            shutil.rmtree(last, ignore_errors=True)
-            raise SystemExit(f"last month's run failed:\n{ran.stderr[-4000:]}")
+        _ran(["-m", "pipelines.cli", "run", "--landing", str(last_month(landing)), "--month", previous_month(month), "--out", str(last)], last)
     shutil.rmtree(before, ignore_errors=True)
     shutil.copytree(last, before, symlinks=True)
     print(f"the month up to {step} into {before} ...", flush=True)
-    made = subprocess.run([sys.executable, __file__, "--child", "upstream", "--step", step, "--landing", str(landing), "--month", month, "--out", str(before), "--tree", str(ROOT)],
-                          capture_output=True, text=True)
-    if made.returncode:
-        shutil.rmtree(before, ignore_errors=True)
-        raise SystemExit(f"the month up to {step} failed:\n{made.stderr[-4000:]}")
+    _ran([__file__, "--child", "upstream", "--step", step, "--landing", str(landing), "--month", month, "--out", str(before), "--tree", str(ROOT)], before)
     return before
+
+
+def _ran(arguments: list[str], out: Path) -> str:
+    """Python with `arguments`, in the checkout's root; its output. Where it fails, `out` (the
+    folder it was making) goes, and the end of what it said is shown."""
+    ran = subprocess.run([sys.executable, *arguments], cwd=ROOT, capture_output=True, text=True)
+    if ran.returncode:
+        shutil.rmtree(out, ignore_errors=True)
+        raise SystemExit(f"{' '.join(arguments[:3])} ... failed:\n{ran.stderr[-4000:]}")
+    return ran.stdout
 
 
 def _materialize(step: str, landing: Path, month: str, out: Path, upstream: bool) -> float:
@@ -135,8 +137,9 @@ def _timed(step: str) -> dict[str, float]:
     spent: dict[str, float] = {}
     depth: dict[str, int] = {}
     for module_name, name in PHASES[step]:
-        module = importlib.import_module(module_name)
-        original = getattr(module, name)
+        original = getattr(importlib.import_module(module_name), name, None)
+        if original is None:  # a checkout that has no such phase: shown as "-"
+            continue
         label = f"{module_name}.{name}"
 
         def timed(*args, _original=original, _label=label, **kwargs):
@@ -211,15 +214,14 @@ def main() -> None:
                 shutil.rmtree(work, ignore_errors=True)
                 shutil.copytree(before, work, symlinks=True)
                 os.sync()
-                done = subprocess.run([sys.executable, __file__, "--child", "step", "--step", step, "--landing", str(landing), "--month", args.month, "--out", str(work), "--tree", tree],
-                                      check=True, capture_output=True, text=True)
-                runs[name].append(json.loads(next(line for line in done.stdout.splitlines() if line.startswith("PHASES "))[len("PHASES "):]))
+                said = _ran([__file__, "--child", "step", "--step", step, "--landing", str(landing), "--month", args.month, "--out", str(work), "--tree", tree], work)
+                runs[name].append(json.loads(next(line for line in said.splitlines() if line.startswith("PHASES "))[len("PHASES "):]))
                 shutil.rmtree(work, ignore_errors=True)
         phases = [STEP_WHOLE, *(f"{module}.{name}" for module, name in PHASES[step])]
         lines += [f"### {step}", "", "| phase | " + " | ".join(trees) + " |", "| --- | " + " | ".join("---:" for _ in trees) + " |"]
         for phase in phases:
-            cells = [statistics.median(run.get(phase, 0.0) for run in runs[name]) for name in trees]
-            lines.append(f"| {phase} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+            cells = [[run[phase] for run in runs[name] if phase in run] for name in trees]
+            lines.append(f"| {phase} | " + " | ".join(f"{statistics.median(c):.2f}" if c else "-" for c in cells) + " |")
         lines.append("")
     publish(f"month_phases_{args.people}.md", "benchmarks/month_phases.py " + " ".join(sys.argv[1:]), lines)
 
