@@ -197,6 +197,9 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    if args.tree and not (Path(args.tree) / "pipelines" / "__init__.py").exists():
+        # a child would import this checkout's code instead, and both columns would be one code's
+        raise SystemExit(f"--tree {args.tree}: no earlyhelp checkout there")
     warn_if_the_disk_is_nearly_full()
     landing, _, _ = county(args.people, args.seed, args.month, args.files)
     folder = CACHE / f"month_phases_{landing.name}"
