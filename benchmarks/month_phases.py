@@ -33,12 +33,9 @@ import sys
 import time
 from pathlib import Path
 
-from common import CACHE, warn_if_the_disk_is_nearly_full
-from pipeline import county, last_month, machine, publish
-
+#: This checkout. Nothing of the pipeline's is imported here at the top: a child imports the
+#: code of the checkout it measures (`--tree`), which must come first on its path.
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from features.calendar import previous_month  # noqa: E402
 
 #: What is timed in each step: (module, function). Each is wrapped wherever the run holds it (a
 #: module that imported the name holds the function itself), before the pipeline is imported.
@@ -86,6 +83,10 @@ STEP_WHOLE = "the step (Dagster's materialize)"
 
 def _frozen(landing: Path, month: str, step: str, folder: Path) -> Path:
     """An output folder as the month's run leaves it just before `step`: made once, kept."""
+    from pipeline import last_month
+
+    from features.calendar import previous_month
+
     before = folder / step
     if (before / "warehouse.duckdb").exists():
         return before
@@ -164,7 +165,10 @@ def child(args: argparse.Namespace) -> None:
     """In a fresh process, with `--tree`'s code first on the path."""
     sys.path.insert(0, args.tree)
     import pipelines  # noqa: F401  (the run's own settings, before anything imports Polars)
+    import linkage
 
+    if not Path(linkage.__file__).resolve().is_relative_to(Path(args.tree).resolve()):
+        raise SystemExit(f"measuring {linkage.__file__}, not the code of {args.tree}")
     if args.child == "upstream":
         _materialize(args.step, Path(args.landing), args.month, Path(args.out), upstream=True)
         return
@@ -200,6 +204,9 @@ def main() -> None:
     if args.tree and not (Path(args.tree) / "pipelines" / "__init__.py").exists():
         # a child would import this checkout's code instead, and both columns would be one code's
         raise SystemExit(f"--tree {args.tree}: no earlyhelp checkout there")
+    from common import CACHE, warn_if_the_disk_is_nearly_full
+    from pipeline import county, machine, publish
+
     warn_if_the_disk_is_nearly_full()
     landing, _, _ = county(args.people, args.seed, args.month, args.files)
     folder = CACHE / f"month_phases_{landing.name}"
