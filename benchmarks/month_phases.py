@@ -18,7 +18,10 @@ change, on the same month. Every figure is the median of --repeat runs, in secon
 both. The tables go to benchmarks/results/month_phases_<people>.md.
 
 The frozen folders are kept (delete benchmarks/cache/month_phases_* to make them again, after a
-change to any step before the one measured).
+change to any step before the one measured). Last month is this checkout's: a change to what a
+month reuses from the last run (the clusterer's groups, the compared pairs: their digests hold
+the code that made them) makes the other checkout's month redo that work, which a month after a
+month of its own would not; `benchmarks/ab_runs.py --monthly` runs both months with each code.
 """
 
 from __future__ import annotations
