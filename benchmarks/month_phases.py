@@ -80,6 +80,10 @@ PHASES = {
 }
 
 
+#: The file in the frozen folders' parent naming the revision that made last month (`_revision`),
+#: which the results name: a folder made by older code is used until it is deleted.
+MADE_BY = "made_by.txt"
+
 #: The step as Dagster's `materialize` runs it: its phases and Dagster's own work around them.
 STEP_WHOLE = "the step (Dagster's materialize)"
 
@@ -98,6 +102,7 @@ def _frozen(landing: Path, month: str, step: str, folder: Path) -> Path:
         shutil.rmtree(last, ignore_errors=True)
         print(f"last month's cold run into {last} ...", flush=True)
         _ran(["-m", "pipelines.cli", "run", "--landing", str(last_month(landing)), "--month", previous_month(month), "--out", str(last)], last)
+        (folder / MADE_BY).write_text(_revision(str(ROOT)))
     shutil.rmtree(before, ignore_errors=True)
     shutil.copytree(last, before, symlinks=True)
     print(f"the month up to {step} into {before} ...", flush=True)
@@ -218,6 +223,9 @@ def main() -> None:
              f" the columns: {', '.join(f'{name} at {_revision(tree)}' for name, tree in trees.items())}", ""]
     for step in args.steps:
         before = _frozen(landing, args.month, step, folder)
+        if step == args.steps[0]:
+            made_by = (folder / MADE_BY).read_text() if (folder / MADE_BY).exists() else "a revision not recorded"
+            lines[0] += f"; last month made by {made_by}"
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
         for repetition in range(args.repeat):
             # each checkout first in every other repetition, and the copy on disk before either
