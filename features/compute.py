@@ -22,7 +22,7 @@ import polars as pl
 
 from features.registry import Indicator, Registry
 from linkage.person_records import mention_join
-from warehouse import linked_mentions
+from warehouse import linked_mentions, sql_literal
 
 
 @dataclass
@@ -55,17 +55,49 @@ def sources_mentions(con: duckdb.DuckDBPyConnection, sources: list[str], name: s
         con.execute(f"DROP TABLE IF EXISTS {name}")
 
 
+#: Per source, the first and last date of the mentions some indicator reads, or None for any date.
+DatesRead = dict[str, tuple[dt.date, dt.date] | None]
+
+
+def dates_read(registry: Registry, reference: dt.date, con: duckdb.DuckDBPyConnection) -> DatesRead:
+    """What the registry's indicators read of each source's mentions at `reference`
+    (`IndicatorKind.dates_read`, a household's exception's included), each source's dates one
+    span from the earliest read to the latest."""
+    spans: dict[str, list[tuple[dt.date, dt.date] | None]] = {}
+    for indicator in registry.indicators:
+        read = indicator if indicator.rule.person_level else indicator.rule.unless(indicator, registry.get(indicator.of))
+        if read is not None:
+            spans.setdefault(read.source, []).append(read.rule.dates_read(read, reference, con))
+    return {
+        source: None if None in read else (min(first for first, _ in read), max(last for _, last in read))
+        for source, read in sorted(spans.items())
+    }
+
+
+def _dates_read_sql(read: DatesRead, mention: str = "l") -> str:
+    """SQL: whether a mention (aliased `mention`) is one `read` names."""
+    either = [
+        f"({mention}.source = {sql_literal(source)}" + (f" AND {mention}.event_date BETWEEN DATE '{span[0]}' AND DATE '{span[1]}')" if span else ")")
+        for source, span in read.items()
+    ]
+    return " OR ".join(either) or "false"
+
+
 @contextmanager
-def people_mentions(con: duckdb.DuckDBPyConnection, members: str, sources: list[str], linked: str | None = None) -> Iterator[str]:
-    """A temporary table of the people in `members`' mentions in the sources, with each one's
-    family_ref and age: its name, dropped afterwards. Made once, so that every indicator joins
-    its source's rows to it rather than joining person_records to person_links again.
-    `linked`: a table from `sources_mentions` to start from."""
+def people_mentions(con: duckdb.DuckDBPyConnection, members: str, read: DatesRead, linked: str | None = None) -> Iterator[str]:
+    """A temporary table of the people in `members`' mentions that the indicators read (`read`:
+    the sources, and the dates of each, `dates_read`), with each one's family_ref and age: its
+    name, dropped afterwards. Made once, so that every indicator joins its source's rows to it
+    rather than joining person_records to person_links again; for the dates read alone, as the
+    windows look back a year over three years of records: at 1.2M residents 1.4M of the 3.7M
+    mentions, the table made in 0.57-0.66 s rather than 0.95-1.07, the indicators in 2.34 s
+    rather than 2.68 (medians of six, alternating), the same hits and evidence. `linked`: a
+    table from `sources_mentions` to start from."""
     name = f"{members}_mentions"
-    of_sources = f'"{linked}"' if linked else f"({linked_mentions(MENTION_COLUMNS, mention_join(con))} WHERE pr.source IN (SELECT unnest($sources)))"
+    of_sources = f'"{linked}"' if linked else f"({linked_mentions(MENTION_COLUMNS, mention_join(con))})"
     con.execute(
-        f'CREATE OR REPLACE TEMP TABLE "{name}" AS SELECT l.*, m.family_ref, m.age FROM {of_sources} l JOIN "{members}" m ON m.person_id = l.person_id',
-        None if linked else {"sources": sources},
+        f'CREATE OR REPLACE TEMP TABLE "{name}" AS SELECT l.*, m.family_ref, m.age FROM {of_sources} l '
+        f'JOIN "{members}" m ON m.person_id = l.person_id WHERE {_dates_read_sql(read)}'
     )
     try:
         yield name
@@ -92,7 +124,7 @@ def compute_indicators(
     the sources' mentions with their persons made ahead (`sources_mentions`), when several
     months' indicators are computed from one warehouse. `with_evidence` false: the hits alone,
     `evidence` left empty (the scorecard's past months, which show no one their evidence)."""
-    with people_mentions(con, members, indicator_sources(registry), linked) as mentions:
+    with people_mentions(con, members, dates_read(registry, reference, con), linked) as mentions:
         # indicators reading the same rows (persistent and severe absence: the same terms, other
         # thresholds) read them once; the results are sorted below, so the order read is free
         reading: dict[str, list[Indicator]] = {}

@@ -8,6 +8,8 @@ Every kind honours one small contract, the way scikit-learn's estimators share
 - `evidence_sql(indicator, reference, mentions, con)`: one row per piece of evidence
   (over the people's linked mentions in the table `mentions`, made by
   `features.compute.people_mentions`), with `value` the row's contribution;
+- `dates_read(indicator, reference, con)`: the dates of the mentions `evidence_sql`
+  reads (first, last), or None for any date: only those mentions are made;
 - `person_hits(indicator, evidence)`: (hits per person, evidence kept);
 - `value_text(value)`: the value as a reason sentence shows it;
 - `window(indicator)`: the look-back as the ATRS record states it.
@@ -72,6 +74,11 @@ class IndicatorKind:
     def evidence_sql(self, indicator: Indicator, reference: dt.date, mentions: str, con: duckdb.DuckDBPyConnection) -> str:
         raise NotImplementedError
 
+    def dates_read(self, indicator: Indicator, reference: dt.date, con: duckdb.DuckDBPyConnection) -> tuple[dt.date, dt.date] | None:
+        """The first and last event date (the mention's) of the mentions `evidence_sql` reads, or
+        None where it may read a mention of any date (a spell dated by its own columns)."""
+        return None
+
     def person_hits(self, indicator: Indicator, evidence: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Hits where the per-person value reaches the threshold."""
         hits = _per_person(evidence, self.aggregate()).filter(pl.col("value") >= indicator.threshold)
@@ -92,12 +99,15 @@ class _Events(IndicatorKind):
 
     value_sql: ClassVar[str] = "1"
 
+    def dates_read(self, indicator, reference, con):
+        return window_start(reference, indicator.window_months), reference
+
     def evidence_sql(self, indicator, reference, mentions, con):
-        start = window_start(reference, indicator.window_months)
+        first, last = self.dates_read(indicator, reference, con)
         return f"""
             SELECT {", ".join(EVIDENCE_COLUMNS)}, CAST({self.value_sql.format(measure=indicator.measure)} AS DOUBLE) AS value, event_ref
             FROM ({mentions_sql(indicator, mentions)}) x
-            WHERE ({indicator.where}) AND event_date BETWEEN DATE '{start}' AND DATE '{reference}'
+            WHERE ({indicator.where}) AND event_date BETWEEN DATE '{first}' AND DATE '{last}'
         """
 
 
@@ -157,12 +167,20 @@ class Attendance(IndicatorKind):
     def fields(self, indicator):
         return _words(indicator.where) | set(self.COLUMNS)
 
-    def evidence_sql(self, indicator, reference, mentions, con):
-        terms = con.execute(
+    def _terms(self, indicator, reference, con) -> list[dt.date]:
+        """The dates of the last `terms` terms returned by the reference date, latest first."""
+        return [d for (d,) in con.execute(
             f"""SELECT DISTINCT event_date FROM person_records WHERE source = '{indicator.source}'
                 AND event_date <= DATE '{reference}' ORDER BY event_date DESC LIMIT {int(indicator.terms)}"""
-        ).fetchall()
-        dates = ", ".join(f"DATE '{d[0]}'" for d in terms) or "NULL"
+        ).fetchall()]
+
+    def dates_read(self, indicator, reference, con):
+        terms = self._terms(indicator, reference, con)
+        # none returned yet: it reads no mention, and those of the reference date alone are made
+        return (terms[-1], terms[0]) if terms else (reference, reference)
+
+    def evidence_sql(self, indicator, reference, mentions, con):
+        dates = ", ".join(f"DATE '{d}'" for d in self._terms(indicator, reference, con)) or "NULL"
         return f"""
             SELECT {", ".join(EVIDENCE_COLUMNS)},
                    CAST(sessions_possible AS DOUBLE) AS possible,
@@ -200,6 +218,13 @@ class Household(IndicatorKind):
     def window(self, indicator):
         return "-"
 
+    def unless(self, indicator: Indicator, of: Indicator) -> Indicator | None:
+        """The exception (a member with a row matching `unless_where`) as an indicator of `of`'s
+        kind over the unless source, or None where there is none."""
+        if not (indicator.unless_source and indicator.unless_where):
+            return None
+        return dataclasses.replace(of, id="_unless", where=indicator.unless_where, source=indicator.unless_source, applies_to="any")
+
     def family_hits(
         self, indicator: Indicator, of: Indicator, reference: dt.date, persons: pl.DataFrame, mentions: str, con: duckdb.DuckDBPyConnection
     ) -> pl.DataFrame:
@@ -207,8 +232,8 @@ class Household(IndicatorKind):
         `mentions` as `evidence_sql`'s, for the exception."""
         with_of = persons.filter(pl.col("indicator_id") == of.id)
         blocked = pl.DataFrame(schema={"family_ref": pl.String})
-        if indicator.unless_source and indicator.unless_where:
-            unless = dataclasses.replace(of, id="_unless", where=indicator.unless_where, source=indicator.unless_source, applies_to="any")
+        unless = self.unless(indicator, of)
+        if unless is not None:
             blocked = con.sql(unless.rule.evidence_sql(unless, reference, mentions, con)).pl().select("family_ref").unique()
         return (
             with_of.join(blocked, on="family_ref", how="anti")

@@ -61,7 +61,7 @@ def con(tmp_path):
 
 def _hits(con, indicator: Indicator) -> dict[str, float]:
     kind = indicator.rule
-    with people_mentions(con, "family_members", ["demo"]) as mentions:
+    with people_mentions(con, "family_members", {"demo": None}) as mentions:
         evidence = con.sql(kind.evidence_sql(indicator, REFERENCE, mentions, con)).pl()
     hits, _ = kind.person_hits(indicator, evidence)
     return dict(hits.select("person_id", "value").iter_rows())
@@ -107,7 +107,7 @@ def test_applies_to_limits_the_people_an_indicator_reads(con):
 
 def test_household_needs_a_member_with_the_indicator_and_no_exception(con):
     of = _indicator(id="asb", kind="count", where="kind = 'ASB'")
-    with people_mentions(con, "family_members", ["demo"]) as mentions:
+    with people_mentions(con, "family_members", {"demo": None}) as mentions:
         evidence = con.sql(of.rule.evidence_sql(of, REFERENCE, mentions, con)).pl()
         hits, _ = of.rule.person_hits(of, evidence)
         persons = hits.with_columns(pl.lit("asb").alias("indicator_id"))

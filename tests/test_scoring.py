@@ -283,3 +283,33 @@ def test_each_hit_is_explained_by_its_own_indicators_sentence():
         alone = pl.DataFrame([row], schema=hits.schema).select(_sentence(by_id[row["indicator_id"]]))[0, 0]
         assert reason == alone and "{" not in reason, (row, reason)
     assert len(set(reasons)) > len(registry.indicators)  # the values and dates are each hit's own
+
+
+
+def test_indicators_read_only_the_mentions_their_windows_reach_and_find_the_same(september, monkeypatch):
+    """The people's mentions are made for the dates some indicator reads (`dates_read`): every
+    person hit, evidence row and family hit is the one reading every mention finds, and fewer
+    mentions are made (three years of records, windows of a year)."""
+    from features import compute
+
+    registry = load_registry(DEFAULT_REGISTRY)
+    con = duckdb.connect(str(september[1] / "warehouse.duckdb"), read_only=True)
+    try:
+        read = compute.dates_read(registry, REFERENCE, con)
+        every_date = dict.fromkeys(compute.indicator_sources(registry))
+        assert set(read) == set(every_date)
+        assert read["asb_incidents"] == (_window_start(12), REFERENCE)
+        assert read["worklessness"] is None  # claims are dated by their own start and end
+        made = {}
+        for name, dates in (("windowed", read), ("every", every_date)):
+            with compute.people_mentions(con, "family_members", dates) as mentions:
+                made[name] = con.execute(f'SELECT count(*) FROM "{mentions}"').fetchall()[0][0]
+        windowed = compute.compute_indicators(con, registry, REFERENCE)
+        monkeypatch.setattr(compute, "dates_read", lambda registry, reference, con: every_date)
+        every = compute.compute_indicators(con, registry, REFERENCE)
+    finally:
+        con.close()
+    assert 0 < made["windowed"] < made["every"]
+    assert windowed.person_indicators.height > 0 and windowed.evidence.height > 0
+    for name in ("person_indicators", "evidence", "family_indicators"):
+        assert getattr(windowed, name).equals(getattr(every, name)), name
