@@ -1,8 +1,9 @@
-"""A month's heaviest steps phase by phase, on fixed inputs, by hand (not a test).
+"""A month's steps phase by phase, on fixed inputs, by hand (not a test).
 
     .venv/bin/python benchmarks/month_phases.py --people 1200000 --files monthly
     .venv/bin/python benchmarks/month_phases.py --people 1200000 --files monthly --steps family_members --repeat 5
     .venv/bin/python benchmarks/month_phases.py --people 1200000 --files monthly --tree /path/to/another/checkout
+    .venv/bin/python benchmarks/month_phases.py --people 1200000 --steps raw_school_attendance person_records indicators locality_lists
 
 A whole month at 1.2M residents varies by seconds from run to run on these machines (62 to 73 s
 for one code within an hour), more than most changes to one phase save. A step's phases on the
@@ -15,7 +16,9 @@ runs this checkout's code and the other's on fresh copies of the same inputs, wh
 alternating, and the two are printed side by side: the code a change replaces against the
 change, on the same month. Every figure is the median of --repeat runs, in seconds; phases nest
 (a phase's time includes the phases it calls), and a phase a step calls twice is the sum of
-both. The tables go to benchmarks/results/month_phases_<people>.md.
+both. The tables go to benchmarks/results/month_phases_<people>.md (the heaviest two steps,
+DEFAULT_STEPS), or month_phases_<people>_<the steps>.md for others (PHASES names what each
+times; a source's raw table starts from last month's run, nothing coming before it).
 
 The frozen folders are kept (delete benchmarks/cache/month_phases_* to make them again, after a
 change to any step before the one measured). Last month is this checkout's: a change to what a
@@ -77,8 +80,55 @@ PHASES = {
         ("warehouse", "replace_tables"),
         ("linkage.person_records", "write_linked_records"),
     ],
+    "raw_school_attendance": [
+        ("ingestion.load", "previous_load"),
+        ("ingestion.load", "read_source"),
+        ("ingestion.load", "sha256_of"),
+        ("ingestion.load", "_read_files"),
+        ("ingestion.load", "_reconciled_with_kept"),
+        ("ingestion.load", "_rows_changed"),
+        ("ingestion.load", "write_source"),
+        ("expectations.worker", "start_validating"),
+    ],
+    "raw_ae_attendances": [
+        ("ingestion.load", "previous_load"),
+        ("ingestion.load", "read_source"),
+        ("ingestion.load", "sha256_of"),
+        ("ingestion.load", "_read_files"),
+        ("ingestion.load", "_reconciled_with_kept"),
+        ("ingestion.load", "_rows_changed"),
+        ("ingestion.load", "write_source"),
+        ("expectations.worker", "start_validating"),
+    ],
+    "person_records": [
+        ("linkage.person_records", "write_person_records"),
+        ("linkage.person_records", "mentions_made"),
+        ("linkage.person_records", "_make_person_records"),
+        ("linkage.person_records", "_change_person_records"),
+        ("linkage.person_records", "_check_rows"),
+    ],
+    "indicators": [
+        ("features.compute", "compute_indicators"),
+        ("features.compute", "_person_hits"),
+        ("warehouse", "replace_tables"),
+    ],
+    "locality_lists": [
+        ("models.lists", "monthly_lists"),
+        ("models.lists", "build_lists"),
+        ("models.lists", "family_addresses"),
+        ("models.lists", "linked_cases"),
+        ("models.family_view", "family_view"),
+        ("warehouse", "replace_tables"),
+        ("reports.packs", "write_packs"),
+        ("reports.packs", "pack_html"),
+        ("reports.packs", "write_xlsx"),
+        ("reports.packs", "write_csv"),
+    ],
 }
 
+
+#: The steps measured unless --steps names others: the month's heaviest, most of its time.
+DEFAULT_STEPS = ["person_links", "family_members"]
 
 #: The file in the frozen folders' parent naming the revision that made last month (`_revision`),
 #: which the results name: a folder made by older code is used until it is deleted.
@@ -131,6 +181,8 @@ def _materialize(step: str, landing: Path, month: str, out: Path, upstream: bool
 
     settings = EarlyhelpSettings(landing_dir=str(landing), output_dir=str(out), month=month)
     selection = dg.AssetSelection.assets(step).upstream() - dg.AssetSelection.assets(step) if upstream else dg.AssetSelection.assets(step)
+    if upstream and not selection.resolve(ALL_ASSETS):
+        return 0.0  # a step nothing comes before (a source's raw table): last month is the month before it
     with instance_for(out) as instance:
         began = time.perf_counter()
         dg.materialize(ALL_ASSETS, instance=instance, partition_key=month, resources={"settings": settings}, selection=selection, raise_on_error=True)
@@ -198,7 +250,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--month", default="2026-10")
     parser.add_argument("--files", choices=("yearly", "monthly"), default="monthly")
-    parser.add_argument("--steps", nargs="+", choices=sorted(PHASES), default=sorted(PHASES, reverse=True))
+    parser.add_argument("--steps", nargs="+", choices=sorted(PHASES), default=DEFAULT_STEPS)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tree", help="another checkout whose code runs on the same inputs, alternating with this one's")
     parser.add_argument("--child", choices=("upstream", "step"), help=argparse.SUPPRESS)
@@ -244,7 +296,9 @@ def main() -> None:
             cells = [[run[phase] for run in runs[name] if phase in run] for name in trees]
             lines.append(f"| {phase} | " + " | ".join(f"{statistics.median(c):.2f}" if c else "-" for c in cells) + " |")
         lines.append("")
-    publish(f"month_phases_{args.people}.md", "benchmarks/month_phases.py " + " ".join(sys.argv[1:]), lines)
+    # the month's heaviest steps in one file, any other choice of steps in a file of its own
+    named = "" if args.steps == DEFAULT_STEPS else "_" + "-".join(args.steps)
+    publish(f"month_phases_{args.people}{named}.md", "benchmarks/month_phases.py " + " ".join(sys.argv[1:]), lines)
 
 
 if __name__ == "__main__":
