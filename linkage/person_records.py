@@ -197,8 +197,8 @@ def write_linked_records(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 
 #: For each landing file whose rows person_records holds: the file's SHA-256, what its mentions
-#: were made with (`_made_with`), so the next run takes them as they are, and the record_position
-#: of its row 0 (`first_position`).
+#: were made with (`_made_with`), so the next run takes them as they are, the rows of it loaded
+#: then (`rows_loaded`), and the record_position of its row 0 (`first_position`).
 PERSON_RECORDS_MADE = "person_records_made"
 #: Each file's first_position as person_records held it when person_links was made
 #: (`store_links_made`): where they are those person_records holds now, a link's record_position
@@ -253,12 +253,15 @@ def _made_with(contract: Contract) -> str | None:
 
 
 def mentions_made(con: duckdb.DuckDBPyConnection, contracts: list[Contract]) -> pl.DataFrame:
-    """source, file, sha256, made_with: the files whose rows the person_records built now hold."""
-    frames = [pl.DataFrame(schema={"source": pl.String, "file": pl.String, "sha256": pl.String, "made_with": pl.String})]
+    """source, file, sha256, made_with, rows_loaded: the files whose rows the person_records built
+    now hold, and how many of each file's rows are loaded."""
+    frames = [pl.DataFrame(schema={"source": pl.String, "file": pl.String, "sha256": pl.String, "made_with": pl.String, "rows_loaded": pl.Int64})]
     for contract in contracts:
         if contract.holds_people and table_exists(con, contract.raw_table):
-            files = con.sql(f'SELECT DISTINCT _file AS file, _sha256 AS sha256 FROM "{contract.raw_table}" ORDER BY ALL').pl()
-            frames.append(files.select(pl.lit(contract.source).alias("source"), "file", "sha256", pl.lit(_made_with(contract), pl.String).alias("made_with")))
+            files = con.sql(f'SELECT _file AS file, _sha256 AS sha256, count(*) AS rows_loaded FROM "{contract.raw_table}" GROUP BY ALL ORDER BY ALL').pl()
+            frames.append(files.select(
+                pl.lit(contract.source).alias("source"), "file", "sha256", pl.lit(_made_with(contract), pl.String).alias("made_with"), pl.col("rows_loaded").cast(pl.Int64),
+            ))
     return pl.concat(frames)
 
 
@@ -274,11 +277,15 @@ def write_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contrac
     if not held:
         raise ValueError("no source holding people has been loaded")
     made_now = mentions_made(con, held)
-    reused = pl.DataFrame(schema={"source": pl.String, "file": pl.String})
+    reused = pl.DataFrame(schema={"source": pl.String, "file": pl.String, "rows_removed": pl.Boolean})
     if reuse and RECORD_POSITION in table_columns(con, PERSON_RECORDS) and table_exists(con, PERSON_RECORDS_MADE):
         # files whose mentions would be made as they were (`made_with` is null where they cannot be reused)
         made = con.sql(f"SELECT * FROM {PERSON_RECORDS_MADE}").pl()
-        reused = made_now.join(made, on=["source", "file", "sha256", "made_with"], how="semi").select("source", "file")
+        if "rows_loaded" not in made.columns:  # made by a version that did not count them
+            made = made.with_columns(pl.lit(None, pl.Int64).alias("rows_loaded"))
+        reused = made_now.join(made, on=["source", "file", "sha256", "made_with"], how="inner", suffix="_then").select(
+            "source", "file", (pl.col("rows_loaded") != pl.col("rows_loaded_then")).fill_null(True).alias("rows_removed"),
+        )
     places = _file_places(made_now)
     register(con, "_record_files", places)
     try:
@@ -328,14 +335,22 @@ def _make_person_records(con: duckdb.DuckDBPyConnection, held: list[Contract]) -
 def _change_person_records(con: duckdb.DuckDBPyConnection, held: list[Contract], reused: pl.DataFrame) -> None:
     """person_records changed in place: the mentions of rows no longer loaded, or of files not
     reused, removed; the other files' rows made and added (after the rest: record_position gives
-    the order), and the kept ones renumbered where their file's place moved (an older file gone)."""
+    the order), and the kept ones renumbered where their file's place moved (an older file gone).
+    reused: source, file, rows_removed (whether fewer of its rows are loaded than when its
+    mentions were made: a file unchanged gains no row, so as many means the same rows)."""
     sources = ", ".join(sql_literal(c.source) for c in held)
     con.execute(f"DELETE FROM {PERSON_RECORDS} WHERE source NOT IN ({sources})")
     for contract in held:
         # the files as literals: DuckDB cannot stream the millions of kept rows past a subquery
-        # on a registered frame (it ran out of its memory limit at 1.2M residents)
-        files = ", ".join(sql_literal(f) for f in reused.filter(pl.col("source") == contract.source)["file"])
-        kept = f"""p.file IN ({files}) AND EXISTS (SELECT 1 FROM "{contract.raw_table}" r WHERE r._file = p.file AND r._row = p.row)""" if files else "false"
+        # on a registered frame (it ran out of its memory limit at 1.2M residents). Only a file
+        # some of whose rows went (replaced by a later file, past retention) is looked up row by
+        # row in the raw table: at 1.2M residents a month's one file of a source, not its forty
+        of_source = reused.filter(pl.col("source") == contract.source)
+        whole = ", ".join(sql_literal(f) for f in of_source.filter(~pl.col("rows_removed"))["file"])
+        pruned = ", ".join(sql_literal(f) for f in of_source.filter(pl.col("rows_removed"))["file"])
+        still_loaded = f"""EXISTS (SELECT 1 FROM "{contract.raw_table}" r WHERE r._file = p.file AND r._row = p.row)"""
+        kept = " OR ".join([*([f"p.file IN ({whole})"] if whole else []), *([f"(p.file IN ({pruned}) AND {still_loaded})"] if pruned else [])]) or "false"
+        files = ", ".join(sql_literal(f) for f in of_source["file"])
         con.execute(f"DELETE FROM {PERSON_RECORDS} p WHERE p.source = {sql_literal(contract.source)} AND NOT ({kept})")
         with standardised(con, source_mentions_sql(contract, f"_file NOT IN ({files})" if files else ""), order="") as fresh:
             con.execute(f"INSERT INTO {PERSON_RECORDS} BY NAME {_POSITIONED.format(mentions=fresh)}")
