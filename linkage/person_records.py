@@ -345,6 +345,7 @@ def _change_person_records(con: duckdb.DuckDBPyConnection, held: list[Contract],
         # on a registered frame (it ran out of its memory limit at 1.2M residents). Only a file
         # some of whose rows went (replaced by a later file, past retention) is looked up row by
         # row in the raw table: at 1.2M residents a month's one file of a source, not its forty
+        # (the month's person_records 3.5 -> 2.4 s, medians of three months, alternating)
         of_source = reused.filter(pl.col("source") == contract.source)
         whole = ", ".join(sql_literal(f) for f in of_source.filter(~pl.col("rows_removed"))["file"])
         pruned = ", ".join(sql_literal(f) for f in of_source.filter(pl.col("rows_removed"))["file"])
