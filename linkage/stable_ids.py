@@ -113,9 +113,13 @@ def assign_stable_ids(
         votes, issued = pl.DataFrame(schema={cluster: frame.schema[cluster], "old_id": pl.String, "len": pl.UInt32}), None
     # A cluster voting for one old id that no other cluster votes for simply keeps it; the
     # greedy rule (strongest vote first) only has work to do where votes conflict, and only those
-    # votes are put in its order (all of them: 0.5 s of a month's 2.6 at 1.2M residents)
-    alone = pl.col(cluster).is_unique() & pl.col("old_id").is_unique()
-    votes = votes.with_columns(alone.alias("_alone"))
+    # votes are put in its order (all of them: 0.5 s of a month's 2.6 at 1.2M residents). Each
+    # cluster's and each old id's votes counted once, for this and for the splits and merges
+    # reported (counted apart, 0.37 s of a month's person ids at 1.2M residents; once, 0.12)
+    votes = votes.with_columns(pl.len().over(cluster).alias("_of_cluster"), pl.len().over("old_id").alias("_of_id"))
+    splits = votes.filter(pl.col("_of_id") > 1)["old_id"].n_unique()
+    merges = votes.filter(pl.col("_of_cluster") > 1)[cluster].n_unique()
+    votes = votes.with_columns(((pl.col("_of_cluster") == 1) & (pl.col("_of_id") == 1)).alias("_alone")).drop("_of_cluster", "_of_id")
     plain = votes.filter("_alone").sort(cluster)
     contested = (
         votes.filter(~pl.col("_alone")).join(first_member, on=cluster)
@@ -132,8 +136,6 @@ def assign_stable_ids(
         plain.select(cluster, pl.col("old_id").alias("id")),
         pl.DataFrame({cluster: list(cluster_id), "id": list(cluster_id.values())}, schema={cluster: frame.schema[cluster], "id": pl.String}),
     ])
-    splits = votes.group_by("old_id").len().filter(pl.col("len") > 1).height
-    merges = votes.group_by(cluster).len().filter(pl.col("len") > 1).height
     next_number = (issued or 0) + 1
     fresh = first_member.join(kept, on=cluster, how="anti").sort("first").with_row_index("n", offset=next_number).select(
         cluster, (pl.lit(prefix) + pl.col("n").cast(pl.String).str.zfill(width)).alias("id")
