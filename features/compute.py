@@ -69,8 +69,8 @@ def dates_read(registry: Registry, reference: dt.date, con: duckdb.DuckDBPyConne
         if read is not None:
             spans.setdefault(read.source, []).append(read.rule.dates_read(read, reference, con))
     return {
-        source: None if None in read else (min(first for first, _ in read), max(last for _, last in read))
-        for source, read in sorted(spans.items())
+        source: None if None in of_source else (min(first for first, _ in of_source), max(last for _, last in of_source))
+        for source, of_source in sorted(spans.items())
     }
 
 
