@@ -347,12 +347,15 @@ def _change_person_records(con: duckdb.DuckDBPyConnection, held: list[Contract],
         # row in the raw table: at 1.2M residents a month's one file of a source, not its forty
         # (the month's person_records 3.5 -> 2.4 s, medians of three months, alternating)
         of_source = reused.filter(pl.col("source") == contract.source)
-        whole = ", ".join(sql_literal(f) for f in of_source.filter(~pl.col("rows_removed"))["file"])
-        pruned = ", ".join(sql_literal(f) for f in of_source.filter(pl.col("rows_removed"))["file"])
-        still_loaded = f"""EXISTS (SELECT 1 FROM "{contract.raw_table}" r WHERE r._file = p.file AND r._row = p.row)"""
-        kept = " OR ".join([*([f"p.file IN ({whole})"] if whole else []), *([f"(p.file IN ({pruned}) AND {still_loaded})"] if pruned else [])]) or "false"
-        files = ", ".join(sql_literal(f) for f in of_source["file"])
-        con.execute(f"DELETE FROM {PERSON_RECORDS} p WHERE p.source = {sql_literal(contract.source)} AND NOT ({kept})")
+        whole, pruned, files = (", ".join(sql_literal(f) for f in frame["file"]) for frame in (
+            of_source.filter(~pl.col("rows_removed")), of_source.filter(pl.col("rows_removed")), of_source,
+        ))
+        kept = []
+        if whole:
+            kept.append(f"p.file IN ({whole})")
+        if pruned:
+            kept.append(f"""(p.file IN ({pruned}) AND EXISTS (SELECT 1 FROM "{contract.raw_table}" r WHERE r._file = p.file AND r._row = p.row))""")
+        con.execute(f"DELETE FROM {PERSON_RECORDS} p WHERE p.source = {sql_literal(contract.source)} AND NOT ({' OR '.join(kept) or 'false'})")
         with standardised(con, source_mentions_sql(contract, f"_file NOT IN ({files})" if files else ""), order="") as fresh:
             con.execute(f"INSERT INTO {PERSON_RECORDS} BY NAME {_POSITIONED.format(mentions=fresh)}")
     con.execute(f"""UPDATE {PERSON_RECORDS} p SET {RECORD_POSITION} = f.first_position + p.row FROM _record_files f

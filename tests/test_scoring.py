@@ -285,7 +285,6 @@ def test_each_hit_is_explained_by_its_own_indicators_sentence():
     assert len(set(reasons)) > len(registry.indicators)  # the values and dates are each hit's own
 
 
-
 def test_indicators_read_only_the_mentions_their_windows_reach_and_find_the_same(september, monkeypatch):
     """The people's mentions are made for the dates some indicator reads (`dates_read`): every
     person hit, evidence row and family hit is the one reading every mention finds, and fewer
