@@ -281,3 +281,44 @@ def test_records_held_in_duckdb_are_the_frames_records_and_form_the_same_househo
         assert sorted(held_rows["record_order"]) == list(range(1, frame.height + 1))
         from_warehouse = form_households(held, reference)[0]
     assert from_warehouse.equals(form_households(frame, reference)[0])
+
+
+def test_a_month_matches_only_the_address_lines_new_to_it_and_matches_every_line_as_afresh(listed, tmp_path):
+    """A line's match is its own and the gazetteer's alone, so a run takes the last run's match of
+    each line it matched against the same gazetteer with the same code (`address_line_matches`,
+    `address_lines_unmatched`) and matches only the lines new since: the same matches as matching
+    every line again. Another gazetteer, or none, reuses nothing."""
+    import shutil
+
+    copy = tmp_path / "warehouse.duckdb"
+    shutil.copy(listed / "warehouse.duckdb", copy)
+    con = duckdb.connect(str(copy))
+    afresh = match_person_addresses(con, reuse=False)
+    lines = afresh.lines.height
+    assert 0 < afresh.matched.height < lines, "the village has lines matched and lines not"
+    assert afresh.stats["address_lines_matched_afresh"] == lines
+
+    def same_as_afresh(matching) -> None:
+        assert matching.lines.sort("line").equals(afresh.lines.sort("line"))
+        assert matching.made_with == afresh.made_with is not None
+
+    everything_known = match_person_addresses(con)
+    same_as_afresh(everything_known)
+    assert everything_known.stats["address_lines_matched_afresh"] == 0, "the last run stored every line it matched"
+    # lines the last run did not give, matched and unmatched alike, are matched now
+    con.execute("DELETE FROM address_line_matches WHERE rowid % 3 = 0")
+    con.execute("DELETE FROM address_lines_unmatched WHERE rowid % 2 = 0")
+    gone = con.execute("SELECT (SELECT count(*) FROM address_line_matches) + (SELECT count(*) FROM address_lines_unmatched)").fetchall()[0][0]
+    some_new = match_person_addresses(con)
+    same_as_afresh(some_new)
+    assert 0 < some_new.stats["address_lines_matched_afresh"] == lines - gone < lines
+    store_address_matches(con, some_new)
+    assert match_person_addresses(con).stats["address_lines_matched_afresh"] == 0
+    # a property added to the gazetteer may be any line's: every line is matched again
+    con.execute("INSERT INTO raw_address_gazetteer SELECT * REPLACE ('999999' AS uprn) FROM raw_address_gazetteer LIMIT 1")
+    assert match_person_addresses(con).stats["address_lines_matched_afresh"] == lines
+    con.execute("DELETE FROM raw_address_gazetteer")
+    without = match_person_addresses(con)
+    assert without.made_with is None and without.matched.is_empty()
+    store_address_matches(con, without)
+    assert not {"address_lines_unmatched", "address_matching_made"} & {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
