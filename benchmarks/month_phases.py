@@ -76,7 +76,11 @@ PHASES = {
         ("linkage.cluster", "_take_apart"),
         ("linkage.stable_ids", "assign_stable_ids"),
         ("linkage.model", "store_compared_pairs"),
+        ("linkage", "_review_queue"),
+        ("warehouse", "read_table"),
         ("warehouse", "replace_tables"),
+        ("linkage.evaluate", "group_link_rates"),
+        ("reports.linkage_report", "linkage_report"),
     ],
     "family_members": [
         ("linkage.gazetteer", "match_person_addresses"),
