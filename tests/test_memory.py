@@ -134,3 +134,26 @@ def test_memory_a_runs_polars_keeps_what_it_freed_for_seconds():
     assert kept("run"), "a run's Polars keeps what it freed for seconds"
     assert kept("run", _RJEM_MALLOC_CONF=POLARS_OWN), "so does a run started by a process that imported Polars"
     assert not kept("run", EARLYHELP_POLARS_ALLOCATOR=POLARS_OWN), "a council asking for Polars' own settings gets them"
+
+
+# In a process of its own, whose imports are a run's (`pipelines.definitions`): a table read lazily
+# (`warehouse.read_table`) is read when collected, as it then is, and loads no library the run
+# does not otherwise load (DuckDB's own lazy scan imports pandas: 0.25-0.3 s of a month).
+LAZY_SCRIPT = """
+import sys
+import duckdb
+import pipelines.definitions
+from warehouse import read_table
+
+con = duckdb.connect()
+con.execute("CREATE TABLE ids AS SELECT 'P' || lpad(i::VARCHAR, 8, '0') AS person_id, i % 7 AS n FROM range(1000) t(i)")
+lazy = read_table(con, "ids", "person_id, n AS id", lazy=True)
+con.execute("UPDATE ids SET n = n + 1")
+collected = lazy.collect()
+print("pandas" in sys.modules, collected.columns == ["person_id", "id"], collected.equals(read_table(con, "ids", "person_id, n AS id")), collected["id"].min())
+"""
+
+
+def test_a_table_read_lazily_is_read_when_collected_and_imports_nothing_a_run_does_not():
+    shown = subprocess.run([sys.executable, "-c", LAZY_SCRIPT], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    assert shown == ["False", "True", "True", "1"], shown
