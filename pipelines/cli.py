@@ -566,8 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="evaluate the scorecard model and write its card (by default a run evaluates it only when its lists are ordered by "
                           "the model, once a quarter), or again though this quarter's evaluation is stored")
     run.add_argument("--read-every-file", action="store_true",
-                     help="read and check every landing file again, and compare every pair of profiles again (by default a file the last run "
-                          "loaded, unchanged, is taken from the warehouse, and so are the pairs of profiles it compared)")
+                     help="read and check every landing file again, compare every pair of profiles again and match every address line again "
+                          "(by default a file the last run loaded, unchanged, is taken from the warehouse, and so are the pairs of profiles "
+                          "it compared and the address lines it matched)")
     run.add_argument("--steps-apart", action="store_true",
                      help="run the heavy steps in child processes of their own, so nothing one step holds reaches the next; it takes "
                           "longer and, at the county sizes measured, no less memory (EARLYHELP_STEPS_APART=1 does the same)")

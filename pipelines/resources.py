@@ -36,8 +36,9 @@ class EarlyhelpSettings(dg.ConfigurableResource):
     derived_retention_years: float = DERIVED_RETENTION_YEARS  # score history, list audit, outcomes, claim evidence
     subject_access_retention_days: int = SUBJECT_ACCESS_RETENTION_DAYS
     delete_expired_landing: bool = False  # the council's switch: delete landing files whose every row is past retention
-    # read and check every landing file again, not only those new since the last run, and compare
-    # every pair of profiles again, not only those touching a profile new since then
+    # read and check every landing file again, not only those new since the last run, compare
+    # every pair of profiles again, not only those touching a profile new since then, and match
+    # every address line to the gazetteer again, not only those new since then
     read_every_file: bool = False
     # heavy steps run in child processes, so the run's process does not carry one step's memory
     # into the next (pipelines/apart.py): less memory, more time; off by default

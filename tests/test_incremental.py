@@ -210,7 +210,7 @@ def test_a_monthly_run_leaves_every_table_as_a_run_reading_every_file_does(month
     # instance, packs), as a council's folder stands after that run
     august = tmp_path / "august"
     assert run_pipeline(last_month, "2026-08", august).success
-    snapshots, validated = {}, {}
+    snapshots, validated, lines_matched = {}, {}, {}
     for way, every_file in (("monthly", False), ("every file", True)):
         out = tmp_path / way.replace(" ", "_")
         run_from(august, out)
@@ -222,10 +222,14 @@ def test_a_monthly_run_leaves_every_table_as_a_run_reading_every_file_does(month
             c.asset_key.path[-1]: (c.metadata["validated_this_run"].value, c.metadata["files_validated_this_run"].value, c.metadata["rows_validated_this_run"].value)
             for c in checks if c.check_name == "meets_contract"
         }
+        family_members = next(e.materialization for e in result.all_events if e.is_step_materialization and e.materialization.asset_key.path[-1] == "family_members")
+        lines_matched[way] = family_members.metadata["address_lines_matched_afresh"].value
     monthly, every = snapshots["monthly"], snapshots["every file"]
     assert set(monthly) == set(every) and len(monthly) > 30
     for table, frame in every.items():
         assert monthly[table].equals(frame), table
+    # a month matches to the gazetteer only the address lines new since last month
+    assert 0 < lines_matched["monthly"] < lines_matched["every file"] / 2, lines_matched
     # reading every file validates every source's whole table; a month only the rows of the
     # files new since last month, and a source that sent none is not validated again
     con = duckdb.connect(str(tmp_path / "monthly" / "warehouse.duckdb"), read_only=True)

@@ -124,12 +124,12 @@ def person_links(context: dg.AssetExecutionContext, config: LinkageConfig, setti
 def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSettings) -> dg.MaterializeResult:
     """Households as of the reference month, from current address, stated relationships and
     recency; a household with a dependent child is a family. Where the council sends its address
-    gazetteer, partners' addresses are matched to its properties first (`address_matches`) and
-    households form on the property. Also writes `families` and the `linked_records.parquet`
+    gazetteer, partners' addresses are matched to its properties first (`address_matches`; a line
+    the last run matched against the same gazetteer keeps its match) and households form on the property. Also writes `families` and the `linked_records.parquet`
     export (source, file, row, person_id, family_id, match_probability)."""
     with settings.warehouse() as con:
         previous = read_table(con, "family_members", "person_id, family_ref AS id", lazy=True)
-        matching = match_person_addresses(con)
+        matching = match_person_addresses(con, reuse=not settings.read_every_file)
         read = addresses_read(con, matching)
         # the records are held in DuckDB while families form, not in Polars (1.6 GB at 1.2M residents)
         with held_household_records(con, read) as records:
