@@ -166,6 +166,11 @@ CREATE TEMP TABLE addresses_seen AS SELECT DISTINCT person_id, address_key AS fo
 )
 
 
+#: Each summary's order as read out (`summarise_records`): the summaries of one row per person
+#: by the person alone, which orders them as every column would (0.12-0.15 s less at 1.2M
+#: residents, where the sort's keys held every column); the rest by all their columns.
+SUMMARY_ORDER = {"people": "person_id", "addresses": "person_id", "postcodes": "person_id", "postcodes_seen": "ALL", "addresses_seen": "ALL"}
+
 #: What the household rules read of the records beyond the summaries (SUMMARIES): the records
 #: that name people together or name a pupil's contact, with these columns. Half a county's
 #: records and a third of their columns: the rest are read only by DuckDB.
@@ -314,7 +319,7 @@ def summarise_records(records: FamilyRecords, reference: dt.date) -> dict[str, p
         for statement in SUMMARIES:
             statement = statement.replace("{reference}", f"DATE '{reference:%Y-%m-%d}'")
             con.execute(statement, {k: v for k, v in parameters.items() if f"${k}" in statement} or None)
-        frames = {name: con.sql(f"SELECT * FROM {name} ORDER BY ALL").pl() for name in ("people", "addresses", "postcodes", "postcodes_seen", "addresses_seen")}
+        frames = {name: con.sql(f"SELECT * FROM {name} ORDER BY {order}").pl() for name, order in SUMMARY_ORDER.items()}
     finally:
         con.close()
     age = pl.coalesce(_age(pl.col("dob"), reference), pl.lit(reference.year) - pl.col("birth_year_stated"))

@@ -322,3 +322,23 @@ def test_a_month_matches_only_the_address_lines_new_to_it_and_matches_every_line
     assert without.made_with is None and without.matched.is_empty()
     store_address_matches(con, without)
     assert not {"address_lines_unmatched", "address_matching_made"} & {t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+
+
+def test_the_summaries_of_one_row_a_person_hold_each_person_once_in_the_order_of_all_their_columns(listed):
+    """`summarise_records` reads the summaries of one row per person out in the person's order
+    alone (`SUMMARY_ORDER`): right only while each holds a person once, when that order is every
+    column's."""
+    from linkage.families import SUMMARY_ORDER, summarise_records
+
+    con = duckdb.connect(str(listed / "warehouse.duckdb"), read_only=True)
+    reference = con.sql("SELECT max(event_date) FROM person_records").fetchall()[0][0]
+    with held_household_records(con) as held:
+        summaries = summarise_records(held, reference)
+    by_person = [name for name, order in SUMMARY_ORDER.items() if order == "person_id"]
+    assert set(by_person) == {"people", "addresses", "postcodes"}
+    for name, frame in summaries.items():
+        assert frame.height > 0, name
+        raw = frame.drop("age", "dependent_child") if name == "people" else frame
+        assert raw.equals(raw.sort(raw.columns, nulls_last=False)), name
+        if name in by_person:
+            assert frame["person_id"].is_unique().all(), name
