@@ -81,6 +81,9 @@ _STREET_IN_POSTCODE = """
 """
 
 
+#: What the matcher reads of the gazetteer's properties.
+GAZETTEER_COLUMNS = ("uprn", "parent_uprn", "sao", "pao", "street", "postcode")
+
 #: A flat's number as the letter partners sometimes write it after the house number (14B: flat 2 of 14).
 FLAT_LETTERS = {str(n): letter for n, letter in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZ", start=1)}
 _LETTER_NUMBERS = {letter: n for n, letter in FLAT_LETTERS.items()}
@@ -88,7 +91,7 @@ _LETTER_NUMBERS = {letter: n for n, letter in FLAT_LETTERS.items()}
 
 def _gazetteer(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """The gazetteer standardised as partners' addresses are: street tokens spelt out, the flat's number."""
-    raw = con.sql(f"SELECT uprn, parent_uprn, sao, pao, street, postcode FROM {GAZETTEER_TABLE}").pl()
+    raw = con.sql(f"SELECT {', '.join(GAZETTEER_COLUMNS)} FROM {GAZETTEER_TABLE}").pl()
     postcode, sector, _ = postcode_parts(pl.col("postcode"))
     buildings = raw.filter(pl.col("parent_uprn").is_not_null()).select(pl.col("parent_uprn").alias("uprn")).unique()
     # each distinct postcode, number and street read once: a county's properties share a few thousand streets
@@ -246,17 +249,19 @@ class AddressMatching:
 
 
 def matched_with(con: duckdb.DuckDBPyConnection) -> str | None:
-    """What a line's match rests on besides the line itself: the gazetteer's rows (each file's
-    SHA-256 and how many of its rows are loaded: a kept file gains no row), the code that
-    standardises and matches (this module, `standardise`) and DuckDB's and Polars' versions (their
-    string functions and regular expressions read the lines). None without a gazetteer."""
+    """What a line's match rests on besides the line itself: the gazetteer's properties as loaded
+    (how many, and the sum of DuckDB's hashes of what the matcher reads of each, GAZETTEER_COLUMNS:
+    whatever file they came from and however its contract read them; 0.03 s for a 1.2M county's
+    608,674), the code that standardises and matches (this module, `standardise`) and DuckDB's and
+    Polars' versions (their hashes, string functions and regular expressions). None without a
+    gazetteer."""
     if not table_exists(con, GAZETTEER_TABLE):
         return None
-    files = con.execute(f"SELECT _file, _sha256, count(*) FROM {GAZETTEER_TABLE} GROUP BY ALL ORDER BY ALL").fetchall()
-    if not files:
+    properties, hashed = con.execute(f"SELECT count(*), sum(hash({', '.join(GAZETTEER_COLUMNS)})) FROM {GAZETTEER_TABLE}").fetchall()[0]
+    if not properties:
         return None
     code = b"".join(Path(m.__file__).read_bytes() for m in (sys.modules[__name__], standardise))
-    text = code + repr(files).encode() + f"duckdb {duckdb.__version__} polars {pl.__version__}".encode()
+    text = code + f"{properties} {hashed} duckdb {duckdb.__version__} polars {pl.__version__}".encode()
     return hashlib.sha256(text).hexdigest()
 
 

@@ -125,8 +125,9 @@ def family_members(context: dg.AssetExecutionContext, settings: EarlyhelpSetting
     """Households as of the reference month, from current address, stated relationships and
     recency; a household with a dependent child is a family. Where the council sends its address
     gazetteer, partners' addresses are matched to its properties first (`address_matches`; a line
-    the last run matched against the same gazetteer keeps its match) and households form on the property. Also writes `families` and the `linked_records.parquet`
-    export (source, file, row, person_id, family_id, match_probability)."""
+    the last run matched against the same gazetteer keeps its match) and households form on the
+    property. Also writes `families` and the `linked_records.parquet` export (source, file, row,
+    person_id, family_id, match_probability)."""
     with settings.warehouse() as con:
         previous = read_table(con, "family_members", "person_id, family_ref AS id", lazy=True)
         matching = match_person_addresses(con, reuse=not settings.read_every_file)
