@@ -288,10 +288,10 @@ def match_person_addresses(con: duckdb.DuckDBPyConnection, reuse: bool = True) -
     if before is None:
         found, afresh = match_lines(con, lines), lines.height
     else:
-        matched, unmatched = before
+        matched_then, unmatched_then = before
         on = list(LINE_COLUMNS)
-        kept = lines.select("line", *on).join(matched, on=on, nulls_equal=True).drop(on)
-        new = lines.join(matched.select(on), on=on, how="anti", nulls_equal=True).join(unmatched, on=on, how="anti", nulls_equal=True)
+        kept = lines.select("line", *on).join(matched_then, on=on, nulls_equal=True).drop(on)
+        new = lines.join(matched_then.select(on), on=on, how="anti", nulls_equal=True).join(unmatched_then, on=on, how="anti", nulls_equal=True)
         found, afresh = pl.concat([kept, match_lines(con, new)], how="vertical_relaxed"), new.height
     lines = lines.join(found, on="line", how="left", maintain_order="left")
     matching = AddressMatching(lines, made_with=made_with)
