@@ -197,9 +197,15 @@ def write_linked_records(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 
 #: For each landing file whose rows person_records holds: the file's SHA-256, what its mentions
-#: were made with (`_made_with`), so the next run takes them as they are, the rows of it loaded
-#: then (`rows_loaded`), and the record_position of its row 0 (`first_position`).
+#: were made with (`_made_with`), the reading its rows come from (`READING`), so the next run
+#: takes them as they are, which of its rows were loaded then (`rows_loaded`, `rows_digest`), and
+#: the record_position of its row 0 (`first_position`).
 PERSON_RECORDS_MADE = "person_records_made"
+#: What says which reading of a file its loaded rows come from (landed_files' columns): the day it
+#: was checked and the contract it was checked under. A file read again another day can load rows
+#: it did not (a date the earlier day judged to be in the future is not one now) and set aside
+#: fewer fields; one read again the same day under the same contract gives each row as it was.
+READING = ("validated_on", "contract_sha256")
 #: Each file's first_position as person_records held it when person_links was made
 #: (`store_links_made`): where they are those person_records holds now, a link's record_position
 #: is its mention's (`mention_join`).
@@ -252,15 +258,30 @@ def _made_with(contract: Contract) -> str | None:
     return hashlib.sha256(text).hexdigest()
 
 
+#: person_records_made's columns, as `mentions_made` gives them.
+MADE_SCHEMA = {
+    "source": pl.String, "file": pl.String, "sha256": pl.String, "made_with": pl.String, "validated_on": pl.Date, "contract_sha256": pl.String,
+    "rows_loaded": pl.Int64, "rows_digest": pl.UInt64,
+}
+
+
 def mentions_made(con: duckdb.DuckDBPyConnection, contracts: list[Contract]) -> pl.DataFrame:
-    """source, file, sha256, made_with, rows_loaded: the files whose rows the person_records built
-    now hold, and how many of each file's rows are loaded."""
-    frames = [pl.DataFrame(schema={"source": pl.String, "file": pl.String, "sha256": pl.String, "made_with": pl.String, "rows_loaded": pl.Int64})]
+    """MADE_SCHEMA: the files whose rows the person_records built now hold, the reading their rows
+    come from (READING, from landed_files), and which of each file's rows are loaded: how many,
+    and the rows' numbers hashed and combined (so a file that lost one row and gained another
+    shows too)."""
+    frames = [pl.DataFrame(schema=MADE_SCHEMA)]
     for contract in contracts:
         if contract.holds_people and table_exists(con, contract.raw_table):
-            files = con.sql(f'SELECT _file AS file, _sha256 AS sha256, count(*) AS rows_loaded FROM "{contract.raw_table}" GROUP BY ALL ORDER BY ALL').pl()
-            frames.append(files.select(
-                pl.lit(contract.source).alias("source"), "file", "sha256", pl.lit(_made_with(contract), pl.String).alias("made_with"), pl.col("rows_loaded").cast(pl.Int64),
+            files = con.sql(
+                f"""SELECT r.file, r.sha256, {", ".join(f"f.{c}" for c in READING)}, r.rows_loaded, r.rows_digest
+                    FROM (SELECT _file AS file, _sha256 AS sha256, count(*) AS rows_loaded, bit_xor(hash(_row)) AS rows_digest
+                          FROM "{contract.raw_table}" GROUP BY ALL) r
+                    LEFT JOIN landed_files f ON f.source = $source AND f.file = r.file ORDER BY r.file, r.sha256""",
+                params={"source": contract.source},
+            ).pl()
+            frames.append(files.with_columns(pl.lit(contract.source).alias("source"), pl.lit(_made_with(contract), pl.String).alias("made_with")).select(
+                pl.col(name).cast(kind) for name, kind in MADE_SCHEMA.items()
             ))
     return pl.concat(frames)
 
@@ -277,14 +298,16 @@ def write_person_records(con: duckdb.DuckDBPyConnection, contracts: list[Contrac
     if not held:
         raise ValueError("no source holding people has been loaded")
     made_now = mentions_made(con, held)
-    reused = pl.DataFrame(schema={"source": pl.String, "file": pl.String, "rows_removed": pl.Boolean})
+    reused = pl.DataFrame(schema={"source": pl.String, "file": pl.String, "rows_changed": pl.Boolean})
     if reuse and RECORD_POSITION in table_columns(con, PERSON_RECORDS) and table_exists(con, PERSON_RECORDS_MADE):
-        # files whose mentions would be made as they were (`made_with` is null where they cannot be reused)
+        # files whose mentions would be made as they were (`made_with` is null where they cannot
+        # be reused), from the same reading of the file: each row still loaded is as it was then
         made = con.sql(f"SELECT * FROM {PERSON_RECORDS_MADE}").pl()
-        if "rows_loaded" not in made.columns:  # made by a version that did not count them
-            made = made.with_columns(pl.lit(None, pl.Int64).alias("rows_loaded"))
-        reused = made_now.join(made, on=["source", "file", "sha256", "made_with"], how="inner", suffix="_then").select(
-            "source", "file", (pl.col("rows_loaded") != pl.col("rows_loaded_then")).fill_null(True).alias("rows_removed"),
+        # made by a version that did not record them: nothing is reused
+        made = made.with_columns(pl.lit(None, kind).alias(name) for name, kind in MADE_SCHEMA.items() if name not in made.columns)
+        reused = made_now.join(made, on=["source", "file", "sha256", "made_with", *READING], how="inner", suffix="_then").select(
+            "source", "file",
+            ((pl.col("rows_loaded") != pl.col("rows_loaded_then")) | (pl.col("rows_digest") != pl.col("rows_digest_then"))).fill_null(True).alias("rows_changed"),
         )
     places = _file_places(made_now)
     register(con, "_record_files", places)
@@ -335,29 +358,42 @@ def _make_person_records(con: duckdb.DuckDBPyConnection, held: list[Contract]) -
 def _change_person_records(con: duckdb.DuckDBPyConnection, held: list[Contract], reused: pl.DataFrame) -> None:
     """person_records changed in place: the mentions of rows no longer loaded, or of files not
     reused, removed; the other files' rows made and added (after the rest: record_position gives
-    the order), and the kept ones renumbered where their file's place moved (an older file gone).
-    reused: source, file, rows_removed (whether fewer of its rows are loaded than when its
-    mentions were made: a file unchanged gains no row, so as many means the same rows)."""
+    the order), with any row a reused file loads now and did not then, and the kept ones
+    renumbered where their file's place moved (an older file gone). reused: source, file,
+    rows_changed (whether the file's rows loaded are not those loaded when its mentions were
+    made: fewer, replaced by a later file or past retention; more, a file that had replaced
+    them gone)."""
     sources = ", ".join(sql_literal(c.source) for c in held)
     con.execute(f"DELETE FROM {PERSON_RECORDS} WHERE source NOT IN ({sources})")
     for contract in held:
         # the files as literals: DuckDB cannot stream the millions of kept rows past a subquery
         # on a registered frame (it ran out of its memory limit at 1.2M residents). Only a file
-        # some of whose rows went (replaced by a later file, past retention) is looked up row by
-        # row in the raw table: at 1.2M residents a month's one file of a source, not its forty
-        # (the month's person_records 3.5 -> 2.4 s, medians of three months, alternating)
+        # whose rows changed is looked up row by row in the raw table: at 1.2M residents a
+        # month's one file of a source, not its forty (the month's person_records 3.5 -> 2.4 s,
+        # medians of three months, alternating)
+        source = sql_literal(contract.source)
         of_source = reused.filter(pl.col("source") == contract.source)
-        whole, pruned, files = (", ".join(sql_literal(f) for f in frame["file"]) for frame in (
-            of_source.filter(~pl.col("rows_removed")), of_source.filter(pl.col("rows_removed")), of_source,
+        whole, changed, files = (", ".join(sql_literal(f) for f in frame["file"]) for frame in (
+            of_source.filter(~pl.col("rows_changed")), of_source.filter(pl.col("rows_changed")), of_source,
         ))
         kept = []
         if whole:
             kept.append(f"p.file IN ({whole})")
-        if pruned:
-            kept.append(f"""(p.file IN ({pruned}) AND EXISTS (SELECT 1 FROM "{contract.raw_table}" r WHERE r._file = p.file AND r._row = p.row))""")
-        con.execute(f"DELETE FROM {PERSON_RECORDS} p WHERE p.source = {sql_literal(contract.source)} AND NOT ({' OR '.join(kept) or 'false'})")
-        with standardised(con, source_mentions_sql(contract, f"_file NOT IN ({files})" if files else ""), order="") as fresh:
+        if changed:
+            kept.append(f"""(p.file IN ({changed}) AND EXISTS (SELECT 1 FROM "{contract.raw_table}" r WHERE r._file = p.file AND r._row = p.row))""")
+        con.execute(f"DELETE FROM {PERSON_RECORDS} p WHERE p.source = {source} AND NOT ({' OR '.join(kept) or 'false'})")
+        made = [f"_file NOT IN ({files})"] if files else []
+        if changed:
+            # the rows of a changed file that have no mentions: found once, as the mentions are
+            # made from the raw rows several times over (`standardised`)
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE _rows_gained AS SELECT r._file, r._row FROM "{contract.raw_table}" r
+                            WHERE r._file IN ({changed}) AND NOT EXISTS (
+                                SELECT 1 FROM {PERSON_RECORDS} p WHERE p.source = {source} AND p.file IN ({changed}) AND p.file = r._file AND p.row = r._row)""")
+            if con.execute("SELECT count(*) FROM _rows_gained").fetchall()[0][0]:
+                made.append(f'EXISTS (SELECT 1 FROM _rows_gained g WHERE g._file = "{contract.raw_table}"._file AND g._row = "{contract.raw_table}"._row)')
+        with standardised(con, source_mentions_sql(contract, " OR ".join(made)), order="") as fresh:
             con.execute(f"INSERT INTO {PERSON_RECORDS} BY NAME {_POSITIONED.format(mentions=fresh)}")
+        con.execute("DROP TABLE IF EXISTS _rows_gained")
     con.execute(f"""UPDATE {PERSON_RECORDS} p SET {RECORD_POSITION} = f.first_position + p.row FROM _record_files f
                     WHERE f.source = p.source AND f.file = p.file AND p.{RECORD_POSITION} IS DISTINCT FROM f.first_position + p.row""")
     _check_rows(con, PERSON_RECORDS)

@@ -360,6 +360,48 @@ def test_person_records_keep_unchanged_files_mentions_from_the_last_run(months, 
     assert otherwise.equals(afresh) and every_file.equals(afresh)
 
 
+def test_person_records_of_a_kept_file_gain_the_rows_loaded_since(months, tmp_path):
+    """A file the last run loaded can have rows loaded today that were not then, unchanged: a date
+    the last run's day judged to be in the future is not one today (the file is read again, and
+    its mentions are made again), or, the same day, a later file that had replaced some of its
+    rows is gone (the file's own reading stands: its mentions are kept, and those of the rows it
+    gained are made). Either way the records are those made afresh today."""
+    from linkage.person_records import PERSON_RECORDS, PERSON_RECORDS_MADE, RECORD_POSITION, mentions_made, write_person_records
+
+    last_month, this_month = months
+    # this month less the A&E file that replaced rows of the one before it
+    less_a_file = tmp_path / "less_a_file"
+    shutil.copytree(this_month, less_a_file)
+    sent = [p for p in landing_files(less_a_file, "ae_attendances") if p.name != RESTATED]
+    sent[-1].unlink()
+    contracts = list(load_contracts().values())
+    table = f"SELECT * FROM {PERSON_RECORDS} ORDER BY {RECORD_POSITION}"
+    for (before, day), after in (((last_month, TODAY - dt.timedelta(days=200)), this_month), ((this_month, TODAY), less_a_file)):
+        with duckdb.connect(str(tmp_path / f"{after.name}.duckdb")) as con:
+            _ingest(con, before, day, incremental=True)
+            write_person_records(con, contracts)
+            _ingest(con, after, TODAY, incremental=True)
+            then = con.sql(f"SELECT source, file, sha256, validated_on, rows_loaded FROM {PERSON_RECORDS_MADE}").pl()
+            now = mentions_made(con, contracts).join(then, on=["source", "file", "sha256"], suffix="_then")
+            gained = now.filter(pl.col("rows_loaded") > pl.col("rows_loaded_then"))
+            assert gained.height, "not vacuous: an unchanged file has more rows loaded today"
+            # read again another day; the same day, its own reading kept
+            assert (gained["validated_on"] != gained["validated_on_then"]).all() if day != TODAY else (gained["validated_on"] == gained["validated_on_then"]).all()
+            write_person_records(con, contracts)
+            kept_and_made = con.sql(table).pl()
+            if day == TODAY:
+                # a file's rows from another reading (another day, another contract) have their
+                # mentions made again; the others' stay as the warehouse holds them
+                kept = [f for (f,) in con.execute(f"SELECT file FROM {PERSON_RECORDS} WHERE source = 'school_attendance' GROUP BY file ORDER BY file LIMIT 3").fetchall()]
+                con.execute(f"UPDATE {PERSON_RECORDS} SET role = 'KEPT' WHERE file IN (SELECT unnest(?))", [kept])
+                con.execute("UPDATE landed_files SET validated_on = validated_on + 1 WHERE file = ?", [kept[0]])
+                con.execute("UPDATE landed_files SET contract_sha256 = 'another contract' WHERE file = ?", [kept[1]])
+                write_person_records(con, contracts)
+                sentinels = dict(con.execute(f"SELECT file, count(*) FILTER (role = 'KEPT') FROM {PERSON_RECORDS} WHERE file IN (SELECT unnest(?)) GROUP BY file", [kept]).fetchall())
+                assert sentinels[kept[0]] == sentinels[kept[1]] == 0 < sentinels[kept[2]], sentinels
+        assert kept_and_made.equals(_person_records(after, tmp_path / f"{after.name}_afresh.duckdb")), after.name
+
+
 def test_a_handoff_folder_is_private_and_what_a_killed_run_left_is_removed(tmp_path):
     """Pairs handed between the warehouse and the linkage as Parquet lie in a private folder beside
     the warehouse, gone afterwards; one a killed run left behind is removed by the next."""
