@@ -22,8 +22,10 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-#: Columns that say when, by whom or in which run something happened: they differ between any two runs.
-RUN_STAMPS = frozenset({"run_id", "run_by", "recorded_at", "produced_at", "ingested_at", "removed_at", "message"})
+#: Columns that say when, by whom or in which run something happened, where two runs giving the same
+#: result may differ (`validated_on`: the day a file was checked, which a month keeps for the files
+#: it does not read again, and a run reading every file sets to its own day).
+RUN_STAMPS = frozenset({"run_id", "run_by", "recorded_at", "produced_at", "ingested_at", "removed_at", "message", "validated_on"})
 #: How far apart two floats may be and still be the same result (relative).
 FLOAT_TOLERANCE = 1e-12
 #: Tables that are a log of runs rather than a result.

@@ -1,0 +1,146 @@
+"""A month on top of last month's run against the same month read from nothing, on larger
+counties of every recording mode, by hand (not a test).
+
+    .venv/bin/python benchmarks/month_equals_cold.py                                   # 200,000 residents, seed 11, 3 modes
+    .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 --modes hard
+
+tests/test_incremental.py holds a month to a run reading every file on a county of a few hundred
+residents. This does the same on counties large enough for the month's shortcuts to meet what
+they meet in a council's data (profiles new to the month, groups the clusterer takes apart
+again, address lines matched once), in each recording mode. For each (seed, mode) it generates
+the county with monthly files (cached: benchmarks/cache/month_<people>_<seed>_<month>_<mode>)
+and takes its landing folder as it stood a month before (every file but each source's latest),
+then runs, each in a process of its own as `earlyhelp run`:
+
+1. last month, from nothing, into a fresh folder;
+2. the month on a copy of (1), as a council's monthly run;
+3. the month on another copy of (1) with `--read-every-file` (nothing of (1) reused);
+4. the month from nothing, into a fresh folder.
+
+It prints, for each county: (2) against (3), every output (`compare_outputs`: each warehouse
+table, both exports, every cell of every pack), which must all be the same; (2) against (4),
+whether every mention is in one person and one family with the same other mentions (pairwise
+precision and recall of one against the other, both exactly 1 where the two partitions are the
+same: the ids differ, since (4) had no last month's ids to keep), and each one's person and
+family F1 against the county's truth; and the runs' wall times. Figures only, no row. Written
+to benchmarks/results/month_equals_cold_<people>.md with the machine.
+
+Every run is made as on the 5th of the month after its reference month
+(`linkage_quality.run_date`): retention counts from the run's day.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import polars as pl  # noqa: E402
+from common import CACHE  # noqa: E402
+from compare_outputs import compare_outputs  # noqa: E402
+from linkage_quality import grid_arguments, run_date  # noqa: E402
+from pipeline import last_month, machine, publish  # noqa: E402
+
+from features.calendar import previous_month  # noqa: E402
+from linkage.evaluate import pairwise_score, score_linked_records  # noqa: E402
+
+LINKED = "linked_records.parquet"
+
+
+def county(people: int, seed: int, month: str, mode: str) -> Path:
+    from synthetic import generate_county
+
+    landing = CACHE / f"month_{people}_{seed}_{month}_{mode}"
+    if not (landing / "truth.csv").exists():
+        shutil.rmtree(landing, ignore_errors=True)
+        shutil.rmtree(landing.parent / f"{landing.name}_last_month", ignore_errors=True)
+        generate_county(people, seed, month, landing, recording_mode=mode, files="monthly")
+    return landing
+
+
+def _run(landing: Path, month: str, out: Path, *flags: str) -> float:
+    """Seconds of one `earlyhelp run` in a process of its own, made as on `run_date(month)`."""
+    began = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(landing), "--month", month, "--out", str(out), *flags],
+        check=True, stdout=subprocess.DEVNULL, env={**os.environ, "EARLYHELP_TODAY": run_date(month).isoformat()},
+    )
+    return time.perf_counter() - began
+
+
+def same_partition(a: Path, b: Path) -> dict[str, bool]:
+    """Whether the two exports put every mention in a person, and in a family, with the same other
+    mentions: pairwise precision and recall of one against the other both 1."""
+    ids = ["source", "file", "row", "person_id", "family_id"]
+    joined = pl.read_parquet(a, columns=ids).join(pl.read_parquet(b, columns=ids), on=ids[:3], how="full", suffix="_b", coalesce=True)
+    if joined.select(pl.any_horizontal(pl.all().is_null()).any()).item():
+        return {"person": False, "family": False}  # a mention one export lacks
+    same = {}
+    for level, column in (("person", "person_id"), ("family", "family_id")):
+        score = pairwise_score(joined, column, f"{column}_b", level)
+        same[level] = score.true_positive_pairs == score.predicted_pairs == score.true_pairs
+    return same
+
+
+def one_county(people: int, seed: int, month: str, mode: str, work: Path) -> dict:
+    landing = county(people, seed, month, mode)
+    before = last_month(landing)
+    folders = {name: work / name for name in ("last_month", "month", "every_file", "from_nothing")}
+    for folder in folders.values():
+        shutil.rmtree(folder, ignore_errors=True)
+    seconds = {"last month": _run(before, previous_month(month), folders["last_month"])}
+    shutil.copytree(folders["last_month"], folders["month"], symlinks=True)
+    shutil.copytree(folders["last_month"], folders["every_file"], symlinks=True)
+    seconds["month"] = _run(landing, month, folders["month"])
+    seconds["every file"] = _run(landing, month, folders["every_file"], "--read-every-file")
+    seconds["from nothing"] = _run(landing, month, folders["from_nothing"])
+    verdicts = compare_outputs(folders["every_file"], folders["month"])
+    differing = [name for name, verdict in verdicts if not verdict.startswith("same") or "new columns" in verdict]
+    partition = same_partition(folders["month"] / LINKED, folders["from_nothing"] / LINKED)
+    truth = landing / "truth.csv"
+    f1 = {way: score_linked_records(folders[way] / LINKED, truth) for way in ("month", "from_nothing")}
+    return {
+        "seed": seed, "mode": mode,
+        "outputs the same as reading every file": f"{len(verdicts) - len(differing)} of {len(verdicts)}",
+        "differing": ", ".join(differing) or "-",
+        "persons as from nothing": partition["person"], "families as from nothing": partition["family"],
+        "person F1 (month / from nothing)": f"{f1['month']['person']['f1']:.6f} / {f1['from_nothing']['person']['f1']:.6f}",
+        "family F1 (month / from nothing)": f"{f1['month']['family']['f1']:.6f} / {f1['from_nothing']['family']['f1']:.6f}",
+        **{f"{way} (s)": round(s, 1) for way, s in seconds.items()},
+    }
+
+
+def main() -> None:
+    parser = grid_arguments(__doc__)
+    parser.set_defaults(people=200_000, seeds=[11])
+    parser.add_argument("--work", type=Path, default=CACHE / "month_equals_cold_runs", help="where the runs' output folders go (replaced)")
+    args = parser.parse_args()
+    rows = []
+    for mode in args.modes:
+        for seed in args.seeds:
+            rows.append(one_county(args.people, seed, args.month, mode, args.work))
+            print(rows[-1], flush=True)
+    header = list(rows[0])
+    table = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    table += ["| " + " | ".join(f"{row[h]:,}" if isinstance(row[h], int) and not isinstance(row[h], bool) else str(row[h]) for h in header) + " |" for row in rows]
+    alike = all(row["differing"] == "-" and row["persons as from nothing"] and row["families as from nothing"] for row in rows)
+    lines = [
+        f"Machine: {machine()}; {args.people:,} residents, month {args.month}, monthly files; last month's run from nothing, then the month "
+        "on a copy of it, on another copy reading every file again, and from nothing (each run made as on the 5th of the month after).",
+        "", *table, "",
+        "Every month left every output as reading every file does, and put every mention with the same others as a run from nothing."
+        if alike else "NOT ALIKE: see the rows above.",
+    ]
+    modes = "" if args.modes == parser.get_default("modes") else " --modes " + " ".join(args.modes)
+    publish(f"month_equals_cold_{args.people}.md", f"benchmarks/month_equals_cold.py --people {args.people} --seeds {' '.join(map(str, args.seeds))}{modes}", lines)
+    if not alike:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
