@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import CACHE, county_arguments, measured  # noqa: E402
 from compare_outputs import compare_outputs  # noqa: E402
-from pipeline import county, last_month, machine, publish, step_times  # noqa: E402
+from pipeline import county, last_month, machine, on_its_day, publish, step_times  # noqa: E402
 
 from features.calendar import previous_month  # noqa: E402  (the checkout's root is on the path once pipeline is imported)
 
@@ -56,7 +56,7 @@ def _worktree(revision: str, folder: Path) -> Path:
 
 def _run(tree: Path, landing: Path, month: str, out: Path, env: dict[str, str]) -> dict:
     command = [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(landing), "--month", month, "--out", str(out)]
-    run = measured(command, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = measured(command, cwd=tree, env=on_its_day(month, env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return {"seconds": run.seconds, "cpu": run.cpu_seconds, "system": run.system_seconds, "faults": run.page_faults / 1e6, "peak": run.tree_peak,
             "steps": step_times(out, cwd=tree)}
 
@@ -106,7 +106,7 @@ def main() -> None:
                         shutil.rmtree(out, ignore_errors=True)
                         if args.monthly:
                             subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--landing", str(last_month(landing)), "--month", previous_month(args.month), "--out", str(out)],
-                                           cwd=tree, env=environments[name], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                           cwd=tree, env=on_its_day(previous_month(args.month), environments[name]), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                         figures = _run(tree, landing, args.month, out, environments[name])
                         runs[name].append(figures)
                         print(f"{people:,} residents, {name} ({commits[name]}) run {attempt + 1} of {args.repeat}: {figures['seconds']:.1f} s, "

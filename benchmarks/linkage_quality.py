@@ -13,7 +13,7 @@ Markdown tables: every run, the minimum per mode and overall, and the groups (th
 seeds per mode, so a group that one seed links badly shows); and writes them to
 benchmarks/results/linkage_quality_<people>.md with the machine.
 
-Every run is made as on the 5th of the month after the reference month (`RUN_DAY`), whatever
+Every run is made as on the 5th of the month after the reference month (`pipeline.RUN_DAY`), whatever
 the day it runs: retention counts from the run's day, so the figures would otherwise move as
 rows expire day by day.
 
@@ -26,7 +26,6 @@ Never tune to one county: a change is an improvement only when the minimum rises
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import shutil
 import time
@@ -34,9 +33,8 @@ from pathlib import Path
 
 import polars as pl
 from common import CACHE
-from pipeline import RESULTS, machine
+from pipeline import RESULTS, machine, run_date
 
-from features.calendar import reference_date
 from linkage.evaluate import family_ceiling, score_by_group, score_linked_records
 from warehouse import WAREHOUSE_FILE, open_warehouse
 from synthetic.modes import RECORDING_MODES
@@ -59,16 +57,6 @@ def county(people: int, seed: int, month: str, mode: str, nhs_number: bool, gaze
 def kept_warehouse(people: int, seed: int, month: str, mode: str, nhs_number: bool, gazetteer: bool) -> Path:
     """Where a run's warehouse is kept, beside its county."""
     return CACHE / f"quality_{people}_{seed}_{month}_{mode}{variant(nhs_number, gazetteer)}.duckdb"
-
-
-#: Days into the month after the reference month that the runs are made: a council runs once the
-#: partners' files are in. Fixed, because retention is counted from the day a run is made (rows
-#: expire day by day), so the figures depend on the code and the county, not on the day they ran.
-RUN_DAY = 5
-
-
-def run_date(month: str) -> dt.date:
-    return reference_date(month) + dt.timedelta(days=RUN_DAY)
 
 
 def run_one(people: int, seed: int, month: str, mode: str, nhs_number: bool, gazetteer: bool) -> tuple[dict, pl.DataFrame]:

@@ -26,12 +26,11 @@ family F1 against the county's truth; and the runs' wall times. Figures only, no
 to benchmarks/results/month_equals_cold_<people>.md with the machine.
 
 Every run is made as on the 5th of the month after its reference month
-(`linkage_quality.run_date`): retention counts from the run's day.
+(`pipeline.run_date`): retention counts from the run's day.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -43,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import polars as pl  # noqa: E402
 from common import CACHE  # noqa: E402
 from compare_outputs import compare_outputs  # noqa: E402
-from linkage_quality import grid_arguments, run_date  # noqa: E402
-from pipeline import last_month, machine, publish  # noqa: E402
+from linkage_quality import grid_arguments  # noqa: E402
+from pipeline import last_month, machine, on_its_day, publish  # noqa: E402
 
 from features.calendar import previous_month  # noqa: E402
 from linkage.evaluate import pairwise_score, score_linked_records  # noqa: E402
@@ -68,7 +67,7 @@ def _run(landing: Path, month: str, out: Path, *flags: str) -> float:
     began = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(landing), "--month", month, "--out", str(out), *flags],
-        check=True, stdout=subprocess.DEVNULL, env={**os.environ, "EARLYHELP_TODAY": run_date(month).isoformat()},
+        check=True, stdout=subprocess.DEVNULL, env=on_its_day(month),
     )
     return time.perf_counter() - began
 

@@ -27,6 +27,7 @@ they ran on.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -39,7 +40,7 @@ from pathlib import Path
 from common import CACHE, Measured, county_arguments, measured
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from features.calendar import previous_month  # noqa: E402
+from features.calendar import previous_month, reference_date  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: The steps that validate a source's table: its contract suite and three counts, one step a source
@@ -105,6 +106,24 @@ with tempfile.TemporaryDirectory() as folder:
 """
 
 
+#: Days into the month after its reference month that a benchmark makes its run of that month: a
+#: council runs once the partners' files are in, so last month's run was made a month before this
+#: month's. A month then meets what a council's does (a file whose dates last month's day judged
+#: to be in the future is read again; rows have passed retention since), and retention counts
+#: from the same day whatever day the benchmark runs. Before the forty-sixth session the
+#: benchmarks made both months' runs on the day they ran.
+RUN_DAY = 5
+
+
+def run_date(month: str) -> dt.date:
+    return reference_date(month) + dt.timedelta(days=RUN_DAY)
+
+
+def on_its_day(month: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment (os.environ, or `env`) of a run of `month` made on its day (`run_date`)."""
+    return {**(os.environ if env is None else env), "EARLYHELP_TODAY": run_date(month).isoformat()}
+
+
 def floor(landing: Path) -> tuple[float, int]:
     began = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-c", FLOOR, str(landing)])
@@ -138,15 +157,16 @@ def last_month(landing: Path) -> Path:
 def _timed_run(landing: Path, month: str, out: Path) -> tuple[float, int, float, dict[str, float]]:
     """(wall seconds, peak MiB, CPU seconds, each step's seconds) of one `earlyhelp run`."""
     began = time.perf_counter()
-    run = _child(["run", "--landing", str(landing), "--month", month, "--out", str(out)])
+    run = _child(["run", "--landing", str(landing), "--month", month, "--out", str(out)], month)
     seconds = time.perf_counter() - began
     return seconds, round(run.tree_peak), run.cpu_seconds, step_times(out)
 
 
-def _child(args: list[str]) -> Measured:
+def _child(args: list[str], month: str | None = None) -> Measured:
     """Run an earlyhelp command in a child process, measured: the peak memory of it and every
-    process it started (its steps' and packs' processes), their summed RSS sampled, and their CPU."""
-    return measured([sys.executable, "-m", "pipelines.cli", *args], stdout=subprocess.DEVNULL)
+    process it started (its steps' and packs' processes), their summed RSS sampled, and their CPU.
+    `month`: a run of that month, made on its day (`on_its_day`)."""
+    return measured([sys.executable, "-m", "pipelines.cli", *args], stdout=subprocess.DEVNULL, env=on_its_day(month) if month else None)
 
 
 def main() -> None:
@@ -167,7 +187,7 @@ def main() -> None:
             runs[people].append(run)
             out = CACHE / f"out_{people}_monthly"
             shutil.rmtree(out, ignore_errors=True)
-            _child(["run", "--landing", str(last_month(landings[people][0])), "--month", previous_month(args.month), "--out", str(out)])
+            _child(["run", "--landing", str(last_month(landings[people][0])), "--month", previous_month(args.month), "--out", str(out)], previous_month(args.month))
             run = _timed_run(landings[people][0], args.month, out)
             _show(f"{people:,} residents, monthly run {attempt + 1} of {args.repeat} (last month's run before it)", *run)
             monthly[people].append(run)
