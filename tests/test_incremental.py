@@ -244,6 +244,37 @@ def test_a_monthly_run_leaves_every_table_as_a_run_reading_every_file_does(month
     con.close()
 
 
+def test_a_month_made_a_month_after_the_last_leaves_every_table_as_reading_every_file_does(months, tmp_path, monkeypatch):
+    """Last month's run made on its own day, a month and more before this month's, as a council's
+    is: files whose dates that day judged to be in the future load those rows now, rows pass
+    retention between the two days; the month still leaves every table as a run reading every
+    file does (but the day each file was checked, which a month keeps for the files it does not
+    read again)."""
+    from linkage.person_records import PERSON_RECORDS_MADE
+    from pipelines.cli import run_pipeline
+    from tests.conftest import MONTH, run_from
+    from tests.test_pipeline import warehouse_snapshot
+
+    last_month, this_month = months
+    august = tmp_path / "august"
+    monkeypatch.setenv("EARLYHELP_TODAY", "2026-09-05")
+    assert run_pipeline(last_month, "2026-08", august).success
+    monkeypatch.setenv("EARLYHELP_TODAY", TODAY.isoformat())
+    snapshots = {}
+    for way, every_file in (("monthly", False), ("every_file", True)):
+        out = run_from(august, tmp_path / way)
+        assert run_pipeline(this_month, MONTH, out, read_every_file=every_file).success
+        snapshots[way] = {table: frame.drop("validated_on", strict=False) for table, frame in warehouse_snapshot(out / "warehouse.duckdb").items()}
+    # not vacuous: a file both runs loaded, unchanged, has rows loaded now that it had not then
+    then = warehouse_snapshot(august / "warehouse.duckdb")[PERSON_RECORDS_MADE]
+    now = snapshots["monthly"][PERSON_RECORDS_MADE].join(then, on=["source", "file", "sha256"], suffix="_then")
+    assert (now["rows_loaded"] > now["rows_loaded_then"]).any()
+    monthly, every = snapshots["monthly"], snapshots["every_file"]
+    assert set(monthly) == set(every) and len(monthly) > 30
+    for table, frame in every.items():
+        assert monthly[table].equals(frame), table
+
+
 def _person_records(landing: Path, path: Path) -> pl.DataFrame:
     """person_records made from nothing: every file read, every mention made."""
     from linkage.person_records import PERSON_RECORDS, RECORD_POSITION, write_person_records
