@@ -181,19 +181,35 @@ class PreviousLoad:
         return self.con.sql(f'SELECT "{FILE}", "{ROW}" FROM "{self.table}" WHERE {_past_retention_sql(contract, cutoff)}').pl()
 
     def reusable(self, paths: list[Path], shas: dict[str, str], contract: Contract, today: dt.date) -> list[FileReport]:
-        """The last load's file reports when they can stand for reading those files again: every
-        file it read still first in name order with its bytes, under the same contract, checked no
-        later than today, and none with a value the day judged. Otherwise none (read every file)."""
+        """The reports of the last load's first files that can stand for reading them again: each
+        still in its place in name order with its bytes, under the same contract, checked no later
+        than today, and with no value the day judged (a date in the future then, perhaps not now).
+        They stop at the first file that cannot: it and every file after it are read again, as a
+        later file's rows may replace its (`read_source`)."""
         digest = contract_digest(contract)
-        if not self.files or len(self.files) > len(paths):
-            return []
+        kept = []
         for report, path in zip(self.files, paths):
             if (
                 report.file != path.name or not report.sha256 or report.sha256 != shas[path.name] or report.contract_sha256 != digest
                 or report.validated_on is None or report.validated_on > today or (report.validated_on < today and report.file in self.judged_by_day)
             ):
-                return []
-        return [replace(r) for r in self.files]  # copies: this load recounts what it replaced and removed
+                break
+            kept.append(replace(report))  # copies: this load recounts what it replaced and removed
+        return kept
+
+    def still_replaced(self, kept: list[FileReport], loaded: list[pl.DataFrame]) -> bool:
+        """Whether every kept file's row that a row of a file not kept had replaced (a file read
+        again, or gone from the landing folder) is replaced again: that row loaded again (`loaded`:
+        the rows this load read). The kept row is gone from the warehouse, so were its replacement
+        not loaded now (its file gone) it could not stand again, as a reading of every file would
+        have it: then every file is read. A file of the same bytes under the same contract loads
+        each row it loaded before, and more as dates judged in the future come to pass."""
+        files = pl.Series([r.file for r in kept], dtype=pl.String).implode()
+        replaced = self.superseded.filter(pl.col(FILE).is_in(files) & ~pl.col("replaced_by_file").is_in(files))
+        if replaced.is_empty():
+            return True
+        again = pl.concat([f.select(FILE, ROW) for f in loaded]) if loaded else pl.DataFrame(schema={FILE: pl.String, ROW: pl.Int64})
+        return replaced.join(again, left_on=["replaced_by_file", "replaced_by_row"], right_on=[FILE, ROW], how="anti").is_empty()
 
 
 def previous_load(con: duckdb.DuckDBPyConnection, contract: Contract) -> PreviousLoad | None:
@@ -431,11 +447,12 @@ def read_source(contract: Contract, landing: Path, today: dt.date, previous: Pre
     """Read, check and reconcile every file of one source. Writes nothing.
 
     previous: what the warehouse holds of this source's last load (`previous_load`). Files it
-    loaded whose name and SHA-256 are unchanged are not read or checked again when they are
-    still the first files in name order, under the same contract, read no later than `today`
-    and with no value judged by the day (a date in the future): their rows, quarantine and
-    counts are taken from the warehouse, and only the new files are read. The tables come out
-    as a reading of every file would give them (a test compares the two)."""
+    loaded whose name and SHA-256 are unchanged are not read or checked again while they are
+    the first files in name order, under the same contract, read no later than `today` and
+    with no value judged by the day (a date in the future; `PreviousLoad.reusable`): their rows,
+    quarantine and counts are taken from the warehouse, and only the files after them are read
+    (the new ones, and any the last load read that could not be kept). The tables come out as a
+    reading of every file would give them (tests compare the two)."""
     date_formats = {
         normalise_header(c.partner_name): c.strptime_format for c in contract.columns if c.strptime_format
     }
@@ -497,9 +514,14 @@ def read_source(contract: Contract, landing: Path, today: dt.date, previous: Pre
         for frames, frame in ((loaded_frames, good), (quarantine_frames, quarantined), (set_aside_frames, aside)):
             if frame is not None:
                 frames.append(frame)
+    # the last load read files it did not keep (read again now, or gone): their rows leave the table
+    partly = bool(kept) and len(kept) < len(previous.files)
+    if partly and not previous.still_replaced(kept, loaded_frames):
+        return read_source(contract, landing, today)
+    kept_keys = previous.kept_keys.filter(pl.col(FILE).is_in(kept_files)) if partly else previous.kept_keys if kept else None
     # the unchanged files' rows stay in the warehouse where they can: only their keys are read, to
     # find those a new file sends again (`_reconciled_with_kept`); else they are read whole
-    standing = _reconciled_with_kept(contract, previous.kept_keys.with_columns(in_file_order), loaded_frames, names) if kept and previous.same_columns else None
+    standing = _reconciled_with_kept(contract, kept_keys.with_columns(in_file_order), loaded_frames, names) if kept and previous.same_columns else None
     if standing is not None:
         sent_again, raw, superseded = standing
     else:
@@ -529,8 +551,11 @@ def read_source(contract: Contract, landing: Path, today: dt.date, previous: Pre
         # the kept rows past retention now, unless a new file replaced them
         cutoff = retention_cutoff(contract, today)
         past = previous.past_retention(contract, cutoff).join(sent_again, on=[FILE, ROW], how="anti") if cutoff is not None else sent_again.head(0)
-        expired_now = pl.concat([key_digests(previous.kept_keys.join(past, on=[FILE, ROW], how="semi"), contract), expired_now])
-        removed = pl.concat([sent_again, past])
+        past = past.filter(pl.col(FILE).is_in(kept_files)) if partly else past
+        expired_now = pl.concat([key_digests(kept_keys.join(past, on=[FILE, ROW], how="semi"), contract), expired_now])
+        # the rows of the files read again go, and come back as this reading has them
+        not_kept = previous.kept_keys.filter(~pl.col(FILE).is_in(kept_files)).select(FILE, ROW) if partly else sent_again.head(0)
+        removed = pl.concat([sent_again, past, not_kept])
         in_place = RowsChange(removed, previous.kept_keys.height - removed.height + raw.height)
     expired_keys = pl.concat([expired_before.select(FILE, ROW, "key_sha256"), expired_now]).sort(FILE, ROW)
     expired = dict(expired_keys.group_by(FILE).len().iter_rows())
@@ -553,7 +578,9 @@ def read_source(contract: Contract, landing: Path, today: dt.date, previous: Pre
         set_aside = set_aside.join(raw.select(FILE, ROW), on=[FILE, ROW], how="semi")
     return SourceIngest(
         contract.source, raw, quarantine, superseded.sort(FILE, ROW), reports, set_aside, expired_keys, files_read=len(reports) - len(kept),
-        held_before=previous.kept_keys.select(FILE, ROW) if kept and in_place is None else None, in_place=in_place,
+        # rows of a file read again come back changed (a field set aside as in the future then, not
+        # now) under the same file and row: only a table kept whole is changed by its rows' places
+        held_before=previous.kept_keys.select(FILE, ROW) if kept and not partly and in_place is None else None, in_place=in_place,
     )
 
 

@@ -171,6 +171,67 @@ def test_a_source_without_a_natural_key_keeps_its_rows_in_place_as_a_reading_of_
     assert tables[0][1].height and not tables[0][2].height, "rows past retention, none replaced"
 
 
+def test_a_file_read_again_for_a_date_now_past_is_read_with_those_after_it_the_files_before_kept(months, tmp_path, monkeypatch):
+    """A file whose date last month's day judged to be in the future is read again today, with
+    every file after it; the files before it stay as loaded, their rows in the warehouse, never read
+    whole (unless the table is not as a load leaves it: then the kept files' rows are read and
+    ranked again with the others). A kept file's row that a file gone from the landing folder had
+    replaced cannot stand again from the warehouse (it is gone from it): then every file is read.
+    Every way, the tables are as a reading of every file leaves them."""
+    from ingestion import load
+
+    _, this_month = months
+    landing = tmp_path / "landing"
+    shutil.copytree(this_month, landing)
+    files = landing_files(landing, "ae_attendances")
+    # an attendance of the third file that no other file sends, dated five days ago: in the
+    # future on the day of last month's run, a month ago
+    lines = files[2].read_text().splitlines()
+    elsewhere = {line.split(",")[0] for other in files if other != files[2] for line in other.read_text().splitlines()}
+    chosen = next(i for i, line in enumerate(lines[1:], 1) if line.split(",")[0] not in elsewhere)
+    header, fields = lines[0].split(","), lines[chosen].split(",")
+    fields[header.index("ARRIVAL_DATE")] = f"{TODAY - dt.timedelta(days=5):%Y%m%d}"
+    lines[chosen] = ",".join(fields)
+    files[2].write_text("\n".join(lines) + "\n")
+    last_month = tmp_path / "last_month"
+    shutil.copytree(landing, last_month)
+    (last_month / "ae_attendances" / RESTATED).unlink()
+    gone = tmp_path / "gone"
+    shutil.copytree(landing, gone)
+    (gone / "ae_attendances" / files[2].name).unlink()
+
+    for way, (today_landing, change) in enumerate(((landing, None), (gone, None), (landing, "ORDER BY _file DESC, _row DESC"))):
+        cold, monthly = tmp_path / f"{way}_cold.duckdb", tmp_path / f"{way}_monthly.duckdb"
+        with duckdb.connect(str(cold)) as con:
+            _ingest(con, today_landing, TODAY, incremental=False)
+        with duckdb.connect(str(monthly)) as con:
+            _ingest(con, last_month, TODAY - dt.timedelta(days=30), incremental=True)
+            judged = con.execute("SELECT DISTINCT _file FROM quarantine WHERE source = 'ae_attendances' AND contains(reason, 'in the future')").fetchall()
+            assert judged == [(files[2].name,)], "not vacuous: the third file alone had a date in the future"
+            replaced = con.execute("SELECT count(*) FROM superseded_rows WHERE _file = ? AND replaced_by_file = ?", [files[1].name, files[2].name]).fetchall()[0][0]
+            assert replaced, "not vacuous: the third file replaced rows of the second"
+            if change:
+                con.execute(f"CREATE OR REPLACE TABLE raw_ae_attendances AS SELECT * FROM raw_ae_attendances {change}")
+            elif today_landing is landing:
+                monkeypatch.setattr(load.PreviousLoad, "rows", lambda self: pytest.fail(f"{self.table}: the kept rows read whole"))
+            in_place: list[str] = []
+            read = _ingest(con, today_landing, TODAY, incremental=True, in_place=in_place)
+            monkeypatch.undo()
+        if today_landing is landing:
+            # the first two files kept, the third read again with the one after it and the new one
+            assert read["ae_attendances"] == (3, 5) and ("ae_attendances" in in_place) == (change is None), read
+        else:
+            assert read["ae_attendances"] == (4, 4) and "ae_attendances" not in in_place, read
+        with duckdb.connect(str(cold), read_only=True) as a, duckdb.connect(str(monthly), read_only=True) as b:
+            for contract in load_contracts().values():
+                assert b.sql(f'SELECT * FROM "{contract.raw_table}"').pl().equals(a.sql(f'SELECT * FROM "{contract.raw_table}"').pl()), contract.source
+            loaded = b.execute("SELECT count(*) FROM raw_ae_attendances WHERE _file = ? AND arrival_date = ?", [files[2].name, TODAY - dt.timedelta(days=5)]).fetchall()[0][0]
+            assert loaded == (today_landing is landing), "the attendance in the future then is loaded now"
+        expected, got = _tables(cold), _tables(monthly)
+        for name in expected:
+            assert got[name].equals(expected[name]), f"{today_landing.name}, {change}: {name} differs from a reading of every file"
+
+
 def test_a_rerun_on_the_same_day_reads_nothing_and_changes_nothing(months, tmp_path):
     _, this_month = months
     path = tmp_path / "warehouse.duckdb"
