@@ -53,7 +53,7 @@ class SuiteResult:
     page: str | None = None  # Great Expectations' page of this validation, relative to the project folder
     validated_at: str = ""
     inputs: str = ""  # `validation_inputs`: the suite, the contract and Great Expectations' version it was under
-    files: dict[str, str] = field(default_factory=dict)  # the table's files (name: SHA-256) this result speaks for: those it validated and, where it validated only the new, those the last result spoke for
+    files: dict[str, str] = field(default_factory=dict)  # the table's files (name: reading, `file_readings`) this result speaks for: those it validated and, where it validated only the new, those the last result spoke for
     validated_files: int = 0  # of them, the files whose rows this validation read
     validated_rows: int = 0  # and their rows
 
@@ -128,17 +128,30 @@ def validation_inputs(contract: Contract) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def file_readings(con, contract: Contract) -> dict[str, str]:
+    """Each file the source's table holds rows of, with the reading its rows come from: its SHA-256
+    and the day ingestion checked it (`landed_files`). A file read again on a later day, the same
+    bytes, can hold rows and fields it did not before (a date then in the future, loaded now), so
+    a suite's result speaks for a file's rows as one reading had them."""
+    from warehouse import table_exists
+
+    shas = con.execute(f'SELECT _file, any_value(_sha256) FROM "{contract.raw_table}" GROUP BY ALL').fetchall()
+    recorded = shas and table_exists(con, "landed_files")
+    days = dict(con.execute("SELECT file, validated_on FROM landed_files WHERE source = ?", [contract.source]).fetchall()) if recorded else {}
+    return {name: f"{sha} {days[name]}" if days.get(name) else sha for name, sha in shas}
+
+
 def files_to_validate(last: SuiteResult | None, inputs: str, loaded: dict[str, str]) -> dict[str, str] | None:
-    """Of the files a source's table holds rows of (`loaded`, name: SHA-256), those whose rows a
+    """Of the files a source's table holds rows of (`loaded`, name: reading), those whose rows a
     run validates: None for the whole table (no earlier result under these inputs, or one that
     failed, or a table emptied since, whose row count is then the point); else those the last
-    result does not speak for with the same bytes, validated as one batch ({}: none, and the
-    last result stands). Rows a later file replaced or retention removed leave the rest validated."""
+    result does not speak for as read now, validated as one batch ({}: none, and the last result
+    stands). Rows a later file replaced or retention removed leave the rest validated."""
     if last is None or not last.success or last.inputs != inputs:
         return None
     if not loaded:
         return {} if not last.files else None
-    return {name: sha for name, sha in loaded.items() if last.files.get(name) != sha}
+    return {name: reading for name, reading in loaded.items() if last.files.get(name) != reading}
 
 
 @dataclass
@@ -172,7 +185,7 @@ def what_to_validate(project_root: Path, contract: Contract, con, every_file: bo
     """What a run validates of the contract's loaded table in the warehouse `con` (every row
     where `every_file`), from the table's files and the source's latest result in `project_root`."""
     inputs = validation_inputs(contract)
-    loaded = dict(con.execute(f'SELECT _file, any_value(_sha256) FROM "{contract.raw_table}" GROUP BY ALL').fetchall())
+    loaded = file_readings(con, contract)
     last = latest_result(project_root, contract.source)
     new = None if every_file else files_to_validate(last, inputs, loaded)
     return TableValidation(contract.source, contract.raw_table, inputs, loaded, new, last)

@@ -321,11 +321,25 @@ def test_a_month_made_a_month_after_the_last_leaves_every_table_as_reading_every
     monkeypatch.setenv("EARLYHELP_TODAY", "2026-09-05")
     assert run_pipeline(last_month, "2026-08", august).success
     monkeypatch.setenv("EARLYHELP_TODAY", TODAY.isoformat())
-    snapshots = {}
+    snapshots, validated = {}, {}
     for way, every_file in (("monthly", False), ("every_file", True)):
         out = run_from(august, tmp_path / way)
-        assert run_pipeline(this_month, MONTH, out, read_every_file=every_file).success
+        result = run_pipeline(this_month, MONTH, out, read_every_file=every_file)
+        assert result.success
         snapshots[way] = {table: frame.drop("validated_on", strict=False) for table, frame in warehouse_snapshot(out / "warehouse.duckdb").items()}
+        checks = [e.asset_check_evaluation_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+        validated[way] = {c.asset_key.path[-1]: c.metadata["files_validated_this_run"].value for c in checks if c.check_name == "meets_contract"}
+    # the month's suites validate the rows of every file read this month, the files read again
+    # for a date now past among them (their rows can differ from the last reading's), and no other
+    with duckdb.connect(str(tmp_path / "monthly" / "warehouse.duckdb"), read_only=True) as con:
+        read_now = dict(con.execute(
+            "SELECT c.raw_table, count(DISTINCT f.file) FROM landed_files f JOIN (SELECT unnest(?) AS source, unnest(?) AS raw_table) c USING (source) "
+            "WHERE f.validated_on = ? AND f.status = 'loaded' AND f.loaded > 0 GROUP BY ALL",
+            [[c.source for c in load_contracts().values()], [c.raw_table for c in load_contracts().values()], TODAY],
+        ).fetchall())
+    again = {t: n for t, n in read_now.items() if n > len([p for p in landing_files(this_month, t.removeprefix("raw_")) if not (last_month / t.removeprefix("raw_") / p.name).exists()])}
+    assert again, "not vacuous: a source read files again that last month's run had loaded"
+    assert {t: n for t, n in validated["monthly"].items() if n} == read_now, (validated["monthly"], read_now)
     # not vacuous: a file both runs loaded, unchanged, has rows loaded now that it had not then
     with duckdb.connect(str(august / "warehouse.duckdb"), read_only=True) as con:
         then = con.sql(f"SELECT source, file, sha256, rows_loaded FROM {PERSON_RECORDS_MADE}").pl()
