@@ -131,9 +131,9 @@ DETERMINED_BY = {"street": "address"}
 KEY_FIELDS = tuple(f for f in PROFILE_FIELDS if f not in DETERMINED_BY)
 
 #: A profile's key: two of DuckDB's 64-bit hashes of its KEY_FIELDS' values (a null one of its
-#: own), the second of them with a constant beside, as one 128-bit number: mentions of one key are
-#: one profile. Two descriptions share a key only if both hashes collide (for a 1.2M county's 1.9M
-#: profiles, one chance in 10^26). Mentions were grouped on their fields written out as text (`PROFILE_ORDER`),
+#: own), the second seeded apart, as one 128-bit number: mentions of one key are one profile. Two
+#: descriptions share a key only if both hashes collide (for a 1.2M county's 1.9M profiles, one
+#: chance in 10^26). Mentions were grouped on their fields written out as text (`PROFILE_ORDER`),
 #: which made a field sent as "~" one not sent, and "A|B", "C" the same as "A", "B|C". On the key,
 #: making and grouping a 1.2M county's 3.7M mentions' keys took 1.1-1.4 s against 3.4-4.1 s.
 _KEY_VALUES = ", ".join(f'"{f}"' for f in KEY_FIELDS)
