@@ -130,22 +130,9 @@ DETERMINED_BY = {"street": "address"}
 #: The fields a profile's key writes out, in PROFILE_FIELDS' order.
 KEY_FIELDS = tuple(f for f in PROFILE_FIELDS if f not in DETERMINED_BY)
 
-#: A profile's key: two of DuckDB's 64-bit hashes of its KEY_FIELDS' values (a null one of its
-#: own), the second seeded apart, as one 128-bit number: mentions of one key are one profile. Two
-#: descriptions share a key only if both hashes collide (for a 1.2M county's 1.9M profiles, one
-#: chance in 10^26). Mentions were grouped on their fields written out as text (`PROFILE_ORDER`),
-#: which made a field sent as "~" one not sent, and "A|B", "C" the same as "A", "B|C". On the key,
-#: making and grouping a 1.2M county's 3.7M mentions' keys took 1.1-1.4 s against 3.4-4.1 s.
-_KEY_VALUES = ", ".join(f'"{f}"' for f in KEY_FIELDS)
-_PROFILE_KEY_SQL = f"(CAST(hash({_KEY_VALUES}) AS UHUGEINT) << 64) | hash({_KEY_VALUES}, 'profile key')"
-#: Profiles are numbered (pid) in the order of their KEY_FIELDS written out as text (null as "~"),
-#: then of their key: a run numbers the same mentions alike, a month's new profiles leave the
-#: others in their order, and where links weigh the same the clusterer takes them in an order that
-#: follows the names (`cluster_persons`). Written out for the 1.9M profiles, not the 3.7M mentions,
-#: the order costs about a second at 1.2M residents; numbered in the key's order instead, the
-#: clusterer's ties broke otherwise, and the lowest person precision over five seeds and three
-#: recording modes at 20,000 residents fell from 0.9995 to 0.9994 (recall's from 0.9887 to 0.9885).
-PROFILE_ORDER = "concat_ws('|', " + ", ".join(f"coalesce(CAST(\"{f}\" AS VARCHAR), '~')" for f in KEY_FIELDS) + "), profile_key"
+#: A profile's key: its KEY_FIELDS as text, null as "~". Profiles are numbered (pid) in the key's
+#: order, so a run numbers the same mentions alike.
+_PROFILE_KEY_SQL = "concat_ws('|', " + ", ".join(f"coalesce(CAST(\"{f}\" AS VARCHAR), '~')" for f in KEY_FIELDS) + ")"
 
 
 def _profile_fields(alias: str = "", fields: tuple[str, ...] = PROFILE_FIELDS) -> str:
@@ -169,6 +156,14 @@ def mention_keys_sql(table: str, sources: tuple[str, ...], row: str = "rowid", a
     return f"""SELECT _row, record_key, {"".join(f"{c}, " for c in also)}{_PROFILE_KEY_SQL} AS profile_key,
                       CAST(list_position({places}, source) - 1 AS UTINYINT) AS source_place
                FROM ({_profile_fields_sql(table, row, also)})"""
+
+
+def _mentions_joined_on(con: duckdb.DuckDBPyConnection) -> str:
+    """The column mentions are joined to their profiles on (`build_profiles`' temp tables): the
+    key's hash rather than its text (at 1.2M residents 1.0 rather than 2.0 s), unless two of the
+    profiles' keys share a hash; then the text."""
+    distinct = con.execute("SELECT count(DISTINCT key_hash) = count(*) FROM profile_keys").fetchall()[0][0]
+    return "key_hash" if distinct else "profile_key"
 
 
 @dataclass(frozen=True)
@@ -204,25 +199,23 @@ def build_profiles(records: pl.DataFrame | MentionsTable) -> tuple[pl.DataFrame,
         if len(names) > 64:
             raise ValueError(f"person_records: {len(names)} sources, past the 64 a profile's mask of sources holds")
         # each mention's key made once, for the grouping and the mapping both: made twice, a 1.2M
-        # county's profiles took 11.8 s rather than 9.8 (when keys were text)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE mention_keys AS {mention_keys_sql(table, names, row, also)}")
-        # a profile's fields from one of its mentions (a key holds every field, so its mentions
-        # agree), derived after the join: for the profiles' first mentions alone, not for every one;
-        # in PROFILE_ORDER, so a profile's place in the table is its pid
-        con.execute(f"""
+        # county's profiles took 11.8 s rather than 9.8. (person_records holding every mention's key
+        # would save 3.5 s more in a month, but writing that table cold took 9 s longer.) With the
+        # key's 64-bit hash, for the mapping to join on (below).
+        con.execute(f"CREATE OR REPLACE TEMP TABLE mention_keys AS SELECT *, hash(profile_key) AS key_hash FROM ({mention_keys_sql(table, names, row, also)})")
+        # in the key's order, so a profile's place in the table is its pid
+        con.execute("""
             CREATE OR REPLACE TEMP TABLE profile_keys AS
-            SELECT * FROM (
-                SELECT k.profile_key, {_profile_fields("d")}, k.mentions, k.sources
-                FROM (SELECT profile_key, min(_row) AS first_row, CAST(count(*) AS UINTEGER) AS mentions,
-                             bit_or(CAST(1 AS UBIGINT) << source_place) AS sources
-                      FROM mention_keys GROUP BY profile_key) k
-                JOIN "{table}" d ON d.{row} = k.first_row
-            ) ORDER BY {PROFILE_ORDER}
+            SELECT profile_key, min(_row) AS first_row, CAST(count(*) AS UINTEGER) AS mentions, hash(profile_key) AS key_hash,
+                   bit_or(CAST(1 AS UBIGINT) << source_place) AS sources
+            FROM mention_keys GROUP BY profile_key ORDER BY profile_key
         """)
-        profiles = con.sql(f"""SELECT CAST(rowid AS BIGINT) AS pid, {", ".join(f'"{f}"' for f in PROFILE_FIELDS)}, mentions, sources
-                               FROM profile_keys ORDER BY pid""").pl()
+        # a profile's fields from one of its mentions (a key holds every field, so its mentions
+        # agree), derived after the join: for the profiles' first mentions alone, not for every one
+        profiles = con.sql(f"""SELECT CAST(k.rowid AS BIGINT) AS pid, {_profile_fields("d")}, k.mentions, k.sources
+                               FROM profile_keys k JOIN "{table}" d ON d.{row} = k.first_row ORDER BY pid""").pl()
         mapping = con.sql(f"""SELECT m.record_key, {"".join(f"m.{c}, " for c in also)}CAST(k.rowid AS BIGINT) AS pid
-                              FROM mention_keys m JOIN profile_keys k USING (profile_key) ORDER BY m.record_key""").pl()
+                              FROM mention_keys m JOIN profile_keys k USING ({_mentions_joined_on(con)}) ORDER BY m.record_key""").pl()
     finally:
         con.execute("DROP TABLE IF EXISTS profile_keys; DROP TABLE IF EXISTS mention_keys")
         if own:
