@@ -185,13 +185,24 @@ class PreviousLoad:
         still in its place in name order with its bytes, under the same contract, checked no later
         than today, and with no value the day judged (a date in the future then, perhaps not now).
         They stop at the first file that cannot: it and every file after it are read again, as a
-        later file's rows may replace its (`read_source`)."""
+        later file's rows may replace its (`read_source`).
+
+        A file gone from the landing folder (deleted once its rows were past retention, or
+        archived) is passed over: its rows leave the table, and the files after it can still
+        stand, as the rows it replaced come back only where it had replaced some of a kept file's
+        (`still_replaced` then has every file read). Not where a kept file was loaded as its
+        duplicate: that file's rows are loaded now."""
         digest = contract_digest(contract)
-        kept = []
-        for report, path in zip(self.files, paths):
+        present = {path.name for path in paths}
+        gone = {report.file for report in self.files if report.file not in present}
+        kept: list[FileReport] = []
+        standing = iter(self.files)
+        for path in paths:
+            report = next((r for r in standing if r.file not in gone), None)
             if (
-                report.file != path.name or not report.sha256 or report.sha256 != shas[path.name] or report.contract_sha256 != digest
+                report is None or report.file != path.name or not report.sha256 or report.sha256 != shas[path.name] or report.contract_sha256 != digest
                 or report.validated_on is None or report.validated_on > today or (report.validated_on < today and report.file in self.judged_by_day)
+                or report.duplicate_of in gone
             ):
                 break
             kept.append(replace(report))  # copies: this load recounts what it replaced and removed

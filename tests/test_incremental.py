@@ -232,6 +232,71 @@ def test_a_file_read_again_for_a_date_now_past_is_read_with_those_after_it_the_f
             assert got[name].equals(expected[name]), f"{today_landing.name}, {change}: {name} differs from a reading of every file"
 
 
+def _oldest_gone(landing: Path, into: Path) -> dict[str, str]:
+    """A copy of `landing` without each source's oldest file where it sends several (as a council
+    deleting files past retention leaves it); returns the file gone of each source."""
+    shutil.copytree(landing, into)
+    gone = {}
+    for contract in load_contracts().values():
+        files = landing_files(into, contract.source)
+        if len(files) > 1:
+            files[0].unlink()
+            gone[contract.source] = files[0].name
+    return gone
+
+
+def test_files_gone_before_the_rest_leave_the_files_after_them_kept(months, tmp_path, monkeypatch):
+    """Each source's oldest file gone from the landing folder (deleted once past retention, or
+    archived) takes its rows out of the table, and the files after it stay as loaded, their rows in
+    the warehouse, never read whole, where no row of it had replaced one of theirs. A file loaded
+    as the duplicate of one now gone is read again, with every file after it. Every way, the
+    tables are as a reading of every file leaves them."""
+    from ingestion import load
+
+    last_month, this_month = months
+    today_landing = tmp_path / "this_month"
+    gone = _oldest_gone(this_month, today_landing)
+    assert len(gone) >= 5, gone
+    # the oldest A&E file sent again under another name: loaded once, as that file's duplicate
+    with_copy = tmp_path / "with_copy"
+    shutil.copytree(last_month, with_copy)
+    oldest = landing_files(with_copy, "ae_attendances")[0]
+    copy = oldest.with_name(oldest.stem + "_again.csv")
+    shutil.copyfile(oldest, copy)
+    for way, before in (("oldest gone", last_month), ("a duplicate's original gone", with_copy)):
+        now = today_landing
+        if before is with_copy:
+            now = tmp_path / "now_with_copy"
+            shutil.copytree(today_landing, now)
+            shutil.copyfile(copy, now / "ae_attendances" / copy.name)
+        cold, monthly = tmp_path / f"{way}_cold.duckdb", tmp_path / f"{way}_monthly.duckdb"
+        with duckdb.connect(str(cold)) as con:
+            _ingest(con, now, TODAY, incremental=False)
+        with duckdb.connect(str(monthly)) as con:
+            _ingest(con, before, TODAY, incremental=True)
+            if before is with_copy:
+                status = con.execute("SELECT status, duplicate_of FROM landed_files WHERE file = ?", [copy.name]).fetchall()
+                assert status == [("duplicate", oldest.name)], "not vacuous: the copy was loaded as a duplicate"
+            else:
+                monkeypatch.setattr(load.PreviousLoad, "rows", lambda self: pytest.fail(f"{self.table}: the kept rows read whole"))
+            in_place: list[str] = []
+            read = _ingest(con, now, TODAY, incremental=True, in_place=in_place)
+            monkeypatch.undo()
+        new = {c.source: [p.name for p in landing_files(now, c.source) if not (before / c.source / p.name).exists()] for c in load_contracts().values()}
+        for source in gone:
+            if way == "oldest gone" or source != "ae_attendances":
+                # only the files new this month read: the gone file's rows left the table in place
+                assert read[source][0] == len(new[source]) and source in in_place, (source, read[source])
+        if way != "oldest gone":
+            # the copy, now the first file, loads the rows its original did: every file read
+            assert read["ae_attendances"][0] == read["ae_attendances"][1], read["ae_attendances"]
+        with duckdb.connect(str(monthly), read_only=True) as con:
+            assert not con.execute("SELECT count(*) FROM landed_files WHERE file IN (SELECT unnest(?))", [list(gone.values())]).fetchall()[0][0]
+        expected, got = _tables(cold), _tables(monthly)
+        for name in expected:
+            assert got[name].equals(expected[name]), f"{way}: {name} differs from a reading of every file"
+
+
 def test_a_rerun_on_the_same_day_reads_nothing_and_changes_nothing(months, tmp_path):
     _, this_month = months
     path = tmp_path / "warehouse.duckdb"
@@ -259,19 +324,33 @@ def test_a_changed_file_or_contract_is_read_again(months, tmp_path):
     assert read["asb_incidents"][0] == 0
 
 
-def test_a_monthly_run_leaves_every_table_as_a_run_reading_every_file_does(months, tmp_path):
+@pytest.fixture(scope="module")
+def august(months, tmp_path_factory) -> Path:
+    """Last month's run on last month's landing folder, made once: each way of running this month
+    starts from a copy of its output folder (warehouse, Dagster instance, packs), as a council's
+    folder stands after that run."""
+    from pipelines.cli import run_pipeline
+
+    out = tmp_path_factory.mktemp("august") / "out"
+    assert run_pipeline(months[0], "2026-08", out).success
+    return out
+
+
+@pytest.mark.parametrize("oldest_gone", [False, True], ids=["every file still there", "each source's oldest file gone"])
+def test_a_monthly_run_leaves_every_table_as_a_run_reading_every_file_does(months, august, tmp_path, oldest_gone):
     """The whole pipeline, last month then this month: taking unchanged files from the warehouse
-    changes nothing downstream (persons, families, indicators, scores, lists) either."""
+    changes nothing downstream (persons, families, indicators, scores, lists) either; nor where
+    each source's oldest file has gone from the landing folder since (the mentions of the files
+    after it kept, their places in person_records moved up)."""
     from pipelines.cli import run_pipeline
     from tests.conftest import MONTH, run_from
     from tests.test_pipeline import warehouse_snapshot
 
     last_month, this_month = months
-    # last month run once; each way starts from a copy of its output folder (warehouse, Dagster
-    # instance, packs), as a council's folder stands after that run
-    august = tmp_path / "august"
-    assert run_pipeline(last_month, "2026-08", august).success
-    snapshots, validated, lines_matched = {}, {}, {}
+    if oldest_gone:
+        gone = _oldest_gone(this_month, tmp_path / "landing")
+        this_month = tmp_path / "landing"
+    snapshots, validated, lines_matched, files_read = {}, {}, {}, {}
     for way, every_file in (("monthly", False), ("every file", True)):
         out = tmp_path / way.replace(" ", "_")
         run_from(august, out)
@@ -285,6 +364,10 @@ def test_a_monthly_run_leaves_every_table_as_a_run_reading_every_file_does(month
         }
         family_members = next(e.materialization for e in result.all_events if e.is_step_materialization and e.materialization.asset_key.path[-1] == "family_members")
         lines_matched[way] = family_members.metadata["address_lines_matched_afresh"].value
+        files_read[way] = {
+            e.materialization.asset_key.path[-1]: e.materialization.metadata["files_read"].value
+            for e in result.all_events if e.is_step_materialization and "files_read" in e.materialization.metadata
+        }
     monthly, every = snapshots["monthly"], snapshots["every file"]
     assert set(monthly) == set(every) and len(monthly) > 30
     for table, frame in every.items():
@@ -298,10 +381,20 @@ def test_a_monthly_run_leaves_every_table_as_a_run_reading_every_file_does(month
     assert validated["every file"] == {table: (True, *counted) for table, counted in whole.items()}
     new_files = {c.raw_table: [p.name for p in landing_files(this_month, c.source) if not (last_month / c.source / p.name).exists()] for c in load_contracts().values()}
     changed = {table for table, files in new_files.items() if files}
+    # the files read: those new since last month alone (the warehouse's for the rest)
+    assert files_read["monthly"] == {table: len(files) for table, files in new_files.items()}
     assert changed and {t for t, (again, _, _) in validated["monthly"].items() if again} == changed
     for table in changed:
         rows = con.execute(f'SELECT count(*) FROM "{table}" WHERE _file IN (SELECT unnest(?))', [new_files[table]]).fetchall()[0][0]
         assert 0 < rows < whole[table][1] and validated["monthly"][table] == (True, len(new_files[table]), rows), table
+    if oldest_gone:
+        # the gone files' mentions left person_records, and the kept files' moved up a place
+        places = "SELECT file, min(record_position) FROM person_records GROUP BY file"
+        with duckdb.connect(str(august / "warehouse.duckdb"), read_only=True) as before:
+            then = dict(before.execute(places).fetchall())
+        now = dict(con.execute(places).fetchall())
+        assert set(gone.values()) & set(then) and not set(gone.values()) & set(now)
+        assert any(now[file] != then[file] for file in now if file in then), "not vacuous: kept files moved up a place"
     con.close()
 
 
