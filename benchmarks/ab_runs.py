@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/ab_runs.py --base b6a75d6 --new HEAD
     .venv/bin/python benchmarks/ab_runs.py --base HEAD~3 --new HEAD --people 200000 --repeat 5 --monthly
+    .venv/bin/python benchmarks/ab_runs.py --base HEAD~1 --new HEAD --repeat 2 --files monthly --monthly --oldest-gone
     .venv/bin/python benchmarks/ab_runs.py --base HEAD --new HEAD --new-env EARLYHELP_POLARS_ALLOCATOR=dirty_decay_ms:500,muzzy_decay_ms:1000
 
 A machine like this one is noisy: the same code's cold run at 1.2M residents took 95 to 125 s
@@ -12,8 +13,10 @@ its whole process tree, peak memory), its steps are read from its Dagster log, a
 of each revision and their ratio are printed, with every step of a second or more. The two
 revisions' last outputs are compared (`compare_outputs`): a change meant to be only faster must
 leave every one the same. With --monthly, each run is a month on top of last month's cold run
-(made first, untimed), as `benchmarks/pipeline.py` measures it. The figures are kept in
-benchmarks/results/ab_runs_<residents>.md, a month's in ab_runs_<residents>_monthly.md.
+(made first, untimed), as `benchmarks/pipeline.py` measures it; with --oldest-gone as well, the
+month's landing folder lacks each source's oldest file, as a council that deletes files past
+retention leaves it (`pipeline.oldest_gone`). The figures are kept in
+benchmarks/results/ab_runs_<residents>.md, a month's in ab_runs_<residents>_monthly[_oldest_gone].md.
 
 The revisions run with this checkout's virtual environment; their own code is what each imports
 (its worktree is the working folder). Worktrees are removed at the end. `--base-env` and
@@ -40,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import CACHE, county_arguments, measured  # noqa: E402
 from compare_outputs import compare_outputs  # noqa: E402
-from pipeline import county, last_month, machine, on_its_day, publish, step_times  # noqa: E402
+from pipeline import county, last_month, machine, oldest_gone, on_its_day, publish, step_times  # noqa: E402
 
 from features.calendar import previous_month  # noqa: E402  (the checkout's root is on the path once pipeline is imported)
 
@@ -90,8 +93,14 @@ def main() -> None:
         at = arguments.index(flag)
         revisions[flag[2:]] = arguments[at + 1]
         del arguments[at:at + 2]
+    # the month's landing folder without each source's oldest file, as a council deleting files
+    # past retention leaves it (`pipeline.oldest_gone`): a month only
+    gone_flag = "--oldest-gone" in arguments
+    arguments = [a for a in arguments if a != "--oldest-gone"]
     sys.argv = [sys.argv[0], *arguments]
     args = county_arguments(__doc__, [1_200_000], repeat=True, files=True, monthly=True)
+    if gone_flag and not args.monthly:
+        raise SystemExit("--oldest-gone is a month's: give --monthly too")
     commits = {name: subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip() for name, rev in revisions.items()}
     with tempfile.TemporaryDirectory(prefix="earlyhelp-ab-") as scratch:
         folder = Path(scratch)
@@ -107,25 +116,29 @@ def main() -> None:
                         if args.monthly:
                             subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--landing", str(last_month(landing)), "--month", previous_month(args.month), "--out", str(out)],
                                            cwd=tree, env=on_its_day(previous_month(args.month), environments[name]), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                        figures = _run(tree, landing, args.month, out, environments[name])
+                        figures = _run(tree, oldest_gone(landing) if gone_flag else landing, args.month, out, environments[name])
                         runs[name].append(figures)
                         print(f"{people:,} residents, {name} ({commits[name]}) run {attempt + 1} of {args.repeat}: {figures['seconds']:.1f} s, "
                               f"CPU {figures['cpu']:.1f} s ({figures['system']:.1f} in the kernel), {figures['faults']:.2f}M page faults, peak {figures['peak']:,.0f} MiB", flush=True)
                 verdicts = compare_outputs(folder / "out_base", folder / "out_new")
                 differ = [f"{what}: {verdict}" for what, verdict in verdicts if verdict != "same"]
                 # a month's comparison beside the cold one's, not over it
-                publish(f"ab_runs_{people}{'_monthly' if args.monthly else ''}.md", f"benchmarks/ab_runs.py --base {revisions['base']} --new {revisions['new']}{env_flags} --people {people} --repeat {args.repeat}"
-                        + (" --monthly" if args.monthly else "") + f" --files {args.files}", _lines(people, args, commits, runs, verdicts, differ, env_flags))
+                publish(f"ab_runs_{people}{'_monthly' if args.monthly else ''}{'_oldest_gone' if gone_flag else ''}.md",
+                        f"benchmarks/ab_runs.py --base {revisions['base']} --new {revisions['new']}{env_flags} --people {people} --repeat {args.repeat}"
+                        + (" --monthly" if args.monthly else "") + (" --oldest-gone" if gone_flag else "") + f" --files {args.files}",
+                        _lines(people, args, commits, runs, verdicts, differ, env_flags, gone_flag))
         finally:
             for tree in trees.values():
                 subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
 
 
-def _lines(people: int, args, commits: dict[str, str], runs: dict[str, list[dict]], verdicts: list, differ: list[str], env_flags: str = "") -> list[str]:
+def _lines(people: int, args, commits: dict[str, str], runs: dict[str, list[dict]], verdicts: list, differ: list[str], env_flags: str = "", gone: bool = False) -> list[str]:
     def median(name: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[name])
 
     kind = "a month on top of last month's cold run" if args.monthly else "cold runs"
+    if gone:
+        kind += ", each source's oldest file gone from the month's landing folder"
     lines = [
         f"Machine: {machine()}; {people:,} residents, month {args.month}, seed {args.seed}, {args.files} files; {kind}, "
         f"base {commits['base']} and new {commits['new']} alternating, {args.repeat} each"

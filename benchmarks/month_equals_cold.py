@@ -3,6 +3,7 @@ counties of every recording mode, by hand (not a test).
 
     .venv/bin/python benchmarks/month_equals_cold.py                                   # 200,000 residents, seed 11, 3 modes
     .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 --modes hard
+    .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --oldest-gone
 
 tests/test_incremental.py holds a month to a run reading every file on a county of a few hundred
 residents. This does the same on counties large enough for the month's shortcuts to meet what
@@ -26,7 +27,10 @@ family F1 against the county's truth; and the runs' wall times. Figures only, no
 to benchmarks/results/month_equals_cold_<people>.md with the machine.
 
 Every run is made as on the 5th of the month after its reference month
-(`pipeline.run_date`): retention counts from the run's day.
+(`pipeline.run_date`): retention counts from the run's day. With --oldest-gone, the month's
+landing folder (for (2), (3) and (4)) lacks each source's oldest file, as a council that deletes
+files past retention leaves it (`pipeline.oldest_gone`); the results go to
+month_equals_cold_<people>_oldest_gone.md.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import polars as pl  # noqa: E402
 from common import CACHE  # noqa: E402
 from compare_outputs import compare_outputs  # noqa: E402
 from linkage_quality import grid_arguments  # noqa: E402
-from pipeline import last_month, machine, on_its_day, publish  # noqa: E402
+from pipeline import last_month, machine, oldest_gone, on_its_day, publish  # noqa: E402
 
 from features.calendar import previous_month  # noqa: E402
 from linkage.evaluate import pairwise_score, score_linked_records  # noqa: E402
@@ -86,9 +90,10 @@ def same_partition(a: Path, b: Path) -> dict[str, bool]:
     return same
 
 
-def one_county(people: int, seed: int, month: str, mode: str, work: Path) -> dict:
-    landing = county(people, seed, month, mode)
-    before = last_month(landing)
+def one_county(people: int, seed: int, month: str, mode: str, work: Path, gone: bool = False) -> dict:
+    truth = county(people, seed, month, mode) / "truth.csv"
+    before = last_month(truth.parent)
+    landing = oldest_gone(truth.parent) if gone else truth.parent
     folders = {name: work / name for name in ("last_month", "month", "every_file", "from_nothing")}
     for folder in folders.values():
         shutil.rmtree(folder, ignore_errors=True)
@@ -101,7 +106,6 @@ def one_county(people: int, seed: int, month: str, mode: str, work: Path) -> dic
     verdicts = compare_outputs(folders["every_file"], folders["month"])
     differing = [name for name, verdict in verdicts if not verdict.startswith("same") or "new columns" in verdict]
     partition = same_partition(folders["month"] / LINKED, folders["from_nothing"] / LINKED)
-    truth = landing / "truth.csv"
     f1 = {way: score_linked_records(folders[way] / LINKED, truth) for way in ("month", "from_nothing")}
     return {
         "seed": seed, "mode": mode,
@@ -118,11 +122,12 @@ def main() -> None:
     parser = grid_arguments(__doc__)
     parser.set_defaults(people=200_000, seeds=[11])
     parser.add_argument("--work", type=Path, default=CACHE / "month_equals_cold_runs", help="where the runs' output folders go (replaced)")
+    parser.add_argument("--oldest-gone", action="store_true", help="the month's landing folder without each source's oldest file")
     args = parser.parse_args()
     rows = []
     for mode in args.modes:
         for seed in args.seeds:
-            rows.append(one_county(args.people, seed, args.month, mode, args.work))
+            rows.append(one_county(args.people, seed, args.month, mode, args.work, args.oldest_gone))
             print(rows[-1], flush=True)
     header = list(rows[0])
     table = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
@@ -130,13 +135,16 @@ def main() -> None:
     alike = all(row["differing"] == "-" and row["persons as from nothing"] and row["families as from nothing"] for row in rows)
     lines = [
         f"Machine: {machine()}; {args.people:,} residents, month {args.month}, monthly files; last month's run from nothing, then the month "
-        "on a copy of it, on another copy reading every file again, and from nothing (each run made as on the 5th of the month after).",
+        "on a copy of it, on another copy reading every file again, and from nothing (each run made as on the 5th of the month after)"
+        + ("; each source's oldest file gone from the month's landing folder." if args.oldest_gone else "."),
         "", *table, "",
         "Every month left every output as reading every file does, and put every mention with the same others as a run from nothing."
         if alike else "NOT ALIKE: see the rows above.",
     ]
     modes = "" if args.modes == parser.get_default("modes") else " --modes " + " ".join(args.modes)
-    publish(f"month_equals_cold_{args.people}.md", f"benchmarks/month_equals_cold.py --people {args.people} --seeds {' '.join(map(str, args.seeds))}{modes}", lines)
+    gone = " --oldest-gone" if args.oldest_gone else ""
+    publish(f"month_equals_cold_{args.people}{gone.replace(' --', '_').replace('-', '_')}.md",
+            f"benchmarks/month_equals_cold.py --people {args.people} --seeds {' '.join(map(str, args.seeds))}{modes}{gone}", lines)
     if not alike:
         sys.exit(1)
 

@@ -154,6 +154,21 @@ def last_month(landing: Path) -> Path:
     return target
 
 
+def oldest_gone(landing: Path) -> Path:
+    """The landing folder as a council leaves it that deletes (or archives) each source's oldest
+    file once its rows are past retention: every file but each source's oldest where it sends
+    several (hard links)."""
+    target = landing.parent / f"{landing.name}_oldest_gone"
+    if target.exists():
+        return target
+    for folder in sorted(p for p in landing.iterdir() if p.is_dir()):
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        (target / folder.name).mkdir(parents=True)
+        for path in files[1:] if len(files) > 1 else files:
+            os.link(path, target / folder.name / path.name)
+    return target
+
+
 def _timed_run(landing: Path, month: str, out: Path) -> tuple[float, int, float, dict[str, float]]:
     """(wall seconds, peak MiB, CPU seconds, each step's seconds) of one `earlyhelp run`."""
     began = time.perf_counter()
