@@ -243,7 +243,7 @@ def retention_table(contracts: dict[str, Contract], run: RunConfiguration) -> st
         f"| `packs/<month>/`, `outcomes/<month>/` | the lists as the meetings received them; the outcomes report | {run.derived_retention_years:g} years after the month | the retention asset, every run |",
         f"| `subject_access/<request>/` | one person's rows, for a request | {run.subject_access_retention_days} days after it is written | the retention asset, every run |",
         "| linkage, families, scores, this month's lists | recomputed from the rows above at every run | as the rows they come from | replaced every run |",
-        "| landing files | the partners' extracts as received | reported when every row is past retention; deleted only if the council sets EARLYHELP_DELETE_EXPIRED_LANDING=1 | the retention asset |",
+        "| landing files | the partners' extracts as received | reported when every row is past retention (a row a later file restated, when that restatement is; a quarantined record whose date cannot be read, when its file's other rows are); deleted only if the council sets EARLYHELP_DELETE_EXPIRED_LANDING=1 | the retention asset |",
     ]
     return "\n".join([
         "## Retention",

@@ -91,12 +91,20 @@ def expire_monthly_folders(folder: Path, today: dt.date, years: float = DERIVED_
 
 
 def landing_past_retention(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
-    """(source, file) for every landing file all of whose rows are past their retention."""
+    """(source, file) for every landing file all of whose rows are past their retention: each row
+    it loaded removed under retention, or replaced by a later row of the same key (the partner's
+    restatement of the record) that was removed so, and each record quarantined from it removed
+    too. A row replaced by one still held keeps its file: the record it restates is within
+    retention."""
     return con.execute(
-        """SELECT source, file FROM landed_files
-           WHERE status = 'loaded' AND received > 0
-             AND coalesce(expired, 0) = loaded AND coalesce(quarantine_expired, 0) = quarantined
-           ORDER BY source, file"""
+        """SELECT f.source, f.file FROM landed_files f
+           WHERE f.status = 'loaded' AND f.received > 0
+             AND coalesce(f.expired, 0) + coalesce(f.superseded, 0) = f.loaded AND coalesce(f.quarantine_expired, 0) = f.quarantined
+             AND NOT EXISTS (
+                 SELECT 1 FROM superseded_rows s
+                 WHERE s.source = f.source AND s._file = f.file AND NOT EXISTS (
+                     SELECT 1 FROM retention_keys k WHERE k.source = s.source AND k._file = s.replaced_by_file AND k._row = s.replaced_by_row))
+           ORDER BY f.source, f.file"""
     ).fetchall()
 
 

@@ -76,6 +76,9 @@ class FileReport:
     saved_at: dt.datetime | None = None
     contract_sha256: str | None = None  # the contract the file was checked under
     validated_on: dt.date | None = None  # the day it was checked (the future-date rule's today)
+    # the latest date retention counts from among the rows it loaded: a quarantined record of the
+    # file whose date cannot be read is kept no longer than its file's other records
+    latest_retention_date: dt.date | None = None
 
 
 @dataclass
@@ -525,6 +528,9 @@ def read_source(contract: Contract, landing: Path, today: dt.date, previous: Pre
         for frames, frame in ((loaded_frames, good), (quarantine_frames, quarantined), (set_aside_frames, aside)):
             if frame is not None:
                 frames.append(frame)
+    latest = _latest_retention_dates(contract, loaded_frames)
+    for report in reports[len(kept):]:
+        report.latest_retention_date = latest.get(report.file)
     # the last load read files it did not keep (read again now, or gone): their rows leave the table
     partly = bool(kept) and len(kept) < len(previous.files)
     if partly and not previous.still_replaced(kept, loaded_frames):
@@ -573,7 +579,7 @@ def read_source(contract: Contract, landing: Path, today: dt.date, previous: Pre
     for report in reports:
         report.expired = expired.get(report.file, 0)
     quarantine = pl.concat(quarantine_frames) if quarantine_frames else pl.DataFrame(schema=QUARANTINE_SCHEMA)
-    quarantine, quarantine_expired = expire_quarantine(contract, quarantine, today)
+    quarantine, quarantine_expired = expire_quarantine(contract, quarantine, today, {r.file: r.latest_retention_date for r in reports})
     for i, report in enumerate(reports):
         # records removed in an earlier load are gone from its quarantine: their count carries over
         report.quarantine_expired = (report.quarantine_expired if i < len(kept) else 0) + quarantine_expired.get(report.file, 0)
@@ -611,21 +617,41 @@ def retention_cutoff(contract: Contract, today: dt.date) -> dt.date | None:
     return years_before(today, contract.retention_years)
 
 
-def _past_retention(contract: Contract, typed: pl.DataFrame, cutoff: dt.date) -> pl.Series:
+def _past_retention(contract: Contract, typed: pl.DataFrame, cutoff: dt.date, otherwise: str | None = None) -> pl.Series:
     """True for rows whose retention date (the contract's `retentionDate`, else its `eventDate`)
-    is before the cutoff; a row whose date cannot be read is kept."""
+    is before the cutoff; a row whose date cannot be read is kept (`otherwise`: a column of the
+    date to count from then)."""
     con = scratch()
     try:
         register(con, "raw", typed)
-        return con.sql(f"SELECT {_past_retention_sql(contract, cutoff)} AS expired FROM raw").pl()["expired"]
+        return con.sql(f"SELECT {_past_retention_sql(contract, cutoff, otherwise)} AS expired FROM raw").pl()["expired"]
     finally:
         con.close()
 
 
-def _past_retention_sql(contract: Contract, cutoff: dt.date) -> str:
-    """SQL: true for a row (the contract's columns) past retention on `cutoff` (`_past_retention`)."""
-    expression = contract.custom.get("retentionDate") or contract.custom["eventDate"]
-    return f"coalesce(({expression}) < DATE '{cutoff}', false)"
+def _retention_date_sql(contract: Contract) -> str:
+    """SQL: the date a row's retention counts from (the contract's `retentionDate`, else its `eventDate`)."""
+    return contract.custom.get("retentionDate") or contract.custom["eventDate"]
+
+
+def _past_retention_sql(contract: Contract, cutoff: dt.date, otherwise: str | None = None) -> str:
+    """SQL: true for a row (the contract's columns) past retention on `cutoff` (`_past_retention`);
+    `otherwise`: the date to count from where the row's own cannot be read."""
+    dated = f"coalesce(({_retention_date_sql(contract)}), {otherwise})" if otherwise else f"({_retention_date_sql(contract)})"
+    return f"coalesce({dated} < DATE '{cutoff}', false)"
+
+
+def _latest_retention_dates(contract: Contract, loaded: list[pl.DataFrame]) -> dict[str, dt.date]:
+    """Each file's latest date retention counts from, among the rows `loaded` (each file's rows
+    that load, as read); none where the contract counts retention from no date."""
+    if not contract.retention_years or not (contract.custom.get("retentionDate") or contract.custom.get("eventDate")) or not loaded:
+        return {}
+    con = scratch()
+    try:
+        register(con, "loaded", pl.concat([frame.select(FILE, *(c.name for c in contract.columns)) for frame in loaded]))
+        return {file: day for file, day in con.execute(f"SELECT {FILE}, max({_retention_date_sql(contract)}) FROM loaded GROUP BY ALL").fetchall() if day is not None}
+    finally:
+        con.close()
 
 
 def apply_retention(contract: Contract, raw: pl.DataFrame, today: dt.date) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -652,10 +678,12 @@ def key_digests(rows: pl.DataFrame, contract: Contract) -> pl.DataFrame:
         con.close()
 
 
-def expire_quarantine(contract: Contract, quarantine: pl.DataFrame, today: dt.date) -> tuple[pl.DataFrame, dict[str, int]]:
+def expire_quarantine(contract: Contract, quarantine: pl.DataFrame, today: dt.date, latest: dict[str, dt.date | None] | None = None) -> tuple[pl.DataFrame, dict[str, int]]:
     """A quarantined record is kept no longer than the row would have been: its dates are read
-    as well as they can be (a broken one is unreadable, and kept, for the partner to correct);
-    returns the problems kept and how many records were removed per file (counts only)."""
+    as well as they can be; one whose date cannot be read (a broken one, kept for the partner to
+    correct) is kept as long as the latest date among the rows its file loaded (`latest`: by
+    file, `FileReport.latest_retention_date`), and where its file loaded none, kept. Returns the
+    problems kept and how many records were removed per file (counts only)."""
     cutoff = retention_cutoff(contract, today)
     records = quarantine.filter(pl.col("record").is_not_null()).unique([FILE, ROW]).select(FILE, ROW, "record")
     if cutoff is None or records.is_empty():
@@ -663,7 +691,9 @@ def expire_quarantine(contract: Contract, quarantine: pl.DataFrame, today: dt.da
     fields = pl.Struct({c.name: pl.String for c in contract.columns})
     text = records.with_columns(pl.col("record").str.json_decode(fields)).unnest("record")
     typed = text.select(FILE, ROW, *[typed_expr(c) for c in contract.columns])
-    gone = typed.filter(_past_retention(contract, typed, cutoff)).select(FILE, ROW)
+    files = pl.DataFrame({FILE: list((latest or {}).keys()), "_latest": list((latest or {}).values())}, schema={FILE: pl.String, "_latest": pl.Date})
+    typed = typed.join(files, on=FILE, how="left")
+    gone = typed.filter(_past_retention(contract, typed, cutoff, otherwise="_latest")).select(FILE, ROW)
     counts = dict(gone.group_by(FILE).len().iter_rows())
     return quarantine.join(gone, on=[FILE, ROW], how="anti"), counts
 

@@ -65,6 +65,34 @@ def test_landing_files_past_retention_are_reported_and_deleted_only_on_request(t
     assert sorted(p.name for p in (landing / "ae_attendances").iterdir()) == ["ae_2026.csv"]
 
 
+def test_a_landing_file_whose_records_are_restated_or_unreadable_is_past_retention_with_them(tmp_path):
+    """A file's row replaced by a later file's restatement of the record counts as past retention
+    once that restatement is (not while it is held); a quarantined record whose date cannot be
+    read is kept as long as the latest date among the rows its file loaded, no longer."""
+    landing = tmp_path / "landing"
+    (landing / "ae_attendances").mkdir(parents=True)
+    header = "ATTENDANCE_ID,ARRIVAL_DATE,NHS_NUMBER,PERSON_GIVEN_NAME,PERSON_FAMILY_NAME,PERSON_BIRTH_DATE,PERSON_STATED_GENDER,POSTCODE,COMPLAINT_GROUP,SAFEGUARDING_CONCERN"
+    rows = {
+        # a row past retention, a row restated next year (past retention too), a date that cannot be read
+        "ae_2020.csv": ["ED0,20201101", "ED9,20201102", "EDX,20201131"],
+        "ae_2021.csv": ["ED9,20210105"],
+        # restated in 2026: the record is held
+        "ae_2022.csv": ["ED5,20220101"],
+        # held; a date that cannot be read, kept while its file's rows are held
+        "ae_2026.csv": ["ED1,20260701", "ED5,20260601", "EDY,20261131"],
+    }
+    for name, lines in rows.items():
+        text = "".join(f"{line},,Ann,Lee,20050112,2,CM22 8HR,OTHER,N\n" for line in lines)
+        (landing / "ae_attendances" / name).write_text(f"{header}\n{text}")
+    contract = load_contract("ae_attendances")
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    write_source(con, contract, read_source(contract, landing, TODAY), TODAY)
+    counts = {f: (q, e) for f, q, e in con.execute("SELECT file, quarantined, quarantine_expired FROM landed_files").fetchall()}
+    assert counts["ae_2020.csv"] == (1, 1) and counts["ae_2026.csv"] == (1, 0), counts
+    assert [f for (f,) in con.execute("SELECT _file FROM quarantine").fetchall()] == ["ae_2026.csv"]
+    assert landing_past_retention(con) == [("ae_attendances", "ae_2020.csv"), ("ae_attendances", "ae_2021.csv")]
+
+
 def test_month_folders_of_packs_older_than_retention_are_removed(tmp_path):
     from governance.retention import expire_monthly_folders
 

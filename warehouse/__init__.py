@@ -270,10 +270,11 @@ LANDED_FILES = Table("landed_files", {
     "duplicate_of": pl.String, "message": pl.String, "ignored_columns": pl.List(pl.String),
     "missing_optional_columns": pl.List(pl.String), "ingested_at": pl.Datetime("us"), "expired": pl.Int64, "set_aside": pl.Int64,
     "quarantine_expired": pl.Int64, "saved_by": pl.String, "saved_at": pl.Datetime("us"),
-    "contract_sha256": pl.String, "validated_on": pl.Date,
+    "contract_sha256": pl.String, "validated_on": pl.Date, "latest_retention_date": pl.Date,
 }, "every landing file received: its outcome and its row counts (received = loaded + quarantined), the fields set aside in rows "
    "that loaded, who last saved it and when where the file records that (a returned XLSX pack: who recorded the decisions), "
-   "and the contract and day it was checked under (a monthly run reads again only what is new)")
+   "the contract and day it was checked under (a monthly run reads again only what is new), and the latest date retention "
+   "counts from among the rows it loaded (its quarantined records whose date cannot be read are kept no longer)")
 RETENTION_LOG = Table("retention_log", {
     "removed_at": pl.Datetime("us"), "source": pl.String, "retention_years": pl.Float64, "cutoff": pl.Date, "rows_removed": pl.Int64,
 }, "rows removed under each contract's retention, counts only")
