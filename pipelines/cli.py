@@ -103,7 +103,7 @@ def run_pipeline(
     from pipelines.partitions import MONTHS, partition_key
     from pipelines.progress import WATCH_TAG, RunWatcher, previous_step_seconds
     from pipelines import steps_apart_from_environment
-    from pipelines.resources import EarlyhelpSettings
+    from pipelines.resources import EarlyhelpSettings, council_switches
     from warehouse import RunLock, who_ran
 
     months = MONTHS.get_partition_keys()
@@ -117,6 +117,7 @@ def run_pipeline(
         landing_dir=str(landing.resolve()), output_dir=str(out.resolve()), month=month,
         registry_path=str(registry.resolve()) if registry else "", programme=programme,
         today=os.environ.get("EARLYHELP_TODAY", ""), read_every_file=read_every_file, steps_apart=steps_apart_from_environment(),
+        **council_switches(),
     )
     # the job the UI and the schedule know, with this run's settings
     job = dg.Definitions(assets=ALL_ASSETS, asset_checks=ALL_CHECKS, jobs=[monthly_run], resources={"settings": settings}).resolve_job_def(monthly_run.name)

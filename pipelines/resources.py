@@ -161,6 +161,17 @@ class EarlyhelpSettings(dg.ConfigurableResource):
             yield con
 
 
+def council_switches() -> dict[str, bool]:
+    """The council's switches, read from the environment in one place, so `earlyhelp run`,
+    `earlyhelp dev` and a schedule's runs obey them alike: deleting the landing files past
+    retention (EARLYHELP_DELETE_EXPIRED_LANDING=1) and calling families claimable
+    (EARLYHELP_PAYMENT_CLAIMS=1)."""
+    return {
+        "delete_expired_landing": os.environ.get("EARLYHELP_DELETE_EXPIRED_LANDING", "") == "1",
+        "payment_claims": os.environ.get("EARLYHELP_PAYMENT_CLAIMS", "") == "1",
+    }
+
+
 def default_settings() -> EarlyhelpSettings:
     """Settings for `dagster dev`, from the environment, defaulting to the demo county's folders.
     The month comes from the partition each run is for (EARLYHELP_MONTH only for unpartitioned use)."""
@@ -171,7 +182,6 @@ def default_settings() -> EarlyhelpSettings:
         registry_path=os.environ.get("EARLYHELP_REGISTRY", ""),
         programme=os.environ.get("EARLYHELP_PROGRAMME", DEFAULT_PROGRAMME),
         today=os.environ.get("EARLYHELP_TODAY", ""),
-        delete_expired_landing=os.environ.get("EARLYHELP_DELETE_EXPIRED_LANDING", "") == "1",
-        payment_claims=os.environ.get("EARLYHELP_PAYMENT_CLAIMS", "") == "1",
+        **council_switches(),
         steps_apart=steps_apart_from_environment(),
     )

@@ -93,6 +93,28 @@ def test_a_landing_file_whose_records_are_restated_or_unreadable_is_past_retenti
     assert landing_past_retention(con) == [("ae_attendances", "ae_2020.csv"), ("ae_attendances", "ae_2021.csv")]
 
 
+def test_earlyhelp_run_deletes_the_landing_files_past_retention_when_the_council_switches_it_on(village, tmp_path, monkeypatch):
+    """The switch is the council's, read from the environment by `earlyhelp run` as by `dagster
+    dev`: a landing file past retention is deleted by the run's retention step, the others kept."""
+    import shutil
+
+    from pipelines.cli import run_pipeline
+    from tests.conftest import MONTH
+
+    landing = tmp_path / "landing"
+    shutil.copytree(village, landing)
+    header = sorted((landing / "ae_attendances").iterdir())[0].read_text().splitlines()[0]
+    (landing / "ae_attendances" / "ae_attendances_2019-12.csv").write_text(f"{header}\nED99999999,20191205,,Ann,Lee,20050112,2,CM22 8HR,OTHER,N\n")
+    monkeypatch.setenv("EARLYHELP_DELETE_EXPIRED_LANDING", "1")
+    result = run_pipeline(landing, MONTH, tmp_path / "out")
+    assert result.success
+    retention = next(e.materialization for e in result.all_events if e.is_step_materialization and e.materialization.asset_key.path[-1] == "retention")
+    past = retention.metadata["landing_files_past_retention"].value
+    assert "ae_attendances/ae_attendances_2019-12.csv" in past and retention.metadata["landing_files_deleted"].value == len(past)
+    left = sorted(f"{p.parent.name}/{p.name}" for p in landing.glob("*/*"))
+    assert not set(past) & set(left) and len(left) + len(past) == len(list(village.glob("*/*"))) + 1, "the files past retention deleted, every other kept"
+
+
 def test_month_folders_of_packs_older_than_retention_are_removed(tmp_path):
     from governance.retention import expire_monthly_folders
 
