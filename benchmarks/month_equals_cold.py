@@ -4,6 +4,7 @@ counties of every recording mode, by hand (not a test).
     .venv/bin/python benchmarks/month_equals_cold.py                                   # 200,000 residents, seed 11, 3 modes
     .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 --modes hard
     .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --oldest-gone
+    .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --delete-expired
 
 tests/test_incremental.py holds a month to a run reading every file on a county of a few hundred
 residents. This does the same on counties large enough for the month's shortcuts to meet what
@@ -30,11 +31,15 @@ Every run is made as on the 5th of the month after its reference month
 (`pipeline.run_date`): retention counts from the run's day. With --oldest-gone, the month's
 landing folder (for (2), (3) and (4)) lacks each source's oldest file, as a council that deletes
 files past retention leaves it (`pipeline.oldest_gone`); the results go to
-month_equals_cold_<people>_oldest_gone.md.
+month_equals_cold_<people>_oldest_gone.md. With --delete-expired, last month's run is made on a
+council's own landing folder (hard links to last month's files) with the switch that deletes the
+landing files past retention on (`EARLYHELP_DELETE_EXPIRED_LANDING=1`), the month's new files then
+arrive in that folder, and (2), (3) and (4) read it (month_equals_cold_<people>_delete_expired.md).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -66,12 +71,13 @@ def county(people: int, seed: int, month: str, mode: str) -> Path:
     return landing
 
 
-def _run(landing: Path, month: str, out: Path, *flags: str) -> float:
-    """Seconds of one `earlyhelp run` in a process of its own, made as on `run_date(month)`."""
+def _run(landing: Path, month: str, out: Path, *flags: str, deleting: bool = False) -> float:
+    """Seconds of one `earlyhelp run` in a process of its own, made as on `run_date(month)`;
+    `deleting`: with the council's switch that deletes landing files past retention on."""
     began = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(landing), "--month", month, "--out", str(out), *flags],
-        check=True, stdout=subprocess.DEVNULL, env=on_its_day(month),
+        check=True, stdout=subprocess.DEVNULL, env=on_its_day(month, {**os.environ, "EARLYHELP_DELETE_EXPIRED_LANDING": "1" if deleting else ""}),
     )
     return time.perf_counter() - began
 
@@ -90,14 +96,28 @@ def same_partition(a: Path, b: Path) -> dict[str, bool]:
     return same
 
 
-def one_county(people: int, seed: int, month: str, mode: str, work: Path, gone: bool = False) -> dict:
+def one_county(people: int, seed: int, month: str, mode: str, work: Path, gone: bool = False, delete_expired: bool = False) -> dict:
     truth = county(people, seed, month, mode) / "truth.csv"
     before = last_month(truth.parent)
     landing = oldest_gone(truth.parent) if gone else truth.parent
     folders = {name: work / name for name in ("last_month", "month", "every_file", "from_nothing")}
     for folder in folders.values():
         shutil.rmtree(folder, ignore_errors=True)
-    seconds = {"last month": _run(before, previous_month(month), folders["last_month"])}
+    deleted = None
+    if delete_expired:
+        # a council's own landing folder (hard links): last month's run deletes the files past
+        # retention from it, then the month's files arrive in it
+        council = work / "landing"
+        shutil.rmtree(council, ignore_errors=True)
+        shutil.copytree(before, council, copy_function=os.link)
+        seconds = {"last month": _run(council, previous_month(month), folders["last_month"], deleting=True)}
+        deleted = sum(1 for path in before.rglob("*") if path.is_file() and not (council / path.relative_to(before)).exists())
+        for path in sorted(landing.glob("*/*")):
+            if not (before / path.relative_to(landing)).exists():
+                os.link(path, council / path.relative_to(landing))
+        landing = council
+    else:
+        seconds = {"last month": _run(before, previous_month(month), folders["last_month"])}
     shutil.copytree(folders["last_month"], folders["month"], symlinks=True)
     shutil.copytree(folders["last_month"], folders["every_file"], symlinks=True)
     seconds["month"] = _run(landing, month, folders["month"])
@@ -108,7 +128,7 @@ def one_county(people: int, seed: int, month: str, mode: str, work: Path, gone: 
     partition = same_partition(folders["month"] / LINKED, folders["from_nothing"] / LINKED)
     f1 = {way: score_linked_records(folders[way] / LINKED, truth) for way in ("month", "from_nothing")}
     return {
-        "seed": seed, "mode": mode,
+        "seed": seed, "mode": mode, **({"files deleted by last month's run": deleted} if delete_expired else {}),
         "outputs the same as reading every file": f"{len(verdicts) - len(differing)} of {len(verdicts)}",
         "differing": ", ".join(differing) or "-",
         "persons as from nothing": partition["person"], "families as from nothing": partition["family"],
@@ -123,11 +143,14 @@ def main() -> None:
     parser.set_defaults(people=200_000, seeds=[11])
     parser.add_argument("--work", type=Path, default=CACHE / "month_equals_cold_runs", help="where the runs' output folders go (replaced)")
     parser.add_argument("--oldest-gone", action="store_true", help="the month's landing folder without each source's oldest file")
+    parser.add_argument("--delete-expired", action="store_true", help="last month's run deletes the landing files past retention (EARLYHELP_DELETE_EXPIRED_LANDING=1) from a council's own landing folder, where the month's files then arrive")
     args = parser.parse_args()
+    if args.oldest_gone and args.delete_expired:
+        parser.error("--oldest-gone or --delete-expired, not both")
     rows = []
     for mode in args.modes:
         for seed in args.seeds:
-            rows.append(one_county(args.people, seed, args.month, mode, args.work, args.oldest_gone))
+            rows.append(one_county(args.people, seed, args.month, mode, args.work, args.oldest_gone, args.delete_expired))
             print(rows[-1], flush=True)
     header = list(rows[0])
     table = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
@@ -136,13 +159,15 @@ def main() -> None:
     lines = [
         f"Machine: {machine()}; {args.people:,} residents, month {args.month}, monthly files; last month's run from nothing, then the month "
         "on a copy of it, on another copy reading every file again, and from nothing (each run made as on the 5th of the month after)"
-        + ("; each source's oldest file gone from the month's landing folder." if args.oldest_gone else "."),
+        + ("; each source's oldest file gone from the month's landing folder." if args.oldest_gone else
+           "; last month's run deleting the landing files past retention from the council's landing folder, where the month's files then arrive."
+           if args.delete_expired else "."),
         "", *table, "",
         "Every month left every output as reading every file does, and put every mention with the same others as a run from nothing."
         if alike else "NOT ALIKE: see the rows above.",
     ]
     modes = "" if args.modes == parser.get_default("modes") else " --modes " + " ".join(args.modes)
-    gone = " --oldest-gone" if args.oldest_gone else ""
+    gone = " --oldest-gone" if args.oldest_gone else " --delete-expired" if args.delete_expired else ""
     publish(f"month_equals_cold_{args.people}{gone.replace(' --', '_').replace('-', '_')}.md",
             f"benchmarks/month_equals_cold.py --people {args.people} --seeds {' '.join(map(str, args.seeds))}{modes}{gone}", lines)
     if not alike:
