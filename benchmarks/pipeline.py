@@ -141,32 +141,30 @@ def county(people: int, seed: int, month: str, files: str = "yearly") -> tuple[P
     return landing, time.perf_counter() - began, peak
 
 
-def last_month(landing: Path) -> Path:
-    """The landing folder as it stood a month before: every file but each source's latest (hard links)."""
-    target = landing.parent / f"{landing.name}_last_month"
+def _landing_less(landing: Path, suffix: str, kept: slice) -> Path:
+    """`landing` beside itself as `<name>_<suffix>`, each source folder holding the slice `kept`
+    of its files in name order where it sends several (hard links); made once."""
+    target = landing.parent / f"{landing.name}_{suffix}"
     if target.exists():
         return target
     for folder in sorted(p for p in landing.iterdir() if p.is_dir()):
         files = sorted(p for p in folder.iterdir() if p.is_file())
         (target / folder.name).mkdir(parents=True)
-        for path in files[:-1] if len(files) > 1 else files:
+        for path in files[kept] if len(files) > 1 else files:
             os.link(path, target / folder.name / path.name)
     return target
+
+
+def last_month(landing: Path) -> Path:
+    """The landing folder as it stood a month before: every file but each source's latest (hard links)."""
+    return _landing_less(landing, "last_month", slice(None, -1))
 
 
 def oldest_gone(landing: Path) -> Path:
     """The landing folder as a council leaves it that deletes (or archives) each source's oldest
     file once its rows are past retention: every file but each source's oldest where it sends
     several (hard links)."""
-    target = landing.parent / f"{landing.name}_oldest_gone"
-    if target.exists():
-        return target
-    for folder in sorted(p for p in landing.iterdir() if p.is_dir()):
-        files = sorted(p for p in folder.iterdir() if p.is_file())
-        (target / folder.name).mkdir(parents=True)
-        for path in files[1:] if len(files) > 1 else files:
-            os.link(path, target / folder.name / path.name)
-    return target
+    return _landing_less(landing, "oldest_gone", slice(1, None))
 
 
 def _timed_run(landing: Path, month: str, out: Path) -> tuple[float, int, float, dict[str, float]]:
