@@ -612,7 +612,7 @@ def _repointed(earlier: pl.DataFrame, now: pl.DataFrame) -> pl.DataFrame:
 def retention_cutoff(contract: Contract, today: dt.date) -> dt.date | None:
     """Rows dated before this day are past the contract's retention; None: nothing expires
     (no retention stated, or reference data with a retention of 0, replaced whole by each file)."""
-    if not contract.retention_years or not (contract.custom.get("retentionDate") or contract.custom.get("eventDate")):
+    if _retention_date_sql(contract) is None:
         return None
     return years_before(today, contract.retention_years)
 
@@ -629,9 +629,12 @@ def _past_retention(contract: Contract, typed: pl.DataFrame, cutoff: dt.date, ot
         con.close()
 
 
-def _retention_date_sql(contract: Contract) -> str:
-    """SQL: the date a row's retention counts from (the contract's `retentionDate`, else its `eventDate`)."""
-    return contract.custom.get("retentionDate") or contract.custom["eventDate"]
+def _retention_date_sql(contract: Contract) -> str | None:
+    """SQL: the date a row's retention counts from (the contract's `retentionDate`, else its
+    `eventDate`); None where its rows do not expire (no retention stated, or no date named)."""
+    if not contract.retention_years:
+        return None
+    return contract.custom.get("retentionDate") or contract.custom.get("eventDate")
 
 
 def _past_retention_sql(contract: Contract, cutoff: dt.date, otherwise: str | None = None) -> str:
@@ -644,7 +647,7 @@ def _past_retention_sql(contract: Contract, cutoff: dt.date, otherwise: str | No
 def _latest_retention_dates(contract: Contract, loaded: list[pl.DataFrame]) -> dict[str, dt.date]:
     """Each file's latest date retention counts from, among the rows `loaded` (each file's rows
     that load, as read); none where the contract counts retention from no date."""
-    if not contract.retention_years or not (contract.custom.get("retentionDate") or contract.custom.get("eventDate")) or not loaded:
+    if _retention_date_sql(contract) is None or not loaded:
         return {}
     con = scratch()
     try:
