@@ -528,13 +528,13 @@ def read_source(contract: Contract, landing: Path, today: dt.date, previous: Pre
         for frames, frame in ((loaded_frames, good), (quarantine_frames, quarantined), (set_aside_frames, aside)):
             if frame is not None:
                 frames.append(frame)
-    latest = _latest_retention_dates(contract, loaded_frames)
-    for report in reports[len(kept):]:
-        report.latest_retention_date = latest.get(report.file)
     # the last load read files it did not keep (read again now, or gone): their rows leave the table
     partly = bool(kept) and len(kept) < len(previous.files)
     if partly and not previous.still_replaced(kept, loaded_frames):
         return read_source(contract, landing, today)
+    latest = _latest_retention_dates(contract, loaded_frames)  # the files read now: the kept ones' stand
+    for report in reports[len(kept):]:
+        report.latest_retention_date = latest.get(report.file)
     kept_keys = previous.kept_keys.filter(pl.col(FILE).is_in(kept_files)) if partly else previous.kept_keys if kept else None
     # the unchanged files' rows stay in the warehouse where they can: only their keys are read, to
     # find those a new file sends again (`_reconciled_with_kept`); else they are read whole
