@@ -5,6 +5,7 @@ counties of every recording mode, by hand (not a test).
     .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 --modes hard
     .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --oldest-gone
     .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --delete-expired
+    .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --months-before 3
 
 tests/test_incremental.py holds a month to a run reading every file on a county of a few hundred
 residents. This does the same on counties large enough for the month's shortcuts to meet what
@@ -35,6 +36,11 @@ month_equals_cold_<people>_oldest_gone.md. With --delete-expired, last month's r
 council's own landing folder (hard links to last month's files) with the switch that deletes the
 landing files past retention on (`EARLYHELP_DELETE_EXPIRED_LANDING=1`), the month's new files then
 arrive in that folder, and (2), (3) and (4) read it (month_equals_cold_<people>_delete_expired.md).
+With --months-before K, (1) is K months run one after another, each on its day and on the
+landing folder as it stood then, the first from nothing and each after it a month on the one
+before, as a council runs month after month: what a month keeps of a month (its bookkeeping
+tables, the files it kept rather than read) is then held to reading every file too
+(month_equals_cold_<people>_months_before_<K>.md).
 """
 
 from __future__ import annotations
@@ -96,28 +102,40 @@ def same_partition(a: Path, b: Path) -> dict[str, bool]:
     return same
 
 
-def one_county(people: int, seed: int, month: str, mode: str, work: Path, gone: bool = False, delete_expired: bool = False) -> dict:
+def one_county(people: int, seed: int, month: str, mode: str, work: Path, gone: bool = False, delete_expired: bool = False,
+               months_before: int = 1) -> dict:
     truth = county(people, seed, month, mode) / "truth.csv"
-    before = last_month(truth.parent)
+    # the landing folder as it stood 1..months_before months before, oldest first
+    earlier = [last_month(truth.parent)]
+    while len(earlier) < months_before:
+        earlier.insert(0, last_month(earlier[0]))
+    months = [month]
+    while len(months) <= months_before:
+        months.insert(0, previous_month(months[0]))
     landing = oldest_gone(truth.parent) if gone else truth.parent
     folders = {name: work / name for name in ("last_month", "month", "every_file", "from_nothing")}
     for folder in folders.values():
         shutil.rmtree(folder, ignore_errors=True)
     deleted = None
+    seconds = {}
     if delete_expired:
-        # a council's own landing folder (hard links): last month's run deletes the files past
-        # retention from it, then the month's files arrive in it
+        # a council's own landing folder (hard links): each run before the month deletes the files
+        # past retention from it, then the next month's files arrive in it
         council = work / "landing"
         shutil.rmtree(council, ignore_errors=True)
-        shutil.copytree(before, council, copy_function=os.link)
-        seconds = {"last month": _run(council, previous_month(month), folders["last_month"], deleting=True)}
-        deleted = sum(1 for path in before.rglob("*") if path.is_file() and not (council / path.relative_to(before)).exists())
-        for path in sorted(landing.glob("*/*")):
-            if not (before / path.relative_to(landing)).exists():
-                os.link(path, council / path.relative_to(landing))
+        shutil.copytree(earlier[0], council, copy_function=os.link)
+        deleted = 0
+        for before, before_month, after in zip(earlier, months, [*earlier[1:], landing]):
+            seconds[before_month] = _run(council, before_month, folders["last_month"], deleting=True)
+            deleted += sum(1 for path in before.rglob("*") if path.is_file() and not (council / path.relative_to(before)).exists())
+            for path in sorted(after.glob("*/*")):
+                if not (before / path.relative_to(after)).exists():
+                    os.link(path, council / path.relative_to(after))
         landing = council
     else:
-        seconds = {"last month": _run(before, previous_month(month), folders["last_month"])}
+        for before, before_month in zip(earlier, months):
+            seconds[before_month] = _run(before, before_month, folders["last_month"])
+    seconds = {(f"{way} (from nothing)" if i == 0 else way): s for i, (way, s) in enumerate(seconds.items())}
     shutil.copytree(folders["last_month"], folders["month"], symlinks=True)
     shutil.copytree(folders["last_month"], folders["every_file"], symlinks=True)
     seconds["month"] = _run(landing, month, folders["month"])
@@ -128,7 +146,7 @@ def one_county(people: int, seed: int, month: str, mode: str, work: Path, gone: 
     partition = same_partition(folders["month"] / LINKED, folders["from_nothing"] / LINKED)
     f1 = {way: score_linked_records(folders[way] / LINKED, truth) for way in ("month", "from_nothing")}
     return {
-        "seed": seed, "mode": mode, **({"files deleted by last month's run": deleted} if delete_expired else {}),
+        "seed": seed, "mode": mode, **({"files deleted by the runs before": deleted} if delete_expired else {}),
         "outputs the same as reading every file": f"{len(verdicts) - len(differing)} of {len(verdicts)}",
         "differing": ", ".join(differing) or "-",
         "persons as from nothing": partition["person"], "families as from nothing": partition["family"],
@@ -144,20 +162,26 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=CACHE / "month_equals_cold_runs", help="where the runs' output folders go (replaced)")
     parser.add_argument("--oldest-gone", action="store_true", help="the month's landing folder without each source's oldest file")
     parser.add_argument("--delete-expired", action="store_true", help="last month's run deletes the landing files past retention (EARLYHELP_DELETE_EXPIRED_LANDING=1) from a council's own landing folder, where the month's files then arrive")
+    parser.add_argument("--months-before", type=int, default=1, help="months run one after another before the month, the first from nothing (1: last month's alone)")
     args = parser.parse_args()
+    if args.months_before < 1:
+        parser.error("--months-before is at least 1")
     if args.oldest_gone and args.delete_expired:
         parser.error("--oldest-gone or --delete-expired, not both")
     rows = []
     for mode in args.modes:
         for seed in args.seeds:
-            rows.append(one_county(args.people, seed, args.month, mode, args.work, args.oldest_gone, args.delete_expired))
+            rows.append(one_county(args.people, seed, args.month, mode, args.work, args.oldest_gone, args.delete_expired, args.months_before))
             print(rows[-1], flush=True)
     header = list(rows[0])
     table = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     table += ["| " + " | ".join(f"{row[h]:,}" if isinstance(row[h], int) and not isinstance(row[h], bool) else str(row[h]) for h in header) + " |" for row in rows]
     alike = all(row["differing"] == "-" and row["persons as from nothing"] and row["families as from nothing"] for row in rows)
     lines = [
-        f"Machine: {machine()}; {args.people:,} residents, month {args.month}, monthly files; last month's run from nothing, then the month "
+        f"Machine: {machine()}; {args.people:,} residents, month {args.month}, monthly files; "
+        + ("last month's run from nothing" if args.months_before == 1 else
+           f"the {args.months_before} months before it run one after another, the first from nothing")
+        + ", then the month "
         "on a copy of it, on another copy reading every file again, and from nothing (each run made as on the 5th of the month after)"
         + ("; each source's oldest file gone from the month's landing folder." if args.oldest_gone else
            "; last month's run deleting the landing files past retention from the council's landing folder, where the month's files then arrive."
@@ -168,7 +192,8 @@ def main() -> None:
     ]
     modes = "" if args.modes == parser.get_default("modes") else " --modes " + " ".join(args.modes)
     gone = " --oldest-gone" if args.oldest_gone else " --delete-expired" if args.delete_expired else ""
-    publish(f"month_equals_cold_{args.people}{gone.replace(' --', '_').replace('-', '_')}.md",
+    gone += f" --months-before {args.months_before}" if args.months_before > 1 else ""
+    publish(f"month_equals_cold_{args.people}{gone.replace(' --', '_').replace('-', '_').replace(' ', '_')}.md",
             f"benchmarks/month_equals_cold.py --people {args.people} --seeds {' '.join(map(str, args.seeds))}{modes}{gone}", lines)
     if not alike:
         sys.exit(1)
