@@ -57,6 +57,21 @@ def test_warehouse_holds_loaded_rows_with_provenance(examples, tmp_path):
     assert files == [("loaded", 12, 12, 0)]
 
 
+def test_a_warehouse_of_an_earlier_version_gains_the_ledgers_missing_tables_and_columns(examples, tmp_path):
+    contract = load_contract("school_attendance")
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    write_source(con, contract, read_source(contract, examples, TODAY))
+    # as a warehouse written before these existed: a column and a table missing, and tables of the
+    # same names in another database attached, which must not be taken for them
+    con.execute("ALTER TABLE landed_files DROP COLUMN latest_retention_date; DROP TABLE retention_keys")
+    con.execute("ATTACH ':memory:' AS other; CREATE TABLE other.landed_files (x INTEGER); CREATE TABLE other.retention_keys (x INTEGER)")
+    write_source(con, contract, read_source(contract, examples, TODAY))
+    con.execute("DETACH other")
+    assert "latest_retention_date" in {c for (c,) in con.execute("SELECT column_name FROM (DESCRIBE landed_files)").fetchall()}
+    assert {c for (c,) in con.execute("SELECT column_name FROM (DESCRIBE retention_keys)").fetchall()} == {"source", "_file", "_row", "key_sha256"}
+    assert con.execute("SELECT count(*), count(latest_retention_date) FROM landed_files").fetchall() == [(1, 1)]
+
+
 def test_bad_rows_are_quarantined_with_file_row_column_and_reason(tmp_path):
     lines = [
         AE_HEADER,
