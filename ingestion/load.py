@@ -217,12 +217,17 @@ class PreviousLoad:
         the rows this load read). The kept row is gone from the warehouse, so were its replacement
         not loaded now (its file gone) it could not stand again, as a reading of every file would
         have it: then every file is read. A file of the same bytes under the same contract loads
-        each row it loaded before, and more as dates judged in the future come to pass."""
+        each row it loaded before, and more as dates judged in the future come to pass; so a
+        replacement counts as loaded again only from the bytes that made it. A file sent again
+        under its name with other bytes (a partner's correction) may hold another record at that
+        row, or none: the kept row may stand again, and only a reading of every file says."""
         files = pl.Series([r.file for r in kept], dtype=pl.String).implode()
         replaced = self.superseded.filter(pl.col(FILE).is_in(files) & ~pl.col("replaced_by_file").is_in(files))
         if replaced.is_empty():
             return True
-        again = pl.concat([f.select(FILE, ROW) for f in loaded]) if loaded else pl.DataFrame(schema={FILE: pl.String, ROW: pl.Int64})
+        then = pl.DataFrame({FILE: [r.file for r in self.files], SHA: [r.sha256 for r in self.files]}, schema={FILE: pl.String, SHA: pl.String})
+        again = pl.concat([f.select(FILE, SHA, ROW) for f in loaded]) if loaded else pl.DataFrame(schema={FILE: pl.String, SHA: pl.String, ROW: pl.Int64})
+        again = again.join(then, on=[FILE, SHA], how="semi")
         return replaced.join(again, left_on=["replaced_by_file", "replaced_by_row"], right_on=[FILE, ROW], how="anti").is_empty()
 
 

@@ -324,6 +324,51 @@ def test_a_changed_file_or_contract_is_read_again(months, tmp_path):
     assert read["asb_incidents"][0] == 0
 
 
+def test_a_file_sent_again_corrected_no_longer_replaces_the_kept_row_it_replaced(months, tmp_path):
+    """A partner sends an earlier file again, corrected, under its name: the row that had replaced
+    a kept file's row now holds another record. The kept row, gone from the warehouse, stands
+    again, as a reading of every file has it: a replacement counts as loaded again only from the
+    bytes that made it."""
+    last_month, this_month = months
+    before = tmp_path / "before.duckdb"
+    with duckdb.connect(str(before)) as con:
+        _ingest(con, last_month, TODAY - dt.timedelta(days=30), incremental=True)
+        # a kept row that a row still held replaced, its key sent by no file after the replacement's
+        files = [p.name for p in landing_files(this_month, "ae_attendances")]
+        sent = {name: {line.split(",")[0] for line in (this_month / "ae_attendances" / name).read_text().splitlines()} for name in files}
+        replaced = [
+            (file, row, by_file, by_row) for file, row, by_file, by_row, key in con.execute(
+                "SELECT s._file, s._row, s.replaced_by_file, s.replaced_by_row, r.attendance_id FROM superseded_rows s "
+                "JOIN raw_ae_attendances r ON r._file = s.replaced_by_file AND r._row = s.replaced_by_row "
+                "WHERE s.source = 'ae_attendances' ORDER BY s._file, s._row",
+            ).fetchall() if not any(key in sent[later] for later in files[files.index(by_file) + 1:])
+        ]
+    assert replaced, "not vacuous: a row of one A&E file replaced by a row of the next, which no later file sends"
+    first, kept_row, second, row = replaced[0]
+    for way in ("a record corrected", "a record taken back"):
+        landing = tmp_path / way
+        shutil.copytree(this_month, landing)
+        path = landing / "ae_attendances" / second
+        lines = path.read_text().splitlines()
+        # (the village's records are a line each)
+        if way == "a record corrected":
+            lines[row] = "ED_CORRECTED," + lines[row].split(",", 1)[1]  # the attendance's reference keyed wrong, now right
+        else:
+            del lines[row]
+        path.write_text("\n".join(lines) + "\n")
+        cold, monthly = tmp_path / f"{way}_cold.duckdb", tmp_path / f"{way}_monthly.duckdb"
+        with duckdb.connect(str(cold)) as con:
+            _ingest(con, landing, TODAY, incremental=False)
+        shutil.copyfile(before, monthly)
+        with duckdb.connect(str(monthly)) as con:
+            read = _ingest(con, landing, TODAY, incremental=True)
+            back = con.execute("SELECT count(*) FROM raw_ae_attendances WHERE _file = ? AND _row = ?", [first, kept_row]).fetchall()[0][0]
+        assert read["ae_attendances"][0] > 0 and back == 1, (read["ae_attendances"], "the kept row replaced no longer stands again")
+        expected, got = _tables(cold), _tables(monthly)
+        for name in expected:
+            assert got[name].equals(expected[name]), f"{way}: {name} differs from a reading of every file"
+
+
 @pytest.fixture(scope="module")
 def august(months, tmp_path_factory) -> Path:
     """Last month's run on last month's landing folder, made once: each way of running this month
