@@ -6,6 +6,7 @@ counties of every recording mode, by hand (not a test).
     .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --oldest-gone
     .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --delete-expired
     .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --months-before 3
+    .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --restated
 
 tests/test_incremental.py holds a month to a run reading every file on a county of a few hundred
 residents. This does the same on counties large enough for the month's shortcuts to meet what
@@ -40,7 +41,11 @@ With --months-before K, (1) is K months run one after another, each on its day a
 landing folder as it stood then, the first from nothing and each after it a month on the one
 before, as a council runs month after month: what a month keeps of a month (its bookkeeping
 tables, the files it kept rather than read) is then held to reading every file too
-(month_equals_cold_<people>_months_before_<K>.md).
+(month_equals_cold_<people>_months_before_<K>.md). With --restated, the month's landing folder
+holds an earlier file of each source sent again, corrected, under its name (`pipeline.restated`:
+the middle file of each source sending three or more, a record taken back and a surname spelt
+otherwise), as partners do: the month reads that source again from that file
+(month_equals_cold_<people>_restated.md).
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ import polars as pl  # noqa: E402
 from common import CACHE  # noqa: E402
 from compare_outputs import compare_outputs  # noqa: E402
 from linkage_quality import grid_arguments  # noqa: E402
-from pipeline import last_month, machine, oldest_gone, on_its_day, publish  # noqa: E402
+from pipeline import last_month, machine, oldest_gone, on_its_day, publish, restated  # noqa: E402
 
 from features.calendar import previous_month  # noqa: E402
 from linkage.evaluate import pairwise_score, score_linked_records  # noqa: E402
@@ -103,7 +108,7 @@ def same_partition(a: Path, b: Path) -> dict[str, bool]:
 
 
 def one_county(people: int, seed: int, month: str, mode: str, work: Path, gone: bool = False, delete_expired: bool = False,
-               months_before: int = 1) -> dict:
+               months_before: int = 1, corrected: bool = False) -> dict:
     truth = county(people, seed, month, mode) / "truth.csv"
     # the landing folder as it stood 1..months_before months before, oldest first
     earlier = [last_month(truth.parent)]
@@ -112,7 +117,9 @@ def one_county(people: int, seed: int, month: str, mode: str, work: Path, gone: 
     months = [month]
     while len(months) <= months_before:
         months.insert(0, previous_month(months[0]))
-    landing = oldest_gone(truth.parent) if gone else truth.parent
+    landing = oldest_gone(truth.parent) if gone else restated(truth.parent) if corrected else truth.parent
+    if corrected:
+        truth = landing / "truth.csv"  # its rows as the corrected files number them
     folders = {name: work / name for name in ("last_month", "month", "every_file", "from_nothing")}
     for folder in folders.values():
         shutil.rmtree(folder, ignore_errors=True)
@@ -162,16 +169,17 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=CACHE / "month_equals_cold_runs", help="where the runs' output folders go (replaced)")
     parser.add_argument("--oldest-gone", action="store_true", help="the month's landing folder without each source's oldest file")
     parser.add_argument("--delete-expired", action="store_true", help="last month's run deletes the landing files past retention (EARLYHELP_DELETE_EXPIRED_LANDING=1) from a council's own landing folder, where the month's files then arrive")
+    parser.add_argument("--restated", action="store_true", help="the month's landing folder with an earlier file of each source sent again, corrected (a record taken back, a surname spelt otherwise)")
     parser.add_argument("--months-before", type=int, default=1, help="months run one after another before the month, the first from nothing (1: last month's alone)")
     args = parser.parse_args()
     if args.months_before < 1:
         parser.error("--months-before is at least 1")
-    if args.oldest_gone and args.delete_expired:
-        parser.error("--oldest-gone or --delete-expired, not both")
+    if args.oldest_gone + args.delete_expired + args.restated > 1:
+        parser.error("one of --oldest-gone, --delete-expired and --restated")
     rows = []
     for mode in args.modes:
         for seed in args.seeds:
-            rows.append(one_county(args.people, seed, args.month, mode, args.work, args.oldest_gone, args.delete_expired, args.months_before))
+            rows.append(one_county(args.people, seed, args.month, mode, args.work, args.oldest_gone, args.delete_expired, args.months_before, args.restated))
             print(rows[-1], flush=True)
     header = list(rows[0])
     table = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
@@ -185,13 +193,15 @@ def main() -> None:
         "on a copy of it, on another copy reading every file again, and from nothing (each run made as on the 5th of the month after)"
         + ("; each source's oldest file gone from the month's landing folder." if args.oldest_gone else
            "; last month's run deleting the landing files past retention from the council's landing folder, where the month's files then arrive."
-           if args.delete_expired else "."),
+           if args.delete_expired else
+           "; in the month's landing folder an earlier file of each source sent again, corrected: a record taken back, a surname spelt otherwise."
+           if args.restated else "."),
         "", *table, "",
         "Every month left every output as reading every file does, and put every mention with the same others as a run from nothing."
         if alike else "NOT ALIKE: see the rows above.",
     ]
     modes = "" if args.modes == parser.get_default("modes") else " --modes " + " ".join(args.modes)
-    gone = " --oldest-gone" if args.oldest_gone else " --delete-expired" if args.delete_expired else ""
+    gone = " --oldest-gone" if args.oldest_gone else " --delete-expired" if args.delete_expired else " --restated" if args.restated else ""
     gone += f" --months-before {args.months_before}" if args.months_before > 1 else ""
     publish(f"month_equals_cold_{args.people}{gone.replace(' --', '_').replace('-', '_').replace(' ', '_')}.md",
             f"benchmarks/month_equals_cold.py --people {args.people} --seeds {' '.join(map(str, args.seeds))}{modes}{gone}", lines)

@@ -167,6 +167,60 @@ def oldest_gone(landing: Path) -> Path:
     return _landing_less(landing, "oldest_gone", slice(1, None))
 
 
+def restated(landing: Path) -> Path:
+    """The landing folder as it stands after each partner sent one of its earlier files again,
+    corrected, under the same name: for each source sending three files or more, the file in the
+    middle (in name order) lacks one record and has one surname spelt otherwise; every other file
+    as it was (hard links). Its truth.csv is the county's, the record taken back out of it and the
+    rows after it numbered as they now stand. Beside `landing` as `<name>_restated`, made once."""
+    import csv
+    import io
+
+    import polars as pl
+
+    target = landing.parent / f"{landing.name}_restated"
+    if target.exists():
+        return target
+    made = landing.parent / f"{landing.name}_restated.part"
+    shutil.rmtree(made, ignore_errors=True)
+    taken_back = []  # (source, file, row)
+    for folder in sorted(p for p in landing.iterdir() if p.is_dir()):
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        (made / folder.name).mkdir(parents=True)
+        middle = files[len(files) // 2] if len(files) >= 3 else None
+        for path in files:
+            if path != middle:
+                os.link(path, made / folder.name / path.name)
+                continue
+            data = path.read_bytes()
+            bom = data.startswith(b"\xef\xbb\xbf")
+            try:
+                encoding, text = "utf-8", data[3 if bom else 0:].decode("utf-8")
+            except UnicodeDecodeError:
+                encoding, text = "cp1252", data.decode("cp1252")
+            rows = list(csv.reader(io.StringIO(text, newline="")))
+            header, records = rows[0], rows[1:]
+            gone = len(records) // 2  # a record the partner took back
+            del records[gone]
+            taken_back.append((folder.name, path.name, gone + 1))  # rows count from 1 (as Provenance)
+            surname = next((i for i, c in enumerate(header) if "SURNAME" in c.upper() or "FAMILY_NAME" in c.upper()), None)
+            if surname is not None and len(records[0][surname]) > 1:  # a surname the partner corrected
+                records[0][surname] = records[0][surname][:-2] + records[0][surname][-1] + records[0][surname][-2]
+            out = io.StringIO(newline="")
+            csv.writer(out, lineterminator="\r\n" if b"\r\n" in data else "\n").writerows([header, *records])
+            (made / folder.name / path.name).write_bytes((b"\xef\xbb\xbf" if bom else b"") + out.getvalue().encode(encoding))
+    if (landing / "truth.csv").exists():
+        truth = pl.read_csv(landing / "truth.csv", infer_schema_length=0).with_columns(pl.col("row").cast(pl.Int64))
+        for source, name, row in taken_back:
+            here = (pl.col("source") == source) & (pl.col("file") == name)
+            truth = truth.filter(~(here & (pl.col("row") == row))).with_columns(
+                pl.when(here & (pl.col("row") > row)).then(pl.col("row") - 1).otherwise(pl.col("row")).alias("row")
+            )
+        truth.write_csv(made / "truth.csv")
+    made.rename(target)
+    return target
+
+
 def _timed_run(landing: Path, month: str, out: Path) -> tuple[float, int, float, dict[str, float]]:
     """(wall seconds, peak MiB, CPU seconds, each step's seconds) of one `earlyhelp run`."""
     began = time.perf_counter()
