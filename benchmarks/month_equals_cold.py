@@ -133,8 +133,9 @@ def one_county(people: int, seed: int, month: str, mode: str, work: Path, gone: 
         shutil.copytree(earlier[0], council, copy_function=os.link)
         deleted = 0
         for before, before_month, after in zip(earlier, months, [*earlier[1:], landing]):
+            there = {path for path in council.rglob("*") if path.is_file()}
             seconds[before_month] = _run(council, before_month, folders["last_month"], deleting=True)
-            deleted += sum(1 for path in before.rglob("*") if path.is_file() and not (council / path.relative_to(before)).exists())
+            deleted += sum(1 for path in there if not path.exists())
             for path in sorted(after.glob("*/*")):
                 if not (before / path.relative_to(after)).exists():
                     os.link(path, council / path.relative_to(after))
