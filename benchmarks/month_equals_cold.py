@@ -193,7 +193,8 @@ def main() -> None:
         + ", then the month "
         "on a copy of it, on another copy reading every file again, and from nothing (each run made as on the 5th of the month after)"
         + ("; each source's oldest file gone from the month's landing folder." if args.oldest_gone else
-           "; last month's run deleting the landing files past retention from the council's landing folder, where the month's files then arrive."
+           ("; last month's run" if args.months_before == 1 else "; each run before the month")
+           + " deleting the landing files past retention from the council's landing folder, where the next month's files then arrive."
            if args.delete_expired else
            "; in the month's landing folder an earlier file of each source sent again, corrected: a record taken back, a surname spelt otherwise."
            if args.restated else "."),
