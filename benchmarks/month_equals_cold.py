@@ -7,6 +7,7 @@ counties of every recording mode, by hand (not a test).
     .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --delete-expired
     .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --months-before 3
     .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --restated
+    .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --gazetteer-late
 
 tests/test_incremental.py holds a month to a run reading every file on a county of a few hundred
 residents. This does the same on counties large enough for the month's shortcuts to meet what
@@ -45,7 +46,11 @@ tables, the files it kept rather than read) is then held to reading every file t
 holds an earlier file of each source sent again, corrected, under its name (`pipeline.restated`:
 the middle file of each source sending three or more, a record taken back and a surname spelt
 otherwise), as partners do: the month reads that source again from that file
-(month_equals_cold_<people>_restated.md).
+(month_equals_cold_<people>_restated.md). With --gazetteer-late, the runs before the month read a
+gazetteer lacking every 50th property (`pipeline.gazetteer_late`: new builds reach a council's
+gazetteer late) and the month the whole one, as a council's refreshed gazetteer arrives: every
+address line is matched again, and households formed with the properties new to it
+(month_equals_cold_<people>_gazetteer_late.md).
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ import polars as pl  # noqa: E402
 from common import CACHE  # noqa: E402
 from compare_outputs import compare_outputs  # noqa: E402
 from linkage_quality import grid_arguments  # noqa: E402
-from pipeline import last_month, machine, oldest_gone, on_its_day, publish, restated  # noqa: E402
+from pipeline import gazetteer_late, last_month, machine, oldest_gone, on_its_day, publish, restated  # noqa: E402
 
 from features.calendar import previous_month  # noqa: E402
 from linkage.evaluate import pairwise_score, score_linked_records  # noqa: E402
@@ -108,12 +113,14 @@ def same_partition(a: Path, b: Path) -> dict[str, bool]:
 
 
 def one_county(people: int, seed: int, month: str, mode: str, work: Path, gone: bool = False, delete_expired: bool = False,
-               months_before: int = 1, corrected: bool = False) -> dict:
+               months_before: int = 1, corrected: bool = False, late_gazetteer: bool = False) -> dict:
     truth = county(people, seed, month, mode) / "truth.csv"
     # the landing folder as it stood 1..months_before months before, oldest first
     earlier = [last_month(truth.parent)]
     while len(earlier) < months_before:
         earlier.insert(0, last_month(earlier[0]))
+    if late_gazetteer:
+        earlier = [gazetteer_late(before) for before in earlier]
     months = [month]
     while len(months) <= months_before:
         months.insert(0, previous_month(months[0]))
@@ -171,16 +178,17 @@ def main() -> None:
     parser.add_argument("--oldest-gone", action="store_true", help="the month's landing folder without each source's oldest file")
     parser.add_argument("--delete-expired", action="store_true", help="last month's run deletes the landing files past retention (EARLYHELP_DELETE_EXPIRED_LANDING=1) from a council's own landing folder, where the month's files then arrive")
     parser.add_argument("--restated", action="store_true", help="the month's landing folder with an earlier file of each source sent again, corrected (a record taken back, a surname spelt otherwise)")
+    parser.add_argument("--gazetteer-late", action="store_true", help="the runs before the month with a gazetteer lacking every 50th property, which the month's gazetteer holds (new builds arriving late)")
     parser.add_argument("--months-before", type=int, default=1, help="months run one after another before the month, the first from nothing (1: last month's alone)")
     args = parser.parse_args()
     if args.months_before < 1:
         parser.error("--months-before is at least 1")
-    if args.oldest_gone + args.delete_expired + args.restated > 1:
-        parser.error("one of --oldest-gone, --delete-expired and --restated")
+    if args.oldest_gone + args.delete_expired + args.restated + args.gazetteer_late > 1:
+        parser.error("one of --oldest-gone, --delete-expired, --restated and --gazetteer-late")
     rows = []
     for mode in args.modes:
         for seed in args.seeds:
-            rows.append(one_county(args.people, seed, args.month, mode, args.work, args.oldest_gone, args.delete_expired, args.months_before, args.restated))
+            rows.append(one_county(args.people, seed, args.month, mode, args.work, args.oldest_gone, args.delete_expired, args.months_before, args.restated, args.gazetteer_late))
             print(rows[-1], flush=True)
     header = list(rows[0])
     table = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
@@ -197,13 +205,15 @@ def main() -> None:
            + " deleting the landing files past retention from the council's landing folder, where the next month's files then arrive."
            if args.delete_expired else
            "; in the month's landing folder an earlier file of each source sent again, corrected: a record taken back, a surname spelt otherwise."
-           if args.restated else "."),
+           if args.restated else
+           "; the runs before the month with a gazetteer lacking every 50th property, which the month's holds."
+           if args.gazetteer_late else "."),
         "", *table, "",
         "Every month left every output as reading every file does, and put every mention with the same others as a run from nothing."
         if alike else "NOT ALIKE: see the rows above.",
     ]
     modes = "" if args.modes == parser.get_default("modes") else " --modes " + " ".join(args.modes)
-    gone = " --oldest-gone" if args.oldest_gone else " --delete-expired" if args.delete_expired else " --restated" if args.restated else ""
+    gone = " --oldest-gone" if args.oldest_gone else " --delete-expired" if args.delete_expired else " --restated" if args.restated else " --gazetteer-late" if args.gazetteer_late else ""
     gone += f" --months-before {args.months_before}" if args.months_before > 1 else ""
     publish(f"month_equals_cold_{args.people}{gone.replace(' --', '_').replace('-', '_').replace(' ', '_')}.md",
             f"benchmarks/month_equals_cold.py --people {args.people} --seeds {' '.join(map(str, args.seeds))}{modes}{gone}", lines)

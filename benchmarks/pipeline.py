@@ -167,6 +167,30 @@ def oldest_gone(landing: Path) -> Path:
     return _landing_less(landing, "oldest_gone", slice(1, None))
 
 
+def gazetteer_late(landing: Path) -> Path:
+    """The landing folder with a gazetteer that lacks every 50th property (new builds reach the
+    council's gazetteer late): the gazetteer as it stood a month before, the same name, other
+    bytes; every other file as it was (hard links). Beside `landing` as `<name>_gazetteer_late`, made
+    once; a landing folder without a gazetteer is given back as it is."""
+    import csv
+    import io
+
+    target = landing.parent / f"{landing.name}_gazetteer_late"
+    if target.exists() or not any((landing / "address_gazetteer").glob("*")):
+        return target if target.exists() else landing
+    made = landing.parent / f"{landing.name}_gazetteer_late.part"
+    shutil.rmtree(made, ignore_errors=True)
+    shutil.copytree(landing, made, copy_function=os.link)
+    for path in sorted((made / "address_gazetteer").iterdir()):
+        rows = list(csv.reader(io.StringIO(path.read_bytes().decode("utf-8-sig"), newline="")))
+        out = io.StringIO(newline="")
+        csv.writer(out, lineterminator="\n").writerows([rows[0], *(row for i, row in enumerate(rows[1:], 1) if i % 50)])
+        path.unlink()  # a hard link: the county's own file stays as it is
+        path.write_text(out.getvalue(), encoding="utf-8")
+    made.rename(target)
+    return target
+
+
 def restated(landing: Path) -> Path:
     """The landing folder as it stands after each partner sent one of its earlier files again,
     corrected, under the same name: for each source sending three files or more, the file in the
