@@ -302,12 +302,15 @@ def ensure_tables(con: duckdb.DuckDBPyConnection, *tables: Table) -> None:
     """Create the tables if missing, and add any column a warehouse of an earlier version lacks."""
     # what the warehouse holds, looked up once: a statement for every table and column (the ledger's
     # 7 tables and 60 columns, twice a source) took 0.6 s of each run, whatever the county's size
-    held: dict[str, set[str]] = {}
-    for name, column in con.execute(
+    if not tables:
+        return
+    columns = con.execute(
         "SELECT table_name, column_name FROM information_schema.columns "
         "WHERE table_catalog = current_database() AND table_schema = current_schema() AND table_name IN "
         f"({', '.join('?' for _ in tables)})", [t.name for t in tables],
-    ).fetchall() if tables else ():
+    ).fetchall()
+    held: dict[str, set[str]] = {}
+    for name, column in columns:
         held.setdefault(name, set()).add(column)
     for table in tables:
         if table.name not in held:
