@@ -12,7 +12,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from data_contracts import load_contracts
+from data_contracts import CONTRACTS_DIR, load_contracts
 from ingestion.load import landing_files, previous_load, read_source, write_source
 from tests.conftest import TODAY
 
@@ -322,6 +322,23 @@ def test_a_changed_file_or_contract_is_read_again(months, tmp_path):
         read = _ingest(con, landing, TODAY, incremental=True)
     assert read["school_attendance"][0] == read["school_attendance"][1], "every file read again after one changed"
     assert read["asb_incidents"][0] == 0
+    # the same files under the contract as the IG lead edited it (its retention cut): every file
+    # read again under it, and the table as a reading of every file under it leaves it
+    contracts = tmp_path / "contracts"
+    shutil.copytree(CONTRACTS_DIR, contracts, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    edited = contracts / "ae_attendances.yaml"
+    edited.write_text(edited.read_text().replace("value: 3\n    unit: y", "value: 2\n    unit: y", 1))
+    contract = load_contracts(contracts)["ae_attendances"]
+    assert contract.retention_years == 2, "not vacuous: the contract was edited"
+    every = tmp_path / "every_file.duckdb"
+    with duckdb.connect(str(path)) as con, duckdb.connect(str(every)) as cold:
+        result = read_source(contract, landing, TODAY, previous_load(con, contract))
+        write_source(con, contract, result, TODAY)
+        assert result.files_read == len(result.files), "every file read again under the edited contract"
+        write_source(cold, contract, read_source(contract, landing, TODAY, None), TODAY)
+        removed = con.execute("SELECT rows_removed FROM retention_log WHERE source = 'ae_attendances' AND retention_years = 2").fetchall()
+        assert removed and removed[0][0] > 0, "not vacuous: the shorter retention removed rows"
+        assert con.sql("SELECT * FROM raw_ae_attendances").pl().equals(cold.sql("SELECT * FROM raw_ae_attendances").pl())
 
 
 def test_a_file_sent_again_corrected_no_longer_replaces_the_kept_row_it_replaced(months, tmp_path):
