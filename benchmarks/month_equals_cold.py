@@ -8,6 +8,7 @@ counties of every recording mode, by hand (not a test).
     .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --months-before 3
     .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --restated
     .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --gazetteer-late
+    .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --contract-reviewed
 
 tests/test_incremental.py holds a month to a run reading every file on a county of a few hundred
 residents. This does the same on counties large enough for the month's shortcuts to meet what
@@ -50,7 +51,13 @@ otherwise), as partners do: the month reads that source again from that file
 gazetteer lacking every 50th property (`pipeline.gazetteer_late`: new builds reach a council's
 gazetteer late) and the month the whole one, as a council's refreshed gazetteer arrives: every
 address line is matched again, and households formed with the properties new to it
-(month_equals_cold_<people>_gazetteer_late.md).
+(month_equals_cold_<people>_gazetteer_late.md). With --contract-reviewed, every run is made as
+its authority's on a deployment, under the council's own contracts folder as it stood on the
+run's day: the runs before the month under the contracts before its IG lead's review, the month
+under those after it (`pipeline.contracts_before_review`: A&E's rows kept four years, then three;
+the front door's NHS_NUMBER ignored, then loaded): the month reads those two sources whole, and
+links the front door's mentions with their NHS numbers (month_equals_cold_<people>_contract_reviewed.md;
+it combines with the other flags).
 """
 
 from __future__ import annotations
@@ -65,10 +72,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import polars as pl  # noqa: E402
+import yaml  # noqa: E402
 from common import CACHE  # noqa: E402
 from compare_outputs import compare_outputs  # noqa: E402
 from linkage_quality import grid_arguments  # noqa: E402
-from pipeline import gazetteer_late, last_month, machine, oldest_gone, on_its_day, publish, restated  # noqa: E402
+from pipeline import REVIEWED, contracts_before_review, gazetteer_late, last_month, machine, oldest_gone, on_its_day, publish, restated  # noqa: E402
 
 from features.calendar import previous_month  # noqa: E402
 from linkage.evaluate import pairwise_score, score_linked_records  # noqa: E402
@@ -87,15 +95,35 @@ def county(people: int, seed: int, month: str, mode: str) -> Path:
     return landing
 
 
-def _run(landing: Path, month: str, out: Path, *flags: str, deleting: bool = False) -> float:
+def _run(landing: Path, month: str, out: Path, *flags: str, deleting: bool = False, contracts: Path | None = None) -> float:
     """Seconds of one `earlyhelp run` in a process of its own, made as on `run_date(month)`;
-    `deleting`: with the council's switch that deletes landing files past retention on."""
+    `deleting`: with the council's switch that deletes landing files past retention on;
+    `contracts`: the council's own contracts folder, the run made as its authority's on a
+    deployment (an authorities file beside the folder naming it, this landing folder and `out`)."""
+    where = ["--landing", str(landing), "--out", str(out)]
+    if contracts is not None:
+        deployment = contracts.parent / "authorities.yaml"
+        deployment.write_text(yaml.safe_dump({"authorities": [
+            {"code": "county", "name": "County Council", "landing": str(landing.resolve()), "output": str(out.resolve()), "contracts": str(contracts.resolve())},
+        ]}))
+        where = ["--authorities", str(deployment), "--authority", "county"]
     began = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(landing), "--month", month, "--out", str(out), *flags],
+        [sys.executable, "-m", "pipelines.cli", "run", *where, "--month", month, *flags],
         check=True, stdout=subprocess.DEVNULL, env=on_its_day(month, {**os.environ, "EARLYHELP_DELETE_EXPIRED_LANDING": "1" if deleting else ""}),
     )
     return time.perf_counter() - began
+
+
+def _review_met(out: Path) -> dict[str, int]:
+    """What the month met of the IG lead's review (`contracts_before_review`), so that the row is
+    not vacuous: A&E rows its shorter retention removed, and front door mentions with an NHS number."""
+    import duckdb
+
+    with duckdb.connect(str(out / "warehouse.duckdb"), read_only=True) as con:
+        removed = con.execute("SELECT rows_removed FROM retention_log WHERE source = 'ae_attendances' QUALIFY rowid = max(rowid) OVER ()").fetchall()[0][0]
+        numbered = con.execute("SELECT count(nhs_number) FROM person_records WHERE source = 'front_door_contacts'").fetchall()[0][0]
+    return {"A&E rows removed at the review": removed, "front door mentions with an NHS number": numbered}
 
 
 def same_partition(a: Path, b: Path) -> dict[str, bool]:
@@ -113,7 +141,7 @@ def same_partition(a: Path, b: Path) -> dict[str, bool]:
 
 
 def one_county(people: int, seed: int, month: str, mode: str, work: Path, gone: bool = False, delete_expired: bool = False,
-               months_before: int = 1, corrected: bool = False, late_gazetteer: bool = False) -> dict:
+               months_before: int = 1, corrected: bool = False, late_gazetteer: bool = False, contract_reviewed: bool = False) -> dict:
     truth = county(people, seed, month, mode) / "truth.csv"
     # the landing folder as it stood 1..months_before months before, oldest first
     earlier = [last_month(truth.parent)]
@@ -132,6 +160,15 @@ def one_county(people: int, seed: int, month: str, mode: str, work: Path, gone: 
         shutil.rmtree(folder, ignore_errors=True)
     deleted = None
     seconds = {}
+    # the council's own contracts folder, as it stood on each run's day: the review between the
+    # last run before the month and the month (`contracts_before_review`)
+    contracts = work / "deployment" / "contracts" if contract_reviewed else None
+
+    def run(landing: Path, month: str, out: Path, *flags: str, deleting: bool = False, reviewed: bool = True) -> float:
+        if contracts is not None:
+            contracts_before_review(contracts, reviewed)
+        return _run(landing, month, out, *flags, deleting=deleting, contracts=contracts)
+
     if delete_expired:
         # a council's own landing folder (hard links): each run before the month deletes the files
         # past retention from it, then the next month's files arrive in it
@@ -141,7 +178,7 @@ def one_county(people: int, seed: int, month: str, mode: str, work: Path, gone: 
         deleted = 0
         for before, before_month, after in zip(earlier, months, [*earlier[1:], landing]):
             there = {path for path in council.rglob("*") if path.is_file()}
-            seconds[before_month] = _run(council, before_month, folders["last_month"], deleting=True)
+            seconds[before_month] = run(council, before_month, folders["last_month"], deleting=True, reviewed=False)
             deleted += sum(1 for path in there if not path.exists())
             for path in sorted(after.glob("*/*")):
                 if not (before / path.relative_to(after)).exists():
@@ -149,19 +186,20 @@ def one_county(people: int, seed: int, month: str, mode: str, work: Path, gone: 
         landing = council
     else:
         for before, before_month in zip(earlier, months):
-            seconds[before_month] = _run(before, before_month, folders["last_month"])
+            seconds[before_month] = run(before, before_month, folders["last_month"], reviewed=False)
     seconds = {(f"{way} (from nothing)" if i == 0 else way): s for i, (way, s) in enumerate(seconds.items())}
     shutil.copytree(folders["last_month"], folders["month"], symlinks=True)
     shutil.copytree(folders["last_month"], folders["every_file"], symlinks=True)
-    seconds["month"] = _run(landing, month, folders["month"])
-    seconds["every file"] = _run(landing, month, folders["every_file"], "--read-every-file")
-    seconds["from nothing"] = _run(landing, month, folders["from_nothing"])
+    seconds["month"] = run(landing, month, folders["month"])
+    seconds["every file"] = run(landing, month, folders["every_file"], "--read-every-file")
+    seconds["from nothing"] = run(landing, month, folders["from_nothing"])
     verdicts = compare_outputs(folders["every_file"], folders["month"])
     differing = [name for name, verdict in verdicts if not verdict.startswith("same") or "new columns" in verdict]
     partition = same_partition(folders["month"] / LINKED, folders["from_nothing"] / LINKED)
     f1 = {way: score_linked_records(folders[way] / LINKED, truth) for way in ("month", "from_nothing")}
     return {
         "seed": seed, "mode": mode, **({"files deleted by the runs before": deleted} if delete_expired else {}),
+        **(_review_met(folders["month"]) if contract_reviewed else {}),
         "outputs the same as reading every file": f"{len(verdicts) - len(differing)} of {len(verdicts)}",
         "differing": ", ".join(differing) or "-",
         "persons as from nothing": partition["person"], "families as from nothing": partition["family"],
@@ -179,6 +217,7 @@ def main() -> None:
     parser.add_argument("--delete-expired", action="store_true", help="last month's run deletes the landing files past retention (EARLYHELP_DELETE_EXPIRED_LANDING=1) from a council's own landing folder, where the month's files then arrive")
     parser.add_argument("--restated", action="store_true", help="the month's landing folder with an earlier file of each source sent again, corrected (a record taken back, a surname spelt otherwise)")
     parser.add_argument("--gazetteer-late", action="store_true", help="the runs before the month with a gazetteer lacking every 50th property, which the month's gazetteer holds (new builds arriving late)")
+    parser.add_argument("--contract-reviewed", action="store_true", help="the runs before the month under the council's contracts as they stood before its IG lead's review, the month under the packaged ones (A&E's retention cut from four years to three, NHS_NUMBER added to the front door's)")
     parser.add_argument("--months-before", type=int, default=1, help="months run one after another before the month, the first from nothing (1: last month's alone)")
     args = parser.parse_args()
     if args.months_before < 1:
@@ -188,7 +227,8 @@ def main() -> None:
     rows = []
     for mode in args.modes:
         for seed in args.seeds:
-            rows.append(one_county(args.people, seed, args.month, mode, args.work, args.oldest_gone, args.delete_expired, args.months_before, args.restated, args.gazetteer_late))
+            rows.append(one_county(args.people, seed, args.month, mode, args.work, args.oldest_gone, args.delete_expired, args.months_before, args.restated, args.gazetteer_late,
+                                   args.contract_reviewed))
             print(rows[-1], flush=True)
     header = list(rows[0])
     table = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
@@ -207,13 +247,17 @@ def main() -> None:
            "; in the month's landing folder an earlier file of each source sent again, corrected: a record taken back, a surname spelt otherwise."
            if args.restated else
            "; the runs before the month with a gazetteer lacking every 50th property, which the month's holds."
-           if args.gazetteer_late else "."),
+           if args.gazetteer_late else ".")
+        + (" Each run as its authority's on a deployment, under the council's own contracts folder: the runs before the month"
+           " as it stood before its IG lead's review, the month's after it ("
+           + "; ".join(f"{source}: {change}" for source, change in REVIEWED.items()) + ")." if args.contract_reviewed else ""),
         "", *table, "",
         "Every month left every output as reading every file does, and put every mention with the same others as a run from nothing."
         if alike else "NOT ALIKE: see the rows above.",
     ]
     modes = "" if args.modes == parser.get_default("modes") else " --modes " + " ".join(args.modes)
     gone = " --oldest-gone" if args.oldest_gone else " --delete-expired" if args.delete_expired else " --restated" if args.restated else " --gazetteer-late" if args.gazetteer_late else ""
+    gone += " --contract-reviewed" if args.contract_reviewed else ""
     gone += f" --months-before {args.months_before}" if args.months_before > 1 else ""
     publish(f"month_equals_cold_{args.people}{gone.replace(' --', '_').replace('-', '_').replace(' ', '_')}.md",
             f"benchmarks/month_equals_cold.py --people {args.people} --seeds {' '.join(map(str, args.seeds))}{modes}{gone}", lines)

@@ -245,6 +245,43 @@ def restated(landing: Path) -> Path:
     return target
 
 
+#: What a council's IG lead changed at the review between two months (`contracts_before_review`):
+#: A&E's retention cut from four years to three, and the NHS number added to the front door's
+#: contract (the consistent child identifier).
+REVIEWED = {"ae_attendances": "retention 4 -> 3 years", "front_door_contacts": "NHS_NUMBER added"}
+
+
+def contracts_before_review(folder: Path, reviewed: bool) -> Path:
+    """A council's own contracts folder (`folder`, its files replaced): the packaged contracts
+    where `reviewed`, else the contracts as they stood before its IG lead's review (REVIEWED): A&E
+    kept rows four years, and the front door's contract did not name NHS_NUMBER, which its files
+    sent all the same and a run ignored. Made before each run, as the council's folder stood on
+    that run's day."""
+    import yaml
+
+    from data_contracts import CONTRACTS_DIR, contract_paths
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in contract_paths(folder):
+        path.unlink()
+    for path in contract_paths(CONTRACTS_DIR):
+        shutil.copyfile(path, folder / path.name)
+    if reviewed:
+        return folder
+    ae = folder / "ae_attendances.yaml"
+    document = yaml.safe_load(ae.read_text(encoding="utf-8"))
+    retention = next(p for p in document["slaProperties"] if p["property"] == "retention")
+    assert retention["value"] == 3 and retention["unit"] == "y", "the packaged A&E retention changed: update REVIEWED"
+    retention.update(value=4, description="Rows are removed four years after the attendance.")
+    ae.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    front_door = folder / "front_door_contacts.yaml"
+    document = yaml.safe_load(front_door.read_text(encoding="utf-8"))
+    properties = document["schema"][0]["properties"]
+    document["schema"][0]["properties"] = [p for p in properties if p.get("physicalName") != "NHS_NUMBER"]
+    assert len(document["schema"][0]["properties"]) == len(properties) - 1, "the packaged front door contract names no NHS_NUMBER: update REVIEWED"
+    front_door.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return folder
+
 def _timed_run(landing: Path, month: str, out: Path) -> tuple[float, int, float, dict[str, float]]:
     """(wall seconds, peak MiB, CPU seconds, each step's seconds) of one `earlyhelp run`."""
     began = time.perf_counter()
