@@ -71,7 +71,8 @@ SET_ASIDE_MOSTLY = 0.95
 #: How many rows of a batch may lack such a field however few rows it has: a month validates
 #: only the rows of its new files, and a small source's month may be a few dozen rows, where two
 #: postcodes keyed wrong (one in 120 is, spec v2) are more than 5%. So few slips say nothing of
-#: the extract as a whole; from 100 rows, 5% allows as many.
+#: the extract as a whole; from 100 rows, 5% allows as many, and a batch of no more rows may lack
+#: the field in every one.
 SET_ASIDE_FEW = 5
 
 
@@ -80,7 +81,7 @@ def set_aside_mostly(rows: int | None) -> float:
     (None: the share the contract states, SET_ASIDE_MOSTLY)."""
     if not rows:
         return SET_ASIDE_MOSTLY
-    return min(SET_ASIDE_MOSTLY, 1 - SET_ASIDE_FEW / rows)
+    return max(0.0, min(SET_ASIDE_MOSTLY, 1 - SET_ASIDE_FEW / rows))
 
 
 def suite_plan(contract: Contract, rows: int | None = None) -> list[tuple[str, dict]]:
