@@ -10,6 +10,7 @@ it needs nothing from the assets and changes nothing in the run.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 import time
 from pathlib import Path
@@ -20,6 +21,33 @@ import dagster as dg
 #: The tag that finds the run being watched (a fresh token per `earlyhelp run`).
 WATCH_TAG = "earlyhelp/invocation"
 _DONE = {"STEP_SUCCESS": "done", "STEP_FAILURE": "FAILED", "STEP_SKIPPED": "skipped"}
+#: A frame of a Python stack as Dagster stores it, and where the project's own code lies: a failed
+#: step is said at the last frame of ours its error passed through, where a fix starts.
+_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
+_PROJECT = Path(__file__).resolve().parents[1]
+
+
+def failure_said(error) -> str:
+    """A failed step's error (Dagster's SerializableErrorInfo) in a line for the terminal: the
+    class of its innermost cause and the last frame of the project's code it passed through, as
+    `ColumnNotFoundError at ingestion/load.py:723 (_reconcile)`. Never the message, which a library
+    may fill with a value it could not read, but Dagster's own (the blocking checks that failed);
+    the run's log file holds the error whole, as the event log does."""
+    chain = [error]
+    # a worker process's error comes back as itself, caused by a _RemoteTraceback: its stack's text
+    while chain[-1].cause is not None and chain[-1].cause.cls_name != "_RemoteTraceback":
+        chain.append(chain[-1].cause)
+    if chain[-1].cls_name.startswith("Dagster") and len(chain) == 1:
+        # Dagster's own words (a blocking check failed: which), never a value of the data
+        words = re.sub(rf"^[\w.]*{chain[-1].cls_name}:", "", chain[-1].message.strip())
+        return f"{chain[-1].cls_name}: " + " ".join(words.split())
+    for link in reversed(chain):
+        for line in reversed(link.stack):
+            frame = _FRAME.search(line)
+            if frame and "site-packages" not in frame[1] and Path(frame[1]).resolve().is_relative_to(_PROJECT):
+                where = Path(frame[1]).resolve().relative_to(_PROJECT).as_posix()
+                return f"{chain[-1].cls_name} at {where}:{frame[2]} ({frame[3]})"
+    return chain[-1].cls_name
 
 
 def previous_step_seconds(instance: dg.DagsterInstance, job_name: str) -> dict[str, float]:
@@ -86,6 +114,10 @@ class RunWatcher(threading.Thread):
         kind = event.event_type_value if event else entry.level
         line = f"{when} {entry.step_key or '-':<45} {kind:<28} {entry.user_message or (event.message if event else '')}"
         log.write(line.rstrip() + "\n")
+        error = getattr(event.event_specific_data, "error", None) if event is not None else None
+        if error is not None:
+            # the error with its causes and stacks, as the event log holds it: the line above says only that it failed
+            log.write("".join(f"    {text}\n" for text in error.to_string().rstrip().splitlines()))
         if event is None or event.event_type_value not in _DONE or entry.step_key is None:
             return
         self.finished.append(entry.step_key)
@@ -98,3 +130,5 @@ class RunWatcher(threading.Thread):
             f"{(f'{took:.1f}s' if took is not None else ''):>8}   {_clock(elapsed):>5} so far, {estimate}",
             file=self.stream, flush=True,
         )
+        if error is not None:
+            print(f"{'':>{2 * len(str(self.steps)) + 4}}{failure_said(error)}; the error in full: {self.log_path}", file=self.stream, flush=True)

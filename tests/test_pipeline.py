@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 import re
 import shutil
@@ -704,8 +705,17 @@ def test_no_personal_data_where_things_go_wrong(village, tmp_path):
     registry = tmp_path / "broken.yaml"
     registry.write_text(yaml.safe_dump(document, sort_keys=False))
     out = tmp_path / "out"
-    result = run_pipeline(landing, MONTH, out, registry=registry)
+    shown = io.StringIO()
+    result = run_pipeline(landing, MONTH, out, registry=registry, progress=shown)
     assert not result.success
+    # the analyst is told which step failed, with what and where in the code, and finds the
+    # error whole in the run's log (the event log's line alone says only that it failed)
+    [log_path] = (out / "logs").glob("run_*.log")
+    log = log_path.read_text()
+    said = re.search(r"^\[\s*\d+/\d+\] indicators\s+FAILED.*\n\s+(\w+) at (features/\S+):\d+ \((\w+)\); the error in full: (\S+)$", shown.getvalue(), re.M)
+    assert said, shown.getvalue()
+    assert said[4] == str(log_path) and "Exception" in said[1] and said[1] in log and "no_such_column" in log
+    assert re.search(rf'File ".*{re.escape(said[2].split(":")[0])}", line \d+, in {said[3]}', log), "the stack is in the log"
     surnames, dobs = _county_people(landing)
     assert set(refused["SURNAME"].drop_nulls()) & surnames, "the refused file holds names the search looks for"
     with dg.DagsterInstance.from_config(str(out / ".dagster")) as instance:
@@ -731,7 +741,9 @@ def test_no_personal_data_where_things_go_wrong(village, tmp_path):
         con.close()
     assert refused_files == 1
     reports = " ".join(p.read_text() for p in (out / "partner_reports").rglob("*") if p.is_file())
-    for where, text in {"dagster events": events, "compute logs": compute_logs, "log tables": logs, "partner reports": reports}.items():
+    for where, text in {
+        "dagster events": events, "compute logs": compute_logs, "log tables": logs, "partner reports": reports, "the run's log": log, "the terminal": shown.getvalue(),
+    }.items():
         leaked = sorted(s for s in surnames if s in text)
         assert not leaked, f"{where} holds {len(leaked)} surnames"
         leaked = sorted(d for d in dobs if d in text)
