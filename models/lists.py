@@ -97,7 +97,8 @@ def apply_decisions(
     returning = scores.join(deferred, on="family_ref", how="semi").join(listed.select("family_ref"), on="family_ref", how="anti")
     if returning.height:
         listed = pl.concat([listed, returning.select([c for c in listed.columns if c in returning.columns])], how="diagonal_relaxed")
-    already = latest.filter(pl.col("decision") == "ALREADY_KNOWN").join(facts, on="family_ref", how="left")
+    # of the families the pipeline knows: a reference none holds is said once, as that (`unknown`)
+    already = latest.filter((pl.col("decision") == "ALREADY_KNOWN") & pl.col("family_ref").is_in(known)).join(facts, on="family_ref", how="left")
     not_known = already.filter(~(pl.col("open_statutory").fill_null(False) | pl.col("open_early_help").fill_null(False))).select(
         "family_ref", "meeting_date", "decision", pl.lit("recorded as already known, but no open case is linked to the family").alias("issue")
     )

@@ -335,11 +335,11 @@ def test_second_month_honours_every_meeting_decision(village, august, tmp_path):
     refs = first["family_ref"].to_list()
     decisions = pl.DataFrame(
         {
-            "FAMILY_REF": [refs[0], refs[1], refs[2], refs[3], refs[4], "F9999999"],
-            "MEETING_DATE": ["2026-09-10"] * 6,
-            "DECISION": ["ALLOCATED", "NO_FURTHER_ACTION", "CONSENT_DECLINED", "DEFERRED", "ALREADY_KNOWN", "ALLOCATED"],
-            "LEAD_AGENCY": ["School", None, None, None, None, "Health visiting"],
-            "NOTES": [None, "no concerns the family wants help with", None, "more information first", None, None],
+            "FAMILY_REF": [refs[0], refs[1], refs[2], refs[3], refs[4], "F9999999", "F9999998"],
+            "MEETING_DATE": ["2026-09-10"] * 7,
+            "DECISION": ["ALLOCATED", "NO_FURTHER_ACTION", "CONSENT_DECLINED", "DEFERRED", "ALREADY_KNOWN", "ALLOCATED", "ALREADY_KNOWN"],
+            "LEAD_AGENCY": ["School", None, None, None, None, "Health visiting", None],
+            "NOTES": [None, "no concerns the family wants help with", None, "more information first", None, None, None],
         }
     )
     (landing / "meeting_outcomes").mkdir()
@@ -352,6 +352,12 @@ def test_second_month_honours_every_meeting_decision(village, august, tmp_path):
     assert row["last_decision"] == "DEFERRED" and str(row["last_discussed"]) == "2026-09-10"
     issues = dict(con.sql("SELECT family_ref, issue FROM decision_discrepancies").pl().iter_rows())
     assert "F9999999" in issues and "knows no family" in issues["F9999999"]
+    # a reference no family holds (a family since split, or a typo) is that, not also a family
+    # with no open case; and each decision returned is one row of meeting_decisions, its issue with it
+    unknown = con.execute("SELECT issue FROM decision_discrepancies WHERE family_ref = 'F9999998'").fetchall()
+    assert unknown == [("the pipeline knows no family with this reference",)], unknown
+    recorded = con.sql("SELECT family_ref, issue FROM meeting_decisions").pl()
+    assert recorded.height == decisions.height and recorded["family_ref"].n_unique() == decisions.height
     open_cases = con.execute(
         f"""SELECT count(*) FROM raw_open_cases c
             JOIN person_records pr ON pr.source = 'open_cases' AND pr.file = c._file AND pr.row = c._row
