@@ -108,6 +108,14 @@ def _line_one(addr: pl.DataFrame, rng, abbreviate: float) -> np.ndarray:
     return line
 
 
+def _references(prefix: str, numbers: np.ndarray, width: int) -> np.ndarray:
+    """Each number written with `width` digits after `prefix` (DA0000042), as Python strings; an
+    empty array for none (numpy's zfill fails on one: a small county may have no open case)."""
+    if len(numbers) == 0:
+        return np.empty(0, dtype=object)
+    return np.char.add(prefix, np.char.zfill(numbers.astype(str), width)).astype(object)
+
+
 def _frame(columns: dict, person: np.ndarray, day: np.ndarray, t: Timeline, addr: pl.DataFrame) -> pl.DataFrame:
     """The extract in the partner's layout, with `person_id`, `event_date` and `address_id` (the
     address the row was recorded at) beside it for truth; the writer drops them."""
@@ -174,7 +182,7 @@ def asb_incidents(county: County, t: Timeline, rng: np.random.Generator) -> pl.D
     ages[no_dob & (rng.random(m) < 0.1)] = None
     address = np.char.add(np.char.add(_line_one(addr, rng, 0.5).astype(str), ", "), addr["town"].to_numpy().astype(str)).astype(object)
     columns = {
-        "INCIDENT_REF": np.char.add("ASB", np.char.zfill((incident + 1).astype(str), 7)).astype(object),
+        "INCIDENT_REF": _references("ASB", incident + 1, 7),
         "INCIDENT_DATE": np.array(rec.format_dates(t.date(day), "%Y-%m-%d"), dtype=object),
         "ASB_CATEGORY": category.astype(object),
         "CRIME_LINKED": crime.astype(object),
@@ -256,7 +264,7 @@ def domestic_abuse(county: County, t: Timeline, rng: np.random.Generator) -> pl.
     gender = np.where(p["sex"] == "M", "MALE", "FEMALE").astype(object)
     gender[rng.random(m) < 0.01] = "UNKNOWN"
     columns = {
-        "NOTIFICATION_ID": np.char.add("DA", np.char.zfill((note + 1).astype(str), 7)).astype(object),
+        "NOTIFICATION_ID": _references("DA", note + 1, 7),
         "INCIDENT_DATETIME": np.array(pl.Series(stamp.astype("datetime64[ms]")).dt.strftime("%Y-%m-%dT%H:%M").to_list(), dtype=object),
         "DASH_RISK": risk[note].astype(object),
         "MARAC_REFERRAL": marac[note].astype(object),
@@ -310,7 +318,7 @@ def ae_attendances(county: County, t: Timeline, rng: np.random.Generator) -> pl.
     gender = np.where(p["sex"] == "M", "1", "2").astype(object)
     gender[rng.random(m) < 0.01] = "9"
     columns = {
-        "ATTENDANCE_ID": np.char.add("ED", np.char.zfill(rng.permutation(m).astype(str), 8)).astype(object),
+        "ATTENDANCE_ID": _references("ED", rng.permutation(m), 8),
         "ARRIVAL_DATE": np.array(rec.format_dates(t.date(day), "%Y%m%d"), dtype=object),
         "NHS_NUMBER": rec.blank(rec.space_nhs_number(p["nhs_number"], 0.35, rng), 0.05, rng),
         "PERSON_GIVEN_NAME": rec.typos(rec.upper_case(forename, 0.1, rng), 0.015, rng),
@@ -380,7 +388,7 @@ def worklessness(county: County, t: Timeline, rng: np.random.Generator) -> pl.Da
     end_text[~ended] = None
     addr_lines = _line_one(addr, rng, 0.0)
     columns = {
-        "CLAIM_REF": np.char.add("CL", np.char.zfill((claim + 1).astype(str), 7)).astype(object),
+        "CLAIM_REF": _references("CL", claim + 1, 7),
         "ROLE": role,
         "NINO": rec.blank(p["nino"], 0.1, rng),
         "FORENAME": rec.typos(p["forename"], 0.01, rng),
@@ -585,7 +593,7 @@ def open_cases(county: County, t: Timeline, rng: np.random.Generator, asb: pl.Da
     close_text = np.array(rec.format_dates(t.date(close_day), "%Y-%m-%d"), dtype=object)
     close_text[close_day >= t.days] = None
     columns = {
-        "CASE_ID": np.char.add("C", np.char.zfill(np.arange(1, m + 1).astype(str), 7)).astype(object),
+        "CASE_ID": _references("C", np.arange(1, m + 1), 7),
         "SERVICE": service_col,
         "FORENAME": rec.typos(p["forename"], 0.005, rng),
         "SURNAME": rec.typos(p["surname"], 0.005, rng),
@@ -642,7 +650,7 @@ def front_door_contacts(county: County, t: Timeline, rng: np.random.Generator) -
     addr = _addresses_at(county, person, day)
     dob = np.array(rec.format_dates(p["dob"], "%Y-%m-%d"), dtype=object)
     columns = {
-        "CONTACT_ID": np.char.add("FD", np.char.zfill((contact + 1).astype(str), 7)).astype(object),
+        "CONTACT_ID": _references("FD", contact + 1, 7),
         "CONTACT_DATE": np.array(rec.format_dates(t.date(day), "%Y-%m-%d"), dtype=object),
         "FORENAME": rec.typos(p["forename"], 0.01, rng),
         "SURNAME": rec.typos(p["surname"], 0.01, rng),

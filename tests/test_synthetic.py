@@ -165,3 +165,13 @@ def test_monthly_files_hold_the_same_rows_one_file_a_month(tmp_path, village):
     asb = [pl.read_csv(p, infer_schema=False)["INCIDENT_DATE"].str.to_date() for p in sorted((monthly / "asb_incidents").glob("*.csv"))]
     assert any(later.min() < earlier.max() for earlier, later in zip(asb, asb[1:])), "a monthly file re-sends the days before its month"
     assert [p.name for p in (monthly / "open_cases").glob("*.csv")] == [f"open_cases_{MONTH}.csv"]
+
+
+def test_a_county_too_small_for_some_sources_is_generated_without_their_rows(tmp_path):
+    """Thirty residents: no anti-social behaviour, no contact at the front door. Each source's
+    rows are what the county gives, none where it gives none; the generator once failed on an
+    empty column of references."""
+    summary = generate_county(people=30, seed=1, month=MONTH, out=tmp_path)
+    assert summary.rows["asb_incidents"] == summary.rows["front_door_contacts"] == 0 and summary.rows["school_attendance"] > 0
+    truth = pl.read_csv(tmp_path / "truth.csv")
+    assert truth.height == sum(n for source, n in summary.rows.items() if source in EXTRACTS)
