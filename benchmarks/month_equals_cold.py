@@ -9,6 +9,7 @@ counties of every recording mode, by hand (not a test).
     .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --restated
     .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --gazetteer-late
     .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --contract-reviewed
+    .venv/bin/python benchmarks/month_equals_cold.py --people 20000 --seeds 3 7 11 --pack-returned
 
 tests/test_incremental.py holds a month to a run reading every file on a county of a few hundred
 residents. This does the same on counties large enough for the month's shortcuts to meet what
@@ -57,11 +58,16 @@ run's day: the runs before the month under the contracts before its IG lead's re
 under those after it (`pipeline.contracts_before_review`: A&E's rows kept four years, then three;
 the front door's NHS_NUMBER ignored, then loaded): the month reads those two sources whole, and
 links the front door's mentions with their NHS numbers (month_equals_cold_<people>_contract_reviewed.md;
-it combines with the other flags).
+it combines with the other flags). With --pack-returned, each run's packs come back from its
+meetings ten days after it, decisions typed in (`pipeline.packs_returned`), and land among the
+next run's files as meeting_outcomes (last month's among the month's; with --months-before, every
+month's): the month honours every decision returned, as its lists, outcomes and chair's summary
+show (month_equals_cold_<people>_pack_returned.md; it combines with the other flags).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -76,7 +82,7 @@ import yaml  # noqa: E402
 from common import CACHE  # noqa: E402
 from compare_outputs import compare_outputs  # noqa: E402
 from linkage_quality import grid_arguments  # noqa: E402
-from pipeline import REVIEWED, contracts_before_review, gazetteer_late, last_month, machine, oldest_gone, on_its_day, publish, restated  # noqa: E402
+from pipeline import REVIEWED, contracts_before_review, gazetteer_late, last_month, machine, oldest_gone, on_its_day, packs_returned, publish, restated, run_date  # noqa: E402
 
 from features.calendar import previous_month  # noqa: E402
 from linkage.evaluate import pairwise_score, score_linked_records  # noqa: E402
@@ -126,6 +132,15 @@ def _review_met(out: Path) -> dict[str, int]:
     return {"A&E rows removed at the review": removed, "front door mentions with an NHS number": numbered}
 
 
+def _decisions_met(out: Path, returned: int) -> dict[str, int]:
+    """What the month met of the packs returned: the decisions typed, and those the month recorded."""
+    import duckdb
+
+    with duckdb.connect(str(out / "warehouse.duckdb"), read_only=True) as con:
+        recorded = con.execute("SELECT count(*) FROM meeting_decisions").fetchall()[0][0]
+    return {"decisions returned": returned, "decisions recorded": recorded}
+
+
 def same_partition(a: Path, b: Path) -> dict[str, bool]:
     """Whether the two exports put every mention in a person, and in a family, with the same other
     mentions: pairwise precision and recall of one against the other both 1."""
@@ -141,7 +156,8 @@ def same_partition(a: Path, b: Path) -> dict[str, bool]:
 
 
 def one_county(people: int, seed: int, month: str, mode: str, work: Path, gone: bool = False, delete_expired: bool = False,
-               months_before: int = 1, corrected: bool = False, late_gazetteer: bool = False, contract_reviewed: bool = False) -> dict:
+               months_before: int = 1, corrected: bool = False, late_gazetteer: bool = False, contract_reviewed: bool = False,
+               pack_returned: bool = False) -> dict:
     truth = county(people, seed, month, mode) / "truth.csv"
     # the landing folder as it stood 1..months_before months before, oldest first
     earlier = [last_month(truth.parent)]
@@ -169,25 +185,55 @@ def one_county(people: int, seed: int, month: str, mode: str, work: Path, gone: 
             contracts_before_review(contracts, reviewed)
         return _run(landing, month, out, *flags, deleting=deleting, contracts=contracts)
 
+    council = work / "landing" if delete_expired else None
+    # every pack the meetings returned so far (--pack-returned): each run's packs come back from its
+    # meetings ten days after it, and land among the next run's files
+    returned_packs, returned = work / "packs_returned", 0
+    shutil.rmtree(returned_packs, ignore_errors=True)
+
+    def return_packs(month: str) -> None:
+        nonlocal returned
+        if pack_returned:
+            returned += packs_returned(folders["last_month"] / "packs" / month, returned_packs, run_date(month) + dt.timedelta(days=10))
+
+    def with_returned(landing: Path, month: str) -> Path:
+        """`landing` with every pack returned so far in its meeting_outcomes/: the council's own
+        folder gains them, another is copied first (hard links)."""
+        packs = sorted(returned_packs.glob("*.xlsx"))
+        if not packs:
+            return landing
+        if landing != council:
+            copy = work / f"landing_{month}"
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(landing, copy, copy_function=os.link)
+            landing = copy
+        (landing / "meeting_outcomes").mkdir(exist_ok=True)
+        for path in packs:
+            if not (landing / "meeting_outcomes" / path.name).exists():
+                os.link(path, landing / "meeting_outcomes" / path.name)
+        return landing
+
     if delete_expired:
         # a council's own landing folder (hard links): each run before the month deletes the files
         # past retention from it, then the next month's files arrive in it
-        council = work / "landing"
         shutil.rmtree(council, ignore_errors=True)
         shutil.copytree(earlier[0], council, copy_function=os.link)
         deleted = 0
         for before, before_month, after in zip(earlier, months, [*earlier[1:], landing]):
             there = {path for path in council.rglob("*") if path.is_file()}
-            seconds[before_month] = run(council, before_month, folders["last_month"], deleting=True, reviewed=False)
+            seconds[before_month] = run(with_returned(council, before_month), before_month, folders["last_month"], deleting=True, reviewed=False)
             deleted += sum(1 for path in there if not path.exists())
+            return_packs(before_month)
             for path in sorted(after.glob("*/*")):
                 if not (before / path.relative_to(after)).exists():
                     os.link(path, council / path.relative_to(after))
         landing = council
     else:
         for before, before_month in zip(earlier, months):
-            seconds[before_month] = run(before, before_month, folders["last_month"], reviewed=False)
+            seconds[before_month] = run(with_returned(before, before_month), before_month, folders["last_month"], reviewed=False)
+            return_packs(before_month)
     seconds = {(f"{way} (from nothing)" if i == 0 else way): s for i, (way, s) in enumerate(seconds.items())}
+    landing = with_returned(landing, month)
     shutil.copytree(folders["last_month"], folders["month"], symlinks=True)
     shutil.copytree(folders["last_month"], folders["every_file"], symlinks=True)
     seconds["month"] = run(landing, month, folders["month"])
@@ -200,6 +246,7 @@ def one_county(people: int, seed: int, month: str, mode: str, work: Path, gone: 
     return {
         "seed": seed, "mode": mode, **({"files deleted by the runs before": deleted} if delete_expired else {}),
         **(_review_met(folders["month"]) if contract_reviewed else {}),
+        **(_decisions_met(folders["month"], returned) if pack_returned else {}),
         "outputs the same as reading every file": f"{len(verdicts) - len(differing)} of {len(verdicts)}",
         "differing": ", ".join(differing) or "-",
         "persons as from nothing": partition["person"], "families as from nothing": partition["family"],
@@ -218,6 +265,7 @@ def main() -> None:
     parser.add_argument("--restated", action="store_true", help="the month's landing folder with an earlier file of each source sent again, corrected (a record taken back, a surname spelt otherwise)")
     parser.add_argument("--gazetteer-late", action="store_true", help="the runs before the month with a gazetteer lacking every 50th property, which the month's gazetteer holds (new builds arriving late)")
     parser.add_argument("--contract-reviewed", action="store_true", help="the runs before the month under the council's contracts as they stood before its IG lead's review, the month under the packaged ones (A&E's retention cut from four years to three, NHS_NUMBER added to the front door's)")
+    parser.add_argument("--pack-returned", action="store_true", help="each run's packs returned from its meetings, decisions typed in, among the next run's files (meeting_outcomes): last month's among the month's")
     parser.add_argument("--months-before", type=int, default=1, help="months run one after another before the month, the first from nothing (1: last month's alone)")
     args = parser.parse_args()
     if args.months_before < 1:
@@ -228,7 +276,7 @@ def main() -> None:
     for mode in args.modes:
         for seed in args.seeds:
             rows.append(one_county(args.people, seed, args.month, mode, args.work, args.oldest_gone, args.delete_expired, args.months_before, args.restated, args.gazetteer_late,
-                                   args.contract_reviewed))
+                                   args.contract_reviewed, args.pack_returned))
             print(rows[-1], flush=True)
     header = list(rows[0])
     table = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
@@ -250,7 +298,9 @@ def main() -> None:
            if args.gazetteer_late else ".")
         + (" Each run as its authority's on a deployment, under the council's own contracts folder: the runs before the month"
            " as it stood before its IG lead's review, the month's after it ("
-           + "; ".join(f"{source}: {change}" for source, change in REVIEWED.items()) + ")." if args.contract_reviewed else ""),
+           + "; ".join(f"{source}: {change}" for source, change in REVIEWED.items()) + ")." if args.contract_reviewed else "")
+        + (" Each run's packs returned from its meetings among the next run's files, a decision typed in five rows of six"
+           " (`pipeline.packs_returned`)." if args.pack_returned else ""),
         "", *table, "",
         "Every month left every output as reading every file does, and put every mention with the same others as a run from nothing."
         if alike else "NOT ALIKE: see the rows above.",
@@ -258,6 +308,7 @@ def main() -> None:
     modes = "" if args.modes == parser.get_default("modes") else " --modes " + " ".join(args.modes)
     gone = " --oldest-gone" if args.oldest_gone else " --delete-expired" if args.delete_expired else " --restated" if args.restated else " --gazetteer-late" if args.gazetteer_late else ""
     gone += " --contract-reviewed" if args.contract_reviewed else ""
+    gone += " --pack-returned" if args.pack_returned else ""
     gone += f" --months-before {args.months_before}" if args.months_before > 1 else ""
     publish(f"month_equals_cold_{args.people}{gone.replace(' --', '_').replace('-', '_').replace(' ', '_')}.md",
             f"benchmarks/month_equals_cold.py --people {args.people} --seeds {' '.join(map(str, args.seeds))}{modes}{gone}", lines)

@@ -28,6 +28,7 @@ they ran on.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import shutil
@@ -243,6 +244,35 @@ def restated(landing: Path) -> Path:
         truth.write_csv(made / "truth.csv")
     made.rename(target)
     return target
+
+
+#: What a chair types down a returned pack's Decisions sheet, row after row (None: left blank).
+DECISIONS_TYPED = ("ALLOCATED", "NO_FURTHER_ACTION", "DEFERRED", "ALREADY_KNOWN", "CONSENT_DECLINED", None)
+
+
+def packs_returned(packs: Path, into: Path, meeting_day: dt.date) -> int:
+    """Each XLSX pack in `packs` (a run's packs/<month>/) as its meeting returns it, into `into` (a
+    landing folder's meeting_outcomes/): DECISIONS_TYPED in turn down its Decisions sheet, each
+    decision dated `meeting_day`, an ALLOCATED one with its lead agency, the workbook saved by its
+    chair, named `<month>_<locality>.xlsx` (the packs of every month share their names). Returns
+    the decisions typed."""
+    import openpyxl
+
+    into.mkdir(parents=True, exist_ok=True)
+    typed = 0
+    for path in sorted(packs.glob("*.xlsx")):
+        book = openpyxl.load_workbook(path)
+        sheet = book["Decisions"]
+        for row, decision in zip(range(2, sheet.max_row + 1), itertools.cycle(DECISIONS_TYPED)):
+            if decision is None:
+                continue
+            sheet.cell(row, 2).value = dt.datetime.combine(meeting_day, dt.time())
+            sheet.cell(row, 3).value = decision
+            sheet.cell(row, 4).value = "Family Help team" if decision == "ALLOCATED" else None
+            typed += 1
+        book.properties.lastModifiedBy = f"chair.{path.stem}@county.example.gov.uk"
+        book.save(into / f"{packs.name}_{path.name}")
+    return typed
 
 
 #: What a council's IG lead changed at the review between two months (`contracts_before_review`):
