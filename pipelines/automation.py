@@ -71,11 +71,13 @@ def _trigger(tags: dict[str, str]) -> str:
     return tags.get("earlyhelp/trigger", "launched by hand (UI or API)")
 
 
-def audit_run(instance: dg.DagsterInstance, run: dg.DagsterRun, succeeded: bool, settings: EarlyhelpSettings | None = None) -> bool:
+def audit_run(instance: dg.DagsterInstance, run: dg.DagsterRun, succeeded: bool, settings: EarlyhelpSettings | None = None,
+              ended: str = "") -> bool:
     """Write the run's audit entry into its own warehouse: success or failure, the failed steps,
     how it started and who started it, the month and the folders (counts and paths only).
     `settings`: the run's own, where the caller has them (the CLI); else from the run's
-    configuration, else the code location's (a run launched from the UI or the daemon)."""
+    configuration, else the code location's (a run launched from the UI or the daemon).
+    `ended`: how the run ended, where it could not say so itself."""
     settings_config = ((run.run_config or {}).get("resources") or {}).get("settings", {}).get("config") or {}
     settings = settings or (EarlyhelpSettings(**settings_config) if settings_config else default_settings())
     failed = sorted(
@@ -93,6 +95,7 @@ def audit_run(instance: dg.DagsterInstance, run: dg.DagsterRun, succeeded: bool,
         f"programme {authority.programme if authority else settings.programme}; "
         f"registry {(authority.registry or 'packaged') if authority else (settings.registry_path or 'packaged')}"
         + (f"; failed steps: {', '.join(failed)}" if failed else "")
+        + (f"; {ended}" if ended else "")
     )
     output.mkdir(parents=True, exist_ok=True)
     path = output / WAREHOUSE_FILE
@@ -105,6 +108,22 @@ def audit_run(instance: dg.DagsterInstance, run: dg.DagsterRun, succeeded: bool,
                 raise
             time.sleep(1)
     return False
+
+
+def audit_unfinished_run(instance: dg.DagsterInstance | None, run_id: str, found_by: str, settings: EarlyhelpSettings) -> None:
+    """A run whose process died while it held the warehouse (killed, or its machine went down:
+    `RunLock.left_by`, found by run `found_by` as it began) wrote no audit entry, and Dagster
+    still shows it running. It is marked failed in Dagster, and its entry written as failed,
+    saying how it ended; where this instance does not know it, the entry says that."""
+    ended = f"ended without finishing: its process stopped before the run could record it (found by run {found_by})"
+    run = instance.get_run_by_id(run_id) if instance is not None else None
+    if run is None:
+        with open_warehouse(settings.warehouse_path) as con:
+            record_run(con, run_id, False, f"{ended}; the Dagster instance here holds no such run", who_ran())
+        return
+    if not run.is_finished:
+        instance.report_run_failed(run, message=ended)
+    audit_run(instance, run, False, settings, ended=ended)
 
 
 def run_audit_sensors() -> list[dg.SensorDefinition]:

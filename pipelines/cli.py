@@ -104,14 +104,14 @@ def run_pipeline(
     from pipelines.progress import WATCH_TAG, RunWatcher, previous_step_seconds
     from pipelines import steps_apart_from_environment
     from pipelines.resources import EarlyhelpSettings, council_switches
-    from warehouse import RunLock, who_ran
+    from warehouse import PROBE, RunLock, who_ran
 
     months = MONTHS.get_partition_keys()
     if month not in months:
         raise ValueError(f"month {month!r} is not a reference month: give YYYY-MM from {months[0]} to {months[-1]} (a month that has ended)")
     out.mkdir(parents=True, exist_ok=True)
     # the run's own resource holds the warehouse; looking first lets a busy warehouse be said plainly
-    with RunLock(out, "(probe)"):
+    with RunLock(out, PROBE):
         pass
     settings = EarlyhelpSettings(
         landing_dir=str(landing.resolve()), output_dir=str(out.resolve()), month=month,

@@ -91,6 +91,15 @@ class EarlyhelpSettings(dg.ConfigurableResource):
         # one run at a time on a warehouse, however it was started: a second waits, then refuses
         if run is not None:
             self._lock = RunLock(self.output, run.run_id).acquire()
+            if self._lock.left_by:
+                from pipelines.automation import audit_unfinished_run
+
+                try:
+                    audit_unfinished_run(context.instance, self._lock.left_by, run.run_id, self)
+                except BaseException:
+                    self._lock.release()
+                    self._lock = None
+                    raise
             # the run's steps share the warehouse opened once (`HeldWarehouse`); steps run apart
             # open it in their own processes, so it is not held for them
             if not self.steps_apart:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -159,6 +160,33 @@ def test_earlyhelp_run_keeps_its_history_in_postgresql_when_the_instance_says_so
 
         assert "person_links" in previous_step_seconds(instance, "monthly_run")
     assert not list(home.glob("**/*.db")), "no SQLite history beside PostgreSQL"
+
+
+def test_a_run_killed_holding_the_warehouse_is_audited_as_failed_by_the_next(village, tmp_path):
+    """A run whose process is killed (or whose machine goes down) writes no audit entry, and
+    Dagster shows it running for ever. Its id stays in the lock it held, so the next run on the
+    warehouse marks it failed in Dagster and writes its entry, saying how it ended."""
+    out = tmp_path / "out"
+    cli = [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(village), "--month", MONTH, "--out", str(out)]
+    first = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    lock = out / ".run.lock"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (lock.exists() and len(lock.read_text()) > 20):
+        time.sleep(0.1)
+    killed = lock.read_text().strip()
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=60)
+    assert lock.read_text().strip() == killed, "a killed run leaves its id in the lock"
+    with dg.DagsterInstance.from_config(str(out / ".dagster")) as instance:
+        assert not instance.get_run_by_id(killed).is_finished, "not vacuous: Dagster shows the killed run running"
+    second = subprocess.run(cli, capture_output=True, text=True)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    (failed, run_id, _, detail), (succeeded, now, _, _) = _audit(out)
+    assert (failed, run_id, succeeded) == ("run failed", killed, "run succeeded")
+    assert f"ended without finishing: its process stopped before the run could record it (found by run {now})" in detail and f"month {MONTH}" in detail
+    with dg.DagsterInstance.from_config(str(out / ".dagster")) as instance:
+        assert instance.get_run_by_id(killed).status == dg.DagsterRunStatus.FAILURE
+    assert lock.read_text() == "", "a run that ends lets go of the lock emptied"
 
 
 def test_two_runs_on_one_warehouse_the_second_waits_then_refuses_naming_the_first(village, tmp_path):

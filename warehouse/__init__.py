@@ -508,15 +508,25 @@ class WarehouseBusy(RuntimeError):
     """Another run holds the warehouse; the message names it."""
 
 
+#: The run id of a look at whether the warehouse is free (`earlyhelp run` before it starts its
+#: run): it leaves the file as it found it.
+PROBE = "(probe)"
+
+
 class RunLock:
     """The warehouse's folder held by one run: an OS lock on `<out>/.run.lock` holding that
-    run's id, released when the run ends, or by the OS when its process dies."""
+    run's id, released when the run ends, or by the OS when its process dies.
+
+    A run that ends empties the file as it lets go; one whose process was killed (or whose
+    machine went down) leaves its id there, which the next run to hold the folder finds
+    (`left_by`): that run ended without finishing, and without its audit entry."""
 
     def __init__(self, folder: Path, run_id: str, wait_seconds: float | None = None):
         self.path = folder / LOCK_FILE
         self.run_id = run_id
         self.wait_seconds = float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_SECONDS)) if wait_seconds is None else wait_seconds
         self._fd: int | None = None
+        self.left_by: str | None = None
 
     def acquire(self) -> RunLock:
         import fcntl
@@ -538,14 +548,18 @@ class RunLock:
                         f"{self.wait_seconds:.0f} s ({WAIT_ENV}) and did not start. Nothing was written."
                     ) from None
                 time.sleep(0.5)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, self.run_id.encode("ascii", "replace"), 0)
+        left = os.pread(fd, 200, 0).decode("ascii", "replace").strip()
+        self.left_by = left if left and left not in (PROBE, self.run_id) else None
+        if self.run_id != PROBE:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, self.run_id.encode("ascii", "replace"), 0)
         self._fd = fd
         return self
 
     def release(self) -> None:
         if self._fd is not None:
-            os.ftruncate(self._fd, 0)
+            if self.run_id != PROBE:
+                os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing drops the lock
             self._fd = None
 
