@@ -277,7 +277,9 @@ LANDED_FILES = Table("landed_files", {
    "counts from among the rows it loaded (its quarantined records whose date cannot be read are kept no longer)")
 RETENTION_LOG = Table("retention_log", {
     "removed_at": pl.Datetime("us"), "source": pl.String, "retention_years": pl.Float64, "cutoff": pl.Date, "rows_removed": pl.Int64,
-}, "rows removed under each contract's retention, counts only")
+}, "rows removed under retention, counts only: for a source, every row of its landing files past its contract's retention on "
+   "that run's day (the warehouse holds none of them; not only those past it since the last run, so counts of runs are not to "
+   "be added up); for a derived table, the rows that run deleted")
 QUARANTINE = Table("quarantine", {
     "source": pl.String, "_file": pl.String, "_sha256": pl.String, "_row": pl.Int64, "column": pl.String, "reason": pl.String, "record": pl.String,
 }, "rows refused, with the file, row, partner column and reason (the record kept for the partner's correction)")
