@@ -119,7 +119,7 @@ def audit_unfinished_run(instance: dg.DagsterInstance | None, run_id: str, found
     run = instance.get_run_by_id(run_id) if instance is not None else None
     if run is None:
         with open_warehouse(settings.warehouse_path) as con:
-            record_run(con, run_id, False, f"{ended}; the Dagster instance here holds no such run", who_ran())
+            record_run(con, run_id, False, f"{ended}; the Dagster instance here holds no such run", "not known: the run could not record it")
         return
     if not run.is_finished:
         instance.report_run_failed(run, message=ended)

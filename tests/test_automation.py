@@ -189,6 +189,30 @@ def test_a_run_killed_holding_the_warehouse_is_audited_as_failed_by_the_next(vil
     assert lock.read_text() == "", "a run that ends lets go of the lock emptied"
 
 
+def test_the_lock_names_a_run_that_never_let_go_and_a_probe_leaves_it_so(tmp_path):
+    """The lock of a run that ended is empty; one a killed run left names it, to the next run
+    (not to the CLI's look at whether the warehouse is free, which leaves it as it was). A killed
+    run this instance does not know still gets its entry, saying so."""
+    from pipelines.automation import audit_unfinished_run
+    from pipelines.resources import EarlyhelpSettings
+    from warehouse import LOCK_FILE, PROBE, RunLock
+
+    with RunLock(tmp_path, "ended") as lock:
+        assert lock.left_by is None
+    assert (tmp_path / LOCK_FILE).read_text() == ""
+    (tmp_path / LOCK_FILE).write_text("killed")  # as a killed run leaves it
+    with RunLock(tmp_path, PROBE) as probe:
+        assert probe.left_by == "killed"
+    assert (tmp_path / LOCK_FILE).read_text() == "killed", "the probe leaves it for the run"
+    with RunLock(tmp_path, "next") as lock:
+        assert lock.left_by == "killed" and (tmp_path / LOCK_FILE).read_text() == "next"
+    settings = EarlyhelpSettings(landing_dir=str(tmp_path / "landing"), output_dir=str(tmp_path), month=MONTH)
+    audit_unfinished_run(None, "killed", "next", settings)
+    ((action, run_id, by, detail),) = _audit(tmp_path)
+    assert (action, run_id, by) == ("run failed", "killed", "not known: the run could not record it")
+    assert "ended without finishing" in detail and "found by run next" in detail and "holds no such run" in detail
+
+
 def test_two_runs_on_one_warehouse_the_second_waits_then_refuses_naming_the_first(village, tmp_path):
     out = tmp_path / "out"
     cli = [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(village), "--month", MONTH, "--out", str(out)]
