@@ -162,18 +162,27 @@ def test_earlyhelp_run_keeps_its_history_in_postgresql_when_the_instance_says_so
     assert not list(home.glob("**/*.db")), "no SQLite history beside PostgreSQL"
 
 
+def _run_command(landing, out) -> list[str]:
+    return [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(landing), "--month", MONTH, "--out", str(out)]
+
+
+def _holder(lock) -> str:
+    """The id of the run holding the warehouse, once a run started apart holds it."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (lock.exists() and len(lock.read_text()) > 20):
+        time.sleep(0.1)
+    return lock.read_text().strip()
+
+
 def test_a_run_killed_holding_the_warehouse_is_audited_as_failed_by_the_next(village, tmp_path):
     """A run whose process is killed (or whose machine goes down) writes no audit entry, and
     Dagster shows it running for ever. Its id stays in the lock it held, so the next run on the
     warehouse marks it failed in Dagster and writes its entry, saying how it ended."""
     out = tmp_path / "out"
-    cli = [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(village), "--month", MONTH, "--out", str(out)]
+    cli = _run_command(village, out)
     first = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     lock = out / ".run.lock"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (lock.exists() and len(lock.read_text()) > 20):
-        time.sleep(0.1)
-    killed = lock.read_text().strip()
+    killed = _holder(lock)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=60)
     assert lock.read_text().strip() == killed, "a killed run leaves its id in the lock"
@@ -215,13 +224,10 @@ def test_the_lock_names_a_run_that_never_let_go_and_a_probe_leaves_it_so(tmp_pat
 
 def test_two_runs_on_one_warehouse_the_second_waits_then_refuses_naming_the_first(village, tmp_path):
     out = tmp_path / "out"
-    cli = [sys.executable, "-m", "pipelines.cli", "run", "--landing", str(village), "--month", MONTH, "--out", str(out)]
+    cli = _run_command(village, out)
     first = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lock = out / ".run.lock"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (lock.exists() and len(lock.read_text()) > 20):
-        time.sleep(0.2)
-    holder = lock.read_text().strip()
+    holder = _holder(lock)
     second = subprocess.run(cli, capture_output=True, text=True, env={**os.environ, "EARLYHELP_WAIT_SECONDS": "1"})
     _, first_err = first.communicate(timeout=600)
     assert first.returncode == 0, first_err[-2000:]
